@@ -1,0 +1,82 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mxos-linux/mxos-update/internal/ostree"
+	"github.com/mxos-linux/mxos-update/internal/release"
+	"github.com/mxos-linux/mxos-update/internal/sign"
+)
+
+func newPublishCmd() *cobra.Command {
+	var (
+		data, keys, ref, version, subject, body string
+		ownerUID, ownerGID                       int
+		noXattrs, skipSpecial, verbose, quiet    bool
+	)
+	cmd := &cobra.Command{
+		Use:   "publish --data DIR --keys KEYDIR --ref REF --version V SOURCE",
+		Short: "Publish a tree as a signed commit on a ref",
+		Long: `Publish reads SOURCE (a directory, a .tar, .tar.gz or .tar.zst file, or
+ostree:REPO_PATH:REF), stores it in DIR/repo, makes a commit with the version,
+the ref binding and a newer timestamp, signs it with the keys in KEYDIR, moves
+the ref and rewrites the signed summary.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if ref == "" || version == "" {
+				return userError("--ref and --version are required")
+			}
+			if keys == "" {
+				return userError("--keys is required: the directory with the signing keys")
+			}
+			signers, err := sign.LoadSigners(keys)
+			if err != nil {
+				return err
+			}
+			repo, err := ostree.Create(repoDir(data))
+			if err != nil {
+				return err
+			}
+			opts := ostree.CommitOptions{NoXattrs: noXattrs, SkipSpecial: skipSpecial}
+			if ownerUID >= 0 {
+				u := uint32(ownerUID)
+				opts.OwnerUID = &u
+			}
+			if ownerGID >= 0 {
+				g := uint32(ownerGID)
+				opts.OwnerGID = &g
+			}
+			bar := newProgress(os.Stderr, quiet)
+			opts.Progress = bar.update
+			p := &release.Publisher{Repo: repo, Signers: signers, Log: newLogger(verbose)}
+			start := time.Now()
+			res, err := p.Publish(cmd.Context(), release.Request{
+				Ref: ref, Version: version, Subject: subject, Body: body, Source: args[0], Options: opts,
+			})
+			bar.done()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Published %s %s as commit %s (%s).\n", ref, version, res.Commit, time.Since(start).Round(time.Millisecond))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&data, "data", envOr("MXOS_DATA", "./mxos-data"), "data directory (env MXOS_DATA)")
+	f.StringVar(&keys, "keys", envOr("MXOS_KEYS", ""), "directory with the signing keys (env MXOS_KEYS)")
+	f.StringVar(&ref, "ref", "", "ref to publish on, e.g. mxos/10/x86_64/testing")
+	f.StringVar(&version, "version", "", "release version, e.g. 10.0.1")
+	f.StringVar(&subject, "subject", "", "commit subject (default: MxOS VERSION)")
+	f.StringVar(&body, "body", "", "commit body (release notes)")
+	f.IntVar(&ownerUID, "owner-uid", -1, "make every file owned by this uid")
+	f.IntVar(&ownerGID, "owner-gid", -1, "make every file owned by this gid")
+	f.BoolVar(&noXattrs, "no-xattrs", false, "do not store extended attributes")
+	f.BoolVar(&skipSpecial, "skip-special", false, "leave out device nodes, FIFOs and sockets instead of failing")
+	f.BoolVarP(&verbose, "verbose", "v", false, "show detailed logs")
+	f.BoolVarP(&quiet, "quiet", "q", false, "no progress output")
+	return cmd
+}

@@ -1,0 +1,173 @@
+package ostree
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/mxos-linux/mxos-update/internal/gvariant"
+)
+
+// SummaryRef is one ref listed in a summary.
+type SummaryRef struct {
+	Name       string
+	CommitSize uint64 // upper bound the client accepts for the commit download
+	Checksum   Checksum
+	Metadata   Metadata
+}
+
+// Summary is the repository index clients read first.
+type Summary struct {
+	Refs     []SummaryRef // sorted by name: clients binary-search it
+	Metadata Metadata
+}
+
+// Lookup finds a ref.
+func (s *Summary) Lookup(ref string) (SummaryRef, bool) {
+	i := sort.Search(len(s.Refs), func(i int) bool { return s.Refs[i].Name >= ref })
+	if i < len(s.Refs) && s.Refs[i].Name == ref {
+		return s.Refs[i], true
+	}
+	return SummaryRef{}, false
+}
+
+// Marshal encodes the summary. Note the commit size is little-endian (host
+// order in libostree), unlike every other integer ostree stores.
+func (s *Summary) Marshal() ([]byte, error) {
+	refs := append([]SummaryRef(nil), s.Refs...)
+	sort.Slice(refs, func(i, j int) bool { return refs[i].Name < refs[j].Name })
+	arr := make([]any, len(refs))
+	for i, r := range refs {
+		md := r.Metadata
+		if md == nil {
+			md = Metadata{}
+		}
+		c := r.Checksum
+		arr[i] = []any{r.Name, []any{r.CommitSize, c[:], []gvariant.DictEntry(md)}}
+	}
+	md := s.Metadata
+	if md == nil {
+		md = Metadata{}
+	}
+	return gvariant.Marshal(SummaryType, []any{arr, []gvariant.DictEntry(md)})
+}
+
+// ParseSummary decodes and validates a summary.
+func ParseSummary(b []byte) (*Summary, error) {
+	v, err := gvariant.Unmarshal(SummaryType, b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: summary: %v", ErrCorrupt, err)
+	}
+	t := v.([]any)
+	s := &Summary{Metadata: Metadata(t[1].([]gvariant.DictEntry))}
+	for _, e := range t[0].([]any) {
+		re := e.([]any)
+		inner := re[1].([]any)
+		c, err := checksumFromBytes(inner[1].([]byte))
+		if err != nil {
+			return nil, fmt.Errorf("summary ref: %w", err)
+		}
+		name := re[0].(string)
+		if err := ValidateRef(name); err != nil {
+			return nil, fmt.Errorf("summary: %w", err)
+		}
+		if n := len(s.Refs); n > 0 && s.Refs[n-1].Name >= name {
+			return nil, fmt.Errorf("%w: summary refs not sorted at %q", ErrCorrupt, name)
+		}
+		s.Refs = append(s.Refs, SummaryRef{Name: name, CommitSize: inner[0].(uint64), Checksum: c, Metadata: Metadata(inner[2].([]gvariant.DictEntry))})
+	}
+	return s, nil
+}
+
+// Summary metadata keys (libostree ostree-repo-private.h).
+const (
+	summaryLastModified = "ostree.summary.last-modified"
+	summaryMode         = "ostree.summary.mode"
+	summaryTombstones   = "ostree.summary.tombstone-commits"
+	commitTimestampKey  = "ostree.commit.timestamp"
+	commitVersionKey    = "ostree.commit.version"
+)
+
+// BuildSummary lists every ref of the repository as libostree's
+// `ostree summary -u` does.
+func (r *Repo) BuildSummary(now time.Time) (*Summary, error) {
+	refs, err := r.ListRefs()
+	if err != nil {
+		return nil, err
+	}
+	s := &Summary{}
+	for name, c := range refs {
+		b, err := r.ReadMetadata(c, ObjCommit)
+		if err != nil {
+			return nil, fmt.Errorf("summary: ref %s: %w", name, err)
+		}
+		cm, err := ParseCommit(b)
+		if err != nil {
+			return nil, fmt.Errorf("summary: ref %s: %w", name, err)
+		}
+		md := Metadata{{Key: commitTimestampKey, Value: Uint64BEVar(cm.Timestamp)}}
+		if v := cm.Version(); v != "" {
+			md = append(md, gvariant.DictEntry{Key: commitVersionKey, Value: StringVar(v)})
+		}
+		s.Refs = append(s.Refs, SummaryRef{Name: name, CommitSize: uint64(len(b)), Checksum: c, Metadata: md})
+	}
+	sort.Slice(s.Refs, func(i, j int) bool { return s.Refs[i].Name < s.Refs[j].Name })
+	s.Metadata = Metadata{
+		{Key: summaryLastModified, Value: Uint64BEVar(uint64(now.Unix()))},
+		{Key: summaryMode, Value: StringVar("archive-z2")},
+		{Key: summaryTombstones, Value: gvariant.Variant{Type: "b", Value: false}},
+	}
+	return s, nil
+}
+
+// WriteSummary regenerates the summary and writes it together with its
+// signatures. sign gets the exact summary bytes and returns the a{sv} for
+// summary.sig (nil means unsigned: summary.sig is removed). Both files are
+// fully written and synced before either is renamed into place.
+func (t *Txn) WriteSummary(now time.Time, sign func(summary []byte) (Metadata, error)) error {
+	s, err := t.repo.BuildSummary(now)
+	if err != nil {
+		return err
+	}
+	b, err := s.Marshal()
+	if err != nil {
+		return fmt.Errorf("summary: %w", err)
+	}
+	var sig []byte
+	if sign != nil {
+		md, err := sign(b)
+		if err != nil {
+			return fmt.Errorf("sign summary: %w", err)
+		}
+		if md != nil {
+			if sig, err = MarshalMetadata(md); err != nil {
+				return fmt.Errorf("summary.sig: %w", err)
+			}
+		}
+	}
+	dir := t.repo.path
+	if sig == nil {
+		if err := os.Remove(filepath.Join(dir, "summary.sig")); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+		return writeFileAtomic(filepath.Join(dir, "summary"), b, 0o644)
+	}
+	// The client reads summary.sig first, then summary; replace the summary
+	// first so a reader that sees the new signature finds the new summary.
+	if err := writeFileAtomic(filepath.Join(dir, "summary"), b, 0o644); err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(dir, "summary.sig"), sig, 0o644)
+}
+
+// ReadSummary reads the repository's summary file.
+func (r *Repo) ReadSummary() (*Summary, []byte, error) {
+	b, err := readLimited(filepath.Join(r.path, "summary"), MaxMetadataSize)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read summary: %w", err)
+	}
+	s, err := ParseSummary(b)
+	return s, b, err
+}
