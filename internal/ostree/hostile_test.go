@@ -314,11 +314,13 @@ func FuzzParseObjects(f *testing.F) {
 
 func FuzzTar(f *testing.F) {
 	f.Add(makeTarForFuzz())
+	// One repository for the whole run: each input runs in a transaction
+	// that is never committed, so nothing accumulates.
+	r, err := Create(filepath.Join(f.TempDir(), "repo"))
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		r, err := Create(filepath.Join(t.TempDir(), "repo"))
-		if err != nil {
-			t.Fatal(err)
-		}
 		txn, err := r.Begin()
 		if err != nil {
 			t.Fatal(err)
