@@ -259,7 +259,7 @@ func (b *builder) readTar(tr *tar.Reader) error {
 			if err := b.addDir(p, DirMeta{UID: uid, GID: gid, Mode: ModeDir | perm, Xattrs: x}); err != nil {
 				return fmt.Errorf("tarball: %w", err)
 			}
-		case tar.TypeReg, tar.TypeRegA:
+		case tar.TypeReg: // the reader maps the old TypeRegA to TypeReg
 			if hdr.Size < 0 {
 				return fmt.Errorf("tarball: %s: negative size", p)
 			}
