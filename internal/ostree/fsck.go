@@ -172,6 +172,9 @@ func (r *Repo) Fsck(ctx context.Context, opts FsckOptions) (*FsckReport, error) 
 		if d.IsDir() {
 			return nil
 		}
+		if strings.HasPrefix(d.Name(), ".") {
+			return nil // temp files of other tools, never objects
+		}
 		rel, _ := filepath.Rel(root, p)
 		o, ok := parseObjectPath(filepath.ToSlash(rel))
 		if !ok {

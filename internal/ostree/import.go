@@ -147,10 +147,7 @@ func (t *Txn) ImportCommit(ctx context.Context, srcDir, ref string) (Checksum, e
 		}
 		return nil
 	}
-	werr := walk(cm.RootTree, cm.RootMeta)
-	if err := g.Wait(); werr == nil {
-		werr = err
-	}
+	werr := firstCause(walk(cm.RootTree, cm.RootMeta), g.Wait())
 	if werr != nil {
 		return commit, fmt.Errorf("import %s: %w", commit, werr)
 	}
@@ -220,6 +217,10 @@ func (t *Txn) importContent(src *foreignRepo, c Checksum) error {
 			b, err := readLimited(p, 64<<10)
 			if err != nil {
 				return err
+			}
+			// ostree keeps the target NUL-terminated in the file.
+			if i := bytes.IndexByte(b, 0); i >= 0 {
+				b = b[:i]
 			}
 			h.SymlinkTarget = string(b)
 		}

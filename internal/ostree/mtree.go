@@ -3,6 +3,7 @@ package ostree
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"path"
@@ -351,4 +352,17 @@ func (b *builder) writeTree(n *mtree) (tree, meta Checksum, err error) {
 	}
 	meta, err = b.txn.WriteMetadata(ObjDirMeta, mb, Checksum{})
 	return tree, meta, err
+}
+
+// firstCause picks the error worth reporting when a walk and its worker
+// group both fail: a failed worker cancels the walk, so the walk's
+// "context canceled" would hide the real cause.
+func firstCause(walkErr, groupErr error) error {
+	if walkErr == nil {
+		return groupErr
+	}
+	if groupErr != nil && errors.Is(walkErr, context.Canceled) {
+		return groupErr
+	}
+	return walkErr
 }

@@ -37,7 +37,7 @@ func Create(dir string) (*Repo, error) {
 		}
 	}
 	if _, err := os.Stat(filepath.Join(dir, "config")); errors.Is(err, fs.ErrNotExist) {
-		if err := writeFileAtomic(filepath.Join(dir, "config"), []byte(archiveConfig), 0o644); err != nil {
+		if err := writeFileAtomic("", filepath.Join(dir, "config"), []byte(archiveConfig), 0o644); err != nil {
 			return nil, fmt.Errorf("create repository: %w", err)
 		}
 	}
@@ -262,11 +262,16 @@ func (r *Repo) ListRefs() (map[string]Checksum, error) {
 	return refs, nil
 }
 
-// writeFileAtomic replaces path with data: temp file in the same directory,
-// fsync, rename, fsync of the directory.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+// writeFileAtomic replaces path with data: temp file, fsync, rename, fsync
+// of the directory. The temp file goes in tmpDir (same file system; a
+// transaction passes its staging directory so a crash leaves nothing
+// outside tmp/), or next to path when tmpDir is empty.
+func writeFileAtomic(tmpDir, path string, data []byte, perm os.FileMode) error {
 	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-")
+	if tmpDir == "" {
+		tmpDir = dir
+	}
+	f, err := os.CreateTemp(tmpDir, ".tmp-"+filepath.Base(path)+"-")
 	if err != nil {
 		return err
 	}

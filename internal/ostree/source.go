@@ -38,8 +38,7 @@ func (t *Txn) WriteTreeFromDir(ctx context.Context, dir string, opts CommitOptio
 	b := newBuilder(ctx, t, opts, rootMeta)
 	inodes := map[[2]uint64]*fileSlot{}
 	if err := b.walkDir(dir, "", inodes); err != nil {
-		b.g.Wait()
-		return tree, meta, err
+		return tree, meta, firstCause(err, b.g.Wait())
 	}
 	return b.finish()
 }
@@ -206,8 +205,7 @@ func (t *Txn) WriteTreeFromTar(ctx context.Context, r io.Reader, opts CommitOpti
 	defer closeFn()
 	b := newBuilder(ctx, t, opts, DirMeta{Mode: ModeDir | 0o755})
 	if err := b.readTar(tar.NewReader(dr)); err != nil {
-		b.g.Wait()
-		return tree, meta, err
+		return tree, meta, firstCause(err, b.g.Wait())
 	}
 	return b.finish()
 }

@@ -1,7 +1,10 @@
 package ostree
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -122,10 +125,23 @@ func (r *Repo) BuildSummary(now time.Time) (*Summary, error) {
 	return s, nil
 }
 
-// WriteSummary regenerates the summary and writes it together with its
-// signatures. sign gets the exact summary bytes and returns the a{sv} for
-// summary.sig (nil means unsigned: summary.sig is removed). Both files are
-// fully written and synced before either is renamed into place.
+// summaryNext is where a summary swap is journaled: the new summary and
+// its signatures are written there whole, and the directory's rename into
+// this name is the commit point; finishSummary then moves the files into
+// place, and Begin finishes a swap a crash cut short.
+const summaryNext = "tmp/summary-next"
+
+// WriteSummary regenerates the summary and publishes it with its
+// signatures. sign gets exact summary bytes and returns the a{sv} for
+// summary.sig (nil sign or nil result means unsigned: summary.sig is
+// removed).
+//
+// summary and summary.sig are two files a client fetches one after the
+// other, so a swap is made safe for readers in three renames: first a
+// summary.sig holding signatures over both the old and the new summary
+// (ostree accepts a summary when any signature verifies), then, after
+// t.SummaryGrace, the new summary, then the summary.sig of the new summary
+// alone. Every pair a reader can combine within the grace verifies.
 func (t *Txn) WriteSummary(now time.Time, sign func(summary []byte) (Metadata, error)) error {
 	s, err := t.repo.BuildSummary(now)
 	if err != nil {
@@ -135,31 +151,106 @@ func (t *Txn) WriteSummary(now time.Time, sign func(summary []byte) (Metadata, e
 	if err != nil {
 		return fmt.Errorf("summary: %w", err)
 	}
-	var sig []byte
+	files := map[string][]byte{"summary": b}
 	if sign != nil {
 		md, err := sign(b)
 		if err != nil {
 			return fmt.Errorf("sign summary: %w", err)
 		}
 		if md != nil {
-			if sig, err = MarshalMetadata(md); err != nil {
+			if files["summary.sig"], err = MarshalMetadata(md); err != nil {
 				return fmt.Errorf("summary.sig: %w", err)
+			}
+			old, err := os.ReadFile(filepath.Join(t.repo.path, "summary"))
+			if err == nil && !bytes.Equal(old, b) {
+				oldmd, err := sign(old)
+				if err != nil {
+					return fmt.Errorf("sign summary: %w", err)
+				}
+				if files["transition.sig"], err = MarshalMetadata(mergeSignatures(oldmd, md)); err != nil {
+					return fmt.Errorf("summary.sig: %w", err)
+				}
 			}
 		}
 	}
-	dir := t.repo.path
-	if sig == nil {
-		if err := os.Remove(filepath.Join(dir, "summary.sig")); err != nil && !os.IsNotExist(err) {
-			return err
-		}
-		return writeFileAtomic(filepath.Join(dir, "summary"), b, 0o644)
+	if _, ok := files["summary.sig"]; !ok {
+		files["unsigned"] = nil
 	}
-	// The client reads summary.sig first, then summary; replace the summary
-	// first so a reader that sees the new signature finds the new summary.
-	if err := writeFileAtomic(filepath.Join(dir, "summary"), b, 0o644); err != nil {
+	stage := filepath.Join(t.stage, "summary-next")
+	if err := os.Mkdir(stage, 0o755); err != nil {
+		return fmt.Errorf("summary: %w", err)
+	}
+	for name, data := range files {
+		if err := writeFileAtomic("", filepath.Join(stage, name), data, 0o644); err != nil {
+			return fmt.Errorf("summary: %w", err)
+		}
+	}
+	next := filepath.Join(t.repo.path, summaryNext)
+	if err := os.RemoveAll(next); err != nil {
+		return fmt.Errorf("summary: %w", err)
+	}
+	if err := os.Rename(stage, next); err != nil {
+		return fmt.Errorf("summary: %w", err)
+	}
+	if err := syncDir(filepath.Dir(next)); err != nil {
+		return fmt.Errorf("summary: %w", err)
+	}
+	return t.repo.finishSummary(t.SummaryGrace)
+}
+
+// mergeSignatures returns, per engine, the old signatures followed by the
+// new ones.
+func mergeSignatures(old, cur Metadata) Metadata {
+	out := Metadata{}
+	for _, e := range cur {
+		k, _ := e.Key.(string)
+		newSigs, ok := cur.ByteArrays(k)
+		if !ok {
+			out = out.Set(k, e.Value.(gvariant.Variant))
+			continue
+		}
+		oldSigs, _ := old.ByteArrays(k)
+		out = out.Set(k, BytesListVar(append(append([][]byte{}, oldSigs...), newSigs...)))
+	}
+	return out
+}
+
+// finishSummary completes a journaled summary swap; each step is skipped
+// when a previous, interrupted run already did it.
+func (r *Repo) finishSummary(grace time.Duration) error {
+	next := filepath.Join(r.path, summaryNext)
+	if _, err := os.Stat(next); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	move := func(from, to string) (bool, error) {
+		err := os.Rename(filepath.Join(next, from), filepath.Join(r.path, to))
+		if errors.Is(err, fs.ErrNotExist) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("summary: %w", err)
+		}
+		return true, syncDir(r.path)
+	}
+	moved, err := move("transition.sig", "summary.sig")
+	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, "summary.sig"), sig, 0o644)
+	if moved && grace > 0 {
+		time.Sleep(grace)
+	}
+	if _, err := os.Stat(filepath.Join(next, "unsigned")); err == nil {
+		if err := os.Remove(filepath.Join(r.path, "summary.sig")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("summary: %w", err)
+		}
+	}
+	if _, err := move("summary", "summary"); err != nil {
+		return err
+	}
+	if _, err := move("summary.sig", "summary.sig"); err != nil {
+		return err
+	}
+	return os.RemoveAll(next)
 }
 
 // ReadSummary reads the repository's summary file.

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -25,6 +26,11 @@ type Txn struct {
 	repo  *Repo
 	lock  *os.File
 	stage string
+
+	// SummaryGrace is how long WriteSummary keeps the transitional
+	// summary.sig (signing both the old and the new summary) in place
+	// before it swaps the summary; see WriteSummary.
+	SummaryGrace time.Duration
 
 	mu     sync.Mutex
 	staged map[stagedKey]string
@@ -60,6 +66,12 @@ func (r *Repo) Begin() (*Txn, error) {
 				os.RemoveAll(filepath.Join(tmp, e.Name()))
 			}
 		}
+	}
+	// A summary swap cut short by a crash is finished first: until then
+	// clients may see a summary with the wrong signature.
+	if err := r.finishSummary(0); err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("begin transaction: %w", err)
 	}
 	var rnd [8]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
@@ -276,7 +288,7 @@ func (t *Txn) SetRef(ref string, commit Checksum) error {
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return fmt.Errorf("set ref %s: %w", ref, err)
 	}
-	if err := writeFileAtomic(p, []byte(commit.String()+"\n"), 0o644); err != nil {
+	if err := writeFileAtomic(t.stage, p, []byte(commit.String()+"\n"), 0o644); err != nil {
 		return fmt.Errorf("set ref %s: %w", ref, err)
 	}
 	return nil
@@ -307,5 +319,5 @@ func (t *Txn) WriteCommitMeta(commit Checksum, md Metadata) error {
 	if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, b) {
 		return nil
 	}
-	return writeFileAtomic(p, b, 0o644)
+	return writeFileAtomic(t.stage, p, b, 0o644)
 }

@@ -1,0 +1,366 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mxos-linux/mxos-update/internal/ostree"
+	"github.com/mxos-linux/mxos-update/internal/release"
+	"github.com/mxos-linux/mxos-update/internal/server"
+	"github.com/mxos-linux/mxos-update/internal/sign"
+)
+
+// testRef is the channel ref the tests publish on.
+const testRef = "mxos/10/x86_64/testing"
+
+// toolTimeout bounds every external command.
+const toolTimeout = 2 * time.Minute
+
+// requireTool returns the path of an external program. When it is missing
+// the test is skipped on a developer machine, but fails when CI is set: a
+// silently skipped interop test proves nothing.
+func requireTool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s not found in PATH but CI is set: install it (end-to-end tests must run in CI): %v", name, err)
+	}
+	t.Skipf("%s not found in PATH; skipping end-to-end test (set CI=1 to make this a failure)", name)
+	return ""
+}
+
+// requireOstreeGPG is requireTool for both peers of the GPG tests.
+func requireOstreeGPG(t testing.TB) {
+	t.Helper()
+	requireTool(t, "ostree")
+	requireTool(t, "gpg")
+}
+
+// toolEnv is the environment of external commands: a fresh GNUPGHOME, a
+// UTF-8 locale for the non-ASCII file names, and no HTTP proxy (the server
+// is on loopback).
+func toolEnv(t testing.TB, extra ...string) []string {
+	t.Helper()
+	gnupg := filepath.Join(t.TempDir(), "gnupg")
+	if err := os.Mkdir(gnupg, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch strings.ToLower(k) {
+		case "http_proxy", "https_proxy", "all_proxy", "no_proxy", "gnupghome", "lc_all", "lang", "ostree_dummy_sign_enabled":
+			continue
+		}
+		env = append(env, kv)
+	}
+	env = append(env, "GNUPGHOME="+gnupg, "LC_ALL=C.UTF-8", "LANG=C.UTF-8", "NO_PROXY=*", "no_proxy=*")
+	return append(env, extra...)
+}
+
+// runCmd runs a program with env and returns its combined output.
+func runCmd(env []string, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), toolTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = env
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		err = fmt.Errorf("%w (timed out after %s)", err, toolTimeout)
+	}
+	return out.String(), err
+}
+
+// mustRunCmd is runCmd that fails the test on error.
+func mustRunCmd(t testing.TB, env []string, name string, args ...string) string {
+	t.Helper()
+	out, err := runCmd(env, name, args...)
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// client is a repository of the stock ostree CLI with one remote, "origin".
+type client struct {
+	t    testing.TB
+	repo string
+	env  []string
+}
+
+// newClient creates an archive repository and adds the remote origin at
+// url with the given `ostree remote add` options.
+func newClient(t testing.TB, env []string, url string, remoteOpts ...string) *client {
+	t.Helper()
+	c := &client{t: t, repo: filepath.Join(t.TempDir(), "client"), env: env}
+	c.mustRun("init", "--mode=archive")
+	args := append([]string{"remote", "add"}, remoteOpts...)
+	c.mustRun(append(args, "origin", url)...)
+	return c
+}
+
+// gpgRemote are the remote options of a client that verifies commits and
+// the summary with the OpenPGP public key file pub.
+func gpgRemote(pub string) []string {
+	return []string{"--set=gpg-verify=true", "--set=gpg-verify-summary=true", "--gpg-import=" + pub}
+}
+
+func (c *client) run(args ...string) (string, error) {
+	return runCmd(c.env, "ostree", append([]string{"--repo=" + c.repo}, args...)...)
+}
+
+func (c *client) mustRun(args ...string) string {
+	c.t.Helper()
+	out, err := c.run(args...)
+	if err != nil {
+		c.t.Fatalf("ostree --repo=%s %s: %v\n%s", c.repo, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// revParse returns what ostree says a ref or remote:ref points at.
+func (c *client) revParse(ref string) string {
+	c.t.Helper()
+	return strings.TrimSpace(c.mustRun("rev-parse", ref))
+}
+
+// reqCounter counts the repository requests the server answers.
+type reqCounter struct {
+	objects    atomic.Int64 // GET /repo/objects/… other than .commitmeta
+	commitmeta atomic.Int64
+	total      atomic.Int64
+}
+
+func (c *reqCounter) reset() {
+	c.objects.Store(0)
+	c.commitmeta.Store(0)
+	c.total.Store(0)
+}
+
+func (c *reqCounter) wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c.total.Add(1)
+		if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/repo/objects/") {
+			if strings.HasSuffix(r.URL.Path, ".commitmeta") {
+				c.commitmeta.Add(1)
+			} else {
+				c.objects.Add(1)
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// serve runs the in-process server for dataDir (which must hold repo/) on
+// a random loopback port and returns the remote URL for ostree.
+func serve(t testing.TB, dataDir string) (string, *reqCounter) {
+	t.Helper()
+	srv, err := server.New(server.Config{DataDir: dataDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cnt := &reqCounter{}
+	ts := httptest.NewServer(cnt.wrap(srv.Handler()))
+	t.Cleanup(func() {
+		ts.Close()
+		srv.Close()
+	})
+	return ts.URL + "/repo", cnt
+}
+
+// keySet is a generated release key directory.
+type keySet struct {
+	dir       string
+	pgpPub    string // openpgp.pub.asc
+	signers   []sign.Signer
+	verifiers []sign.Verifier
+}
+
+func newKeys(t testing.TB) *keySet {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "keys")
+	if err := sign.GenerateKeys(dir, sign.GenerateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := sign.LoadSigners(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := sign.LoadVerifiers(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &keySet{dir: dir, pgpPub: filepath.Join(dir, sign.OpenPGPPublicFile), signers: s, verifiers: v}
+}
+
+// server side of a test: a data directory with its repository.
+type site struct {
+	data string
+	repo *ostree.Repo
+	keys *keySet
+}
+
+func newSite(t testing.TB, keys *keySet) *site {
+	t.Helper()
+	data := filepath.Join(t.TempDir(), "data")
+	repo, err := ostree.Create(filepath.Join(data, "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &site{data: data, repo: repo, keys: keys}
+}
+
+func (s *site) repoDir() string { return s.repo.Path() }
+
+// publish runs the release pipeline in-process.
+func (s *site) publish(t testing.TB, version, source string) *release.Result {
+	t.Helper()
+	p := &release.Publisher{Repo: s.repo, Signers: s.keys.signers}
+	res, err := p.Publish(context.Background(), release.Request{Ref: testRef, Version: version, Source: source})
+	if err != nil {
+		t.Fatalf("publish %s: %v", version, err)
+	}
+	return res
+}
+
+// fsck runs our own fsck with signature checks and fails on any problem.
+func (s *site) fsck(t testing.TB) {
+	t.Helper()
+	rep, err := s.repo.Fsck(context.Background(), ostree.FsckOptions{VerifyCommit: release.CommitVerifier(s.keys.verifiers)})
+	if err != nil {
+		t.Fatalf("fsck: %v", err)
+	}
+	if len(rep.Errors) > 0 {
+		t.Fatalf("fsck found %d problems: %v", len(rep.Errors), errors.Join(rep.Errors...))
+	}
+}
+
+// verifySummaryPair checks that summary.sig in repoDir signs summary.
+func verifySummaryPair(repoDir string, verifiers []sign.Verifier) error {
+	sum, err := os.ReadFile(filepath.Join(repoDir, "summary"))
+	if err != nil {
+		return err
+	}
+	sig, err := os.ReadFile(filepath.Join(repoDir, "summary.sig"))
+	if err != nil {
+		return err
+	}
+	return verifySummaryBytes(sum, sig, verifiers)
+}
+
+func verifySummaryBytes(sum, sig []byte, verifiers []sign.Verifier) error {
+	md, err := ostree.ParseMetadata(sig)
+	if err != nil {
+		return fmt.Errorf("summary.sig: %w", err)
+	}
+	return sign.VerifyAll(verifiers, sum, release.SignatureMap(md))
+}
+
+// objectFile is the path of an object in an archive repository.
+func objectFile(repoDir string, c ostree.Checksum, typ ostree.ObjectType) string {
+	return filepath.Join(repoDir, filepath.FromSlash(ostree.ObjectPath(c, typ)))
+}
+
+// flipByte inverts the low bit of the byte at off (negative: from the end)
+// in place, keeping the file's inode.
+func flipByte(t testing.TB, path string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if off < 0 {
+		off += st.Size()
+	}
+	var b [1]byte
+	if _, err := f.ReadAt(b[:], off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0x01
+	if _, err := f.WriteAt(b[:], off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// copyDir copies a tree of regular files, directories and symlinks.
+func copyDir(t testing.TB, src, dst string) {
+	t.Helper()
+	err := filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		out := filepath.Join(dst, rel)
+		switch {
+		case fi.IsDir():
+			return os.MkdirAll(out, fi.Mode().Perm()|0o700)
+		case fi.Mode()&os.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			return os.Symlink(target, out)
+		case fi.Mode().IsRegular():
+			in, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			defer in.Close()
+			o, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fi.Mode().Perm())
+			if err != nil {
+				return err
+			}
+			if _, err := io.Copy(o, in); err != nil {
+				o.Close()
+				return err
+			}
+			return o.Close()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("copy %s: %v", src, err)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent writers.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
