@@ -17,7 +17,6 @@ func newPublishCmd() *cobra.Command {
 		data, keys, ref, version, subject, body string
 		ownerUID, ownerGID                      int
 		noXattrs, skipSpecial, verbose, quiet   bool
-		grace                                   time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "publish --data DIR --keys KEYDIR --ref REF --version V SOURCE",
@@ -53,7 +52,7 @@ the ref and rewrites the signed summary.`,
 			}
 			bar := newProgress(os.Stderr, quiet)
 			opts.Progress = bar.update
-			p := &release.Publisher{Repo: repo, Signers: signers, Log: newLogger(verbose), SummaryGrace: grace}
+			p := &release.Publisher{Repo: repo, Signers: signers, Log: newLogger(verbose)}
 			start := time.Now()
 			res, err := p.Publish(cmd.Context(), release.Request{
 				Ref: ref, Version: version, Subject: subject, Body: body, Source: args[0], Options: opts,
@@ -77,7 +76,6 @@ the ref and rewrites the signed summary.`,
 	f.IntVar(&ownerGID, "owner-gid", -1, "make every file owned by this gid")
 	f.BoolVar(&noXattrs, "no-xattrs", false, "do not store extended attributes")
 	f.BoolVar(&skipSpecial, "skip-special", false, "leave out device nodes, FIFOs and sockets instead of failing")
-	f.DurationVar(&grace, "summary-grace", time.Second, "how long clients may take between fetching summary.sig and summary during the swap")
 	f.BoolVarP(&verbose, "verbose", "v", false, "show detailed logs")
 	f.BoolVarP(&quiet, "quiet", "q", false, "no progress output")
 	return cmd

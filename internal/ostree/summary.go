@@ -1,7 +1,6 @@
 package ostree
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -132,16 +131,18 @@ func (r *Repo) BuildSummary(now time.Time) (*Summary, error) {
 const summaryNext = "tmp/summary-next"
 
 // WriteSummary regenerates the summary and publishes it with its
-// signatures. sign gets exact summary bytes and returns the a{sv} for
+// signatures. sign gets the exact summary bytes and returns the a{sv} for
 // summary.sig (nil sign or nil result means unsigned: summary.sig is
-// removed).
+// removed). Both files are journaled first, so a crash between the two
+// renames is finished by the next Begin instead of leaving a summary with
+// the wrong signature.
 //
-// summary and summary.sig are two files a client fetches one after the
-// other, so a swap is made safe for readers in three renames: first a
-// summary.sig holding signatures over both the old and the new summary
-// (ostree accepts a summary when any signature verifies), then, after
-// t.SummaryGrace, the new summary, then the summary.sig of the new summary
-// alone. Every pair a reader can combine within the grace verifies.
+// A client that fetches summary.sig just before the swap and summary just
+// after still sees a mismatch and must retry, as with libostree. A
+// summary.sig signing both the old and the new summary would close that
+// window, but ostree 2022.7 judges a GPG summary.sig by its first
+// signature, so no order serves both summaries
+// (e2e TestStockPullRejectsSummarySigWithExtraSignature).
 func (t *Txn) WriteSummary(now time.Time, sign func(summary []byte) (Metadata, error)) error {
 	s, err := t.repo.BuildSummary(now)
 	if err != nil {
@@ -160,16 +161,6 @@ func (t *Txn) WriteSummary(now time.Time, sign func(summary []byte) (Metadata, e
 		if md != nil {
 			if files["summary.sig"], err = MarshalMetadata(md); err != nil {
 				return fmt.Errorf("summary.sig: %w", err)
-			}
-			old, err := os.ReadFile(filepath.Join(t.repo.path, "summary"))
-			if err == nil && !bytes.Equal(old, b) {
-				oldmd, err := sign(old)
-				if err != nil {
-					return fmt.Errorf("sign summary: %w", err)
-				}
-				if files["transition.sig"], err = MarshalMetadata(mergeSignatures(oldmd, md)); err != nil {
-					return fmt.Errorf("summary.sig: %w", err)
-				}
 			}
 		}
 	}
@@ -195,29 +186,12 @@ func (t *Txn) WriteSummary(now time.Time, sign func(summary []byte) (Metadata, e
 	if err := syncDir(filepath.Dir(next)); err != nil {
 		return fmt.Errorf("summary: %w", err)
 	}
-	return t.repo.finishSummary(t.SummaryGrace)
-}
-
-// mergeSignatures returns, per engine, the old signatures followed by the
-// new ones.
-func mergeSignatures(old, cur Metadata) Metadata {
-	out := Metadata{}
-	for _, e := range cur {
-		k, _ := e.Key.(string)
-		newSigs, ok := cur.ByteArrays(k)
-		if !ok {
-			out = out.Set(k, e.Value.(gvariant.Variant))
-			continue
-		}
-		oldSigs, _ := old.ByteArrays(k)
-		out = out.Set(k, BytesListVar(append(append([][]byte{}, oldSigs...), newSigs...)))
-	}
-	return out
+	return t.repo.finishSummary()
 }
 
 // finishSummary completes a journaled summary swap; each step is skipped
 // when a previous, interrupted run already did it.
-func (r *Repo) finishSummary(grace time.Duration) error {
+func (r *Repo) finishSummary() error {
 	next := filepath.Join(r.path, summaryNext)
 	if _, err := os.Stat(next); errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -231,13 +205,6 @@ func (r *Repo) finishSummary(grace time.Duration) error {
 			return false, fmt.Errorf("summary: %w", err)
 		}
 		return true, syncDir(r.path)
-	}
-	moved, err := move("transition.sig", "summary.sig")
-	if err != nil {
-		return err
-	}
-	if moved && grace > 0 {
-		time.Sleep(grace)
 	}
 	if _, err := os.Stat(filepath.Join(next, "unsigned")); err == nil {
 		if err := os.Remove(filepath.Join(r.path, "summary.sig")); err != nil && !errors.Is(err, fs.ErrNotExist) {

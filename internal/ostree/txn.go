@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -26,11 +25,6 @@ type Txn struct {
 	repo  *Repo
 	lock  *os.File
 	stage string
-
-	// SummaryGrace is how long WriteSummary keeps the transitional
-	// summary.sig (signing both the old and the new summary) in place
-	// before it swaps the summary; see WriteSummary.
-	SummaryGrace time.Duration
 
 	mu     sync.Mutex
 	staged map[stagedKey]string
@@ -69,7 +63,7 @@ func (r *Repo) Begin() (*Txn, error) {
 	}
 	// A summary swap cut short by a crash is finished first: until then
 	// clients may see a summary with the wrong signature.
-	if err := r.finishSummary(0); err != nil {
+	if err := r.finishSummary(); err != nil {
 		lf.Close()
 		return nil, fmt.Errorf("begin transaction: %w", err)
 	}

@@ -29,11 +29,6 @@ type Publisher struct {
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 	Log *zap.Logger
-	// SummaryGrace keeps the transitional summary.sig (valid for the old
-	// and the new summary) in place this long before the summary is
-	// swapped, so clients that fetched the old signature just before the
-	// swap still verify the summary they fetch next.
-	SummaryGrace time.Duration
 }
 
 // Request describes one publish.
@@ -85,7 +80,6 @@ func (p *Publisher) Publish(ctx context.Context, req Request) (*Result, error) {
 		return nil, fmt.Errorf("publish: %w", err)
 	}
 	defer txn.Close()
-	txn.SummaryGrace = p.SummaryGrace
 
 	res := &Result{}
 	var parentTS uint64
