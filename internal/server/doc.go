@@ -1,0 +1,36 @@
+// Package server owns mxos-server's HTTP surface: the listener, timeouts,
+// graceful shutdown, request logging, health probes and the static OSTree
+// repository under /repo/.
+//
+// The repository is served read-only, straight from DataDir/repo, and is
+// written by another package through temp files and atomic renames. Serving
+// therefore follows these rules:
+//
+//   - Every path is resolved through an os.Root, so no request can reach a
+//     file outside the repository ("..", symlinks, NUL bytes, backslashes).
+//     Objects are opened relative to their objects/XX directory (itself
+//     opened through the os.Root) with O_NOFOLLOW, which is the same walk.
+//   - A file that can change (summary, refs, …) is opened once per request
+//     and that descriptor is served, so a concurrent rename never yields a
+//     mix of two versions, and its ETag is computed from that descriptor.
+//   - Temporary and private parts of the repository (dot files, tmp/, state/)
+//     and anything but regular files are never served.
+//   - Small content-addressed objects may be served from a cache of open
+//     descriptors (objCache): their bytes are fixed by their names. A
+//     deleted object is served for at most about two minutes more.
+//   - The repository directory itself must stay in place while serving;
+//     everything inside it may change.
+//
+// Caching follows the repository layout:
+//
+//	objects/XX/<62 hex>.{commit,dirtree,dirmeta,filez}   immutable, ETag = name
+//	deltas/<…>/<part number>                             immutable, ETag = name
+//	summary, summary.sig, config, refs/…,                revalidated (no-cache),
+//	objects/XX/<62 hex>.commitmeta, delta-indexes/…,     ETag = SHA-256 of content
+//	deltas/<…>/superblock
+//
+// Later handlers (update API, admin API, the /v2/ registry, /metrics) live in
+// their own files and register themselves in (*Server).routes. Keep any
+// ResponseWriter wrapper implementing io.ReaderFrom, or large files lose
+// sendfile(2).
+package server

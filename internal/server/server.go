@@ -1,0 +1,191 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	stdlog "log"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultListen            = "127.0.0.1:8080"
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout       = 120 * time.Second
+	DefaultShutdownTimeout   = 15 * time.Second
+	DefaultMaxHeaderBytes    = 64 << 10
+)
+
+// Config configures a Server. Only DataDir is required.
+type Config struct {
+	// DataDir holds the server's state; the OSTree repository is DataDir/repo.
+	DataDir string
+	// Listen is the TCP address used by ListenAndServe (DefaultListen if empty).
+	Listen string
+	// Logger receives request and error logs; nil disables logging.
+	Logger *zap.Logger
+
+	// ReadHeaderTimeout bounds how long a client may take to send headers.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes keep-alive connections idle for this long.
+	IdleTimeout time.Duration
+	// ShutdownTimeout bounds how long Serve waits for in-flight requests
+	// after its context is cancelled.
+	ShutdownTimeout time.Duration
+	// MaxHeaderBytes limits the size of request headers.
+	MaxHeaderBytes int
+}
+
+// There is deliberately no write timeout: repository objects and deltas can
+// be large and devices are often on slow links. Handlers that read request
+// bodies set their own deadlines with http.ResponseController.
+
+func (c *Config) setDefaults() {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	if c.ReadHeaderTimeout <= 0 {
+		c.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.MaxHeaderBytes <= 0 {
+		c.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+}
+
+// Server is mxos-server's HTTP server. Create it with New; it is safe for
+// concurrent use.
+type Server struct {
+	cfg     Config
+	log     *zap.Logger
+	repo    *repoHandler
+	mux     *http.ServeMux
+	handler http.Handler
+}
+
+// New opens DataDir/repo (which must exist) and builds the routes.
+func New(cfg Config) (*Server, error) {
+	cfg.setDefaults()
+	if cfg.DataDir == "" {
+		return nil, errors.New("server: no data directory configured")
+	}
+	repoDir := filepath.Join(cfg.DataDir, "repo")
+	root, err := os.OpenRoot(repoDir)
+	if err != nil {
+		return nil, fmt.Errorf("opening repository directory: %w", err)
+	}
+	s := &Server{
+		cfg:  cfg,
+		log:  cfg.Logger,
+		repo: newRepoHandler(root, cfg.Logger.Named("repo")),
+		mux:  http.NewServeMux(),
+	}
+	s.routes()
+	s.handler = s.logRequests(rejectUncleanPaths(s.mux))
+	return s, nil
+}
+
+// routes registers every endpoint. Each area keeps its handlers in its own
+// file and adds its patterns here, so the full URL space is visible at once.
+func (s *Server) routes() {
+	s.mux.HandleFunc("GET /healthz", s.handleHealthz)
+	s.mux.HandleFunc("GET /readyz", s.handleReadyz)
+	// "GET" also matches HEAD; other methods get 405 with an Allow header
+	// from the mux.
+	s.mux.Handle("GET "+repoPrefix, s.repo)
+}
+
+// Handler returns the root handler with all routes and middleware.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Close releases the repository directory handle. Call it after Serve has
+// returned.
+func (s *Server) Close() error {
+	return s.repo.close()
+}
+
+func (s *Server) httpServer() *http.Server {
+	return &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
+		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
+		ErrorLog:          newStdLog(s.log.Named("http")),
+		ConnContext:       withConn,
+	}
+}
+
+// Serve accepts connections on ln until ctx is cancelled, then shuts down
+// gracefully: it stops accepting, lets in-flight requests finish for up to
+// ShutdownTimeout, and returns. It returns nil after a clean shutdown.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hs := s.httpServer()
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving HTTP on %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+	defer cancel()
+	err := hs.Shutdown(sctx)
+	<-errc // returns http.ErrServerClosed as soon as Shutdown starts
+	if err != nil {
+		// Timed out: cut the remaining connections.
+		_ = hs.Close()
+		return fmt.Errorf("shutting down HTTP server: %w", err)
+	}
+	return nil
+}
+
+// ListenAndServe listens on Config.Listen and calls Serve.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", s.cfg.Listen, err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// newStdLog adapts log for net/http's internal messages (accept errors,
+// TLS handshake failures, handler panics), which deserve Warn.
+func newStdLog(log *zap.Logger) *stdlog.Logger {
+	l, err := zap.NewStdLogAt(log, zap.WarnLevel)
+	if err != nil { // only for invalid levels
+		return zap.NewStdLog(log)
+	}
+	return l
+}
+
+type connKey struct{}
+
+// withConn records the connection in each request's context, so handlers
+// can tune the socket (see setCork).
+func withConn(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
+// tcpConn returns the request's TCP connection, if it is one.
+func tcpConn(r *http.Request) *net.TCPConn {
+	c, _ := r.Context().Value(connKey{}).(*net.TCPConn)
+	return c
+}
