@@ -9,6 +9,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+
+	"github.com/mxos-linux/mxos-update/internal/ostree"
 )
 
 func main() {
@@ -21,12 +23,11 @@ func main() {
 	}
 }
 
-// prepareData makes sure the data directory has what the server serves.
-// For now that is only the (possibly empty) repository directory.
+// prepareData makes sure the data directory has what the server serves:
+// an archive OSTree repository, created empty on first start.
 func prepareData(dir string) error {
-	repo := filepath.Join(dir, "repo")
-	if err := os.MkdirAll(repo, 0o755); err != nil {
-		return fmt.Errorf("creating repository directory: %w", err)
+	if _, err := ostree.Create(filepath.Join(dir, "repo")); err != nil {
+		return fmt.Errorf("preparing data directory: %w", err)
 	}
 	return nil
 }
