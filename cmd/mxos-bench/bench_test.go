@@ -1,0 +1,210 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestMain lets the test binary stand in for mxos-bench when the benchmark
+// re-executes itself for its server and publisher children.
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" {
+		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+// requirePeers skips without the peers on a developer machine, and fails
+// in CI, where .ci/run must have installed them.
+func requirePeers(t *testing.T) {
+	t.Helper()
+	for _, tool := range []string{"ostree", "nginx"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s is required in CI (apt-get install -y ostree nginx): %v", tool, err)
+			}
+			t.Skipf("%s not installed (apt-get install -y ostree nginx): %v", tool, err)
+		}
+	}
+}
+
+// TestQuick runs every subcommand with --quick, in process (its children
+// are this test binary re-executed), and checks the table and the JSON.
+func TestQuick(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs servers and ostree; skipped with -short")
+	}
+	requirePeers(t)
+	work := t.TempDir()
+	tests := []struct {
+		sub  string
+		rows []string // row name prefixes the table must have
+	}{
+		{"serve", []string{
+			"serve small objects (", "serve small objects: server CPU",
+			"serve large objects (", "serve large objects: server CPU",
+		}},
+		{"publish", []string{
+			"publish dir (", "publish dir: CPU time", "publish dir: repository size",
+			"publish tar (", "publish tar: CPU time", "publish tar: repository size",
+		}},
+		{"pull", []string{"pull ("}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.sub, func(t *testing.T) {
+			jsonPath := filepath.Join(t.TempDir(), "results.json")
+			args := []string{tt.sub, "--quick", "--work", work, "--json", jsonPath}
+			var stdout, stderr bytes.Buffer
+			if code := run(args, &stdout, &stderr); code != 0 {
+				t.Fatalf("mxos-bench %s exited %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, &stdout, &stderr)
+			}
+			out := stdout.String()
+			t.Logf("stdout:\n%s", out)
+			if want := "$ mxos-bench " + strings.Join(args, " ") + "\n"; !strings.HasPrefix(out, want) {
+				t.Errorf("output does not start with the command line %q", want)
+			}
+			var rep Report
+			b, err := os.ReadFile(jsonPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal(b, &rep); err != nil {
+				t.Fatalf("results JSON: %v", err)
+			}
+			if len(rep.Rows) != len(tt.rows) {
+				t.Errorf("got %d rows, want %d", len(rep.Rows), len(tt.rows))
+			}
+			for i, prefix := range tt.rows {
+				if i >= len(rep.Rows) {
+					break
+				}
+				row := rep.Rows[i]
+				if !strings.HasPrefix(row.Name, prefix) {
+					t.Errorf("row %d is %q, want %q...", i, row.Name, prefix)
+				}
+				if !(row.Ours > 0 && row.Theirs > 0 && row.Ratio > 0) {
+					t.Errorf("row %q: figures must be > 0: ours %v, peer %v, ratio %v", row.Name, row.Ours, row.Theirs, row.Ratio)
+				}
+				if len(row.OursSamples) != 1 || len(row.TheirsSamples) != 1 {
+					t.Errorf("row %q: want one sample per side with --quick, got %v and %v", row.Name, row.OursSamples, row.TheirsSamples)
+				}
+				if !strings.Contains(out, row.Name) {
+					t.Errorf("table lacks row %q", row.Name)
+				}
+				if row.Target > 0 && row.Pass == nil {
+					t.Errorf("row %q has a target but no result", row.Name)
+				}
+			}
+			if !strings.Contains(out, "targets met") {
+				t.Error("table lacks the summary line")
+			}
+		})
+	}
+	// The work directory was given, so generated inputs stay for reuse,
+	// but every measured repository is gone.
+	if ents, err := os.ReadDir(filepath.Join(work, "runs")); err == nil {
+		for _, e := range ents {
+			sub, _ := os.ReadDir(filepath.Join(work, "runs", e.Name()))
+			if len(sub) > 0 {
+				t.Errorf("runs/%s was not cleaned up: %d entries", e.Name(), len(sub))
+			}
+		}
+	}
+}
+
+func TestMissingPeerFails(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"publish", "--quick", "--ostree", "/nonexistent/ostree"}, &stdout, &stderr)
+	if code == 0 || !strings.Contains(stderr.String(), "apt-get install") {
+		t.Fatalf("exit %d, stderr %q: want a failure naming the install command", code, &stderr)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{
+		"500MB": 500e6, "64MiB": 64 << 20, "1.5GB": 1.5e9, "4096": 4096, "16k": 16 << 10, "2 GiB": 2 << 30,
+	} {
+		got, err := parseSize(in)
+		if err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+		if back, err := parseSize(formatSize(got)); err != nil || back != got {
+			t.Errorf("formatSize(%d) = %q does not parse back: %d, %v", got, formatSize(got), back, err)
+		}
+	}
+	for _, in := range []string{"", "MB", "-1", "1XB", "NaN"} {
+		if _, err := parseSize(in); err == nil {
+			t.Errorf("parseSize(%q) succeeded", in)
+		}
+	}
+}
+
+// TestGenerateTreeDeterministic: the same spec gives the same bytes, and
+// the tree has every kind of entry.
+func TestGenerateTreeDeterministic(t *testing.T) {
+	spec := treeSpec{Files: 1200, Size: 3e6, Seed: 7}
+	var sums [2]string
+	var stats [2]treeStats
+	for i := range sums {
+		dir := filepath.Join(t.TempDir(), "tree")
+		st, err := generateTree(dir, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stats[i] = st
+		sums[i] = hashTree(t, dir)
+	}
+	if sums[0] != sums[1] {
+		t.Error("two trees from the same spec differ")
+	}
+	st := stats[0]
+	if st.Files+st.Symlinks+st.Hardlinks != spec.Files || st.Symlinks == 0 || st.Hardlinks == 0 || st.Dirs == 0 {
+		t.Errorf("unexpected tree: %s", st)
+	}
+	if st.Bytes < spec.Size*9/10 || st.Bytes > spec.Size*11/10 {
+		t.Errorf("tree has %d bytes, want about %d", st.Bytes, spec.Size)
+	}
+}
+
+func hashTree(t *testing.T, root string) string {
+	t.Helper()
+	h := sha256.New()
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(h, "%s %v %d\n", rel, fi.Mode(), fi.Size())
+		switch {
+		case fi.Mode()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(h, target)
+		case fi.Mode().IsRegular():
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			h.Write(b)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%x", h.Sum(nil))
+}

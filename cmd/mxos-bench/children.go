@@ -1,0 +1,137 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/mxos-linux/mxos-update/internal/ostree"
+	"github.com/mxos-linux/mxos-update/internal/release"
+	"github.com/mxos-linux/mxos-update/internal/server"
+	"github.com/mxos-linux/mxos-update/internal/sign"
+)
+
+// The hidden child subcommands run our code in a process of its own, the
+// way mxos-server and mxosctl run it: the same library calls with the same
+// defaults, plus an optional CPU profile.
+
+// startProfile starts a CPU profile into path ("" for none) and returns
+// the function that stops it.
+func startProfile(path string) (func() error, error) {
+	if path == "" {
+		return func() error { return nil }, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		return nil
+	}, nil
+}
+
+// childLogger logs warnings and errors to stderr, like the daemons do at
+// their default level (request logs are debug-only).
+func childLogger() *zap.Logger {
+	ec := zap.NewDevelopmentEncoderConfig()
+	ec.TimeKey = ""
+	return zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(ec), zapcore.Lock(os.Stderr), zapcore.WarnLevel))
+}
+
+// newServeChildCmd is mxos-server: it serves DATA/repo and prints the
+// address it listens on as the first line of stdout.
+func newServeChildCmd() *cobra.Command {
+	var data, listen, profile string
+	cmd := &cobra.Command{
+		Use:    "serve-child",
+		Short:  "Run our server as a benchmark child (internal)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+			stop, err := startProfile(profile)
+			if err != nil {
+				return err
+			}
+			defer func() { err = errors.Join(err, stop()) }()
+			log := childLogger()
+			if err := os.MkdirAll(filepath.Join(data, "repo"), 0o755); err != nil {
+				return fmt.Errorf("creating repository directory: %w", err)
+			}
+			srv, err := server.New(server.Config{DataDir: data, Listen: listen, Logger: log})
+			if err != nil {
+				return fmt.Errorf("serve-child: %w", err)
+			}
+			defer srv.Close()
+			var lc net.ListenConfig
+			ln, err := lc.Listen(cmd.Context(), "tcp", listen)
+			if err != nil {
+				return fmt.Errorf("listening on %s: %w", listen, err)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), ln.Addr().String())
+			if err := srv.Serve(cmd.Context(), ln); err != nil {
+				return fmt.Errorf("serve-child: %w", err)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&data, "data", "", "data directory (serves DATA/repo)")
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "address to listen on")
+	cmd.Flags().StringVar(&profile, "cpuprofile", "", "write a CPU profile here")
+	return cmd
+}
+
+// newPublishChildCmd is `mxosctl publish`: the same calls with the same
+// defaults (no owner override, xattrs kept, special files refused).
+func newPublishChildCmd() *cobra.Command {
+	var data, keys, ref, version, profile string
+	cmd := &cobra.Command{
+		Use:    "publish-child --data DIR --keys KEYDIR --ref REF --version V SOURCE",
+		Short:  "Run our publisher as a benchmark child (internal)",
+		Hidden: true,
+		Args:   cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
+			stop, err := startProfile(profile)
+			if err != nil {
+				return err
+			}
+			defer func() { err = errors.Join(err, stop()) }()
+			signers, err := sign.LoadSigners(keys)
+			if err != nil {
+				return fmt.Errorf("publish-child: %w", err)
+			}
+			repo, err := ostree.Create(filepath.Join(data, "repo"))
+			if err != nil {
+				return fmt.Errorf("publish-child: %w", err)
+			}
+			p := &release.Publisher{Repo: repo, Signers: signers, Log: childLogger()}
+			res, err := p.Publish(cmd.Context(), release.Request{Ref: ref, Version: version, Source: args[0]})
+			if err != nil {
+				return fmt.Errorf("publish-child: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Published %s %s as commit %s.\n", ref, version, res.Commit)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&data, "data", "", "data directory")
+	f.StringVar(&keys, "keys", "", "directory with the signing keys")
+	f.StringVar(&ref, "ref", "", "ref to publish on")
+	f.StringVar(&version, "version", "", "release version")
+	f.StringVar(&profile, "cpuprofile", "", "write a CPU profile here")
+	return cmd
+}

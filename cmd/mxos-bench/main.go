@@ -1,0 +1,50 @@
+// Command mxos-bench runs MxOS Update and its peers side by side in one run
+// and prints a table of figures and ratios (ours/peer), each with the
+// direction that is better, its target and PASS or MISS:
+//
+//   - serve: mxos-server against nginx serving the same archive repository
+//     on 127.0.0.1 (requests/s on small objects, MB/s on large ones);
+//   - publish: `mxosctl publish` against `ostree commit` of the same tree
+//     (a generated one by default, or --tree DIR|TARBALL);
+//   - pull: stock `ostree pull` of the published commit from mxos-server
+//     against the same pull from nginx;
+//   - all: the three in a row, pull reusing what publish made.
+//
+// The machines this runs on are small and noisy, so absolute times mean
+// little: every figure is measured on both sides in the same run, in
+// alternating order (ours, peer, peer, ours, ...), and the median of the
+// rounds is reported. Servers and publishers run as child processes (this
+// binary re-executed with a hidden subcommand, or the binaries given with
+// --mxos-server and --mxosctl), so the load generator never shares a Go
+// scheduler with the server it measures. Children are killed when the
+// benchmark ends, also on errors and on SIGINT/SIGTERM.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes the command line args and returns the process exit code.
+// Tests call it in-process; child processes come back through it too.
+func run(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cmd := newRootCmd(args)
+	cmd.SetArgs(args)
+	cmd.SetOut(stdout)
+	cmd.SetErr(stderr)
+	if err := cmd.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(stderr, "mxos-bench:", err)
+		return 1
+	}
+	return 0
+}
