@@ -22,9 +22,9 @@ func TestAtomicReplacementUnderLoad(t *testing.T) {
 	repo := filepath.Join(data, "repo")
 	summary := filepath.Join(repo, "summary")
 
-	// Versions of different sizes around the copy and cork limits, each
+	// Versions of different sizes on both sides of copyMax, each
 	// filled with its own byte, so any mix of two versions is detectable.
-	sizes := []int{100, oneWriteMax, copyMax, copyMax + 1, 64 << 10, 700 << 10}
+	sizes := []int{100, 4 << 10, copyMax, copyMax + 1, 700 << 10}
 	versions := make(map[string][]byte) // ETag → content
 	var contents [][]byte
 	for i, n := range sizes {

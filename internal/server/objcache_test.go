@@ -93,7 +93,7 @@ func TestObjCacheEvictionUnderLoad(t *testing.T) {
 	want := make(map[string][]byte)
 	for i := range n {
 		hex := fmt.Sprintf("%02x%062x", i, i)
-		body := bytes.Repeat([]byte{byte(i)}, 100+i*300) // up to ~19 KiB: copy path, with and without cork
+		body := bytes.Repeat([]byte{byte(i)}, 100+i*300) // up to ~19 KiB: the copy path, in one write and in several
 		name := "objects/" + hex[:2] + "/" + hex[2:] + ".filez"
 		writeFile(t, filepath.Join(data, "repo", filepath.FromSlash(name)), body)
 		want[name] = body

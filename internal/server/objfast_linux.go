@@ -64,7 +64,7 @@ func (h *repoHandler) serveObject(w http.ResponseWriter, r *http.Request, name s
 			if r.Method == http.MethodHead {
 				w.WriteHeader(http.StatusOK)
 			} else {
-				h.sendFile(w, r, name, f, size)
+				h.sendFile(w, name, f, size)
 			}
 		}
 		return true
@@ -107,7 +107,7 @@ func (h *repoHandler) serveCached(w http.ResponseWriter, r *http.Request, name s
 		writeStatus(w, http.StatusInternalServerError)
 		return
 	}
-	sendBuffer(w, r, buf)
+	sendBuffer(w, buf)
 }
 
 // readCached fills b with e's bytes.

@@ -38,22 +38,13 @@ const (
 	kindImmutable
 )
 
-// Body sending strategy, tuned against nginx on 1–16 KiB objects over
-// loopback, where a request costs mostly system calls and TCP segments.
-const (
-	// copyMax is the largest body sent with pread and write instead of
-	// sendfile(2), and the largest object kept open in objCache (a shared
-	// descriptor can only be read with pread). For small bodies sendfile
-	// buys nothing: net/http writes the first 512 bytes with the headers
-	// before calling it, so it costs a read, a write and a sendfile.
-	copyMax = 32 << 10
-	// oneWriteMax is the largest body that net/http writes together with
-	// the headers in one write(2) (its buffers are 2 and 4 KiB). Larger
-	// responses are sent with TCP_CORK set, so they leave in full segments
-	// instead of a small one for the headers, as nginx does with
-	// tcp_nopush.
-	oneWriteMax = 3 << 10
-)
+// copyMax is the largest body sent with pread and write instead of
+// sendfile(2), and the largest object kept open in objCache (a descriptor
+// shared by concurrent requests can only be read with pread). Tuned against
+// nginx on 1–16 KiB objects over loopback: for small bodies sendfile buys
+// nothing, since net/http writes the first 512 bytes with the headers before
+// calling it, so it costs a read, a write and a sendfile.
+const copyMax = 32 << 10
 
 // openFlags: O_NONBLOCK keeps a FIFO planted in the repository from hanging
 // the request (it changes nothing for regular files) and spares the fcntl
@@ -157,10 +148,10 @@ func (h *repoHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeStatus(w, http.StatusInternalServerError)
 			return
 		}
-		sendBuffer(w, r, buf)
+		sendBuffer(w, buf)
 		return
 	}
-	h.sendFile(w, r, name, f, size)
+	h.sendFile(w, name, f, size)
 }
 
 // nameETag is the ETag of a content-addressed file: its name.
@@ -227,24 +218,14 @@ func readSmall(f *os.File, size int64) (smallBuf, error) {
 }
 
 // sendBuffer writes a small body (headers already set) and releases buf.
-func sendBuffer(w http.ResponseWriter, r *http.Request, buf smallBuf) {
+func sendBuffer(w http.ResponseWriter, buf smallBuf) {
 	defer buf.release() // after Write returns the bytes are in net/http's buffers or the kernel
-	if len(buf.b) > oneWriteMax {
-		if c := tcpConn(r); c != nil {
-			setCork(c, true)
-			defer setCork(c, false)
-		}
-	}
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(buf.b) // a failure means the client went away
 }
 
 // sendFile sends f's size bytes (headers already set) with sendfile(2).
-func (h *repoHandler) sendFile(w http.ResponseWriter, r *http.Request, name string, f *os.File, size int64) {
-	if c := tcpConn(r); c != nil {
-		setCork(c, true)
-		defer setCork(c, false)
-	}
+func (h *repoHandler) sendFile(w http.ResponseWriter, name string, f *os.File, size int64) {
 	w.WriteHeader(http.StatusOK)
 	// io.CopyN hands an io.LimitedReader over the *os.File to the
 	// ResponseWriter's ReadFrom, which uses sendfile(2) on Linux. Keep any

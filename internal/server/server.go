@@ -29,7 +29,8 @@ type Config struct {
 	DataDir string
 	// Listen is the TCP address used by ListenAndServe (DefaultListen if empty).
 	Listen string
-	// Logger receives request and error logs; nil disables logging.
+	// Logger receives one Debug line per request and errors at Warn and
+	// Error; nil disables logging.
 	Logger *zap.Logger
 
 	// ReadHeaderTimeout bounds how long a client may take to send headers.
@@ -113,8 +114,8 @@ func (s *Server) routes() {
 // Handler returns the root handler with all routes and middleware.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Close releases the repository directory handle. Call it after Serve has
-// returned.
+// Close releases the repository directory and the descriptors cached for
+// serving it. Call it after Serve has returned.
 func (s *Server) Close() error {
 	return s.repo.close()
 }
@@ -126,7 +127,6 @@ func (s *Server) httpServer() *http.Server {
 		IdleTimeout:       s.cfg.IdleTimeout,
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
 		ErrorLog:          newStdLog(s.log.Named("http")),
-		ConnContext:       withConn,
 	}
 }
 
@@ -174,18 +174,4 @@ func newStdLog(log *zap.Logger) *stdlog.Logger {
 		return zap.NewStdLog(log)
 	}
 	return l
-}
-
-type connKey struct{}
-
-// withConn records the connection in each request's context, so handlers
-// can tune the socket (see setCork).
-func withConn(ctx context.Context, c net.Conn) context.Context {
-	return context.WithValue(ctx, connKey{}, c)
-}
-
-// tcpConn returns the request's TCP connection, if it is one.
-func tcpConn(r *http.Request) *net.TCPConn {
-	c, _ := r.Context().Value(connKey{}).(*net.TCPConn)
-	return c
 }
