@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mxos-linux/mxos-update/internal/testtool"
+
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/release"
 	"github.com/mxos-linux/mxos-update/internal/server"
@@ -29,20 +31,10 @@ const testRef = "mxos/10/x86_64/testing"
 // toolTimeout bounds every external command.
 const toolTimeout = 2 * time.Minute
 
-// requireTool returns the path of an external program. When it is missing
-// the test is skipped on a developer machine, but fails when CI is set: a
-// silently skipped interop test proves nothing.
+// requireTool returns the path of an external program; see testtool.Require.
 func requireTool(t testing.TB, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s not found in PATH but CI is set: install it (end-to-end tests must run in CI): %v", name, err)
-	}
-	t.Skipf("%s not found in PATH; skipping end-to-end test (set CI=1 to make this a failure)", name)
-	return ""
+	return testtool.Require(t, name)
 }
 
 // requireOstreeGPG is requireTool for both peers of the GPG tests.

@@ -9,23 +9,17 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mxos-linux/mxos-update/internal/testtool"
+
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 )
 
-// requireOstree returns the path of the ostree CLI. Without it the test is
-// skipped locally but fails in CI, where it must be installed.
+// requireOstree returns the path of the ostree CLI (see testtool.Require).
 func requireOstree(t *testing.T) string {
 	t.Helper()
-	path, err := exec.LookPath("ostree")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("ostree is required in CI: %v", err)
-		}
-		t.Skip("ostree not installed")
-	}
-	return path
+	return testtool.Require(t, "ostree")
 }
 
 // runOstree runs the ostree CLI and returns its trimmed standard output.

@@ -3,27 +3,17 @@ package sign
 import (
 	"bytes"
 	"context"
-	"os"
 	"os/exec"
 	"testing"
 	"time"
+
+	"github.com/mxos-linux/mxos-update/internal/testtool"
 )
 
-// requireTool returns the path of an external program needed by an interop
-// test. When it is missing the test is skipped on a developer machine, but
-// fails when the CI environment variable is set: CI images are expected to
-// ship gpg and ostree, and a silently skipped interop test proves nothing.
+// requireTool returns the path of an external program; see testtool.Require.
 func requireTool(t testing.TB, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s not found in PATH but CI is set: install it (interop tests must run in CI): %v", name, err)
-	}
-	t.Skipf("%s not found in PATH; skipping interop test (set CI=1 to make this a failure)", name)
-	return ""
+	return testtool.Require(t, name)
 }
 
 // runTool runs an external program with a timeout and returns its combined
