@@ -278,7 +278,7 @@ func (b *bench) startOurs(ctx context.Context, data, label string) (*httpServer,
 		cmd = exec.Command(b.exe, args...)
 	}
 	cmd.Env = childEnviron()
-	d, err := b.procs.start("mxos-server", cmd, nil)
+	d, err := b.procs.start("mxos-server", cmd)
 	if err != nil {
 		return nil, err
 	}
@@ -352,7 +352,7 @@ func (b *bench) startNginx(ctx context.Context, repo, label string) (*httpServer
 	}
 	cmd := exec.Command(b.o.nginx, "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log"))
 	cmd.Env = childEnviron()
-	d, err := b.procs.start("nginx", cmd, nil)
+	d, err := b.procs.start("nginx", cmd)
 	if err != nil {
 		return nil, err
 	}

@@ -56,7 +56,7 @@ func TestQuick(t *testing.T) {
 			"publish dir (", "publish dir: CPU time", "publish dir: repository size",
 			"publish tar (", "publish tar: CPU time", "publish tar: repository size",
 		}},
-		{"pull", []string{"pull ("}},
+		{"pull", []string{"pull (", "pull: server CPU"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.sub, func(t *testing.T) {

@@ -1,12 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"strconv"
@@ -90,45 +89,19 @@ type daemons struct {
 	list []*daemon
 }
 
-// start runs cmd as a daemon. When ready is non-nil, the first line of the
-// child's stdout is sent to it (servers print their address there).
-func (ds *daemons) start(name string, cmd *exec.Cmd, ready chan<- string) (*daemon, error) {
+// start runs cmd as a daemon in its own process group.
+func (ds *daemons) start(name string, cmd *exec.Cmd) (*daemon, error) {
 	d := &daemon{name: name, cmd: cmd, stderr: &tailBuffer{max: 16 << 10}, done: make(chan struct{})}
 	cmd.SysProcAttr = sysProcAttr()
+	cmd.Stdout = d.stderr
 	cmd.Stderr = d.stderr
-	var stdout io.ReadCloser
-	if ready != nil {
-		var err error
-		if stdout, err = cmd.StdoutPipe(); err != nil {
-			return nil, fmt.Errorf("starting %s: %w", name, err)
-		}
-	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
 	ds.mu.Lock()
 	ds.list = append(ds.list, d)
 	ds.mu.Unlock()
-	var reading sync.WaitGroup
-	if ready != nil {
-		reading.Add(1)
-		go func() {
-			defer reading.Done()
-			sc := bufio.NewScanner(stdout)
-			first := true
-			for sc.Scan() {
-				if first {
-					ready <- sc.Text()
-					first = false
-				}
-			}
-			if first {
-				close(ready)
-			}
-		}()
-	}
 	go func() {
-		reading.Wait() // Wait closes the pipe: read it to the end first
 		d.err = cmd.Wait()
 		close(d.done)
 	}()
@@ -234,17 +207,19 @@ func selfExe() (string, error) {
 // every Linux architecture Go supports.
 const clockTicks = 100
 
-// groupCPU returns the CPU time (user + system) used so far by every live
-// process in process group pgid: a server and, for nginx, its workers.
+// groupCPU returns the CPU time used so far by every live process in
+// process group pgid: a server and, for nginx, its workers. It sums the
+// nanosecond run times of every thread (/proc/PID/task/TID/schedstat) and
+// falls back to the 10 ms ticks of /proc/PID/stat where schedstat is
+// missing.
 func groupCPU(pgid int) (time.Duration, error) {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return 0, fmt.Errorf("reading /proc: %w", err)
 	}
-	var ticks int64
+	var total time.Duration
 	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
 			continue
 		}
 		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
@@ -265,14 +240,46 @@ func groupCPU(pgid int) (time.Duration, error) {
 		if pg, err := strconv.Atoi(f[2]); err != nil || pg != pgid {
 			continue
 		}
+		if d, ok := schedRuntime(e.Name()); ok {
+			total += d
+			continue
+		}
 		ut, err1 := strconv.ParseInt(f[11], 10, 64)
 		st, err2 := strconv.ParseInt(f[12], 10, 64)
 		if err1 != nil || err2 != nil {
-			return 0, fmt.Errorf("parsing /proc/%d/stat", pid)
+			return 0, fmt.Errorf("parsing /proc/%s/stat", e.Name())
 		}
-		ticks += ut + st
+		total += time.Duration(ut+st) * time.Second / clockTicks
 	}
-	return time.Duration(ticks) * time.Second / clockTicks, nil
+	return total, nil
+}
+
+// schedRuntime sums the on-CPU nanoseconds of every thread of pid.
+func schedRuntime(pid string) (time.Duration, bool) {
+	tasks, err := os.ReadDir("/proc/" + pid + "/task")
+	if err != nil {
+		return 0, false
+	}
+	var total time.Duration
+	for _, t := range tasks {
+		b, err := os.ReadFile("/proc/" + pid + "/task/" + t.Name() + "/schedstat")
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // thread exited
+			}
+			return 0, false
+		}
+		f := strings.Fields(string(b))
+		if len(f) == 0 {
+			return 0, false
+		}
+		ns, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		total += time.Duration(ns)
+	}
+	return total, true
 }
 
 // selfCPU is the CPU time this process has used so far.

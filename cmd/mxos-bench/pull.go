@@ -46,7 +46,7 @@ func runPull(ctx context.Context, b *bench) error {
 	if err != nil {
 		return err
 	}
-	var oursT, peerT []float64
+	var oursT, peerT, oursCPU, peerCPU []float64
 	for round := range b.o.rounds {
 		order := []*httpServer{ours, peer}
 		if round%2 == 1 {
@@ -56,21 +56,33 @@ func runPull(ctx context.Context, b *bench) error {
 			if err := s.d.exited(); err != nil {
 				return err
 			}
+			cpu0, err := groupCPU(s.d.cmd.Process.Pid)
+			if err != nil {
+				return err
+			}
 			res, err := b.timeOstreePull(ctx, s, pub, fmt.Sprintf("%s-%d", s.name, round))
 			if err != nil {
 				return err
 			}
-			logf(b.stderr, "pull: round %d/%d from %-11s %.2f s", round+1, b.o.rounds, s.name, res.wall.Seconds())
+			cpu1, err := groupCPU(s.d.cmd.Process.Pid)
+			if err != nil {
+				return err
+			}
+			cpu := (cpu1 - cpu0).Seconds()
+			logf(b.stderr, "pull: round %d/%d from %-11s %.2f s (server CPU %.2f s, ostree CPU %.2f s)",
+				round+1, b.o.rounds, s.name, res.wall.Seconds(), cpu, res.cpu.Seconds())
 			if s == ours {
-				oursT = append(oursT, res.wall.Seconds())
+				oursT, oursCPU = append(oursT, res.wall.Seconds()), append(oursCPU, cpu)
 			} else {
-				peerT = append(peerT, res.wall.Seconds())
+				peerT, peerCPU = append(peerT, res.wall.Seconds()), append(peerCPU, cpu)
 			}
 		}
 	}
 	name := fmt.Sprintf("pull (%d objects, %.0f MB)", objects, float64(size)/1e6)
 	peerName := "ostree pull from nginx " + nginxVersion(b.report.Machine.Nginx)
-	b.report.Rows = append(b.report.Rows, newRow("pull", name, "seconds", peerName, Lower, 1.05, oursT, peerT))
+	b.report.Rows = append(b.report.Rows,
+		newRow("pull", name, "seconds", peerName, Lower, 1.05, oursT, peerT),
+		newRow("pull", "pull: server CPU", "cpu-seconds", peerName, Lower, 0, oursCPU, peerCPU))
 	b.report.Notes = append(b.report.Notes, fmt.Sprintf(
 		"pull: `ostree pull` (%s) of commit %s (tree: %s) into a fresh archive repository, gpg-verify=false; every pull checked to end at that commit.",
 		b.report.Machine.Ostree, pub.commit[:12], pub.desc))
