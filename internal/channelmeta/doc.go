@@ -1,0 +1,111 @@
+// Package channelmeta publishes and verifies the signed channel metadata of
+// MxOS Update: which releases (channel, arch, version → OSTree commit, ref,
+// OCI digest) may be installed, and the state of each rollout. It is a TUF
+// repository built with go-tuf v2, not a format of our own: devices get
+// TUF's protection against rollback (older versions), freeze (expired
+// files), mix-and-match (snapshot pins every role's version and hash) and
+// wrong signers (each role has its own keys and threshold) from go-tuf's
+// client workflow.
+//
+// # Files
+//
+// The repository is a directory, DATA/metadata/, served statically at
+// /metadata/ and copyable as is to a CDN, a school's LAN mirror or a USB
+// disk (principle 4). Consistent snapshots are on: devices fetch
+//
+//	N.root.json        every root version, kept forever (rotation chain)
+//	timestamp.json     the only file polled without a version
+//	N.snapshot.json    named by timestamp.json
+//	N.targets.json     named by the snapshot
+//	N.rollouts.json    named by the snapshot
+//
+// and root.json, snapshot.json, targets.json and rollouts.json are written
+// beside them as the current copies. Every write is temp file + fsync +
+// rename, in the order rollouts → snapshot → timestamp, so a reader never
+// follows a name to a missing or partial file. Old versioned snapshot,
+// targets and rollouts files are pruned (Options.KeepVersions).
+//
+// # Roles and keys
+//
+//	root  (root keys, offline; threshold configurable; 1 year)
+//	 │  lists the keys and thresholds of every top-level role
+//	 ├── targets    (release keys, offline; 90 days)
+//	 │     releases/<channel>/<arch>/<version>   one target per release
+//	 │     └── delegates rollouts/*/* (terminating) to:
+//	 │         rollouts   (online keys; 7 days)
+//	 │           rollouts/<channel>/<arch>        one target per rollout
+//	 ├── snapshot   (online keys; 7 days)  pins targets + rollouts versions, lengths, hashes
+//	 └── timestamp  (online keys; 1 day)   pins snapshot version, length, hash
+//
+// For now the release key doubles as the root key (threshold 1); Keys
+// takes separate lists and thresholds so this can change without code.
+//
+// What each key can and cannot do:
+//
+//   - Root keys can replace any key, through a new N+1.root.json that a
+//     threshold of both the old and the new root keys sign (RotateRoot,
+//     Repo.AcceptRoot). Devices follow the chain from the root they ship
+//     in keys/ and never accept a root signed only by new keys.
+//   - Release keys decide what may be installed: the whole list of
+//     releases with their commits. They cannot change keys. They sign on
+//     the release team's machine (BuildTargets); the server only checks
+//     and stores the signed bytes (AcceptTargets).
+//   - The online key, held by the server, keeps the repository fresh
+//     (timestamp, snapshot; Refresh) and signs rollout state (ramp, state,
+//     halt). It cannot add, remove or change a release: it cannot sign
+//     targets, and the delegation gives it only rollouts/<channel>/<arch>
+//     paths (a releases/ path in its role is ignored and reported in
+//     State.Ignored). A stolen online key can delay updates (stop
+//     refreshing, halt a rollout, hold back a snapshot until expiry) or
+//     gate them among release-signed commits, never install anything
+//     else, and cannot roll back targets (snapshot versions only grow on
+//     devices that saw them).
+//   - The delegation's keys are, by construction, root's timestamp keys:
+//     BuildTargets copies them from root, AcceptTargets refuses targets
+//     that delegate anything else. Rotating the online key is therefore a
+//     root rotation plus re-signed targets (Repo.RotateRoot does both).
+//
+// # Records
+//
+// A target's custom JSON is the record (Release or RolloutState), and its
+// length and sha256 are over the record's canonical JSON (the OLPC form TUF
+// signs with), so TUF's own target check has real bytes to check: the
+// device recomputes the canonical form from the signed custom field and
+// compares. Unknown fields survive (forward compatibility) and are covered
+// by the hash. RolloutState carries channel and arch in addition to the
+// fields of the issue, so that the record is self-describing.
+//
+// # Server side
+//
+// Init (offline keys) writes root 1 and an empty targets 1. Open gives a
+// Repo with the online signers; Refresh creates and renews rollouts,
+// snapshot and timestamp (each is re-signed with a new version when it is
+// missing, changed, no longer verifies under root, or past half its
+// lifetime) and is meant to be called periodically. PublishTargets /
+// AcceptTargets and PublishRollouts change content; versions only grow.
+// Every function takes the clock as an argument.
+//
+// # Device side
+//
+// Client wraps go-tuf's updater with the shipped root, a cache directory
+// (the trusted baseline between runs) and a fetcher over HTTP(S) or over a
+// directory, both with hard size limits. Load returns the verified State;
+// CheckOffer refuses an offer that is not release-signed for its channel
+// and arch (ErrNotSigned) or whose commit, ref or OCI digest differs
+// (ErrCommitMismatch, ErrRefMismatch, ErrDigestMismatch). Verification
+// failures are *MetadataError values carrying one kind (ErrExpired,
+// ErrRollback, ErrBadSignature, ErrHashMismatch, ErrMalformed, ErrTooLarge,
+// ErrFetch, ErrRejected) and the underlying go-tuf error, reachable with
+// errors.As. Note that go-tuf's Is methods compare error types only, so
+// errors.Is against a go-tuf error value ignores its Msg.
+//
+// Freshness is judged by the device clock. A mirror copied to a USB disk
+// is therefore usable for the timestamp's lifetime (1 day by default);
+// sites updated by hand-carried disks need a longer TimestampExpiry, at
+// the price of a longer window in which a frozen copy goes unnoticed. A
+// mirror older than what a device has already seen is refused as a
+// rollback, by design.
+//
+// This package decides which commit is allowed; the commit's own OSTree
+// signature and ref binding are still checked when it is pulled.
+package channelmeta

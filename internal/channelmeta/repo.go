@@ -1,0 +1,960 @@
+package channelmeta
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+)
+
+// Options are the lifetimes of the signed roles and the repository's
+// housekeeping. Zero fields take the defaults below.
+type Options struct {
+	RootExpiry      time.Duration // default 365 days (offline root keys)
+	TargetsExpiry   time.Duration // default 90 days (offline release keys)
+	RolloutsExpiry  time.Duration // default 7 days (online key)
+	SnapshotExpiry  time.Duration // default 7 days (online key)
+	TimestampExpiry time.Duration // default 1 day (online key)
+	// KeepVersions is how many versioned snapshot, targets and rollouts
+	// files are kept (N.snapshot.json, …); older ones are pruned. Roots are
+	// never pruned: devices walk the whole rotation chain. Default 16.
+	KeepVersions int
+}
+
+// DefaultOptions returns the default lifetimes.
+func DefaultOptions() Options { return Options{}.withDefaults() }
+
+func (o Options) withDefaults() Options {
+	const day = 24 * time.Hour
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.RootExpiry, 365*day)
+	def(&o.TargetsExpiry, 90*day)
+	def(&o.RolloutsExpiry, 7*day)
+	def(&o.SnapshotExpiry, 7*day)
+	def(&o.TimestampExpiry, day)
+	if o.KeepVersions <= 0 {
+		o.KeepVersions = 16
+	}
+	return o
+}
+
+// File names. With consistent snapshots (always on) devices fetch
+// N.root.json, timestamp.json, N.snapshot.json, N.targets.json and
+// N.rollouts.json; the unversioned copies are for humans and tools.
+const (
+	rootFile      = "root.json"
+	timestampFile = "timestamp.json"
+	snapshotFile  = "snapshot.json"
+	targetsFile   = "targets.json"
+	rolloutsFile  = "rollouts.json"
+)
+
+// Size limits shared by the server (refuses to publish more) and the
+// device (refuses to read more). They are go-tuf's defaults.
+const (
+	defaultRootMax      = 512 << 10
+	defaultTimestampMax = 16 << 10
+	defaultSnapshotMax  = 2_000_000
+	defaultTargetsMax   = 5_000_000
+	// maxFileSize caps any single read, whatever a caller asks for.
+	maxFileSize = 8 << 20
+)
+
+func versioned(v int64, name string) string { return strconv.FormatInt(v, 10) + "." + name }
+
+// Init creates a repository in dir (created if missing): root version 1
+// signed by rootSigners, and targets version 1 (no releases yet, the
+// rollouts delegation to the online keys) signed by releaseSigners. It runs
+// where the offline keys are; the server then calls Refresh with the online
+// key to add rollouts, snapshot and timestamp. It refuses (ErrExists) to
+// touch a directory that already has a root.json.
+func Init(dir string, keys Keys, rootSigners, releaseSigners []signature.Signer, opts Options, now time.Time) error {
+	opts = opts.withDefaults()
+	if err := keys.validate(); err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	switch _, err := os.Lstat(filepath.Join(dir, rootFile)); {
+	case err == nil:
+		return fmt.Errorf("init %s: %w", dir, ErrExists)
+	case !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("init: %w", err)
+	}
+	root, err := buildRoot(keys, 1, normTime(now.Add(opts.RootExpiry)))
+	if err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	if err := signAll(root, rootSigners); err != nil {
+		return fmt.Errorf("init: root: %w", err)
+	}
+	if err := root.VerifyDelegate(metadata.ROOT, root); err != nil {
+		return fmt.Errorf("init: root signers do not meet the root threshold: %w: %w", ErrBadSignature, err)
+	}
+	rootBytes, err := root.ToBytes(false)
+	if err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	targetsBytes, err := BuildTargets(rootBytes, nil, nil, releaseSigners, opts, now)
+	if err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{
+		{versioned(1, rootFile), rootBytes},
+		{versioned(1, targetsFile), targetsBytes},
+		{targetsFile, targetsBytes},
+		{rootFile, rootBytes}, // last: its presence marks an initialised repo
+	} {
+		if err := writeAtomic(dir, f.name, f.data); err != nil {
+			return fmt.Errorf("init: %w", err)
+		}
+	}
+	return nil
+}
+
+// buildRoot assembles (unsigned) root metadata for keys.
+func buildRoot(keys Keys, version int64, expires time.Time) (*metadata.Metadata[metadata.RootType], error) {
+	md := metadata.Root(expires)
+	md.Signed.Version = version
+	// Consistent snapshots let a CDN or mirror copy files in any order:
+	// a device only follows versioned names from the timestamp it read.
+	md.Signed.ConsistentSnapshot = true
+	for _, r := range []struct {
+		role string
+		rk   RoleKeys
+	}{
+		{metadata.ROOT, keys.Root},
+		{metadata.TARGETS, keys.Release},
+		{metadata.SNAPSHOT, keys.Online},
+		{metadata.TIMESTAMP, keys.Online},
+	} {
+		tk, err := tufKeys(r.rk)
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range tk {
+			if err := md.Signed.AddKey(k, r.role); err != nil {
+				return nil, fmt.Errorf("root: %w", err)
+			}
+		}
+		md.Signed.Roles[r.role].Threshold = r.rk.Threshold
+	}
+	return md, nil
+}
+
+// parseRoot parses root metadata and checks it is signed by itself.
+func parseRoot(data []byte) (*metadata.Metadata[metadata.RootType], error) {
+	md, err := metadata.Root().FromBytes(data)
+	if err != nil {
+		return nil, wrapKind("root", err)
+	}
+	if err := md.VerifyDelegate(metadata.ROOT, md); err != nil {
+		return nil, wrapKind("root", err)
+	}
+	return md, nil
+}
+
+func parseTargets(data []byte) (*metadata.Metadata[metadata.TargetsType], error) {
+	if len(data) > defaultTargetsMax {
+		return nil, fmt.Errorf("targets: %w: %d bytes, at most %d", ErrTooLarge, len(data), defaultTargetsMax)
+	}
+	md, err := metadata.Targets().FromBytes(data)
+	if err != nil {
+		return nil, wrapKind("targets", err)
+	}
+	return md, nil
+}
+
+// BuildTargets builds and signs targets metadata listing exactly releases
+// (the whole set, not a delta) and delegating rollouts/*/* to the online
+// keys named in root. Its version is one more than current's (nil current:
+// version 1). It is pure: mxosctl runs it on the release team's machine
+// with root.json and targets.json as served, and uploads the result, which
+// the server checks with AcceptTargets. Pass a root you trust (one that
+// verifies from the shipped keys): the delegation keys are taken from it.
+// A release with a zero PublishedAt gets now.
+func BuildTargets(root, current []byte, releases []Release, signers []signature.Signer, opts Options, now time.Time) ([]byte, error) {
+	opts = opts.withDefaults()
+	rootMD, err := parseRoot(root)
+	if err != nil {
+		return nil, fmt.Errorf("build targets: %w", err)
+	}
+	version := int64(1)
+	if current != nil {
+		cur, err := parseTargets(current)
+		if err != nil {
+			return nil, fmt.Errorf("build targets: current: %w", err)
+		}
+		version = cur.Signed.Version + 1
+	}
+	md := metadata.Targets(normTime(now.Add(opts.TargetsExpiry)))
+	md.Signed.Version = version
+	for _, rel := range releases {
+		if rel.PublishedAt.IsZero() {
+			rel.PublishedAt = now
+		}
+		tf, err := releaseTarget(rel)
+		if err != nil {
+			return nil, fmt.Errorf("build targets: %w", err)
+		}
+		if _, dup := md.Signed.Targets[tf.Path]; dup {
+			return nil, fmt.Errorf("build targets: %w: release %s listed twice", ErrInvalid, tf.Path)
+		}
+		md.Signed.Targets[tf.Path] = tf
+	}
+	if md.Signed.Delegations, err = onlineDelegation(rootMD); err != nil {
+		return nil, fmt.Errorf("build targets: %w", err)
+	}
+	if err := signAll(md, signers); err != nil {
+		return nil, fmt.Errorf("build targets: %w", err)
+	}
+	if err := rootMD.VerifyDelegate(metadata.TARGETS, md); err != nil {
+		return nil, fmt.Errorf("build targets: signers do not meet root's release-key threshold: %w: %w", ErrBadSignature, err)
+	}
+	data, err := md.ToBytes(false)
+	if err != nil {
+		return nil, fmt.Errorf("build targets: %w", err)
+	}
+	if len(data) > defaultTargetsMax {
+		return nil, fmt.Errorf("build targets: %w: %d bytes, at most %d; drop old releases", ErrTooLarge, len(data), defaultTargetsMax)
+	}
+	return data, nil
+}
+
+// RotateRoot builds root version N+1 for keys, signed by signers, from the
+// current root N. Devices accept it only if it carries a threshold of the
+// old root keys and of the new ones, and RotateRoot checks both before
+// returning (ErrBadSignature), so pass the old and the new root signers.
+func RotateRoot(current []byte, keys Keys, signers []signature.Signer, opts Options, now time.Time) ([]byte, error) {
+	opts = opts.withDefaults()
+	if err := keys.validate(); err != nil {
+		return nil, fmt.Errorf("rotate root: %w", err)
+	}
+	cur, err := parseRoot(current)
+	if err != nil {
+		return nil, fmt.Errorf("rotate root: current: %w", err)
+	}
+	next, err := buildRoot(keys, cur.Signed.Version+1, normTime(now.Add(opts.RootExpiry)))
+	if err != nil {
+		return nil, fmt.Errorf("rotate root: %w", err)
+	}
+	if err := signAll(next, signers); err != nil {
+		return nil, fmt.Errorf("rotate root: %w", err)
+	}
+	if err := cur.VerifyDelegate(metadata.ROOT, next); err != nil {
+		return nil, fmt.Errorf("rotate root: not signed by a threshold of the current root keys: %w: %w", ErrBadSignature, err)
+	}
+	if err := next.VerifyDelegate(metadata.ROOT, next); err != nil {
+		return nil, fmt.Errorf("rotate root: not signed by a threshold of the new root keys: %w: %w", ErrBadSignature, err)
+	}
+	return next.ToBytes(false)
+}
+
+// Repo is the server's view of a metadata directory (DATA/metadata/,
+// served statically at /metadata/). Its methods serialise on a mutex; run
+// one writer per directory.
+type Repo struct {
+	// Dir is the metadata directory.
+	Dir string
+
+	opts   Options
+	online []signature.Signer
+	mu     sync.Mutex
+}
+
+// Open opens an initialised repository. online are the server's online
+// signers; they may be nil for read-only use (Releases, Rollouts), and
+// otherwise must be a threshold of root's timestamp and snapshot keys.
+func Open(dir string, online []signature.Signer, opts Options) (*Repo, error) {
+	r := &Repo{Dir: dir, opts: opts.withDefaults(), online: online}
+	data, err := r.read(rootFile, defaultRootMax)
+	if err != nil {
+		return nil, fmt.Errorf("open channel metadata: %w", err)
+	}
+	root, err := parseRoot(data)
+	if err != nil {
+		return nil, fmt.Errorf("open channel metadata: %w", err)
+	}
+	if len(online) > 0 {
+		if err := checkOnlineSigners(root, online); err != nil {
+			return nil, fmt.Errorf("open channel metadata: %w", err)
+		}
+	}
+	return r, nil
+}
+
+// checkOnlineSigners checks that signers meet root's timestamp and
+// snapshot thresholds, before anything is signed or written.
+func checkOnlineSigners(root *metadata.Metadata[metadata.RootType], signers []signature.Signer) error {
+	ids, err := signerIDs(signers)
+	if err != nil {
+		return err
+	}
+	for _, role := range []string{metadata.TIMESTAMP, metadata.SNAPSHOT} {
+		want, threshold := roleKeyIDs(root, role)
+		n := 0
+		for _, id := range ids {
+			if slices.Contains(want, id) {
+				n++
+			}
+		}
+		if n < threshold || threshold < 1 {
+			return invalidf("online signers: %d of root's %s keys, threshold %d", n, role, threshold)
+		}
+	}
+	return nil
+}
+
+// repoState is the current signed metadata on disk, with the exact bytes
+// (snapshot and timestamp pin lengths and hashes of bytes, not structs).
+type repoState struct {
+	rootRaw     []byte
+	root        *metadata.Metadata[metadata.RootType]
+	targetsRaw  []byte
+	targets     *metadata.Metadata[metadata.TargetsType]
+	rolloutsRaw []byte // nil until the first Refresh or PublishRollouts
+	rollouts    *metadata.Metadata[metadata.TargetsType]
+	snapshotRaw []byte
+	snapshot    *metadata.Metadata[metadata.SnapshotType]
+	timestamp   *metadata.Metadata[metadata.TimestampType]
+}
+
+func (r *Repo) load() (*repoState, error) {
+	st := &repoState{}
+	var err error
+	if st.rootRaw, err = r.read(rootFile, defaultRootMax); err != nil {
+		return nil, err
+	}
+	if st.root, err = parseRoot(st.rootRaw); err != nil {
+		return nil, err
+	}
+	if st.targetsRaw, err = r.read(targetsFile, defaultTargetsMax); err != nil {
+		return nil, err
+	}
+	if st.targets, err = parseTargets(st.targetsRaw); err != nil {
+		return nil, err
+	}
+	if st.rolloutsRaw, err = r.readOptional(rolloutsFile, defaultTargetsMax); err != nil {
+		return nil, err
+	}
+	if st.rolloutsRaw != nil {
+		if st.rollouts, err = metadata.Targets().FromBytes(st.rolloutsRaw); err != nil {
+			return nil, wrapKind(rolloutsFile, err)
+		}
+	}
+	if st.snapshotRaw, err = r.readOptional(snapshotFile, defaultSnapshotMax); err != nil {
+		return nil, err
+	}
+	if st.snapshotRaw != nil {
+		if st.snapshot, err = metadata.Snapshot().FromBytes(st.snapshotRaw); err != nil {
+			return nil, wrapKind(snapshotFile, err)
+		}
+	}
+	tsRaw, err := r.readOptional(timestampFile, defaultTimestampMax)
+	if err != nil {
+		return nil, err
+	}
+	if tsRaw != nil {
+		if st.timestamp, err = metadata.Timestamp().FromBytes(tsRaw); err != nil {
+			return nil, wrapKind(timestampFile, err)
+		}
+	}
+	return st, nil
+}
+
+// Releases returns the releases in the current targets, sorted by path,
+// e.g. for mxosctl to append a new one before PublishTargets.
+func (r *Repo) Releases() ([]Release, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st, err := r.load()
+	if err != nil {
+		return nil, err
+	}
+	return releasesOf(st.targets)
+}
+
+// Rollouts returns the rollout states in the current rollouts role.
+func (r *Repo) Rollouts() ([]RolloutState, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st, err := r.load()
+	if err != nil {
+		return nil, err
+	}
+	if st.rollouts == nil {
+		return nil, nil
+	}
+	var out []RolloutState
+	for _, p := range sortedKeys(st.rollouts.Signed.Targets) {
+		s, err := parseRollout(p, st.rollouts.Signed.Targets[p])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func releasesOf(targets *metadata.Metadata[metadata.TargetsType]) ([]Release, error) {
+	var out []Release
+	for _, p := range sortedKeys(targets.Signed.Targets) {
+		rel, err := parseRelease(p, targets.Signed.Targets[p])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rel)
+	}
+	return out, nil
+}
+
+// PublishTargets builds targets listing releases, signs them with
+// releaseSigners and accepts them: the local form of BuildTargets +
+// AcceptTargets, for a server that holds the release key itself (tests,
+// single-machine setups).
+func (r *Repo) PublishTargets(releases []Release, releaseSigners []signature.Signer, now time.Time) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st, err := r.load()
+	if err != nil {
+		return err
+	}
+	data, err := BuildTargets(st.rootRaw, st.targetsRaw, releases, releaseSigners, r.opts, now)
+	if err != nil {
+		return err
+	}
+	return r.acceptTargets(st, data, now)
+}
+
+// AcceptTargets verifies release-signed targets bytes (from BuildTargets,
+// uploaded by mxosctl) against the current root and stores them exactly as
+// given, then re-signs snapshot and timestamp. It refuses: signatures not
+// meeting the release threshold (ErrBadSignature), a version not above the
+// current one (ErrRollback), expired metadata (ErrExpired), targets other
+// than valid release records, and any delegation but rollouts/*/* to
+// root's online keys (ErrMalformed).
+func (r *Repo) AcceptTargets(data []byte, now time.Time) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st, err := r.load()
+	if err != nil {
+		return err
+	}
+	return r.acceptTargets(st, data, now)
+}
+
+func (r *Repo) acceptTargets(st *repoState, data []byte, now time.Time) error {
+	if len(r.online) == 0 {
+		return fmt.Errorf("accept targets: %w", ErrNoOnlineKey)
+	}
+	md, err := parseTargets(data)
+	if err != nil {
+		return fmt.Errorf("accept targets: %w", err)
+	}
+	if err := verifyTargets(md, st.root, now); err != nil {
+		return fmt.Errorf("accept targets: %w", err)
+	}
+	if md.Signed.Version <= st.targets.Signed.Version {
+		return fmt.Errorf("accept targets: %w: version %d, current is %d", ErrRollback, md.Signed.Version, st.targets.Signed.Version)
+	}
+	if err := r.writeRole(targetsFile, md.Signed.Version, data); err != nil {
+		return err
+	}
+	st.targets, st.targetsRaw = md, data
+	_, err = r.converge(st, now)
+	return err
+}
+
+// verifyTargets is the server's full check of targets against root.
+func verifyTargets(md *metadata.Metadata[metadata.TargetsType], root *metadata.Metadata[metadata.RootType], now time.Time) error {
+	if err := root.VerifyDelegate(metadata.TARGETS, md); err != nil {
+		return wrapKind("targets", err)
+	}
+	if md.Signed.IsExpired(now) {
+		return fmt.Errorf("targets: %w: expired %s", ErrExpired, md.Signed.Expires.Format(time.RFC3339))
+	}
+	if err := checkDelegation(md, root); err != nil {
+		return fmt.Errorf("targets: %w", err)
+	}
+	if _, err := releasesOf(md); err != nil {
+		return fmt.Errorf("targets: %w", err)
+	}
+	return nil
+}
+
+// PublishRollouts replaces the rollout states with states (at most one per
+// channel and arch), signed by the online key. Every rollout must target a
+// release in the current targets (ErrNotSigned otherwise): the online key
+// only gates release-signed versions, and a rollout of anything else is a
+// mistake worth refusing early (devices would refuse it anyway).
+func (r *Repo) PublishRollouts(states []RolloutState, now time.Time) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.online) == 0 {
+		return fmt.Errorf("publish rollouts: %w", ErrNoOnlineKey)
+	}
+	st, err := r.load()
+	if err != nil {
+		return err
+	}
+	releases, err := releasesOf(st.targets)
+	if err != nil {
+		return fmt.Errorf("publish rollouts: %w", err)
+	}
+	targets := map[string]*metadata.TargetFiles{}
+	for _, s := range states {
+		tf, err := rolloutTarget(s)
+		if err != nil {
+			return fmt.Errorf("publish rollouts: %w", err)
+		}
+		if _, dup := targets[tf.Path]; dup {
+			return fmt.Errorf("publish rollouts: %w: two rollouts for %s/%s", ErrInvalid, s.Channel, s.Arch)
+		}
+		if !slices.ContainsFunc(releases, func(rel Release) bool {
+			return rel.Channel == s.Channel && rel.Arch == s.Arch && rel.Version == s.Version
+		}) {
+			return fmt.Errorf("publish rollouts: %s version %s: %w", tf.Path, s.Version, ErrNotSigned)
+		}
+		targets[tf.Path] = tf
+	}
+	version := int64(1)
+	if st.rollouts != nil {
+		version = st.rollouts.Signed.Version + 1
+	}
+	if err := r.signRollouts(st, targets, version, now); err != nil {
+		return err
+	}
+	_, err = r.converge(st, now)
+	return err
+}
+
+// RefreshResult says what Refresh re-signed and when the offline roles
+// expire (the server should warn well before: only the release team and
+// the root key holders can renew them).
+type RefreshResult struct {
+	Resigned         []string // roles re-signed, e.g. ["snapshot", "timestamp"]
+	TimestampExpires time.Time
+	TargetsExpires   time.Time
+	RootExpires      time.Time
+}
+
+// Refresh re-signs, with new versions, every online role that is missing,
+// no longer matches what it pins, no longer verifies under root (online key
+// rotated), or has less than half its lifetime left. The server calls it
+// periodically (e.g. hourly) so that devices never see expired metadata
+// while the server is alive, and a frozen mirror is detected within a day.
+func (r *Repo) Refresh(now time.Time) (RefreshResult, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.online) == 0 {
+		return RefreshResult{}, fmt.Errorf("refresh: %w", ErrNoOnlineKey)
+	}
+	st, err := r.load()
+	if err != nil {
+		return RefreshResult{}, err
+	}
+	resigned, err := r.converge(st, now)
+	if err != nil {
+		return RefreshResult{}, err
+	}
+	return RefreshResult{
+		Resigned:         resigned,
+		TimestampExpires: st.timestamp.Signed.Expires,
+		TargetsExpires:   st.targets.Signed.Expires,
+		RootExpires:      st.root.Signed.Expires,
+	}, nil
+}
+
+// renewDue reports whether a role with this expiry should be re-signed.
+func renewDue(expires, now time.Time, lifetime time.Duration) bool {
+	return expires.Sub(now) < lifetime/2
+}
+
+func metaFor(raw []byte, version int64) *metadata.MetaFiles {
+	sum := sha256.Sum256(raw)
+	return &metadata.MetaFiles{Version: version, Length: int64(len(raw)), Hashes: metadata.Hashes{"sha256": sum[:]}}
+}
+
+func sameMeta(a, b map[string]*metadata.MetaFiles) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for name, x := range a {
+		y, ok := b[name]
+		if !ok || x == nil || y == nil || x.Version != y.Version || x.Length != y.Length || !x.Hashes.Equal(y.Hashes) {
+			return false
+		}
+	}
+	return true
+}
+
+// converge brings rollouts, snapshot and timestamp up to date with the
+// current targets and root, in that order, so the timestamp (the file
+// devices poll) is written last and only ever names complete files.
+func (r *Repo) converge(st *repoState, now time.Time) ([]string, error) {
+	if len(r.online) == 0 {
+		return nil, ErrNoOnlineKey
+	}
+	var resigned []string
+	o := r.opts
+
+	if st.rollouts == nil || renewDue(st.rollouts.Signed.Expires, now, o.RolloutsExpiry) ||
+		st.targets.VerifyDelegate(rolloutsRole, st.rollouts) != nil {
+		targets := map[string]*metadata.TargetFiles{}
+		version := int64(1)
+		if st.rollouts != nil {
+			targets = st.rollouts.Signed.Targets
+			version = st.rollouts.Signed.Version + 1
+		}
+		if err := r.signRollouts(st, targets, version, now); err != nil {
+			return nil, err
+		}
+		resigned = append(resigned, rolloutsRole)
+	}
+
+	wantSnap := map[string]*metadata.MetaFiles{
+		targetsFile:  metaFor(st.targetsRaw, st.targets.Signed.Version),
+		rolloutsFile: metaFor(st.rolloutsRaw, st.rollouts.Signed.Version),
+	}
+	if st.snapshot == nil || !sameMeta(st.snapshot.Signed.Meta, wantSnap) ||
+		renewDue(st.snapshot.Signed.Expires, now, o.SnapshotExpiry) ||
+		st.root.VerifyDelegate(metadata.SNAPSHOT, st.snapshot) != nil {
+		md := metadata.Snapshot(normTime(now.Add(o.SnapshotExpiry)))
+		md.Signed.Version = 1
+		if st.snapshot != nil {
+			md.Signed.Version = st.snapshot.Signed.Version + 1
+		}
+		md.Signed.Meta = wantSnap
+		raw, err := r.signOnline(md, st.root, metadata.SNAPSHOT)
+		if err != nil {
+			return nil, err
+		}
+		if err := r.writeRole(snapshotFile, md.Signed.Version, raw); err != nil {
+			return nil, err
+		}
+		st.snapshot, st.snapshotRaw = md, raw
+		resigned = append(resigned, metadata.SNAPSHOT)
+	}
+
+	wantTS := map[string]*metadata.MetaFiles{snapshotFile: metaFor(st.snapshotRaw, st.snapshot.Signed.Version)}
+	if st.timestamp == nil || !sameMeta(st.timestamp.Signed.Meta, wantTS) ||
+		renewDue(st.timestamp.Signed.Expires, now, o.TimestampExpiry) ||
+		st.root.VerifyDelegate(metadata.TIMESTAMP, st.timestamp) != nil {
+		md := metadata.Timestamp(normTime(now.Add(o.TimestampExpiry)))
+		md.Signed.Version = 1
+		if st.timestamp != nil {
+			md.Signed.Version = st.timestamp.Signed.Version + 1
+		}
+		md.Signed.Meta = wantTS
+		raw, err := r.signOnline(md, st.root, metadata.TIMESTAMP)
+		if err != nil {
+			return nil, err
+		}
+		if err := writeAtomic(r.Dir, timestampFile, raw); err != nil {
+			return nil, err
+		}
+		st.timestamp = md
+		resigned = append(resigned, metadata.TIMESTAMP)
+	}
+	if len(resigned) > 0 {
+		r.prune(st)
+	}
+	return resigned, nil
+}
+
+// signOnline signs md with the online key and checks the result against
+// root's role before anything is written.
+func (r *Repo) signOnline(md interface {
+	Sign(signature.Signer) (*metadata.Signature, error)
+	ToBytes(bool) ([]byte, error)
+}, root *metadata.Metadata[metadata.RootType], role string) ([]byte, error) {
+	for _, s := range r.online {
+		if _, err := md.Sign(s); err != nil {
+			return nil, fmt.Errorf("sign %s: %w", role, err)
+		}
+	}
+	if err := root.VerifyDelegate(role, md); err != nil {
+		return nil, fmt.Errorf("sign %s: online signers do not meet root's threshold: %w: %w", role, ErrBadSignature, err)
+	}
+	return md.ToBytes(false)
+}
+
+// signRollouts signs and writes the rollouts role with the online key,
+// checked against the targets delegation.
+func (r *Repo) signRollouts(st *repoState, targets map[string]*metadata.TargetFiles, version int64, now time.Time) error {
+	md := metadata.Targets(normTime(now.Add(r.opts.RolloutsExpiry)))
+	md.Signed.Version = version
+	md.Signed.Targets = targets
+	if err := signAll(md, r.online); err != nil {
+		return fmt.Errorf("sign rollouts: %w", err)
+	}
+	if err := st.targets.VerifyDelegate(rolloutsRole, md); err != nil {
+		return fmt.Errorf("sign rollouts: online signers do not meet the rollouts delegation: %w: %w", ErrBadSignature, err)
+	}
+	raw, err := md.ToBytes(false)
+	if err != nil {
+		return fmt.Errorf("sign rollouts: %w", err)
+	}
+	if len(raw) > defaultTargetsMax {
+		return fmt.Errorf("sign rollouts: %w: %d bytes", ErrTooLarge, len(raw))
+	}
+	if err := r.writeRole(rolloutsFile, version, raw); err != nil {
+		return err
+	}
+	st.rollouts, st.rolloutsRaw = md, raw
+	return nil
+}
+
+// AcceptRoot installs root version N+1 (from RotateRoot), after checking
+// what devices will check: signed by a threshold of the current and of the
+// new root keys, version exactly N+1, not expired. If the rotation changes
+// the release or online keys, the current targets no longer verify (or no
+// longer delegate to the right online key): then targets re-signed for the
+// new root must come with it, or AcceptRoot refuses with ErrNeedTargets.
+// The Repo's online signers must belong to the new root.
+func (r *Repo) AcceptRoot(rootData, targetsData []byte, now time.Time) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st, err := r.load()
+	if err != nil {
+		return err
+	}
+	return r.acceptRoot(st, rootData, targetsData, now)
+}
+
+func (r *Repo) acceptRoot(st *repoState, rootData, targetsData []byte, now time.Time) error {
+	if len(r.online) == 0 {
+		return fmt.Errorf("accept root: %w", ErrNoOnlineKey)
+	}
+	if len(rootData) > defaultRootMax {
+		return fmt.Errorf("accept root: %w: %d bytes", ErrTooLarge, len(rootData))
+	}
+	next, err := metadata.Root().FromBytes(rootData)
+	if err != nil {
+		return fmt.Errorf("accept root: %w", wrapKind("root", err))
+	}
+	if err := st.root.VerifyDelegate(metadata.ROOT, next); err != nil {
+		return fmt.Errorf("accept root: not signed by the current root keys: %w", wrapKind("root", err))
+	}
+	if err := next.VerifyDelegate(metadata.ROOT, next); err != nil {
+		return fmt.Errorf("accept root: not signed by the new root keys: %w", wrapKind("root", err))
+	}
+	if next.Signed.Version != st.root.Signed.Version+1 {
+		return fmt.Errorf("accept root: %w: version %d, want %d", ErrRollback, next.Signed.Version, st.root.Signed.Version+1)
+	}
+	if next.Signed.IsExpired(now) {
+		return fmt.Errorf("accept root: %w", ErrExpired)
+	}
+	if err := checkOnlineSigners(next, r.online); err != nil {
+		return fmt.Errorf("accept root: %w", err)
+	}
+	var newTargets *metadata.Metadata[metadata.TargetsType]
+	if targetsData != nil {
+		if newTargets, err = parseTargets(targetsData); err != nil {
+			return fmt.Errorf("accept root: %w", err)
+		}
+		if err := verifyTargets(newTargets, next, now); err != nil {
+			return fmt.Errorf("accept root: %w", err)
+		}
+		if newTargets.Signed.Version <= st.targets.Signed.Version {
+			return fmt.Errorf("accept root: targets %w: version %d, current is %d", ErrRollback, newTargets.Signed.Version, st.targets.Signed.Version)
+		}
+	} else if err := verifyTargets(st.targets, next, now); err != nil {
+		return fmt.Errorf("accept root: %w: %w", ErrNeedTargets, err)
+	}
+	if err := writeAtomic(r.Dir, versioned(next.Signed.Version, rootFile), rootData); err != nil {
+		return err
+	}
+	if err := writeAtomic(r.Dir, rootFile, rootData); err != nil {
+		return err
+	}
+	st.root, st.rootRaw = next, rootData
+	if newTargets != nil {
+		if err := r.writeRole(targetsFile, newTargets.Signed.Version, targetsData); err != nil {
+			return err
+		}
+		st.targets, st.targetsRaw = newTargets, targetsData
+	}
+	_, err = r.converge(st, now)
+	return err
+}
+
+// RotateRoot is the local form of RotateRoot + AcceptRoot: it rotates to
+// keys, signing root with rootSigners (old and new root keys), and if the
+// release or online keys change re-signs the current releases with
+// releaseSigners (which must then be the new release keys).
+func (r *Repo) RotateRoot(keys Keys, rootSigners, releaseSigners []signature.Signer, now time.Time) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st, err := r.load()
+	if err != nil {
+		return err
+	}
+	rootData, err := RotateRoot(st.rootRaw, keys, rootSigners, r.opts, now)
+	if err != nil {
+		return err
+	}
+	next, err := metadata.Root().FromBytes(rootData)
+	if err != nil {
+		return fmt.Errorf("rotate root: %w", err)
+	}
+	var targetsData []byte
+	if verifyTargets(st.targets, next, now) != nil {
+		if len(releaseSigners) == 0 {
+			return fmt.Errorf("rotate root: %w (no release signers given)", ErrNeedTargets)
+		}
+		releases, err := releasesOf(st.targets)
+		if err != nil {
+			return fmt.Errorf("rotate root: %w", err)
+		}
+		if targetsData, err = BuildTargets(rootData, st.targetsRaw, releases, releaseSigners, r.opts, now); err != nil {
+			return fmt.Errorf("rotate root: %w", err)
+		}
+	}
+	return r.acceptRoot(st, rootData, targetsData, now)
+}
+
+// writeRole writes N.<name> and then <name>.
+func (r *Repo) writeRole(name string, version int64, data []byte) error {
+	if err := writeAtomic(r.Dir, versioned(version, name), data); err != nil {
+		return err
+	}
+	return writeAtomic(r.Dir, name, data)
+}
+
+var versionedRE = regexp.MustCompile(`^([0-9]{1,18})\.(snapshot|targets|rollouts)\.json$`)
+
+// prune removes versioned snapshot/targets/rollouts files more than
+// KeepVersions behind the current ones. It is best effort: a file left
+// behind is harmless (devices only follow names the timestamp leads to),
+// so a failure here must not fail the publish that triggered it.
+func (r *Repo) prune(st *repoState) {
+	current := map[string]int64{
+		"snapshot": st.snapshot.Signed.Version,
+		"targets":  st.targets.Signed.Version,
+		"rollouts": st.rollouts.Signed.Version,
+	}
+	entries, err := os.ReadDir(r.Dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		m := versionedRE.FindStringSubmatch(e.Name())
+		if m == nil {
+			continue
+		}
+		v, err := strconv.ParseInt(m[1], 10, 64)
+		if err != nil {
+			continue
+		}
+		if v <= current[m[2]]-int64(r.opts.KeepVersions) {
+			_ = os.Remove(filepath.Join(r.Dir, e.Name()))
+		}
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// read reads dir/name, refusing files over max bytes.
+func (r *Repo) read(name string, max int64) ([]byte, error) {
+	data, err := readLimited(filepath.Join(r.Dir, name), max)
+	if err != nil {
+		return nil, fmt.Errorf("channel metadata: %w", err)
+	}
+	return data, nil
+}
+
+// readOptional is read, returning nil, nil if the file does not exist.
+func (r *Repo) readOptional(name string, max int64) ([]byte, error) {
+	data, err := readLimited(filepath.Join(r.Dir, name), max)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("channel metadata: %w", err)
+	}
+	return data, nil
+}
+
+func readLimited(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if int64(len(data)) > max {
+		return nil, fmt.Errorf("%s: %w: more than %d bytes", path, ErrTooLarge, max)
+	}
+	return data, nil
+}
+
+// writeAtomic writes dir/name so that readers (the static file server, a
+// mirror's rsync) see either the old or the new complete file: temp file,
+// fsync, rename, fsync of the directory.
+func writeAtomic(dir, name string, data []byte) (err error) {
+	tmp, err := os.CreateTemp(dir, "."+name+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tmp.Close()
+			_ = os.Remove(tmp.Name())
+		}
+	}()
+	if _, err = io.Copy(tmp, bytes.NewReader(data)); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	if err = tmp.Chmod(0o644); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	if err = tmp.Sync(); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	if err = tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	if err = os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	defer d.Close()
+	if err = d.Sync(); err != nil {
+		return fmt.Errorf("write %s: sync dir: %w", name, err)
+	}
+	return nil
+}
