@@ -1,0 +1,172 @@
+package db
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/mxos-linux/mxos-update/internal/auth"
+)
+
+// Token is an API token's record. The store never sees a token itself,
+// only Hash = SHA-256(token) computed by the caller (auth.Hash): tokens
+// are 32 random bytes, so a fast unsalted hash is enough (nobody can
+// guess a preimage) and lookups stay one index probe.
+type Token struct {
+	ID        string
+	Name      string // unique among tokens not revoked
+	Role      auth.Role
+	Hash      []byte // 32 bytes; nil in ListTokens
+	CreatedAt time.Time
+	CreatedBy string
+	RevokedAt time.Time // zero while valid
+}
+
+// CreateToken records a token. A name in use by another valid token, a
+// reused id or a reused hash is ErrDuplicate.
+func (q *Queries) CreateToken(ctx context.Context, t Token) error {
+	c := check{what: "token"}
+	c.key("id", t.ID)
+	c.key("name", t.Name)
+	if _, err := auth.ParseRole(string(t.Role)); err != nil {
+		c.fail("%v", err)
+	}
+	if len(t.Hash) != sha256.Size {
+		c.fail("hash is %d bytes, want a %d-byte SHA-256", len(t.Hash), sha256.Size)
+	}
+	c.time("created at", t.CreatedAt)
+	c.key("created by", t.CreatedBy)
+	if !t.RevokedAt.IsZero() {
+		c.fail("a new token cannot be revoked")
+	}
+	if c.err != nil {
+		return c.err
+	}
+	return q.atomic(ctx, func(q *Queries) error {
+		var n int64
+		err := q.q.QueryRowContext(ctx, `SELECT COUNT(*) FROM tokens WHERE name = $1 AND revoked_at IS NULL`, t.Name).Scan(&n)
+		if err != nil {
+			return fmt.Errorf("creating token %q: %w", t.Name, err)
+		}
+		if n > 0 {
+			return fmt.Errorf("creating token %q: %w: a valid token has that name", t.Name, ErrDuplicate)
+		}
+		_, err = q.q.ExecContext(ctx, `INSERT INTO tokens (id, name, role, hash, created_at, created_by, revoked_at)
+			VALUES ($1, $2, $3, $4, $5, $6, NULL)`,
+			t.ID, t.Name, string(t.Role), hex.EncodeToString(t.Hash), micros(t.CreatedAt), t.CreatedBy)
+		if isUnique(err) {
+			return fmt.Errorf("creating token %q: %w: id, name or hash already used", t.Name, ErrDuplicate)
+		}
+		if err != nil {
+			return fmt.Errorf("creating token %q: %w", t.Name, err)
+		}
+		return nil
+	})
+}
+
+const tokenColumns = `id, name, role, hash, created_at, created_by, revoked_at`
+
+func scanToken(sc interface{ Scan(...any) error }) (Token, error) {
+	var (
+		t       Token
+		role    string
+		hash    string
+		created int64
+		revoked sql.NullInt64
+	)
+	if err := sc.Scan(&t.ID, &t.Name, &role, &hash, &created, &t.CreatedBy, &revoked); err != nil {
+		return Token{}, err
+	}
+	t.Role, t.CreatedAt, t.RevokedAt = auth.Role(role), fromMicros(created), fromNullMicros(revoked)
+	h, err := hex.DecodeString(hash)
+	if err != nil {
+		return Token{}, fmt.Errorf("stored hash of token %s: %w", t.ID, err)
+	}
+	t.Hash = h
+	return t, nil
+}
+
+// TokenByHash returns the valid token with this hash. Unknown and revoked
+// tokens are both ErrNotFound, so an authenticator that only checks the
+// error can never accept a revoked token.
+func (q *Queries) TokenByHash(ctx context.Context, hash []byte) (Token, error) {
+	if len(hash) != sha256.Size {
+		return Token{}, fmt.Errorf("token lookup: %w: hash is %d bytes", ErrInvalid, len(hash))
+	}
+	t, err := scanToken(q.q.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM tokens
+		WHERE hash = $1 AND revoked_at IS NULL`, hex.EncodeToString(hash)))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Token{}, fmt.Errorf("token: %w", ErrNotFound) // never echo the hash
+	}
+	if err != nil {
+		return Token{}, fmt.Errorf("looking up token: %w", err)
+	}
+	return t, nil
+}
+
+// RevokeToken revokes the valid token with this id, or else with this
+// name, and returns it as revoked (for the audit entry). No such valid
+// token is ErrNotFound; revoking twice is therefore ErrNotFound too.
+func (q *Queries) RevokeToken(ctx context.Context, idOrName string, at time.Time) (Token, error) {
+	c := check{what: "token revocation"}
+	c.key("id or name", idOrName)
+	c.time("time", at)
+	if c.err != nil {
+		return Token{}, c.err
+	}
+	var t Token
+	err := q.atomic(ctx, func(q *Queries) error {
+		var err error
+		t, err = scanToken(q.q.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM tokens
+			WHERE revoked_at IS NULL AND (id = $1 OR name = $1)
+			ORDER BY CASE WHEN id = $1 THEN 0 ELSE 1 END LIMIT 1`, idOrName))
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("revoking token %q: %w", idOrName, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("revoking token %q: %w", idOrName, err)
+		}
+		res, err := q.q.ExecContext(ctx, `UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL`, t.ID, micros(at))
+		if err != nil {
+			return fmt.Errorf("revoking token %q: %w", idOrName, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("revoking token %q: %w", idOrName, err)
+		} else if n == 0 {
+			return fmt.Errorf("revoking token %q: %w: revoked concurrently", idOrName, ErrNotFound)
+		}
+		t.RevokedAt = fromMicros(micros(at))
+		return nil
+	})
+	if err != nil {
+		return Token{}, err
+	}
+	return t, nil
+}
+
+// ListTokens returns every token, revoked ones included, oldest first,
+// without hashes.
+func (q *Queries) ListTokens(ctx context.Context) ([]Token, error) {
+	rows, err := q.q.QueryContext(ctx, `SELECT `+tokenColumns+` FROM tokens ORDER BY created_at, id`)
+	if err != nil {
+		return nil, fmt.Errorf("listing tokens: %w", err)
+	}
+	defer rows.Close()
+	var out []Token
+	for rows.Next() {
+		t, err := scanToken(rows)
+		if err != nil {
+			return nil, fmt.Errorf("listing tokens: %w", err)
+		}
+		t.Hash = nil
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing tokens: %w", err)
+	}
+	return out, nil
+}

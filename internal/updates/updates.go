@@ -1,0 +1,292 @@
+// Package updates answers devices: what to install next (Check) and what
+// happened (Report), including the auto-halt that a report can trigger. It
+// joins the channel definitions, the metadata store and the pure rollout
+// policy; the HTTP layer only decodes requests and encodes answers.
+//
+// Precedence, highest first (documented for admins in the README):
+//
+//  1. a device pin, 2. a group pin, 3. the channel the device asks for.
+//
+// A pin's channel replaces the device's channel; a pin's version holds the
+// device on that release: it is offered while the device is older and
+// nothing newer is offered (a hold never downgrades). Without a held
+// version, the channel's current rollout decides (rollout.Decide: ramp,
+// bucket, barriers, dead ends, releases the device rolled back from). A
+// device the current rollout does not admit yet still gets the newest
+// release whose rollout is complete, if it is older than that.
+package updates
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/mxos-linux/mxos-update/internal/api"
+	"github.com/mxos-linux/mxos-update/internal/channel"
+	"github.com/mxos-linux/mxos-update/internal/db"
+	"github.com/mxos-linux/mxos-update/internal/rollout"
+)
+
+// Reasons added to rollout's decision codes.
+const (
+	ReasonPinned          = "pinned"
+	ReasonHeld            = "held"
+	ReasonPinMissing      = "pinned-release-missing"
+	ReasonNoRollout       = "no-rollout"
+	ReasonPreviousRelease = "previous-release"
+)
+
+// Service answers device requests.
+type Service struct {
+	Store    *db.Store
+	Channels *channel.Set
+	Now      func() time.Time
+	Log      *zap.Logger
+}
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+func (s *Service) log() *zap.Logger {
+	if s.Log != nil {
+		return s.Log
+	}
+	return zap.NewNop()
+}
+
+// Check records the device and decides its update.
+func (s *Service) Check(ctx context.Context, req api.CheckRequest) (api.CheckResponse, error) {
+	if err := req.Validate(); err != nil {
+		return api.CheckResponse{}, err
+	}
+	ch, err := s.Channels.Get(req.Channel)
+	if err != nil {
+		return api.CheckResponse{}, api.Errorf(api.CodeUnknownChannel, "unknown channel %q", req.Channel)
+	}
+	if _, ok := ch.Ref(req.Arch); !ok {
+		return api.CheckResponse{}, api.Errorf(api.CodeUnknownArch, "channel %s has no %s release", req.Channel, req.Arch)
+	}
+	if req.Version != "" {
+		if _, err := rollout.ParseVersion(req.Version); err != nil {
+			return api.CheckResponse{}, api.Errorf(api.CodeBadRequest, "version %q is not valid", req.Version)
+		}
+	}
+	now := s.now()
+	group := req.Group
+	if old, err := s.Store.GetDevice(ctx, req.DeviceID); err == nil && old.Group != "" {
+		group = old.Group // admins own groups once set
+	} else if err != nil && !errors.Is(err, db.ErrNotFound) {
+		return api.CheckResponse{}, fmt.Errorf("check %s: %w", req.DeviceID, err)
+	}
+	dev := db.Device{ID: req.DeviceID, Arch: req.Arch, Channel: req.Channel, Group: group,
+		BootedCommit: req.BootedCommit, Version: req.Version, LastSeen: now}
+	if err := s.Store.UpsertDevice(ctx, dev); err != nil {
+		return api.CheckResponse{}, fmt.Errorf("check %s: %w", req.DeviceID, err)
+	}
+	devPin, groupPin, err := s.Store.PinsFor(ctx, req.DeviceID, group)
+	if err != nil {
+		return api.CheckResponse{}, fmt.Errorf("check %s: %w", req.DeviceID, err)
+	}
+	pin := devPin
+	if pin == nil {
+		pin = groupPin
+	}
+	chName := req.Channel
+	if pin != nil && pin.Channel != "" {
+		chName = pin.Channel
+		if ch, err = s.Channels.Get(chName); err != nil {
+			return api.CheckResponse{}, fmt.Errorf("check %s: pin names channel %q: %w", req.DeviceID, chName, err)
+		}
+	}
+	if pin != nil && pin.Version != "" {
+		return s.held(ctx, req, chName, pin.Version)
+	}
+	return s.rolloutAnswer(ctx, req, ch, now)
+}
+
+func (s *Service) target(r db.Release, rolloutID string) *api.Target {
+	return &api.Target{Channel: r.Channel, Arch: r.Arch, Version: r.Version, Ref: r.Ref,
+		Commit: r.Commit, OCIDigest: r.OCIDigest, RolloutID: rolloutID}
+}
+
+// newer reports whether version v is newer than the device's (unknown
+// device versions are older than everything).
+func newer(v, device string) bool {
+	if device == "" {
+		return true
+	}
+	c, err := rollout.Compare(v, device)
+	return err == nil && c > 0
+}
+
+func (s *Service) held(ctx context.Context, req api.CheckRequest, chName, version string) (api.CheckResponse, error) {
+	r, err := s.Store.GetRelease(ctx, chName, req.Arch, version)
+	if errors.Is(err, db.ErrNotFound) {
+		return api.CheckResponse{Reason: ReasonPinMissing}, nil
+	}
+	if err != nil {
+		return api.CheckResponse{}, fmt.Errorf("check %s: %w", req.DeviceID, err)
+	}
+	if !newer(r.Version, req.Version) {
+		return api.CheckResponse{Reason: ReasonHeld}, nil
+	}
+	return api.CheckResponse{Update: true, Target: s.target(r, ""), Reason: ReasonPinned}, nil
+}
+
+func (s *Service) rolloutAnswer(ctx context.Context, req api.CheckRequest, ch *channel.Channel, now time.Time) (api.CheckResponse, error) {
+	ro, err := s.Store.CurrentRollout(ctx, ch.Name, req.Arch)
+	if errors.Is(err, db.ErrNotFound) {
+		return api.CheckResponse{Reason: ReasonNoRollout}, nil
+	}
+	if err != nil {
+		return api.CheckResponse{}, fmt.Errorf("check %s: %w", req.DeviceID, err)
+	}
+	ramp, err := rollout.ParseRamp(ro.Ramp)
+	if err != nil {
+		return api.CheckResponse{}, fmt.Errorf("check %s: rollout %s: %w", req.DeviceID, ro.ID, err)
+	}
+	bad, err := s.Store.RolledBackFrom(ctx, req.DeviceID)
+	if err != nil {
+		return api.CheckResponse{}, fmt.Errorf("check %s: %w", req.DeviceID, err)
+	}
+	d := rollout.Decide(rollout.DecideInput{
+		State: ro.State, Ramp: ramp, Start: ro.StartedAt, Now: now,
+		Bucket:  rollout.Bucket(req.DeviceID, ro.ID),
+		Current: req.Version, Target: ro.Version, RolledBackFrom: bad, Graph: ch.Graph(),
+	})
+	if d.Offer {
+		r, err := s.Store.GetRelease(ctx, ch.Name, req.Arch, d.Target)
+		if err != nil {
+			return api.CheckResponse{}, fmt.Errorf("check %s: release %s: %w", req.DeviceID, d.Target, err)
+		}
+		id := ""
+		if d.Target == ro.Version {
+			id = ro.ID
+		}
+		return api.CheckResponse{Update: true, Target: s.target(r, id), Reason: string(d.Reason)}, nil
+	}
+	switch d.Reason {
+	case rollout.ReasonNotYet, rollout.ReasonPaused, rollout.ReasonHalted:
+		// Not admitted to the new release: still bring the device up to the
+		// newest release that finished rolling out.
+		prev, ok, err := s.previousComplete(ctx, ch.Name, req.Arch, ro.ID, bad)
+		if err != nil {
+			return api.CheckResponse{}, fmt.Errorf("check %s: %w", req.DeviceID, err)
+		}
+		if ok && newer(prev.Version, req.Version) {
+			return api.CheckResponse{Update: true, Target: s.target(prev, ""), Reason: ReasonPreviousRelease}, nil
+		}
+	}
+	return api.CheckResponse{Reason: string(d.Reason)}, nil
+}
+
+// previousComplete finds the newest release of a completed rollout other
+// than the current one, skipping releases the device rolled back from.
+func (s *Service) previousComplete(ctx context.Context, chName, arch, currentID string, bad []string) (db.Release, bool, error) {
+	ros, err := s.Store.ListRollouts(ctx, chName)
+	if err != nil {
+		return db.Release{}, false, err
+	}
+	var best *db.Rollout
+	for i := range ros {
+		r := &ros[i]
+		if r.ID == currentID || r.Arch != arch || r.State != rollout.StateComplete || contains(bad, r.Version) {
+			continue
+		}
+		if best == nil || newer(r.Version, best.Version) {
+			best = r
+		}
+	}
+	if best == nil {
+		return db.Release{}, false, nil
+	}
+	rel, err := s.Store.GetRelease(ctx, chName, arch, best.Version)
+	if err != nil {
+		return db.Release{}, false, err
+	}
+	return rel, true, nil
+}
+
+func contains(list []string, v string) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// Report records a device event. A failure report re-judges the rollout it
+// names: when the failure rate over the channel's window passes the
+// threshold (with enough reports), the rollout halts, in the same
+// transaction as an audit entry that says why.
+func (s *Service) Report(ctx context.Context, req api.ReportRequest) error {
+	if err := req.Validate(); err != nil {
+		return err
+	}
+	dev, err := s.Store.GetDevice(ctx, req.DeviceID)
+	if errors.Is(err, db.ErrNotFound) {
+		return api.Errorf(api.CodeNotFound, "unknown device %q: check for updates first", req.DeviceID)
+	}
+	if err != nil {
+		return fmt.Errorf("report %s: %w", req.DeviceID, err)
+	}
+	now := s.now()
+	at := req.At
+	if at.IsZero() || at.After(now) {
+		at = now // device clocks are not trusted to order reports
+	}
+	var ro db.Rollout
+	if req.RolloutID != "" {
+		if ro, err = s.Store.GetRollout(ctx, req.RolloutID); errors.Is(err, db.ErrNotFound) {
+			return api.Errorf(api.CodeNotFound, "unknown rollout %q", req.RolloutID)
+		} else if err != nil {
+			return fmt.Errorf("report %s: %w", req.DeviceID, err)
+		}
+	}
+	return s.Store.Tx(ctx, func(tx *db.Tx) error {
+		if err := tx.AddReport(ctx, db.Report{DeviceID: dev.ID, RolloutID: req.RolloutID, Version: req.Version,
+			Event: req.Event, Error: req.Error, At: at}); err != nil {
+			return fmt.Errorf("report %s: %w", req.DeviceID, err)
+		}
+		if req.RolloutID == "" || ro.State != rollout.StateActive ||
+			(req.Event != api.EventRolledBack && req.Event != api.EventFailed) {
+			return nil
+		}
+		ch, err := s.Channels.Get(ro.Channel)
+		if err != nil {
+			return nil // the channel was removed from the definitions
+		}
+		policy := ch.HaltPolicy()
+		stats, err := tx.RolloutStats(ctx, ro.ID, now.Add(-policy.Window))
+		if err != nil {
+			return fmt.Errorf("report %s: %w", req.DeviceID, err)
+		}
+		halt, why := rollout.AutoHalt(stats, policy)
+		if !halt {
+			return nil
+		}
+		if err := tx.SetRolloutState(ctx, ro.ID, rollout.StateActive, rollout.StateHalted, why, now); err != nil {
+			if errors.Is(err, db.ErrConflict) {
+				return nil // someone else changed it first
+			}
+			return fmt.Errorf("auto-halt %s: %w", ro.ID, err)
+		}
+		detail := fmt.Sprintf(`{"rollout":%q,"channel":%q,"arch":%q,"version":%q,"successes":%d,"failures":%d,"reason":%q}`,
+			ro.ID, ro.Channel, ro.Arch, ro.Version, stats.Successes, stats.Failures, why)
+		if _, err := tx.AppendAudit(ctx, db.Entry{Actor: "server:auto-halt", Action: "rollout.halt",
+			Subject: ro.Channel + "/" + ro.Arch + "/" + ro.Version, Detail: detail, At: now}); err != nil {
+			return fmt.Errorf("auto-halt %s: %w", ro.ID, err)
+		}
+		s.log().Warn("rollout halted", zap.String("rollout", ro.ID), zap.String("channel", ro.Channel),
+			zap.String("version", ro.Version), zap.String("reason", why))
+		return nil
+	})
+}
