@@ -1,0 +1,165 @@
+package api
+
+import "time"
+
+// Routes of the update and admin API, all JSON, all under /api/v1. The
+// role each needs is in internal/auth; the repository and signed metadata
+// are static files and need none.
+//
+//	POST   /api/v1/check                  device   CheckRequest → CheckResponse
+//	POST   /api/v1/report                 device   ReportRequest → 204
+//	GET    /api/v1/channels               any role → []ChannelStatus
+//	GET    /api/v1/rollouts?channel=C     release, admin → []RolloutStatus
+//	POST   /api/v1/rollouts               release  RolloutStartRequest → []RolloutStatus
+//	POST   /api/v1/rollouts/{id}/{action} release  RolloutActionRequest → RolloutStatus (pause, resume, halt, complete)
+//	GET    /api/v1/pins                   admin    → []Pin
+//	PUT    /api/v1/pins                   admin    Pin → Pin
+//	DELETE /api/v1/pins/{scope}/{target}  admin    → 204
+//	GET    /api/v1/devices                admin    ?channel=&group=&limit=&after= → DeviceList
+//	PUT    /api/v1/devices/{id}/group     admin    GroupRequest → 204
+//	GET    /api/v1/audit                  release, admin ?after=&limit= → AuditList
+//	GET    /api/v1/tokens                 admin    → []TokenInfo
+//	POST   /api/v1/tokens                 admin    TokenCreateRequest → TokenCreated
+//	DELETE /api/v1/tokens/{name}          admin    → 204
+const Prefix = "/api/v1"
+
+// Release is a published release of one channel and architecture.
+type Release struct {
+	Channel      string    `json:"channel"`
+	Arch         string    `json:"arch"`
+	Version      string    `json:"version"`
+	Ref          string    `json:"ref"`
+	Commit       string    `json:"commit"`
+	OCIDigest    string    `json:"oci_digest,omitempty"`
+	PublishedAt  time.Time `json:"published_at"`
+	PublishedBy  string    `json:"published_by"`
+	PromotedFrom string    `json:"promoted_from,omitempty"`
+}
+
+// RolloutStatus is a rollout and where its ramp stands.
+type RolloutStatus struct {
+	ID         string    `json:"id"`
+	Channel    string    `json:"channel"`
+	Arch       string    `json:"arch"`
+	Version    string    `json:"version"`
+	Ramp       string    `json:"ramp"`
+	State      string    `json:"state"`
+	Fraction   float64   `json:"fraction"` // share of devices admitted now
+	StartedAt  time.Time `json:"started_at,omitzero"`
+	UpdatedAt  time.Time `json:"updated_at,omitzero"`
+	HaltReason string    `json:"halt_reason,omitempty"`
+	Successes  int       `json:"successes"` // within the channel's halt window
+	Failures   int       `json:"failures"`
+	CreatedBy  string    `json:"created_by"`
+}
+
+// ArchStatus is one architecture of a channel.
+type ArchStatus struct {
+	Arch    string         `json:"arch"`
+	Ref     string         `json:"ref"`
+	Latest  *Release       `json:"latest,omitempty"`
+	Rollout *RolloutStatus `json:"rollout,omitempty"`
+}
+
+// ChannelStatus is a channel with its current release and rollout.
+type ChannelStatus struct {
+	Name         string       `json:"name"`
+	Description  string       `json:"description,omitempty"`
+	PromotesFrom string       `json:"promotes_from,omitempty"`
+	DefaultRamp  string       `json:"default_ramp"`
+	Arches       []ArchStatus `json:"arches"`
+}
+
+// RolloutStartRequest starts a rollout of a published version. An empty
+// Arch means every architecture of the channel that has the version; an
+// empty Ramp means the channel's default plan.
+type RolloutStartRequest struct {
+	Channel string `json:"channel"`
+	Arch    string `json:"arch,omitempty"`
+	Version string `json:"version"`
+	Ramp    string `json:"ramp,omitempty"`
+}
+
+// RolloutActionRequest carries the reason for pause, resume, halt or
+// complete; it goes into the audit log.
+type RolloutActionRequest struct {
+	Reason string `json:"reason,omitempty"`
+}
+
+// Pin assigns a device or group to a channel and/or holds it on a version.
+type Pin struct {
+	Scope     string    `json:"scope"` // "device" or "group"
+	Target    string    `json:"target"`
+	Channel   string    `json:"channel,omitempty"`
+	Version   string    `json:"version,omitempty"`
+	CreatedBy string    `json:"created_by,omitempty"`
+	CreatedAt time.Time `json:"created_at,omitzero"`
+}
+
+// Device is what the server knows of a device.
+type Device struct {
+	ID           string    `json:"id"`
+	Arch         string    `json:"arch"`
+	Channel      string    `json:"channel"`
+	Group        string    `json:"group,omitempty"`
+	BootedCommit string    `json:"booted_commit,omitempty"`
+	Version      string    `json:"version,omitempty"`
+	FirstSeen    time.Time `json:"first_seen"`
+	LastSeen     time.Time `json:"last_seen"`
+}
+
+// DeviceList is one page of devices; Next is the After of the next page.
+type DeviceList struct {
+	Devices []Device `json:"devices"`
+	Total   int      `json:"total"`
+	Next    string   `json:"next,omitempty"`
+}
+
+// GroupRequest sets a device's group ("" removes it).
+type GroupRequest struct {
+	Group string `json:"group"`
+}
+
+// AuditEntry is one entry of the append-only audit log.
+type AuditEntry struct {
+	Seq      int64     `json:"seq"`
+	Actor    string    `json:"actor"`
+	Action   string    `json:"action"`
+	Subject  string    `json:"subject"`
+	Detail   string    `json:"detail,omitempty"`
+	At       time.Time `json:"at"`
+	PrevHash string    `json:"prev_hash"`
+	Hash     string    `json:"hash"`
+}
+
+// AuditList is a page of the audit log and whether the whole chain
+// verified on the server.
+type AuditList struct {
+	Entries     []AuditEntry `json:"entries"`
+	Verified    bool         `json:"verified"`
+	VerifyError string       `json:"verify_error,omitempty"`
+	HeadSeq     int64        `json:"head_seq"`
+	HeadHash    string       `json:"head_hash"`
+}
+
+// TokenCreateRequest asks for a new token.
+type TokenCreateRequest struct {
+	Name string `json:"name"`
+	Role string `json:"role"`
+}
+
+// TokenCreated returns the token once; the server keeps only its hash.
+type TokenCreated struct {
+	TokenInfo
+	Token string `json:"token"`
+}
+
+// TokenInfo describes a token without revealing it.
+type TokenInfo struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Role      string    `json:"role"`
+	CreatedAt time.Time `json:"created_at"`
+	CreatedBy string    `json:"created_by,omitempty"`
+	RevokedAt time.Time `json:"revoked_at,omitzero"`
+}
