@@ -13,12 +13,16 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/mxos-linux/mxos-update/internal/channel"
+	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/server"
 )
 
 // globalOptions are shared by the root command and its subcommands.
 type globalOptions struct {
 	dataDir   string
+	database  string
+	channels  string
 	logLevel  string
 	logFormat string
 }
@@ -41,9 +45,12 @@ func newRootCmd() *cobra.Command {
 	}
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&g.dataDir, "data", envOr("MXOS_DATA", "./mxos-data"), "data directory (env MXOS_DATA)")
+	pf.StringVar(&g.database, "database", envOr("MXOS_DATABASE", ""), "metadata database: empty for SQLite in the data directory, or postgres://… (env MXOS_DATABASE)")
+	pf.StringVar(&g.channels, "channels", envOr("MXOS_CHANNELS", ""), "directory of channel definitions (env MXOS_CHANNELS; default ./channels when it exists)")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	pf.StringVar(&g.logFormat, "log-format", "console", "log format: console or json")
 	cmd.Flags().StringVar(&listen, "listen", envOr("MXOS_LISTEN", server.DefaultListen), "address to listen on (env MXOS_LISTEN)")
+	cmd.AddCommand(newTokenCmd(&g))
 	return cmd
 }
 
@@ -57,7 +64,29 @@ func runServer(ctx context.Context, out io.Writer, g globalOptions, listen strin
 	if err := prepareData(g.dataDir); err != nil {
 		return err
 	}
-	srv, err := server.New(server.Config{DataDir: g.dataDir, Listen: listen, Logger: log})
+	cfg := server.Config{DataDir: g.dataDir, Listen: listen, Logger: log}
+	chDir := g.channels
+	if chDir == "" {
+		if st, err := os.Stat("channels"); err == nil && st.IsDir() {
+			chDir = "channels"
+		}
+	}
+	if chDir == "" {
+		// A plain repository server (a school's LAN mirror) needs no API.
+		log.Warn("no channel definitions (--channels): serving the repository only, without the update API")
+	} else {
+		set, err := channel.LoadDir(chDir)
+		if err != nil {
+			return fmt.Errorf("loading channel definitions (--channels): %w", err)
+		}
+		store, err := db.Open(ctx, g.database, g.dataDir)
+		if err != nil {
+			return fmt.Errorf("opening the metadata database: %w", err)
+		}
+		defer store.Close()
+		cfg.Store, cfg.Channels = store, set
+	}
+	srv, err := server.New(cfg)
 	if err != nil {
 		return err
 	}

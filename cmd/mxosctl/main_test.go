@@ -48,9 +48,9 @@ func TestKeysPublishFsck(t *testing.T) {
 	}
 	cases := [][]string{
 		{"publish", "--data", data, "--keys", keys, "--ref", "mxos/10/x86_64/testing", "--version", "10.0.1", tree}, // same version
-		{"publish", "--data", data, "--keys", keys, "--version", "10.0.2", tree},                                   // no ref
-		{"publish", "--data", data, "--ref", "r", "--version", "1", tree},                                          // no keys
-		{"publish", "--data", data, "--keys", keys, "--ref", "../x", "--version", "2", tree},                       // bad ref
+		{"publish", "--data", data, "--keys", keys, "--version", "10.0.2", tree},                                    // no ref
+		{"publish", "--data", data, "--ref", "r", "--version", "1", tree},                                           // no keys
+		{"publish", "--data", data, "--keys", keys, "--ref", "../x", "--version", "2", tree},                        // bad ref
 		{"keys", "generate"}, // no dir
 		{"fsck", "--data", filepath.Join(dir, "nothing")},
 	}

@@ -25,6 +25,7 @@ const (
 	CodeNotFound         Code = "not_found"
 	CodeUnknownChannel   Code = "unknown_channel"
 	CodeUnknownArch      Code = "unknown_arch"
+	CodeDuplicate        Code = "duplicate"
 	CodeDuplicateVersion Code = "duplicate_version"
 	CodeVersionOrder     Code = "version_order"
 	CodePromotion        Code = "promotion_not_allowed"
@@ -46,7 +47,7 @@ func (c Code) HTTPStatus() int {
 		return http.StatusForbidden
 	case CodeNotFound:
 		return http.StatusNotFound
-	case CodeDuplicateVersion, CodeVersionOrder, CodePromotion, CodeRolloutState, CodeConflict:
+	case CodeDuplicate, CodeDuplicateVersion, CodeVersionOrder, CodePromotion, CodeRolloutState, CodeConflict:
 		return http.StatusConflict
 	}
 	return http.StatusInternalServerError

@@ -12,6 +12,10 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/mxos-linux/mxos-update/internal/channel"
+	"github.com/mxos-linux/mxos-update/internal/db"
+	"github.com/mxos-linux/mxos-update/internal/updates"
 )
 
 // Defaults for the zero values of Config.
@@ -42,6 +46,13 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// MaxHeaderBytes limits the size of request headers.
 	MaxHeaderBytes int
+
+	// Store and Channels enable the update and admin API under /api/v1;
+	// without them the server only serves the repository.
+	Store    *db.Store
+	Channels *channel.Set
+	// Now is the clock of the API (time.Now when nil).
+	Now func() time.Time
 }
 
 // There is deliberately no write timeout: repository objects and deltas can
@@ -77,6 +88,8 @@ type Server struct {
 	repo    *repoHandler
 	mux     *http.ServeMux
 	handler http.Handler
+	api     *apiState
+	metrics *metrics
 }
 
 // New opens DataDir/repo (which must exist) and builds the routes.
@@ -91,10 +104,19 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("opening repository directory: %w", err)
 	}
 	s := &Server{
-		cfg:  cfg,
-		log:  cfg.Logger,
-		repo: newRepoHandler(root, cfg.Logger.Named("repo")),
-		mux:  http.NewServeMux(),
+		cfg:     cfg,
+		log:     cfg.Logger,
+		repo:    newRepoHandler(root, cfg.Logger.Named("repo")),
+		mux:     http.NewServeMux(),
+		metrics: newMetrics(),
+	}
+	if cfg.Store != nil && cfg.Channels != nil {
+		now := cfg.Now
+		if now == nil {
+			now = time.Now
+		}
+		s.api = &apiState{store: cfg.Store, channels: cfg.Channels, now: now, log: cfg.Logger.Named("api"), metrics: s.metrics,
+			updates: &updates.Service{Store: cfg.Store, Channels: cfg.Channels, Now: now, Log: cfg.Logger.Named("updates")}}
 	}
 	s.routes()
 	s.handler = s.logRequests(rejectUncleanPaths(s.mux))
@@ -109,6 +131,10 @@ func (s *Server) routes() {
 	// "GET" also matches HEAD; other methods get 405 with an Allow header
 	// from the mux.
 	s.mux.Handle("GET "+repoPrefix, s.repo)
+	s.mux.Handle("GET /metrics", s.metrics.handler())
+	if s.api != nil {
+		s.apiRoutes()
+	}
 }
 
 // Handler returns the root handler with all routes and middleware.

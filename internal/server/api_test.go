@@ -1,0 +1,329 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mxos-linux/mxos-update/internal/api"
+	"github.com/mxos-linux/mxos-update/internal/auth"
+	"github.com/mxos-linux/mxos-update/internal/channel"
+	"github.com/mxos-linux/mxos-update/internal/db"
+)
+
+type apiFixture struct {
+	url    string
+	store  *db.Store
+	tokens map[string]string // role (and "revoked") → token
+}
+
+func newAPIFixture(t *testing.T) *apiFixture {
+	t.Helper()
+	ctx := context.Background()
+	data := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(data, "repo"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	store, err := db.Open(ctx, "", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	set, err := channel.LoadDir("../../channels")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(Config{DataDir: data, Store: store, Channels: set})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(func() { ts.Close(); srv.Close() })
+	f := &apiFixture{url: ts.URL, store: store, tokens: map[string]string{}}
+	now := time.Now()
+	for _, role := range []auth.Role{auth.RoleRelease, auth.RoleAdmin, auth.RoleDevice} {
+		tc, err := CreateToken(ctx, store, "t-"+string(role), role, "test", now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.tokens[string(role)] = tc.Token
+	}
+	tc, _ := CreateToken(ctx, store, "old", auth.RoleAdmin, "test", now)
+	if _, err := store.RevokeToken(ctx, "old", now); err != nil {
+		t.Fatal(err)
+	}
+	f.tokens["revoked"] = tc.Token
+	for _, v := range []string{"10.0.1", "10.0.2"} {
+		for _, ch := range []string{"testing", "stable"} {
+			err := store.AddRelease(ctx, db.Release{Channel: ch, Arch: "x86_64", Version: v, Ref: "mxos/10/x86_64/" + ch,
+				Commit: strings.Repeat(v[len(v)-1:], 64), PublishedAt: now, PublishedBy: "test"})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return f
+}
+
+func (f *apiFixture) do(t *testing.T, token, method, path string, body any) (int, []byte) {
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		j, _ := json.Marshal(b)
+		rd = bytes.NewReader(j)
+	}
+	req, _ := http.NewRequest(method, f.url+path, rd)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, out
+}
+
+func errCode(b []byte) api.Code {
+	var e api.ErrorBody
+	if json.Unmarshal(b, &e) != nil || e.Error == nil {
+		return ""
+	}
+	return e.Error.Code
+}
+
+// Every endpoint × every role × (no token, malformed, unknown, revoked).
+func TestAuthMatrix(t *testing.T) {
+	f := newAPIFixture(t)
+	check := api.CheckRequest{DeviceID: "d1", Arch: "x86_64", Channel: "stable"}
+	endpoints := []struct {
+		method, path string
+		body         any
+		allowed      []string
+	}{
+		{"POST", "/api/v1/check", check, []string{"device"}},
+		{"POST", "/api/v1/report", api.ReportRequest{DeviceID: "d1", Version: "10.0.1", Event: api.EventHealthOK}, []string{"device"}},
+		{"GET", "/api/v1/channels", nil, []string{"release", "admin", "device"}},
+		{"GET", "/api/v1/rollouts", nil, []string{"release", "admin"}},
+		{"POST", "/api/v1/rollouts", api.RolloutStartRequest{Channel: "testing", Version: "10.0.9"}, []string{"release"}},
+		{"POST", "/api/v1/rollouts/nope/pause", nil, []string{"release"}},
+		{"GET", "/api/v1/pins", nil, []string{"admin"}},
+		{"PUT", "/api/v1/pins", api.Pin{Scope: "device", Target: "d1", Version: "10.0.1"}, []string{"admin"}},
+		{"DELETE", "/api/v1/pins/device/none", nil, []string{"admin"}},
+		{"GET", "/api/v1/devices", nil, []string{"admin"}},
+		{"PUT", "/api/v1/devices/d1/group", api.GroupRequest{Group: "lab"}, []string{"admin"}},
+		{"GET", "/api/v1/audit", nil, []string{"release", "admin"}},
+		{"GET", "/api/v1/tokens", nil, []string{"admin"}},
+		{"POST", "/api/v1/tokens", api.TokenCreateRequest{Name: "x", Role: "device"}, []string{"admin"}},
+		{"DELETE", "/api/v1/tokens/nobody", nil, []string{"admin"}},
+	}
+	unknown, _, _ := auth.NewToken()
+	for _, e := range endpoints {
+		t.Run(e.method+e.path, func(t *testing.T) {
+			for name, tok := range map[string]string{"none": "", "malformed": "abc", "unknown": unknown, "revoked": f.tokens["revoked"]} {
+				code, body := f.do(t, tok, e.method, e.path, e.body)
+				if code != 401 || errCode(body) != api.CodeUnauthorized {
+					t.Errorf("%s token: %d %s", name, code, body)
+				}
+			}
+			for _, role := range []string{"release", "admin", "device"} {
+				code, body := f.do(t, f.tokens[role], e.method, e.path, e.body)
+				allowed := false
+				for _, a := range e.allowed {
+					allowed = allowed || a == role
+				}
+				if allowed && (code == 401 || code == 403) {
+					t.Errorf("%s refused: %d %s", role, code, body)
+				}
+				if !allowed && (code != 403 || errCode(body) != api.CodeForbidden) {
+					t.Errorf("%s allowed: %d %s", role, code, body)
+				}
+			}
+		})
+	}
+}
+
+func TestBadRequestsChangeNothing(t *testing.T) {
+	f := newAPIFixture(t)
+	dev, rel, adm := f.tokens["device"], f.tokens["release"], f.tokens["admin"]
+	huge := `{"device_id":"` + strings.Repeat("x", 100<<10) + `"}`
+	cases := []struct {
+		name, tok, method, path string
+		body                    any
+		code                    api.Code
+	}{
+		{"malformed-json", dev, "POST", "/api/v1/check", `{"device_id":`, api.CodeBadRequest},
+		{"unknown-field", dev, "POST", "/api/v1/check", `{"device_id":"d","arch":"x86_64","channel":"stable","evil":1}`, api.CodeBadRequest},
+		{"trailing-data", dev, "POST", "/api/v1/check", `{"device_id":"d","arch":"x86_64","channel":"stable"} {}`, api.CodeBadRequest},
+		{"huge-body", dev, "POST", "/api/v1/check", huge, api.CodeTooLarge},
+		{"unknown-channel", dev, "POST", "/api/v1/check", api.CheckRequest{DeviceID: "d", Arch: "x86_64", Channel: "beta"}, api.CodeUnknownChannel},
+		{"unknown-arch", dev, "POST", "/api/v1/check", api.CheckRequest{DeviceID: "d", Arch: "mips", Channel: "stable"}, api.CodeUnknownArch},
+		{"report-unknown-device", dev, "POST", "/api/v1/report", api.ReportRequest{DeviceID: "ghost", Version: "1", Event: api.EventFailed}, api.CodeNotFound},
+		{"rollout-unknown-channel", rel, "POST", "/api/v1/rollouts", api.RolloutStartRequest{Channel: "beta", Version: "10.0.1"}, api.CodeUnknownChannel},
+		{"rollout-unknown-version", rel, "POST", "/api/v1/rollouts", api.RolloutStartRequest{Channel: "stable", Version: "11.0"}, api.CodeNotFound},
+		{"rollout-bad-ramp", rel, "POST", "/api/v1/rollouts", api.RolloutStartRequest{Channel: "stable", Version: "10.0.1", Ramp: "150%"}, api.CodeBadRequest},
+		{"rollout-bad-action", rel, "POST", "/api/v1/rollouts/x/explode", nil, api.CodeBadRequest},
+		{"pin-nothing", adm, "PUT", "/api/v1/pins", api.Pin{Scope: "device", Target: "d"}, api.CodeBadRequest},
+		{"pin-bad-scope", adm, "PUT", "/api/v1/pins", api.Pin{Scope: "planet", Target: "d", Version: "10.0.1"}, api.CodeBadRequest},
+		{"pin-unknown-channel", adm, "PUT", "/api/v1/pins", api.Pin{Scope: "device", Target: "d", Channel: "beta"}, api.CodeUnknownChannel},
+		{"token-bad-role", adm, "POST", "/api/v1/tokens", api.TokenCreateRequest{Name: "x", Role: "root"}, api.CodeBadRequest},
+		{"token-duplicate", adm, "POST", "/api/v1/tokens", api.TokenCreateRequest{Name: "t-admin", Role: "admin"}, api.CodeDuplicate},
+		{"devices-bad-limit", adm, "GET", "/api/v1/devices?limit=0", nil, api.CodeBadRequest},
+	}
+	ctx := context.Background()
+	seq, _, _ := f.store.AuditHead(ctx)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, body := f.do(t, c.tok, c.method, c.path, c.body)
+			if errCode(body) != c.code || code != c.code.HTTPStatus() {
+				t.Fatalf("%d %s, want %s", code, body, c.code)
+			}
+		})
+	}
+	if n, _ := f.store.CountDevices(ctx, db.DeviceFilter{}); n != 0 {
+		t.Errorf("refused requests registered %d devices", n)
+	}
+	if after, _, _ := f.store.AuditHead(ctx); after != seq {
+		t.Errorf("refused requests wrote %d audit entries", after-seq)
+	}
+}
+
+// A server, a rollout, a few hundred simulated devices reporting failures
+// over HTTP: the rollout halts, offers stop, the audit log says why.
+func TestAutoHaltOverHTTP(t *testing.T) {
+	f := newAPIFixture(t)
+	code, body := f.do(t, f.tokens["release"], "POST", "/api/v1/rollouts", api.RolloutStartRequest{Channel: "stable", Arch: "x86_64", Version: "10.0.2", Ramp: "100%"})
+	if code != 201 {
+		t.Fatalf("start: %d %s", code, body)
+	}
+	var started []api.RolloutStatus
+	json.Unmarshal(body, &started)
+	id := started[0].ID
+	halted := false
+	for i := 0; i < 300 && !halted; i++ {
+		dev := fmt.Sprintf("aula-%03d", i)
+		code, body := f.do(t, f.tokens["device"], "POST", "/api/v1/check", api.CheckRequest{DeviceID: dev, Arch: "x86_64", Channel: "stable", Version: "10.0.1"})
+		var resp api.CheckResponse
+		json.Unmarshal(body, &resp)
+		if code != 200 {
+			t.Fatalf("check: %d %s", code, body)
+		}
+		if !resp.Update {
+			if resp.Reason != "halted" {
+				t.Fatalf("%s: %+v", dev, resp)
+			}
+			halted = true
+			break
+		}
+		ev := api.EventHealthOK
+		if i%4 == 0 {
+			ev = api.EventRolledBack
+		}
+		code, body = f.do(t, f.tokens["device"], "POST", "/api/v1/report", api.ReportRequest{DeviceID: dev, RolloutID: id, Version: "10.0.2", Event: ev, Error: "health check failed"})
+		if code != 204 {
+			t.Fatalf("report: %d %s", code, body)
+		}
+	}
+	if !halted {
+		t.Fatal("rollout never halted")
+	}
+	_, body = f.do(t, f.tokens["admin"], "GET", "/api/v1/audit", nil)
+	var audit api.AuditList
+	json.Unmarshal(body, &audit)
+	found := false
+	for _, e := range audit.Entries {
+		found = found || (e.Action == "rollout.halt" && e.Actor == "server:auto-halt")
+	}
+	if !found || !audit.Verified {
+		t.Fatalf("audit: found=%v verified=%v (%s)", found, audit.Verified, audit.VerifyError)
+	}
+	// Resuming is the release team's call, and it is audited.
+	code, body = f.do(t, f.tokens["release"], "POST", "/api/v1/rollouts/"+id+"/resume", api.RolloutActionRequest{Reason: "fixed the health check"})
+	if code != 200 {
+		t.Fatalf("resume: %d %s", code, body)
+	}
+	code, body = f.do(t, f.tokens["release"], "POST", "/api/v1/rollouts/"+id+"/resume", nil)
+	if code != 409 || errCode(body) != api.CodeRolloutState {
+		t.Fatalf("second resume: %d %s", code, body)
+	}
+	// Metrics count what happened.
+	code, body = f.do(t, "", "GET", "/metrics", nil)
+	if code != 200 || !strings.Contains(string(body), `mxos_update_reports_total{event="rolled-back"}`) {
+		t.Fatalf("metrics: %d\n%.500s", code, body)
+	}
+	if strings.Contains(string(body), "aula-") || strings.Contains(string(body), "mxos_") && strings.Contains(string(body), f.tokens["device"]) {
+		t.Fatal("metrics leak device ids or tokens")
+	}
+}
+
+func TestPinsTokensAndDevicesOverHTTP(t *testing.T) {
+	f := newAPIFixture(t)
+	adm, dev := f.tokens["admin"], f.tokens["device"]
+	f.do(t, dev, "POST", "/api/v1/check", api.CheckRequest{DeviceID: "pc1", Arch: "x86_64", Channel: "stable", Version: "10.0.1"})
+	if code, b := f.do(t, adm, "PUT", "/api/v1/devices/pc1/group", api.GroupRequest{Group: "lab"}); code != 204 {
+		t.Fatalf("group: %d %s", code, b)
+	}
+	if code, b := f.do(t, adm, "PUT", "/api/v1/pins", api.Pin{Scope: "group", Target: "lab", Version: "10.0.2"}); code != 200 {
+		t.Fatalf("pin: %d %s", code, b)
+	}
+	_, b := f.do(t, dev, "POST", "/api/v1/check", api.CheckRequest{DeviceID: "pc1", Arch: "x86_64", Channel: "stable", Version: "10.0.1"})
+	var resp api.CheckResponse
+	json.Unmarshal(b, &resp)
+	if !resp.Update || resp.Target.Version != "10.0.2" || resp.Reason != "pinned" {
+		t.Fatalf("pinned check: %s", b)
+	}
+	_, b = f.do(t, adm, "GET", "/api/v1/devices?group=lab", nil)
+	var list api.DeviceList
+	json.Unmarshal(b, &list)
+	if list.Total != 1 || list.Devices[0].ID != "pc1" {
+		t.Fatalf("devices: %s", b)
+	}
+	if code, b := f.do(t, adm, "DELETE", "/api/v1/pins/group/lab", nil); code != 204 {
+		t.Fatalf("unpin: %d %s", code, b)
+	}
+	// A token made over the API works, and stops working once revoked.
+	code, b := f.do(t, adm, "POST", "/api/v1/tokens", api.TokenCreateRequest{Name: "kiosk-fleet", Role: "device"})
+	var created api.TokenCreated
+	json.Unmarshal(b, &created)
+	if code != 201 || created.Token == "" {
+		t.Fatalf("token create: %d %s", code, b)
+	}
+	if code, _ := f.do(t, created.Token, "GET", "/api/v1/channels", nil); code != 200 {
+		t.Fatalf("new token refused: %d", code)
+	}
+	_, lb := f.do(t, adm, "GET", "/api/v1/tokens", nil)
+	if strings.Contains(string(lb), created.Token) {
+		t.Fatal("token list shows a token")
+	}
+	if code, _ := f.do(t, adm, "DELETE", "/api/v1/tokens/kiosk-fleet", nil); code != 204 {
+		t.Fatalf("revoke: %d", code)
+	}
+	if code, _ := f.do(t, created.Token, "GET", "/api/v1/channels", nil); code != 401 {
+		t.Fatalf("revoked token accepted: %d", code)
+	}
+	_, ab := f.do(t, adm, "GET", "/api/v1/audit", nil)
+	for _, want := range []string{"device.group", "pin.set", "pin.delete", "token.create", "token.revoke"} {
+		if !strings.Contains(string(ab), `"action":"`+want+`"`) {
+			t.Errorf("audit lacks %s", want)
+		}
+	}
+	if strings.Contains(string(ab), created.Token) {
+		t.Fatal("audit log contains a token")
+	}
+}

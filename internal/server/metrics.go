@@ -1,0 +1,39 @@
+package server
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the server's Prometheus series, on a private registry so
+// tests can run many servers in one process. Labels never carry device
+// ids or tokens: cardinality stays bounded and secrets stay out.
+type metrics struct {
+	reg     *prometheus.Registry
+	checks  *prometheus.CounterVec
+	reports *prometheus.CounterVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mxos_update_checks_total",
+			Help: "Update checks answered, by channel and decision reason.",
+		}, []string{"channel", "reason"}),
+		reports: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mxos_update_reports_total",
+			Help: "Device reports received, by event.",
+		}, []string{"event"}),
+	}
+	m.reg.MustRegister(m.checks, m.reports,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
