@@ -80,6 +80,10 @@ func (r *Repo) objectFile(c Checksum, t ObjectType) string {
 	return filepath.Join(r.path, filepath.FromSlash(ObjectPath(c, t)))
 }
 
+// ObjectFile is the path of an object's file, for readers that send stored
+// objects as they are (uploads to a server).
+func (r *Repo) ObjectFile(c Checksum, t ObjectType) string { return r.objectFile(c, t) }
+
 // HasObject reports whether the object is stored.
 func (r *Repo) HasObject(c Checksum, t ObjectType) bool {
 	_, err := os.Lstat(r.objectFile(c, t))
