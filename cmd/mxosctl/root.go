@@ -18,6 +18,7 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	cmd.AddCommand(newKeysCmd(), newPublishCmd(), newFsckCmd())
+	addServerCmds(cmd)
 	return cmd
 }
 

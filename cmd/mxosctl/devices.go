@@ -1,0 +1,92 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mxos-linux/mxos-update/internal/client"
+)
+
+func newDevicesCmd(r *remote) *cobra.Command {
+	var f client.DeviceFilter
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "devices [--channel C] [--group G] [--limit N] [--after ID]",
+		Short: "List the devices the server knows, one page at a time",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.Limit < 0 {
+				return userError("--limit must be 0 (the server's page size) or more")
+			}
+			c, err := r.client(cmd)
+			if err != nil {
+				return err
+			}
+			list, err := c.Devices(cmd.Context(), f)
+			if err != nil {
+				return r.explain(err)
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				list.Devices = nonNil(list.Devices)
+				return printJSON(out, list)
+			}
+			if len(list.Devices) == 0 {
+				fmt.Fprintf(out, "No devices (%s in all).\n", plural(list.Total, "device", "devices"))
+				return nil
+			}
+			t := newTable(out, "DEVICE", "ARCH", "CHANNEL", "GROUP", "VERSION", "LAST SEEN")
+			for _, d := range list.Devices {
+				t.row(d.ID, d.Arch, d.Channel, d.Group, d.Version, when(d.LastSeen))
+			}
+			t.flush()
+			fmt.Fprintf(out, "Showing %d of %s.\n", len(list.Devices), plural(list.Total, "device", "devices"))
+			if list.Next != "" {
+				fmt.Fprintf(out, "More: mxosctl devices --after %s\n", cell(list.Next))
+			}
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.Channel, "channel", "", "only devices on this channel")
+	fl.StringVar(&f.Group, "group", "", "only devices in this group")
+	fl.IntVar(&f.Limit, "limit", 0, "at most this many devices (default: the server's page size)")
+	fl.StringVar(&f.After, "after", "", "start after this device ID (the next page)")
+	fl.BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newGroupCmd(r *remote) *cobra.Command {
+	var device, group string
+	cmd := &cobra.Command{
+		Use:   "group --device ID --group G",
+		Short: `Put a device in a group (--group "" takes it out)`,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if device == "" {
+				return userError("--device is required")
+			}
+			// An explicit empty --group is how a device leaves its group.
+			if !cmd.Flags().Changed("group") {
+				return userError(`--group is required (--group "" takes the device out of its group)`)
+			}
+			c, err := r.client(cmd)
+			if err != nil {
+				return err
+			}
+			if err := c.SetDeviceGroup(cmd.Context(), device, group); err != nil {
+				return r.explain(err)
+			}
+			if group == "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "Device %s is in no group now.\n", device)
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "Device %s is now in group %s.\n", device, group)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&device, "device", "", "device ID")
+	cmd.Flags().StringVar(&group, "group", "", "group name")
+	return cmd
+}
