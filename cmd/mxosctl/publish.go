@@ -12,23 +12,38 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/sign"
 )
 
-func newPublishCmd() *cobra.Command {
+func newPublishCmd(r *remote) *cobra.Command {
 	var (
 		data, keys, ref, version, subject, body string
 		ownerUID, ownerGID                      int
 		noXattrs, skipSpecial, verbose, quiet   bool
+		channelName, arch, work, ramp           string
 	)
 	cmd := &cobra.Command{
-		Use:   "publish --data DIR --keys KEYDIR --ref REF --version V SOURCE",
-		Short: "Publish a tree as a signed commit on a ref",
+		Use:   "publish (--data DIR --ref REF | --channel C) --keys KEYDIR --version V SOURCE",
+		Short: "Publish a tree as a signed commit on a ref or a server's channel",
 		Long: `Publish reads SOURCE (a directory, a .tar, .tar.gz or .tar.zst file, or
 ostree:REPO_PATH:REF), stores it in DIR/repo, makes a commit with the version,
 the ref binding and a newer timestamp, signs it with the keys in KEYDIR, moves
-the ref and rewrites the signed summary.`,
+the ref and rewrites the signed summary.
+
+With --channel, it publishes to the running server named by --server and
+--token instead: the commit is built in a local work repository (--work),
+signed here with KEYDIR (the key never leaves this machine), only the objects
+the server lacks are uploaded, and the server moves the channel and starts
+its default rollout (--ramp to choose another, or "none").`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if channelName != "" {
+				if ref != "" || cmd.Flags().Changed("data") {
+					return userError("use --channel (server) or --data and --ref (local), not both")
+				}
+				opts := ostree.CommitOptions{NoXattrs: noXattrs, SkipSpecial: skipSpecial}
+				return publishRemote(cmd, r, remotePublish{channel: channelName, arch: arch, version: version, keys: keys,
+					work: work, ramp: ramp, subject: subject, body: body, source: args[0], opts: opts, quiet: quiet})
+			}
 			if ref == "" || version == "" {
-				return userError("--ref and --version are required")
+				return userError("--ref and --version are required (or --channel to publish to a server)")
 			}
 			if keys == "" {
 				return userError("--keys is required: the directory with the signing keys")
@@ -76,6 +91,10 @@ the ref and rewrites the signed summary.`,
 	f.IntVar(&ownerGID, "owner-gid", -1, "make every file owned by this gid")
 	f.BoolVar(&noXattrs, "no-xattrs", false, "do not store extended attributes")
 	f.BoolVar(&skipSpecial, "skip-special", false, "leave out device nodes, FIFOs and sockets instead of failing")
+	f.StringVar(&channelName, "channel", "", "publish to this channel of the server (--server, --token)")
+	f.StringVar(&arch, "arch", defaultArch(), "architecture of the tree, with --channel")
+	f.StringVar(&work, "work", defaultWork(), "local work repository for --channel publishing")
+	f.StringVar(&ramp, "ramp", "", `rollout plan with --channel (default: the channel's; "none" for no rollout)`)
 	f.BoolVarP(&verbose, "verbose", "v", false, "show detailed logs")
 	f.BoolVarP(&quiet, "quiet", "q", false, "no progress output")
 	return cmd

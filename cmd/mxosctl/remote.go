@@ -35,7 +35,7 @@ type remote struct {
 // addServerCmds adds --server, --token and the commands that use them.
 // They are persistent flags on root so they can go before or after the
 // command name; the local commands (keys, publish, fsck) ignore them.
-func addServerCmds(root *cobra.Command) {
+func addServerCmds(root *cobra.Command) *remote {
 	r := &remote{}
 	pf := root.PersistentFlags()
 	pf.StringVar(&r.server, "server", envOr("MXOS_SERVER", defaultServer), "mxos-server address (env MXOS_SERVER)")
@@ -50,6 +50,7 @@ func addServerCmds(root *cobra.Command) {
 		newAuditCmd(r),
 		newTokenCmd(r),
 	)
+	return r
 }
 
 // client builds an API client from the flags and the environment.

@@ -17,8 +17,8 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	cmd.AddCommand(newKeysCmd(), newPublishCmd(), newFsckCmd())
-	addServerCmds(cmd)
+	r := addServerCmds(cmd)
+	cmd.AddCommand(newKeysCmd(), newPublishCmd(r), newFsckCmd(), newPromoteCmd(r))
 	return cmd
 }
 
