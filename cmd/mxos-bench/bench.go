@@ -25,7 +25,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/sign"
 )
 
-// part is one benchmark: serve, publish or pull.
+// part is one benchmark: serve, publish, pull or check.
 type part struct {
 	name  string
 	needs []string // peers it runs: "nginx", "ostree"
@@ -36,6 +36,7 @@ var (
 	partServe   = part{name: "serve", needs: []string{"nginx"}, run: runServe}
 	partPublish = part{name: "publish", needs: []string{"ostree"}, run: runPublish}
 	partPull    = part{name: "pull", needs: []string{"nginx", "ostree"}, run: runPull}
+	partCheck   = part{name: "check", run: runCheck}
 )
 
 // bench is the state of one run: settings, work directory, children and
@@ -257,6 +258,8 @@ type httpServer struct {
 	name string // "mxos-server", "nginx"
 	base string // http://127.0.0.1:PORT/repo/
 	d    *daemon
+	// ready is the URL polled until it answers 200 (base+"config" if "").
+	ready string
 }
 
 // startOurs starts our server on data (serving data/repo) in a child
@@ -364,16 +367,21 @@ func (b *bench) startNginx(ctx context.Context, repo, label string) (*httpServer
 	return s, nil
 }
 
-// waitReady polls the repository config until the server answers 200.
+// waitReady polls the repository config (or s.ready) until the server
+// answers 200.
 func waitReady(ctx context.Context, s *httpServer) error {
 	c := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}, Timeout: 2 * time.Second}
+	probe := s.ready
+	if probe == "" {
+		probe = s.base + "config"
+	}
 	deadline := time.Now().Add(15 * time.Second)
 	var last error
 	for time.Now().Before(deadline) {
 		if err := s.d.exited(); err != nil {
 			return err
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.base+"config", nil)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, probe, nil)
 		if err != nil {
 			return fmt.Errorf("probing %s: %w", s.name, err)
 		}

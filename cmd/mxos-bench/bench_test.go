@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestMain lets the test binary stand in for mxos-bench when the benchmark
@@ -57,6 +58,7 @@ func TestQuick(t *testing.T) {
 			"publish tar (", "publish tar: CPU time", "publish tar: repository size",
 		}},
 		{"pull", []string{"pull (", "pull: server CPU"}},
+		{"check", []string{"check requests/s (2000 devices, c=8)", "check p99 latency", "check p50 latency", "check: server CPU"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.sub, func(t *testing.T) {
@@ -103,6 +105,14 @@ func TestQuick(t *testing.T) {
 					t.Errorf("row %q has a target but no result", row.Name)
 				}
 			}
+			if tt.sub == "check" {
+				if p99 := rep.Rows[1]; !p99.Absolute || p99.Target != checkP99Limit || p99.Unit != "ms" {
+					t.Errorf("p99 row: want an absolute target of %d ms, got %+v", checkP99Limit, p99)
+				}
+				if !strings.Contains(out, "< 10 ms") || !strings.Contains(out, "were 200 with a valid CheckResponse") {
+					t.Error("table lacks the p99 target or the answer check")
+				}
+			}
 			if !strings.Contains(out, "targets met") {
 				t.Error("table lacks the summary line")
 			}
@@ -116,6 +126,32 @@ func TestQuick(t *testing.T) {
 			if len(sub) > 0 {
 				t.Errorf("runs/%s was not cleaned up: %d entries", e.Name(), len(sub))
 			}
+		}
+	}
+}
+
+// TestLatencyHist: buckets are contiguous, and quantiles land within the
+// histogram's resolution of the true values.
+func TestLatencyHist(t *testing.T) {
+	for i := 1; i < 256+56*128; i++ {
+		if histUpper(i-1)+1 != histLower(i) {
+			t.Fatalf("bucket %d starts at %d, bucket %d ends at %d", i, histLower(i), i-1, histUpper(i-1))
+		}
+		if histIndex(histLower(i)) != i || histIndex(histUpper(i)) != i {
+			t.Fatalf("bucket %d: [%d, %d] maps to %d and %d", i, histLower(i), histUpper(i), histIndex(histLower(i)), histIndex(histUpper(i)))
+		}
+	}
+	h := &latencyHist{}
+	for v := 1; v <= 10000; v++ {
+		h.record(time.Duration(v) * time.Microsecond)
+	}
+	for _, c := range []struct {
+		q    float64
+		want time.Duration
+	}{{0.5, 5 * time.Millisecond}, {0.99, 9900 * time.Microsecond}, {1, 10 * time.Millisecond}} {
+		got := h.quantile(c.q)
+		if got < c.want || float64(got) > float64(c.want)*1.008 {
+			t.Errorf("quantile(%v) = %v, want %v (+0.8%%)", c.q, got, c.want)
 		}
 	}
 }

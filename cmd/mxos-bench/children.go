@@ -1,9 +1,13 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -12,6 +16,9 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/mxos-linux/mxos-update/internal/api"
+	"github.com/mxos-linux/mxos-update/internal/channel"
+	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/release"
 	"github.com/mxos-linux/mxos-update/internal/server"
@@ -133,5 +140,105 @@ func newPublishChildCmd() *cobra.Command {
 	f.StringVar(&ref, "ref", "", "ref to publish on")
 	f.StringVar(&version, "version", "", "release version")
 	f.StringVar(&profile, "cpuprofile", "", "write a CPU profile here")
+	return cmd
+}
+
+// newCheckChildCmd is mxos-server with the update API: the store in DATA
+// and the channel definitions in CHANNELS, as runServer sets them up.
+func newCheckChildCmd() *cobra.Command {
+	var data, channels, listen, profile string
+	cmd := &cobra.Command{
+		Use:    "check-child",
+		Short:  "Run our server with the update API as a benchmark child (internal)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+			stop, err := startProfile(profile)
+			if err != nil {
+				return err
+			}
+			defer func() { err = errors.Join(err, stop()) }()
+			log := childLogger()
+			set, err := channel.LoadDir(channels)
+			if err != nil {
+				return fmt.Errorf("check-child: loading channel definitions: %w", err)
+			}
+			store, err := db.Open(cmd.Context(), "", data)
+			if err != nil {
+				return fmt.Errorf("check-child: %w", err)
+			}
+			defer func() { err = errors.Join(err, store.Close()) }()
+			srv, err := server.New(server.Config{DataDir: data, Listen: listen, Logger: log, Store: store, Channels: set})
+			if err != nil {
+				return fmt.Errorf("check-child: %w", err)
+			}
+			defer srv.Close()
+			var lc net.ListenConfig
+			ln, err := lc.Listen(cmd.Context(), "tcp", listen)
+			if err != nil {
+				return fmt.Errorf("listening on %s: %w", listen, err)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), ln.Addr().String())
+			if err := srv.Serve(cmd.Context(), ln); err != nil {
+				return fmt.Errorf("check-child: %w", err)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&data, "data", "", "data directory (store and repo/)")
+	f.StringVar(&channels, "channels", "", "directory of channel definitions")
+	f.StringVar(&listen, "listen", "127.0.0.1:0", "address to listen on")
+	f.StringVar(&profile, "cpuprofile", "", "write a CPU profile here")
+	return cmd
+}
+
+// newTrivialChildCmd is the check benchmark's peer: the least a Go JSON
+// endpoint does (net/http, decode the request, write a fixed answer).
+func newTrivialChildCmd() *cobra.Command {
+	var listen string
+	cmd := &cobra.Command{
+		Use:    "trivial-child",
+		Short:  "Run a trivial net/http JSON handler as a benchmark child (internal)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			answer := []byte(trivialAnswer)
+			mux := http.NewServeMux()
+			mux.HandleFunc("POST "+api.Prefix+"/check", func(w http.ResponseWriter, r *http.Request) {
+				var req api.CheckRequest
+				if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.DeviceID == "" {
+					http.Error(w, "bad request", http.StatusBadRequest)
+					return
+				}
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = w.Write(answer)
+			})
+			mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+				_, _ = io.WriteString(w, "ok\n")
+			})
+			hs := &http.Server{Handler: mux, ReadHeaderTimeout: server.DefaultReadHeaderTimeout, IdleTimeout: server.DefaultIdleTimeout}
+			var lc net.ListenConfig
+			ln, err := lc.Listen(cmd.Context(), "tcp", listen)
+			if err != nil {
+				return fmt.Errorf("listening on %s: %w", listen, err)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), ln.Addr().String())
+			errc := make(chan error, 1)
+			go func() { errc <- hs.Serve(ln) }()
+			select {
+			case err := <-errc:
+				return fmt.Errorf("trivial-child: %w", err)
+			case <-cmd.Context().Done():
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), server.DefaultShutdownTimeout)
+			defer cancel()
+			if err := hs.Shutdown(ctx); err != nil {
+				return fmt.Errorf("trivial-child: shutting down: %w", err)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "address to listen on")
 	return cmd
 }

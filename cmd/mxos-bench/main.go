@@ -8,7 +8,10 @@
 //     (a generated one by default, or --tree DIR|TARBALL);
 //   - pull: stock `ostree pull` of the published commit from mxos-server
 //     against the same pull from nginx;
-//   - all: the three in a row, pull reusing what publish made.
+//   - check: the update API's POST /api/v1/check on a store with --devices
+//     registered devices against a trivial net/http JSON handler
+//     (requests/s, p50 and p99 latency);
+//   - all: the four in a row, pull reusing what publish made.
 //
 // The machines this runs on are small and noisy, so absolute times mean
 // little: every figure is measured on both sides in the same run, in

@@ -50,6 +50,10 @@ type Row struct {
 	// Target is the ratio to reach (>= for Higher, <= for Lower); 0 means
 	// the row is information only.
 	Target float64 `json:"target,omitempty"`
+	// Absolute rows compare Ours itself, in Unit, with Target (>= for
+	// Higher, strictly < for Lower) instead of the ratio; Theirs is shown
+	// for reference.
+	Absolute bool `json:"absolute,omitempty"`
 	// Pass is set for rows with a target.
 	Pass *bool `json:"pass,omitempty"`
 	// Samples are every round's figures, in the order measured.
@@ -73,6 +77,19 @@ func newRow(bench, name, unit, peer string, better Direction, target float64, ou
 		}
 		r.Pass = &pass
 	}
+	return r
+}
+
+// newAbsoluteRow builds a row whose target is a limit on our own figure
+// (e.g. p99 < 10 ms), with the peer's figure for reference.
+func newAbsoluteRow(bench, name, unit, peer string, better Direction, limit float64, ours, theirs []float64) Row {
+	r := newRow(bench, name, unit, peer, better, 0, ours, theirs)
+	r.Target, r.Absolute = limit, true
+	pass := r.Ours >= limit
+	if better == Lower {
+		pass = r.Ours < limit
+	}
+	r.Pass = &pass
 	return r
 }
 
@@ -130,6 +147,12 @@ func (r *Report) writeTable(w io.Writer) error {
 				op = "<="
 			}
 			target = fmt.Sprintf("%s %.2fx", op, row.Target)
+			if row.Absolute {
+				if row.Better == Lower {
+					op = "<"
+				}
+				target = fmt.Sprintf("%s %g %s", op, row.Target, row.Unit)
+			}
 			result = "MISS"
 			if *row.Pass {
 				result = "PASS"

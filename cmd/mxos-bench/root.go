@@ -37,6 +37,8 @@ type options struct {
 	nginx        string
 	ostree       string
 	timeout      time.Duration
+	devices      int
+	channels     string
 }
 
 // quickDefaults are the smoke-test sizes of --quick, applied to every flag
@@ -52,6 +54,7 @@ var quickDefaults = map[string]string{
 	"large-objects": "2",
 	"large-size":    "4MiB",
 	"timeout":       "2m",
+	"devices":       "2000",
 }
 
 // newRootCmd builds the command tree; argv is the command line as given,
@@ -67,7 +70,9 @@ table of figures and ratios (ours/peer) with the target of each row:
   serve    mxos-server vs nginx serving the same repository (127.0.0.1 only)
   publish  mxosctl publish vs ostree commit of the same tree
   pull     ostree pull from mxos-server vs from nginx
-  all      the three in a row
+  check    the update check API (POST /api/v1/check) with --devices
+           registered devices vs a trivial net/http JSON handler
+  all      the four in a row
 
 Sizes default to a full run (several minutes); --quick is a smoke-size run.`,
 		SilenceUsage:  true,
@@ -75,9 +80,9 @@ Sizes default to a full run (several minutes); --quick is a smoke-size run.`,
 	}
 	pf := root.PersistentFlags()
 	pf.BoolVar(&o.quick, "quick", false, "smoke-size run: tiny trees, 1 s phases, one round")
-	pf.DurationVar(&o.duration, "duration", 5*time.Second, "length of each measured load phase (serve)")
-	pf.DurationVar(&o.warmup, "warmup", time.Second, "untimed load before each measured phase (serve)")
-	pf.IntVar(&o.concurrency, "concurrency", 32, "concurrent client requests (serve)")
+	pf.DurationVar(&o.duration, "duration", 5*time.Second, "length of each measured load phase (serve, check)")
+	pf.DurationVar(&o.warmup, "warmup", time.Second, "untimed load before each measured phase (serve, check)")
+	pf.IntVar(&o.concurrency, "concurrency", 32, "concurrent client requests (serve, check)")
 	pf.IntVar(&o.rounds, "rounds", 3, "alternating rounds per figure; the median is reported")
 	pf.IntVar(&o.files, "files", 20000, "files in the generated publish tree")
 	o.size = 500 * 1000 * 1000
@@ -99,6 +104,8 @@ Sizes default to a full run (several minutes); --quick is a smoke-size run.`,
 	pf.StringVar(&o.nginx, "nginx", "nginx", "nginx binary")
 	pf.StringVar(&o.ostree, "ostree", "ostree", "ostree binary")
 	pf.DurationVar(&o.timeout, "timeout", 30*time.Minute, "limit for each external command (commit, publish, pull)")
+	pf.IntVar(&o.devices, "devices", 100000, "registered devices in the check benchmark's store")
+	pf.StringVar(&o.channels, "channels", "", "channel definitions for check (default: channels/ of the module root)")
 
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		if cmd.Hidden {
@@ -132,9 +139,12 @@ Sizes default to a full run (several minutes); --quick is a smoke-size run.`,
 		sub("serve", "mxos-server vs nginx: requests/s on small objects, MB/s on large ones", partServe),
 		sub("publish", "mxosctl publish vs ostree commit: time and repository size", partPublish),
 		sub("pull", "ostree pull from mxos-server vs from nginx: time", partPull),
-		sub("all", "serve, publish and pull in one run", partServe, partPublish, partPull),
+		sub("check", "update check API vs a trivial Go handler: requests/s, p50/p99 latency", partCheck),
+		sub("all", "serve, publish, pull and check in one run", partServe, partPublish, partPull, partCheck),
 		newServeChildCmd(),
 		newPublishChildCmd(),
+		newCheckChildCmd(),
+		newTrivialChildCmd(),
 	)
 	return root
 }
@@ -161,6 +171,8 @@ func (o *options) validate() error {
 		return errors.New("--large-size must be at least 1 MiB")
 	case o.timeout <= 0:
 		return errors.New("--timeout must be positive")
+	case o.devices < 1 || o.devices > 10_000_000:
+		return errors.New("--devices must be between 1 and 10000000")
 	case len(o.objects) == 0:
 		return errors.New("--objects must name small, large or both")
 	}
@@ -187,7 +199,7 @@ func settingsLine(cmd *cobra.Command) string {
 	s := ""
 	cmd.Flags().VisitAll(func(f *pflag.Flag) {
 		switch f.Name {
-		case "help", "json", "keep", "work", "cpuprofile", "nginx", "ostree", "mxosctl", "mxos-server":
+		case "help", "json", "keep", "work", "cpuprofile", "nginx", "ostree", "mxosctl", "mxos-server", "channels":
 			return
 		}
 		if s != "" {

@@ -1,0 +1,743 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/bits"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mxos-linux/mxos-update/internal/api"
+	"github.com/mxos-linux/mxos-update/internal/auth"
+	"github.com/mxos-linux/mxos-update/internal/channel"
+	"github.com/mxos-linux/mxos-update/internal/db"
+	"github.com/mxos-linux/mxos-update/internal/rollout"
+	"github.com/mxos-linux/mxos-update/internal/server"
+)
+
+// The check benchmark measures the update API's hot path, POST
+// /api/v1/check, on a store with a realistic fleet, against a trivial
+// net/http handler that decodes the same body and answers a fixed
+// CheckResponse: the floor any Go JSON endpoint on this machine pays.
+
+// modulePath is this repository's module; its root holds channels/.
+const modulePath = "github.com/mxos-linux/mxos-update"
+
+// The fleet the check store holds: every device follows stable on
+// x86_64 and runs checkOld; checkOld rolled out completely, checkNew is
+// rolling out at checkRamp.
+const (
+	checkChannel = "stable"
+	checkArch    = "x86_64"
+	checkOld     = "10.0.1"
+	checkNew     = "10.0.2"
+	// checkRamp holds at 50% (a ramp must end at 100%, here in a year).
+	checkRamp = "50%,100%@8760h"
+	// checkBatch devices are seeded per transaction.
+	checkBatch = 10000
+	// checkP99Limit is the target for our p99 latency, in milliseconds.
+	checkP99Limit = 10
+	// trivialAnswer is the peer's fixed answer: a valid CheckResponse.
+	trivialAnswer = `{"update":false,"reason":"up-to-date"}` + "\n"
+)
+
+// checkSpec describes the check benchmark's generated data directory.
+type checkSpec struct {
+	Devices  int
+	Seed     uint64
+	Channels string // hash of the channel definitions copied in
+}
+
+func (s checkSpec) key() string {
+	return fmt.Sprintf("check-d%d-seed%d-ch%s-v1", s.Devices, s.Seed, s.Channels)
+}
+
+// checkSetup is what seeding made, kept beside the store as setup.json.
+type checkSetup struct {
+	Devices     int     `json:"devices"`
+	SeedSeconds float64 `json:"seed_seconds"`
+	OldCommit   string  `json:"old_commit"`
+	NewCommit   string  `json:"new_commit"`
+	RolloutID   string  `json:"rollout_id"`
+}
+
+// Files in the check data directory besides the store and repo/.
+const (
+	checkSetupFile = "setup.json"
+	checkTokenFile = "device-token"
+	checkChanDir   = "channels"
+)
+
+// runCheck measures the check endpoint of our server against the trivial
+// handler, alternating rounds like serve.
+func runCheck(ctx context.Context, b *bench) error {
+	chDir, err := b.channelsDir()
+	if err != nil {
+		return err
+	}
+	chFiles, chHash, err := readChannelFiles(chDir)
+	if err != nil {
+		return err
+	}
+	spec := checkSpec{Devices: b.o.devices, Seed: b.o.seed, Channels: chHash}
+	data := filepath.Join(b.work, "gen", spec.key())
+	if err := os.MkdirAll(filepath.Dir(data), 0o755); err != nil {
+		return fmt.Errorf("creating %s: %w", filepath.Dir(data), err)
+	}
+	logf(b.stderr, "check: store with %d devices, channels from %s", spec.Devices, chDir)
+	_, reused, err := cached(data, func(tmp string) (treeStats, error) {
+		return treeStats{Files: spec.Devices}, seedCheckData(ctx, b.stderr, tmp, chFiles, spec)
+	})
+	if err != nil {
+		return err
+	}
+	setup, token, err := loadCheckSetup(data)
+	if err != nil {
+		return err
+	}
+	if setup.Devices != spec.Devices {
+		return fmt.Errorf("check: %s holds %d devices, want %d", data, setup.Devices, spec.Devices)
+	}
+	seedRate := float64(setup.Devices) / setup.SeedSeconds
+	logf(b.stderr, "check: store %s (%s; seeded in %.2f s, %s devices/s)", data, reusedWord(reused), setup.SeedSeconds, formatValue(seedRate))
+	bodies, err := checkBodies(spec, setup)
+	if err != nil {
+		return err
+	}
+
+	ours, err := b.startCheckServer(ctx, data)
+	if err != nil {
+		return err
+	}
+	peer, err := b.startTrivial(ctx)
+	if err != nil {
+		return err
+	}
+	authz := "Bearer " + token
+	for _, s := range []*httpServer{ours, peer} {
+		if err := probeCheck(ctx, s, authz, bodies[0]); err != nil {
+			return err
+		}
+	}
+
+	peerName := "trivial net/http JSON handler"
+	var oursRate, peerRate, oursP99, peerP99, oursP50, peerP50, oursCPU, peerCPU []float64
+	reasons := map[string]int64{}
+	var oursAnswers int64
+	for round := range b.o.rounds {
+		order := []*httpServer{ours, peer}
+		if round%2 == 1 {
+			order = []*httpServer{peer, ours}
+		}
+		for _, s := range order {
+			seed := b.o.seed + uint64(round)
+			if b.o.warmup > 0 {
+				if _, err := runCheckPhase(ctx, s, authz, bodies, b.o.concurrency, b.o.warmup, seed^0xabc); err != nil {
+					return err
+				}
+			}
+			cs, err := runCheckPhase(ctx, s, authz, bodies, b.o.concurrency, b.o.duration, seed)
+			if err != nil {
+				return err
+			}
+			rate, cpu := cs.requestsPerSecond(), cs.serverMicrosPerRequest()
+			p50, p99 := ms(cs.hist.quantile(0.50)), ms(cs.hist.quantile(0.99))
+			logf(b.stderr, "check: round %d/%d %-11s %s requests/s, p50 %.3f ms, p99 %.3f ms, max %.1f ms; server %s CPU-µs/request, client %.2f cores (%d requests)",
+				round+1, b.o.rounds, s.name, formatValue(rate), p50, p99, ms(cs.hist.quantile(1)), formatValue(cpu),
+				cs.ClientCPU.Seconds()/cs.Elapsed.Seconds(), cs.Requests)
+			if s == ours {
+				oursRate, oursP50, oursP99, oursCPU = append(oursRate, rate), append(oursP50, p50), append(oursP99, p99), append(oursCPU, cpu)
+				for k, v := range cs.reasons {
+					reasons[k] += v
+				}
+				oursAnswers += cs.Requests
+			} else {
+				peerRate, peerP50, peerP99, peerCPU = append(peerRate, rate), append(peerP50, p50), append(peerP99, p99), append(peerCPU, cpu)
+			}
+		}
+	}
+	b.report.Rows = append(b.report.Rows,
+		newRow("check", fmt.Sprintf("check requests/s (%d devices, c=%d)", spec.Devices, b.o.concurrency), "requests/s", peerName, Higher, 0.5, oursRate, peerRate),
+		newAbsoluteRow("check", "check p99 latency", "ms", peerName, Lower, checkP99Limit, oursP99, peerP99),
+		newRow("check", "check p50 latency", "ms", peerName, Lower, 0, oursP50, peerP50),
+		newRow("check", "check: server CPU", "CPU-µs/request", peerName, Lower, 0, oursCPU, peerCPU))
+
+	if err := errors.Join(stopServer(ours), stopServer(peer)); err != nil {
+		return err
+	}
+	// Every body names a registered device: the fleet must not have grown.
+	n, err := countDevices(ctx, data)
+	if err != nil {
+		return err
+	}
+	if n != spec.Devices {
+		return fmt.Errorf("check: the store holds %d devices after the load, want %d: a request named an unregistered device", n, spec.Devices)
+	}
+
+	b.report.Notes = append(b.report.Notes,
+		fmt.Sprintf("check: ours is server.New with its SQLite store in a child process: %d registered devices on %s/%s at %s, "+
+			"%s rolled out completely, %s rolling out at 50%% (ramp %s); the channels are the repository's %s/*.yaml. "+
+			"Each request is POST %s/check with a device token and the JSON body of a random registered device (keep-alive, c=%d).",
+			spec.Devices, checkChannel, checkArch, checkOld, checkOld, checkNew, checkRamp, checkChanDir, api.Prefix, b.o.concurrency),
+		fmt.Sprintf("check: all %d answers of ours were 200 with a valid CheckResponse (%s); the store still holds exactly %d devices afterwards.",
+			oursAnswers, formatReasons(reasons), spec.Devices),
+		"check: the peer is a net/http handler in its own process that decodes the same body and writes a fixed CheckResponse; "+
+			"latency is per request, from sending it to reading the whole answer, in a log-linear histogram (< 0.8% error), "+
+			"median of the rounds' percentiles; the load is closed-loop, so latency ≈ concurrency / throughput.",
+		fmt.Sprintf("check: seeding the store took %.2f s for %d devices (%s devices/s, %d per transaction, through db.UpsertDevice).",
+			setup.SeedSeconds, setup.Devices, formatValue(seedRate), checkBatch))
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+// formatReasons prints answer reasons by share, largest first.
+func formatReasons(m map[string]int64) string {
+	var total int64
+	keys := make([]string, 0, len(m))
+	for k, v := range m {
+		keys = append(keys, k)
+		total += v
+	}
+	slices.SortFunc(keys, func(a, b string) int {
+		if c := -cmpInt(m[a], m[b]); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s %.1f%%", k, 100*float64(m[k])/float64(max(1, total))))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// channelsDir is --channels, or channels/ at the root of this module
+// (found upwards from the working directory, else with `go env GOMOD`).
+func (b *bench) channelsDir() (string, error) {
+	if b.o.channels != "" {
+		return b.o.channels, nil
+	}
+	root, err := moduleRoot()
+	if err != nil {
+		return "", fmt.Errorf("finding the channel definitions (pass --channels): %w", err)
+	}
+	return filepath.Join(root, checkChanDir), nil
+}
+
+// moduleRoot finds the directory of this module's go.mod.
+func moduleRoot() (string, error) {
+	isOurs := func(gomod string) bool {
+		f, err := os.Open(gomod)
+		if err != nil {
+			return false
+		}
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if fields := strings.Fields(sc.Text()); len(fields) == 2 && fields[0] == "module" {
+				return strings.Trim(fields[1], `"`) == modulePath
+			}
+		}
+		return false
+	}
+	if wd, err := os.Getwd(); err == nil {
+		for dir := wd; ; dir = filepath.Dir(dir) {
+			if isOurs(filepath.Join(dir, "go.mod")) {
+				return dir, nil
+			}
+			if filepath.Dir(dir) == dir {
+				break
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("no go.mod of %s above the working directory, and `go env GOMOD` failed: %w", modulePath, err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull || !isOurs(gomod) {
+		return "", fmt.Errorf("no go.mod of %s above the working directory or from `go env GOMOD` (%q)", modulePath, gomod)
+	}
+	return filepath.Dir(gomod), nil
+}
+
+// readChannelFiles reads dir/*.yaml and returns them with a short hash of
+// names and contents, so changed definitions make a new store.
+func readChannelFiles(dir string) (map[string][]byte, string, error) {
+	names, err := filepath.Glob(filepath.Join(dir, "*"+channel.Ext))
+	if err != nil {
+		return nil, "", fmt.Errorf("listing channel definitions: %w", err)
+	}
+	if len(names) == 0 {
+		return nil, "", fmt.Errorf("no *%s channel definitions in %s", channel.Ext, dir)
+	}
+	slices.Sort(names)
+	files := map[string][]byte{}
+	h := sha256.New()
+	for _, p := range names {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil, "", fmt.Errorf("reading channel definitions: %w", err)
+		}
+		files[filepath.Base(p)] = data
+		fmt.Fprintf(h, "%s %d\n", filepath.Base(p), len(data))
+		h.Write(data)
+	}
+	return files, hex.EncodeToString(h.Sum(nil))[:12], nil
+}
+
+// checkCommit is a release's (made-up, stable) commit checksum.
+func checkCommit(version string) string {
+	sum := sha256.Sum256([]byte("mxos-bench check release " + version))
+	return hex.EncodeToString(sum[:])
+}
+
+// checkDeviceIDs are the fleet's ids, like /etc/machine-id (32 hex digits),
+// a deterministic function of the seed.
+func checkDeviceIDs(seed uint64, n int) []string {
+	rng := rand.New(rand.NewPCG(seed, 0x6465766963657321))
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%016x%016x", rng.Uint64(), rng.Uint64())
+	}
+	return ids
+}
+
+// checkBodies are the JSON check requests of every device, in id order.
+func checkBodies(spec checkSpec, setup checkSetup) ([][]byte, error) {
+	ids := checkDeviceIDs(spec.Seed, spec.Devices)
+	bodies := make([][]byte, len(ids))
+	for i, id := range ids {
+		b, err := json.Marshal(api.CheckRequest{DeviceID: id, Arch: checkArch, Channel: checkChannel,
+			BootedCommit: setup.OldCommit, Version: checkOld})
+		if err != nil {
+			return nil, fmt.Errorf("encoding check request: %w", err)
+		}
+		bodies[i] = b
+	}
+	return bodies, nil
+}
+
+// seedCheckData makes the check data directory in dir: an empty repo/, a
+// copy of the channel definitions, and the SQLite store with releases,
+// rollouts, a device token and spec.Devices registered devices.
+func seedCheckData(ctx context.Context, logw io.Writer, dir string, chFiles map[string][]byte, spec checkSpec) error {
+	if err := os.MkdirAll(filepath.Join(dir, "repo"), 0o755); err != nil {
+		return fmt.Errorf("creating repository directory: %w", err)
+	}
+	chDir := filepath.Join(dir, checkChanDir)
+	if err := os.MkdirAll(chDir, 0o755); err != nil {
+		return fmt.Errorf("creating channel directory: %w", err)
+	}
+	for name, data := range chFiles {
+		if err := os.WriteFile(filepath.Join(chDir, name), data, 0o644); err != nil {
+			return fmt.Errorf("copying channel definitions: %w", err)
+		}
+	}
+	set, err := channel.LoadDir(chDir)
+	if err != nil {
+		return fmt.Errorf("loading channel definitions: %w", err)
+	}
+	ch, err := set.Get(checkChannel)
+	if err != nil {
+		return fmt.Errorf("check needs channel %s: %w", checkChannel, err)
+	}
+	ref, ok := ch.Ref(checkArch)
+	if !ok {
+		return fmt.Errorf("check needs channel %s to have %s", checkChannel, checkArch)
+	}
+
+	store, err := db.Open(ctx, "", dir)
+	if err != nil {
+		return fmt.Errorf("creating the check store: %w", err)
+	}
+	defer store.Close()
+	now := time.Now().UTC()
+	setup := checkSetup{Devices: spec.Devices, OldCommit: checkCommit(checkOld), NewCommit: checkCommit(checkNew), RolloutID: "bench-" + checkNew}
+	for i, v := range []string{checkOld, checkNew} {
+		at := now.Add(time.Duration(i-2) * 24 * time.Hour)
+		err := store.AddRelease(ctx, db.Release{Channel: checkChannel, Arch: checkArch, Version: v, Ref: ref,
+			Commit: checkCommit(v), PublishedAt: at, PublishedBy: "mxos-bench"})
+		if err != nil {
+			return fmt.Errorf("seeding releases: %w", err)
+		}
+	}
+	// The older release rolled out completely; the newer one is halfway.
+	old := db.Rollout{ID: "bench-" + checkOld, Channel: checkChannel, Arch: checkArch, Version: checkOld, Ramp: "100%",
+		State: rollout.StateActive, CreatedAt: now.Add(-47 * time.Hour), CreatedBy: "mxos-bench"}
+	if err := store.CreateRollout(ctx, old); err != nil {
+		return fmt.Errorf("seeding rollouts: %w", err)
+	}
+	if err := store.SetRolloutState(ctx, old.ID, rollout.StateActive, rollout.StateComplete, "", now.Add(-30*time.Hour)); err != nil {
+		return fmt.Errorf("seeding rollouts: %w", err)
+	}
+	if err := store.CreateRollout(ctx, db.Rollout{ID: setup.RolloutID, Channel: checkChannel, Arch: checkArch, Version: checkNew,
+		Ramp: checkRamp, State: rollout.StateActive, CreatedAt: now.Add(-23 * time.Hour), CreatedBy: "mxos-bench"}); err != nil {
+		return fmt.Errorf("seeding rollouts: %w", err)
+	}
+	tok, err := server.CreateToken(ctx, store, "mxos-bench-devices", auth.RoleDevice, "mxos-bench", now)
+	if err != nil {
+		return fmt.Errorf("creating the device token: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, checkTokenFile), []byte(tok.Token+"\n"), 0o600); err != nil {
+		return fmt.Errorf("writing the device token: %w", err)
+	}
+
+	ids := checkDeviceIDs(spec.Seed, spec.Devices)
+	rng := rand.New(rand.NewPCG(spec.Seed, 0x6c617374))
+	logf(logw, "check: seeding %d devices, %d per transaction", len(ids), checkBatch)
+	start := time.Now()
+	for lo := 0; lo < len(ids); lo += checkBatch {
+		batch := ids[lo:min(lo+checkBatch, len(ids))]
+		err := store.Tx(ctx, func(tx *db.Tx) error {
+			for _, id := range batch {
+				// Last seen within the past day, like a fleet checking in daily.
+				seen := now.Add(-time.Duration(rng.Int64N(int64(24 * time.Hour))))
+				if err := tx.UpsertDevice(ctx, db.Device{ID: id, Arch: checkArch, Channel: checkChannel,
+					BootedCommit: setup.OldCommit, Version: checkOld, LastSeen: seen}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("seeding devices: %w", err)
+		}
+	}
+	setup.SeedSeconds = time.Since(start).Seconds()
+	n, err := store.CountDevices(ctx, db.DeviceFilter{})
+	if err != nil {
+		return fmt.Errorf("seeding devices: %w", err)
+	}
+	if n != spec.Devices {
+		return fmt.Errorf("seeding devices: the store holds %d, want %d (duplicate ids?)", n, spec.Devices)
+	}
+	logf(logw, "check: seeded %d devices in %.2f s (%s devices/s)", n, setup.SeedSeconds, formatValue(float64(n)/setup.SeedSeconds))
+	js, err := json.Marshal(setup)
+	if err != nil {
+		return fmt.Errorf("encoding %s: %w", checkSetupFile, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, checkSetupFile), js, 0o644); err != nil {
+		return fmt.Errorf("writing %s: %w", checkSetupFile, err)
+	}
+	return nil
+}
+
+// loadCheckSetup reads what seedCheckData recorded.
+func loadCheckSetup(dir string) (checkSetup, string, error) {
+	var setup checkSetup
+	js, err := os.ReadFile(filepath.Join(dir, checkSetupFile))
+	if err != nil {
+		return setup, "", fmt.Errorf("reading the check setup: %w", err)
+	}
+	if err := json.Unmarshal(js, &setup); err != nil {
+		return setup, "", fmt.Errorf("reading the check setup: %w", err)
+	}
+	tok, err := os.ReadFile(filepath.Join(dir, checkTokenFile))
+	if err != nil {
+		return setup, "", fmt.Errorf("reading the device token: %w", err)
+	}
+	if setup.SeedSeconds <= 0 {
+		setup.SeedSeconds = 1e-9
+	}
+	return setup, strings.TrimSpace(string(tok)), nil
+}
+
+// countDevices opens the store (no server may run on it) and counts the
+// devices.
+func countDevices(ctx context.Context, data string) (int, error) {
+	store, err := db.Open(ctx, "", data)
+	if err != nil {
+		return 0, fmt.Errorf("check: reopening the store: %w", err)
+	}
+	n, err := store.CountDevices(ctx, db.DeviceFilter{})
+	return n, errors.Join(err, store.Close())
+}
+
+// startCheckServer starts our server with the update API on data: the
+// --mxos-server binary, or this binary's check-child.
+func (b *bench) startCheckServer(ctx context.Context, data string) (*httpServer, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	listen := "127.0.0.1:" + strconv.Itoa(port)
+	chDir := filepath.Join(data, checkChanDir)
+	var cmd *exec.Cmd
+	if b.o.mxosServer != "" {
+		cmd = exec.Command(b.o.mxosServer, "--data", data, "--channels", chDir, "--listen", listen, "--log-level", "warn")
+	} else {
+		args := []string{"check-child", "--data", data, "--channels", chDir, "--listen", listen}
+		if b.o.cpuProfile != "" {
+			args = append(args, "--cpuprofile", filepath.Join(b.o.cpuProfile, "server-check.pprof"))
+		}
+		cmd = exec.Command(b.exe, args...)
+	}
+	cmd.Env = childEnviron()
+	d, err := b.procs.start("mxos-server", cmd)
+	if err != nil {
+		return nil, err
+	}
+	s := &httpServer{name: "mxos-server", base: "http://" + listen, d: d, ready: "http://" + listen + "/healthz"}
+	if err := waitReady(ctx, s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// startTrivial starts the peer: this binary's trivial-child.
+func (b *bench) startTrivial(ctx context.Context) (*httpServer, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	listen := "127.0.0.1:" + strconv.Itoa(port)
+	cmd := exec.Command(b.exe, "trivial-child", "--listen", listen)
+	cmd.Env = childEnviron()
+	d, err := b.procs.start("trivial", cmd)
+	if err != nil {
+		return nil, err
+	}
+	s := &httpServer{name: "trivial", base: "http://" + listen, d: d, ready: "http://" + listen + "/healthz"}
+	if err := waitReady(ctx, s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// probeCheck sends one check and validates the answer, so a broken setup
+// fails before any load.
+func probeCheck(ctx context.Context, s *httpServer, authz string, body []byte) error {
+	c := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	var buf bytes.Buffer
+	if _, err := postCheck(ctx, c, s.base+api.Prefix+"/check", authz, body, &buf); err != nil {
+		return fmt.Errorf("check: probing %s: %w", s.name, err)
+	}
+	return nil
+}
+
+// postCheck sends one check request and validates the answer: a 200 with
+// a well-formed CheckResponse.
+func postCheck(ctx context.Context, c *http.Client, url, authz string, body []byte, buf *bytes.Buffer) (api.CheckResponse, error) {
+	var cr api.CheckResponse
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return cr, err
+	}
+	req.Header.Set("Authorization", authz)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.Do(req)
+	if err != nil {
+		return cr, err
+	}
+	defer resp.Body.Close()
+	buf.Reset()
+	if _, err := buf.ReadFrom(io.LimitReader(resp.Body, 64<<10)); err != nil {
+		return cr, fmt.Errorf("POST %s: reading the answer: %w", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return cr, fmt.Errorf("POST %s: %s: %.200s", url, resp.Status, buf.Bytes())
+	}
+	dec := json.NewDecoder(bytes.NewReader(buf.Bytes()))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&cr); err != nil {
+		return cr, fmt.Errorf("POST %s: answer is not a CheckResponse: %w: %.200s", url, err, buf.Bytes())
+	}
+	switch t := cr.Target; {
+	case cr.Reason == "":
+		return cr, fmt.Errorf("POST %s: answer has no reason: %.200s", url, buf.Bytes())
+	case cr.Update != (t != nil):
+		return cr, fmt.Errorf("POST %s: update is %v but target is %v: %.200s", url, cr.Update, t != nil, buf.Bytes())
+	case t != nil && (t.Version == "" || t.Ref == "" || len(t.Commit) != 64):
+		return cr, fmt.Errorf("POST %s: incomplete target: %.200s", url, buf.Bytes())
+	}
+	return cr, nil
+}
+
+// checkStats is what one check load phase achieved.
+type checkStats struct {
+	loadStats
+	hist    *latencyHist
+	reasons map[string]int64
+}
+
+// runCheckPhase POSTs check requests, each with the body of a random
+// device (the same sequence for every server given the seed), from conc
+// goroutines over keep-alive connections for dur, recording each
+// request's latency. Any failed request or invalid answer fails the phase.
+func runCheckPhase(ctx context.Context, s *httpServer, authz string, bodies [][]byte, conc int, dur time.Duration, seed uint64) (*checkStats, error) {
+	if err := s.d.exited(); err != nil {
+		return nil, err
+	}
+	tr := newTransport(conc)
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr}
+	url := s.base + api.Prefix + "/check"
+	pctx, cancel := context.WithTimeout(ctx, dur)
+	defer cancel()
+
+	var mu sync.Mutex
+	total := &checkStats{hist: &latencyHist{}, reasons: map[string]int64{}}
+	var wg sync.WaitGroup
+	pid := s.d.cmd.Process.Pid
+	srv0, err := groupCPU(pid)
+	if err != nil {
+		return nil, err
+	}
+	cli0 := selfCPU()
+	start := time.Now()
+	for w := range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(seed, uint64(w)))
+			var buf bytes.Buffer
+			hist := &latencyHist{}
+			reasons := map[string]int64{}
+			var st loadStats
+			for pctx.Err() == nil {
+				t0 := time.Now()
+				cr, err := postCheck(pctx, c, url, authz, bodies[rng.IntN(len(bodies))], &buf)
+				lat := time.Since(t0)
+				if pctx.Err() != nil {
+					break // cut by the deadline: the request does not count
+				}
+				st.Bytes += int64(buf.Len())
+				if err != nil {
+					st.Errors++
+					if st.FirstErr == nil {
+						st.FirstErr = err
+					}
+					continue
+				}
+				st.Requests++
+				hist.record(lat)
+				reasons[cr.Reason]++
+			}
+			mu.Lock()
+			total.Requests += st.Requests
+			total.Bytes += st.Bytes
+			total.Errors += st.Errors
+			if total.FirstErr == nil {
+				total.FirstErr = st.FirstErr
+			}
+			total.hist.merge(hist)
+			for k, v := range reasons {
+				total.reasons[k] += v
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	total.Elapsed = time.Since(start)
+	total.ClientCPU = selfCPU() - cli0
+	srv1, err := groupCPU(pid)
+	if err != nil {
+		return total, err
+	}
+	total.ServerCPU = srv1 - srv0
+	if err := ctx.Err(); err != nil {
+		return total, fmt.Errorf("interrupted: %w", err)
+	}
+	if total.Errors > 0 {
+		return total, fmt.Errorf("%s: %d of %d check requests failed, first: %w", s.name, total.Errors, total.Requests+total.Errors, total.FirstErr)
+	}
+	if total.Requests == 0 {
+		return total, fmt.Errorf("%s: no answer in %s", s.name, dur)
+	}
+	return total, nil
+}
+
+// latencyHist is a fixed-size log-linear histogram of durations in
+// nanoseconds: exact below 256 ns, then 128 buckets per power of two, so
+// a bucket's width is under 0.8% of its values.
+type latencyHist struct {
+	counts [256 + 56*128]int64
+	n      int64
+}
+
+func histIndex(ns uint64) int {
+	if ns < 256 {
+		return int(ns)
+	}
+	shift := bits.Len64(ns) - 8 // 1..56
+	return 256 + (shift-1)*128 + int(ns>>shift) - 128
+}
+
+// histLower and histUpper are the smallest and largest values of bucket i.
+func histLower(i int) uint64 {
+	if i < 256 {
+		return uint64(i)
+	}
+	shift := (i-256)/128 + 1
+	return uint64((i-256)%128+128) << shift
+}
+
+func histUpper(i int) uint64 {
+	if i < 256 {
+		return uint64(i)
+	}
+	shift := (i-256)/128 + 1
+	return histLower(i) + 1<<shift - 1
+}
+
+func (h *latencyHist) record(d time.Duration) {
+	h.counts[histIndex(uint64(max(d, 0)))]++
+	h.n++
+}
+
+func (h *latencyHist) merge(o *latencyHist) {
+	for i, c := range o.counts {
+		h.counts[i] += c
+	}
+	h.n += o.n
+}
+
+// quantile is the upper edge of the bucket holding the q-quantile
+// (0 < q <= 1): a value at most 0.8% above the true one.
+func (h *latencyHist) quantile(q float64) time.Duration {
+	if h.n == 0 {
+		return 0
+	}
+	rank := int64(q * float64(h.n))
+	if float64(rank) < q*float64(h.n) {
+		rank++
+	}
+	rank = max(rank, 1)
+	var seen int64
+	for i, c := range h.counts {
+		seen += c
+		if seen >= rank {
+			return time.Duration(histUpper(i))
+		}
+	}
+	return time.Duration(histUpper(len(h.counts) - 1))
+}
