@@ -16,6 +16,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/channel"
 	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/server"
+	"github.com/mxos-linux/mxos-update/internal/sign"
 )
 
 // globalOptions are shared by the root command and its subcommands.
@@ -32,6 +33,7 @@ type globalOptions struct {
 func newRootCmd() *cobra.Command {
 	var g globalOptions
 	var listen string
+	var keys keyOptions
 	cmd := &cobra.Command{
 		Use:           "mxos-server",
 		Short:         "Serve MxOS updates",
@@ -40,7 +42,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runServer(cmd.Context(), cmd.OutOrStdout(), g, listen)
+			return runServer(cmd.Context(), cmd.OutOrStdout(), g, listen, keys)
 		},
 	}
 	pf := cmd.PersistentFlags()
@@ -50,11 +52,50 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	pf.StringVar(&g.logFormat, "log-format", "console", "log format: console or json")
 	cmd.Flags().StringVar(&listen, "listen", envOr("MXOS_LISTEN", server.DefaultListen), "address to listen on (env MXOS_LISTEN)")
+	cmd.Flags().StringVar(&keys.release, "release-keys", envOr("MXOS_RELEASE_KEYS", ""), "directory of the release public keys published commits must be signed with (env MXOS_RELEASE_KEYS; default ./keys when it holds keys)")
+	cmd.Flags().StringVar(&keys.online, "online-keys", envOr("MXOS_ONLINE_KEYS", ""), "directory of the online secret keys that sign the summary (env MXOS_ONLINE_KEYS; make them with mxosctl keys generate --dir)")
 	cmd.AddCommand(newTokenCmd(&g))
 	return cmd
 }
 
-func runServer(ctx context.Context, out io.Writer, g globalOptions, listen string) error {
+// keyOptions name the key directories of remote publishing.
+type keyOptions struct {
+	release, online string
+}
+
+// load returns the trusted release keys and the online signers. An
+// explicitly named directory must load; without one, ./keys is used when
+// it holds public keys. Missing either set disables publishing (the API
+// says so) but not the server.
+func (k keyOptions) load(log *zap.Logger) ([]sign.Verifier, []sign.Signer, error) {
+	var (
+		trusted []sign.Verifier
+		online  []sign.Signer
+		err     error
+	)
+	switch {
+	case k.release != "":
+		if trusted, err = sign.LoadVerifiers(k.release); err != nil {
+			return nil, nil, fmt.Errorf("loading release keys (--release-keys): %w", err)
+		}
+	default:
+		trusted, _ = sign.LoadVerifiers("keys")
+	}
+	if k.online != "" {
+		if online, err = sign.LoadSigners(k.online); err != nil {
+			return nil, nil, fmt.Errorf("loading online keys (--online-keys): %w", err)
+		}
+	}
+	switch {
+	case len(trusted) == 0:
+		log.Warn("no release public keys (--release-keys): publishing is disabled")
+	case len(online) == 0:
+		log.Warn("no online keys (--online-keys): publishing is disabled")
+	}
+	return trusted, online, nil
+}
+
+func runServer(ctx context.Context, out io.Writer, g globalOptions, listen string, keys keyOptions) error {
 	log, err := newLogger(g.logLevel, g.logFormat)
 	if err != nil {
 		return err
@@ -85,6 +126,9 @@ func runServer(ctx context.Context, out io.Writer, g globalOptions, listen strin
 		}
 		defer store.Close()
 		cfg.Store, cfg.Channels = store, set
+		if cfg.TrustedKeys, cfg.OnlineSigners, err = keys.load(log); err != nil {
+			return err
+		}
 	}
 	srv, err := server.New(cfg)
 	if err != nil {

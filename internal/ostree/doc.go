@@ -16,6 +16,8 @@
 //	  refs/heads/<ref>             "<64 hex>\n"
 //	  summary, summary.sig
 //	  tmp/                         staging area of running transactions
+//	  tmp/uploads/<id>/            upload sessions: verified objects a remote
+//	                               client sent, moved into objects/ by Upload.Commit
 //
 // Writes are atomic: every object is written to a staging directory under
 // tmp/, its checksum computed while writing and compared to the expected one,
@@ -23,6 +25,12 @@
 // moved only after every object reachable from its commit is in place, so a
 // crash at any point leaves either the old or the new ref, both complete.
 // Leftover staging directories of dead writers are removed on the next write.
+//
+// Remote publishing stages objects in upload sessions (upload.go), which
+// outlive transactions so an interrupted upload resumes: each object is
+// verified (hash, format, size cap) and synced before it is named in the
+// session, and Upload.Commit moves a session's objects into objects/ under
+// the write lock with the same sync-rename-sync as Txn.Commit.
 //
 // There is no maintained pure-Go libostree; the formats here are written from
 // the notes in shared/notes/ostree-formats.md and checked against the real

@@ -115,18 +115,7 @@ func (t *Txn) WriteMetadata(typ ObjectType, data []byte, want Checksum) (Checksu
 	if !want.IsZero() && c != want {
 		return c, &ObjectError{want, typ, fmt.Errorf("%w: bytes hash to %s", ErrCorrupt, c)}
 	}
-	var err error
-	switch typ {
-	case ObjCommit:
-		_, err = ParseCommit(data)
-	case ObjDirTree:
-		_, err = ParseDirTree(data)
-	case ObjDirMeta:
-		_, err = ParseDirMeta(data)
-	default:
-		err = fmt.Errorf("%s is not a metadata object type", typ)
-	}
-	if err != nil {
+	if err := checkMetadataObject(typ, data); err != nil {
 		return c, &ObjectError{c, typ, err}
 	}
 	if t.HasObject(c, typ) {

@@ -7,6 +7,22 @@
 // Order matters for clients: objects become visible first, then the
 // signatures (commitmeta), then the ref, then the summary; a client that
 // sees the new ref always finds a complete, signed commit.
+//
+// Remote publishing (Acceptor) splits the roles: the release key stays on
+// the release team's machine and signs commits there; the server receives
+// the signed commit through an upload session (ostree.Upload), verifies
+// it against the release public keys it trusts (every trusted engine must
+// have signed, the version and ref binding must match, the timestamp must
+// grow; a promotion must keep its source's root tree) and only then moves
+// the ref. The summary is re-signed by the server's online key, which can
+// therefore delay or gate updates among release-signed commits but never
+// sign a commit itself.
+//
+// Stock ostree clients cannot express that split: they import both public
+// OpenPGP keys (`ostree remote gpg-import` of the release and the online
+// openpgp.pub.asc) and then accept either key for commits and summaries
+// alike. The MxOS device updater pins each key to its role; it is what
+// enforces that a commit signed only by the online key is refused.
 package release
 
 import (

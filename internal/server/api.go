@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -35,6 +36,48 @@ type apiState struct {
 	now      func() time.Time
 	log      *zap.Logger
 	metrics  *metrics
+
+	// tokens caches successful token lookups for tokenTTL: a device fleet
+	// authenticates on every check. Revoking through this server clears
+	// it; a revocation made through another replica applies within the TTL.
+	tokMu  sync.Mutex
+	tokens map[[32]byte]cachedToken
+}
+
+type cachedToken struct {
+	t       db.Token
+	expires time.Time
+}
+
+const tokenTTL = time.Second
+
+func (a *apiState) lookupToken(ctx context.Context, hash []byte) (db.Token, error) {
+	var k [32]byte
+	copy(k[:], hash)
+	now := time.Now()
+	a.tokMu.Lock()
+	c, ok := a.tokens[k]
+	a.tokMu.Unlock()
+	if ok && now.Before(c.expires) {
+		return c.t, nil
+	}
+	t, err := a.store.TokenByHash(ctx, hash)
+	if err != nil {
+		return t, err
+	}
+	a.tokMu.Lock()
+	if a.tokens == nil || len(a.tokens) > 100000 {
+		a.tokens = map[[32]byte]cachedToken{}
+	}
+	a.tokens[k] = cachedToken{t: t, expires: now.Add(tokenTTL)}
+	a.tokMu.Unlock()
+	return t, nil
+}
+
+func (a *apiState) forgetTokens() {
+	a.tokMu.Lock()
+	a.tokens = nil
+	a.tokMu.Unlock()
 }
 
 type ctxKey int
@@ -66,6 +109,7 @@ func (s *Server) apiRoutes() {
 	h("GET "+p+"/tokens", []auth.Permission{auth.PermManageTokens}, a.handleTokens)
 	h("POST "+p+"/tokens", []auth.Permission{auth.PermManageTokens}, a.handleTokenCreate)
 	h("DELETE "+p+"/tokens/{name}", []auth.Permission{auth.PermManageTokens}, a.handleTokenRevoke)
+	s.publishRoutes() // publish.go
 }
 
 // authed checks the bearer token and that its role has one of perms (nil
@@ -90,7 +134,7 @@ func (a *apiState) authorize(r *http.Request, perms []auth.Permission) (db.Token
 	if err != nil {
 		return db.Token{}, api.Errorf(api.CodeUnauthorized, "a valid token is required (Authorization: Bearer …)")
 	}
-	t, err := a.store.TokenByHash(r.Context(), auth.Hash(tok))
+	t, err := a.lookupToken(r.Context(), auth.Hash(tok))
 	if errors.Is(err, db.ErrNotFound) {
 		return db.Token{}, api.Errorf(api.CodeUnauthorized, "unknown or revoked token")
 	}
@@ -342,6 +386,7 @@ func (a *apiState) handleRolloutStart(w http.ResponseWriter, r *http.Request) er
 	if err != nil {
 		return err
 	}
+	a.updates.Invalidate()
 	var sts []api.RolloutStatus
 	for _, ro := range out {
 		ro, _ = a.store.GetRollout(r.Context(), ro.ID)
@@ -389,6 +434,7 @@ func (a *apiState) handleRolloutAction(w http.ResponseWriter, r *http.Request) e
 	if err != nil {
 		return err
 	}
+	a.updates.Invalidate()
 	ro, err = a.store.GetRollout(r.Context(), id)
 	if err != nil {
 		return err
@@ -628,12 +674,14 @@ func (a *apiState) handleTokenRevoke(w http.ResponseWriter, r *http.Request) err
 		if err != nil {
 			return err
 		}
+		a.forgetTokens()
 		_, err = tx.AppendAudit(r.Context(), db.Entry{Actor: who, Action: "token.revoke", Subject: t.Name, At: now})
 		return err
 	})
 	if err != nil {
 		return err
 	}
+	a.forgetTokens() // again after the commit: a lookup in between may have cached it
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

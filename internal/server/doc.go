@@ -16,8 +16,13 @@
 //   - Temporary and private parts of the repository (dot files, tmp/, state/)
 //     and anything but regular files are never served.
 //   - Small content-addressed objects may be served from a cache of open
-//     descriptors (objCache): their bytes are fixed by their names. A
+//     descriptors or, up to 16 KiB each and Config.ObjectMemory in all, of
+//     their bytes (objCache): their bytes are fixed by their names. A
 //     deleted object is served for at most about two minutes more.
+//   - Small bodies that do not fit net/http's 4 KiB connection buffer with
+//     their headers are sent with TCP_CORK set (writeBody), so the response
+//     leaves in one burst rather than two; sendfile responses are never
+//     corked (that doubled their CPU cost).
 //   - The repository directory itself must stay in place while serving;
 //     everything inside it may change.
 //

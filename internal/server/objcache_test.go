@@ -15,7 +15,7 @@ import (
 
 func TestObjCacheBoundedAndClosed(t *testing.T) {
 	dir := t.TempDir()
-	c := newObjCache(8, time.Hour)
+	c := newObjCache(8, 0, time.Hour)
 	now := time.Now()
 	var files []*os.File
 	for i := range 40 {
@@ -50,7 +50,7 @@ func TestObjCacheBoundedAndClosed(t *testing.T) {
 
 func TestObjCacheExpiry(t *testing.T) {
 	dir := t.TempDir()
-	c := newObjCache(8, 20*time.Millisecond)
+	c := newObjCache(8, 0, 20*time.Millisecond)
 	defer c.close()
 	p := filepath.Join(dir, "obj")
 	writeFile(t, p, []byte("x"))
@@ -100,7 +100,7 @@ func TestObjCacheEvictionUnderLoad(t *testing.T) {
 	}
 	s := newTestServer(t, data)
 	s.repo.objs.close()
-	s.repo.objs = newObjCache(4, time.Hour)
+	s.repo.objs = newObjCache(4, DefaultObjectMemory, time.Hour)
 	base := startServer(t, s)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -23,9 +23,10 @@ import (
 // slash, no "..", and cannot be a symlink: the open cannot leave the
 // directory, which is exactly what os.Root would do for this last step.
 //
-// Speed: small objects stay open in h.objs, so a repeated object costs one
-// pread; the first request uses raw descriptors, skipping the epoll
-// registration attempt package os makes on every open.
+// Speed: small objects stay in h.objs, in memory or open, so a repeated
+// object costs no system call but the write, or one pread; the first
+// request uses raw descriptors, skipping the epoll registration attempt
+// package os makes on every open.
 func (h *repoHandler) serveObject(w http.ResponseWriter, r *http.Request, name string) bool {
 	now := time.Now()
 	if e := h.objs.get(name, now); e != nil {
@@ -70,8 +71,9 @@ func (h *repoHandler) serveObject(w http.ResponseWriter, r *http.Request, name s
 		return true
 	}
 	e := h.objs.newEntry(f, name, size, modtime, now)
+	h.objs.load(e)
 	if !h.objs.add(name, e) {
-		defer f.Close()
+		defer h.objs.discard(e)
 	}
 	h.serveCached(w, r, name, e)
 	return true
@@ -99,6 +101,10 @@ func (h *repoHandler) serveCached(w http.ResponseWriter, r *http.Request, name s
 		return
 	}
 
+	if e.f == nil {
+		writeBody(w, r, e.data)
+		return
+	}
 	p := bufPool.Get().(*[]byte)
 	buf := smallBuf{p: p, b: (*p)[:e.size]}
 	if err := h.readCached(name, e, buf.b); err != nil {
@@ -107,7 +113,8 @@ func (h *repoHandler) serveCached(w http.ResponseWriter, r *http.Request, name s
 		writeStatus(w, http.StatusInternalServerError)
 		return
 	}
-	sendBuffer(w, buf)
+	writeBody(w, r, buf.b)
+	buf.release()
 }
 
 // readCached fills b with e's bytes.

@@ -64,8 +64,10 @@ type repoHandler struct {
 	objs *objCache
 }
 
-func newRepoHandler(root *os.Root, log *zap.Logger) *repoHandler {
-	return &repoHandler{root: root, log: log, etags: newETagCache(), objs: newObjCache(objCacheMax, objCacheTTL)}
+// newRepoHandler serves root, keeping up to objMem bytes of small objects
+// in memory (none if objMem ≤ 0).
+func newRepoHandler(root *os.Root, log *zap.Logger, objMem int64) *repoHandler {
+	return &repoHandler{root: root, log: log, etags: newETagCache(), objs: newObjCache(objCacheMax, objMem, objCacheTTL)}
 }
 
 func (h *repoHandler) close() error {
@@ -148,7 +150,8 @@ func (h *repoHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeStatus(w, http.StatusInternalServerError)
 			return
 		}
-		sendBuffer(w, buf)
+		writeBody(w, r, buf.b)
+		buf.release()
 		return
 	}
 	h.sendFile(w, name, f, size)
@@ -217,11 +220,40 @@ func readSmall(f *os.File, size int64) (smallBuf, error) {
 	return smallBuf{p: p, b: b}, nil
 }
 
-// sendBuffer writes a small body (headers already set) and releases buf.
-func sendBuffer(w http.ResponseWriter, buf smallBuf) {
-	defer buf.release() // after Write returns the bytes are in net/http's buffers or the kernel
+// connKey is the request-context key of the connection's
+// syscall.RawConn (see connContext).
+type connKey struct{}
+
+// corkMin is the body size above which a response may not fit net/http's
+// 4 KiB connection buffer together with its headers (about 300 bytes for
+// an object). net/http then writes it with two write(2) calls, each a
+// separate loopback delivery and client wake-up; corking makes them one.
+const corkMin = 4096 - 512
+
+// writeBody sends a small body (headers already set). Once Write returns,
+// b has been copied or written, so the caller may reuse it.
+func writeBody(w http.ResponseWriter, r *http.Request, b []byte) {
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(buf.b) // a failure means the client went away
+	if len(b) <= corkMin {
+		_, _ = w.Write(b) // a failure means the client went away
+		return
+	}
+	rc, _ := r.Context().Value(connKey{}).(syscall.RawConn)
+	if rc == nil || !setCork(rc, true) {
+		_, _ = w.Write(b)
+		return
+	}
+	// Flush while corked: what net/http would flush after the handler
+	// returns must be queued before the cork is cleared, or it would leave
+	// as a second burst after it.
+	if _, err := w.Write(b); err == nil {
+		if fl, ok := w.(http.Flusher); ok {
+			fl.Flush()
+		} else {
+			_ = http.NewResponseController(w).Flush()
+		}
+	}
+	setCork(rc, false)
 }
 
 // sendFile sends f's size bytes (headers already set) with sendfile(2).

@@ -404,7 +404,7 @@ func TestObjectDirReplaced(t *testing.T) {
 	writeFile(t, filepath.Join(fanout, hexA+".filez"), []byte("first"))
 	s := newTestServer(t, data)
 	s.repo.objs.close()
-	s.repo.objs = newObjCache(objCacheMax, 50*time.Millisecond)
+	s.repo.objs = newObjCache(objCacheMax, DefaultObjectMemory, 50*time.Millisecond)
 	base := startServer(t, s)
 	url := func(hex string) string { return base + "/repo/objects/ab/" + hex + ".filez" }
 

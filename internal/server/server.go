@@ -15,6 +15,7 @@ import (
 
 	"github.com/mxos-linux/mxos-update/internal/channel"
 	"github.com/mxos-linux/mxos-update/internal/db"
+	"github.com/mxos-linux/mxos-update/internal/sign"
 	"github.com/mxos-linux/mxos-update/internal/updates"
 )
 
@@ -25,6 +26,7 @@ const (
 	DefaultIdleTimeout       = 120 * time.Second
 	DefaultShutdownTimeout   = 15 * time.Second
 	DefaultMaxHeaderBytes    = 64 << 10
+	DefaultObjectMemory      = 128 << 20
 )
 
 // Config configures a Server. Only DataDir is required.
@@ -46,6 +48,10 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// MaxHeaderBytes limits the size of request headers.
 	MaxHeaderBytes int
+	// ObjectMemory bounds the bytes of small repository objects (up to
+	// 16 KiB each) kept in memory for serving; 0 means
+	// DefaultObjectMemory and a negative value keeps none.
+	ObjectMemory int64
 
 	// Store and Channels enable the update and admin API under /api/v1;
 	// without them the server only serves the repository.
@@ -53,6 +59,15 @@ type Config struct {
 	Channels *channel.Set
 	// Now is the clock of the API (time.Now when nil).
 	Now func() time.Time
+
+	// TrustedKeys are the release public keys a published commit must be
+	// signed with; OnlineSigners hold the online key, which signs only the
+	// summary. Without both the publishing endpoints refuse every request.
+	TrustedKeys   []sign.Verifier
+	OnlineSigners []sign.Signer
+	// MaxObjectSize caps one uploaded content object (DefaultMaxObjectSize
+	// when zero); metadata objects are capped at ostree.MaxMetadataSize.
+	MaxObjectSize int64
 }
 
 // There is deliberately no write timeout: repository objects and deltas can
@@ -77,6 +92,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxHeaderBytes <= 0 {
 		c.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if c.ObjectMemory == 0 {
+		c.ObjectMemory = DefaultObjectMemory
 	}
 }
 
@@ -106,7 +124,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg:     cfg,
 		log:     cfg.Logger,
-		repo:    newRepoHandler(root, cfg.Logger.Named("repo")),
+		repo:    newRepoHandler(root, cfg.Logger.Named("repo"), cfg.ObjectMemory),
 		mux:     http.NewServeMux(),
 		metrics: newMetrics(),
 	}
@@ -116,7 +134,7 @@ func New(cfg Config) (*Server, error) {
 			now = time.Now
 		}
 		s.api = &apiState{store: cfg.Store, channels: cfg.Channels, now: now, log: cfg.Logger.Named("api"), metrics: s.metrics,
-			updates: &updates.Service{Store: cfg.Store, Channels: cfg.Channels, Now: now, Log: cfg.Logger.Named("updates")}}
+			updates: &updates.Service{Store: cfg.Store, Channels: cfg.Channels, Now: now, Log: cfg.Logger.Named("updates"), CacheTTL: time.Second}}
 	}
 	s.routes()
 	s.handler = s.logRequests(rejectUncleanPaths(s.mux))
@@ -143,6 +161,11 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // Close releases the repository directory and the descriptors cached for
 // serving it. Call it after Serve has returned.
 func (s *Server) Close() error {
+	if s.api != nil {
+		if err := s.api.updates.Flush(context.Background()); err != nil {
+			s.log.Warn("recording last-seen times", zap.Error(err))
+		}
+	}
 	return s.repo.close()
 }
 
@@ -153,6 +176,7 @@ func (s *Server) httpServer() *http.Server {
 		IdleTimeout:       s.cfg.IdleTimeout,
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
 		ErrorLog:          newStdLog(s.log.Named("http")),
+		ConnContext:       connContext, // for TCP_CORK in writeBody
 	}
 }
 
@@ -163,6 +187,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := s.httpServer()
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
+	if s.api != nil {
+		go s.flushLoop(ctx)
+	}
 
 	select {
 	case err := <-errc:
@@ -180,6 +207,23 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("shutting down HTTP server: %w", err)
 	}
 	return nil
+}
+
+// flushLoop writes queued last-seen times every second until ctx ends;
+// Close writes the rest.
+func (s *Server) flushLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.api.updates.Flush(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("recording last-seen times", zap.Error(err))
+			}
+		}
+	}
 }
 
 // ListenAndServe listens on Config.Listen and calls Serve.

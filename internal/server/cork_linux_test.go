@@ -1,0 +1,56 @@
+package server
+
+import (
+	"context"
+	"net"
+	"syscall"
+	"testing"
+)
+
+// TestSetCork checks that connContext hands writeBody the connection and
+// that setCork really sets and clears TCP_CORK on it.
+func TestSetCork(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	conn, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+
+	rc, ok := connContext(context.Background(), conn).Value(connKey{}).(syscall.RawConn)
+	if !ok {
+		t.Fatal("connContext stored no RawConn for a TCP connection")
+	}
+	corked := func() int {
+		var v int
+		var gerr error
+		if err := rc.Control(func(fd uintptr) {
+			v, gerr = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_CORK)
+		}); err != nil || gerr != nil {
+			t.Fatalf("reading TCP_CORK: %v %v", err, gerr)
+		}
+		return v
+	}
+	if !setCork(rc, true) || corked() != 1 {
+		t.Fatal("TCP_CORK not set")
+	}
+	if !setCork(rc, false) || corked() != 0 {
+		t.Fatal("TCP_CORK not cleared")
+	}
+	_ = conn.Close()
+	if setCork(rc, true) {
+		t.Error("setCork on a closed connection reported success")
+	}
+	if ctx := connContext(context.Background(), &net.UnixConn{}); ctx.Value(connKey{}) != nil {
+		t.Error("connContext stored a RawConn for a non-TCP connection")
+	}
+}

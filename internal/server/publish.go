@@ -1,0 +1,507 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+
+	"go.uber.org/zap"
+
+	"github.com/mxos-linux/mxos-update/internal/api"
+	"github.com/mxos-linux/mxos-update/internal/auth"
+	"github.com/mxos-linux/mxos-update/internal/channel"
+	"github.com/mxos-linux/mxos-update/internal/db"
+	"github.com/mxos-linux/mxos-update/internal/ostree"
+	"github.com/mxos-linux/mxos-update/internal/release"
+	"github.com/mxos-linux/mxos-update/internal/rollout"
+	"github.com/mxos-linux/mxos-update/internal/sign"
+)
+
+// Remote publishing (internal/api/publish.go): upload sessions staging
+// verified objects, and releases that move a channel's ref to a commit the
+// release machine signed. The server never holds the release key; it
+// checks commits against Config.TrustedKeys and signs only the summary,
+// with Config.OnlineSigners.
+
+// DefaultMaxObjectSize caps one uploaded content object (compressed).
+const DefaultMaxObjectSize = 4 << 30
+
+// Request body caps of the publishing API. A missing-objects request holds
+// up to api.MaxMissingObjects names of about 75 bytes; a release request
+// carries signatures and, optionally, the TUF targets metadata.
+const (
+	maxMissingBody = 1 << 20
+	maxReleaseBody = 16 << 20
+)
+
+// targetsUploadFile is where the targets metadata of the last release is
+// kept, verbatim, until signed channel metadata is served from it.
+const targetsUploadFile = "metadata/targets.upload.json"
+
+// publishAPI is the API state plus what publishing needs.
+type publishAPI struct {
+	*apiState
+	dataDir   string
+	trusted   []sign.Verifier
+	online    []sign.Signer
+	maxObject int64
+}
+
+// publishRoutes registers the routes of internal/api/publish.go.
+func (s *Server) publishRoutes() {
+	a := &publishAPI{apiState: s.api, dataDir: s.cfg.DataDir, trusted: s.cfg.TrustedKeys,
+		online: s.cfg.OnlineSigners, maxObject: s.cfg.MaxObjectSize}
+	if a.maxObject <= 0 {
+		a.maxObject = DefaultMaxObjectSize
+	}
+	p := api.Prefix
+	h := func(pattern string, perm []auth.Permission, fn func(http.ResponseWriter, *http.Request) error) {
+		s.mux.Handle(pattern, a.authed(perm, fn))
+	}
+	pub := []auth.Permission{auth.PermPublish, auth.PermPromote}
+	h("POST "+p+"/uploads", pub, a.handleUploadCreate)
+	h("POST "+p+"/uploads/{id}/missing", pub, a.handleUploadMissing)
+	h("PUT "+p+"/uploads/{id}/objects/{name}", pub, a.handleUploadObject)
+	h("POST "+p+"/uploads/{id}/commit", pub, a.handleUploadCommit)
+	h("POST "+p+"/releases", pub, a.handleReleaseCreate)
+	h("GET "+p+"/releases", nil, a.handleReleases)
+}
+
+// repo opens the repository, after checking that publishing is set up:
+// without both key sets the server could accept nothing it can vouch for.
+func (a *publishAPI) repo() (*ostree.Repo, error) {
+	if len(a.trusted) == 0 || len(a.online) == 0 {
+		return nil, api.Errorf(api.CodeInternal, "publishing is not configured on this server: start mxos-server with --release-keys (release public keys) and --online-keys (online secret keys)")
+	}
+	r, err := ostree.Open(filepath.Join(a.dataDir, "repo"))
+	if err != nil {
+		return nil, fmt.Errorf("publishing: %w", err)
+	}
+	return r, nil
+}
+
+// openUpload opens the session named in the path.
+func (a *publishAPI) openUpload(r *http.Request) (*ostree.Upload, error) {
+	repo, err := a.repo()
+	if err != nil {
+		return nil, err
+	}
+	u, err := repo.OpenUpload(r.PathValue("id"))
+	if errors.Is(err, ostree.ErrNoUpload) {
+		return nil, api.Errorf(api.CodeNotFound, "no upload session %q (sessions end when committed or after a day idle)", trunc(r.PathValue("id")))
+	}
+	return u, err
+}
+
+func trunc(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
+}
+
+func (a *publishAPI) handleUploadCreate(w http.ResponseWriter, r *http.Request) error {
+	repo, err := a.repo()
+	if err != nil {
+		return err
+	}
+	// Abandoned sessions are swept here: creating one is rare and cheap.
+	if _, err := repo.CleanUploads(a.now()); err != nil {
+		a.log.Warn("cleaning old upload sessions", zap.Error(err))
+	}
+	u, err := repo.NewUpload()
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, api.UploadSession{ID: u.ID()})
+	return nil
+}
+
+func (a *publishAPI) handleUploadMissing(w http.ResponseWriter, r *http.Request) error {
+	var req api.MissingRequest
+	if err := decodeLimit(w, r, &req, maxMissingBody); err != nil {
+		return err
+	}
+	if len(req.Objects) > api.MaxMissingObjects {
+		return api.Errorf(api.CodeTooLarge, "%d objects in one request; at most %d", len(req.Objects), api.MaxMissingObjects)
+	}
+	u, err := a.openUpload(r)
+	if err != nil {
+		return err
+	}
+	repo, _ := a.repo()
+	out := api.MissingResponse{Missing: []string{}}
+	seen := map[string]bool{}
+	for _, name := range req.Objects {
+		c, t, err := ostree.ParseObjectName(name)
+		if err != nil {
+			return api.Errorf(api.CodeBadRequest, "%v", err)
+		}
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		if !repo.HasObject(c, t) && !u.Has(c, t) {
+			out.Missing = append(out.Missing, name)
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (a *publishAPI) handleUploadObject(w http.ResponseWriter, r *http.Request) error {
+	c, t, err := ostree.ParseObjectName(r.PathValue("name"))
+	if err != nil {
+		return api.Errorf(api.CodeBadRequest, "%v", err)
+	}
+	limit := a.maxObject
+	if t.IsMetadata() {
+		limit = ostree.MaxMetadataSize
+	}
+	if r.ContentLength > limit {
+		return api.Errorf(api.CodeTooLarge, "a %s object may be at most %d bytes", t, limit)
+	}
+	u, err := a.openUpload(r)
+	if err != nil {
+		return err
+	}
+	err = u.Put(c, t, r.Body, limit)
+	switch {
+	case err == nil:
+	case errors.Is(err, ostree.ErrTooLarge):
+		return api.Errorf(api.CodeTooLarge, "%v", err)
+	case errors.Is(err, ostree.ErrCorrupt), errors.Is(err, ostree.ErrBadName):
+		return api.Errorf(api.CodeBadRequest, "%v", err)
+	case errors.Is(err, ostree.ErrNoUpload):
+		return api.Errorf(api.CodeNotFound, "upload session %s ended", u.ID())
+	default:
+		return fmt.Errorf("receiving %s: %w", r.PathValue("name"), err)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (a *publishAPI) handleUploadCommit(w http.ResponseWriter, r *http.Request) error {
+	u, err := a.openUpload(r)
+	if err != nil {
+		return err
+	}
+	err = u.Commit()
+	if errors.Is(err, ostree.ErrNoUpload) {
+		return api.Errorf(api.CodeNotFound, "upload session %s ended", u.ID())
+	}
+	if err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (a *publishAPI) handleReleases(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	names := a.channels.Names()
+	if c := q.Get("channel"); c != "" {
+		if _, err := a.channels.Get(c); err != nil {
+			return api.Errorf(api.CodeUnknownChannel, "unknown channel %q", c)
+		}
+		names = []string{c}
+	}
+	arch := q.Get("arch")
+	if arch != "" {
+		known := false
+		for _, n := range names {
+			ch, _ := a.channels.Get(n)
+			if _, ok := ch.Ref(arch); ok {
+				known = true
+			}
+		}
+		if !known {
+			return api.Errorf(api.CodeUnknownArch, "no channel here has the %q architecture", arch)
+		}
+	}
+	out := []api.Release{}
+	for _, n := range names {
+		rs, err := a.store.ListReleases(r.Context(), n, arch)
+		if err != nil {
+			return err
+		}
+		for _, rel := range rs {
+			out = append(out, *toAPIRelease(rel))
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// releasePlan is a validated ReleaseRequest.
+type releasePlan struct {
+	req        api.ReleaseRequest
+	ch         *channel.Channel
+	ref        string
+	commit     ostree.Checksum
+	ramp       string // "" for no rollout
+	srcRef     string
+	srcCommit  ostree.Checksum
+	actionName string
+}
+
+// planRelease checks everything that needs only the request, the channel
+// definitions and the database, so refusals come before the repository
+// is touched.
+func (a *publishAPI) planRelease(r *http.Request, req api.ReleaseRequest) (*releasePlan, error) {
+	ctx := r.Context()
+	pl := &releasePlan{req: req, actionName: "publish"}
+	ch, err := a.channels.Get(req.Channel)
+	if err != nil {
+		return nil, api.Errorf(api.CodeUnknownChannel, "unknown channel %q", req.Channel)
+	}
+	pl.ch = ch
+	ref, ok := ch.Ref(req.Arch)
+	if !ok {
+		return nil, api.Errorf(api.CodeUnknownArch, "channel %s has no %q architecture", ch.Name, req.Arch)
+	}
+	pl.ref = ref
+	if _, err := rollout.ParseVersion(req.Version); err != nil {
+		return nil, api.Errorf(api.CodeBadRequest, "%v", err)
+	}
+	if pl.commit, err = ostree.ParseChecksum(req.Commit); err != nil {
+		return nil, api.Errorf(api.CodeBadRequest, "commit: %v", err)
+	}
+	if len(req.Commitmeta) == 0 {
+		return nil, api.Errorf(api.CodeBadRequest, "commitmeta (the commit's signatures) is required")
+	}
+	if len(req.Targets) > 0 && !json.Valid(req.Targets) {
+		return nil, api.Errorf(api.CodeBadRequest, "targets is not JSON")
+	}
+	switch req.Ramp {
+	case "none":
+	case "":
+		dr, err := ch.DefaultRamp()
+		if err != nil {
+			return nil, err
+		}
+		pl.ramp = dr.String()
+	default:
+		if _, err := rollout.ParseRamp(req.Ramp); err != nil {
+			return nil, api.Errorf(api.CodeBadRequest, "%v", err)
+		}
+		pl.ramp = req.Ramp
+	}
+
+	// Who: the role's permission, then the channel's own publisher list.
+	tok, _ := ctx.Value(tokenKey).(db.Token)
+	perm := auth.PermPublish
+	if req.PromotedFrom != "" {
+		perm, pl.actionName = auth.PermPromote, "promote"
+	}
+	if !auth.Allowed(tok.Role, perm) {
+		return nil, api.Errorf(api.CodeForbidden, "the %s role cannot %s", tok.Role, pl.actionName)
+	}
+	if !ch.AllowsPublisher(string(tok.Role), tok.Name) {
+		return nil, api.Errorf(api.CodeForbidden, "token %s may not %s into %s", tok.Name, pl.actionName, ch.Name)
+	}
+
+	if req.PromotedFrom != "" {
+		if err := a.channels.CanPromote(req.PromotedFrom, ch.Name); err != nil {
+			if errors.Is(err, channel.ErrUnknownChannel) {
+				return nil, api.Errorf(api.CodeUnknownChannel, "%v", err)
+			}
+			return nil, api.Errorf(api.CodePromotion, "%v", err)
+		}
+		src, _ := a.channels.Get(req.PromotedFrom)
+		if pl.srcRef, ok = src.Ref(req.Arch); !ok {
+			return nil, api.Errorf(api.CodeUnknownArch, "channel %s has no %q architecture", src.Name, req.Arch)
+		}
+		rel, err := a.store.GetRelease(ctx, src.Name, req.Arch, req.Version)
+		if errors.Is(err, db.ErrNotFound) {
+			return nil, api.Errorf(api.CodeNotFound, "%s is not published on %s for %s", req.Version, src.Name, req.Arch)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if pl.srcCommit, err = ostree.ParseChecksum(rel.Commit); err != nil {
+			return nil, fmt.Errorf("stored release %s/%s %s: %w", src.Name, req.Arch, req.Version, err)
+		}
+	}
+
+	existing, err := a.store.ListReleases(ctx, ch.Name, req.Arch)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range existing {
+		if e.Version == req.Version {
+			return nil, api.Errorf(api.CodeDuplicateVersion, "%s is already published on %s for %s", req.Version, ch.Name, req.Arch)
+		}
+	}
+	if len(existing) > 0 {
+		if c, err := rollout.Compare(req.Version, existing[0].Version); err != nil || c <= 0 {
+			return nil, api.Errorf(api.CodeVersionOrder, "%s is not newer than %s, the newest on %s for %s", req.Version, existing[0].Version, ch.Name, req.Arch)
+		}
+	}
+	if pl.ramp != "" {
+		ro, err := a.store.CurrentRollout(ctx, ch.Name, req.Arch)
+		switch {
+		case errors.Is(err, db.ErrNotFound):
+		case err != nil:
+			return nil, err
+		case ro.State == rollout.StatePending || ro.State == rollout.StateActive || ro.State == rollout.StatePaused:
+			return nil, api.Errorf(api.CodeConflict, "rollout %s of %s is %s on %s for %s: complete or halt it first, or publish with ramp \"none\"",
+				ro.ID, ro.Version, ro.State, ch.Name, req.Arch)
+		}
+	}
+	return pl, nil
+}
+
+// acceptError maps a refusal of release.Acceptor to the API's codes.
+func acceptError(err error) error {
+	msg := err.Error()
+	switch {
+	case errors.Is(err, sign.ErrBadSignature), errors.Is(err, sign.ErrNoSignatures), errors.Is(err, release.ErrUnsigned):
+		return api.Errorf(api.CodeBadRequest, "signature check failed: %s", msg)
+	case errors.Is(err, release.ErrIncomplete):
+		return api.Errorf(api.CodeBadRequest, "%s (upload and commit the objects first)", msg)
+	case errors.Is(err, release.ErrBadCommit), errors.Is(err, release.ErrBinding), errors.Is(err, ostree.ErrBadName):
+		return api.Errorf(api.CodeBadRequest, "%s", msg)
+	case errors.Is(err, release.ErrOlder):
+		return api.Errorf(api.CodeVersionOrder, "%s", msg)
+	case errors.Is(err, release.ErrSameVersion):
+		return api.Errorf(api.CodeDuplicateVersion, "%s", msg)
+	case errors.Is(err, release.ErrRootMismatch):
+		return api.Errorf(api.CodePromotion, "%s", msg)
+	case errors.Is(err, release.ErrSourceNotFound):
+		return api.Errorf(api.CodeNotFound, "%s", msg)
+	}
+	return err
+}
+
+// handleReleaseCreate publishes or promotes. Order: every check that needs
+// only the database (planRelease); then one database transaction that
+// records the release, its rollout and the audit entry and, last, has the
+// Acceptor verify the commit and move the ref. A refusal anywhere rolls
+// the transaction back, and the Acceptor changes nothing when it refuses,
+// so a refused request leaves both the database and the repository as
+// they were. (Only a failed database commit after the ref moved could
+// leave them apart; the error is logged.)
+func (a *publishAPI) handleReleaseCreate(w http.ResponseWriter, r *http.Request) error {
+	var req api.ReleaseRequest
+	if err := decodeLimit(w, r, &req, maxReleaseBody); err != nil {
+		return err
+	}
+	repo, err := a.repo()
+	if err != nil {
+		return err
+	}
+	pl, err := a.planRelease(r, req)
+	if err != nil {
+		return err
+	}
+	ctx := r.Context()
+	now := a.now()
+	who := actor(r, a.apiState)
+	rel := db.Release{Channel: pl.ch.Name, Arch: req.Arch, Version: req.Version, Ref: pl.ref, Commit: pl.commit.String(),
+		PublishedAt: now, PublishedBy: who, PromotedFrom: req.PromotedFrom}
+	acc := &release.Acceptor{Repo: repo, Trusted: a.trusted, Online: a.online, Now: a.now}
+	moved := false
+	err = a.store.Tx(ctx, func(tx *db.Tx) error {
+		if err := tx.AddRelease(ctx, rel); err != nil {
+			switch {
+			case errors.Is(err, db.ErrDuplicate):
+				return api.Errorf(api.CodeDuplicateVersion, "%v", err)
+			case errors.Is(err, db.ErrVersionOrder):
+				return api.Errorf(api.CodeVersionOrder, "%v", err)
+			}
+			return err
+		}
+		detail := map[string]string{"commit": rel.Commit, "version": rel.Version, "ref": rel.Ref}
+		if pl.ramp != "" {
+			ro := db.Rollout{ID: newID(), Channel: rel.Channel, Arch: rel.Arch, Version: rel.Version, Ramp: pl.ramp,
+				State: rollout.StateActive, CreatedAt: now, CreatedBy: who}
+			if err := tx.CreateRollout(ctx, ro); err != nil {
+				if errors.Is(err, db.ErrConflict) {
+					return api.Errorf(api.CodeConflict, "%v", err)
+				}
+				return err
+			}
+			detail["rollout"], detail["ramp"] = ro.ID, ro.Ramp
+		}
+		if req.PromotedFrom != "" {
+			detail["promoted_from"] = req.PromotedFrom
+		}
+		dj, _ := json.Marshal(detail)
+		if _, err := tx.AppendAudit(ctx, db.Entry{Actor: who, Action: pl.actionName,
+			Subject: rel.Channel + "/" + rel.Arch + "/" + rel.Version, Detail: string(dj), At: now}); err != nil {
+			return err
+		}
+		if _, err := acc.Accept(ctx, release.AcceptRequest{Ref: pl.ref, Version: req.Version, Commit: pl.commit,
+			Commitmeta: req.Commitmeta, PromotedFromRef: pl.srcRef, SourceCommit: pl.srcCommit}); err != nil {
+			return acceptError(err)
+		}
+		moved = true
+		return nil
+	})
+	if err != nil {
+		if moved {
+			a.log.Error("the ref moved but the release was not recorded", zap.String("ref", pl.ref),
+				zap.String("commit", rel.Commit), zap.String("version", rel.Version), zap.Error(err))
+		}
+		return err
+	}
+	a.updates.Invalidate() // checks must see the new release and rollout
+	if len(req.Targets) > 0 {
+		if err := writeTargets(a.dataDir, req.Targets); err != nil {
+			a.log.Error("storing the uploaded targets metadata", zap.Error(err))
+		}
+	}
+	a.log.Info(pl.actionName, zap.String("channel", rel.Channel), zap.String("arch", rel.Arch),
+		zap.String("version", rel.Version), zap.String("commit", rel.Commit))
+	writeJSON(w, http.StatusCreated, toAPIRelease(rel))
+	return nil
+}
+
+// writeTargets keeps the release's TUF targets metadata verbatim (temp
+// file, fsync, rename) for the signed channel metadata to pick up; the
+// server does not serve or check it yet.
+func writeTargets(dataDir string, b []byte) error {
+	p := filepath.Join(dataDir, filepath.FromSlash(targetsUploadFile))
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(p), ".targets-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), p)
+}
+
+// decodeLimit is decode with a body cap of its own.
+func decodeLimit(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
+	r.Body = http.MaxBytesReader(w, r.Body, limit)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return api.Errorf(api.CodeTooLarge, "request body is larger than %d bytes", limit)
+		}
+		return api.Errorf(api.CodeBadRequest, "invalid JSON: %v", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return api.Errorf(api.CodeBadRequest, "invalid JSON: data after the object")
+	}
+	return nil
+}
