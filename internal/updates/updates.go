@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -39,12 +40,73 @@ const (
 	ReasonPreviousRelease = "previous-release"
 )
 
-// Service answers device requests.
+// Service answers device requests. It is safe for concurrent use.
+//
+// A check of a known device whose state did not change only records when
+// it was last seen; those updates are queued and written in one
+// transaction by Flush (the server calls it every second and at shutdown),
+// so checks do not queue behind each other for the database's write lock.
+// New devices and changed ones are written at once.
 type Service struct {
 	Store    *db.Store
 	Channels *channel.Set
 	Now      func() time.Time
 	Log      *zap.Logger
+	// CacheTTL is how long rollout and release rows are reused between
+	// checks (see ttlCache); 0 disables caching.
+	CacheTTL time.Duration
+
+	mu       sync.Mutex
+	pending  map[string]db.Device
+	rollouts ttlCache[[2]string, db.Rollout]
+	lists    ttlCache[string, []db.Rollout]
+	releases ttlCache[[3]string, db.Release]
+	initOnce sync.Once
+}
+
+func (s *Service) init() {
+	s.initOnce.Do(func() {
+		s.rollouts.ttl, s.lists.ttl, s.releases.ttl = s.CacheTTL, s.CacheTTL, s.CacheTTL
+	})
+}
+
+// Invalidate drops cached rollout and release rows; call it after changing
+// them.
+func (s *Service) Invalidate() {
+	s.rollouts.clear()
+	s.lists.clear()
+	s.releases.clear()
+}
+
+// Flush writes the queued last-seen times.
+func (s *Service) Flush(ctx context.Context) error {
+	s.mu.Lock()
+	batch := s.pending
+	s.pending = nil
+	s.mu.Unlock()
+	if len(batch) == 0 {
+		return nil
+	}
+	return s.Store.Tx(ctx, func(tx *db.Tx) error {
+		for _, d := range batch {
+			if err := tx.UpsertDevice(ctx, d); err != nil {
+				return fmt.Errorf("recording last-seen times: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
+func (s *Service) currentRollout(ctx context.Context, ch, arch string) (db.Rollout, error) {
+	return s.rollouts.get([2]string{ch, arch}, s.now(), func() (db.Rollout, error) { return s.Store.CurrentRollout(ctx, ch, arch) })
+}
+
+func (s *Service) getRelease(ctx context.Context, ch, arch, version string) (db.Release, error) {
+	return s.releases.get([3]string{ch, arch, version}, s.now(), func() (db.Release, error) { return s.Store.GetRelease(ctx, ch, arch, version) })
+}
+
+func (s *Service) listRollouts(ctx context.Context, ch string) ([]db.Rollout, error) {
+	return s.lists.get(ch, s.now(), func() ([]db.Rollout, error) { return s.Store.ListRollouts(ctx, ch) })
 }
 
 func (s *Service) now() time.Time {
@@ -78,16 +140,27 @@ func (s *Service) Check(ctx context.Context, req api.CheckRequest) (api.CheckRes
 			return api.CheckResponse{}, api.Errorf(api.CodeBadRequest, "version %q is not valid", req.Version)
 		}
 	}
+	s.init()
 	now := s.now()
 	group := req.Group
-	if old, err := s.Store.GetDevice(ctx, req.DeviceID); err == nil && old.Group != "" {
+	old, err := s.Store.GetDevice(ctx, req.DeviceID)
+	known := err == nil
+	if known && old.Group != "" {
 		group = old.Group // admins own groups once set
 	} else if err != nil && !errors.Is(err, db.ErrNotFound) {
 		return api.CheckResponse{}, fmt.Errorf("check %s: %w", req.DeviceID, err)
 	}
 	dev := db.Device{ID: req.DeviceID, Arch: req.Arch, Channel: req.Channel, Group: group,
 		BootedCommit: req.BootedCommit, Version: req.Version, LastSeen: now}
-	if err := s.Store.UpsertDevice(ctx, dev); err != nil {
+	if known && old.Arch == dev.Arch && old.Channel == dev.Channel && old.Group == dev.Group &&
+		old.BootedCommit == dev.BootedCommit && old.Version == dev.Version {
+		s.mu.Lock()
+		if s.pending == nil {
+			s.pending = map[string]db.Device{}
+		}
+		s.pending[dev.ID] = dev
+		s.mu.Unlock()
+	} else if err := s.Store.UpsertDevice(ctx, dev); err != nil {
 		return api.CheckResponse{}, fmt.Errorf("check %s: %w", req.DeviceID, err)
 	}
 	devPin, groupPin, err := s.Store.PinsFor(ctx, req.DeviceID, group)
@@ -127,7 +200,7 @@ func newer(v, device string) bool {
 }
 
 func (s *Service) held(ctx context.Context, req api.CheckRequest, chName, version string) (api.CheckResponse, error) {
-	r, err := s.Store.GetRelease(ctx, chName, req.Arch, version)
+	r, err := s.getRelease(ctx, chName, req.Arch, version)
 	if errors.Is(err, db.ErrNotFound) {
 		return api.CheckResponse{Reason: ReasonPinMissing}, nil
 	}
@@ -141,7 +214,7 @@ func (s *Service) held(ctx context.Context, req api.CheckRequest, chName, versio
 }
 
 func (s *Service) rolloutAnswer(ctx context.Context, req api.CheckRequest, ch *channel.Channel, now time.Time) (api.CheckResponse, error) {
-	ro, err := s.Store.CurrentRollout(ctx, ch.Name, req.Arch)
+	ro, err := s.currentRollout(ctx, ch.Name, req.Arch)
 	if errors.Is(err, db.ErrNotFound) {
 		return api.CheckResponse{Reason: ReasonNoRollout}, nil
 	}
@@ -162,7 +235,7 @@ func (s *Service) rolloutAnswer(ctx context.Context, req api.CheckRequest, ch *c
 		Current: req.Version, Target: ro.Version, RolledBackFrom: bad, Graph: ch.Graph(),
 	})
 	if d.Offer {
-		r, err := s.Store.GetRelease(ctx, ch.Name, req.Arch, d.Target)
+		r, err := s.getRelease(ctx, ch.Name, req.Arch, d.Target)
 		if err != nil {
 			return api.CheckResponse{}, fmt.Errorf("check %s: release %s: %w", req.DeviceID, d.Target, err)
 		}
@@ -190,7 +263,7 @@ func (s *Service) rolloutAnswer(ctx context.Context, req api.CheckRequest, ch *c
 // previousComplete finds the newest release of a completed rollout other
 // than the current one, skipping releases the device rolled back from.
 func (s *Service) previousComplete(ctx context.Context, chName, arch, currentID string, bad []string) (db.Release, bool, error) {
-	ros, err := s.Store.ListRollouts(ctx, chName)
+	ros, err := s.listRollouts(ctx, chName)
 	if err != nil {
 		return db.Release{}, false, err
 	}
@@ -207,7 +280,7 @@ func (s *Service) previousComplete(ctx context.Context, chName, arch, currentID 
 	if best == nil {
 		return db.Release{}, false, nil
 	}
-	rel, err := s.Store.GetRelease(ctx, chName, arch, best.Version)
+	rel, err := s.getRelease(ctx, chName, arch, best.Version)
 	if err != nil {
 		return db.Release{}, false, err
 	}
@@ -251,6 +324,12 @@ func (s *Service) Report(ctx context.Context, req api.ReportRequest) error {
 			return fmt.Errorf("report %s: %w", req.DeviceID, err)
 		}
 	}
+	halted := false
+	defer func() {
+		if halted {
+			s.Invalidate() // after the commit, so no check caches the old state
+		}
+	}()
 	return s.Store.Tx(ctx, func(tx *db.Tx) error {
 		if err := tx.AddReport(ctx, db.Report{DeviceID: dev.ID, RolloutID: req.RolloutID, Version: req.Version,
 			Event: req.Event, Error: req.Error, At: at}); err != nil {
@@ -285,6 +364,7 @@ func (s *Service) Report(ctx context.Context, req api.ReportRequest) error {
 			Subject: ro.Channel + "/" + ro.Arch + "/" + ro.Version, Detail: detail, At: now}); err != nil {
 			return fmt.Errorf("auto-halt %s: %w", ro.ID, err)
 		}
+		halted = true
 		s.log().Warn("rollout halted", zap.String("rollout", ro.ID), zap.String("channel", ro.Channel),
 			zap.String("version", ro.Version), zap.String("reason", why))
 		return nil
