@@ -1,0 +1,107 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/mxos-linux/mxos-update/internal/api"
+	"github.com/mxos-linux/mxos-update/internal/auth"
+	"github.com/mxos-linux/mxos-update/internal/channel"
+	apiclient "github.com/mxos-linux/mxos-update/internal/client"
+	"github.com/mxos-linux/mxos-update/internal/db"
+	"github.com/mxos-linux/mxos-update/internal/ostree"
+	"github.com/mxos-linux/mxos-update/internal/release"
+	"github.com/mxos-linux/mxos-update/internal/server"
+)
+
+// The release team's side (release.Remote over internal/client) against a
+// real mxos-server: publish to testing, promote to stable, and stock ostree
+// pulls the promoted ref with commit and summary signatures verified.
+func TestRemotePublishPromoteStockPull(t *testing.T) {
+	requireOstreeGPG(t)
+	ctx := context.Background()
+	releaseKeys, onlineKeys := newKeys(t), newKeys(t)
+	data := t.TempDir()
+	if _, err := ostree.Create(filepath.Join(data, "repo")); err != nil {
+		t.Fatal(err)
+	}
+	store, err := db.Open(ctx, "", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	set, err := channel.LoadDir("../../channels")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(server.Config{DataDir: data, Store: store, Channels: set,
+		TrustedKeys: releaseKeys.verifiers, OnlineSigners: onlineKeys.signers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	defer func() { ts.Close(); srv.Close() }()
+	tok, err := server.CreateToken(ctx, store, "release-team", auth.RoleRelease, "test", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := apiclient.New(ts.URL, tok.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	work, err := ostree.Create(filepath.Join(t.TempDir(), "work"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rem := &release.Remote{Server: c, Work: work, Signers: releaseKeys.signers}
+	src := filepath.Join(t.TempDir(), "src")
+	makeRichTree(t, src, treeSpec{seed: 9})
+
+	_, pub, err := rem.Publish(ctx, release.RemoteRequest{Channel: "testing", Arch: "x86_64", Ref: "mxos/10/x86_64/testing",
+		Version: "10.0.1", Source: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, prom, err := rem.Promote(ctx, "testing", "stable", "x86_64", "mxos/10/x86_64/stable", "10.0.1", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverRepo, _ := ostree.Open(filepath.Join(data, "repo"))
+	pc, _ := serverRepo.ReadCommit(pub)
+	sc, err := serverRepo.ReadCommit(prom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc.RootTree != pc.RootTree || sc.RefBindings()[0] != "mxos/10/x86_64/stable" {
+		t.Fatalf("promoted commit: root %s (want %s), binding %v", sc.RootTree, pc.RootTree, sc.RefBindings())
+	}
+	// Skipping the promotion order is refused and changes nothing.
+	if _, _, err := rem.Promote(ctx, "testing", "edu", "x86_64", "mxos/10/x86_64/edu", "10.0.1", ""); !errors.Is(err, &api.Error{Code: api.CodePromotion}) {
+		t.Fatalf("testing → edu: %v", err)
+	}
+	if _, err := serverRepo.ResolveRef("mxos/10/x86_64/edu"); !errors.Is(err, ostree.ErrNotFound) {
+		t.Fatalf("edu ref exists after a refused promotion: %v", err)
+	}
+
+	// Stock ostree trusts both public keys: the release key signs commits,
+	// the online key the summary.
+	env := toolEnv(t)
+	cl := newClient(t, env, ts.URL+"/repo", "--set=gpg-verify=true", "--set=gpg-verify-summary=true",
+		"--gpg-import="+releaseKeys.pgpPub)
+	cl.mustRun("remote", "gpg-import", "--keyring="+onlineKeys.pgpPub, "origin")
+	cl.mustRun("pull", "origin", "mxos/10/x86_64/stable")
+	if got := cl.revParse("origin:mxos/10/x86_64/stable"); got != prom.String() {
+		t.Fatalf("pulled %s, want %s", got, prom)
+	}
+	cl.mustRun("fsck")
+	co := filepath.Join(t.TempDir(), "co")
+	cl.mustRun("checkout", "-U", "origin:mxos/10/x86_64/stable", co)
+	if _, err := os.Stat(co); err != nil {
+		t.Fatal(err)
+	}
+}
