@@ -132,6 +132,12 @@ func TestAuthMatrix(t *testing.T) {
 		{"GET", "/api/v1/tokens", nil, []string{"admin"}},
 		{"POST", "/api/v1/tokens", api.TokenCreateRequest{Name: "x", Role: "device"}, []string{"admin"}},
 		{"DELETE", "/api/v1/tokens/nobody", nil, []string{"admin"}},
+		{"POST", "/api/v1/uploads", struct{}{}, []string{"release"}},
+		{"POST", "/api/v1/uploads/0123456789abcdef0123456789abcdef/missing", api.MissingRequest{}, []string{"release"}},
+		{"PUT", "/api/v1/uploads/0123456789abcdef0123456789abcdef/objects/" + strings.Repeat("a", 64) + ".dirmeta", "x", []string{"release"}},
+		{"POST", "/api/v1/uploads/0123456789abcdef0123456789abcdef/commit", struct{}{}, []string{"release"}},
+		{"POST", "/api/v1/releases", api.ReleaseRequest{Channel: "testing", Arch: "x86_64", Version: "10.0.9"}, []string{"release"}},
+		{"GET", "/api/v1/releases?channel=stable&arch=x86_64", nil, []string{"release", "admin", "device"}},
 	}
 	unknown, _, _ := auth.NewToken()
 	for _, e := range endpoints {
