@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/mxos-linux/mxos-update/internal/channel"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta"
 	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/server"
 	"github.com/mxos-linux/mxos-update/internal/sign"
@@ -95,6 +98,35 @@ func (k keyOptions) load(log *zap.Logger) ([]sign.Verifier, []sign.Signer, error
 	return trusted, online, nil
 }
 
+// openMetadata opens DATA/metadata for signed channel metadata when it has
+// been initialised (mxosctl metadata init, then copied there). Without it,
+// or without the online key that must sign timestamps and rollouts, the
+// feature is off and the server says so; a repository that is initialised
+// but cannot be opened is an error, not a silent downgrade.
+func openMetadata(dataDir, onlineDir string, log *zap.Logger) (*channelmeta.Repo, error) {
+	dir := filepath.Join(dataDir, "metadata")
+	if _, err := os.Stat(filepath.Join(dir, "root.json")); errors.Is(err, fs.ErrNotExist) {
+		log.Info("signed channel metadata is off: " + dir + " is not initialised (see mxosctl metadata init)")
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("signed channel metadata: %w", err)
+	}
+	if onlineDir == "" {
+		log.Warn("signed channel metadata is off: " + dir + " is initialised but no --online-keys sign it")
+		return nil, nil
+	}
+	signers, err := channelmeta.LoadEd25519Signers(onlineDir)
+	if err != nil {
+		return nil, fmt.Errorf("signed channel metadata: online keys (--online-keys): %w", err)
+	}
+	repo, err := channelmeta.Open(dir, signers, channelmeta.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("signed channel metadata: %w", err)
+	}
+	log.Info("serving signed channel metadata", zap.String("dir", dir))
+	return repo, nil
+}
+
 func runServer(ctx context.Context, out io.Writer, g globalOptions, listen string, keys keyOptions) error {
 	log, err := newLogger(g.logLevel, g.logFormat)
 	if err != nil {
@@ -127,6 +159,9 @@ func runServer(ctx context.Context, out io.Writer, g globalOptions, listen strin
 		defer store.Close()
 		cfg.Store, cfg.Channels = store, set
 		if cfg.TrustedKeys, cfg.OnlineSigners, err = keys.load(log); err != nil {
+			return err
+		}
+		if cfg.Metadata, err = openMetadata(g.dataDir, keys.online, log); err != nil {
 			return err
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mxos-linux/mxos-update/internal/api"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta"
 	"github.com/mxos-linux/mxos-update/internal/client"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/release"
@@ -72,6 +73,11 @@ func remoteSetup(cmd *cobra.Command, r *remote, keys, work string) (*client.Clie
 	if err != nil {
 		return nil, nil, err
 	}
+	// The same ed25519 release key signs the channel metadata's targets.
+	metaSigners, err := channelmeta.LoadEd25519Signers(keys)
+	if err != nil {
+		return nil, nil, fmt.Errorf("release key for signed channel metadata: %w", err)
+	}
 	c, err := r.client(cmd)
 	if err != nil {
 		return nil, nil, err
@@ -83,7 +89,7 @@ func remoteSetup(cmd *cobra.Command, r *remote, keys, work string) (*client.Clie
 	if err != nil {
 		return nil, nil, err
 	}
-	return c, &release.Remote{Server: c, Work: repo, Signers: signers}, nil
+	return c, &release.Remote{Server: c, Work: repo, Signers: signers, MetaSigners: metaSigners}, nil
 }
 
 func publishRemote(cmd *cobra.Command, r *remote, p remotePublish) error {

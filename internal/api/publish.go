@@ -40,8 +40,11 @@ const MaxMissingObjects = 10000
 // ReleaseRequest publishes (PromotedFrom empty) or promotes a commit that
 // is already stored (upload committed) onto a channel's ref. Commitmeta is
 // the commit's detached metadata (a{sv} with ostree.sign.ed25519 and
-// ostree.gpgsigs), base64 in JSON. Targets, when set, is the new TUF
-// targets metadata signed by the release key, listing this release.
+// ostree.gpgsigs), base64 in JSON. Targets is the new TUF targets
+// metadata signed by the release key, listing this release (channel, arch,
+// version, ref, commit); a server that publishes signed channel metadata
+// (GET /metadata/targets.json answers) requires it and installs it with the
+// release, and a server without ignores it.
 type ReleaseRequest struct {
 	Channel      string `json:"channel"`
 	Arch         string `json:"arch"`

@@ -94,28 +94,48 @@ func (c *Client) RepoObject(ctx context.Context, path string) ([]byte, error) {
 	if strings.Contains(path, "..") || strings.HasPrefix(path, "/") {
 		return nil, fmt.Errorf("repository path %q is not allowed", path)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/repo/"+path, nil)
+	return c.getFile(ctx, "/repo/"+path, path)
+}
+
+// Metadata reads a file of the signed channel metadata (/metadata/NAME,
+// e.g. "targets.json"). It returns nil and no error when the server has
+// no such file, which is how a server without signed channel metadata
+// answers. The bytes are not verified here.
+func (c *Client) Metadata(ctx context.Context, name string) ([]byte, error) {
+	if name == "" || strings.ContainsAny(name, "/\\") || strings.Contains(name, "..") {
+		return nil, fmt.Errorf("metadata file name %q is not allowed", name)
+	}
+	b, err := c.getFile(ctx, "/metadata/"+name, "metadata/"+name)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	return b, err
+}
+
+// getFile GETs a static file below the server's base URL.
+func (c *Client) getFile(ctx context.Context, urlPath, what string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+urlPath, nil)
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("User-Agent", c.userAgent)
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return nil, c.scrub(fmt.Errorf("reading %s: %w", path, err))
+		return nil, c.scrub(fmt.Errorf("reading %s: %w", what, err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusNotFound {
-		return nil, fmt.Errorf("reading %s: %w", path, ErrNotFound)
+		return nil, fmt.Errorf("reading %s: %w", what, ErrNotFound)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("reading %s: server answered %s", path, resp.Status)
+		return nil, fmt.Errorf("reading %s: server answered %s", what, resp.Status)
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBody+1))
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", path, err)
+		return nil, fmt.Errorf("reading %s: %w", what, err)
 	}
 	if int64(len(data)) > c.maxBody {
-		return nil, fmt.Errorf("reading %s: larger than %d bytes", path, c.maxBody)
+		return nil, fmt.Errorf("reading %s: larger than %d bytes", what, c.maxBody)
 	}
 	return data, nil
 }

@@ -53,6 +53,8 @@ func TestPublishCalls(t *testing.T) {
 			json.NewEncoder(w).Encode([]api.Release{{Version: "10.0.2"}})
 		case "GET /repo/objects/ab/cd.commit":
 			w.Write([]byte("commit-bytes"))
+		case "GET /metadata/targets.json":
+			w.Write([]byte("{}"))
 		default:
 			http.NotFound(w, r)
 		}
@@ -99,7 +101,17 @@ func TestPublishCalls(t *testing.T) {
 	if _, err := c.Missing(ctx, "..", nil); err == nil {
 		t.Fatal("session id .. accepted")
 	}
-	if len(seen) != 9 {
+	if b, err := c.Metadata(ctx, "targets.json"); err != nil || string(b) != "{}" {
+		t.Fatalf("Metadata = %q, %v", b, err)
+	}
+	// A server without signed channel metadata: nil, no error.
+	if b, err := c.Metadata(ctx, "root.json"); err != nil || b != nil {
+		t.Fatalf("Metadata of a missing file = %q, %v", b, err)
+	}
+	if _, err := c.Metadata(ctx, "../repo/config"); err == nil {
+		t.Fatal("metadata name with a path accepted")
+	}
+	if len(seen) != 11 {
 		t.Fatalf("server saw %d requests: %v", len(seen), seen)
 	}
 }

@@ -10,7 +10,10 @@ import (
 	"sort"
 	"time"
 
+	"github.com/sigstore/sigstore/pkg/signature"
+
 	"github.com/mxos-linux/mxos-update/internal/api"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/sign"
 )
@@ -28,6 +31,9 @@ type Server interface {
 	// RepoObject returns the bytes of a repository file, e.g. a commit
 	// object, or an error wrapping ostree.ErrNotFound.
 	RepoObject(ctx context.Context, path string) ([]byte, error)
+	// Metadata returns a file of the server's signed channel metadata
+	// (/metadata/NAME), or nil and no error when the server has none.
+	Metadata(ctx context.Context, name string) ([]byte, error)
 }
 
 // Remote publishes to and promotes on a running server. The commit is
@@ -37,7 +43,11 @@ type Remote struct {
 	Server  Server
 	Work    *ostree.Repo // local cache of objects; any archive repository
 	Signers []sign.Signer
-	Now     func() time.Time
+	// MetaSigners are the same release key(s) as TUF signers; they sign
+	// the channel metadata's targets when the server publishes signed
+	// channel metadata (channelmeta.LoadEd25519Signers on the key dir).
+	MetaSigners []signature.Signer
+	Now         func() time.Time
 	// Progress, when set, is told how many objects have been uploaded.
 	Progress func(done, total int)
 }
@@ -148,8 +158,13 @@ func (r *Remote) Publish(ctx context.Context, req RemoteRequest) (api.Release, o
 	if err := r.upload(ctx, objs); err != nil {
 		return api.Release{}, none, err
 	}
+	targets, err := r.signedTargets(ctx, channelmeta.Release{Channel: req.Channel, Arch: req.Arch, Version: req.Version,
+		Ref: req.Ref, Commit: sum.String()})
+	if err != nil {
+		return api.Release{}, none, err
+	}
 	rel, err := r.Server.PublishRelease(ctx, api.ReleaseRequest{Channel: req.Channel, Arch: req.Arch,
-		Version: req.Version, Commit: sum.String(), Commitmeta: cm, Ramp: req.Ramp})
+		Version: req.Version, Commit: sum.String(), Commitmeta: cm, Ramp: req.Ramp, Targets: targets})
 	return rel, sum, err
 }
 
@@ -221,9 +236,61 @@ func (r *Remote) Promote(ctx context.Context, from, to, arch, toRef, version, ra
 	if err := r.Server.CommitUpload(ctx, up.ID); err != nil {
 		return api.Release{}, none, err
 	}
+	targets, err := r.signedTargets(ctx, channelmeta.Release{Channel: to, Arch: arch, Version: version,
+		Ref: toRef, Commit: sum.String()})
+	if err != nil {
+		return api.Release{}, none, err
+	}
 	rel, err := r.Server.PublishRelease(ctx, api.ReleaseRequest{Channel: to, Arch: arch, Version: version,
-		Commit: sum.String(), Commitmeta: cm, PromotedFrom: from, Ramp: ramp})
+		Commit: sum.String(), Commitmeta: cm, PromotedFrom: from, Ramp: ramp, Targets: targets})
 	return rel, sum, err
+}
+
+// signedTargets builds the next targets metadata for the server: the
+// releases it lists now plus rec, signed with the release key. It returns
+// nil when the server publishes no signed channel metadata. A record for
+// the same channel, arch and version (left by an earlier attempt that the
+// server refused after installing targets) is replaced, not duplicated.
+//
+// The current root and targets come from the server unverified: the
+// release key's signature is what the server and devices check, and
+// BuildTargets refuses a root whose release keys ours do not satisfy.
+func (r *Remote) signedTargets(ctx context.Context, rec channelmeta.Release) ([]byte, error) {
+	current, err := r.Server.Metadata(ctx, "targets.json")
+	if err != nil {
+		return nil, fmt.Errorf("reading the server's signed targets: %w", err)
+	}
+	if current == nil {
+		return nil, nil
+	}
+	root, err := r.Server.Metadata(ctx, "root.json")
+	if err != nil {
+		return nil, fmt.Errorf("reading the server's signed root: %w", err)
+	}
+	if root == nil {
+		return nil, fmt.Errorf("the server serves targets.json but no root.json: its channel metadata is incomplete")
+	}
+	if len(r.MetaSigners) == 0 {
+		return nil, fmt.Errorf("the server publishes signed channel metadata, but no release key was given to sign its targets: %w", ErrNoSigners)
+	}
+	rels, err := channelmeta.ListedReleases(current)
+	if err != nil {
+		return nil, fmt.Errorf("the server's signed targets: %w", err)
+	}
+	now := r.now()
+	rec.PublishedAt = now
+	out := make([]channelmeta.Release, 0, len(rels)+1)
+	for _, old := range rels {
+		if old.Path() != rec.Path() {
+			out = append(out, old)
+		}
+	}
+	out = append(out, rec)
+	data, err := channelmeta.BuildTargets(root, current, out, r.MetaSigners, channelmeta.Options{}, now)
+	if err != nil {
+		return nil, fmt.Errorf("signing targets for %s: %w", rec.Path(), err)
+	}
+	return data, nil
 }
 
 // later is a commit timestamp newer than the parent's: clients refuse

@@ -140,6 +140,9 @@ func (f *fakeServer) RepoObject(_ context.Context, path string) ([]byte, error) 
 	return b, err
 }
 
+// Metadata: the fake server publishes no signed channel metadata.
+func (f *fakeServer) Metadata(context.Context, string) ([]byte, error) { return nil, nil }
+
 func TestRemotePublishAndPromote(t *testing.T) {
 	fx := newFixture(t)
 	srv := newFakeServer(t, fx.verifiers)

@@ -36,6 +36,7 @@ type apiState struct {
 	now      func() time.Time
 	log      *zap.Logger
 	metrics  *metrics
+	meta     *metaState // nil when signed channel metadata is off
 
 	// tokens caches successful token lookups for tokenTTL: a device fleet
 	// authenticates on every check. Revoking through this server clears
@@ -218,6 +219,14 @@ func (a *apiState) handleCheck(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if a.meta != nil && resp.Target != nil && !a.meta.consistent(resp.Target) {
+		// The answer must agree with the signed metadata; a device would
+		// refuse this offer, so it is a server-side inconsistency to fix.
+		a.log.Error("check answer names a release that is not in the signed targets; answering no update",
+			zap.String("device", req.DeviceID), zap.String("channel", resp.Target.Channel), zap.String("arch", resp.Target.Arch),
+			zap.String("version", resp.Target.Version), zap.String("commit", resp.Target.Commit))
+		resp = api.CheckResponse{Reason: ReasonUnsigned}
+	}
 	a.metrics.checks.WithLabelValues(req.Channel, resp.Reason).Inc()
 	writeJSON(w, http.StatusOK, resp)
 	return nil
@@ -387,6 +396,7 @@ func (a *apiState) handleRolloutStart(w http.ResponseWriter, r *http.Request) er
 		return err
 	}
 	a.updates.Invalidate()
+	a.rolloutsChanged()
 	var sts []api.RolloutStatus
 	for _, ro := range out {
 		ro, _ = a.store.GetRollout(r.Context(), ro.ID)
@@ -435,6 +445,7 @@ func (a *apiState) handleRolloutAction(w http.ResponseWriter, r *http.Request) e
 		return err
 	}
 	a.updates.Invalidate()
+	a.rolloutsChanged()
 	ro, err = a.store.GetRollout(r.Context(), id)
 	if err != nil {
 		return err

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 
 	"go.uber.org/zap"
@@ -37,10 +36,6 @@ const (
 	maxMissingBody = 1 << 20
 	maxReleaseBody = 16 << 20
 )
-
-// targetsUploadFile is where the targets metadata of the last release is
-// kept, verbatim, until signed channel metadata is served from it.
-const targetsUploadFile = "metadata/targets.upload.json"
 
 // publishAPI is the API state plus what publishing needs.
 type publishAPI struct {
@@ -274,9 +269,6 @@ func (a *publishAPI) planRelease(r *http.Request, req api.ReleaseRequest) (*rele
 	if len(req.Commitmeta) == 0 {
 		return nil, api.Errorf(api.CodeBadRequest, "commitmeta (the commit's signatures) is required")
 	}
-	if len(req.Targets) > 0 && !json.Valid(req.Targets) {
-		return nil, api.Errorf(api.CodeBadRequest, "targets is not JSON")
-	}
 	switch req.Ramp {
 	case "none":
 	case "":
@@ -351,6 +343,11 @@ func (a *publishAPI) planRelease(r *http.Request, req api.ReleaseRequest) (*rele
 		case ro.State == rollout.StatePending || ro.State == rollout.StateActive || ro.State == rollout.StatePaused:
 			return nil, api.Errorf(api.CodeConflict, "rollout %s of %s is %s on %s for %s: complete or halt it first, or publish with ramp \"none\"",
 				ro.ID, ro.Version, ro.State, ch.Name, req.Arch)
+		}
+	}
+	if a.meta != nil {
+		if err := checkListed(req.Targets, pl); err != nil {
+			return nil, err
 		}
 	}
 	return pl, nil
@@ -436,6 +433,16 @@ func (a *publishAPI) handleReleaseCreate(w http.ResponseWriter, r *http.Request)
 			Subject: rel.Channel + "/" + rel.Arch + "/" + rel.Version, Detail: string(dj), At: now}); err != nil {
 			return err
 		}
+		// Signed targets go in before the ref moves: a refused targets
+		// upload must leave the repository as it was. If the Acceptor or
+		// the database commit fails after this, the installed targets list
+		// a release the server does not offer, which is harmless (it is
+		// release-signed) and a retry re-lists it.
+		if a.meta != nil {
+			if err := a.meta.acceptTargets(req.Targets, now); err != nil {
+				return err
+			}
+		}
 		if _, err := acc.Accept(ctx, release.AcceptRequest{Ref: pl.ref, Version: req.Version, Commit: pl.commit,
 			Commitmeta: req.Commitmeta, PromotedFromRef: pl.srcRef, SourceCommit: pl.srcCommit}); err != nil {
 			return acceptError(err)
@@ -451,41 +458,16 @@ func (a *publishAPI) handleReleaseCreate(w http.ResponseWriter, r *http.Request)
 		return err
 	}
 	a.updates.Invalidate() // checks must see the new release and rollout
-	if len(req.Targets) > 0 {
-		if err := writeTargets(a.dataDir, req.Targets); err != nil {
-			a.log.Error("storing the uploaded targets metadata", zap.Error(err))
-		}
+	if a.meta != nil {
+		a.rolloutsChanged() // the release may have started a rollout
+	} else if len(req.Targets) > 0 {
+		a.log.Warn("release came with signed targets, but signed channel metadata is off on this server: ignored",
+			zap.String("channel", rel.Channel), zap.String("version", rel.Version))
 	}
 	a.log.Info(pl.actionName, zap.String("channel", rel.Channel), zap.String("arch", rel.Arch),
 		zap.String("version", rel.Version), zap.String("commit", rel.Commit))
 	writeJSON(w, http.StatusCreated, toAPIRelease(rel))
 	return nil
-}
-
-// writeTargets keeps the release's TUF targets metadata verbatim (temp
-// file, fsync, rename) for the signed channel metadata to pick up; the
-// server does not serve or check it yet.
-func writeTargets(dataDir string, b []byte) error {
-	p := filepath.Join(dataDir, filepath.FromSlash(targetsUploadFile))
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(p), ".targets-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), p)
 }
 
 // decodeLimit is decode with a body cap of its own.

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mxos-linux/mxos-update/internal/channel"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta"
 	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/sign"
 	"github.com/mxos-linux/mxos-update/internal/updates"
@@ -68,6 +69,13 @@ type Config struct {
 	// MaxObjectSize caps one uploaded content object (DefaultMaxObjectSize
 	// when zero); metadata objects are capped at ostree.MaxMetadataSize.
 	MaxObjectSize int64
+
+	// Metadata, when set, turns on signed channel metadata: its directory
+	// (DATA/metadata) is served at /metadata/, releases must come with
+	// release-signed targets listing them, rollout changes are signed, and
+	// check answers only name signed releases. It must be opened with the
+	// online signers.
+	Metadata *channelmeta.Repo
 }
 
 // There is deliberately no write timeout: repository objects and deltas can
@@ -108,6 +116,8 @@ type Server struct {
 	handler http.Handler
 	api     *apiState
 	metrics *metrics
+	meta    *metaState // nil without Config.Metadata
+	metaDir *os.Root
 }
 
 // New opens DataDir/repo (which must exist) and builds the routes.
@@ -136,6 +146,26 @@ func New(cfg Config) (*Server, error) {
 		s.api = &apiState{store: cfg.Store, channels: cfg.Channels, now: now, log: cfg.Logger.Named("api"), metrics: s.metrics,
 			updates: &updates.Service{Store: cfg.Store, Channels: cfg.Channels, Now: now, Log: cfg.Logger.Named("updates"), CacheTTL: time.Second}}
 	}
+	if cfg.Metadata != nil {
+		if s.metaDir, err = os.OpenRoot(cfg.Metadata.Dir); err != nil {
+			_ = s.repo.close()
+			return nil, fmt.Errorf("opening the channel metadata directory: %w", err)
+		}
+		now := cfg.Now
+		if now == nil {
+			now = time.Now
+		}
+		s.meta = &metaState{repo: cfg.Metadata, log: cfg.Logger.Named("metadata"), now: now}
+		if err := s.meta.reloadSigned(); err != nil {
+			_ = s.metaDir.Close()
+			_ = s.repo.close()
+			return nil, fmt.Errorf("channel metadata: %w", err)
+		}
+		if s.api != nil {
+			s.api.meta = s.meta
+			s.api.updates.OnRolloutChange = s.api.rolloutsChanged // auto-halts
+		}
+	}
 	s.routes()
 	s.handler = s.logRequests(rejectUncleanPaths(s.mux))
 	return s, nil
@@ -150,6 +180,9 @@ func (s *Server) routes() {
 	// from the mux.
 	s.mux.Handle("GET "+repoPrefix, s.repo)
 	s.mux.Handle("GET /metrics", s.metrics.handler())
+	if s.meta != nil {
+		s.mux.Handle("GET "+metadataPrefix, &metadataHandler{root: s.metaDir, log: s.log.Named("metadata")})
+	}
 	if s.api != nil {
 		s.apiRoutes()
 	}
@@ -165,6 +198,9 @@ func (s *Server) Close() error {
 		if err := s.api.updates.Flush(context.Background()); err != nil {
 			s.log.Warn("recording last-seen times", zap.Error(err))
 		}
+	}
+	if s.metaDir != nil {
+		_ = s.metaDir.Close()
 	}
 	return s.repo.close()
 }
@@ -184,11 +220,19 @@ func (s *Server) httpServer() *http.Server {
 // gracefully: it stops accepting, lets in-flight requests finish for up to
 // ShutdownTimeout, and returns. It returns nil after a clean shutdown.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if s.meta != nil {
+		// Before accepting: a fresh repository has no timestamp yet, and
+		// rollout state may have changed while the server was down.
+		s.refreshMetadata(ctx)
+	}
 	hs := s.httpServer()
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	if s.api != nil {
 		go s.flushLoop(ctx)
+	}
+	if s.meta != nil {
+		go s.metadataLoop(ctx)
 	}
 
 	select {

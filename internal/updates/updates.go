@@ -55,6 +55,11 @@ type Service struct {
 	// CacheTTL is how long rollout and release rows are reused between
 	// checks (see ttlCache); 0 disables caching.
 	CacheTTL time.Duration
+	// OnRolloutChange, when set, is called after a rollout state change
+	// this service made (the auto-halt in Report) has been committed, so
+	// that the server can re-sign the rollout state it publishes. It must
+	// not block for long: the report's answer waits for it.
+	OnRolloutChange func()
 
 	mu       sync.Mutex
 	pending  map[string]db.Device
@@ -328,6 +333,9 @@ func (s *Service) Report(ctx context.Context, req api.ReportRequest) error {
 	defer func() {
 		if halted {
 			s.Invalidate() // after the commit, so no check caches the old state
+			if s.OnRolloutChange != nil {
+				s.OnRolloutChange()
+			}
 		}
 	}()
 	return s.Store.Tx(ctx, func(tx *db.Tx) error {

@@ -193,6 +193,8 @@ func TestAutoHaltFromReports(t *testing.T) {
 	ctx := context.Background()
 	f.release(t, "stable", "10.0.1")
 	f.rollout(t, "r1", "stable", "10.0.1", "100%")
+	changes := 0 // the server re-signs rollout state on this hook
+	f.svc.OnRolloutChange = func() { changes++ }
 	// stable: threshold 5%, at least 50 reports (channels/stable.yaml).
 	const n = 300
 	reported := 0
@@ -223,6 +225,9 @@ func TestAutoHaltFromReports(t *testing.T) {
 	}
 	if ro.State != rollout.StateHalted || ro.HaltReason == "" {
 		t.Fatalf("rollout state %s (%q), want halted", ro.State, ro.HaltReason)
+	}
+	if changes != 1 {
+		t.Fatalf("OnRolloutChange called %d times, want once (the auto-halt)", changes)
 	}
 	if r := f.check(t, "newcomer", "10.0.0"); r.Update || r.Reason != "halted" {
 		t.Fatalf("halted rollout still offered: %+v", r)

@@ -1,0 +1,322 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sigstore/sigstore/pkg/signature"
+
+	"github.com/mxos-linux/mxos-update/internal/api"
+	"github.com/mxos-linux/mxos-update/internal/auth"
+	"github.com/mxos-linux/mxos-update/internal/channel"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	"github.com/mxos-linux/mxos-update/internal/client"
+	"github.com/mxos-linux/mxos-update/internal/db"
+	"github.com/mxos-linux/mxos-update/internal/ostree"
+	"github.com/mxos-linux/mxos-update/internal/release"
+	"github.com/mxos-linux/mxos-update/internal/rollout"
+	"github.com/mxos-linux/mxos-update/internal/sign"
+)
+
+// metaFixture is a running server with signed channel metadata on.
+type metaFixture struct {
+	*pubFixture
+	srv        *Server
+	metaDir    string
+	rootJSON   []byte
+	relSigners []signature.Signer // the release key, as TUF signers
+}
+
+func newMetaFixture(t *testing.T) *metaFixture {
+	t.Helper()
+	ctx := context.Background()
+	data := t.TempDir()
+	repo, err := ostree.Create(filepath.Join(data, "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := db.Open(ctx, "", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	set, err := channel.LoadDir("../../channels")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf := &pubFixture{data: data, repo: repo, release: genKeys(t), online: genKeys(t), strange: genKeys(t),
+		clock: time.Now().Add(-time.Hour)}
+	f := &metaFixture{pubFixture: pf, metaDir: filepath.Join(data, "metadata")}
+
+	// What mxosctl metadata init does on the release machine.
+	if f.relSigners, err = channelmeta.LoadEd25519Signers(pf.release.dir); err != nil {
+		t.Fatal(err)
+	}
+	onlineSigners, err := channelmeta.LoadEd25519Signers(pf.online.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	relPubs, _ := channelmeta.PublicKeys(f.relSigners...)
+	onPubs, _ := channelmeta.PublicKeys(onlineSigners...)
+	keys := channelmeta.Keys{Root: channelmeta.RoleKeys{Keys: relPubs, Threshold: 1},
+		Release: channelmeta.RoleKeys{Keys: relPubs, Threshold: 1}, Online: channelmeta.RoleKeys{Keys: onPubs, Threshold: 1}}
+	if err := channelmeta.Init(f.metaDir, keys, f.relSigners, f.relSigners, channelmeta.Options{}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if f.rootJSON, err = os.ReadFile(filepath.Join(f.metaDir, "root.json")); err != nil {
+		t.Fatal(err)
+	}
+	meta, err := channelmeta.Open(f.metaDir, onlineSigners, channelmeta.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	trusted, err := sign.LoadVerifiers(pf.release.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.srv, err = New(Config{DataDir: data, Store: store, Channels: set, TrustedKeys: trusted,
+		OnlineSigners: pf.online.signers, MaxObjectSize: 1 << 20, Metadata: meta}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.srv.Close() })
+	url := startServer(t, f.srv) // runs the first metadata refresh
+	pf.apiFixture = &apiFixture{url: url, store: store, tokens: map[string]string{}}
+	for _, role := range []auth.Role{auth.RoleRelease, auth.RoleAdmin, auth.RoleDevice} {
+		tc, err := CreateToken(ctx, store, "t-"+string(role), role, "test", time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		pf.tokens[string(role)] = tc.Token
+	}
+	if pf.local, err = ostree.Create(filepath.Join(t.TempDir(), "local")); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// device is a device-side metadata client with its own cache.
+func (f *metaFixture) device(t *testing.T) *channelmeta.Client {
+	t.Helper()
+	c, err := channelmeta.NewClient(channelmeta.ClientConfig{TrustedRoot: f.rootJSON, CacheDir: t.TempDir(),
+		URL: f.url + "/metadata/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func (f *metaFixture) load(t *testing.T, c *channelmeta.Client) *channelmeta.State {
+	t.Helper()
+	st, err := c.Load(context.Background())
+	if err != nil {
+		t.Fatalf("device Load: %v", err)
+	}
+	return st
+}
+
+// metaFiles lists the metadata directory with sizes, for "nothing changed".
+func (f *metaFixture) metaFiles(t *testing.T) string {
+	t.Helper()
+	ents, err := os.ReadDir(f.metaDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(f.metaDir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, e.Name()+"="+string(b))
+	}
+	sort.Strings(out)
+	return strings.Join(out, "\n")
+}
+
+func (f *metaFixture) check(t *testing.T, deviceID, version string) api.CheckResponse {
+	t.Helper()
+	code, body := f.do(t, f.tokens["device"], "POST", "/api/v1/check",
+		api.CheckRequest{DeviceID: deviceID, Arch: "x86_64", Channel: "testing", Version: version})
+	var resp api.CheckResponse
+	if code != http.StatusOK || json.Unmarshal(body, &resp) != nil {
+		t.Fatalf("check: %d %s", code, body)
+	}
+	return resp
+}
+
+func TestSignedChannelMetadata(t *testing.T) {
+	f := newMetaFixture(t)
+	ctx := context.Background()
+	dev := f.device(t)
+
+	// Served statically: unversioned files revalidate, versioned ones are
+	// immutable; other names are not served.
+	resp, body := do(t, "GET", f.url+"/metadata/timestamp.json")
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Cache-Control") != "no-cache" || resp.Header.Get("ETag") != sha256ETag(body) {
+		t.Fatalf("timestamp.json: %d %q %q", resp.StatusCode, resp.Header.Get("Cache-Control"), resp.Header.Get("ETag"))
+	}
+	if r2, _ := do(t, "GET", f.url+"/metadata/timestamp.json", "If-None-Match: "+resp.Header.Get("ETag")); r2.StatusCode != http.StatusNotModified {
+		t.Fatalf("conditional GET: %d", r2.StatusCode)
+	}
+	if r, _ := do(t, "HEAD", f.url+"/metadata/1.root.json"); r.StatusCode != http.StatusOK || !strings.Contains(r.Header.Get("Cache-Control"), "immutable") {
+		t.Fatalf("1.root.json: %d %q", r.StatusCode, r.Header.Get("Cache-Control"))
+	}
+	writeFile(t, filepath.Join(f.metaDir, "secret.txt"), []byte("x"))
+	for _, p := range []string{"secret.txt", "0.root.json", "x.targets.json", "nope.json"} {
+		if r, _ := do(t, "GET", f.url+"/metadata/"+p); r.StatusCode != http.StatusNotFound {
+			t.Errorf("GET /metadata/%s: %d, want 404", p, r.StatusCode)
+		}
+	}
+	if st := f.load(t, dev); len(st.Releases) != 0 || len(st.Rollouts) != 0 {
+		t.Fatalf("fresh metadata: %+v", st)
+	}
+
+	// Publish through mxosctl's pipeline over HTTP: it fetches targets.json,
+	// adds the release and signs with the release key.
+	hc, err := client.New(f.url, f.tokens["release"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	work, err := ostree.Create(filepath.Join(t.TempDir(), "work"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(t.TempDir(), "src")
+	writeFile(t, filepath.Join(src, "etc", "os-release"), []byte("NAME=MxOS\nVERSION_ID=10.0.1\n"))
+	u0 := uint32(0)
+	rem := &release.Remote{Server: hc, Work: work, Signers: f.release.signers, MetaSigners: f.relSigners}
+	rel, sum, err := rem.Publish(ctx, release.RemoteRequest{Channel: "testing", Arch: "x86_64", Ref: testingRef64,
+		Version: "10.0.1", Source: src, Options: ostree.CommitOptions{OwnerUID: &u0, OwnerGID: &u0, NoXattrs: true}})
+	if err != nil {
+		t.Fatalf("remote publish: %v", err)
+	}
+
+	// The device sees the release-signed release and the online-signed
+	// rollout the publish started.
+	st := f.load(t, dev)
+	signed, ok := st.Lookup("testing", "x86_64", "10.0.1")
+	if !ok || signed.Commit != sum.String() || signed.Ref != testingRef64 {
+		t.Fatalf("signed release: %+v %v (want commit %s)", signed, ok, sum)
+	}
+	ro, ok := st.Rollout("testing", "x86_64")
+	if !ok || ro.Version != "10.0.1" || ro.State != rollout.StateActive {
+		t.Fatalf("signed rollout: %+v %v", ro, ok)
+	}
+
+	// The answer to a check is consistent with what the device verified.
+	ans := f.check(t, "dev-1", "10.0.0")
+	if !ans.Update || ans.Target == nil || ans.Target.Commit != rel.Commit {
+		t.Fatalf("check: %+v", ans)
+	}
+	if err := channelmeta.CheckOffer(st, channelmeta.Offer{Channel: ans.Target.Channel, Arch: ans.Target.Arch,
+		Version: ans.Target.Version, Commit: ans.Target.Commit, Ref: ans.Target.Ref}); err != nil {
+		t.Fatalf("CheckOffer of the server's answer: %v", err)
+	}
+
+	// Halting through the API is signed at once and seen by the next Load.
+	code, body := f.do(t, f.tokens["release"], "POST", "/api/v1/rollouts/"+ro.RolloutID+"/halt", api.RolloutActionRequest{Reason: "bad batch"})
+	if code != http.StatusOK {
+		t.Fatalf("halt: %d %s", code, body)
+	}
+	st2 := f.load(t, dev)
+	if ro2, _ := st2.Rollout("testing", "x86_64"); ro2.State != rollout.StateHalted || ro2.HaltReason != "bad batch" {
+		t.Fatalf("after halt the device sees %+v", ro2)
+	}
+	if st2.RolloutsVersion <= st.RolloutsVersion {
+		t.Fatalf("rollouts version %d after halt, was %d", st2.RolloutsVersion, st.RolloutsVersion)
+	}
+
+	// A release whose targets do not list it, or without targets, is
+	// refused and changes nothing.
+	tree2, meta2 := f.tree(t, "10.0.2")
+	b2 := f.build(t, tree2, meta2, testingRef64, "10.0.2", f.release.signers)
+	f.upload(t, b2)
+	before, beforeMeta := f.state(t), f.metaFiles(t)
+	cur, err := os.ReadFile(filepath.Join(f.metaDir, "targets.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed, err := channelmeta.ListedReleases(cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := channelmeta.BuildTargets(f.rootJSON, cur, listed, f.relSigners, channelmeta.Options{}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongCommit, err := channelmeta.BuildTargets(f.rootJSON, cur, append(listed, channelmeta.Release{Channel: "testing",
+		Arch: "x86_64", Version: "10.0.2", Ref: testingRef64, Commit: sum.String()}), f.relSigners, channelmeta.Options{}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, targets := range map[string][]byte{"unlisted": other, "wrong commit": wrongCommit, "none": nil} {
+		req := releaseReq("testing", "10.0.2", b2, "")
+		req.Targets = targets
+		code, body := f.rel(t, "POST", "/api/v1/releases", req)
+		var e api.ErrorBody
+		_ = json.Unmarshal(body, &e)
+		if code != http.StatusBadRequest || e.Error == nil || e.Error.Code != api.CodeBadRequest {
+			t.Fatalf("%s targets: %d %s", name, code, body)
+		}
+		if name == "none" && !strings.Contains(string(body), "signed targets are required") {
+			t.Fatalf("no targets: %s", body)
+		}
+		if f.state(t) != before || f.metaFiles(t) != beforeMeta {
+			t.Fatalf("%s targets: refusal changed state", name)
+		}
+	}
+	// Targets that list it but would roll the targets version back are
+	// refused by AcceptTargets inside the flow, which rolls back too.
+	first, err := os.ReadFile(filepath.Join(f.metaDir, "1.targets.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale, err := channelmeta.BuildTargets(f.rootJSON, first, append(listed, channelmeta.Release{Channel: "testing",
+		Arch: "x86_64", Version: "10.0.2", Ref: testingRef64, Commit: b2.commit.String()}), f.relSigners, channelmeta.Options{}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := releaseReq("testing", "10.0.2", b2, "")
+	req.Targets = stale
+	if code, body := f.rel(t, "POST", "/api/v1/releases", req); code != http.StatusBadRequest || !strings.Contains(string(body), "rollback") {
+		t.Fatalf("stale targets: %d %s", code, body)
+	}
+	if f.state(t) != before || f.metaFiles(t) != beforeMeta {
+		t.Fatal("stale targets: refusal changed state")
+	}
+
+	// Consistency: a release the database has but the signed targets do
+	// not (written behind the API's back) is never offered.
+	now := time.Now()
+	if err := f.store.Tx(ctx, func(tx *db.Tx) error {
+		if err := tx.AddRelease(ctx, db.Release{Channel: "testing", Arch: "x86_64", Version: "10.0.9", Ref: testingRef64,
+			Commit: b2.commit.String(), PublishedAt: now, PublishedBy: "test"}); err != nil {
+			return err
+		}
+		return tx.CreateRollout(ctx, db.Rollout{ID: "sneaky", Channel: "testing", Arch: "x86_64", Version: "10.0.9",
+			Ramp: "100%", State: rollout.StateActive, CreatedAt: now, CreatedBy: "test"})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	f.srv.api.updates.Invalidate()
+	if ans := f.check(t, "dev-2", "10.0.1"); ans.Update || ans.Target != nil || ans.Reason != ReasonUnsigned {
+		t.Fatalf("unsigned release offered: %+v", ans)
+	}
+	// The background refresh leaves the unsigned rollout out of the
+	// signed state instead of failing.
+	f.srv.refreshMetadata(ctx)
+	st3 := f.load(t, dev)
+	if _, ok := st3.Rollout("testing", "x86_64"); ok {
+		t.Fatalf("rollout of an unsigned release was signed: %+v", st3.Rollouts)
+	}
+	if _, ok := st3.Lookup("testing", "x86_64", "10.0.9"); ok {
+		t.Fatal("unsigned release appears in the signed targets")
+	}
+}
