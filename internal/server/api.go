@@ -507,6 +507,7 @@ func (a *apiState) handleSetPin(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	a.updates.Invalidate()
 	writeJSON(w, http.StatusOK, toAPIPin(p))
 	return nil
 }
@@ -525,6 +526,7 @@ func (a *apiState) handleDeletePin(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
+	a.updates.Invalidate()
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -66,12 +66,13 @@ type Service struct {
 	rollouts ttlCache[[2]string, db.Rollout]
 	lists    ttlCache[string, []db.Rollout]
 	releases ttlCache[[3]string, db.Release]
+	pins     ttlCache[struct{}, map[[2]string]db.Pin]
 	initOnce sync.Once
 }
 
 func (s *Service) init() {
 	s.initOnce.Do(func() {
-		s.rollouts.ttl, s.lists.ttl, s.releases.ttl = s.CacheTTL, s.CacheTTL, s.CacheTTL
+		s.rollouts.ttl, s.lists.ttl, s.releases.ttl, s.pins.ttl = s.CacheTTL, s.CacheTTL, s.CacheTTL, s.CacheTTL
 	})
 }
 
@@ -81,6 +82,38 @@ func (s *Service) Invalidate() {
 	s.rollouts.clear()
 	s.lists.clear()
 	s.releases.clear()
+	s.pins.clear()
+}
+
+// pinsFor returns the device's and its group's pins. With caching on, the
+// whole (small) pins table is read once per TTL instead of per check.
+func (s *Service) pinsFor(ctx context.Context, deviceID, group string) (devPin, groupPin *db.Pin, err error) {
+	if s.CacheTTL <= 0 {
+		return s.Store.PinsFor(ctx, deviceID, group)
+	}
+	all, err := s.pins.get(struct{}{}, s.now(), func() (map[[2]string]db.Pin, error) {
+		list, err := s.Store.ListPins(ctx)
+		if err != nil {
+			return nil, err
+		}
+		m := make(map[[2]string]db.Pin, len(list))
+		for _, p := range list {
+			m[[2]string{string(p.Scope), p.Target}] = p
+		}
+		return m, nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if p, ok := all[[2]string{string(db.PinDevice), deviceID}]; ok {
+		devPin = &p
+	}
+	if group != "" {
+		if p, ok := all[[2]string{string(db.PinGroup), group}]; ok {
+			groupPin = &p
+		}
+	}
+	return devPin, groupPin, nil
 }
 
 // Flush writes the queued last-seen times.
@@ -168,7 +201,7 @@ func (s *Service) Check(ctx context.Context, req api.CheckRequest) (api.CheckRes
 	} else if err := s.Store.UpsertDevice(ctx, dev); err != nil {
 		return api.CheckResponse{}, fmt.Errorf("check %s: %w", req.DeviceID, err)
 	}
-	devPin, groupPin, err := s.Store.PinsFor(ctx, req.DeviceID, group)
+	devPin, groupPin, err := s.pinsFor(ctx, req.DeviceID, group)
 	if err != nil {
 		return api.CheckResponse{}, fmt.Errorf("check %s: %w", req.DeviceID, err)
 	}
@@ -230,10 +263,24 @@ func (s *Service) rolloutAnswer(ctx context.Context, req api.CheckRequest, ch *c
 	if err != nil {
 		return api.CheckResponse{}, fmt.Errorf("check %s: rollout %s: %w", req.DeviceID, ro.ID, err)
 	}
+	// Releases the device rolled back from only ever remove offers, so
+	// they are read only when there is an offer to check: most devices
+	// are up to date, and this keeps their check to one query.
+	resp, err := s.decide(ctx, req, ch, ro, ramp, now, nil)
+	if err != nil || !resp.Update {
+		return resp, err
+	}
 	bad, err := s.Store.RolledBackFrom(ctx, req.DeviceID)
 	if err != nil {
 		return api.CheckResponse{}, fmt.Errorf("check %s: %w", req.DeviceID, err)
 	}
+	if len(bad) == 0 {
+		return resp, nil
+	}
+	return s.decide(ctx, req, ch, ro, ramp, now, bad)
+}
+
+func (s *Service) decide(ctx context.Context, req api.CheckRequest, ch *channel.Channel, ro db.Rollout, ramp rollout.Ramp, now time.Time, bad []string) (api.CheckResponse, error) {
 	d := rollout.Decide(rollout.DecideInput{
 		State: ro.State, Ramp: ramp, Start: ro.StartedAt, Now: now,
 		Bucket:  rollout.Bucket(req.DeviceID, ro.ID),
