@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 
 	"github.com/spf13/cobra"
@@ -29,6 +30,7 @@ type globalOptions struct {
 	channels  string
 	logLevel  string
 	logFormat string
+	cpuProf   string
 }
 
 // newRootCmd builds the mxos-server command. Running it without a
@@ -53,6 +55,8 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&g.database, "database", envOr("MXOS_DATABASE", ""), "metadata database: empty for SQLite in the data directory, or postgres://… (env MXOS_DATABASE)")
 	pf.StringVar(&g.channels, "channels", envOr("MXOS_CHANNELS", ""), "directory of channel definitions (env MXOS_CHANNELS; default ./channels when it exists)")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	pf.StringVar(&g.cpuProf, "cpuprofile", "", "write a CPU profile of the server to this file (for benchmarks)")
+	_ = pf.MarkHidden("cpuprofile")
 	pf.StringVar(&g.logFormat, "log-format", "console", "log format: console or json")
 	cmd.Flags().StringVar(&listen, "listen", envOr("MXOS_LISTEN", server.DefaultListen), "address to listen on (env MXOS_LISTEN)")
 	cmd.Flags().StringVar(&keys.release, "release-keys", envOr("MXOS_RELEASE_KEYS", ""), "directory of the release public keys published commits must be signed with (env MXOS_RELEASE_KEYS; default ./keys when it holds keys)")
@@ -133,6 +137,16 @@ func runServer(ctx context.Context, out io.Writer, g globalOptions, listen strin
 		return err
 	}
 	defer func() { _ = log.Sync() }()
+	if g.cpuProf != "" {
+		f, err := os.Create(g.cpuProf)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 
 	if err := prepareData(g.dataDir); err != nil {
 		return err
