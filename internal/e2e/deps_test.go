@@ -1,0 +1,54 @@
+package e2e
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestImportDirection keeps imports flowing one way (DESIGN.md): nothing
+// imports the server or the commands, the client (which the device side
+// will use) imports only the wire types, and the pure packages import no
+// I/O-bound project package.
+func TestImportDirection(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}} {{join .Imports \" \"}}", "github.com/mxos-linux/mxos-update/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	const mod = "github.com/mxos-linux/mxos-update/"
+	allowed := map[string][]string{ // package → the only project packages it may import
+		"internal/client":   {"internal/api"},
+		"internal/api":      {},
+		"internal/rollout":  {},
+		"internal/gvariant": {},
+		"internal/auth":     {},
+		"internal/channel":  {"internal/rollout"},
+	}
+	seen := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		fields := strings.Fields(line)
+		pkg := strings.TrimPrefix(fields[0], mod)
+		for _, imp := range fields[1:] {
+			dep, ok := strings.CutPrefix(imp, mod)
+			if !ok {
+				continue
+			}
+			if strings.HasPrefix(dep, "cmd/") || (dep == "internal/server" && !strings.HasPrefix(pkg, "cmd/")) {
+				t.Errorf("%s imports %s", pkg, dep)
+			}
+			if only, ok := allowed[pkg]; ok {
+				okDep := false
+				for _, a := range only {
+					okDep = okDep || a == dep
+				}
+				if !okDep {
+					t.Errorf("%s may not import %s", pkg, dep)
+				}
+			}
+		}
+		seen++
+	}
+	if seen < 15 {
+		t.Fatalf("go list saw only %d packages", seen)
+	}
+}
