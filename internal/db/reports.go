@@ -115,3 +115,26 @@ func (q *Queries) RolledBackFrom(ctx context.Context, deviceID string) ([]string
 	})
 	return out, nil
 }
+
+// DevicesWithRollbacks lists every device that ever reported rolling back,
+// so a check of any other device can skip RolledBackFrom.
+func (q *Queries) DevicesWithRollbacks(ctx context.Context) ([]string, error) {
+	rows, err := q.q.QueryContext(ctx, `SELECT DISTINCT device_id FROM reports WHERE event = 'rolled-back'`)
+	if err != nil {
+		return nil, fmt.Errorf("listing devices with rollbacks: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("listing devices with rollbacks: %w", err)
+		}
+		out = append(out, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing devices with rollbacks: %w", err)
+	}
+	slices.Sort(out)
+	return out, nil
+}

@@ -726,6 +726,10 @@ func testReports(t *testing.T, s *Store) {
 	if got, err := s.RolledBackFrom(ctx, "nobody"); err != nil || len(got) != 0 {
 		t.Errorf("RolledBackFrom(nobody) = %v, %v", got, err)
 	}
+	// c, e and g rolled back earlier in this test; failures alone do not count.
+	if got, err := s.DevicesWithRollbacks(ctx); err != nil || !reflect.DeepEqual(got, []string{"c", "e", "g", "m"}) {
+		t.Errorf("DevicesWithRollbacks = %v, %v; want [c e g m]", got, err)
+	}
 }
 
 func tokenHash(s string) []byte { h := sha256.Sum256([]byte(s)); return h[:] }

@@ -580,6 +580,7 @@ func (a *apiState) handleSetGroup(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
+	a.updates.ForgetDevice(id)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -144,7 +144,7 @@ func New(cfg Config) (*Server, error) {
 			now = time.Now
 		}
 		s.api = &apiState{store: cfg.Store, channels: cfg.Channels, now: now, log: cfg.Logger.Named("api"), metrics: s.metrics,
-			updates: &updates.Service{Store: cfg.Store, Channels: cfg.Channels, Now: now, Log: cfg.Logger.Named("updates"), CacheTTL: time.Second}}
+			updates: &updates.Service{Store: cfg.Store, Channels: cfg.Channels, Now: now, Log: cfg.Logger.Named("updates"), CacheTTL: time.Second, DeviceTTL: time.Minute}}
 	}
 	if cfg.Metadata != nil {
 		if s.metaDir, err = os.OpenRoot(cfg.Metadata.Dir); err != nil {

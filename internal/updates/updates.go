@@ -31,6 +31,10 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/rollout"
 )
 
+// LastSeenPrecision is how fresh a device's last-seen time is kept: a
+// device checking more often than this costs no write.
+const LastSeenPrecision = time.Minute
+
 // Reasons added to rollout's decision codes.
 const (
 	ReasonPinned          = "pinned"
@@ -55,6 +59,9 @@ type Service struct {
 	// CacheTTL is how long rollout and release rows are reused between
 	// checks (see ttlCache); 0 disables caching.
 	CacheTTL time.Duration
+	// DeviceTTL is how long a device's stored state is reused between its
+	// checks (0 disables); see devices.
+	DeviceTTL time.Duration
 	// OnRolloutChange, when set, is called after a rollout state change
 	// this service made (the auto-halt in Report) has been committed, so
 	// that the server can re-sign the rollout state it publishes. It must
@@ -67,12 +74,18 @@ type Service struct {
 	lists    ttlCache[string, []db.Rollout]
 	releases ttlCache[[3]string, db.Release]
 	pins     ttlCache[struct{}, map[[2]string]db.Pin]
+	rolled   ttlCache[struct{}, map[string]bool]
+	// devices remembers what was last written for each device, so a check
+	// of an unchanged device needs no read; entries live DeviceTTL, the
+	// time within which a group set through another replica applies here.
+	devMu    sync.Mutex
+	devices  map[string]cachedDevice
 	initOnce sync.Once
 }
 
 func (s *Service) init() {
 	s.initOnce.Do(func() {
-		s.rollouts.ttl, s.lists.ttl, s.releases.ttl, s.pins.ttl = s.CacheTTL, s.CacheTTL, s.CacheTTL, s.CacheTTL
+		s.rollouts.ttl, s.lists.ttl, s.releases.ttl, s.pins.ttl, s.rolled.ttl = s.CacheTTL, s.CacheTTL, s.CacheTTL, s.CacheTTL, s.CacheTTL
 	})
 }
 
@@ -83,6 +96,68 @@ func (s *Service) Invalidate() {
 	s.lists.clear()
 	s.releases.clear()
 	s.pins.clear()
+	s.rolled.clear()
+}
+
+type cachedDevice struct {
+	d       db.Device
+	expires time.Time
+}
+
+// ForgetDevice drops a device's cached state (its group changed).
+func (s *Service) ForgetDevice(id string) {
+	s.devMu.Lock()
+	delete(s.devices, id)
+	s.devMu.Unlock()
+}
+
+func (s *Service) getDevice(ctx context.Context, id string, now time.Time) (db.Device, error) {
+	if s.DeviceTTL > 0 {
+		s.devMu.Lock()
+		c, ok := s.devices[id]
+		s.devMu.Unlock()
+		if ok && now.Before(c.expires) {
+			return c.d, nil
+		}
+	}
+	return s.Store.GetDevice(ctx, id)
+}
+
+func (s *Service) rememberDevice(d db.Device, now time.Time) {
+	if s.DeviceTTL <= 0 {
+		return
+	}
+	s.devMu.Lock()
+	if s.devices == nil || len(s.devices) > 2_000_000 {
+		s.devices = map[string]cachedDevice{} // bounded; refilled by checks
+	}
+	s.devices[d.ID] = cachedDevice{d: d, expires: now.Add(s.DeviceTTL)}
+	s.devMu.Unlock()
+}
+
+// rolledBack returns the releases a device rolled back from, skipping the
+// query for devices that never rolled back (nearly all of them).
+func (s *Service) rolledBack(ctx context.Context, id string) ([]string, error) {
+	if s.CacheTTL > 0 {
+		set, err := s.rolled.get(struct{}{}, s.now(), func() (map[string]bool, error) {
+			ids, err := s.Store.DevicesWithRollbacks(ctx)
+			if err != nil {
+				return nil, err
+			}
+			m := make(map[string]bool, len(ids))
+			for _, d := range ids {
+				m[d] = true
+			}
+			return m, nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		if !set[id] {
+			return nil, nil
+		}
+	}
+	return s.Store.RolledBackFrom(ctx, id)
 }
 
 // pinsFor returns the device's and its group's pins. With caching on, the
@@ -181,7 +256,7 @@ func (s *Service) Check(ctx context.Context, req api.CheckRequest) (api.CheckRes
 	s.init()
 	now := s.now()
 	group := req.Group
-	old, err := s.Store.GetDevice(ctx, req.DeviceID)
+	old, err := s.getDevice(ctx, req.DeviceID, now)
 	known := err == nil
 	if known && old.Group != "" {
 		group = old.Group // admins own groups once set
@@ -190,17 +265,29 @@ func (s *Service) Check(ctx context.Context, req api.CheckRequest) (api.CheckRes
 	}
 	dev := db.Device{ID: req.DeviceID, Arch: req.Arch, Channel: req.Channel, Group: group,
 		BootedCommit: req.BootedCommit, Version: req.Version, LastSeen: now}
-	if known && old.Arch == dev.Arch && old.Channel == dev.Channel && old.Group == dev.Group &&
-		old.BootedCommit == dev.BootedCommit && old.Version == dev.Version {
+	unchanged := known && old.Arch == dev.Arch && old.Channel == dev.Channel && old.Group == dev.Group &&
+		old.BootedCommit == dev.BootedCommit && old.Version == dev.Version
+	switch {
+	case unchanged && now.Sub(old.LastSeen) < LastSeenPrecision:
+		dev.LastSeen = old.LastSeen // nothing worth writing
+	case unchanged:
 		s.mu.Lock()
 		if s.pending == nil {
 			s.pending = map[string]db.Device{}
 		}
 		s.pending[dev.ID] = dev
 		s.mu.Unlock()
-	} else if err := s.Store.UpsertDevice(ctx, dev); err != nil {
-		return api.CheckResponse{}, fmt.Errorf("check %s: %w", req.DeviceID, err)
+	default:
+		if err := s.Store.UpsertDevice(ctx, dev); err != nil {
+			return api.CheckResponse{}, fmt.Errorf("check %s: %w", req.DeviceID, err)
+		}
 	}
+	if !known || old.FirstSeen.IsZero() {
+		dev.FirstSeen = now
+	} else {
+		dev.FirstSeen = old.FirstSeen
+	}
+	s.rememberDevice(dev, now)
 	devPin, groupPin, err := s.pinsFor(ctx, req.DeviceID, group)
 	if err != nil {
 		return api.CheckResponse{}, fmt.Errorf("check %s: %w", req.DeviceID, err)
@@ -270,7 +357,7 @@ func (s *Service) rolloutAnswer(ctx context.Context, req api.CheckRequest, ch *c
 	if err != nil || !resp.Update {
 		return resp, err
 	}
-	bad, err := s.Store.RolledBackFrom(ctx, req.DeviceID)
+	bad, err := s.rolledBack(ctx, req.DeviceID)
 	if err != nil {
 		return api.CheckResponse{}, fmt.Errorf("check %s: %w", req.DeviceID, err)
 	}
@@ -375,6 +462,9 @@ func (s *Service) Report(ctx context.Context, req api.ReportRequest) error {
 		} else if err != nil {
 			return fmt.Errorf("report %s: %w", req.DeviceID, err)
 		}
+	}
+	if req.Event == api.EventRolledBack {
+		defer s.rolled.clear() // after the commit: never re-offer what this device left
 	}
 	halted := false
 	defer func() {

@@ -276,3 +276,53 @@ func TestReportRefusals(t *testing.T) {
 		t.Fatalf("bad event: %v", err)
 	}
 }
+
+// With every cache on (long TTLs), answers still follow each change made
+// through the service or announced to it.
+func TestCachesStayCorrect(t *testing.T) {
+	f := newFixture(t)
+	f.svc.CacheTTL, f.svc.DeviceTTL = time.Hour, time.Hour
+	ctx := context.Background()
+	f.release(t, "stable", "10.0.1")
+	f.release(t, "stable", "10.0.2")
+	f.rollout(t, "r", "stable", "10.0.2", "100%")
+	if r := f.check(t, "pc", "10.0.1"); !r.Update || r.Target.Version != "10.0.2" {
+		t.Fatalf("first check: %+v", r)
+	}
+	// An admin moves the device to a group and holds the group on 10.0.1.
+	if err := f.store.SetDeviceGroup(ctx, "pc", "lab"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.store.SetPin(ctx, db.Pin{Scope: db.PinGroup, Target: "lab", Version: "10.0.1", CreatedBy: "a", CreatedAt: f.now}); err != nil {
+		t.Fatal(err)
+	}
+	f.svc.ForgetDevice("pc")
+	f.svc.Invalidate()
+	if r := f.check(t, "pc", "10.0.1"); r.Update || r.Reason != ReasonHeld {
+		t.Fatalf("after the group hold: %+v", r)
+	}
+	if err := f.store.DeletePin(ctx, db.PinGroup, "lab"); err != nil {
+		t.Fatal(err)
+	}
+	f.svc.Invalidate()
+	// A rollback report applies at once: the release is not offered again.
+	if err := f.svc.Report(ctx, api.ReportRequest{DeviceID: "pc", RolloutID: "r", Version: "10.0.2", Event: api.EventRolledBack}); err != nil {
+		t.Fatal(err)
+	}
+	if r := f.check(t, "pc", "10.0.1"); r.Update {
+		t.Fatalf("rolled-back release re-offered with caches on: %+v", r)
+	}
+	if r := f.check(t, "other", "10.0.1"); !r.Update {
+		t.Fatalf("another device lost its offer: %+v", r)
+	}
+	// Queued last-seen times reach the store on Flush.
+	f.now = f.now.Add(time.Minute)
+	f.check(t, "other", "10.0.1")
+	if err := f.svc.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d, err := f.store.GetDevice(ctx, "other")
+	if err != nil || !d.LastSeen.Equal(f.now) {
+		t.Fatalf("last seen %v (%v), want %v", d.LastSeen, err, f.now)
+	}
+}
