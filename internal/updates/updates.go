@@ -14,6 +14,15 @@
 // bucket, barriers, dead ends, releases the device rolled back from). A
 // device the current rollout does not admit yet still gets the newest
 // release whose rollout is complete, if it is older than that.
+//
+// Checks are the hot path of a fleet, so the service caches per process:
+// rollouts, releases, pins and the set of devices that ever rolled back
+// for CacheTTL (the server uses one second, and clears them itself after
+// every change it makes), and each device's stored state for DeviceTTL (a
+// minute). Last-seen times are kept to LastSeenPrecision and written in
+// batches by Flush. A change made through another replica therefore
+// applies here within those TTLs; a rollback or a halt reported here
+// applies at once.
 package updates
 
 import (
