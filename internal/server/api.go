@@ -154,7 +154,7 @@ func (a *apiState) authorize(r *http.Request, perms []auth.Permission) (db.Token
 }
 
 // actor names the token behind a request in the audit log.
-func actor(r *http.Request, _ *apiState) string {
+func actor(r *http.Request) string {
 	t, _ := r.Context().Value(tokenKey).(db.Token)
 	return "token:" + t.Name
 }
@@ -363,7 +363,7 @@ func (a *apiState) handleRolloutStart(w http.ResponseWriter, r *http.Request) er
 		arches = []string{req.Arch}
 	}
 	now := a.now()
-	who := actor(r, a)
+	who := actor(r)
 	var out []db.Rollout
 	err = a.store.Tx(r.Context(), func(tx *db.Tx) error {
 		for _, arch := range arches {
@@ -431,7 +431,7 @@ func (a *apiState) handleRolloutAction(w http.ResponseWriter, r *http.Request) e
 		return api.Errorf(api.CodeRolloutState, "%v", err)
 	}
 	now := a.now()
-	who := actor(r, a)
+	who := actor(r)
 	err = a.store.Tx(r.Context(), func(tx *db.Tx) error {
 		if err := tx.SetRolloutState(r.Context(), id, ro.State, to, req.Reason, now); err != nil {
 			return err
@@ -494,7 +494,7 @@ func (a *apiState) handleSetPin(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	now := a.now()
-	who := actor(r, a)
+	who := actor(r)
 	p := db.Pin{Scope: db.PinScope(req.Scope), Target: req.Target, Channel: req.Channel, Version: req.Version, CreatedBy: who, CreatedAt: now}
 	err := a.store.Tx(r.Context(), func(tx *db.Tx) error {
 		if err := tx.SetPin(r.Context(), p); err != nil {
@@ -515,7 +515,7 @@ func (a *apiState) handleSetPin(w http.ResponseWriter, r *http.Request) error {
 func (a *apiState) handleDeletePin(w http.ResponseWriter, r *http.Request) error {
 	scope, target := r.PathValue("scope"), r.PathValue("target")
 	now := a.now()
-	who := actor(r, a)
+	who := actor(r)
 	err := a.store.Tx(r.Context(), func(tx *db.Tx) error {
 		if err := tx.DeletePin(r.Context(), db.PinScope(scope), target); err != nil {
 			return err
@@ -568,7 +568,7 @@ func (a *apiState) handleSetGroup(w http.ResponseWriter, r *http.Request) error 
 	}
 	id := r.PathValue("id")
 	now := a.now()
-	who := actor(r, a)
+	who := actor(r)
 	err := a.store.Tx(r.Context(), func(tx *db.Tx) error {
 		if err := tx.SetDeviceGroup(r.Context(), id, req.Group); err != nil {
 			return err
@@ -649,7 +649,7 @@ func (a *apiState) handleTokenCreate(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return api.Errorf(api.CodeBadRequest, "%v", err)
 	}
-	created, err := CreateToken(r.Context(), a.store, req.Name, role, actor(r, a), a.now())
+	created, err := CreateToken(r.Context(), a.store, req.Name, role, actor(r), a.now())
 	if err != nil {
 		return err
 	}
@@ -682,7 +682,7 @@ func CreateToken(ctx context.Context, store *db.Store, name string, role auth.Ro
 func (a *apiState) handleTokenRevoke(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
 	now := a.now()
-	who := actor(r, a)
+	who := actor(r)
 	err := a.store.Tx(r.Context(), func(tx *db.Tx) error {
 		t, err := tx.RevokeToken(r.Context(), name, now)
 		if err != nil {

@@ -398,7 +398,7 @@ func (a *publishAPI) handleReleaseCreate(w http.ResponseWriter, r *http.Request)
 	}
 	ctx := r.Context()
 	now := a.now()
-	who := actor(r, a.apiState)
+	who := actor(r)
 	rel := db.Release{Channel: pl.ch.Name, Arch: req.Arch, Version: req.Version, Ref: pl.ref, Commit: pl.commit.String(),
 		PublishedAt: now, PublishedBy: who, PromotedFrom: req.PromotedFrom}
 	acc := &release.Acceptor{Repo: repo, Trusted: a.trusted, Online: a.online, Now: a.now}
