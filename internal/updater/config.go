@@ -1,0 +1,225 @@
+// Package updater is the device agent: its configuration, and (in later
+// work) the state machine idle → check → download → verify → stage →
+// switch → reboot → health-check → commit | rollback → report.
+//
+// The configuration is one strictly decoded YAML file (unknown keys are an
+// error, so a typo fails at install time rather than at 3 a.m.).
+package updater
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+	_ "time/tzdata" // devices may lack /usr/share/zoneinfo; windows need time zones
+
+	"go.yaml.in/yaml/v4"
+)
+
+// Config is /etc/mxos-updater/config.yaml.
+type Config struct {
+	// Server is the update API, e.g. https://updates.example.mx.
+	Server string `yaml:"server"`
+	// Mirrors are repository URLs ending in /repo, tried in order; empty
+	// means Server + "/repo". A school's LAN mirror goes first.
+	Mirrors []string `yaml:"mirrors"`
+	// TokenFile holds the device token (role device); kept out of the
+	// config so the config can be world-readable.
+	TokenFile string `yaml:"token_file"`
+	DeviceID  string `yaml:"device_id"`
+	Channel   string `yaml:"channel"`
+	Arch      string `yaml:"arch"`
+	Group     string `yaml:"group"`
+	// Sysroot is the root of the deployments; Backend is "sysroot" (pure
+	// Go) or "ostree" (drives `ostree admin`).
+	Sysroot string `yaml:"sysroot"`
+	Backend string `yaml:"backend"`
+	// TrustedKeys is the directory of public release keys
+	// (ed25519.pub, openpgp.pub.asc); TrustedRoot the shipped TUF root.
+	TrustedKeys string `yaml:"trusted_keys"`
+	TrustedRoot string `yaml:"trusted_root"`
+	// HealthDir holds required.d/ and wanted.d/ checks.
+	HealthDir string   `yaml:"health_dir"`
+	Interval  Duration `yaml:"interval"`
+	Jitter    Duration `yaml:"jitter"`
+	Strategy  Strategy `yaml:"strategy"`
+}
+
+// Strategy says when a staged update may switch and reboot.
+type Strategy struct {
+	// Kind is "immediate", "window" or "fleet-lock".
+	Kind string `yaml:"kind"`
+	// Window: daily start and end ("22:00", "05:00"; may cross midnight)
+	// in TimeZone (e.g. America/Mexico_City).
+	Start    string `yaml:"start"`
+	End      string `yaml:"end"`
+	TimeZone string `yaml:"time_zone"`
+	// FleetLock: at most MaxRebooting devices of the group at once.
+	MaxRebooting int `yaml:"max_rebooting"`
+}
+
+// Duration is a time.Duration written as "1h", "30m".
+type Duration time.Duration
+
+// UnmarshalText parses a duration.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("duration %q: %w", b, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// ErrInvalid marks a configuration problem.
+var ErrInvalid = errors.New("invalid updater configuration")
+
+// LoadConfig reads, strictly decodes, defaults and validates a config.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	c, err := ParseConfig(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// ParseConfig decodes a config from YAML.
+func ParseConfig(b []byte) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	c.setDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) setDefaults() {
+	if c.Backend == "" {
+		c.Backend = "sysroot"
+	}
+	if c.Interval == 0 {
+		c.Interval = Duration(time.Hour)
+	}
+	if c.Jitter == 0 {
+		c.Jitter = Duration(10 * time.Minute)
+	}
+	if c.Strategy.Kind == "" {
+		c.Strategy.Kind = "immediate"
+	}
+	if c.Sysroot == "" {
+		c.Sysroot = "/"
+	}
+	if c.HealthDir == "" {
+		c.HealthDir = "/etc/mxos-updater/health"
+	}
+	if len(c.Mirrors) == 0 && c.Server != "" {
+		c.Mirrors = []string{strings.TrimRight(c.Server, "/") + "/repo"}
+	}
+}
+
+// Validate reports every problem at once, one per line.
+func (c *Config) Validate() error {
+	var probs []string
+	bad := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(format, args...)) }
+	checkURL := func(what, s string) {
+		u, err := url.Parse(s)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+			bad("%s %q must be an http(s) URL without credentials", what, s)
+		}
+	}
+	if c.Server == "" {
+		bad("server is required")
+	} else {
+		checkURL("server", c.Server)
+	}
+	for _, m := range c.Mirrors {
+		checkURL("mirror", m)
+	}
+	if c.DeviceID == "" || len(c.DeviceID) > 128 {
+		bad("device_id must be 1 to 128 characters")
+	}
+	if c.Channel == "" {
+		bad("channel is required")
+	}
+	if c.Arch == "" {
+		bad("arch is required (x86_64, aarch64)")
+	}
+	if c.TrustedKeys == "" {
+		bad("trusted_keys is required: nothing unsigned is ever installed")
+	}
+	if c.Backend != "sysroot" && c.Backend != "ostree" {
+		bad("backend %q: use sysroot or ostree", c.Backend)
+	}
+	if c.Interval < Duration(time.Minute) {
+		bad("interval must be at least 1m")
+	}
+	if c.Jitter < 0 || c.Jitter > c.Interval {
+		bad("jitter must be between 0 and the interval")
+	}
+	switch c.Strategy.Kind {
+	case "immediate":
+	case "window":
+		for _, t := range []string{c.Strategy.Start, c.Strategy.End} {
+			if _, err := time.Parse("15:04", t); err != nil {
+				bad("strategy window times must look like 22:00, got %q", t)
+			}
+		}
+		if c.Strategy.Start == c.Strategy.End {
+			bad("strategy window start and end must differ")
+		}
+		if c.Strategy.TimeZone == "" {
+			bad("strategy window needs time_zone, e.g. America/Mexico_City")
+		} else if _, err := time.LoadLocation(c.Strategy.TimeZone); err != nil {
+			bad("strategy time_zone %q: %v", c.Strategy.TimeZone, err)
+		}
+	case "fleet-lock":
+		if c.Strategy.MaxRebooting < 1 {
+			bad("strategy fleet-lock needs max_rebooting of at least 1")
+		}
+		if c.Group == "" {
+			bad("strategy fleet-lock needs the device's group")
+		}
+	default:
+		bad("strategy kind %q: use immediate, window or fleet-lock", c.Strategy.Kind)
+	}
+	if len(probs) > 0 {
+		return fmt.Errorf("%w:\n  %s", ErrInvalid, strings.Join(probs, "\n  "))
+	}
+	return nil
+}
+
+// InWindow reports whether t falls in the maintenance window (always true
+// for other strategies). Windows may cross midnight.
+func (s Strategy) InWindow(t time.Time) bool {
+	if s.Kind != "window" {
+		return true
+	}
+	loc, err := time.LoadLocation(s.TimeZone)
+	if err != nil {
+		return false
+	}
+	start, err1 := time.Parse("15:04", s.Start)
+	end, err2 := time.Parse("15:04", s.End)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	lt := t.In(loc)
+	m := lt.Hour()*60 + lt.Minute()
+	sm, em := start.Hour()*60+start.Minute(), end.Hour()*60+end.Minute()
+	if sm < em {
+		return m >= sm && m < em
+	}
+	return m >= sm || m < em
+}
