@@ -139,7 +139,7 @@ func (c *checkouter) file(rel, dir string, sum Checksum) error {
 	defer cr.Close()
 	h := cr.Header
 	if h.IsSymlink() {
-		if !c.opts.AllowEscapingSymlinks && symlinkEscapes(dir, h.SymlinkTarget) {
+		if !c.opts.AllowEscapingSymlinks && SymlinkEscapes(dir, h.SymlinkTarget) {
 			return fmt.Errorf("%w: symlink %s -> %q points outside the tree", ErrBadName, rel, truncate(h.SymlinkTarget))
 		}
 		if err := c.root.Symlink(h.SymlinkTarget, rel); err != nil {

@@ -199,7 +199,7 @@ func (b *builder) addSymlink(p string, h FileHeader) (*fileSlot, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !b.opts.AllowEscapingSymlinks && len(parts) > 0 && symlinkEscapes(path.Join(parts[:len(parts)-1]...), h.SymlinkTarget) {
+	if !b.opts.AllowEscapingSymlinks && len(parts) > 0 && SymlinkEscapes(path.Join(parts[:len(parts)-1]...), h.SymlinkTarget) {
 		return nil, fmt.Errorf("%w: symlink %q -> %q points outside the tree", ErrBadName, p, truncate(h.SymlinkTarget))
 	}
 	b.fixHeader(&h)

@@ -173,11 +173,11 @@ func ValidateRef(ref string) error {
 	return nil
 }
 
-// symlinkEscapes reports whether a relative symlink target, resolved from the
+// SymlinkEscapes reports whether a relative symlink target, resolved from the
 // directory dir (slash-separated, relative to the tree root), leaves the
 // tree. Absolute targets are resolved inside the deployment when it boots,
 // so they never escape.
-func symlinkEscapes(dir, target string) bool {
+func SymlinkEscapes(dir, target string) bool {
 	if target == "" || strings.HasPrefix(target, "/") {
 		return false
 	}

@@ -572,8 +572,8 @@ func TestSymlinkEscapes(t *testing.T) {
 		{"a", "./.././b", false},
 	}
 	for _, c := range cases {
-		if got := symlinkEscapes(c.dir, c.target); got != c.escapes {
-			t.Errorf("symlinkEscapes(%q, %q) = %v", c.dir, c.target, got)
+		if got := SymlinkEscapes(c.dir, c.target); got != c.escapes {
+			t.Errorf("SymlinkEscapes(%q, %q) = %v", c.dir, c.target, got)
 		}
 	}
 }

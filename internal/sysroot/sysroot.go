@@ -1,0 +1,406 @@
+package sysroot
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mxos-linux/mxos-update/internal/ostree"
+)
+
+// Errors returned by the package; they are wrapped with context.
+var (
+	// ErrBadCommit: the commit was rolled back from and is never deployed
+	// or switched to again.
+	ErrBadCommit = errors.New("sysroot: commit is marked bad")
+	// ErrNoDeployment: there is no such deployment (no current, no
+	// previous, or an unknown name).
+	ErrNoDeployment = errors.New("sysroot: no such deployment")
+	// ErrCounterExhausted: the pending deployment used all its boot
+	// attempts and BootAttempt rolled back.
+	ErrCounterExhausted = errors.New("sysroot: boot counter exhausted, rolled back")
+	// ErrBadTree: the commit's tree cannot be deployed (escaping symlink,
+	// both etc and usr/etc, ...).
+	ErrBadTree = errors.New("sysroot: tree cannot be deployed")
+	// ErrCorrupt: on-disk state of the sysroot is unreadable.
+	ErrCorrupt = errors.New("sysroot: corrupt state")
+)
+
+// DefaultBootTries is the number of boots a newly switched deployment gets
+// before BootAttempt rolls back.
+const DefaultBootTries = 3
+
+// Origin records where a deployment came from.
+type Origin struct {
+	Ref     string    `json:"ref,omitempty"`
+	Version string    `json:"version,omitempty"`
+	Commit  string    `json:"commit"`
+	Created time.Time `json:"created"`
+}
+
+// Deployment is one checked-out commit under R/deploy.
+type Deployment struct {
+	Name   string // <commit>.<serial>
+	Commit ostree.Checksum
+	Serial int
+	Path   string // absolute directory
+	Origin Origin
+}
+
+// BadCommit records why a commit was abandoned.
+type BadCommit struct {
+	Reason string    `json:"reason"`
+	Time   time.Time `json:"time"`
+}
+
+type state struct {
+	Pending   string               `json:"pending,omitempty"`
+	TriesLeft int                  `json:"tries_left,omitempty"`
+	Booted    string               `json:"booted,omitempty"`
+	Bad       map[string]BadCommit `json:"bad,omitempty"`
+}
+
+// Sysroot is an opened root directory. Its methods are safe for
+// concurrent use; mutating ones also take an flock on R/.lock.
+type Sysroot struct {
+	root string
+	mu   sync.Mutex
+	// Tries is the boot counter Switch records (DefaultBootTries unless
+	// changed before Switch).
+	Tries int
+	// Now returns the time used for origins and bad marks.
+	Now func() time.Time
+}
+
+// Open opens root, creating the skeleton if needed, and removes leftovers
+// of interrupted operations.
+func Open(root string) (*Sysroot, error) {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("sysroot open: %w", err)
+	}
+	for _, d := range []string{abs, filepath.Join(abs, "deploy"), filepath.Join(abs, "objects-cache")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("sysroot open: %w", err)
+		}
+	}
+	s := &Sysroot{root: abs, Tries: DefaultBootTries, Now: time.Now}
+	unlock, err := s.lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if err := s.cleanup(); err != nil {
+		return nil, fmt.Errorf("sysroot open: cleanup: %w", err)
+	}
+	if _, err := s.loadState(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Root returns the sysroot's directory.
+func (s *Sysroot) Root() string { return s.root }
+
+// RepoPath is where the local archive repository lives (R/repo).
+func (s *Sysroot) RepoPath() string { return filepath.Join(s.root, "repo") }
+
+func (s *Sysroot) deployDir() string { return filepath.Join(s.root, "deploy") }
+func (s *Sysroot) cacheDir() string  { return filepath.Join(s.root, "objects-cache") }
+
+// lock takes the in-process mutex and the cross-process flock.
+func (s *Sysroot) lock() (func(), error) {
+	s.mu.Lock()
+	f, err := os.OpenFile(filepath.Join(s.root, ".lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("sysroot lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		s.mu.Unlock()
+		return nil, fmt.Errorf("sysroot lock: %w", err)
+	}
+	return func() { f.Close(); s.mu.Unlock() }, nil
+}
+
+func (s *Sysroot) cleanup() error {
+	for _, n := range []string{"current.tmp", "previous.tmp", "state.json.tmp"} {
+		if err := os.Remove(filepath.Join(s.root, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	ents, err := os.ReadDir(s.deployDir())
+	if err != nil {
+		return err
+	}
+	names := map[string]bool{}
+	for _, e := range ents {
+		names[e.Name()] = true
+	}
+	for _, e := range ents {
+		n := e.Name()
+		p := filepath.Join(s.deployDir(), n)
+		switch {
+		case strings.Contains(n, ".tmp-"):
+			if err := removeTree(p); err != nil {
+				return err
+			}
+		case strings.HasSuffix(n, ".origin"):
+			if !names[strings.TrimSuffix(n, ".origin")] {
+				if err := os.Remove(p); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return filepath.WalkDir(s.cacheDir(), func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && strings.HasPrefix(d.Name(), ".tmp-") {
+			return os.Remove(p)
+		}
+		return nil
+	})
+}
+
+// removeTree deletes p even when it holds read-only directories.
+func removeTree(p string) error {
+	filepath.WalkDir(p, func(q string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			os.Chmod(q, 0o700)
+		}
+		return nil
+	})
+	return os.RemoveAll(p)
+}
+
+func randSuffix() string {
+	var b [6]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// writeFileAtomic writes data to path through a synced temporary file.
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if serr := f.Sync(); err == nil {
+		err = serr
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// setLink atomically points R/name at deploy/<target>.
+func (s *Sysroot) setLink(name, target string) error {
+	tmp := filepath.Join(s.root, name+".tmp")
+	os.Remove(tmp)
+	if err := os.Symlink("deploy/"+target, tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(s.root, name)); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncDir(s.root)
+}
+
+func (s *Sysroot) loadState() (*state, error) {
+	st := &state{}
+	b, err := os.ReadFile(filepath.Join(s.root, "state.json"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return st, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sysroot: read state: %w", err)
+	}
+	if err := json.Unmarshal(b, st); err != nil {
+		return nil, fmt.Errorf("%w: state.json: %v", ErrCorrupt, err)
+	}
+	return st, nil
+}
+
+func (s *Sysroot) saveState(st *state) error {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return fmt.Errorf("sysroot: encode state: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(s.root, "state.json"), append(b, '\n')); err != nil {
+		return fmt.Errorf("sysroot: write state: %w", err)
+	}
+	return nil
+}
+
+// parseName splits "<commit>.<serial>".
+func parseName(name string) (ostree.Checksum, int, bool) {
+	c, ser, ok := strings.Cut(name, ".")
+	if !ok {
+		return ostree.Checksum{}, 0, false
+	}
+	sum, err := ostree.ParseChecksum(c)
+	if err != nil {
+		return ostree.Checksum{}, 0, false
+	}
+	n, err := strconv.Atoi(ser)
+	if err != nil || n < 0 || strconv.Itoa(n) != ser {
+		return ostree.Checksum{}, 0, false
+	}
+	return sum, n, true
+}
+
+// load returns the complete deployment called name.
+func (s *Sysroot) load(name string) (Deployment, error) {
+	sum, serial, ok := parseName(name)
+	if !ok {
+		return Deployment{}, fmt.Errorf("%w: bad name %q", ErrNoDeployment, name)
+	}
+	p := filepath.Join(s.deployDir(), name)
+	st, err := os.Lstat(p)
+	if err != nil || !st.IsDir() {
+		return Deployment{}, fmt.Errorf("%w: %s", ErrNoDeployment, name)
+	}
+	d := Deployment{Name: name, Commit: sum, Serial: serial, Path: p}
+	if b, err := os.ReadFile(p + ".origin"); err == nil {
+		if err := json.Unmarshal(b, &d.Origin); err != nil {
+			return Deployment{}, fmt.Errorf("%w: %s.origin: %v", ErrCorrupt, name, err)
+		}
+	}
+	return d, nil
+}
+
+// linkTarget returns the deployment name R/link points at, or "".
+func (s *Sysroot) linkTarget(link string) (string, error) {
+	t, err := os.Readlink(filepath.Join(s.root, link))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("sysroot: %s: %w", link, err)
+	}
+	name, ok := strings.CutPrefix(t, "deploy/")
+	if !ok || strings.Contains(name, "/") {
+		return "", fmt.Errorf("%w: %s -> %q", ErrCorrupt, link, t)
+	}
+	return name, nil
+}
+
+func (s *Sysroot) linked(link string) (Deployment, error) {
+	name, err := s.linkTarget(link)
+	if err != nil {
+		return Deployment{}, err
+	}
+	if name == "" {
+		return Deployment{}, fmt.Errorf("%w: no %s deployment", ErrNoDeployment, link)
+	}
+	return s.load(name)
+}
+
+// Current returns the default deployment (R/current).
+func (s *Sysroot) Current() (Deployment, error) { return s.linked("current") }
+
+// Previous returns the rollback target (R/previous).
+func (s *Sysroot) Previous() (Deployment, error) { return s.linked("previous") }
+
+// Booted returns the deployment recorded by the last BootAttempt.
+func (s *Sysroot) Booted() (Deployment, error) {
+	st, err := s.loadState()
+	if err != nil {
+		return Deployment{}, err
+	}
+	if st.Booted == "" {
+		return Deployment{}, fmt.Errorf("%w: nothing booted yet", ErrNoDeployment)
+	}
+	return s.load(st.Booted)
+}
+
+// List returns the complete deployments, oldest first.
+func (s *Sysroot) List() ([]Deployment, error) {
+	ents, err := os.ReadDir(s.deployDir())
+	if err != nil {
+		return nil, fmt.Errorf("sysroot list: %w", err)
+	}
+	var out []Deployment
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		if _, _, ok := parseName(e.Name()); !ok {
+			continue
+		}
+		d, err := s.load(e.Name())
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if !a.Origin.Created.Equal(b.Origin.Created) {
+			return a.Origin.Created.Before(b.Origin.Created)
+		}
+		return a.Name < b.Name
+	})
+	return out, nil
+}
+
+// IsBad reports whether commit was rolled back from.
+func (s *Sysroot) IsBad(commit ostree.Checksum) (bool, error) {
+	st, err := s.loadState()
+	if err != nil {
+		return false, err
+	}
+	_, bad := st.Bad[commit.String()]
+	return bad, nil
+}
+
+// BadCommits returns the abandoned commits, keyed by hex checksum.
+func (s *Sysroot) BadCommits() (map[string]BadCommit, error) {
+	st, err := s.loadState()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]BadCommit, len(st.Bad))
+	for k, v := range st.Bad {
+		out[k] = v
+	}
+	return out, nil
+}
