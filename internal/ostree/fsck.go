@@ -27,6 +27,15 @@ func (r *Repo) Reachable(commit Checksum) ([]ObjectRef, error) {
 	if err != nil {
 		return nil, err
 	}
+	out, err := r.reachableTree(cm.RootTree, cm.RootMeta)
+	if err != nil {
+		return nil, fmt.Errorf("commit %s: %w", commit, err)
+	}
+	return out, nil
+}
+
+// reachableTree lists the objects under a root dirtree and dirmeta.
+func (r *Repo) reachableTree(rootTree, rootMeta Checksum) ([]ObjectRef, error) {
 	var out []ObjectRef
 	seen := map[ObjectRef]bool{}
 	add := func(o ObjectRef) bool {
@@ -57,8 +66,8 @@ func (r *Repo) Reachable(commit Checksum) ([]ObjectRef, error) {
 		}
 		return nil
 	}
-	if err := walk(cm.RootTree, cm.RootMeta); err != nil {
-		return nil, fmt.Errorf("commit %s: %w", commit, err)
+	if err := walk(rootTree, rootMeta); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -67,19 +76,32 @@ func (r *Repo) Reachable(commit Checksum) ([]ObjectRef, error) {
 // are stored. Metadata objects are read and hash-checked on the way;
 // content objects are only checked for presence (fsck reads them fully).
 func (r *Repo) CheckComplete(commit Checksum) error {
-	objs, err := r.Reachable(commit)
+	cm, err := r.ReadCommit(commit)
+	if err != nil {
+		return err
+	}
+	if err := r.CheckTreeComplete(cm.RootTree, cm.RootMeta); err != nil {
+		return fmt.Errorf("commit %s: %w", commit, err)
+	}
+	return nil
+}
+
+// CheckTreeComplete is CheckComplete for a root dirtree and dirmeta, for
+// checking a commit before it is made visible.
+func (r *Repo) CheckTreeComplete(rootTree, rootMeta Checksum) error {
+	objs, err := r.reachableTree(rootTree, rootMeta)
 	if err != nil {
 		return err
 	}
 	for _, o := range objs {
 		if o.Type == ObjDirMeta {
 			if _, err := r.ReadDirMeta(o.Checksum); err != nil {
-				return fmt.Errorf("commit %s: %w", commit, err)
+				return err
 			}
 			continue
 		}
 		if !r.HasObject(o.Checksum, o.Type) {
-			return fmt.Errorf("commit %s: %w", commit, &ObjectError{o.Checksum, o.Type, ErrNotFound})
+			return &ObjectError{o.Checksum, o.Type, ErrNotFound}
 		}
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 
@@ -214,8 +215,17 @@ func (t *Txn) Commit() error {
 	if err := syncfs(t.stage); err != nil {
 		return fmt.Errorf("commit transaction: sync: %w", err)
 	}
+	// Objects become visible leaves first and commits last, so a crash in
+	// this loop never leaves a commit whose tree is incomplete: stock
+	// `ostree fsck` checks every commit object, referenced or not.
+	keys := make([]stagedKey, 0, len(t.staged))
+	for k := range t.staged {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return visibilityOrder(keys[i].t) < visibilityOrder(keys[j].t) })
 	made := map[string]bool{}
-	for k, p := range t.staged {
+	for _, k := range keys {
+		p := t.staged[k]
 		dst := t.repo.objectFile(k.c, k.t)
 		dir := filepath.Dir(dst)
 		if !made[dir] {
@@ -242,6 +252,18 @@ func (t *Txn) Commit() error {
 		return fmt.Errorf("commit transaction: sync: %w", err)
 	}
 	return nil
+}
+
+// visibilityOrder ranks object types for Commit: content and dirmeta,
+// then dirtree, then commit.
+func visibilityOrder(t ObjectType) int {
+	switch t {
+	case ObjFile, ObjDirMeta:
+		return 0
+	case ObjDirTree:
+		return 1
+	}
+	return 2
 }
 
 // Close drops whatever was not committed and releases the write lock.

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 )
@@ -262,6 +263,14 @@ func (u *Upload) Commit() error {
 	if err := syncfs(u.dir); err != nil {
 		return fmt.Errorf("commit upload %s: sync: %w", u.id, err)
 	}
+	// Leaves first, commits last, and a commit only once its whole tree is
+	// stored: stock `ostree fsck` checks every commit object, so none may
+	// be visible with its tree incomplete, even after a crash.
+	sort.SliceStable(ents, func(i, j int) bool {
+		_, ti, _ := parseStagedName(ents[i].Name())
+		_, tj, _ := parseStagedName(ents[j].Name())
+		return visibilityOrder(ti) < visibilityOrder(tj)
+	})
 	made := map[string]bool{}
 	moved := 0
 	for _, e := range ents {
@@ -270,6 +279,24 @@ func (u *Upload) Commit() error {
 			continue
 		}
 		src, dst := filepath.Join(u.dir, e.Name()), u.repo.objectFile(c, t)
+		if t == ObjCommit {
+			if moved > 0 {
+				if err := syncfs(u.dir); err != nil { // the tree is durable before its commit
+					return fmt.Errorf("commit upload %s: sync: %w", u.id, err)
+				}
+			}
+			b, err := readLimited(src, MaxMetadataSize)
+			if err != nil {
+				return fmt.Errorf("commit upload %s: %w", u.id, err)
+			}
+			cm, err := ParseCommit(b)
+			if err != nil {
+				return fmt.Errorf("commit upload %s: %w", u.id, &ObjectError{c, t, err})
+			}
+			if err := u.repo.CheckTreeComplete(cm.RootTree, cm.RootMeta); err != nil {
+				return fmt.Errorf("commit upload %s: commit %s has an incomplete tree: %w", u.id, c, err)
+			}
+		}
 		if dir := filepath.Dir(dst); !made[dir] {
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				return fmt.Errorf("commit upload %s: %w", u.id, err)

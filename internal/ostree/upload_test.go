@@ -258,3 +258,29 @@ func flipAt(b []byte, i int) []byte {
 	c[i] ^= 0x10
 	return c
 }
+
+// A commit uploaded without its tree never becomes visible: stock
+// `ostree fsck` checks every commit object, referenced or not.
+func TestUploadCommitWithoutTreeRefused(t *testing.T) {
+	src := newRepo(t)
+	c := commitDir(t, src, writeGoldenTree(t), rootOwned)
+	cb, err := src.ReadMetadata(c, ObjCommit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := newRepo(t)
+	up, err := dst.NewUpload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Put(c, ObjCommit, bytes.NewReader(cb), int64(len(cb))); err != nil {
+		t.Fatal(err)
+	}
+	err = up.Commit()
+	if err == nil || !strings.Contains(err.Error(), "incomplete tree") {
+		t.Fatalf("Commit = %v, want an incomplete-tree error", err)
+	}
+	if dst.HasObject(c, ObjCommit) {
+		t.Fatal("the commit became visible without its tree")
+	}
+}
