@@ -1,6 +1,7 @@
-// Package updater is the device agent: its configuration, and (in later
-// work) the state machine idle → check → download → verify → stage →
-// switch → reboot → health-check → commit | rollback → report.
+// Package updater is the device agent: its configuration and the Agent,
+// which runs check → download → verify → stage → switch (Upgrade) and,
+// after the reboot, health-check → commit | rollback → report (Boot).
+// The periodic daemon loop is not written yet.
 //
 // The configuration is one strictly decoded YAML file (unknown keys are an
 // error, so a typo fails at install time rather than at 3 a.m.).

@@ -1,0 +1,159 @@
+// Command mxos-updater is the device agent of MxOS Update:
+//
+//	mxos-updater status     show the installed versions
+//	mxos-updater check      ask the server whether an update is offered
+//	mxos-updater upgrade    download, verify and install an offered update
+//	mxos-updater rollback   go back to the previous version
+//	mxos-updater boot       boot-time step: count the boot, run health checks,
+//	                        keep the update or roll it back
+//
+// The daemon loop (`run`, checking every interval with jitter) is not
+// written yet; a systemd timer calling `upgrade` stands in for it.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mxos-linux/mxos-update/internal/client"
+	"github.com/mxos-linux/mxos-update/internal/ostree"
+	"github.com/mxos-linux/mxos-update/internal/ostree/pull"
+	"github.com/mxos-linux/mxos-update/internal/sign"
+	"github.com/mxos-linux/mxos-update/internal/sysroot"
+	"github.com/mxos-linux/mxos-update/internal/updater"
+)
+
+const defaultConfig = "/etc/mxos-updater/config.yaml"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newRootCmd().ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mxos-updater:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCmd() *cobra.Command {
+	var cfgPath string
+	root := &cobra.Command{
+		Use:           "mxos-updater",
+		Short:         "Keeps this MxOS machine up to date",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&cfgPath, "config", defaultConfig, "configuration file")
+
+	withAgent := func(fn func(cmd *cobra.Command, a *updater.Agent) error) func(*cobra.Command, []string) error {
+		return func(cmd *cobra.Command, _ []string) error {
+			a, err := newAgent(cfgPath)
+			if err != nil {
+				return err
+			}
+			a.Out = cmd.OutOrStdout()
+			return fn(cmd, a)
+		}
+	}
+	root.AddCommand(
+		&cobra.Command{Use: "status", Short: "Show the installed versions", Args: cobra.NoArgs,
+			RunE: withAgent(func(cmd *cobra.Command, a *updater.Agent) error {
+				st, err := a.Status(cmd.Context())
+				if err != nil {
+					return err
+				}
+				printStatus(cmd, st)
+				return nil
+			})},
+		&cobra.Command{Use: "check", Short: "Ask the server whether an update is offered", Args: cobra.NoArgs,
+			RunE: withAgent(func(cmd *cobra.Command, a *updater.Agent) error {
+				resp, err := a.Check(cmd.Context())
+				if err != nil {
+					return err
+				}
+				if resp.Update && resp.Target != nil {
+					fmt.Fprintf(cmd.OutOrStdout(), "Update available: version %s (%s).\n", resp.Target.Version, resp.Reason)
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "No update (%s).\n", resp.Reason)
+				}
+				return nil
+			})},
+		&cobra.Command{Use: "upgrade", Short: "Download and install an offered update", Args: cobra.NoArgs,
+			RunE: withAgent(func(cmd *cobra.Command, a *updater.Agent) error {
+				_, err := a.Upgrade(cmd.Context())
+				return err
+			})},
+		&cobra.Command{Use: "rollback", Short: "Go back to the previous version", Args: cobra.NoArgs,
+			RunE: withAgent(func(cmd *cobra.Command, a *updater.Agent) error {
+				return a.Rollback(cmd.Context())
+			})},
+		&cobra.Command{Use: "boot", Short: "Boot-time step: health checks, keep or roll back", Args: cobra.NoArgs,
+			RunE: withAgent(func(cmd *cobra.Command, a *updater.Agent) error {
+				return a.Boot(cmd.Context())
+			})},
+	)
+	return root
+}
+
+func printStatus(cmd *cobra.Command, st updater.Status) {
+	w := cmd.OutOrStdout()
+	show := func(label string, d *updater.DeploymentInfo) {
+		if d == nil {
+			fmt.Fprintf(w, "%-9s none\n", label+":")
+			return
+		}
+		fmt.Fprintf(w, "%-9s %s (%s)\n", label+":", d.Version, d.Commit)
+	}
+	show("Current", st.Current)
+	show("Previous", st.Previous)
+	for c, b := range st.Bad {
+		fmt.Fprintf(w, "Bad:      %s (%s)\n", c, b.Reason)
+	}
+}
+
+func newAgent(cfgPath string) (*updater.Agent, error) {
+	cfg, err := updater.LoadConfig(cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Backend != "sysroot" {
+		return nil, fmt.Errorf("backend %q is not supported yet; use sysroot", cfg.Backend)
+	}
+	token := ""
+	if cfg.TokenFile != "" {
+		b, err := os.ReadFile(cfg.TokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading the device token: %w", err)
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	c, err := client.New(cfg.Server, token)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	verifiers, err := sign.LoadVerifiers(cfg.TrustedKeys)
+	if err != nil {
+		return nil, fmt.Errorf("loading trusted keys: %w", err)
+	}
+	sys, err := sysroot.Open(cfg.Sysroot)
+	if err != nil {
+		return nil, fmt.Errorf("opening the sysroot: %w", err)
+	}
+	repo, err := ostree.Create(sys.RepoPath())
+	if err != nil {
+		return nil, fmt.Errorf("opening the local repository: %w", err)
+	}
+	return &updater.Agent{
+		Cfg:    cfg,
+		Client: c,
+		Puller: &pull.Puller{URLs: cfg.Mirrors, Verifiers: verifiers},
+		Sys:    sys,
+		Repo:   repo,
+	}, nil
+}

@@ -1,0 +1,395 @@
+package updater
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/mxos-linux/mxos-update/internal/api"
+	"github.com/mxos-linux/mxos-update/internal/client"
+	"github.com/mxos-linux/mxos-update/internal/health"
+	"github.com/mxos-linux/mxos-update/internal/ostree"
+	"github.com/mxos-linux/mxos-update/internal/ostree/pull"
+	"github.com/mxos-linux/mxos-update/internal/sysroot"
+)
+
+// StateFile is the agent's own small state file, kept in the sysroot's
+// root directory: the rollout and version of the last update it switched
+// to and whether that update still waits for its health verdict.
+const StateFile = "mxos-updater.json"
+
+// Agent is the device agent. It composes the update client, the verified
+// puller and the pure-Go sysroot backend.
+//
+// Strategies: "immediate" deploys and switches at once; "window" deploys
+// at once but switches only inside the maintenance window (outside it the
+// deployment stays staged and the next upgrade inside the window switches
+// it); "fleet-lock" is for now treated like "immediate" (no coordination
+// with other devices yet).
+type Agent struct {
+	Cfg    *Config
+	Client *client.Client
+	Puller *pull.Puller
+	Sys    *sysroot.Sysroot
+	Repo   *ostree.Repo
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+	// Out receives short messages for the technician (discarded when nil).
+	Out io.Writer
+}
+
+// Status is what Agent.Status reports.
+type Status struct {
+	Current  *DeploymentInfo              `json:"current,omitempty"`
+	Previous *DeploymentInfo              `json:"previous,omitempty"`
+	Bad      map[string]sysroot.BadCommit `json:"bad,omitempty"`
+}
+
+// DeploymentInfo describes one deployment.
+type DeploymentInfo struct {
+	Name    string `json:"name"`
+	Commit  string `json:"commit"`
+	Version string `json:"version"`
+}
+
+// agentState is the content of StateFile.
+type agentState struct {
+	// Deployment is the deployment name the agent last switched to.
+	Deployment string `json:"deployment"`
+	Version    string `json:"version"`
+	Commit     string `json:"commit"`
+	RolloutID  string `json:"rollout_id,omitempty"`
+	// Pending is true until the boot step has judged the deployment.
+	Pending bool `json:"pending"`
+}
+
+func (a *Agent) now() time.Time {
+	if a.Now != nil {
+		return a.Now()
+	}
+	return time.Now()
+}
+
+func (a *Agent) say(format string, args ...any) {
+	if a.Out != nil {
+		fmt.Fprintf(a.Out, format+"\n", args...)
+	}
+}
+
+func (a *Agent) statePath() string { return filepath.Join(a.Sys.Root(), StateFile) }
+
+func (a *Agent) loadState() (agentState, error) {
+	var st agentState
+	b, err := os.ReadFile(a.statePath())
+	if errors.Is(err, os.ErrNotExist) {
+		return st, nil
+	}
+	if err != nil {
+		return st, fmt.Errorf("reading updater state: %w", err)
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("reading updater state %s: %w", a.statePath(), err)
+	}
+	return st, nil
+}
+
+func (a *Agent) saveState(st agentState) error {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return fmt.Errorf("writing updater state: %w", err)
+	}
+	tmp := a.statePath() + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("writing updater state: %w", err)
+	}
+	_, werr := f.Write(append(b, '\n'))
+	serr := f.Sync()
+	cerr := f.Close()
+	if err := errors.Join(werr, serr, cerr); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("writing updater state: %w", err)
+	}
+	if err := os.Rename(tmp, a.statePath()); err != nil {
+		return fmt.Errorf("writing updater state: %w", err)
+	}
+	return nil
+}
+
+// current returns the current deployment, or ok false when there is none.
+func (a *Agent) current() (sysroot.Deployment, bool, error) {
+	d, err := a.Sys.Current()
+	if errors.Is(err, sysroot.ErrNoDeployment) {
+		return d, false, nil
+	}
+	if err != nil {
+		return d, false, fmt.Errorf("reading the current deployment: %w", err)
+	}
+	return d, true, nil
+}
+
+func info(d sysroot.Deployment) *DeploymentInfo {
+	return &DeploymentInfo{Name: d.Name, Commit: d.Commit.String(), Version: d.Origin.Version}
+}
+
+// Status returns the current and previous deployments and the commits
+// marked bad.
+func (a *Agent) Status(ctx context.Context) (Status, error) {
+	var s Status
+	if err := ctx.Err(); err != nil {
+		return s, err
+	}
+	cur, ok, err := a.current()
+	if err != nil {
+		return s, err
+	}
+	if ok {
+		s.Current = info(cur)
+	}
+	prev, err := a.Sys.Previous()
+	switch {
+	case err == nil:
+		s.Previous = info(prev)
+	case !errors.Is(err, sysroot.ErrNoDeployment):
+		return s, fmt.Errorf("reading the previous deployment: %w", err)
+	}
+	bad, err := a.Sys.BadCommits()
+	if err != nil {
+		return s, fmt.Errorf("reading bad commits: %w", err)
+	}
+	if len(bad) > 0 {
+		s.Bad = bad
+	}
+	return s, nil
+}
+
+// Check asks the server whether an update is offered for the booted
+// (current) deployment.
+func (a *Agent) Check(ctx context.Context) (api.CheckResponse, error) {
+	req := api.CheckRequest{DeviceID: a.Cfg.DeviceID, Arch: a.Cfg.Arch, Channel: a.Cfg.Channel, Group: a.Cfg.Group}
+	cur, ok, err := a.current()
+	if err != nil {
+		return api.CheckResponse{}, err
+	}
+	if ok {
+		req.BootedCommit = cur.Commit.String()
+		req.Version = cur.Origin.Version
+	}
+	resp, err := a.Client.Check(ctx, req)
+	if err != nil {
+		return resp, fmt.Errorf("asking the server for updates: %w", err)
+	}
+	return resp, nil
+}
+
+func (a *Agent) report(ctx context.Context, ev api.Event, version, rolloutID, errText string) {
+	if version == "" {
+		version = "unknown"
+	}
+	if len(errText) > 4000 {
+		errText = errText[:4000]
+	}
+	err := a.Client.Report(ctx, api.ReportRequest{DeviceID: a.Cfg.DeviceID, RolloutID: rolloutID,
+		Version: version, Event: ev, Error: errText, At: a.now()})
+	if err != nil {
+		a.say("Could not tell the server (%s): %v", ev, err)
+	}
+}
+
+// Upgrade checks for an update and, when one is offered, downloads,
+// verifies, deploys and (depending on the strategy) switches to it. It
+// returns whether a new deployment was made the default.
+func (a *Agent) Upgrade(ctx context.Context) (bool, error) {
+	resp, err := a.Check(ctx)
+	if err != nil {
+		return false, err
+	}
+	if !resp.Update || resp.Target == nil {
+		a.say("No update (%s).", resp.Reason)
+		return false, nil
+	}
+	t := *resp.Target
+	want, err := ostree.ParseChecksum(t.Commit)
+	if err != nil {
+		return false, fmt.Errorf("server offered version %s with a bad commit %q: %w", t.Version, t.Commit, err)
+	}
+	bad, err := a.Sys.IsBad(want)
+	if err != nil {
+		return false, fmt.Errorf("checking version %s: %w", t.Version, err)
+	}
+	if bad {
+		a.say("Version %s was rolled back on this machine before; not installing it again.", t.Version)
+		return false, nil
+	}
+	changed, err := a.install(ctx, t, want)
+	if err != nil {
+		a.report(ctx, api.EventFailed, t.Version, t.RolloutID, err.Error())
+		a.say("Update to %s failed: %v", t.Version, err)
+		return false, err
+	}
+	return changed, nil
+}
+
+func (a *Agent) install(ctx context.Context, t api.Target, want ostree.Checksum) (bool, error) {
+	cur, haveCur, err := a.current()
+	if err != nil {
+		return false, err
+	}
+	// A deployment of the target already staged (window strategy): reuse it.
+	var dep sysroot.Deployment
+	staged := false
+	if list, err := a.Sys.List(); err == nil {
+		for _, d := range list {
+			if d.Commit == want && (!haveCur || d.Name != cur.Name) {
+				dep, staged = d, true
+			}
+		}
+	}
+	if haveCur && cur.Commit == want {
+		a.say("Version %s is already installed.", t.Version)
+		return false, nil
+	}
+	if !staged {
+		a.say("Downloading version %s...", t.Version)
+		a.report(ctx, api.EventDownloadStarted, t.Version, t.RolloutID, "")
+		opts := pull.Options{ExpectCommit: t.Commit}
+		if haveCur {
+			c, err := a.Repo.ReadCommit(cur.Commit)
+			if err != nil {
+				return false, fmt.Errorf("reading the installed commit: %w", err)
+			}
+			opts.MinTimestamp, opts.Current = c.Timestamp, cur.Commit
+		}
+		got, err := a.Puller.Pull(ctx, a.Repo, t.Ref, opts)
+		if err != nil {
+			return false, fmt.Errorf("download of %s: %w", t.Version, err)
+		}
+		if got != want {
+			return false, fmt.Errorf("download of %s: got commit %s, the server offered %s", t.Version, got, want)
+		}
+		a.report(ctx, api.EventDownloadFinished, t.Version, t.RolloutID, "")
+		dep, err = a.Sys.Deploy(ctx, a.Repo, want, sysroot.Origin{Ref: t.Ref, Version: t.Version, Commit: t.Commit})
+		if err != nil {
+			return false, fmt.Errorf("installing %s: %w", t.Version, err)
+		}
+	}
+	if !a.Cfg.Strategy.InWindow(a.now()) {
+		a.say("Version %s is ready; it will be switched on in the maintenance window (%s-%s).",
+			t.Version, a.Cfg.Strategy.Start, a.Cfg.Strategy.End)
+		return false, nil
+	}
+	if err := a.Sys.Switch(ctx, dep); err != nil {
+		return false, fmt.Errorf("switching to %s: %w", t.Version, err)
+	}
+	if err := a.saveState(agentState{Deployment: dep.Name, Version: t.Version, Commit: t.Commit,
+		RolloutID: t.RolloutID, Pending: true}); err != nil {
+		return true, err
+	}
+	a.report(ctx, api.EventDeployed, t.Version, t.RolloutID, "")
+	a.say("Version %s is installed. Restart the machine to use it.", t.Version)
+	return true, nil
+}
+
+// Boot is the boot-time step: it counts the boot attempt, runs the health
+// checks and, for a freshly switched update, keeps it (health OK) or rolls
+// back to the previous deployment (a required check failed).
+func (a *Agent) Boot(ctx context.Context) error {
+	st, err := a.loadState()
+	if err != nil {
+		return err
+	}
+	if _, err := a.Sys.BootAttempt(); err != nil {
+		if !errors.Is(err, sysroot.ErrCounterExhausted) {
+			return fmt.Errorf("counting the boot: %w", err)
+		}
+		version := st.Version
+		if prev, perr := a.Sys.Previous(); perr == nil {
+			version = prev.Origin.Version
+		}
+		a.report(ctx, api.EventRolledBack, version, st.RolloutID, "the new version did not start after several tries")
+		st.Pending = false
+		a.say("Version %s did not start after several tries; went back to the previous version. Restart the machine.", version)
+		return a.saveState(st)
+	}
+	cur, ok, err := a.current()
+	if err != nil {
+		return err
+	}
+	if !ok {
+		a.say("Nothing installed yet.")
+		return nil
+	}
+	judging := st.Pending && st.Deployment == cur.Name
+	res, err := health.Run(ctx, a.Cfg.HealthDir, health.Options{})
+	if err != nil {
+		return fmt.Errorf("running health checks: %w", err)
+	}
+	rolloutID := ""
+	if st.Deployment == cur.Name {
+		rolloutID = st.RolloutID
+	}
+	if res.OK {
+		if err := a.Sys.MarkGood(); err != nil {
+			return fmt.Errorf("keeping version %s: %w", cur.Origin.Version, err)
+		}
+		if judging {
+			st.Pending = false
+			if err := a.saveState(st); err != nil {
+				return err
+			}
+			a.report(ctx, api.EventHealthOK, cur.Origin.Version, rolloutID, "")
+		}
+		a.say("Version %s is healthy.", cur.Origin.Version)
+		return nil
+	}
+	summary := res.Summary()
+	if !judging {
+		a.say("Health checks failed on version %s, but it was already accepted; not rolling back: %s", cur.Origin.Version, summary)
+		return nil
+	}
+	if err := a.Sys.Rollback(ctx, summary); err != nil {
+		return fmt.Errorf("rolling back version %s: %w", cur.Origin.Version, err)
+	}
+	st.Pending = false
+	if err := a.saveState(st); err != nil {
+		return err
+	}
+	a.report(ctx, api.EventRolledBack, cur.Origin.Version, rolloutID, summary)
+	a.say("Version %s failed its health checks and was rolled back. Restart the machine. (%s)", cur.Origin.Version, summary)
+	return nil
+}
+
+// Rollback goes back to the previous deployment by hand; the abandoned
+// version is marked bad and never installed again.
+func (a *Agent) Rollback(ctx context.Context) error {
+	cur, ok, err := a.current()
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errors.New("nothing is installed, so there is nothing to roll back")
+	}
+	if err := a.Sys.Rollback(ctx, "rolled back by hand"); err != nil {
+		return fmt.Errorf("rolling back version %s: %w", cur.Origin.Version, err)
+	}
+	st, err := a.loadState()
+	if err != nil {
+		return err
+	}
+	rolloutID := ""
+	if st.Deployment == cur.Name {
+		rolloutID = st.RolloutID
+		st.Pending = false
+		if err := a.saveState(st); err != nil {
+			return err
+		}
+	}
+	a.report(ctx, api.EventRolledBack, cur.Origin.Version, rolloutID, "rolled back by hand")
+	a.say("Went back from version %s. Restart the machine to use the previous version.", cur.Origin.Version)
+	return nil
+}
