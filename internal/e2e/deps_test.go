@@ -52,3 +52,20 @@ func TestImportDirection(t *testing.T) {
 		t.Fatalf("go list saw only %d packages", seen)
 	}
 }
+
+// TestDeviceSideDeps: the updater binary never links server-only code.
+func TestDeviceSideDeps(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "github.com/mxos-linux/mxos-update/cmd/mxos-updater").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	deps := string(out)
+	if !strings.Contains(deps, "internal/updater") {
+		t.Fatal("go list did not list the updater's dependencies")
+	}
+	for _, forbidden := range []string{"internal/server", "internal/db", "internal/updates", "internal/auth"} {
+		if strings.Contains(deps, "github.com/mxos-linux/mxos-update/"+forbidden+"\n") {
+			t.Errorf("mxos-updater links %s", forbidden)
+		}
+	}
+}
