@@ -76,7 +76,9 @@ type checkouter struct {
 	rootPath string
 }
 
-func fileMode(mode uint32) os.FileMode {
+// FileMode turns an OSTree st_mode into an os.FileMode: permissions plus
+// setuid, setgid and sticky bits.
+func FileMode(mode uint32) os.FileMode {
 	m := os.FileMode(mode & 0o777)
 	if mode&unix.S_ISUID != 0 {
 		m |= os.ModeSetuid
@@ -128,7 +130,7 @@ func (c *checkouter) dir(rel string, tree, meta Checksum) error {
 			return err
 		}
 	}
-	return c.root.Chmod(rel, fileMode(dm.Mode))
+	return c.root.Chmod(rel, FileMode(dm.Mode))
 }
 
 func (c *checkouter) file(rel, dir string, sum Checksum) error {
@@ -174,7 +176,7 @@ func (c *checkouter) file(rel, dir string, sum Checksum) error {
 	if h.IsSymlink() {
 		return nil
 	}
-	return c.root.Chmod(rel, fileMode(h.Mode))
+	return c.root.Chmod(rel, FileMode(h.Mode))
 }
 
 func (c *checkouter) setXattrs(rel string, x []Xattr) error {

@@ -139,21 +139,6 @@ type builder struct {
 	modeOf    map[string]os.FileMode // final modes of the commit's dirs
 }
 
-// fileMode converts a stat mode to an os.FileMode (permissions + special bits).
-func fileMode(mode uint32) os.FileMode {
-	m := os.FileMode(mode & 0o777)
-	if mode&unix.S_ISUID != 0 {
-		m |= os.ModeSetuid
-	}
-	if mode&unix.S_ISGID != 0 {
-		m |= os.ModeSetgid
-	}
-	if mode&unix.S_ISVTX != 0 {
-		m |= os.ModeSticky
-	}
-	return m
-}
-
 func (b *builder) dir(rel string, tree, meta ostree.Checksum, copyFiles bool) error {
 	if err := b.ctx.Err(); err != nil {
 		return err
@@ -205,11 +190,11 @@ func (b *builder) dir(rel string, tree, meta ostree.Checksum, copyFiles bool) er
 			return err
 		}
 	}
-	b.dirModes = append(b.dirModes, dirMode{rel, fileMode(dm.Mode)})
+	b.dirModes = append(b.dirModes, dirMode{rel, ostree.FileMode(dm.Mode)})
 	if b.modeOf == nil {
 		b.modeOf = map[string]os.FileMode{}
 	}
-	b.modeOf[rel] = fileMode(dm.Mode)
+	b.modeOf[rel] = ostree.FileMode(dm.Mode)
 	return nil
 }
 
@@ -298,7 +283,7 @@ func (b *builder) fillCache(cache string, cr *ostree.ContentReader) error {
 		}
 	}
 	if err == nil {
-		err = f.Chmod(fileMode(h.Mode))
+		err = f.Chmod(ostree.FileMode(h.Mode))
 	}
 	if err == nil {
 		err = f.Sync()
