@@ -60,6 +60,21 @@ func childLogger() *zap.Logger {
 	return zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(ec), zapcore.Lock(os.Stderr), zapcore.WarnLevel))
 }
 
+// serveAndAnnounce listens, prints the address as the first line of
+// stdout (the parent reads it) and serves until the command is cancelled.
+func serveAndAnnounce(cmd *cobra.Command, srv *server.Server, listen string) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(cmd.Context(), "tcp", listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", listen, err)
+	}
+	fmt.Fprintln(cmd.OutOrStdout(), ln.Addr().String())
+	if err := srv.Serve(cmd.Context(), ln); err != nil {
+		return fmt.Errorf("%s: %w", cmd.Name(), err)
+	}
+	return nil
+}
+
 // newServeChildCmd is mxos-server: it serves DATA/repo and prints the
 // address it listens on as the first line of stdout.
 func newServeChildCmd() *cobra.Command {
@@ -84,16 +99,7 @@ func newServeChildCmd() *cobra.Command {
 				return fmt.Errorf("serve-child: %w", err)
 			}
 			defer srv.Close()
-			var lc net.ListenConfig
-			ln, err := lc.Listen(cmd.Context(), "tcp", listen)
-			if err != nil {
-				return fmt.Errorf("listening on %s: %w", listen, err)
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), ln.Addr().String())
-			if err := srv.Serve(cmd.Context(), ln); err != nil {
-				return fmt.Errorf("serve-child: %w", err)
-			}
-			return nil
+			return serveAndAnnounce(cmd, srv, listen)
 		},
 	}
 	cmd.Flags().StringVar(&data, "data", "", "data directory (serves DATA/repo)")
@@ -173,16 +179,7 @@ func newCheckChildCmd() *cobra.Command {
 				return fmt.Errorf("check-child: %w", err)
 			}
 			defer srv.Close()
-			var lc net.ListenConfig
-			ln, err := lc.Listen(cmd.Context(), "tcp", listen)
-			if err != nil {
-				return fmt.Errorf("listening on %s: %w", listen, err)
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), ln.Addr().String())
-			if err := srv.Serve(cmd.Context(), ln); err != nil {
-				return fmt.Errorf("check-child: %w", err)
-			}
-			return nil
+			return serveAndAnnounce(cmd, srv, listen)
 		},
 	}
 	f := cmd.Flags()
