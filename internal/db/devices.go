@@ -121,24 +121,8 @@ func (f DeviceFilter) where(paging bool) (string, []any) {
 func (q *Queries) ListDevices(ctx context.Context, f DeviceFilter) ([]Device, error) {
 	where, args := f.where(true)
 	args = append(args, pageLimit(f.Limit))
-	rows, err := q.q.QueryContext(ctx, `SELECT `+deviceColumns+` FROM devices`+where+
-		fmt.Sprintf(` ORDER BY id LIMIT $%d`, len(args)), args...)
-	if err != nil {
-		return nil, fmt.Errorf("listing devices: %w", err)
-	}
-	defer rows.Close()
-	var out []Device
-	for rows.Next() {
-		d, err := scanDevice(rows)
-		if err != nil {
-			return nil, fmt.Errorf("listing devices: %w", err)
-		}
-		out = append(out, d)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("listing devices: %w", err)
-	}
-	return out, nil
+	return queryAll(ctx, q.q, "listing devices", func(r *sql.Rows) (Device, error) { return scanDevice(r) },
+		`SELECT `+deviceColumns+` FROM devices`+where+fmt.Sprintf(` ORDER BY id LIMIT $%d`, len(args)), args...)
 }
 
 // CountDevices counts the devices matching f (Limit and After ignored).

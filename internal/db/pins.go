@@ -120,21 +120,6 @@ func (q *Queries) PinsFor(ctx context.Context, deviceID, group string) (devicePi
 // ListPins returns every pin: group pins first, then device pins, each by
 // target.
 func (q *Queries) ListPins(ctx context.Context) ([]Pin, error) {
-	rows, err := q.q.QueryContext(ctx, `SELECT `+pinColumns+` FROM pins ORDER BY scope DESC, target`)
-	if err != nil {
-		return nil, fmt.Errorf("listing pins: %w", err)
-	}
-	defer rows.Close()
-	var out []Pin
-	for rows.Next() {
-		p, err := scanPin(rows)
-		if err != nil {
-			return nil, fmt.Errorf("listing pins: %w", err)
-		}
-		out = append(out, p)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("listing pins: %w", err)
-	}
-	return out, nil
+	return queryAll(ctx, q.q, "listing pins", func(r *sql.Rows) (Pin, error) { return scanPin(r) },
+		`SELECT `+pinColumns+` FROM pins ORDER BY scope DESC, target`)
 }

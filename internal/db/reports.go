@@ -79,21 +79,10 @@ func (q *Queries) RolloutStats(ctx context.Context, rolloutID string, since time
 // RolledBackFrom returns the versions a device rolled back from, oldest
 // first, each once. Devices never re-target them.
 func (q *Queries) RolledBackFrom(ctx context.Context, deviceID string) ([]string, error) {
-	rows, err := q.q.QueryContext(ctx, `SELECT DISTINCT version FROM reports WHERE device_id = $1 AND event = 'rolled-back'`, deviceID)
+	out, err := queryAll(ctx, q.q, "reading rollbacks of "+deviceID, scanString,
+		`SELECT DISTINCT version FROM reports WHERE device_id = $1 AND event = 'rolled-back'`, deviceID)
 	if err != nil {
-		return nil, fmt.Errorf("reading rollbacks of %s: %w", deviceID, err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var v string
-		if err := rows.Scan(&v); err != nil {
-			return nil, fmt.Errorf("reading rollbacks of %s: %w", deviceID, err)
-		}
-		out = append(out, v)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("reading rollbacks of %s: %w", deviceID, err)
+		return nil, err
 	}
 	// Reported versions are device input, not necessarily well-formed:
 	// well-formed ones first, by version, then the rest; text breaks ties
@@ -119,21 +108,10 @@ func (q *Queries) RolledBackFrom(ctx context.Context, deviceID string) ([]string
 // DevicesWithRollbacks lists every device that ever reported rolling back,
 // so a check of any other device can skip RolledBackFrom.
 func (q *Queries) DevicesWithRollbacks(ctx context.Context) ([]string, error) {
-	rows, err := q.q.QueryContext(ctx, `SELECT DISTINCT device_id FROM reports WHERE event = 'rolled-back'`)
+	out, err := queryAll(ctx, q.q, "listing devices with rollbacks", scanString,
+		`SELECT DISTINCT device_id FROM reports WHERE event = 'rolled-back'`)
 	if err != nil {
-		return nil, fmt.Errorf("listing devices with rollbacks: %w", err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("listing devices with rollbacks: %w", err)
-		}
-		out = append(out, id)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("listing devices with rollbacks: %w", err)
+		return nil, err
 	}
 	slices.Sort(out)
 	return out, nil

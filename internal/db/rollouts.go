@@ -160,23 +160,8 @@ func (q *Queries) ListRollouts(ctx context.Context, channel string) ([]Rollout, 
 	if channel != "" {
 		query, args = query+` WHERE channel = $1`, append(args, channel)
 	}
-	rows, err := q.q.QueryContext(ctx, query+` ORDER BY created_at DESC, id DESC`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("listing rollouts: %w", err)
-	}
-	defer rows.Close()
-	var out []Rollout
-	for rows.Next() {
-		r, err := scanRollout(rows)
-		if err != nil {
-			return nil, fmt.Errorf("listing rollouts: %w", err)
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("listing rollouts: %w", err)
-	}
-	return out, nil
+	return queryAll(ctx, q.q, "listing rollouts", func(r *sql.Rows) (Rollout, error) { return scanRollout(r) },
+		query+` ORDER BY created_at DESC, id DESC`, args...)
 }
 
 // legalMove reports whether some rollout.Action moves from to to.

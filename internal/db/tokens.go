@@ -151,22 +151,9 @@ func (q *Queries) RevokeToken(ctx context.Context, idOrName string, at time.Time
 // ListTokens returns every token, revoked ones included, oldest first,
 // without hashes.
 func (q *Queries) ListTokens(ctx context.Context) ([]Token, error) {
-	rows, err := q.q.QueryContext(ctx, `SELECT `+tokenColumns+` FROM tokens ORDER BY created_at, id`)
-	if err != nil {
-		return nil, fmt.Errorf("listing tokens: %w", err)
-	}
-	defer rows.Close()
-	var out []Token
-	for rows.Next() {
-		t, err := scanToken(rows)
-		if err != nil {
-			return nil, fmt.Errorf("listing tokens: %w", err)
-		}
-		t.Hash = nil
-		out = append(out, t)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("listing tokens: %w", err)
-	}
-	return out, nil
+	return queryAll(ctx, q.q, "listing tokens", func(r *sql.Rows) (Token, error) {
+		t, err := scanToken(r)
+		t.Hash = nil // never handed out
+		return t, err
+	}, `SELECT `+tokenColumns+` FROM tokens ORDER BY created_at, id`)
 }
