@@ -79,7 +79,9 @@ type Decision struct {
 
 // Decide says whether a device should be offered a release now. In order:
 //
-//  1. malformed inputs offer nothing (invalid-input);
+//  1. malformed inputs offer nothing (invalid-input); an empty Current is
+//     not malformed: it is a device with nothing installed, older than
+//     every release (see the package doc);
 //  2. a device on the target or newer is up-to-date (no downgrades);
 //  3. a device on a dead end is offered only its successor: directly if it
 //     is older than the target (successor), through the rollout if it is
@@ -106,17 +108,24 @@ func Decide(in DecideInput) Decision {
 	if !in.State.Valid() || math.IsNaN(in.Bucket) || in.Bucket < 0 || in.Bucket >= 1 {
 		return no(ReasonInvalid)
 	}
-	cur, err := ParseVersion(in.Current)
-	if err != nil {
-		return no(ReasonInvalid)
-	}
 	tgt, err := ParseVersion(in.Target)
 	if err != nil {
 		return no(ReasonInvalid)
 	}
-	if cur.Compare(tgt) >= 0 {
-		return no(ReasonUpToDate)
+	// An empty Current is a machine with nothing installed yet (freshly
+	// imaged): older than every release, on no dead end.
+	fresh := in.Current == ""
+	var cur Version
+	if !fresh {
+		if cur, err = ParseVersion(in.Current); err != nil {
+			return no(ReasonInvalid)
+		}
+		if cur.Compare(tgt) >= 0 {
+			return no(ReasonUpToDate)
+		}
 	}
+	// newerThanCur reports whether v is newer than what the device runs.
+	newerThanCur := func(v Version) bool { return fresh || v.Compare(cur) > 0 }
 
 	// Dead ends: only the successor, if it lies on the way to the target.
 	toSuccessor := false
@@ -125,7 +134,7 @@ func Decide(in DecideInput) Decision {
 		if err != nil {
 			return no(ReasonInvalid)
 		}
-		if dv.Compare(cur) != 0 {
+		if fresh || dv.Compare(cur) != 0 {
 			continue
 		}
 		if d.Successor == "" {
@@ -155,7 +164,7 @@ func Decide(in DecideInput) Decision {
 		if err != nil {
 			return no(ReasonInvalid)
 		}
-		if bv.Compare(cur) > 0 && bv.Compare(tgt) < 0 && (barrier == nil || bv.Compare(*barrier) < 0) {
+		if newerThanCur(bv) && bv.Compare(tgt) < 0 && (barrier == nil || bv.Compare(*barrier) < 0) {
 			barrier = &bv
 		}
 	}

@@ -147,3 +147,36 @@ func TestDecideOverFleet(t *testing.T) {
 		}
 	}
 }
+
+// A device with nothing installed (empty Current) is older than every
+// release: it goes through the ramp and through barriers like any device
+// behind them, and is on no dead end.
+func TestDecideNothingInstalled(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		edit   func(*DecideInput)
+		offer  bool
+		target string
+		reason Reason
+	}{
+		{"eligible", func(*DecideInput) {}, true, "10.2", ReasonEligible},
+		{"ramp still gates it", func(in *DecideInput) { in.Bucket = 0.9 }, false, "", ReasonNotYet},
+		{"complete", func(in *DecideInput) { in.State = StateComplete; in.Bucket = 0.9 }, true, "10.2", ReasonEligible},
+		{"halted", func(in *DecideInput) { in.State = StateHalted }, false, "", ReasonHalted},
+		{"oldest barrier first", func(in *DecideInput) { in.Graph.Barriers = []string{"10.1", "9.5"}; in.Bucket = 0.9 }, true, "9.5", ReasonBarrier},
+		{"barrier at the target", func(in *DecideInput) { in.Graph.Barriers = []string{"10.2"} }, true, "10.2", ReasonEligible},
+		{"dead ends do not apply", func(in *DecideInput) { in.Graph.DeadEnds = []DeadEnd{{Version: "10.1"}, {Version: "0"}} }, true, "10.2", ReasonEligible},
+		{"rolled back from the target", func(in *DecideInput) { in.RolledBackFrom = []string{"10.2"} }, false, "", ReasonRolledBack},
+		{"bad target still invalid", func(in *DecideInput) { in.Target = "" }, false, "", ReasonInvalid},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			in := base()
+			in.Current = ""
+			c.edit(&in)
+			d := Decide(in)
+			if d.Offer != c.offer || d.Target != c.target || d.Reason != c.reason {
+				t.Errorf("Decide = %+v, want offer=%v target=%q reason=%s", d, c.offer, c.target, c.reason)
+			}
+		})
+	}
+}

@@ -57,6 +57,17 @@
 // not gated by the new release's ramp; the device never goes backwards and
 // never re-targets a release it rolled back from.
 //
+// # A device with nothing installed
+//
+// An empty current version means the device runs no release yet (a freshly
+// imaged machine whose first check carries no version). It is older than
+// every release, so it takes the current release like any device behind
+// it: through the ramp, and through barriers first, since it has installed
+// none of them (a barrier may carry a rotated key or a migration, and a
+// fresh machine gains nothing by skipping it). It is on no dead end.
+// Refusing it instead (the earlier answer, invalid-input) left new
+// machines with no way to their first update but a manual install.
+//
 // # Auto-halt
 //
 // [AutoHalt] halts a rollout when devices report a failure rate above the

@@ -15,6 +15,11 @@
 // device the current rollout does not admit yet still gets the newest
 // release whose rollout is complete, if it is older than that.
 //
+// A check without a version is a device with nothing installed yet (a
+// freshly imaged machine): it is older than every release, so it is
+// offered what an out-of-date device would be (rollout.Decide, package
+// doc "A device with nothing installed"), never refused as invalid.
+//
 // Checks are the hot path of a fleet, so the service caches per process:
 // rollouts, releases, pins and the set of devices that ever rolled back
 // for CacheTTL (the server uses one second, and clears them itself after
