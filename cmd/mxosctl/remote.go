@@ -47,6 +47,7 @@ func addServerCmds(root *cobra.Command) *remote {
 		newRolloutCmd(r),
 		newPinCmd(r), newUnpinCmd(r), newPinsCmd(r),
 		newDevicesCmd(r), newGroupCmd(r),
+		newFleetLockCmd(r), // fleetlock.go
 		newAuditCmd(r),
 		newTokenCmd(r),
 	)

@@ -47,7 +47,7 @@ func (c Code) HTTPStatus() int {
 		return http.StatusForbidden
 	case CodeNotFound:
 		return http.StatusNotFound
-	case CodeDuplicate, CodeDuplicateVersion, CodeVersionOrder, CodePromotion, CodeRolloutState, CodeConflict:
+	case CodeDuplicate, CodeDuplicateVersion, CodeVersionOrder, CodePromotion, CodeRolloutState, CodeConflict, CodeFleetLockBusy:
 		return http.StatusConflict
 	}
 	return http.StatusInternalServerError

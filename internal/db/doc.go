@@ -27,6 +27,8 @@
 //	                  created_at/by, revoked_at
 //	audit_log         seq → actor, action, subject, detail, logged_at,
 //	                  prev_hash, hash
+//	fleet_locks       (group_name, device_id) → acquired_at, expires_at: the
+//	                  fleet-lock strategy's reboot slots (fleetlock.go)
 //	schema_migrations version → name, checksum, applied_at
 //
 // # One SQL for two engines

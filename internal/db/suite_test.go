@@ -32,6 +32,8 @@ func runStoreSuite(t *testing.T, newDSN func(t *testing.T) string) {
 	t.Run("pins", func(t *testing.T) { testPins(t, open(t)) })
 	t.Run("reports", func(t *testing.T) { testReports(t, open(t)) })
 	t.Run("tokens", func(t *testing.T) { testTokens(t, open(t)) })
+	t.Run("fleet-locks", func(t *testing.T) { testFleetLocks(t, open(t)) })
+	t.Run("fleet-locks-concurrent", func(t *testing.T) { testFleetLocksConcurrent(t, open(t)) })
 	t.Run("audit-concurrent", func(t *testing.T) { testAuditConcurrent(t, open(t)) })
 	t.Run("audit-tamper", func(t *testing.T) { testAuditTamper(t, open) })
 	t.Run("audit-input", func(t *testing.T) { testAuditInput(t, open(t)) })

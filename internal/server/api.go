@@ -110,7 +110,8 @@ func (s *Server) apiRoutes() {
 	h("GET "+p+"/tokens", []auth.Permission{auth.PermManageTokens}, a.handleTokens)
 	h("POST "+p+"/tokens", []auth.Permission{auth.PermManageTokens}, a.handleTokenCreate)
 	h("DELETE "+p+"/tokens/{name}", []auth.Permission{auth.PermManageTokens}, a.handleTokenRevoke)
-	s.publishRoutes() // publish.go
+	s.publishRoutes()   // publish.go
+	s.fleetLockRoutes() // fleetlock.go
 }
 
 // authed checks the bearer token and that its role has one of perms (nil

@@ -138,6 +138,10 @@ func TestAuthMatrix(t *testing.T) {
 		{"POST", "/api/v1/uploads/0123456789abcdef0123456789abcdef/commit", struct{}{}, []string{"release"}},
 		{"POST", "/api/v1/releases", api.ReleaseRequest{Channel: "testing", Arch: "x86_64", Version: "10.0.9"}, []string{"release"}},
 		{"GET", "/api/v1/releases?channel=stable&arch=x86_64", nil, []string{"release", "admin", "device"}},
+		{"POST", "/api/v1/fleetlock/acquire", api.FleetLockRequest{DeviceID: "d1", Group: "lab", Slots: 1}, []string{"device"}},
+		{"POST", "/api/v1/fleetlock/release", api.FleetLockRelease{DeviceID: "d1"}, []string{"device"}},
+		{"GET", "/api/v1/fleetlocks", nil, []string{"admin"}},
+		{"DELETE", "/api/v1/fleetlocks/lab/d1", nil, []string{"admin"}},
 	}
 	unknown, _, _ := auth.NewToken()
 	for _, e := range endpoints {
