@@ -39,6 +39,7 @@ func newRootCmd() *cobra.Command {
 	var g globalOptions
 	var listen string
 	var keys keyOptions
+	var registry bool
 	cmd := &cobra.Command{
 		Use:           "mxos-server",
 		Short:         "Serve MxOS updates",
@@ -47,7 +48,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runServer(cmd.Context(), cmd.OutOrStdout(), g, listen, keys)
+			return runServer(cmd.Context(), cmd.OutOrStdout(), g, listen, keys, registry)
 		},
 	}
 	pf := cmd.PersistentFlags()
@@ -61,6 +62,7 @@ func newRootCmd() *cobra.Command {
 	cmd.Flags().StringVar(&listen, "listen", envOr("MXOS_LISTEN", server.DefaultListen), "address to listen on (env MXOS_LISTEN)")
 	cmd.Flags().StringVar(&keys.release, "release-keys", envOr("MXOS_RELEASE_KEYS", ""), "directory of the release public keys published commits must be signed with (env MXOS_RELEASE_KEYS; default ./keys when it holds keys)")
 	cmd.Flags().StringVar(&keys.online, "online-keys", envOr("MXOS_ONLINE_KEYS", ""), "directory of the online secret keys that sign the summary (env MXOS_ONLINE_KEYS; make them with mxosctl keys generate --dir)")
+	cmd.Flags().BoolVar(&registry, "registry", envOr("MXOS_REGISTRY", "true") == "true", "serve the OCI registry at /v2/ from DIR/oci (env MXOS_REGISTRY; pushing needs a release token)")
 	cmd.AddCommand(newTokenCmd(&g))
 	return cmd
 }
@@ -131,7 +133,7 @@ func openMetadata(dataDir, onlineDir string, log *zap.Logger) (*channelmeta.Repo
 	return repo, nil
 }
 
-func runServer(ctx context.Context, out io.Writer, g globalOptions, listen string, keys keyOptions) error {
+func runServer(ctx context.Context, out io.Writer, g globalOptions, listen string, keys keyOptions, registry bool) error {
 	log, err := newLogger(g.logLevel, g.logFormat)
 	if err != nil {
 		return err
@@ -151,7 +153,7 @@ func runServer(ctx context.Context, out io.Writer, g globalOptions, listen strin
 	if err := prepareData(g.dataDir); err != nil {
 		return err
 	}
-	cfg := server.Config{DataDir: g.dataDir, Listen: listen, Logger: log}
+	cfg := server.Config{DataDir: g.dataDir, Listen: listen, Logger: log, Registry: registry}
 	chDir := g.channels
 	if chDir == "" {
 		if st, err := os.Stat("channels"); err == nil && st.IsDir() {

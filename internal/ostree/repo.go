@@ -11,7 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"golang.org/x/sys/unix"
+	"github.com/mxos-linux/mxos-update/internal/storage"
 )
 
 const archiveConfig = "[core]\nrepo_version=1\nmode=archive-z2\n"
@@ -266,62 +266,10 @@ func (r *Repo) ListRefs() (map[string]Checksum, error) {
 	return refs, nil
 }
 
-// writeFileAtomic replaces path with data: temp file, fsync, rename, fsync
-// of the directory. The temp file goes in tmpDir (same file system; a
-// transaction passes its staging directory so a crash leaves nothing
-// outside tmp/), or next to path when tmpDir is empty.
-func writeFileAtomic(tmpDir, path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	if tmpDir == "" {
-		tmpDir = dir
-	}
-	f, err := os.CreateTemp(tmpDir, ".tmp-"+filepath.Base(path)+"-")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	ok = true
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
-// syncfs flushes the whole file system holding dir: one call instead of an
-// fsync per object, as libostree does at the end of a transaction.
-func syncfs(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return unix.Syncfs(int(d.Fd()))
-}
+// The atomic-file helpers live in internal/storage, shared with the OCI
+// registry; these names keep the call sites short.
+var (
+	writeFileAtomic = storage.WriteFileAtomic
+	syncDir         = storage.SyncDir
+	syncfs          = storage.Syncfs
+)

@@ -16,6 +16,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/channel"
 	"github.com/mxos-linux/mxos-update/internal/channelmeta"
 	"github.com/mxos-linux/mxos-update/internal/db"
+	"github.com/mxos-linux/mxos-update/internal/oci/registry"
 	"github.com/mxos-linux/mxos-update/internal/sign"
 	"github.com/mxos-linux/mxos-update/internal/updates"
 )
@@ -76,6 +77,14 @@ type Config struct {
 	// check answers only name signed releases. It must be opened with the
 	// online signers.
 	Metadata *channelmeta.Repo
+
+	// Registry turns on the OCI registry at /v2/, stored in DataDir/oci
+	// (registry.go); RegistryOptions tune its GC grace period and upload
+	// expiry. RegistryGCInterval is how often it is garbage collected
+	// (DefaultRegistryGCInterval when zero, never when negative).
+	Registry           bool
+	RegistryOptions    registry.Options
+	RegistryGCInterval time.Duration
 }
 
 // There is deliberately no write timeout: repository objects and deltas can
@@ -118,6 +127,7 @@ type Server struct {
 	metrics *metrics
 	meta    *metaState // nil without Config.Metadata
 	metaDir *os.Root
+	oci     *ociState // nil without Config.Registry
 }
 
 // New opens DataDir/repo (which must exist) and builds the routes.
@@ -166,8 +176,14 @@ func New(cfg Config) (*Server, error) {
 			s.api.updates.OnRolloutChange = s.api.rolloutsChanged // auto-halts
 		}
 	}
+	if cfg.Registry {
+		if err := s.openRegistry(); err != nil {
+			_ = s.Close()
+			return nil, err
+		}
+	}
 	s.routes()
-	s.handler = s.logRequests(rejectUncleanPaths(s.mux))
+	s.handler = s.logRequests(s.withRegistry(rejectUncleanPaths(s.mux)))
 	return s, nil
 }
 
@@ -186,6 +202,7 @@ func (s *Server) routes() {
 	if s.api != nil {
 		s.apiRoutes()
 	}
+	s.registryRoutes()
 }
 
 // Handler returns the root handler with all routes and middleware.
@@ -233,6 +250,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	if s.meta != nil {
 		go s.metadataLoop(ctx)
+	}
+	if s.oci != nil {
+		go s.registryGCLoop(ctx)
 	}
 
 	select {
