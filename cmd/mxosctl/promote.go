@@ -63,6 +63,8 @@ type remotePublish struct {
 	channel, arch, version, keys, work, ramp, subject, body, source string
 	opts                                                            ostree.CommitOptions
 	quiet                                                           bool
+	image                                                           bool
+	imageHost                                                       string
 }
 
 func remoteSetup(cmd *cobra.Command, r *remote, keys, work string) (*client.Client, *release.Remote, error) {
@@ -107,6 +109,11 @@ func publishRemote(cmd *cobra.Command, r *remote, p remotePublish) error {
 	bar := newProgress(os.Stderr, p.quiet)
 	p.opts.Progress = bar.update
 	rem.Progress = func(done, total int) { bar.count(done, total) }
+	if p.image {
+		if rem.Image, err = r.imageStep(cmd, rem.MetaSigners, p.imageHost); err != nil {
+			return err
+		}
+	}
 	rel, sum, err := rem.Publish(cmd.Context(), release.RemoteRequest{Channel: p.channel, Arch: p.arch, Ref: ref,
 		Version: p.version, Subject: p.subject, Body: p.body, Source: p.source, Options: p.opts, Ramp: p.ramp})
 	bar.done()
@@ -114,11 +121,21 @@ func publishRemote(cmd *cobra.Command, r *remote, p remotePublish) error {
 		return r.explain(err)
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "Published %s %s on %s as commit %s.\n", rel.Channel, rel.Version, rel.Arch, sum)
+	printImage(cmd, rem)
 	return nil
 }
 
+// printImage reports the image a publish or promote made.
+func printImage(cmd *cobra.Command, rem *release.Remote) {
+	if rem.Image != nil && rem.Image.Image != nil {
+		im := rem.Image.Image
+		fmt.Fprintf(cmd.OutOrStdout(), "Image %s/%s@%s, signed.\n", rem.Image.Host, im.Repository, im.Digest)
+	}
+}
+
 func newPromoteCmd(r *remote) *cobra.Command {
-	var from, to, version, arch, keys, work, ramp string
+	var from, to, version, arch, keys, work, ramp, imageHost string
+	var image bool
 	cmd := &cobra.Command{
 		Use:   "promote --from C --to C --version V --keys KEYDIR",
 		Short: "Promote a release to the next channel",
@@ -126,7 +143,12 @@ func newPromoteCmd(r *remote) *cobra.Command {
 release --version of channel --from, binds it to --to's ref, signs it here
 with KEYDIR and asks the server to publish it. Nothing but the commit is
 uploaded. Each channel can only be promoted from its own source (stable
-from testing, edu from stable).`,
+from testing, edu from stable).
+
+With --image, the image of the release on --from (tag FROM-VERSION) is
+fetched from the server's registry, its signature checked with the release
+key, and a new config naming the promoted commit is pushed and signed; the
+layers are reused, nothing else is uploaded.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if from == "" || to == "" || version == "" {
@@ -140,11 +162,17 @@ from testing, edu from stable).`,
 			if err != nil {
 				return r.explain(err)
 			}
+			if image {
+				if rem.Image, err = r.imageStep(cmd, rem.MetaSigners, imageHost); err != nil {
+					return err
+				}
+			}
 			rel, sum, err := rem.Promote(cmd.Context(), from, to, arch, ref, version, ramp)
 			if err != nil {
 				return r.explain(err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Promoted %s from %s to %s on %s as commit %s.\n", rel.Version, from, to, rel.Arch, sum)
+			printImage(cmd, rem)
 			return nil
 		},
 	}
@@ -156,5 +184,7 @@ from testing, edu from stable).`,
 	f.StringVar(&keys, "keys", envOr("MXOS_KEYS", ""), "directory with the release key (env MXOS_KEYS)")
 	f.StringVar(&work, "work", defaultWork(), "local work repository")
 	f.StringVar(&ramp, "ramp", "", `rollout plan (default: the channel's; "none" for no rollout)`)
+	f.BoolVar(&image, "image", false, "also promote the release's signed bootable OCI image")
+	f.StringVar(&imageHost, "image-host", "", "registry host[:port] clients pull images from, named in signatures (default: the server's)")
 	return cmd
 }

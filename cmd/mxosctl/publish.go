@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mxos-linux/mxos-update/internal/oci/bootimage"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/release"
 	"github.com/mxos-linux/mxos-update/internal/sign"
@@ -18,6 +19,8 @@ func newPublishCmd(r *remote) *cobra.Command {
 		ownerUID, ownerGID                      int
 		noXattrs, skipSpecial, verbose, quiet   bool
 		channelName, arch, work, ramp           string
+		image                                   bool
+		imageHost                               string
 	)
 	cmd := &cobra.Command{
 		Use:   "publish (--data DIR --ref REF | --channel C) --keys KEYDIR --version V SOURCE",
@@ -31,7 +34,13 @@ With --channel, it publishes to the running server named by --server and
 --token instead: the commit is built in a local work repository (--work),
 signed here with KEYDIR (the key never leaves this machine), only the objects
 the server lacks are uploaded, and the server moves the channel and starts
-its default rollout (--ramp to choose another, or "none").`,
+its default rollout (--ramp to choose another, or "none").
+
+With --image, the same tree is also made a bootable OCI image, signed with
+the ed25519 release key and tagged CHANNEL and CHANNEL-VERSION in the
+registry repository mxos/MAJOR/ARCH: in DIR/oci locally, or pushed to the
+server's registry with --channel (its digest goes into the signed channel
+metadata). Clients verify it with the key "mxosctl image-key" prints.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if channelName != "" {
@@ -40,7 +49,8 @@ its default rollout (--ramp to choose another, or "none").`,
 				}
 				opts := ostree.CommitOptions{NoXattrs: noXattrs, SkipSpecial: skipSpecial}
 				return publishRemote(cmd, r, remotePublish{channel: channelName, arch: arch, version: version, keys: keys,
-					work: work, ramp: ramp, subject: subject, body: body, source: args[0], opts: opts, quiet: quiet})
+					work: work, ramp: ramp, subject: subject, body: body, source: args[0], opts: opts, quiet: quiet,
+					image: image, imageHost: imageHost})
 			}
 			if ref == "" || version == "" {
 				return userError("--ref and --version are required (or --channel to publish to a server)")
@@ -51,6 +61,16 @@ its default rollout (--ramp to choose another, or "none").`,
 			signers, err := sign.LoadSigners(keys)
 			if err != nil {
 				return err
+			}
+			var step *release.ImageStep
+			if image {
+				// Before anything is published: a bad ref or a missing key stops here.
+				if _, _, _, err := bootimage.RepositoryForRef(ref); err != nil {
+					return fmt.Errorf("--image: %w", err)
+				}
+				if step, err = localImageStep(data, keys, imageHost); err != nil {
+					return err
+				}
 			}
 			repo, err := ostree.Create(repoDir(data))
 			if err != nil {
@@ -77,6 +97,17 @@ its default rollout (--ramp to choose another, or "none").`,
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Published %s %s as commit %s (%s).\n", ref, version, res.Commit, time.Since(start).Round(time.Millisecond))
+			if step == nil {
+				return nil
+			}
+			im, err := step.Build(cmd.Context(), repo, ref, version, res.Commit)
+			if err == nil {
+				err = step.Tag(cmd.Context(), im, ref, version)
+			}
+			if err != nil {
+				return fmt.Errorf("the commit is published, but its image is not: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Image %s@%s, signed.\n", im.Repository, im.Digest)
 			return nil
 		},
 	}
@@ -95,6 +126,8 @@ its default rollout (--ramp to choose another, or "none").`,
 	f.StringVar(&arch, "arch", defaultArch(), "architecture of the tree, with --channel")
 	f.StringVar(&work, "work", defaultWork(), "local work repository for --channel publishing")
 	f.StringVar(&ramp, "ramp", "", `rollout plan with --channel (default: the channel's; "none" for no rollout)`)
+	f.BoolVar(&image, "image", false, "also publish the tree as a signed bootable OCI image")
+	f.StringVar(&imageHost, "image-host", "", "registry host[:port] clients pull images from, named in signatures (default: the server's)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "show detailed logs")
 	f.BoolVarP(&quiet, "quiet", "q", false, "no progress output")
 	return cmd

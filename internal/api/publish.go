@@ -53,6 +53,10 @@ type ReleaseRequest struct {
 	Commitmeta   []byte `json:"commitmeta"`
 	PromotedFrom string `json:"promoted_from,omitempty"`
 	Targets      []byte `json:"targets,omitempty"`
+	// OCIDigest is the manifest digest of the release's bootable image
+	// (sha256:<hex>), "" when none was made. With signed channel metadata
+	// it must equal the digest the signed targets list for the release.
+	OCIDigest string `json:"oci_digest,omitempty"`
 	// Ramp overrides the channel's default rollout plan; "none" publishes
 	// without starting a rollout.
 	Ramp string `json:"ramp,omitempty"`

@@ -18,6 +18,13 @@
 // therefore delay or gate updates among release-signed commits but never
 // sign a commit itself.
 //
+// A release can also be a bootable OCI image of the same tree (ImageStep,
+// image.go): built from the signed commit (or, on promotion, derived from
+// the source channel's image with only its ostree.commit label changed),
+// signed with the release key as a sigstore attachment, its manifest
+// digest listed next to the commit in the release-signed targets, and
+// tagged only once the server has accepted the release.
+//
 // Stock ostree clients cannot express that split: they import both public
 // OpenPGP keys (`ostree remote gpg-import` of the release and the online
 // openpgp.pub.asc) and then accept either key for commits and summaries

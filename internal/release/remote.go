@@ -50,6 +50,11 @@ type Remote struct {
 	Now         func() time.Time
 	// Progress, when set, is told how many objects have been uploaded.
 	Progress func(done, total int)
+	// Image, when set, also makes the release's bootable OCI image: built
+	// (or, for a promotion, derived) and signed before the release is
+	// requested, its digest in the signed targets, tagged once the server
+	// accepts the release.
+	Image *ImageStep
 }
 
 // RemoteRequest is one remote publish.
@@ -158,14 +163,36 @@ func (r *Remote) Publish(ctx context.Context, req RemoteRequest) (api.Release, o
 	if err := r.upload(ctx, objs); err != nil {
 		return api.Release{}, none, err
 	}
-	targets, err := r.signedTargets(ctx, channelmeta.Release{Channel: req.Channel, Arch: req.Arch, Version: req.Version,
-		Ref: req.Ref, Commit: sum.String()})
+	rec := channelmeta.Release{Channel: req.Channel, Arch: req.Arch, Version: req.Version, Ref: req.Ref, Commit: sum.String()}
+	if r.Image != nil {
+		im, err := r.Image.Build(ctx, r.Work, req.Ref, req.Version, sum)
+		if err != nil {
+			return api.Release{}, none, err
+		}
+		rec.OCIDigest = im.Digest.String()
+	}
+	targets, err := r.signedTargets(ctx, rec)
 	if err != nil {
 		return api.Release{}, none, err
 	}
 	rel, err := r.Server.PublishRelease(ctx, api.ReleaseRequest{Channel: req.Channel, Arch: req.Arch,
-		Version: req.Version, Commit: sum.String(), Commitmeta: cm, Ramp: req.Ramp, Targets: targets})
-	return rel, sum, err
+		Version: req.Version, Commit: sum.String(), Commitmeta: cm, Ramp: req.Ramp, Targets: targets, OCIDigest: rec.OCIDigest})
+	if err != nil {
+		return rel, sum, err
+	}
+	return rel, sum, r.tagImage(ctx, req.Ref, req.Version)
+}
+
+// tagImage tags the image made for an accepted release.
+func (r *Remote) tagImage(ctx context.Context, ref, version string) error {
+	if r.Image == nil || r.Image.Image == nil {
+		return nil
+	}
+	if err := r.Image.Tag(ctx, r.Image.Image, ref, version); err != nil {
+		return fmt.Errorf("the release is published, but tagging its image failed (publishing again is refused; tag %s by hand): %w",
+			r.Image.Image.Digest, err)
+	}
+	return nil
 }
 
 // Promote makes a new signed commit for channel `to` with the root tree of
@@ -236,14 +263,28 @@ func (r *Remote) Promote(ctx context.Context, from, to, arch, toRef, version, ra
 	if err := r.Server.CommitUpload(ctx, up.ID); err != nil {
 		return api.Release{}, none, err
 	}
-	targets, err := r.signedTargets(ctx, channelmeta.Release{Channel: to, Arch: arch, Version: version,
-		Ref: toRef, Commit: sum.String()})
+	rec := channelmeta.Release{Channel: to, Arch: arch, Version: version, Ref: toRef, Commit: sum.String()}
+	if r.Image != nil {
+		srcSum, err := ostree.ParseChecksum(src.Commit)
+		if err != nil {
+			return api.Release{}, none, err
+		}
+		im, err := r.Image.Derive(ctx, toRef, from, version, srcSum, sum)
+		if err != nil {
+			return api.Release{}, none, err
+		}
+		rec.OCIDigest = im.Digest.String()
+	}
+	targets, err := r.signedTargets(ctx, rec)
 	if err != nil {
 		return api.Release{}, none, err
 	}
 	rel, err := r.Server.PublishRelease(ctx, api.ReleaseRequest{Channel: to, Arch: arch, Version: version,
-		Commit: sum.String(), Commitmeta: cm, PromotedFrom: from, Ramp: ramp, Targets: targets})
-	return rel, sum, err
+		Commit: sum.String(), Commitmeta: cm, PromotedFrom: from, Ramp: ramp, Targets: targets, OCIDigest: rec.OCIDigest})
+	if err != nil {
+		return rel, sum, err
+	}
+	return rel, sum, r.tagImage(ctx, toRef, version)
 }
 
 // signedTargets builds the next targets metadata for the server: the

@@ -207,6 +207,10 @@ func checkListed(targets []byte, pl *releasePlan) error {
 			return api.Errorf(api.CodeBadRequest, "signed targets list %s %s on %s as commit %s on ref %s, not commit %s on ref %s",
 				r.Version, r.Arch, r.Channel, r.Commit, r.Ref, pl.commit, pl.ref)
 		}
+		if r.OCIDigest != pl.req.OCIDigest {
+			return api.Errorf(api.CodeBadRequest, "signed targets list image %q for %s %s on %s, not %q",
+				r.OCIDigest, r.Version, r.Arch, r.Channel, pl.req.OCIDigest)
+		}
 		return nil
 	}
 	return api.Errorf(api.CodeBadRequest, "signed targets do not list %s %s on %s: sign targets that include this release",

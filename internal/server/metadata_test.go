@@ -256,9 +256,23 @@ func TestSignedChannelMetadata(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, targets := range map[string][]byte{"unlisted": other, "wrong commit": wrongCommit, "none": nil} {
+	// Targets listing an image the request does not name (or the reverse).
+	withImage, err := channelmeta.BuildTargets(f.rootJSON, cur, append(listed, channelmeta.Release{Channel: "testing",
+		Arch: "x86_64", Version: "10.0.2", Ref: testingRef64, Commit: b2.commit.String(),
+		OCIDigest: "sha256:" + strings.Repeat("ab", 32)}), f.relSigners, channelmeta.Options{}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, targets := range map[string][]byte{"unlisted": other, "wrong commit": wrongCommit, "none": nil,
+		"other image": withImage, "unsigned image": withImage} {
 		req := releaseReq("testing", "10.0.2", b2, "")
 		req.Targets = targets
+		switch name {
+		case "other image":
+			req.OCIDigest = "sha256:" + strings.Repeat("cd", 32)
+		case "unsigned image":
+			req.OCIDigest = ""
+		}
 		code, body := f.rel(t, "POST", "/api/v1/releases", req)
 		var e api.ErrorBody
 		_ = json.Unmarshal(body, &e)

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"path/filepath"
 
+	"github.com/opencontainers/go-digest"
+
 	"go.uber.org/zap"
 
 	"github.com/mxos-linux/mxos-update/internal/api"
@@ -269,6 +271,11 @@ func (a *publishAPI) planRelease(r *http.Request, req api.ReleaseRequest) (*rele
 	if len(req.Commitmeta) == 0 {
 		return nil, api.Errorf(api.CodeBadRequest, "commitmeta (the commit's signatures) is required")
 	}
+	if req.OCIDigest != "" {
+		if d, err := digest.Parse(req.OCIDigest); err != nil || d.Algorithm() != digest.SHA256 {
+			return nil, api.Errorf(api.CodeBadRequest, "oci_digest %q is not a sha256 digest", req.OCIDigest)
+		}
+	}
 	switch req.Ramp {
 	case "none":
 	case "":
@@ -400,7 +407,7 @@ func (a *publishAPI) handleReleaseCreate(w http.ResponseWriter, r *http.Request)
 	now := a.now()
 	who := actor(r)
 	rel := db.Release{Channel: pl.ch.Name, Arch: req.Arch, Version: req.Version, Ref: pl.ref, Commit: pl.commit.String(),
-		PublishedAt: now, PublishedBy: who, PromotedFrom: req.PromotedFrom}
+		PublishedAt: now, PublishedBy: who, PromotedFrom: req.PromotedFrom, OCIDigest: req.OCIDigest}
 	acc := &release.Acceptor{Repo: repo, Trusted: a.trusted, Online: a.online, Now: a.now}
 	moved := false
 	err = a.store.Tx(ctx, func(tx *db.Tx) error {

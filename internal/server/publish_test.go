@@ -510,6 +510,12 @@ func TestPublishRefusalsChangeNothing(t *testing.T) {
 		{"unknown arch", "release", "POST", "/api/v1/releases", func() api.ReleaseRequest { r := releaseReq("testing", "10.0.2", b2, ""); r.Arch = "riscv64"; return r }(), 400, api.CodeUnknownArch},
 		{"bad version", "release", "POST", "/api/v1/releases", releaseReq("testing", "ten", b2, ""), 400, api.CodeBadRequest},
 		{"bad ramp", "release", "POST", "/api/v1/releases", withRamp(releaseReq("testing", "10.0.2", b2, ""), "fast"), 400, api.CodeBadRequest},
+		{"bad image digest", "release", "POST", "/api/v1/releases", func() api.ReleaseRequest { r := releaseReq("testing", "10.0.2", b2, ""); r.OCIDigest = "sha256:../../x"; return r }(), 400, api.CodeBadRequest},
+		{"sha512 image digest", "release", "POST", "/api/v1/releases", func() api.ReleaseRequest {
+			r := releaseReq("testing", "10.0.2", b2, "")
+			r.OCIDigest = "sha512:" + strings.Repeat("a", 128)
+			return r
+		}(), 400, api.CodeBadRequest},
 		{"duplicate version", "release", "POST", "/api/v1/releases", releaseReq("testing", "10.0.1", b1, ""), 409, api.CodeDuplicateVersion},
 		{"older version", "release", "POST", "/api/v1/releases", releaseReq("testing", "10.0.0", older, ""), 409, api.CodeVersionOrder},
 		{"open rollout", "release", "POST", "/api/v1/releases", releaseReq("testing", "10.0.2", b2, ""), 409, api.CodeConflict},
