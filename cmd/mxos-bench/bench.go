@@ -37,6 +37,8 @@ var (
 	partPublish = part{name: "publish", needs: []string{"ostree"}, run: runPublish}
 	partPull    = part{name: "pull", needs: []string{"nginx", "ostree"}, run: runPull}
 	partCheck   = part{name: "check", run: runCheck}
+	// partRegistry builds its peer with the go tool on first use.
+	partRegistry = part{name: "registry", run: runRegistry}
 )
 
 // bench is the state of one run: settings, work directory, children and

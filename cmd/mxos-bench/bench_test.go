@@ -59,6 +59,8 @@ func TestQuick(t *testing.T) {
 		}},
 		{"pull", []string{"pull (", "pull: server CPU"}},
 		{"check", []string{"check requests/s (2000 devices, c=8)", "check p99 latency", "check p50 latency", "check: server CPU"}},
+		// Builds distribution v3 with the go tool on first use (cached).
+		{"registry", []string{"registry blob pulls 1 MB (", "registry blob pulls 1 MB: server CPU", "registry blob pulls 8 MB (", "registry blob pulls 8 MB: server CPU"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.sub, func(t *testing.T) {

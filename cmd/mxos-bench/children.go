@@ -94,7 +94,8 @@ func newServeChildCmd() *cobra.Command {
 			if err := os.MkdirAll(filepath.Join(data, "repo"), 0o755); err != nil {
 				return fmt.Errorf("creating repository directory: %w", err)
 			}
-			srv, err := server.New(server.Config{DataDir: data, Listen: listen, Logger: log})
+			// The registry is on, as in mxos-server's default.
+			srv, err := server.New(server.Config{DataDir: data, Listen: listen, Logger: log, Registry: true})
 			if err != nil {
 				return fmt.Errorf("serve-child: %w", err)
 			}

@@ -39,6 +39,7 @@ type options struct {
 	timeout      time.Duration
 	devices      int
 	channels     string
+	distribution string
 }
 
 // quickDefaults are the smoke-test sizes of --quick, applied to every flag
@@ -72,7 +73,9 @@ table of figures and ratios (ours/peer) with the target of each row:
   pull     ostree pull from mxos-server vs from nginx
   check    the update check API (POST /api/v1/check) with --devices
            registered devices vs a trivial net/http JSON handler
-  all      the four in a row
+  registry blob pulls (1 MB, 100 MB) from our OCI registry vs
+           distribution/distribution v3 serving the same blobs
+  all      the four in a row (registry and devpull run on their own)
 
 Sizes default to a full run (several minutes); --quick is a smoke-size run.`,
 		SilenceUsage:  true,
@@ -105,6 +108,7 @@ Sizes default to a full run (several minutes); --quick is a smoke-size run.`,
 	pf.StringVar(&o.ostree, "ostree", "ostree", "ostree binary")
 	pf.DurationVar(&o.timeout, "timeout", 30*time.Minute, "limit for each external command (commit, publish, pull)")
 	pf.IntVar(&o.devices, "devices", 100000, "registered devices in the check benchmark's store")
+	pf.StringVar(&o.distribution, "distribution", "", "distribution/distribution v3 registry binary (default: built once from the module proxy into the user cache)")
 	pf.StringVar(&o.channels, "channels", "", "channel definitions for check (default: channels/ of the module root)")
 
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
@@ -141,6 +145,7 @@ Sizes default to a full run (several minutes); --quick is a smoke-size run.`,
 		sub("pull", "ostree pull from mxos-server vs from nginx: time", partPull),
 		sub("check", "update check API vs a trivial Go handler: requests/s, p50/p99 latency", partCheck),
 		sub("all", "serve, publish, pull and check in one run", partServe, partPublish, partPull, partCheck),
+		sub("registry", "our OCI registry vs distribution v3: blob pull MB/s", partRegistry),
 		newServeChildCmd(),
 		newPublishChildCmd(),
 		newCheckChildCmd(),
@@ -199,7 +204,7 @@ func settingsLine(cmd *cobra.Command) string {
 	s := ""
 	cmd.Flags().VisitAll(func(f *pflag.Flag) {
 		switch f.Name {
-		case "help", "json", "keep", "work", "cpuprofile", "nginx", "ostree", "mxosctl", "mxos-server", "channels":
+		case "help", "json", "keep", "work", "cpuprofile", "nginx", "ostree", "mxosctl", "mxos-server", "channels", "distribution":
 			return
 		}
 		if s != "" {
