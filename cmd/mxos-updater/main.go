@@ -6,18 +6,23 @@
 //	mxos-updater rollback   go back to the previous version
 //	mxos-updater boot       boot-time step: count the boot, run health checks,
 //	                        keep the update or roll it back
+//	mxos-updater run        the daemon: check every interval (plus jitter),
+//	                        install per strategy, keep going after errors,
+//	                        stop on SIGTERM/SIGINT
 //
-// The daemon loop (`run`, checking every interval with jitter) is not
-// written yet; a systemd timer calling `upgrade` stands in for it.
+// deploy/systemd has the units: mxos-updater.service runs `run`,
+// mxos-updater-boot.service runs `boot` once per boot.
 package main
 
 import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -97,8 +102,33 @@ func newRootCmd() *cobra.Command {
 			RunE: withAgent(func(cmd *cobra.Command, a *updater.Agent) error {
 				return a.Boot(cmd.Context())
 			})},
+		newRunCmd(withAgent),
 	)
 	return root
+}
+
+// newRunCmd is the daemon loop (internal/updater/run.go). The name "run"
+// is what the systemd unit calls.
+func newRunCmd(withAgent func(func(*cobra.Command, *updater.Agent) error) func(*cobra.Command, []string) error) *cobra.Command {
+	var reboot bool
+	cmd := &cobra.Command{Use: "run", Short: "Keep checking for updates and install them (the service)", Args: cobra.NoArgs}
+	cmd.Flags().BoolVar(&reboot, "reboot", false, "restart the machine after switching to a new version (kiosks, servers)")
+	cmd.RunE = withAgent(func(cmd *cobra.Command, a *updater.Agent) error {
+		r := &updater.Runner{Agent: a}
+		if reboot {
+			r.Reboot = func(ctx context.Context) error {
+				out, err := exec.CommandContext(ctx, "systemctl", "reboot").CombinedOutput()
+				if err != nil {
+					return fmt.Errorf("systemctl reboot: %w: %s", err, strings.TrimSpace(string(out)))
+				}
+				return nil
+			}
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "Checking for updates every %s (plus up to %s), strategy %s.\n",
+			time.Duration(a.Cfg.Interval), time.Duration(a.Cfg.Jitter), a.Cfg.Strategy.Kind)
+		return r.Run(cmd.Context())
+	})
+	return cmd
 }
 
 func printStatus(cmd *cobra.Command, st updater.Status) {

@@ -57,7 +57,12 @@
 // previous at the old current, then current at the new deployment;
 // Rollback records the bad commit, then points current at previous, then
 // previous at the abandoned deployment. A pending boot that does not name
-// the current deployment (a crash inside Switch) is ignored.
+// the current deployment (a crash inside Switch) is ignored. GC renames a
+// deployment to a *.tmp-gc name before deleting it, so a crash leaves
+// nothing Open does not remove; it keeps current, previous, the booted
+// deployment and those created after current (staged for a later switch).
+// internal/e2e's TestKillUpgradeAtRandom and TestKillUpgradeAtEachStep
+// kill `mxos-updater upgrade` at random moments and at each rename.
 //
 // Relative symlinks that resolve above the deployment root are refused
 // with ErrBadTree, with the same rule as internal/ostree's checkout

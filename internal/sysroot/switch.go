@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Switch makes d the default deployment: previous is pointed at the old
@@ -134,6 +135,18 @@ func (s *Sysroot) MarkGood() error {
 	return s.saveState(st)
 }
 
+// PendingBoot returns the name of the deployment waiting for its first
+// good boot (switched to, neither marked good nor rolled back), or "".
+// It may name a deployment that is not current when a Switch was
+// interrupted; BootAttempt then clears it.
+func (s *Sysroot) PendingBoot() (string, error) {
+	st, err := s.loadState()
+	if err != nil {
+		return "", err
+	}
+	return st.Pending, nil
+}
+
 // BootAttempt is called once per boot. It records the current deployment
 // as booted and, if it is pending, uses one attempt and returns how many
 // remain. A pending deployment booted with no attempts left is rolled
@@ -171,7 +184,8 @@ func (s *Sysroot) BootAttempt() (remaining int, err error) {
 	return st.TriesLeft, nil
 }
 
-// GC removes deployments other than current, previous and the keep newest
+// GC removes deployments other than current, previous, the booted one,
+// those made after current (staged for a later switch) and the keep newest
 // others, then objects-cache files no deployment links any more.
 func (s *Sysroot) GC(ctx context.Context, keep int) error {
 	unlock, err := s.lock()
@@ -195,9 +209,16 @@ func (s *Sysroot) GC(ctx context.Context, keep int) error {
 	if err != nil {
 		return fmt.Errorf("gc: %w", err)
 	}
+	var curCreated time.Time
+	for _, d := range all {
+		if d.Name == cur {
+			curCreated = d.Origin.Created
+		}
+	}
 	var others []Deployment
 	for _, d := range all {
-		if d.Name != cur && d.Name != prev && d.Name != st.Booted {
+		staged := !curCreated.IsZero() && d.Origin.Created.After(curCreated)
+		if d.Name != cur && d.Name != prev && d.Name != st.Booted && !staged {
 			others = append(others, d)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -37,7 +38,11 @@ type Agent struct {
 	Puller *pull.Puller
 	Sys    *sysroot.Sysroot
 	Repo   *ostree.Repo
-	// Now is the clock (time.Now when nil).
+	// MetaHTTP fetches the signed channel metadata (a client with a 60 s
+	// timeout when nil).
+	MetaHTTP *http.Client
+	// Now is the clock (time.Now when nil). The expiry of the channel
+	// metadata is judged by it.
 	Now func() time.Time
 	// Out receives short messages for the technician (discarded when nil).
 	Out io.Writer
@@ -169,7 +174,9 @@ func (a *Agent) Status(ctx context.Context) (Status, error) {
 }
 
 // Check asks the server whether an update is offered for the booted
-// (current) deployment.
+// (current) deployment and, when one is, verifies the offer (verify.go):
+// an offer the device refuses is returned with an error wrapping
+// ErrRefused.
 func (a *Agent) Check(ctx context.Context) (api.CheckResponse, error) {
 	req := api.CheckRequest{DeviceID: a.Cfg.DeviceID, Arch: a.Cfg.Arch, Channel: a.Cfg.Channel, Group: a.Cfg.Group}
 	cur, ok, err := a.current()
@@ -183,6 +190,11 @@ func (a *Agent) Check(ctx context.Context) (api.CheckResponse, error) {
 	resp, err := a.Client.Check(ctx, req)
 	if err != nil {
 		return resp, fmt.Errorf("asking the server for updates: %w", err)
+	}
+	if resp.Update && resp.Target != nil {
+		if err := a.verifyOffer(ctx, *resp.Target, req.Version); err != nil {
+			return resp, err
+		}
 	}
 	return resp, nil
 }
@@ -207,6 +219,10 @@ func (a *Agent) report(ctx context.Context, ev api.Event, version, rolloutID, er
 func (a *Agent) Upgrade(ctx context.Context) (bool, error) {
 	resp, err := a.Check(ctx)
 	if err != nil {
+		if errors.Is(err, ErrRefused) && resp.Target != nil {
+			a.report(ctx, api.EventFailed, resp.Target.Version, resp.Target.RolloutID, err.Error())
+			a.say("Update to %s refused: %v", resp.Target.Version, err)
+		}
 		return false, err
 	}
 	if !resp.Update || resp.Target == nil {
@@ -254,6 +270,11 @@ func (a *Agent) install(ctx context.Context, t api.Target, want ostree.Checksum)
 		a.say("Version %s is already installed.", t.Version)
 		return false, nil
 	}
+	// A kill or power loss at any step below is resumed by the next run:
+	// the pull keeps the objects it verified and fetches only the rest,
+	// Deploy builds under a temporary name that sysroot.Open removes, a
+	// complete deployment of the target is reused (above), and the switch
+	// is recorded in the agent state before the symlinks move.
 	if !staged {
 		a.say("Downloading version %s...", t.Version)
 		a.report(ctx, api.EventDownloadStarted, t.Version, t.RolloutID, "")
@@ -272,6 +293,9 @@ func (a *Agent) install(ctx context.Context, t api.Target, want ostree.Checksum)
 		if got != want {
 			return false, fmt.Errorf("download of %s: got commit %s, the server offered %s", t.Version, got, want)
 		}
+		if err := a.verifyPulled(t, got); err != nil {
+			return false, fmt.Errorf("download of %s: %w", t.Version, err)
+		}
 		a.report(ctx, api.EventDownloadFinished, t.Version, t.RolloutID, "")
 		dep, err = a.Sys.Deploy(ctx, a.Repo, want, sysroot.Origin{Ref: t.Ref, Version: t.Version, Commit: t.Commit})
 		if err != nil {
@@ -283,12 +307,23 @@ func (a *Agent) install(ctx context.Context, t api.Target, want ostree.Checksum)
 			t.Version, a.Cfg.Strategy.Start, a.Cfg.Strategy.End)
 		return false, nil
 	}
-	if err := a.Sys.Switch(ctx, dep); err != nil {
-		return false, fmt.Errorf("switching to %s: %w", t.Version, err)
+	if staged {
+		if err := a.verifyPulled(t, want); err != nil {
+			return false, fmt.Errorf("installing %s: %w", t.Version, err)
+		}
 	}
+	if !a.fleetLockBeforeSwitch(ctx, t) { // fleetlock.go: a reboot slot of the group
+		return false, nil
+	}
+	// State first, then the switch: a crash in between leaves a state
+	// naming a deployment that is not current, which Boot ignores. The
+	// other order could leave a switched update that Boot never judges.
 	if err := a.saveState(agentState{Deployment: dep.Name, Version: t.Version, Commit: t.Commit,
 		RolloutID: t.RolloutID, Pending: true}); err != nil {
-		return true, err
+		return false, err
+	}
+	if err := a.Sys.Switch(ctx, dep); err != nil {
+		return false, fmt.Errorf("switching to %s: %w", t.Version, err)
 	}
 	a.report(ctx, api.EventDeployed, t.Version, t.RolloutID, "")
 	a.say("Version %s is installed. Restart the machine to use it.", t.Version)
@@ -299,6 +334,7 @@ func (a *Agent) install(ctx context.Context, t api.Target, want ostree.Checksum)
 // checks and, for a freshly switched update, keeps it (health OK) or rolls
 // back to the previous deployment (a required check failed).
 func (a *Agent) Boot(ctx context.Context) error {
+	defer a.fleetLockAfterBoot(ctx) // fleetlock.go: give back the reboot slot once judged
 	st, err := a.loadState()
 	if err != nil {
 		return err
@@ -324,7 +360,14 @@ func (a *Agent) Boot(ctx context.Context) error {
 		a.say("Nothing installed yet.")
 		return nil
 	}
-	judging := st.Pending && st.Deployment == cur.Name
+	// The sysroot's own pending boot (recorded before its symlinks move)
+	// also counts, so an update switched by a run that died before it
+	// could write the agent state is still judged.
+	sysPending, err := a.Sys.PendingBoot()
+	if err != nil {
+		return fmt.Errorf("reading the pending boot: %w", err)
+	}
+	judging := st.Pending && st.Deployment == cur.Name || sysPending == cur.Name
 	res, err := health.Run(ctx, a.Cfg.HealthDir, health.Options{})
 	if err != nil {
 		return fmt.Errorf("running health checks: %w", err)
@@ -345,6 +388,11 @@ func (a *Agent) Boot(ctx context.Context) error {
 			a.report(ctx, api.EventHealthOK, cur.Origin.Version, rolloutID, "")
 		}
 		a.say("Version %s is healthy.", cur.Origin.Version)
+		// Committed: older deployments are no longer needed for rollback.
+		// A failed clean-up is retried after the next good boot.
+		if err := a.Sys.GC(ctx, 0); err != nil {
+			a.say("Could not remove old versions: %v", err)
+		}
 		return nil
 	}
 	summary := res.Summary()

@@ -3,6 +3,13 @@
 // after the reboot, health-check → commit | rollback → report (Boot).
 // The periodic daemon loop is not written yet.
 //
+// The server only proposes: verify.go lists what the device checks itself
+// (arch, channel and ref of the offer; the signed channel metadata when a
+// trusted_root is configured; no older version; the pulled commit's ref
+// binding and version). Every step of Upgrade is resumable after a kill
+// or a power loss (see install), and a good boot removes deployments that
+// are neither current, previous nor staged (sysroot.GC).
+//
 // The configuration is one strictly decoded YAML file (unknown keys are an
 // error, so a typo fails at install time rather than at 3 a.m.).
 package updater
@@ -32,14 +39,20 @@ type Config struct {
 	TokenFile string `yaml:"token_file"`
 	DeviceID  string `yaml:"device_id"`
 	Channel   string `yaml:"channel"`
-	Arch      string `yaml:"arch"`
-	Group     string `yaml:"group"`
+	// AllowedChannels are other channels an admin may move this machine
+	// to (a pin); offers of any other channel are refused.
+	AllowedChannels []string `yaml:"allowed_channels"`
+	Arch            string   `yaml:"arch"`
+	Group           string   `yaml:"group"`
 	// Sysroot is the root of the deployments; Backend is "sysroot" (pure
 	// Go) or "ostree" (drives `ostree admin`).
 	Sysroot string `yaml:"sysroot"`
 	Backend string `yaml:"backend"`
 	// TrustedKeys is the directory of public release keys
-	// (ed25519.pub, openpgp.pub.asc); TrustedRoot the shipped TUF root.
+	// (ed25519.pub, openpgp.pub.asc); TrustedRoot the shipped TUF root
+	// (root.json) of the signed channel metadata. With TrustedRoot set,
+	// every offer must be listed in the metadata served at /metadata/;
+	// without it the metadata is not checked (older installs).
 	TrustedKeys string `yaml:"trusted_keys"`
 	TrustedRoot string `yaml:"trusted_root"`
 	// HealthDir holds required.d/ and wanted.d/ checks.
@@ -153,6 +166,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Channel == "" {
 		bad("channel is required")
+	}
+	for _, ch := range c.AllowedChannels {
+		if ch == "" || strings.ContainsAny(ch, "/ ") {
+			bad("allowed_channels: %q is not a channel name", ch)
+		}
 	}
 	if c.Arch == "" {
 		bad("arch is required (x86_64, aarch64)")

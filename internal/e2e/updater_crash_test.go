@@ -1,0 +1,666 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sigstore/sigstore/pkg/signature"
+
+	"github.com/mxos-linux/mxos-update/internal/auth"
+	"github.com/mxos-linux/mxos-update/internal/channel"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	apiclient "github.com/mxos-linux/mxos-update/internal/client"
+	"github.com/mxos-linux/mxos-update/internal/db"
+	"github.com/mxos-linux/mxos-update/internal/ostree"
+	"github.com/mxos-linux/mxos-update/internal/ostree/pull"
+	"github.com/mxos-linux/mxos-update/internal/release"
+	"github.com/mxos-linux/mxos-update/internal/server"
+	"github.com/mxos-linux/mxos-update/internal/sign"
+	"github.com/mxos-linux/mxos-update/internal/sysroot"
+)
+
+// The device side's crash safety: `mxos-updater upgrade` is killed with
+// SIGKILL at random moments (and, with strace, at each rename and fsync
+// it makes), and after every kill the device must still boot (current
+// names a complete deployment whose files match its commit), its local
+// store must fsck clean, and the next upgrade must finish on the newest
+// version.
+
+const updaterTestRef = "mxos/10/x86_64/testing"
+
+var (
+	updaterOnce sync.Once
+	updaterBin  string
+	updaterErr  error
+)
+
+// mxosUpdater builds the mxos-updater binary once for the test binary.
+func mxosUpdater(t testing.TB) string {
+	t.Helper()
+	updaterOnce.Do(func() {
+		p := filepath.Join(binDir, "mxos-updater")
+		out, err := exec.Command("go", "build", "-o", p, "github.com/mxos-linux/mxos-update/cmd/mxos-updater").CombinedOutput()
+		if err != nil {
+			updaterErr = fmt.Errorf("go build mxos-updater: %v\n%s", err, out)
+			return
+		}
+		updaterBin = p
+	})
+	if updaterErr != nil {
+		t.Fatal(updaterErr)
+	}
+	return updaterBin
+}
+
+// updaterSite is a running server with signed channel metadata and a
+// device sysroot configured for mxos-updater.
+type updaterSite struct {
+	t        testing.TB
+	ctx      context.Context
+	rem      *release.Remote
+	admin    *apiclient.Client
+	verifier []sign.Verifier
+	config   string // the device's config file
+	root     string // the device's sysroot
+	src      string // the release tree, mutated per version
+	rollout  string
+	commits  map[string]ostree.Checksum
+	next     int // next patch version to publish
+}
+
+// memTempDir is a temporary directory on tmpfs when the machine has one.
+// A SIGKILL loses nothing the page cache holds, so tmpfs changes nothing
+// these tests check, and it spares them the cost of syncfs on a disk
+// shared with other work.
+func memTempDir(t testing.TB) string {
+	t.Helper()
+	d, err := os.MkdirTemp("/dev/shm", "mxos-crash-")
+	if err != nil {
+		return t.TempDir()
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+func newUpdaterSite(t testing.TB) *updaterSite {
+	t.Helper()
+	ctx := context.Background()
+	data := memTempDir(t)
+	if _, err := ostree.Create(filepath.Join(data, "repo")); err != nil {
+		t.Fatal(err)
+	}
+	store, err := db.Open(ctx, "", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	set, err := channel.LoadDir("../../channels")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, online := newKeys(t), newKeys(t)
+	relMeta, err := channelmeta.LoadEd25519Signers(rel.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	onMeta, err := channelmeta.LoadEd25519Signers(online.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubs := func(s []signature.Signer) channelmeta.RoleKeys {
+		k, err := channelmeta.PublicKeys(s...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return channelmeta.RoleKeys{Keys: k, Threshold: 1}
+	}
+	metaDir := filepath.Join(data, "metadata")
+	if err := channelmeta.Init(metaDir, channelmeta.Keys{Root: pubs(relMeta), Release: pubs(relMeta), Online: pubs(onMeta)},
+		relMeta, relMeta, channelmeta.Options{}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	meta, err := channelmeta.Open(metaDir, onMeta, channelmeta.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The release key also signs the summary, so the device trusts one
+	// key directory.
+	srv, err := server.New(server.Config{DataDir: data, Store: store, Channels: set, TrustedKeys: rel.verifiers,
+		OnlineSigners: rel.signers, Metadata: meta})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(sctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		srv.Close()
+	})
+	url := "http://" + ln.Addr().String()
+
+	tokens := map[auth.Role]string{}
+	for _, role := range []auth.Role{auth.RoleRelease, auth.RoleDevice} {
+		tc, err := server.CreateToken(ctx, store, "t-"+string(role), role, "test", time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens[role] = tc.Token
+	}
+	admin, err := apiclient.New(url, tokens[auth.RoleRelease])
+	if err != nil {
+		t.Fatal(err)
+	}
+	work, err := ostree.Create(filepath.Join(memTempDir(t), "work"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &updaterSite{t: t, ctx: ctx, admin: admin, verifier: rel.verifiers, commits: map[string]ostree.Checksum{},
+		rem: &release.Remote{Server: admin, Work: work, Signers: rel.signers, MetaSigners: relMeta}}
+
+	// A small tree: 120 files in 12 directories, a symlink, /etc defaults.
+	s.src = filepath.Join(t.TempDir(), "src")
+	for i := range 120 {
+		p := filepath.Join(s.src, fmt.Sprintf("usr/share/pkg%02d/file%03d.txt", i%12, i))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, bytes.Repeat([]byte(fmt.Sprintf("archivo %d de MxOS\n", i)), 20+i), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for p, c := range map[string]string{"usr/etc/hostname": "mxos\n", "usr/etc/motd": "Bienvenido\n"} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(s.src, p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(s.src, p), []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("share/pkg00/file000.txt", filepath.Join(s.src, "usr/first")); err != nil {
+		t.Fatal(err)
+	}
+
+	// The device: installed with the first release, configured for the
+	// binary.
+	dev := memTempDir(t)
+	s.root = filepath.Join(dev, "sysroot")
+	rootJSON, err := os.ReadFile(filepath.Join(metaDir, "1.root.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		"root.json": string(rootJSON),
+		"token":     tokens[auth.RoleDevice] + "\n",
+		"config.yaml": "server: " + url + "\ndevice_id: lab-pc-crash\nchannel: testing\narch: x86_64\n" +
+			"token_file: " + filepath.Join(dev, "token") + "\ntrusted_keys: " + rel.dir + "\ntrusted_root: " +
+			filepath.Join(dev, "root.json") + "\nsysroot: " + s.root + "\nhealth_dir: " + filepath.Join(dev, "health") + "\n",
+	}
+	for n, c := range files {
+		if err := os.WriteFile(filepath.Join(dev, n), []byte(c), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(dev, "health", "required.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s.config = filepath.Join(dev, "config.yaml")
+	v0 := s.publish()
+	sys, err := sysroot.Open(s.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local, err := ostree.Create(sys.RepoPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := (&pull.Puller{URLs: []string{url + "/repo"}, Verifiers: rel.verifiers}).Pull(ctx, local, updaterTestRef, pull.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := sys.Deploy(ctx, local, c, sysroot.Origin{Ref: updaterTestRef, Version: v0, Commit: c.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sys.Switch(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if err := sys.MarkGood(); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// publish makes the next version on testing, changing a tenth of the
+// files, and rolls it out to everyone. It returns the version.
+func (s *updaterSite) publish() string {
+	s.t.Helper()
+	gen := s.next
+	s.next++
+	version := fmt.Sprintf("10.0.%d", gen)
+	for i := gen % 10; i < 120; i += 10 {
+		p := filepath.Join(s.src, fmt.Sprintf("usr/share/pkg%02d/file%03d.txt", i%12, i))
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		fmt.Fprintf(f, "versión %s\n", version)
+		if err := f.Close(); err != nil {
+			s.t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(s.src, "usr/etc/os-release"), []byte("VERSION_ID="+version+"\n"), 0o644); err != nil {
+		s.t.Fatal(err)
+	}
+	if s.rollout != "" {
+		if _, err := s.admin.RolloutAction(s.ctx, s.rollout, apiclient.ActionComplete, "next release"); err != nil {
+			s.t.Fatal(err)
+		}
+	}
+	u0 := uint32(0)
+	_, c, err := s.rem.Publish(s.ctx, release.RemoteRequest{Channel: "testing", Arch: "x86_64", Ref: updaterTestRef,
+		Version: version, Source: s.src, Ramp: "100%", Options: ostree.CommitOptions{OwnerUID: &u0, OwnerGID: &u0, NoXattrs: true}})
+	if err != nil {
+		s.t.Fatalf("publish %s: %v", version, err)
+	}
+	ros, err := s.admin.Rollouts(s.ctx, "testing")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for _, ro := range ros {
+		if ro.Version == version {
+			s.rollout = ro.ID
+		}
+	}
+	s.commits[version] = c
+	return version
+}
+
+// cmd is `mxos-updater ARGS` in its own process group, optionally under
+// a wrapper (strace).
+func (s *updaterSite) cmd(wrap []string, args ...string) *exec.Cmd {
+	all := append(append([]string{}, wrap...), mxosUpdater(s.t), "--config", s.config)
+	all = append(all, args...)
+	c := exec.Command(all[0], all[1:]...)
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	return c
+}
+
+// run runs mxos-updater to completion.
+func (s *updaterSite) run(args ...string) string {
+	s.t.Helper()
+	out, err := s.cmd(nil, args...).CombinedOutput()
+	if err != nil {
+		s.t.Fatalf("mxos-updater %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// checkDevice checks, without repairing anything first, what must hold
+// whenever the updater stops: current (and previous, if set) name
+// complete deployments whose files match their commits, and the local
+// store fscks clean. It returns the current deployment's version.
+func (s *updaterSite) checkDevice() string {
+	s.t.Helper()
+	repo, err := ostree.Open(filepath.Join(s.root, "repo"))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	var version string
+	for _, link := range []string{"current", "previous"} {
+		target, err := os.Readlink(filepath.Join(s.root, link))
+		if link == "previous" && errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			s.t.Fatalf("%s: %v", link, err)
+		}
+		name := strings.TrimPrefix(target, "deploy/")
+		sum, err := ostree.ParseChecksum(strings.SplitN(name, ".", 2)[0])
+		if err != nil {
+			s.t.Fatalf("%s -> %s: %v", link, target, err)
+		}
+		var origin sysroot.Origin
+		b, err := os.ReadFile(filepath.Join(s.root, target+".origin"))
+		if err == nil {
+			err = json.Unmarshal(b, &origin)
+		}
+		if err != nil {
+			s.t.Errorf("%s -> %s: origin: %v", link, target, err)
+		}
+		if err := checkDeploymentFiles(repo, filepath.Join(s.root, target), sum); err != nil {
+			s.t.Errorf("%s -> %s does not match its commit: %v", link, target, err)
+		}
+		if link == "current" {
+			version = origin.Version
+		}
+	}
+	// A switched update must still get its health verdict at the next
+	// boot: the updater's state names the current deployment as pending,
+	// or the sysroot's own pending boot does.
+	cur, _ := os.Readlink(filepath.Join(s.root, "current"))
+	cur = strings.TrimPrefix(cur, "deploy/")
+	var agent struct {
+		Deployment string `json:"deployment"`
+		Pending    bool   `json:"pending"`
+	}
+	var sysState struct {
+		Pending string `json:"pending"`
+		Booted  string `json:"booted"`
+	}
+	readJSON := func(name string, v any) {
+		b, err := os.ReadFile(filepath.Join(s.root, name))
+		if errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		if err == nil {
+			err = json.Unmarshal(b, v)
+		}
+		if err != nil {
+			s.t.Errorf("%s: %v", name, err)
+		}
+	}
+	readJSON("mxos-updater.json", &agent)
+	readJSON("state.json", &sysState)
+	if cur != sysState.Booted && !(agent.Pending && agent.Deployment == cur) {
+		s.t.Errorf("current is the new deployment %s, but the updater state (%+v) does not wait for its health verdict", cur, agent)
+	}
+	if cur != sysState.Booted && sysState.Pending != cur {
+		s.t.Errorf("current is the new deployment %s, but the sysroot's pending boot is %q", cur, sysState.Pending)
+	}
+	rep, err := repo.Fsck(s.ctx, ostree.FsckOptions{VerifyCommit: release.CommitVerifier(s.verifier)})
+	if err != nil {
+		s.t.Fatalf("fsck: %v", err)
+	}
+	for _, e := range rep.Errors {
+		s.t.Errorf("fsck of the device's store: %v", e)
+	}
+	return version
+}
+
+// checkDeploymentFiles compares a deployment with its commit: every
+// directory, regular file (bytes and permission bits) and symlink of the
+// commit is there (etc/ is generated from usr/etc and merged, so only its
+// existence is checked).
+func checkDeploymentFiles(repo *ostree.Repo, dir string, commit ostree.Checksum) error {
+	cm, err := repo.ReadCommit(commit)
+	if err != nil {
+		return err
+	}
+	var walk func(rel string, tree ostree.Checksum) error
+	walk = func(rel string, tree ostree.Checksum) error {
+		dt, err := repo.ReadDirTree(tree)
+		if err != nil {
+			return err
+		}
+		for _, f := range dt.Files {
+			p := filepath.Join(dir, rel, f.Name)
+			cr, err := repo.OpenContent(f.Checksum)
+			if err != nil {
+				return err
+			}
+			want, err := io.ReadAll(cr)
+			cr.Close()
+			if err != nil {
+				return err
+			}
+			if cr.Header.IsSymlink() {
+				if got, err := os.Readlink(p); err != nil || got != cr.Header.SymlinkTarget {
+					return fmt.Errorf("symlink %s: %q, %v", p, got, err)
+				}
+				continue
+			}
+			st, err := os.Lstat(p)
+			if err != nil {
+				return err
+			}
+			if st.Mode().Perm() != ostree.FileMode(cr.Header.Mode).Perm() || !st.Mode().IsRegular() {
+				return fmt.Errorf("%s: mode %v, want %v", p, st.Mode(), ostree.FileMode(cr.Header.Mode))
+			}
+			got, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			if !bytes.Equal(got, want) {
+				return fmt.Errorf("%s: content differs", p)
+			}
+		}
+		for _, d := range dt.Dirs {
+			if rel == "" && d.Name == "etc" {
+				continue
+			}
+			if err := walk(filepath.Join(rel, d.Name), d.Tree); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := walk("", cm.RootTree); err != nil {
+		return err
+	}
+	if st, err := os.Stat(filepath.Join(dir, "etc")); err != nil || !st.IsDir() {
+		return fmt.Errorf("no etc/ in %s: %v", dir, err)
+	}
+	return nil
+}
+
+// killRuns is the number of killed upgrades: 50 by default, MXOS_SOAK=N
+// for a soak run.
+func killRuns(t testing.TB) int {
+	if v := os.Getenv("MXOS_SOAK"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("MXOS_SOAK=%q: want a number of runs", v)
+		}
+		return n
+	}
+	return 50
+}
+
+// killedUpgrade runs `mxos-updater upgrade` under wrap and kills it after
+// delay (0: no timer, the wrapper kills it). It returns whether the
+// process died of SIGKILL.
+func (s *updaterSite) killedUpgrade(wrap []string, delay time.Duration) bool {
+	s.t.Helper()
+	cmd := s.cmd(wrap, "upgrade")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	var timer *time.Timer
+	if delay > 0 {
+		timer = time.AfterFunc(delay, func() { killGroup(cmd) })
+	}
+	err := cmd.Wait()
+	if timer != nil {
+		timer.Stop()
+	}
+	if err != nil && !killed(err) {
+		s.t.Fatalf("upgrade failed by itself: %v\n%s", err, out.String())
+	}
+	return killed(err)
+}
+
+// finish runs the upgrade to its end and the boot step, and checks the
+// newest version is the default.
+func (s *updaterSite) finish(want string) {
+	s.t.Helper()
+	s.run("upgrade")
+	if got := s.checkDevice(); got != want {
+		s.t.Fatalf("after a full upgrade the default is %q, want %q", got, want)
+	}
+	// A deployment completed by a killed run is reused, not made again.
+	if _, err := os.Lstat(filepath.Join(s.root, "deploy", s.commits[want].String()+".1")); err == nil {
+		s.t.Errorf("%s was deployed twice: the deployment left by the killed run was not reused", want)
+	}
+	s.run("boot")
+	ents, err := os.ReadDir(filepath.Join(s.root, "deploy"))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if n := len(ents); n > 4 { // current and previous, each with its .origin
+		names := []string{}
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		s.t.Errorf("after a good boot %d deployment entries are left (old ones not collected): %v", n, names)
+	}
+}
+
+// stage says how far a killed upgrade to want got.
+func (s *updaterSite) stage(want, current string) string {
+	c := s.commits[want]
+	switch {
+	case current == want:
+		return "switched"
+	case dirExists(filepath.Join(s.root, "deploy", c.String()+".0")):
+		return "deployed"
+	case fileExists(filepath.Join(s.root, "repo", ostree.ObjectPath(c, ostree.ObjCommit))):
+		return "downloaded"
+	default:
+		return "downloading or earlier"
+	}
+}
+
+func dirExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.IsDir()
+}
+
+func fileExists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
+}
+
+// TestKillUpgradeAtRandom kills `mxos-updater upgrade` at random moments:
+// 50 times (MXOS_SOAK=N for more), each followed by the device checks
+// and, every second or third kill, by an upgrade run to the end, the boot
+// step and the publication of a newer version.
+func TestKillUpgradeAtRandom(t *testing.T) {
+	s := newUpdaterSite(t)
+	runs := killRuns(t)
+	mxosUpdater(t)
+	// The typical duration of an upgrade: the longer of two.
+	var typical time.Duration
+	for range 3 {
+		want := s.publish()
+		start := time.Now()
+		s.run("upgrade")
+		d := time.Since(start)
+		t.Logf("upgrade: %s", d)
+		typical = max(typical, d)
+		s.finish(want)
+	}
+	want := s.publish()
+	t.Logf("an unkilled upgrade takes up to %s", typical)
+	start := time.Now()
+
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("kill delays from seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 2))
+	var nKilled, nFinished, nSwitched int
+	stages := map[string]int{}
+	for i := 0; i < runs; i++ {
+		delay := time.Duration(1 + rng.Int64N(int64(typical)))
+		wasKilled := s.killedUpgrade(nil, delay)
+		if wasKilled {
+			nKilled++
+		} else {
+			nFinished++
+		}
+		got := s.checkDevice()
+		if got == want {
+			nSwitched++
+		}
+		if wasKilled {
+			stages[s.stage(want, got)]++
+		}
+		if t.Failed() {
+			t.Fatalf("run %d (kill after %s) left the device broken", i, delay)
+		}
+		if !wasKilled || i%3 == 2 || i == runs-1 {
+			s.finish(want)
+			want = s.publish()
+		}
+	}
+	t.Logf("%d runs: %d killed, %d finished first, %d left the new version as default; %s",
+		runs, nKilled, nFinished, nSwitched, time.Since(start).Round(time.Millisecond))
+	t.Logf("kills by the step reached: %v", stages)
+	if nKilled < runs/2 {
+		t.Errorf("only %d of %d runs were killed: the delays miss the upgrade", nKilled, runs)
+	}
+	s.finish(want)
+}
+
+// TestKillUpgradeAtEachStep stops the upgrade deterministically at each
+// step that makes something visible: strace kills mxos-updater when it
+// renames a file onto the step's path (strace -P), so the rename never
+// happens. After each kill the device is checked and the next upgrade
+// must finish.
+func TestKillUpgradeAtEachStep(t *testing.T) {
+	strace := usableStrace()
+	if strace == "" {
+		requireTool(t, "strace") // fails under CI
+		t.Skip("strace cannot trace here")
+	}
+	s := newUpdaterSite(t)
+	obj := func(c ostree.Checksum, typ ostree.ObjectType) string {
+		return filepath.Join(s.root, "repo", ostree.ObjectPath(c, typ))
+	}
+	points := []struct {
+		name string
+		path func(c ostree.Checksum) string
+	}{
+		{"trusted timestamp saved", func(ostree.Checksum) string { return filepath.Join(s.root, "channel-metadata", "timestamp.json") }},
+		{"trusted snapshot saved", func(ostree.Checksum) string { return filepath.Join(s.root, "channel-metadata", "snapshot.json") }},
+		{"trusted targets saved", func(ostree.Checksum) string { return filepath.Join(s.root, "channel-metadata", "targets.json") }},
+		{"commit object stored", func(c ostree.Checksum) string { return obj(c, ostree.ObjCommit) }},
+		{"commit signatures stored", func(c ostree.Checksum) string { return obj(c, ostree.ObjCommitMeta) }},
+		{"local ref moved", func(ostree.Checksum) string { return filepath.Join(s.root, "repo", "refs", "heads", updaterTestRef) }},
+		{"deployment origin written", func(c ostree.Checksum) string { return filepath.Join(s.root, "deploy", c.String()+".0.origin") }},
+		{"deployment renamed into place", func(c ostree.Checksum) string { return filepath.Join(s.root, "deploy", c.String()+".0") }},
+		{"updater state written", func(ostree.Checksum) string { return filepath.Join(s.root, "mxos-updater.json") }},
+		{"pending boot recorded", func(ostree.Checksum) string { return filepath.Join(s.root, "state.json") }},
+		{"previous moved", func(ostree.Checksum) string { return filepath.Join(s.root, "previous") }},
+		{"current moved", func(ostree.Checksum) string { return filepath.Join(s.root, "current") }},
+	}
+	const calls = "rename,renameat,renameat2"
+	for _, pt := range points {
+		want := s.publish()
+		p := pt.path(s.commits[want])
+		wrap := []string{strace, "-f", "-qq", "-o", os.DevNull, "-P", p, "-e", "trace=" + calls,
+			"-e", "inject=" + calls + ":signal=SIGKILL"}
+		if !s.killedUpgrade(wrap, 0) {
+			t.Errorf("%s: the upgrade finished without renaming anything onto %s", pt.name, p)
+		}
+		if _, err := os.Lstat(p); err == nil && strings.Contains(p, s.commits[want].String()) {
+			t.Errorf("%s: %s exists although the kill came before its rename", pt.name, p)
+		}
+		s.checkDevice()
+		if t.Failed() {
+			t.Fatalf("killed at %q: the device is broken", pt.name)
+		}
+		s.finish(want)
+	}
+}
