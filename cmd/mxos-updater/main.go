@@ -31,6 +31,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/ostree/pull"
 	"github.com/mxos-linux/mxos-update/internal/sign"
 	"github.com/mxos-linux/mxos-update/internal/sysroot"
+	"github.com/mxos-linux/mxos-update/internal/sysroot/ostreeadmin"
 	"github.com/mxos-linux/mxos-update/internal/updater"
 )
 
@@ -58,11 +59,14 @@ func newRootCmd() *cobra.Command {
 
 	withAgent := func(fn func(cmd *cobra.Command, a *updater.Agent) error) func(*cobra.Command, []string) error {
 		return func(cmd *cobra.Command, _ []string) error {
-			a, err := newAgent(cfgPath)
+			a, err := newAgent(cmd.Context(), cfgPath)
 			if err != nil {
 				return err
 			}
 			a.Out = cmd.OutOrStdout()
+			if p := newProgress(cmd.OutOrStdout()); p != nil {
+				a.Puller.Progress = p.count
+			}
 			return fn(cmd, a)
 		}
 	}
@@ -147,13 +151,10 @@ func printStatus(cmd *cobra.Command, st updater.Status) {
 	}
 }
 
-func newAgent(cfgPath string) (*updater.Agent, error) {
+func newAgent(ctx context.Context, cfgPath string) (*updater.Agent, error) {
 	cfg, err := updater.LoadConfig(cfgPath)
 	if err != nil {
 		return nil, err
-	}
-	if cfg.Backend != "sysroot" {
-		return nil, fmt.Errorf("backend %q is not supported yet; use sysroot", cfg.Backend)
 	}
 	token := ""
 	if cfg.TokenFile != "" {
@@ -171,7 +172,21 @@ func newAgent(cfgPath string) (*updater.Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading trusted keys: %w", err)
 	}
-	sys, err := sysroot.Open(cfg.Sysroot)
+	var imageKeys [][]byte
+	if cfg.Transport == updater.TransportOCI {
+		if imageKeys, err = updater.ImageKeys(cfg.TrustedKeys); err != nil {
+			return nil, fmt.Errorf("loading trusted keys: %w", err)
+		}
+	}
+	var sys updater.Backend
+	switch cfg.Backend {
+	case "ostree":
+		// Stock `ostree admin` on the real sysroot; the environment passes
+		// through, so OSTREE_SYSROOT_DEBUG works on a test sysroot.
+		sys, err = ostreeadmin.Open(ctx, cfg.Sysroot, ostreeadmin.Options{})
+	default:
+		sys, err = sysroot.Open(cfg.Sysroot)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("opening the sysroot: %w", err)
 	}
@@ -180,10 +195,11 @@ func newAgent(cfgPath string) (*updater.Agent, error) {
 		return nil, fmt.Errorf("opening the local repository: %w", err)
 	}
 	return &updater.Agent{
-		Cfg:    cfg,
-		Client: c,
-		Puller: &pull.Puller{URLs: cfg.Mirrors, Verifiers: verifiers},
-		Sys:    sys,
-		Repo:   repo,
+		Cfg:       cfg,
+		Client:    c,
+		Puller:    &pull.Puller{URLs: cfg.Mirrors, Verifiers: verifiers},
+		Sys:       sys,
+		Repo:      repo,
+		ImageKeys: imageKeys,
 	}, nil
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/mxos-linux/mxos-update/internal/sign"
+	"github.com/mxos-linux/mxos-update/internal/sysroot/ostreeadmin"
+	"github.com/mxos-linux/mxos-update/internal/testtool"
 )
 
 func TestStatusOnEmptySysroot(t *testing.T) {
@@ -100,5 +102,49 @@ func TestSystemdUnitsCallRealCommands(t *testing.T) {
 				t.Errorf("%s: %q is not an mxos-updater command (%v)", unit, args[0], err)
 			}
 		}
+	}
+}
+
+// `backend: ostree` opens a sysroot made by stock ostree admin: status on
+// an empty stateroot works, and a directory that is not an ostree sysroot
+// is refused with an error rather than treated as empty.
+func TestOstreeBackendSelected(t *testing.T) {
+	testtool.Require(t, "ostree")
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys")
+	if err := sign.GenerateKeys(keys, sign.GenerateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(dir, "sysroot")
+	if err := ostreeadmin.Init(context.Background(), root, ostreeadmin.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	write := func(sysroot string) string {
+		cfg := filepath.Join(t.TempDir(), "config.yaml")
+		body := "server: http://127.0.0.1:1\ndevice_id: lab-pc-01\nchannel: stable\narch: x86_64\ntrusted_keys: " + keys +
+			"\nsysroot: " + sysroot + "\nbackend: ostree\n"
+		if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	cmd := newRootCmd()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetArgs([]string{"--config", write(root), "status"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "Current:  none") {
+		t.Fatalf("status output:\n%s", out.String())
+	}
+	if _, err := os.Stat(filepath.Join(root, "ostree", "mxos-updater", "repo", "config")); err != nil {
+		t.Fatalf("the ostree backend's staging repository was not made: %v", err)
+	}
+	cmd = newRootCmd()
+	cmd.SetOut(&out)
+	cmd.SetArgs([]string{"--config", write(t.TempDir()), "status"})
+	if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), "sysroot") {
+		t.Fatalf("a plain directory as an ostree sysroot: %v", err)
 	}
 }

@@ -25,19 +25,23 @@ import (
 const StateFile = "mxos-updater.json"
 
 // Agent is the device agent. It composes the update client, the verified
-// puller and the pure-Go sysroot backend.
+// puller (or, with `transport: oci`, the signed-image fetch of ocifetch.go)
+// and a deployment Backend.
 //
 // Strategies: "immediate" deploys and switches at once; "window" deploys
 // at once but switches only inside the maintenance window (outside it the
 // deployment stays staged and the next upgrade inside the window switches
-// it); "fleet-lock" is for now treated like "immediate" (no coordination
-// with other devices yet).
+// it); "fleet-lock" deploys at once and switches once the server grants
+// one of the group's reboot slots (fleetlock.go).
 type Agent struct {
 	Cfg    *Config
 	Client *client.Client
 	Puller *pull.Puller
-	Sys    *sysroot.Sysroot
+	Sys    Backend
 	Repo   *ostree.Repo
+	// ImageKeys are the PEM public keys image signatures are checked with
+	// (transport oci).
+	ImageKeys [][]byte
 	// MetaHTTP fetches the signed channel metadata (a client with a 60 s
 	// timeout when nil).
 	MetaHTTP *http.Client
@@ -286,7 +290,15 @@ func (a *Agent) install(ctx context.Context, t api.Target, want ostree.Checksum)
 			}
 			opts.MinTimestamp, opts.Current = c.Timestamp, cur.Commit
 		}
-		got, err := a.Puller.Pull(ctx, a.Repo, t.Ref, opts)
+		var got ostree.Checksum
+		if a.Cfg.Transport == TransportOCI {
+			got, err = FetchOCI(ctx, OCIOptions{Server: a.Cfg.Server, SignedHost: a.Cfg.ImageHost,
+				Ref: t.Ref, Version: t.Version, Commit: want, ImageKeys: a.ImageKeys,
+				Sysroot: a.Sys.Root(), Repo: a.Repo, RepoURLs: a.Puller.URLs, Verifiers: a.Puller.Verifiers,
+				MinTimestamp: opts.MinTimestamp, Current: opts.Current, HTTP: a.Puller.HTTP})
+		} else {
+			got, err = a.Puller.Pull(ctx, a.Repo, t.Ref, opts)
+		}
 		if err != nil {
 			return false, fmt.Errorf("download of %s: %w", t.Version, err)
 		}

@@ -85,7 +85,19 @@ func writeCheck(t *testing.T, dir string, exit int) {
 	}
 }
 
-func TestAgentEndToEnd(t *testing.T) {
+// agentEnv is an in-process server with the update API, release keys and
+// release and device tokens.
+type agentEnv struct {
+	f         *fixture
+	srv       *server.Server
+	url       string
+	keys      string
+	verifiers []sign.Verifier
+	tokens    map[auth.Role]string
+}
+
+func startAgentEnv(t *testing.T, registry bool) *agentEnv {
+	t.Helper()
 	ctx := context.Background()
 	data := t.TempDir()
 	repo, err := ostree.Create(filepath.Join(data, "repo"))
@@ -113,7 +125,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{DataDir: data, Store: store, Channels: set, TrustedKeys: verifiers, OnlineSigners: signers})
+	srv, err := server.New(server.Config{DataDir: data, Store: store, Channels: set, TrustedKeys: verifiers, OnlineSigners: signers, Registry: registry})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,6 +145,13 @@ func TestAgentEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := &fixture{store: store, pub: &release.Publisher{Repo: repo, Signers: signers}, admin: admin, commits: map[string]string{}}
+	return &agentEnv{f: f, srv: srv, url: ts.URL, keys: keys, verifiers: verifiers, tokens: tokens}
+}
+
+func TestAgentEndToEnd(t *testing.T) {
+	ctx := context.Background()
+	env := startAgentEnv(t, false)
+	f, store, keys, verifiers, tokens := env.f, env.f.store, env.keys, env.verifiers, env.tokens
 	root := filepath.Join(t.TempDir(), "sysroot")
 	sys, err := sysroot.Open(root)
 	if err != nil {
@@ -144,12 +163,12 @@ func TestAgentEndToEnd(t *testing.T) {
 	}
 	healthDir := filepath.Join(t.TempDir(), "health")
 	writeCheck(t, healthDir, 0)
-	cfg, err := ParseConfig([]byte("server: " + ts.URL + "\ndevice_id: lab-pc-01\nchannel: stable\narch: x86_64\ntrusted_keys: " + keys +
+	cfg, err := ParseConfig([]byte("server: " + env.url + "\ndevice_id: lab-pc-01\nchannel: stable\narch: x86_64\ntrusted_keys: " + keys +
 		"\nsysroot: " + root + "\nhealth_dir: " + healthDir + "\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev, err := client.New(ts.URL, tokens[auth.RoleDevice])
+	dev, err := client.New(env.url, tokens[auth.RoleDevice])
 	if err != nil {
 		t.Fatal(err)
 	}

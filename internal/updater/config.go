@@ -27,6 +27,12 @@ import (
 	"go.yaml.in/yaml/v4"
 )
 
+// The download transports of Config.Transport.
+const (
+	TransportOSTree = "ostree"
+	TransportOCI    = "oci"
+)
+
 // Config is /etc/mxos-updater/config.yaml.
 type Config struct {
 	// Server is the update API, e.g. https://updates.example.mx.
@@ -48,6 +54,13 @@ type Config struct {
 	// Go) or "ostree" (drives `ostree admin`).
 	Sysroot string `yaml:"sysroot"`
 	Backend string `yaml:"backend"`
+	// Transport is how a release is downloaded: "ostree" (the default;
+	// a verified pull from the mirrors) or "oci" (the release's signed
+	// bootable image from the server's registry, checked against the
+	// offered commit; see ocifetch.go). ImageHost is the registry host the
+	// image signatures name when it is not the server's own host.
+	Transport string `yaml:"transport"`
+	ImageHost string `yaml:"image_host"`
 	// TrustedKeys is the directory of public release keys
 	// (ed25519.pub, openpgp.pub.asc); TrustedRoot the shipped TUF root
 	// (root.json) of the signed channel metadata. With TrustedRoot set,
@@ -123,6 +136,9 @@ func (c *Config) setDefaults() {
 	if c.Backend == "" {
 		c.Backend = "sysroot"
 	}
+	if c.Transport == "" {
+		c.Transport = TransportOSTree
+	}
 	if c.Interval == 0 {
 		c.Interval = Duration(time.Hour)
 	}
@@ -180,6 +196,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Backend != "sysroot" && c.Backend != "ostree" {
 		bad("backend %q: use sysroot or ostree", c.Backend)
+	}
+	if c.Transport != TransportOSTree && c.Transport != TransportOCI {
+		bad("transport %q: use ostree or oci", c.Transport)
 	}
 	if c.Interval < Duration(time.Minute) {
 		bad("interval must be at least 1m")
