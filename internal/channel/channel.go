@@ -31,8 +31,6 @@ type Channel struct {
 	// Refs maps an architecture to the OSTree ref it follows, e.g.
 	// x86_64: mxos/10/x86_64/stable.
 	Refs map[string]string `yaml:"refs"`
-	// OCI names where the bootable container image is tagged.
-	OCI OCI `yaml:"oci"`
 	// Publishers may publish (or, with PromotesFrom set, promote) into the
 	// channel: roles "release" or "admin", or "token:<name>".
 	Publishers []string `yaml:"publishers"`
@@ -44,12 +42,6 @@ type Channel struct {
 	// Barriers and DeadEnds shape the update graph (see rollout.Graph).
 	Barriers []Barrier `yaml:"barriers"`
 	DeadEnds []DeadEnd `yaml:"dead_ends"`
-}
-
-// OCI is a repository and tag in the registry.
-type OCI struct {
-	Repository string `yaml:"repository"`
-	Tag        string `yaml:"tag"`
 }
 
 // Rollout is a channel's default rollout plan.
@@ -91,9 +83,6 @@ var (
 	// OSTree's ref grammar (libostree ostree_validate_rev): fragments of
 	// [\w\d][-._\w\d]* joined by "/". \w is ASCII here, as in GLib.
 	refFragmentRE = regexp.MustCompile(`^[\w\d][-._\w\d]*$`)
-	// OCI distribution spec: repository name components and tags.
-	ociRepoComponentRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$`)
-	ociTagRE           = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
 	tokenNameRE        = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 )
 
@@ -129,13 +118,6 @@ func (c *Channel) Validate() error {
 		if want := "/" + arch + "/" + c.Name; !strings.HasSuffix(ref, want) {
 			bad("refs.%s: %q must end in %q (refs are mxos/<major>/<arch>/<channel>)", arch, ref, want)
 		}
-	}
-
-	if err := validateOCIRepository(c.OCI.Repository); err != nil {
-		bad("oci.repository: %v", err)
-	}
-	if !ociTagRE.MatchString(c.OCI.Tag) {
-		bad("oci.tag %q is not a valid OCI tag", c.OCI.Tag)
 	}
 
 	if len(c.Publishers) == 0 {
@@ -225,21 +207,6 @@ func ValidateRef(ref string) error {
 	for _, frag := range strings.Split(ref, "/") {
 		if !refFragmentRE.MatchString(frag) {
 			return fmt.Errorf("%q is not a valid OSTree ref (fragments of letters, digits, -._ joined by /)", ref)
-		}
-	}
-	return nil
-}
-
-func validateOCIRepository(repo string) error {
-	if repo == "" {
-		return errors.New("empty OCI repository")
-	}
-	if len(repo) > 255 {
-		return fmt.Errorf("OCI repository is %d bytes, at most 255 allowed", len(repo))
-	}
-	for _, comp := range strings.Split(repo, "/") {
-		if !ociRepoComponentRE.MatchString(comp) {
-			return fmt.Errorf("%q is not a valid OCI repository name (lower-case components joined by /)", repo)
 		}
 	}
 	return nil

@@ -41,9 +41,6 @@ func TestShippedChannels(t *testing.T) {
 				t.Errorf("%s: ref for %s is %q", c.Name, arch, ref)
 			}
 		}
-		if c.OCI != (OCI{Repository: "mxos/os", Tag: c.Name}) {
-			t.Errorf("%s: oci %+v", c.Name, c.OCI)
-		}
 		if _, err := c.DefaultRamp(); err != nil {
 			t.Errorf("%s: %v", c.Name, err)
 		}
@@ -105,7 +102,6 @@ func valid() *Channel {
 			"x86_64":  "mxos/10/x86_64/stable",
 			"aarch64": "mxos/10/aarch64/stable",
 		},
-		OCI:          OCI{Repository: "mxos/os", Tag: "stable"},
 		Publishers:   []string{"release", "token:ci-build"},
 		PromotesFrom: "testing",
 		Rollout:      Rollout{Ramp: "1%,10%@24h,100%@72h", HaltThreshold: 0.05, MinSamples: 50, Window: 24 * time.Hour},
@@ -137,11 +133,6 @@ func TestValidate(t *testing.T) {
 		{"ref too long", func(c *Channel) { c.Refs["x86_64"] = strings.Repeat("a/", 200) + "x86_64/stable" }, "at most 255 allowed"},
 		{"ref of another arch", func(c *Channel) { c.Refs["aarch64"] = "mxos/10/x86_64/stable" }, `refs.aarch64: "mxos/10/x86_64/stable" must end in "/aarch64/stable"`},
 		{"ref of another channel", func(c *Channel) { c.Refs["x86_64"] = "mxos/10/x86_64/testing" }, `must end in "/x86_64/stable"`},
-		{"no oci repository", func(c *Channel) { c.OCI.Repository = "" }, "oci.repository: empty OCI repository"},
-		{"upper-case oci repository", func(c *Channel) { c.OCI.Repository = "MxOS/os" }, `oci.repository: "MxOS/os" is not a valid OCI repository name`},
-		{"oci repository trailing slash", func(c *Channel) { c.OCI.Repository = "mxos/" }, "is not a valid OCI repository name"},
-		{"no oci tag", func(c *Channel) { c.OCI.Tag = "" }, `oci.tag "" is not a valid OCI tag`},
-		{"bad oci tag", func(c *Channel) { c.OCI.Tag = ".stable" }, `oci.tag ".stable" is not a valid OCI tag`},
 		{"no publishers", func(c *Channel) { c.Publishers = nil }, "publishers: at least one is required"},
 		{"device publisher", func(c *Channel) { c.Publishers = []string{"device"} }, `publishers[0]: "device" cannot publish`},
 		{"unknown role", func(c *Channel) { c.Publishers = []string{"release", "root"} }, `publishers[1]: "root" is neither a role (admin, release) nor token:<name>`},
@@ -181,11 +172,11 @@ func TestValidate(t *testing.T) {
 // Validate reports every problem at once, not just the first.
 func TestValidateAllProblems(t *testing.T) {
 	c := valid()
-	c.OCI.Tag = ""
+	c.Publishers = nil
 	c.Rollout.MinSamples = 0
 	c.Rollout.Ramp = "oops"
 	err := c.Validate()
-	for _, want := range []string{"oci.tag", "rollout.min_samples", "rollout.ramp"} {
+	for _, want := range []string{"publishers", "rollout.min_samples", "rollout.ramp"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate = %v; want it to mention %s", err, want)
 		}
@@ -199,7 +190,6 @@ func TestNewSet(t *testing.T) {
 	named := func(name, from string) *Channel {
 		c := valid()
 		c.Name, c.PromotesFrom = name, from
-		c.OCI.Tag = name
 		c.Refs = map[string]string{"x86_64": "mxos/10/x86_64/" + name, "aarch64": "mxos/10/aarch64/" + name}
 		return c
 	}
@@ -211,7 +201,7 @@ func TestNewSet(t *testing.T) {
 		chans func() []*Channel
 		msg   string
 	}{
-		{"invalid member", func() []*Channel { c := named("testing", ""); c.OCI.Tag = ""; return []*Channel{c} }, "oci.tag"},
+		{"invalid member", func() []*Channel { c := named("testing", ""); c.Publishers = nil; return []*Channel{c} }, "publishers"},
 		{"nil member", func() []*Channel { return []*Channel{nil} }, "nil channel"},
 		{"defined twice", func() []*Channel { return []*Channel{named("testing", ""), named("testing", "")} }, `"testing": defined twice`},
 		{"unknown source", func() []*Channel { return []*Channel{named("testing", ""), named("stable", "beta")} }, `"stable": promotes_from names "beta", which is not a channel (have stable, testing)`},
@@ -226,11 +216,6 @@ func TestNewSet(t *testing.T) {
 			delete(src.Refs, "aarch64")
 			return []*Channel{src, named("stable", "testing")}
 		}, `"stable": has a ref for aarch64 but its source "testing" has none`},
-		{"shared OCI tag", func() []*Channel {
-			a, b := named("testing", ""), named("stable", "testing")
-			b.OCI.Tag = "testing"
-			return []*Channel{a, b}
-		}, `"testing": OCI tag mxos/os:testing is also "stable"'s`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := NewSet(c.chans()...)
@@ -252,7 +237,7 @@ func TestParseStrict(t *testing.T) {
 	for _, c := range []struct{ name, doc, msg string }{
 		{"unknown top-level key", string(good) + "\nchanel: stable\n", "field chanel not found"},
 		{"unknown nested key", strings.Replace(string(good), "  window: 24h", "  window: 24h\n  threshold: 0.1", 1), "field threshold not found"},
-		{"unknown oci key", strings.Replace(string(good), "  tag: stable", "  tag: stable\n  digest: sha256:00", 1), "field digest not found"},
+		{"the old oci section", string(good) + "\noci:\n  repository: mxos/os\n  tag: stable\n", "field oci not found"},
 		{"misspelt key", strings.Replace(string(good), "promotes_from:", "promote_from:", 1), "field promote_from not found"},
 		{"duplicate key", string(good) + "\nname: edu\n", `mapping key "name" already defined`},
 		{"two documents", string(good) + "\n---\nname: edu\n", "expected single document"},

@@ -1,7 +1,6 @@
 // Package channel owns channel definitions: the shipped channels/*.yaml
 // files (testing, stable, edu) that say, per channel, which OSTree ref each
-// architecture follows, which OCI repository and tag carry the bootable
-// image, who may publish, which channel it is promoted from, its default
+// architecture follows, who may publish, which channel it is promoted from, its default
 // rollout plan and its barriers and dead ends.
 //
 // Files are decoded strictly (go.yaml.in/yaml/v4 with known fields: an
@@ -17,7 +16,11 @@
 //     "/<arch>/<name>" of its own entry: pointing aarch64 at an x86_64 ref,
 //     or stable at testing's ref, is the copy-paste slip that would ship
 //     the wrong tree, so it is refused (and two channels can then never
-//     share a ref). No two channels share an OCI repository:tag.
+//     share a ref).
+//   - A channel's bootable images need no settings of their own: the image
+//     of ref mxos/<major>/<arch>/<channel> is <registry>/mxos/<major>/<arch>
+//     tagged <channel> and <channel>-<version> (internal/oci/bootimage), so
+//     it follows the ref and two channels can never share a tag.
 //   - Publishers are either auth roles ("release", "admin") or named
 //     tokens ("token:<name>", e.g. a CI builder allowed only on testing).
 //     The "device" role can never publish. For a channel that is promoted

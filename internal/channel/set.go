@@ -150,9 +150,8 @@ type Set struct {
 
 // NewSet validates each channel and the set as a whole: names are unique,
 // every promotes_from names a channel of the set, promotion has no cycles,
-// a channel's architectures are a subset of its source's, and no two
-// channels share an OCI repository:tag. Every problem is
-// returned (joined), each wrapping ErrInvalid.
+// and a channel's architectures are a subset of its source's. Every
+// problem is returned (joined), each wrapping ErrInvalid.
 func NewSet(chans ...*Channel) (*Set, error) {
 	s := &Set{byName: make(map[string]*Channel, len(chans))}
 	var errs []error
@@ -175,16 +174,9 @@ func NewSet(chans ...*Channel) (*Set, error) {
 		return nil, err
 	}
 
-	// Refs need no such check: each ends in its own /<arch>/<name>.
-	tags := map[string]string{} // repository:tag → channel
+	// Refs need no uniqueness check: each ends in its own /<arch>/<name>.
 	for _, name := range s.Names() {
 		c := s.byName[name]
-		tag := c.OCI.Repository + ":" + c.OCI.Tag
-		if other, ok := tags[tag]; ok {
-			errs = append(errs, fmt.Errorf("%w %q: OCI tag %s is also %q's", ErrInvalid, name, tag, other))
-		}
-		tags[tag] = name
-
 		if c.PromotesFrom == "" {
 			continue
 		}
