@@ -21,6 +21,7 @@ import "time"
 //	GET    /api/v1/tokens                 admin    → []TokenInfo
 //	POST   /api/v1/tokens                 admin    TokenCreateRequest → TokenCreated
 //	DELETE /api/v1/tokens/{name}          admin    → 204
+//	POST   /api/v1/registry/gc            release  → the registry's GC figures (also daily)
 const Prefix = "/api/v1"
 
 // Release is a published release of one channel and architecture.

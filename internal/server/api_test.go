@@ -42,7 +42,9 @@ func newAPIFixture(t *testing.T) *apiFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(Config{DataDir: data, Store: store, Channels: set})
+	// The registry is on, as in mxos-server's default, so its routes are
+	// in the auth matrix too.
+	srv, err := New(Config{DataDir: data, Store: store, Channels: set, Registry: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,6 +135,7 @@ func TestAuthMatrix(t *testing.T) {
 		{"POST", "/api/v1/tokens", api.TokenCreateRequest{Name: "x", Role: "device"}, []string{"admin"}},
 		{"DELETE", "/api/v1/tokens/nobody", nil, []string{"admin"}},
 		{"POST", "/api/v1/uploads", struct{}{}, []string{"release"}},
+		{"POST", "/api/v1/registry/gc", nil, []string{"release"}},
 		{"POST", "/api/v1/uploads/0123456789abcdef0123456789abcdef/missing", api.MissingRequest{}, []string{"release"}},
 		{"PUT", "/api/v1/uploads/0123456789abcdef0123456789abcdef/objects/" + strings.Repeat("a", 64) + ".dirmeta", "x", []string{"release"}},
 		{"POST", "/api/v1/uploads/0123456789abcdef0123456789abcdef/commit", struct{}{}, []string{"release"}},
