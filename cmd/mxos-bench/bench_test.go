@@ -59,6 +59,10 @@ func TestQuick(t *testing.T) {
 		}},
 		{"pull", []string{"pull (", "pull: server CPU"}},
 		{"check", []string{"check requests/s (2000 devices, c=8)", "check p99 latency", "check p50 latency", "check: server CPU"}},
+		{"devpull", []string{
+			"devpull cold (", "devpull cold: bytes sent", "devpull cold: requests", "devpull cold: bytes on the wire", "devpull cold: client CPU", "devpull cold: server CPU",
+			"devpull update from release 1 (", "devpull update: bytes sent", "devpull update: requests", "devpull update: bytes on the wire", "devpull update: client CPU", "devpull update: server CPU",
+		}},
 		// Builds distribution v3 with the go tool on first use (cached).
 		{"registry", []string{"registry blob pulls 1 MB (", "registry blob pulls 1 MB: server CPU", "registry blob pulls 8 MB (", "registry blob pulls 8 MB: server CPU"}},
 	}

@@ -76,6 +76,7 @@ table of figures and ratios (ours/peer) with the target of each row:
   registry blob pulls (1 MB, 100 MB) from our OCI registry vs
            distribution/distribution v3 serving the same blobs
   all      the four in a row (registry and devpull run on their own)
+  devpull  our device pull vs ostree pull of the same commits from our server
 
 Sizes default to a full run (several minutes); --quick is a smoke-size run.`,
 		SilenceUsage:  true,
@@ -146,6 +147,7 @@ Sizes default to a full run (several minutes); --quick is a smoke-size run.`,
 		sub("check", "update check API vs a trivial Go handler: requests/s, p50/p99 latency", partCheck),
 		sub("all", "serve, publish, pull and check in one run", partServe, partPublish, partPull, partCheck),
 		sub("registry", "our OCI registry vs distribution v3: blob pull MB/s", partRegistry),
+		newDevpullCmd(&o, argv), newDevpullServeChildCmd(), newDevpullChildCmd(),
 		newServeChildCmd(),
 		newPublishChildCmd(),
 		newCheckChildCmd(),

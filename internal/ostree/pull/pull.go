@@ -22,8 +22,11 @@
 // Every response body is bounded (metadata by ostree.MaxMetadataSize or the
 // signed commit size, content by Puller.MaxObjectSize), every request has a
 // deadline and a throughput floor, and each object is tried on every mirror
-// in turn. Objects the destination already has are not fetched, so a pull
-// interrupted after some objects were committed resumes where it stopped.
+// in turn. Objects the destination already has are not fetched (they are
+// found by listing its object directories once, not by a stat per object),
+// so a pull interrupted after some objects were committed resumes where it
+// stopped, and an update fetches only what changed. Parallel workers fetch
+// directories before file contents, so the whole tree is known early.
 // The local ref is moved last, after ostree checks the commit is complete,
 // so a failed pull leaves the refs as they were.
 //
@@ -42,8 +45,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sync/errgroup"
 
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/release"
@@ -154,6 +155,7 @@ func (p *Puller) Pull(ctx context.Context, dst *ostree.Repo, ref string, opts Op
 		expect = c
 	}
 	s := p.newSession()
+	defer s.close()
 
 	sref, err := s.summary(ctx, ref)
 	if err != nil {
@@ -250,6 +252,12 @@ type session struct {
 	done     int
 	total    int
 	progress func(done, total int)
+	// local holds the objects dst had when the walk started.
+	local map[ostree.ObjectRef]bool
+
+	xmu       sync.Mutex
+	xfers     map[*transfer]struct{}
+	stopWatch chan struct{}
 }
 
 func (p *Puller) newSession() *session {
@@ -378,50 +386,172 @@ func (s *session) commit(ctx context.Context, dst *ostree.Repo, ref string, sref
 // walk stores every object the tree reaches that dst lacks. Metadata the
 // destination has is read (and hash-checked) locally so that the children
 // of a partially pulled tree are still visited.
+//
+// A fixed pool of Parallel workers takes jobs from one queue, dirtrees and
+// dirmeta before content: the walk then discovers the whole tree early and
+// keeps every connection busy with content until the end, instead of
+// letting thousands of queued content fetches delay the directories that
+// name the rest of the work.
 func (s *session) walk(ctx context.Context, txn *ostree.Txn, tree, meta ostree.Checksum) error {
-	g, gctx := errgroup.WithContext(ctx)
-	var visit func(tree, meta ostree.Checksum) error
-	visit = func(tree, meta ostree.Checksum) error {
-		if s.claim(txn, meta, ostree.ObjDirMeta) {
-			if err := s.fetchMetadata(gctx, txn, meta, ostree.ObjDirMeta); err != nil {
-				return err
-			}
-		}
-		if !s.firstVisit(tree) {
-			return nil // another directory with the same tree walks it
-		}
-		var raw []byte
-		var err error
-		if txn.Repo().HasObject(tree, ostree.ObjDirTree) {
-			raw, err = txn.Repo().ReadMetadata(tree, ostree.ObjDirTree)
-		}
-		if raw == nil || err != nil {
-			s.count()
-			if raw, err = s.getMetadata(gctx, tree, ostree.ObjDirTree); err != nil {
-				return err
-			}
-			if _, err := txn.WriteMetadata(ostree.ObjDirTree, raw, tree); err != nil {
-				return err
-			}
-			s.fetched()
-		}
-		dt, err := ostree.ParseDirTree(raw)
-		if err != nil {
-			return &ostree.ObjectError{Checksum: tree, Type: ostree.ObjDirTree, Err: err}
-		}
-		for _, f := range dt.Files {
-			if !s.claim(txn, f.Checksum, ostree.ObjFile) {
-				continue
-			}
-			g.Go(func() error { return s.fetchContent(gctx, txn, f.Checksum) })
-		}
-		for _, d := range dt.Dirs {
-			g.Go(func() error { return visit(d.Tree, d.Meta) })
-		}
-		return nil
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if local, err := listObjects(txn.Repo()); err == nil {
+		s.local = local
 	}
-	g.Go(func() error { return visit(tree, meta) })
-	return g.Wait()
+	q := newJobQueue()
+	q.push(job{kind: jobTree, c: tree, meta: meta})
+	var wg sync.WaitGroup
+	for range cap(s.sem) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				j, ok := q.next()
+				if !ok {
+					return
+				}
+				if err := s.runJob(ctx, txn, q, j); err != nil {
+					q.fail(err)
+					cancel(err)
+				}
+				q.done()
+			}
+		}()
+	}
+	wg.Wait()
+	return q.err
+}
+
+// jobKind says what a job fetches.
+type jobKind uint8
+
+const (
+	jobTree jobKind = iota // a dirtree and, first, its dirmeta
+	jobMeta                // a dirmeta
+	jobFile                // a content object
+)
+
+type job struct {
+	kind jobKind
+	c    ostree.Checksum
+	meta ostree.Checksum // jobTree: the directory's dirmeta
+}
+
+// jobQueue hands out metadata jobs before content jobs and ends when
+// every job is done or one failed.
+type jobQueue struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	meta    []job
+	files   []job
+	pending int // queued or running
+	err     error
+}
+
+func newJobQueue() *jobQueue {
+	q := &jobQueue{}
+	q.cond = sync.NewCond(&q.mu)
+	return q
+}
+
+func (q *jobQueue) push(j job) {
+	q.mu.Lock()
+	if j.kind == jobFile {
+		q.files = append(q.files, j)
+	} else {
+		q.meta = append(q.meta, j)
+	}
+	q.pending++
+	q.mu.Unlock()
+	q.cond.Signal()
+}
+
+// next blocks until a job is available; false means stop.
+func (q *jobQueue) next() (job, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for {
+		if q.err != nil || q.pending == 0 {
+			return job{}, false
+		}
+		if n := len(q.meta); n > 0 {
+			// Depth first: the newest directory is the one whose children
+			// are least likely to be known yet.
+			j := q.meta[n-1]
+			q.meta = q.meta[:n-1]
+			return j, true
+		}
+		if len(q.files) > 0 {
+			j := q.files[0]
+			q.files = q.files[1:]
+			return j, true
+		}
+		q.cond.Wait()
+	}
+}
+
+// done marks a job finished.
+func (q *jobQueue) done() {
+	q.mu.Lock()
+	q.pending--
+	end := q.pending == 0
+	q.mu.Unlock()
+	if end {
+		q.cond.Broadcast()
+	}
+}
+
+// fail records the first error and stops the workers.
+func (q *jobQueue) fail(err error) {
+	q.mu.Lock()
+	if q.err == nil {
+		q.err = err
+	}
+	q.mu.Unlock()
+	q.cond.Broadcast()
+}
+
+func (s *session) runJob(ctx context.Context, txn *ostree.Txn, q *jobQueue, j job) error {
+	switch j.kind {
+	case jobFile:
+		return s.fetchContent(ctx, txn, j.c)
+	case jobMeta:
+		return s.fetchMetadata(ctx, txn, j.c, ostree.ObjDirMeta)
+	}
+	if s.claim(txn, j.meta, ostree.ObjDirMeta) {
+		q.push(job{kind: jobMeta, c: j.meta})
+	}
+	if !s.firstVisit(j.c) {
+		return nil // another directory with the same tree walks it
+	}
+	var raw []byte
+	var err error
+	if s.has(txn, j.c, ostree.ObjDirTree) {
+		raw, err = txn.Repo().ReadMetadata(j.c, ostree.ObjDirTree)
+	}
+	if raw == nil || err != nil {
+		s.count()
+		if raw, err = s.getMetadata(ctx, j.c, ostree.ObjDirTree); err != nil {
+			return err
+		}
+		if _, err := txn.WriteMetadata(ostree.ObjDirTree, raw, j.c); err != nil {
+			return err
+		}
+		s.fetched()
+	}
+	dt, err := ostree.ParseDirTree(raw)
+	if err != nil {
+		return &ostree.ObjectError{Checksum: j.c, Type: ostree.ObjDirTree, Err: err}
+	}
+	for _, f := range dt.Files {
+		if s.claim(txn, f.Checksum, ostree.ObjFile) {
+			q.push(job{kind: jobFile, c: f.Checksum})
+		}
+	}
+	for _, d := range dt.Dirs {
+		q.push(job{kind: jobTree, c: d.Tree, meta: d.Meta})
+	}
+	return nil
 }
 
 // claim reports whether the caller should fetch the object: it is missing
@@ -434,12 +564,21 @@ func (s *session) claim(txn *ostree.Txn, c ostree.Checksum, t ostree.ObjectType)
 		return false
 	}
 	s.seen[k] = true
-	if txn.HasObject(c, t) {
+	if s.has(txn, c, t) {
 		return false
 	}
 	s.total++
 	s.report()
 	return true
+}
+
+// has reports whether dst held the object when the walk started (every
+// object stored since then is one this session claimed).
+func (s *session) has(txn *ostree.Txn, c ostree.Checksum, t ostree.ObjectType) bool {
+	if s.local != nil {
+		return s.local[ostree.ObjectRef{Checksum: c, Type: t}]
+	}
+	return txn.HasObject(c, t)
 }
 
 // firstVisit reports whether the dirtree was not walked yet.
@@ -593,9 +732,7 @@ func (s *session) get(ctx context.Context, base, rel string, limit int64, consum
 	}
 	body := &meter{r: resp.Body}
 	if s.minRate > 0 {
-		done := make(chan struct{})
-		defer close(done)
-		go s.watch(body, done, cancel)
+		defer s.watchTransfer(body, cancel)()
 	}
 	if err := consume(&limitReader{r: body, n: limit}); err != nil {
 		return wrap(err)
@@ -603,25 +740,71 @@ func (s *session) get(ctx context.Context, base, rel string, limit int64, consum
 	return nil
 }
 
-// watch cancels the request when fewer than minRate bytes per second
-// arrived over the last grace period.
-func (s *session) watch(m *meter, done <-chan struct{}, cancel context.CancelCauseFunc) {
-	t := time.NewTicker(s.grace)
-	defer t.Stop()
-	var last int64
+// transfer is a response body being read, for the throughput floor.
+type transfer struct {
+	m      *meter
+	cancel context.CancelCauseFunc
+	last   int64     // bytes read at the start of the window
+	since  time.Time // start of the window
+}
+
+// watchTransfer puts a body under the session's throughput watch until
+// the returned function is called. One goroutine watches every transfer
+// of the session, so a small object costs no goroutine or timer of its own.
+func (s *session) watchTransfer(m *meter, cancel context.CancelCauseFunc) func() {
+	t := &transfer{m: m, cancel: cancel, since: time.Now()}
+	s.xmu.Lock()
+	if s.xfers == nil {
+		s.xfers = map[*transfer]struct{}{}
+		s.stopWatch = make(chan struct{})
+		go s.watch(s.stopWatch)
+	}
+	s.xfers[t] = struct{}{}
+	s.xmu.Unlock()
+	return func() {
+		s.xmu.Lock()
+		delete(s.xfers, t)
+		s.xmu.Unlock()
+	}
+}
+
+// watch cancels each transfer that received fewer than minRate bytes per
+// second over a window of at least grace, until stop is closed.
+func (s *session) watch(stop <-chan struct{}) {
+	tick := time.NewTicker(max(s.grace/4, time.Millisecond))
+	defer tick.Stop()
 	for {
 		select {
-		case <-done:
+		case <-stop:
 			return
-		case <-t.C:
-			n := m.n.Load()
-			if float64(n-last)/s.grace.Seconds() < float64(s.minRate) {
-				cancel(fmt.Errorf("%w: %d bytes in %s, floor %d B/s", ErrTooSlow, n-last, s.grace, s.minRate))
-				return
+		case now := <-tick.C:
+			s.xmu.Lock()
+			for t := range s.xfers {
+				elapsed := now.Sub(t.since)
+				if elapsed < s.grace {
+					continue
+				}
+				n := t.m.n.Load()
+				if float64(n-t.last)/elapsed.Seconds() < float64(s.minRate) {
+					t.cancel(fmt.Errorf("%w: %d bytes in %s, floor %d B/s", ErrTooSlow, n-t.last, elapsed.Round(time.Millisecond), s.minRate))
+					delete(s.xfers, t)
+					continue
+				}
+				t.last, t.since = n, now
 			}
-			last = n
+			s.xmu.Unlock()
 		}
 	}
+}
+
+// close stops the session's watcher.
+func (s *session) close() {
+	s.xmu.Lock()
+	if s.stopWatch != nil {
+		close(s.stopWatch)
+		s.stopWatch, s.xfers = nil, nil
+	}
+	s.xmu.Unlock()
 }
 
 // meter counts the bytes read through it.

@@ -52,7 +52,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func keys(t *testing.T, dir string) ([]sign.Signer, []sign.Verifier) {
+func keys(t testing.TB, dir string) ([]sign.Signer, []sign.Verifier) {
 	t.Helper()
 	if err := sign.GenerateKeys(dir, sign.GenerateOptions{}); err != nil {
 		t.Fatal(err)
