@@ -40,6 +40,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mxos-linux/mxos-update/internal/commitsig"
+
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/sign"
 	"go.uber.org/zap"
@@ -210,49 +212,16 @@ func writeSource(ctx context.Context, txn *ostree.Txn, source string, opts ostre
 	return txn.WriteTreeFromTar(ctx, f, opts)
 }
 
-// SignData signs data with every signer and returns the signatures as
-// ostree metadata (one aay per engine), appended to existing.
+// SignData signs data with every signer into ostree metadata
+// (commitsig.Sign); kept here for the publishing side's callers.
 func SignData(signers []sign.Signer, data []byte, existing ostree.Metadata) (ostree.Metadata, error) {
-	byKey := map[string][][]byte{}
-	var order []string
-	for _, s := range signers {
-		sig, err := s.Sign(data)
-		if err != nil {
-			return nil, err
-		}
-		k := s.MetaKey()
-		if _, ok := byKey[k]; !ok {
-			order = append(order, k)
-			old, _ := existing.ByteArrays(k)
-			byKey[k] = append(byKey[k], old...)
-		}
-		byKey[k] = append(byKey[k], sig)
-	}
-	md := append(ostree.Metadata(nil), existing...)
-	for _, k := range order {
-		md = md.Set(k, ostree.BytesListVar(byKey[k]))
-	}
-	return md, nil
+	return commitsig.Sign(signers, data, existing)
 }
 
-// SignatureMap turns ostree metadata into the map sign.VerifyAll reads.
-func SignatureMap(md ostree.Metadata) map[string][][]byte {
-	out := map[string][][]byte{}
-	for _, k := range []string{sign.Ed25519MetaKey, sign.GPGMetaKey} {
-		if v, ok := md.ByteArrays(k); ok {
-			out[k] = v
-		}
-	}
-	return out
-}
+// SignatureMap is commitsig.SignatureMap.
+func SignatureMap(md ostree.Metadata) map[string][][]byte { return commitsig.SignatureMap(md) }
 
-// CommitVerifier returns a check for ostree.FsckOptions.VerifyCommit that
-// requires valid signatures from the given trusted keys.
+// CommitVerifier is commitsig.Verifier.
 func CommitVerifier(verifiers []sign.Verifier) func(ostree.Checksum, []byte, ostree.Metadata) error {
-	return func(c ostree.Checksum, commit []byte, md ostree.Metadata) error {
-		if md == nil {
-			return fmt.Errorf("commit %s: %w: no detached metadata", c, sign.ErrNoSignatures)
-		}
-		return sign.VerifyAll(verifiers, commit, SignatureMap(md))
-	}
+	return commitsig.Verifier(verifiers)
 }

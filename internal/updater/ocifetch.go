@@ -50,12 +50,12 @@ import (
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
 
+	"github.com/mxos-linux/mxos-update/internal/commitsig"
 	"github.com/mxos-linux/mxos-update/internal/oci/bootimage"
 	"github.com/mxos-linux/mxos-update/internal/oci/imageio"
 	"github.com/mxos-linux/mxos-update/internal/oci/ocisig"
 	"github.com/mxos-linux/mxos-update/internal/oci/unpack"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
-	"github.com/mxos-linux/mxos-update/internal/release"
 	"github.com/mxos-linux/mxos-update/internal/sign"
 )
 
@@ -283,7 +283,7 @@ func fetchCommit(ctx context.Context, o OCIOptions) (*reproduced, error) {
 	if len(o.Verifiers) == 0 {
 		return nil, fmt.Errorf("commit %s: %w", o.Commit, sign.ErrNoKeys)
 	}
-	if err := release.CommitVerifier(o.Verifiers)(o.Commit, raw, md); err != nil {
+	if err := commitsig.Verifier(o.Verifiers)(o.Commit, raw, md); err != nil {
 		return nil, fmt.Errorf("commit %s: %w", o.Commit, err)
 	}
 	bound := false

@@ -19,13 +19,13 @@ import (
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/mxos-linux/mxos-update/internal/oci/registry"
+	"github.com/mxos-linux/mxos-update/internal/oci/content"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 )
 
 // ContentStore is where images are written: the registry's storage
-// (registry.Store) or a remote registry (internal/oci/regclient).
-type ContentStore = registry.ContentStore
+// (registry.Store, via internal/oci/content) or a remote registry (internal/oci/regclient).
+type ContentStore = content.ContentStore
 
 // BlobFunc opens a blob of repo. Derive reads the source config with it;
 // what it returns is checked against the digest.

@@ -43,12 +43,12 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/sigstore/sigstore/pkg/signature/payload"
 
-	"github.com/mxos-linux/mxos-update/internal/oci/registry"
+	"github.com/mxos-linux/mxos-update/internal/oci/content"
 )
 
 // ContentStore is the registry storage or a remote registry. GetManifest
-// of a missing tag returns an error wrapping registry.ErrNotFound.
-type ContentStore = registry.ContentStore
+// of a missing tag returns an error wrapping content.ErrNotFound.
+type ContentStore = content.ContentStore
 
 // BlobFunc opens a blob of repo; Verify checks what it returns.
 type BlobFunc func(ctx context.Context, repo string, d digest.Digest) (io.ReadCloser, error)
@@ -175,7 +175,7 @@ func Attach(ctx context.Context, store ContentStore, repo string, manifestDigest
 // existing returns the layers of the .sig manifest at tag, or none.
 func existing(ctx context.Context, store ContentStore, repo, tag string) ([]v1.Descriptor, error) {
 	_, mb, _, err := store.GetManifest(ctx, repo, tag)
-	if errors.Is(err, registry.ErrNotFound) {
+	if errors.Is(err, content.ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {

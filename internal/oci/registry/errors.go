@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+
+	"github.com/mxos-linux/mxos-update/internal/oci/content"
 )
 
 // ErrorCode is one of the distribution spec's error codes; clients match
@@ -32,11 +34,12 @@ const (
 
 // Sentinels for callers of the Go API (errors.Is).
 var (
-	// ErrNotFound: unknown repository, tag, manifest, blob or upload.
-	ErrNotFound = errors.New("not found")
+	// ErrNotFound: unknown repository, tag, manifest, blob or upload
+	// (content.ErrNotFound, shared with the other content stores).
+	ErrNotFound = content.ErrNotFound
 	// ErrInvalid: the caller's input was refused (bad name, digest,
 	// manifest, size, range).
-	ErrInvalid = errors.New("invalid input")
+	ErrInvalid = content.ErrInvalid
 	// ErrUnauthorized is what an Authorize function returns when the
 	// request carries no valid credentials: the handler answers 401 with
 	// a Basic challenge.

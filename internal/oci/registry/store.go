@@ -15,25 +15,16 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mxos-linux/mxos-update/internal/oci/content"
+
 	"github.com/opencontainers/go-digest"
 
 	"github.com/mxos-linux/mxos-update/internal/storage"
 )
 
 // ContentStore is the Go API for writing and reading images without HTTP
-// (server-side image building, tests). Unknown repositories, tags,
-// manifests and blobs are errors.Is(err, ErrNotFound); refused input is
-// errors.Is(err, ErrInvalid).
-type ContentStore interface {
-	// PutBlob stores a blob after checking size and digest; a blob already present is a no-op.
-	PutBlob(ctx context.Context, repo string, d digest.Digest, size int64, r io.Reader) error
-	HasBlob(ctx context.Context, repo string, d digest.Digest) (bool, error)
-	// PutManifest stores a manifest and, when tag != "", points tag at it. It returns its digest.
-	PutManifest(ctx context.Context, repo, tag, mediaType string, body []byte) (digest.Digest, error)
-	// GetManifest resolves a tag or digest.
-	GetManifest(ctx context.Context, repo, reference string) (mediaType string, body []byte, d digest.Digest, err error)
-	ListTags(ctx context.Context, repo string) ([]string, error)
-}
+// (internal/oci/content); Store implements it.
+type ContentStore = content.ContentStore
 
 var _ ContentStore = (*Store)(nil)
 

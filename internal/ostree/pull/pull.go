@@ -46,8 +46,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mxos-linux/mxos-update/internal/commitsig"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
-	"github.com/mxos-linux/mxos-update/internal/release"
 	"github.com/mxos-linux/mxos-update/internal/sign"
 )
 
@@ -326,7 +326,7 @@ func (s *session) summaryFrom(ctx context.Context, base string) (*ostree.Summary
 	if err != nil {
 		return nil, fmt.Errorf("summary.sig: %w: %w", ErrBadSignature, err)
 	}
-	if err := sign.VerifyAll(s.p.Verifiers, sumBytes, release.SignatureMap(md)); err != nil {
+	if err := sign.VerifyAll(s.p.Verifiers, sumBytes, commitsig.SignatureMap(md)); err != nil {
 		return nil, verifyErr("summary", err)
 	}
 	sum, err := ostree.ParseSummary(sumBytes)
@@ -362,7 +362,7 @@ func (s *session) commit(ctx context.Context, dst *ostree.Repo, ref string, sref
 	if err != nil {
 		return nil, nil, nil, false, err
 	}
-	verify := release.CommitVerifier(s.p.Verifiers)
+	verify := commitsig.Verifier(s.p.Verifiers)
 	if local, lerr := dst.ReadCommitMeta(c); lerr == nil && local != nil && verify(c, raw, local) == nil {
 		return raw, commit, local, false, nil
 	}
