@@ -11,7 +11,13 @@
 //   - check: the update API's POST /api/v1/check on a store with --devices
 //     registered devices against a trivial net/http JSON handler
 //     (requests/s, p50 and p99 latency);
-//   - all: the four in a row, pull reusing what publish made.
+//   - all: the four in a row, pull reusing what publish made;
+//   - devpull: the updater's pure-Go pull against stock `ostree pull` of
+//     the same two releases from the same server, cold and as an update
+//     (time, bytes sent, requests);
+//   - registry: blob pulls (1 MB and 100 MB) from our OCI registry against
+//     distribution/distribution v3 (built once with the go tool) serving
+//     the same blobs.
 //
 // The machines this runs on are small and noisy, so absolute times mean
 // little: every figure is measured on both sides in the same run, in
