@@ -1,7 +1,10 @@
 // Package updater is the device agent: its configuration and the Agent,
 // which runs check → download → verify → stage → switch (Upgrade) and,
-// after the reboot, health-check → commit | rollback → report (Boot).
-// The periodic daemon loop is not written yet.
+// after the reboot, health-check → commit | rollback → report (Boot);
+// Run is the daemon loop around Upgrade (run.go). Downloads are an OSTree
+// pull or, with `transport: oci`, the release's signed image (ocifetch.go);
+// deployments go through a Backend (backend.go: the pure-Go sysroot or
+// stock ostree admin).
 //
 // The server only proposes: verify.go lists what the device checks itself
 // (arch, channel and ref of the offer; the signed channel metadata when a
