@@ -14,18 +14,32 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/testtool"
 )
 
-func TestStatusOnEmptySysroot(t *testing.T) {
-	dir := t.TempDir()
-	keys := filepath.Join(dir, "keys")
+// genKeys makes a key directory for trusted_keys.
+func genKeys(t *testing.T) string {
+	t.Helper()
+	keys := filepath.Join(t.TempDir(), "keys")
 	if err := sign.GenerateKeys(keys, sign.GenerateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	cfg := filepath.Join(dir, "config.yaml")
+	return keys
+}
+
+// writeConfig writes the configuration of a device whose server is
+// unreachable; extra lines are appended.
+func writeConfig(t *testing.T, keys, sysroot, extra string) string {
+	t.Helper()
+	cfg := filepath.Join(t.TempDir(), "config.yaml")
 	body := "server: http://127.0.0.1:1\ndevice_id: lab-pc-01\nchannel: stable\narch: x86_64\ntrusted_keys: " + keys +
-		"\nsysroot: " + filepath.Join(dir, "root") + "\n"
+		"\nsysroot: " + sysroot + "\n" + extra
 	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return cfg
+}
+
+func TestStatusOnEmptySysroot(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeConfig(t, genKeys(t), filepath.Join(dir, "root"), "")
 	cmd := newRootCmd()
 	var out bytes.Buffer
 	cmd.SetOut(&out)
@@ -46,17 +60,7 @@ func TestStatusOnEmptySysroot(t *testing.T) {
 // `run` is the service's command: it starts, and a stop signal (the
 // context) ends it cleanly even while the server is unreachable.
 func TestRunStopsCleanly(t *testing.T) {
-	dir := t.TempDir()
-	keys := filepath.Join(dir, "keys")
-	if err := sign.GenerateKeys(keys, sign.GenerateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	cfg := filepath.Join(dir, "config.yaml")
-	body := "server: http://127.0.0.1:1\ndevice_id: lab-pc-01\nchannel: stable\narch: x86_64\ntrusted_keys: " + keys +
-		"\nsysroot: " + filepath.Join(dir, "root") + "\ninterval: 1m\njitter: 1s\n"
-	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeConfig(t, genKeys(t), filepath.Join(t.TempDir(), "root"), "interval: 1m\njitter: 1s\n")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	cmd := newRootCmd()
@@ -111,23 +115,12 @@ func TestSystemdUnitsCallRealCommands(t *testing.T) {
 func TestOstreeBackendSelected(t *testing.T) {
 	testtool.Require(t, "ostree")
 	dir := t.TempDir()
-	keys := filepath.Join(dir, "keys")
-	if err := sign.GenerateKeys(keys, sign.GenerateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	keys := genKeys(t)
 	root := filepath.Join(dir, "sysroot")
 	if err := ostreeadmin.Init(context.Background(), root, ostreeadmin.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	write := func(sysroot string) string {
-		cfg := filepath.Join(t.TempDir(), "config.yaml")
-		body := "server: http://127.0.0.1:1\ndevice_id: lab-pc-01\nchannel: stable\narch: x86_64\ntrusted_keys: " + keys +
-			"\nsysroot: " + sysroot + "\nbackend: ostree\n"
-		if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return cfg
-	}
+	write := func(sysroot string) string { return writeConfig(t, keys, sysroot, "backend: ostree\n") }
 	cmd := newRootCmd()
 	var out bytes.Buffer
 	cmd.SetOut(&out)

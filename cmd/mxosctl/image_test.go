@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,14 +13,12 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/mxos-linux/mxos-update/internal/auth"
-	"github.com/mxos-linux/mxos-update/internal/channel"
 	"github.com/mxos-linux/mxos-update/internal/channelmeta"
-	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/oci/imageio/layouttest"
 	"github.com/mxos-linux/mxos-update/internal/oci/ocisig"
 	"github.com/mxos-linux/mxos-update/internal/oci/registry"
 	"github.com/mxos-linux/mxos-update/internal/oci/unpack"
-	"github.com/mxos-linux/mxos-update/internal/server"
+	"github.com/mxos-linux/mxos-update/internal/testserver"
 	"github.com/mxos-linux/mxos-update/internal/testtool"
 )
 
@@ -34,36 +31,10 @@ type imageServer struct {
 
 func startImageServer(t *testing.T) *imageServer {
 	t.Helper()
-	ctx := context.Background()
-	data := t.TempDir()
-	os.MkdirAll(filepath.Join(data, "repo"), 0o755)
-	store, err := db.Open(ctx, "", data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	set, err := channel.LoadDir("../../channels")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc, err := server.CreateToken(ctx, store, "release", auth.RoleRelease, "test", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(server.Config{DataDir: data, Store: store, Channels: set, Registry: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(sctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done; srv.Close(); store.Close() })
+	ts := testserver.Start(t, testserver.Options{Registry: true, Serve: true, Roles: []auth.Role{auth.RoleRelease}})
 	t.Setenv("MXOS_TOKEN", "")
 	t.Setenv("MXOS_SERVER", "")
-	return &imageServer{url: "http://" + ln.Addr().String(), host: ln.Addr().String(), token: tc.Token, store: srv.Registry()}
+	return &imageServer{url: ts.URL, host: ts.Host, token: ts.Tokens[auth.RoleRelease], store: ts.Srv.Registry()}
 }
 
 func (s *imageServer) run(t *testing.T, args ...string) (string, error) {

@@ -8,27 +8,23 @@ import (
 	"testing"
 )
 
-func TestCheckRequestValidate(t *testing.T) {
-	good := CheckRequest{DeviceID: "lab-01", Arch: "x86_64", Channel: "stable", BootedCommit: strings.Repeat("a", 64)}
-	cases := []struct {
-		name string
-		mut  func(*CheckRequest)
-		ok   bool
-	}{
-		{"good", func(*CheckRequest) {}, true},
-		{"no-booted-commit", func(r *CheckRequest) { r.BootedCommit = "" }, true},
-		{"no-device", func(r *CheckRequest) { r.DeviceID = "" }, false},
-		{"long-device", func(r *CheckRequest) { r.DeviceID = strings.Repeat("x", 129) }, false},
-		{"no-arch", func(r *CheckRequest) { r.Arch = "" }, false},
-		{"no-channel", func(r *CheckRequest) { r.Channel = "" }, false},
-		{"short-commit", func(r *CheckRequest) { r.BootedCommit = "abc" }, false},
-		{"upper-commit", func(r *CheckRequest) { r.BootedCommit = strings.Repeat("A", 64) }, false},
-	}
+// mutation is a named change to a valid request; ok says whether the
+// request stays valid.
+type mutation[T any] struct {
+	name string
+	mut  func(*T)
+	ok   bool
+}
+
+// checkMutations validates good changed by each mutation; a refusal
+// must be a bad_request error.
+func checkMutations[T any](t *testing.T, good T, validate func(*T) error, cases []mutation[T]) {
+	t.Helper()
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			r := good
 			c.mut(&r)
-			err := r.Validate()
+			err := validate(&r)
 			if (err == nil) != c.ok {
 				t.Fatalf("Validate() = %v", err)
 			}
@@ -37,6 +33,20 @@ func TestCheckRequestValidate(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestCheckRequestValidate(t *testing.T) {
+	good := CheckRequest{DeviceID: "lab-01", Arch: "x86_64", Channel: "stable", BootedCommit: strings.Repeat("a", 64)}
+	checkMutations(t, good, (*CheckRequest).Validate, []mutation[CheckRequest]{
+		{"good", func(*CheckRequest) {}, true},
+		{"no-booted-commit", func(r *CheckRequest) { r.BootedCommit = "" }, true},
+		{"no-device", func(r *CheckRequest) { r.DeviceID = "" }, false},
+		{"long-device", func(r *CheckRequest) { r.DeviceID = strings.Repeat("x", 129) }, false},
+		{"no-arch", func(r *CheckRequest) { r.Arch = "" }, false},
+		{"no-channel", func(r *CheckRequest) { r.Channel = "" }, false},
+		{"short-commit", func(r *CheckRequest) { r.BootedCommit = "abc" }, false},
+		{"upper-commit", func(r *CheckRequest) { r.BootedCommit = strings.Repeat("A", 64) }, false},
+	})
 }
 
 func TestReportValidate(t *testing.T) {

@@ -83,7 +83,7 @@ var (
 	// OSTree's ref grammar (libostree ostree_validate_rev): fragments of
 	// [\w\d][-._\w\d]* joined by "/". \w is ASCII here, as in GLib.
 	refFragmentRE = regexp.MustCompile(`^[\w\d][-._\w\d]*$`)
-	tokenNameRE        = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+	tokenNameRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 )
 
 // maxRefLen bounds refs; they become file names under refs/heads/.

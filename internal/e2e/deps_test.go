@@ -4,14 +4,17 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/mxos-linux/mxos-update/internal/testtool"
 )
 
 // TestImportDirection keeps imports flowing one way (DESIGN.md): nothing
-// imports the server or the commands, the client (which the device side
+// imports the server (but the test-only internal/testserver) or the
+// commands, the client (which the device side
 // will use) imports only the wire types, and the pure packages import no
 // I/O-bound project package.
 func TestImportDirection(t *testing.T) {
-	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}} {{join .Imports \" \"}}", "github.com/mxos-linux/mxos-update/...").Output()
+	out, err := exec.Command("go", "list", "-tags", testtool.BuildTags, "-f", "{{.ImportPath}} {{join .Imports \" \"}}", "github.com/mxos-linux/mxos-update/...").Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}
@@ -33,7 +36,10 @@ func TestImportDirection(t *testing.T) {
 			if !ok {
 				continue
 			}
-			if strings.HasPrefix(dep, "cmd/") || (dep == "internal/server" && !strings.HasPrefix(pkg, "cmd/")) {
+			// internal/testserver starts a server for tests; it is
+			// test-only, so no package (only _test.go files) may import it.
+			if strings.HasPrefix(dep, "cmd/") || dep == "internal/testserver" ||
+				(dep == "internal/server" && !strings.HasPrefix(pkg, "cmd/") && pkg != "internal/testserver") {
 				t.Errorf("%s imports %s", pkg, dep)
 			}
 			if only, ok := allowed[pkg]; ok {
@@ -55,7 +61,7 @@ func TestImportDirection(t *testing.T) {
 
 // TestDeviceSideDeps: the updater binary never links server-only code.
 func TestDeviceSideDeps(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", "github.com/mxos-linux/mxos-update/cmd/mxos-updater").Output()
+	out, err := exec.Command("go", "list", "-tags", testtool.BuildTags, "-deps", "github.com/mxos-linux/mxos-update/cmd/mxos-updater").Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,16 +15,14 @@ import (
 
 	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/auth"
-	"github.com/mxos-linux/mxos-update/internal/channel"
 	apiclient "github.com/mxos-linux/mxos-update/internal/client"
 	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/ostree/pull"
 	"github.com/mxos-linux/mxos-update/internal/release"
 	"github.com/mxos-linux/mxos-update/internal/rollout"
-	"github.com/mxos-linux/mxos-update/internal/server"
-	"github.com/mxos-linux/mxos-update/internal/sign"
 	"github.com/mxos-linux/mxos-update/internal/sysroot"
+	"github.com/mxos-linux/mxos-update/internal/testserver"
 	"github.com/mxos-linux/mxos-update/internal/updater"
 )
 
@@ -50,55 +47,9 @@ type fleetDevice struct {
 // are told not-yet; after a halt another cycle installs nothing.
 func TestStagedRolloutSeenFromDevices(t *testing.T) {
 	ctx := context.Background()
-	data := t.TempDir()
-	repo, err := ostree.Create(filepath.Join(data, "repo"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys := filepath.Join(t.TempDir(), "keys")
-	if err := sign.GenerateKeys(keys, sign.GenerateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	signers, err := sign.LoadSigners(keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	verifiers, err := sign.LoadVerifiers(keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := db.Open(ctx, "", data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	set, err := channel.LoadDir("../../channels")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(server.Config{DataDir: data, Store: store, Channels: set, TrustedKeys: verifiers, OnlineSigners: signers})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() { ts.Close(); srv.Close() })
-	tokens := map[auth.Role]string{}
-	for _, role := range []auth.Role{auth.RoleRelease, auth.RoleDevice, auth.RoleAdmin} {
-		tc, err := server.CreateToken(ctx, store, "t-"+string(role), role, "test", time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		tokens[role] = tc.Token
-	}
-	team, err := apiclient.New(ts.URL, tokens[auth.RoleRelease])
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin, err := apiclient.New(ts.URL, tokens[auth.RoleAdmin])
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub := &release.Publisher{Repo: repo, Signers: signers}
+	ts := testserver.Start(t, testserver.Options{Roles: []auth.Role{auth.RoleRelease, auth.RoleDevice, auth.RoleAdmin}})
+	store, keys, verifiers, tokens, pub := ts.Store, ts.Release.Dir, ts.Release.Verifiers, ts.Tokens, ts.Publisher
+	team, admin := ts.Client(t, auth.RoleRelease), ts.Client(t, auth.RoleAdmin)
 
 	// publish signs a tiny tree onto stable and starts its rollout.
 	publish := func(version, ramp string) api.RolloutStatus {

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mxos-linux/mxos-update/internal/testserver"
 	"github.com/mxos-linux/mxos-update/internal/testtool"
 
 	"github.com/mxos-linux/mxos-update/internal/ostree"
@@ -187,21 +188,10 @@ type keySet struct {
 	verifiers []sign.Verifier
 }
 
-func newKeys(t testing.TB) *keySet {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "keys")
-	if err := sign.GenerateKeys(dir, sign.GenerateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := sign.LoadSigners(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := sign.LoadVerifiers(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &keySet{dir: dir, pgpPub: filepath.Join(dir, sign.OpenPGPPublicFile), signers: s, verifiers: v}
+func newKeys(t testing.TB) *keySet { return keySetOf(testserver.GenerateKeys(t)) }
+
+func keySetOf(k testserver.Keys) *keySet {
+	return &keySet{dir: k.Dir, pgpPub: filepath.Join(k.Dir, sign.OpenPGPPublicFile), signers: k.Signers, verifiers: k.Verifiers}
 }
 
 // server side of a test: a data directory with its repository.

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/mxos-linux/mxos-update/internal/testtool"
 )
 
 // binDir holds mxosctl and mxos-server, built once by TestMain.
@@ -43,7 +45,7 @@ func buildBinaries(dir string) error {
 	if gomod == "" || gomod == os.DevNull {
 		return fmt.Errorf("not inside a Go module (go env GOMOD = %q)", gomod)
 	}
-	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./cmd/mxosctl", "./cmd/mxos-server")
+	cmd := exec.Command("go", "build", "-tags", testtool.BuildTags, "-o", dir+string(filepath.Separator), "./cmd/mxosctl", "./cmd/mxos-server")
 	cmd.Dir = filepath.Dir(gomod)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	var buf bytes.Buffer

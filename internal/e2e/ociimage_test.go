@@ -7,8 +7,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,15 +24,14 @@ import (
 	"go.podman.io/image/v5/types"
 
 	"github.com/mxos-linux/mxos-update/internal/auth"
-	"github.com/mxos-linux/mxos-update/internal/channel"
 	"github.com/mxos-linux/mxos-update/internal/channelmeta"
-	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/oci/bootimage"
 	"github.com/mxos-linux/mxos-update/internal/oci/ocisig"
 	"github.com/mxos-linux/mxos-update/internal/oci/ocitest"
 	"github.com/mxos-linux/mxos-update/internal/oci/registry"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/server"
+	"github.com/mxos-linux/mxos-update/internal/testserver"
 	"github.com/mxos-linux/mxos-update/internal/testtool"
 )
 
@@ -49,54 +46,8 @@ type imageSite struct {
 
 func newImageSite(t *testing.T) *imageSite {
 	t.Helper()
-	ctx := context.Background()
-	releaseKeys, onlineKeys := newKeys(t), newKeys(t)
-	data := t.TempDir()
-	if _, err := ostree.Create(filepath.Join(data, "repo")); err != nil {
-		t.Fatal(err)
-	}
-	store, err := db.Open(ctx, "", data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	set, err := channel.LoadDir("../../channels")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rel, err := channelmeta.LoadEd25519Signers(releaseKeys.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	on, err := channelmeta.LoadEd25519Signers(onlineKeys.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	relPubs, _ := channelmeta.PublicKeys(rel...)
-	onPubs, _ := channelmeta.PublicKeys(on...)
-	metaDir := filepath.Join(data, "metadata")
-	keys := channelmeta.Keys{Root: channelmeta.RoleKeys{Keys: relPubs, Threshold: 1},
-		Release: channelmeta.RoleKeys{Keys: relPubs, Threshold: 1}, Online: channelmeta.RoleKeys{Keys: onPubs, Threshold: 1}}
-	if err := channelmeta.Init(metaDir, keys, rel, rel, channelmeta.Options{}, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	meta, err := channelmeta.Open(metaDir, on, channelmeta.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(server.Config{DataDir: data, Store: store, Channels: set, TrustedKeys: releaseKeys.verifiers,
-		OnlineSigners: onlineKeys.signers, Metadata: meta, Registry: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() { ts.Close(); srv.Close() })
-	tok, err := server.CreateToken(ctx, store, "release-team", auth.RoleRelease, "test", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, _ := url.Parse(ts.URL)
-	return &imageSite{url: ts.URL, host: u.Host, token: tok.Token, srv: srv, data: data, keys: releaseKeys}
+	ts := testserver.Start(t, testserver.Options{Registry: true, Metadata: true, OnlineSummaryKey: true, Roles: []auth.Role{auth.RoleRelease}})
+	return &imageSite{url: ts.URL, host: ts.Host, token: ts.Tokens[auth.RoleRelease], srv: ts.Srv, data: ts.Data, keys: keySetOf(ts.Release)}
 }
 
 func (s *imageSite) mxosctl(t *testing.T, args ...string) string {

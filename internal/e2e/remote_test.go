@@ -3,20 +3,15 @@ package e2e
 import (
 	"context"
 	"errors"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/auth"
-	"github.com/mxos-linux/mxos-update/internal/channel"
-	apiclient "github.com/mxos-linux/mxos-update/internal/client"
-	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/release"
-	"github.com/mxos-linux/mxos-update/internal/server"
+	"github.com/mxos-linux/mxos-update/internal/testserver"
 )
 
 // The release team's side (release.Remote over internal/client) against a
@@ -25,35 +20,9 @@ import (
 func TestRemotePublishPromoteStockPull(t *testing.T) {
 	requireOstreeGPG(t)
 	ctx := context.Background()
-	releaseKeys, onlineKeys := newKeys(t), newKeys(t)
-	data := t.TempDir()
-	if _, err := ostree.Create(filepath.Join(data, "repo")); err != nil {
-		t.Fatal(err)
-	}
-	store, err := db.Open(ctx, "", data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	set, err := channel.LoadDir("../../channels")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(server.Config{DataDir: data, Store: store, Channels: set,
-		TrustedKeys: releaseKeys.verifiers, OnlineSigners: onlineKeys.signers})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv.Handler())
-	defer func() { ts.Close(); srv.Close() }()
-	tok, err := server.CreateToken(ctx, store, "release-team", auth.RoleRelease, "test", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := apiclient.New(ts.URL, tok.Token)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ts := testserver.Start(t, testserver.Options{OnlineSummaryKey: true, Roles: []auth.Role{auth.RoleRelease}})
+	releaseKeys, onlineKeys, data := keySetOf(ts.Release), keySetOf(ts.Online), ts.Data
+	c := ts.Client(t, auth.RoleRelease)
 	work, err := ostree.Create(filepath.Join(t.TempDir(), "work"))
 	if err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,19 +18,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sigstore/sigstore/pkg/signature"
-
 	"github.com/mxos-linux/mxos-update/internal/auth"
-	"github.com/mxos-linux/mxos-update/internal/channel"
-	"github.com/mxos-linux/mxos-update/internal/channelmeta"
 	apiclient "github.com/mxos-linux/mxos-update/internal/client"
-	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/ostree/pull"
 	"github.com/mxos-linux/mxos-update/internal/release"
-	"github.com/mxos-linux/mxos-update/internal/server"
 	"github.com/mxos-linux/mxos-update/internal/sign"
 	"github.com/mxos-linux/mxos-update/internal/sysroot"
+	"github.com/mxos-linux/mxos-update/internal/testserver"
+	"github.com/mxos-linux/mxos-update/internal/testtool"
 )
 
 // The device side's crash safety: `mxos-updater upgrade` is killed with
@@ -54,7 +49,7 @@ func mxosUpdater(t testing.TB) string {
 	t.Helper()
 	updaterOnce.Do(func() {
 		p := filepath.Join(binDir, "mxos-updater")
-		out, err := exec.Command("go", "build", "-o", p, "github.com/mxos-linux/mxos-update/cmd/mxos-updater").CombinedOutput()
+		out, err := exec.Command("go", "build", "-tags", testtool.BuildTags, "-o", p, "github.com/mxos-linux/mxos-update/cmd/mxos-updater").CombinedOutput()
 		if err != nil {
 			updaterErr = fmt.Errorf("go build mxos-updater: %v\n%s", err, out)
 			return
@@ -100,77 +95,12 @@ func memTempDir(t testing.TB) string {
 func newUpdaterSite(t testing.TB) *updaterSite {
 	t.Helper()
 	ctx := context.Background()
-	data := memTempDir(t)
-	if _, err := ostree.Create(filepath.Join(data, "repo")); err != nil {
-		t.Fatal(err)
-	}
-	store, err := db.Open(ctx, "", data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	set, err := channel.LoadDir("../../channels")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rel, online := newKeys(t), newKeys(t)
-	relMeta, err := channelmeta.LoadEd25519Signers(rel.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	onMeta, err := channelmeta.LoadEd25519Signers(online.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pubs := func(s []signature.Signer) channelmeta.RoleKeys {
-		k, err := channelmeta.PublicKeys(s...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return channelmeta.RoleKeys{Keys: k, Threshold: 1}
-	}
-	metaDir := filepath.Join(data, "metadata")
-	if err := channelmeta.Init(metaDir, channelmeta.Keys{Root: pubs(relMeta), Release: pubs(relMeta), Online: pubs(onMeta)},
-		relMeta, relMeta, channelmeta.Options{}, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	meta, err := channelmeta.Open(metaDir, onMeta, channelmeta.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The release key also signs the summary, so the device trusts one
 	// key directory.
-	srv, err := server.New(server.Config{DataDir: data, Store: store, Channels: set, TrustedKeys: rel.verifiers,
-		OnlineSigners: rel.signers, Metadata: meta})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(sctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		srv.Close()
-	})
-	url := "http://" + ln.Addr().String()
-
-	tokens := map[auth.Role]string{}
-	for _, role := range []auth.Role{auth.RoleRelease, auth.RoleDevice} {
-		tc, err := server.CreateToken(ctx, store, "t-"+string(role), role, "test", time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		tokens[role] = tc.Token
-	}
-	admin, err := apiclient.New(url, tokens[auth.RoleRelease])
-	if err != nil {
-		t.Fatal(err)
-	}
+	ts := testserver.Start(t, testserver.Options{DataDir: memTempDir(t), Metadata: true, Serve: true,
+		Roles: []auth.Role{auth.RoleRelease, auth.RoleDevice}})
+	rel, relMeta, metaDir, tokens, url := keySetOf(ts.Release), ts.MetaSigners, ts.MetaDir, ts.Tokens, ts.URL
+	admin := ts.Client(t, auth.RoleRelease)
 	work, err := ostree.Create(filepath.Join(memTempDir(t), "work"))
 	if err != nil {
 		t.Fatal(err)

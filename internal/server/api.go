@@ -185,6 +185,16 @@ func (a *apiState) writeError(w http.ResponseWriter, r *http.Request, err error)
 	writeJSON(w, ae.Code.HTTPStatus(), api.ErrorBody{Error: ae})
 }
 
+// writeList answers 200 with items in their API form: a JSON array,
+// empty rather than null when there are none.
+func writeList[T, U any](w http.ResponseWriter, items []T, apiForm func(T) U) {
+	out := make([]U, 0, len(items))
+	for _, it := range items {
+		out = append(out, apiForm(it))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
@@ -468,11 +478,7 @@ func (a *apiState) handlePins(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := make([]api.Pin, 0, len(pins))
-	for _, p := range pins {
-		out = append(out, toAPIPin(p))
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeList(w, pins, toAPIPin)
 	return nil
 }
 
@@ -633,11 +639,7 @@ func (a *apiState) handleTokens(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := make([]api.TokenInfo, 0, len(toks))
-	for _, t := range toks {
-		out = append(out, toTokenInfo(t))
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeList(w, toks, toTokenInfo)
 	return nil
 }
 

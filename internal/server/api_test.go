@@ -7,16 +7,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/auth"
-	"github.com/mxos-linux/mxos-update/internal/channel"
 	"github.com/mxos-linux/mxos-update/internal/db"
 )
 
@@ -29,36 +25,16 @@ type apiFixture struct {
 func newAPIFixture(t *testing.T) *apiFixture {
 	t.Helper()
 	ctx := context.Background()
-	data := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(data, "repo"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	store, err := db.Open(ctx, "", data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	set, err := channel.LoadDir("../../channels")
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := newDataDir(t)
+	store, set := openAPI(t, data)
 	// The registry is on, as in mxos-server's default, so its routes are
 	// in the auth matrix too.
 	srv, err := New(Config{DataDir: data, Store: store, Channels: set, Registry: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() { ts.Close(); srv.Close() })
-	f := &apiFixture{url: ts.URL, store: store, tokens: map[string]string{}}
 	now := time.Now()
-	for _, role := range []auth.Role{auth.RoleRelease, auth.RoleAdmin, auth.RoleDevice} {
-		tc, err := CreateToken(ctx, store, "t-"+string(role), role, "test", now)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.tokens[string(role)] = tc.Token
-	}
+	f := &apiFixture{url: serveHandler(t, srv), store: store, tokens: roleTokens(t, store, now)}
 	tc, _ := CreateToken(ctx, store, "old", auth.RoleAdmin, "test", now)
 	if _, err := store.RevokeToken(ctx, "old", now); err != nil {
 		t.Fatal(err)

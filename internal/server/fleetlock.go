@@ -87,11 +87,7 @@ func (a *apiState) handleFleetLocks(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
-	out := make([]api.FleetLock, 0, len(locks))
-	for _, l := range locks {
-		out = append(out, toAPIFleetLock(l))
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeList(w, locks, toAPIFleetLock)
 	return nil
 }
 

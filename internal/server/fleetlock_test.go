@@ -3,9 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -13,7 +10,6 @@ import (
 
 	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/auth"
-	"github.com/mxos-linux/mxos-update/internal/channel"
 	"github.com/mxos-linux/mxos-update/internal/client"
 	"github.com/mxos-linux/mxos-update/internal/db"
 )
@@ -37,35 +33,17 @@ func (f *fleetLockFixture) advance(d time.Duration) {
 
 func newFleetLockFixture(t *testing.T) *fleetLockFixture {
 	t.Helper()
-	ctx := context.Background()
-	data := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(data, "repo"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	store, err := db.Open(ctx, "", data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	set, err := channel.LoadDir("../../channels")
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := newDataDir(t)
+	store, set := openAPI(t, data)
 	f := &fleetLockFixture{now: time.Date(2026, 11, 23, 20, 0, 0, 0, time.UTC), store: store, clients: map[auth.Role]*client.Client{}}
 	srv, err := New(Config{DataDir: data, Store: store, Channels: set, Now: f.clock})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() { ts.Close(); srv.Close() })
-	f.raw = &apiFixture{url: ts.URL, store: store, tokens: map[string]string{}}
+	url := serveHandler(t, srv)
+	f.raw = &apiFixture{url: url, store: store, tokens: roleTokens(t, store, time.Now())}
 	for _, role := range []auth.Role{auth.RoleRelease, auth.RoleAdmin, auth.RoleDevice} {
-		tc, err := CreateToken(ctx, store, "t-"+string(role), role, "test", time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.raw.tokens[string(role)] = tc.Token
-		if f.clients[role], err = client.New(ts.URL, tc.Token); err != nil {
+		if f.clients[role], err = client.New(url, f.raw.tokens[string(role)]); err != nil {
 			t.Fatal(err)
 		}
 	}

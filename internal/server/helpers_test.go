@@ -9,12 +9,16 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mxos-linux/mxos-update/internal/auth"
+	"github.com/mxos-linux/mxos-update/internal/channel"
+	"github.com/mxos-linux/mxos-update/internal/db"
 	"go.uber.org/zap"
 )
 
@@ -73,6 +77,45 @@ func newTestServerWithLogger(t testing.TB, dataDir string, log *zap.Logger) *Ser
 
 // startServer serves s on a loopback listener until the test ends and
 // returns the base URL.
+// openAPI opens an SQLite store in data (closed when the test ends) and
+// loads the shipped channels: what Config needs for the API.
+func openAPI(t testing.TB, data string) (*db.Store, *channel.Set) {
+	t.Helper()
+	store, err := db.Open(context.Background(), "", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	set, err := channel.LoadDir("../../channels")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store, set
+}
+
+// serveHandler serves s's handler under httptest until the test ends.
+func serveHandler(t testing.TB, s *Server) string {
+	t.Helper()
+	ts := httptest.NewServer(s.Handler())
+	t.Cleanup(func() { ts.Close(); s.Close() })
+	return ts.URL
+}
+
+// roleTokens makes a token named "t-<role>" for the release, admin and
+// device roles, keyed by role.
+func roleTokens(t testing.TB, store *db.Store, now time.Time) map[string]string {
+	t.Helper()
+	tokens := map[string]string{}
+	for _, role := range []auth.Role{auth.RoleRelease, auth.RoleAdmin, auth.RoleDevice} {
+		tc, err := CreateToken(context.Background(), store, "t-"+string(role), role, "test", now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens[string(role)] = tc.Token
+	}
+	return tokens
+}
+
 func startServer(t testing.TB, s *Server) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -14,8 +14,6 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/mxos-linux/mxos-update/internal/api"
-	"github.com/mxos-linux/mxos-update/internal/auth"
-	"github.com/mxos-linux/mxos-update/internal/channel"
 	"github.com/mxos-linux/mxos-update/internal/channelmeta"
 	"github.com/mxos-linux/mxos-update/internal/client"
 	"github.com/mxos-linux/mxos-update/internal/db"
@@ -36,21 +34,12 @@ type metaFixture struct {
 
 func newMetaFixture(t *testing.T) *metaFixture {
 	t.Helper()
-	ctx := context.Background()
 	data := t.TempDir()
 	repo, err := ostree.Create(filepath.Join(data, "repo"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := db.Open(ctx, "", data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	set, err := channel.LoadDir("../../channels")
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, set := openAPI(t, data)
 	pf := &pubFixture{data: data, repo: repo, release: genKeys(t), online: genKeys(t), strange: genKeys(t),
 		clock: time.Now().Add(-time.Hour)}
 	f := &metaFixture{pubFixture: pf, metaDir: filepath.Join(data, "metadata")}
@@ -87,14 +76,7 @@ func newMetaFixture(t *testing.T) *metaFixture {
 	}
 	t.Cleanup(func() { _ = f.srv.Close() })
 	url := startServer(t, f.srv) // runs the first metadata refresh
-	pf.apiFixture = &apiFixture{url: url, store: store, tokens: map[string]string{}}
-	for _, role := range []auth.Role{auth.RoleRelease, auth.RoleAdmin, auth.RoleDevice} {
-		tc, err := CreateToken(ctx, store, "t-"+string(role), role, "test", time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		pf.tokens[string(role)] = tc.Token
-	}
+	pf.apiFixture = &apiFixture{url: url, store: store, tokens: roleTokens(t, store, time.Now())}
 	if pf.local, err = ostree.Create(filepath.Join(t.TempDir(), "local")); err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io/fs"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,9 +16,6 @@ import (
 	"time"
 
 	"github.com/mxos-linux/mxos-update/internal/api"
-	"github.com/mxos-linux/mxos-update/internal/auth"
-	"github.com/mxos-linux/mxos-update/internal/channel"
-	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/release"
 	"github.com/mxos-linux/mxos-update/internal/sign"
@@ -59,21 +55,12 @@ type pubFixture struct {
 
 func newPubFixture(t *testing.T) *pubFixture {
 	t.Helper()
-	ctx := context.Background()
 	data := t.TempDir()
 	repo, err := ostree.Create(filepath.Join(data, "repo"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := db.Open(ctx, "", data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	set, err := channel.LoadDir("../../channels")
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, set := openAPI(t, data)
 	f := &pubFixture{data: data, repo: repo, release: genKeys(t), online: genKeys(t), strange: genKeys(t),
 		clock: time.Unix(1_800_000_000, 0)}
 	trusted, err := sign.LoadVerifiers(f.release.dir)
@@ -85,16 +72,7 @@ func newPubFixture(t *testing.T) *pubFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() { ts.Close(); srv.Close() })
-	f.apiFixture = &apiFixture{url: ts.URL, store: store, tokens: map[string]string{}}
-	for _, role := range []auth.Role{auth.RoleRelease, auth.RoleAdmin, auth.RoleDevice} {
-		tc, err := CreateToken(ctx, store, "t-"+string(role), role, "test", time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.tokens[string(role)] = tc.Token
-	}
+	f.apiFixture = &apiFixture{url: serveHandler(t, srv), store: store, tokens: roleTokens(t, store, time.Now())}
 	if f.local, err = ostree.Create(filepath.Join(t.TempDir(), "local")); err != nil {
 		t.Fatal(err)
 	}
@@ -510,7 +488,11 @@ func TestPublishRefusalsChangeNothing(t *testing.T) {
 		{"unknown arch", "release", "POST", "/api/v1/releases", func() api.ReleaseRequest { r := releaseReq("testing", "10.0.2", b2, ""); r.Arch = "riscv64"; return r }(), 400, api.CodeUnknownArch},
 		{"bad version", "release", "POST", "/api/v1/releases", releaseReq("testing", "ten", b2, ""), 400, api.CodeBadRequest},
 		{"bad ramp", "release", "POST", "/api/v1/releases", withRamp(releaseReq("testing", "10.0.2", b2, ""), "fast"), 400, api.CodeBadRequest},
-		{"bad image digest", "release", "POST", "/api/v1/releases", func() api.ReleaseRequest { r := releaseReq("testing", "10.0.2", b2, ""); r.OCIDigest = "sha256:../../x"; return r }(), 400, api.CodeBadRequest},
+		{"bad image digest", "release", "POST", "/api/v1/releases", func() api.ReleaseRequest {
+			r := releaseReq("testing", "10.0.2", b2, "")
+			r.OCIDigest = "sha256:../../x"
+			return r
+		}(), 400, api.CodeBadRequest},
 		{"sha512 image digest", "release", "POST", "/api/v1/releases", func() api.ReleaseRequest {
 			r := releaseReq("testing", "10.0.2", b2, "")
 			r.OCIDigest = "sha512:" + strings.Repeat("a", 128)

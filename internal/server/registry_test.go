@@ -18,8 +18,6 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/mxos-linux/mxos-update/internal/auth"
-	"github.com/mxos-linux/mxos-update/internal/channel"
-	"github.com/mxos-linux/mxos-update/internal/db"
 )
 
 // TestRegistryThroughMiddleware drives the registry through the server's
@@ -30,15 +28,7 @@ import (
 func TestRegistryThroughMiddleware(t *testing.T) {
 	ctx := context.Background()
 	data := newDataDir(t)
-	store, err := db.Open(ctx, "", data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	set, err := channel.LoadDir("../../channels")
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, set := openAPI(t, data)
 	core, logs := observer.New(zapcore.DebugLevel)
 	srv, err := New(Config{DataDir: data, Store: store, Channels: set, Registry: true, Logger: zap.New(core)})
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mxos-linux/mxos-update/internal/ostree"
+	"github.com/mxos-linux/mxos-update/internal/storage"
 )
 
 // Deploy checks commit out of repo as a new deployment (not yet the
@@ -84,14 +85,14 @@ func (s *Sysroot) Deploy(ctx context.Context, repo *ostree.Repo, commit ostree.C
 	if err != nil {
 		return Deployment{}, fmt.Errorf("deploy %s: %w", commit, err)
 	}
-	if err := writeFileAtomic(final+".origin", append(ob, '\n')); err != nil {
+	if err := WriteFileAtomic(final+".origin", append(ob, '\n')); err != nil {
 		return Deployment{}, fmt.Errorf("deploy %s: origin: %w", commit, err)
 	}
 	if err := os.Rename(tmp, final); err != nil {
 		return Deployment{}, fmt.Errorf("deploy %s: %w", commit, err)
 	}
 	ok = true
-	if err := syncDir(s.deployDir()); err != nil {
+	if err := storage.SyncDir(s.deployDir()); err != nil {
 		return Deployment{}, fmt.Errorf("deploy %s: %w", commit, err)
 	}
 	return Deployment{Name: name, Commit: commit, Serial: serial, Path: final, Origin: origin}, nil
@@ -298,5 +299,5 @@ func (b *builder) fillCache(cache string, cr *ostree.ContentReader) error {
 		os.Remove(tmp)
 		return err
 	}
-	return syncDir(dir)
+	return storage.SyncDir(dir)
 }

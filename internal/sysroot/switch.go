@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/mxos-linux/mxos-update/internal/storage"
 )
 
 // Switch makes d the default deployment: previous is pointed at the old
@@ -247,7 +249,7 @@ func (s *Sysroot) GC(ctx context.Context, keep int) error {
 			return fmt.Errorf("gc %s: %w", d.Name, err)
 		}
 	}
-	if err := syncDir(s.deployDir()); err != nil {
+	if err := storage.SyncDir(s.deployDir()); err != nil {
 		return fmt.Errorf("gc: %w", err)
 	}
 	var dirs []string

@@ -9,15 +9,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/mxos-linux/mxos-update/internal/ostree"
+	"github.com/mxos-linux/mxos-update/internal/storage"
 )
 
 // Errors returned by the package; they are wrapped with context.
@@ -122,18 +120,7 @@ func (s *Sysroot) cacheDir() string  { return filepath.Join(s.root, "objects-cac
 
 // lock takes the in-process mutex and the cross-process flock.
 func (s *Sysroot) lock() (func(), error) {
-	s.mu.Lock()
-	f, err := os.OpenFile(filepath.Join(s.root, ".lock"), os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		s.mu.Unlock()
-		return nil, fmt.Errorf("sysroot lock: %w", err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
-		s.mu.Unlock()
-		return nil, fmt.Errorf("sysroot lock: %w", err)
-	}
-	return func() { f.Close(); s.mu.Unlock() }, nil
+	return Lock(&s.mu, s.root)
 }
 
 func (s *Sysroot) cleanup() error {
@@ -194,42 +181,6 @@ func randSuffix() string {
 	return hex.EncodeToString(b[:])
 }
 
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-// writeFileAtomic writes data to path through a synced temporary file.
-func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if serr := f.Sync(); err == nil {
-		err = serr
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
-
 // setLink atomically points R/name at deploy/<target>.
 func (s *Sysroot) setLink(name, target string) error {
 	tmp := filepath.Join(s.root, name+".tmp")
@@ -241,33 +192,19 @@ func (s *Sysroot) setLink(name, target string) error {
 		os.Remove(tmp)
 		return err
 	}
-	return syncDir(s.root)
+	return storage.SyncDir(s.root)
 }
 
 func (s *Sysroot) loadState() (*state, error) {
 	st := &state{}
-	b, err := os.ReadFile(filepath.Join(s.root, "state.json"))
-	if errors.Is(err, fs.ErrNotExist) {
-		return st, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("sysroot: read state: %w", err)
-	}
-	if err := json.Unmarshal(b, st); err != nil {
-		return nil, fmt.Errorf("%w: state.json: %v", ErrCorrupt, err)
+	if err := ReadState(filepath.Join(s.root, "state.json"), "state.json", st); err != nil {
+		return nil, err
 	}
 	return st, nil
 }
 
 func (s *Sysroot) saveState(st *state) error {
-	b, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return fmt.Errorf("sysroot: encode state: %w", err)
-	}
-	if err := writeFileAtomic(filepath.Join(s.root, "state.json"), append(b, '\n')); err != nil {
-		return fmt.Errorf("sysroot: write state: %w", err)
-	}
-	return nil
+	return WriteState(filepath.Join(s.root, "state.json"), st)
 }
 
 // parseName splits "<commit>.<serial>".
@@ -372,13 +309,7 @@ func (s *Sysroot) List() ([]Deployment, error) {
 		}
 		out = append(out, d)
 	}
-	sort.SliceStable(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		if !a.Origin.Created.Equal(b.Origin.Created) {
-			return a.Origin.Created.Before(b.Origin.Created)
-		}
-		return a.Name < b.Name
-	})
+	SortDeployments(out)
 	return out, nil
 }
 

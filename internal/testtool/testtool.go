@@ -31,3 +31,9 @@ func Missing(t testing.TB, what string) {
 	}
 	t.Skipf("%s; skipping interop test (set CI=1 to make this a failure)", what)
 }
+
+// BuildTags are the build tags the project is built with (README): they
+// make containers/image build without cgo. Tests that run the go tool
+// themselves (building the binaries under test, listing dependencies)
+// pass them, since `go test -tags` does not hand them on.
+const BuildTags = "containers_image_openpgp,containers_image_storage_stub,containers_image_docker_daemon_stub"

@@ -1,7 +1,6 @@
 package updater
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -11,12 +10,9 @@ import (
 	"testing"
 
 	"github.com/mxos-linux/mxos-update/internal/auth"
-	"github.com/mxos-linux/mxos-update/internal/client"
 	"github.com/mxos-linux/mxos-update/internal/oci/bootimage"
 	"github.com/mxos-linux/mxos-update/internal/oci/ocisig"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
-	"github.com/mxos-linux/mxos-update/internal/ostree/pull"
-	"github.com/mxos-linux/mxos-update/internal/sysroot"
 )
 
 // TestAgentOCITransport: a device with `transport: oci` upgrades from the
@@ -24,9 +20,7 @@ import (
 // server offered; an image without a valid signature is refused and
 // nothing is deployed.
 func TestAgentOCITransport(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("reproducing a commit's tree from image layers needs root (file owners)")
-	}
+	requireRoot(t)
 	ctx := context.Background()
 	env := startAgentEnv(t, true)
 	store := env.srv.Registry()
@@ -62,29 +56,9 @@ func TestAgentOCITransport(t *testing.T) {
 		}
 	}
 
-	root := filepath.Join(t.TempDir(), "sysroot")
-	sys, err := sysroot.Open(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	local, err := ostree.Create(sys.RepoPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	healthDir := filepath.Join(t.TempDir(), "health")
-	writeCheck(t, healthDir, 0)
-	cfg, err := ParseConfig([]byte("server: " + env.url + "\ndevice_id: kiosk-07\nchannel: stable\narch: x86_64\ntrusted_keys: " + env.keys +
-		"\nsysroot: " + root + "\nhealth_dir: " + healthDir + "\ntransport: oci\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev, err := client.New(env.url, env.tokens[auth.RoleDevice])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	a := &Agent{Cfg: cfg, Client: dev, Puller: &pull.Puller{URLs: cfg.Mirrors, Verifiers: env.verifiers}, Sys: sys, Repo: local,
-		ImageKeys: [][]byte{pem}, Out: &out}
+	a, out := newTestAgent(t, env.url, env.tokens[auth.RoleDevice], env.keys, env.verifiers, "kiosk-07", "transport: oci\n")
+	a.ImageKeys = [][]byte{pem}
+	sys := a.Sys
 	t.Cleanup(func() { t.Log(out.String()) })
 
 	// A fresh machine takes 10.0.1 from its image.

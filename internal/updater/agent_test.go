@@ -3,7 +3,6 @@ package updater
 import (
 	"bytes"
 	"context"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/auth"
-	"github.com/mxos-linux/mxos-update/internal/channel"
 	"github.com/mxos-linux/mxos-update/internal/client"
 	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
@@ -21,6 +19,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/server"
 	"github.com/mxos-linux/mxos-update/internal/sign"
 	"github.com/mxos-linux/mxos-update/internal/sysroot"
+	"github.com/mxos-linux/mxos-update/internal/testserver"
 )
 
 const stableRef = "mxos/10/x86_64/stable"
@@ -98,61 +97,24 @@ type agentEnv struct {
 
 func startAgentEnv(t *testing.T, registry bool) *agentEnv {
 	t.Helper()
-	ctx := context.Background()
-	data := t.TempDir()
-	repo, err := ostree.Create(filepath.Join(data, "repo"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys := filepath.Join(t.TempDir(), "keys")
-	if err := sign.GenerateKeys(keys, sign.GenerateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	signers, err := sign.LoadSigners(keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	verifiers, err := sign.LoadVerifiers(keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := db.Open(ctx, "", data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	set, err := channel.LoadDir("../../channels")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(server.Config{DataDir: data, Store: store, Channels: set, TrustedKeys: verifiers, OnlineSigners: signers, Registry: registry})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() { ts.Close(); srv.Close() })
-
-	tokens := map[auth.Role]string{}
-	for _, role := range []auth.Role{auth.RoleRelease, auth.RoleDevice} {
-		tc, err := server.CreateToken(ctx, store, "t-"+string(role), role, "test", time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		tokens[role] = tc.Token
-	}
-	admin, err := client.New(ts.URL, tokens[auth.RoleRelease])
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fixture{store: store, pub: &release.Publisher{Repo: repo, Signers: signers}, admin: admin, commits: map[string]string{}}
-	return &agentEnv{f: f, srv: srv, url: ts.URL, keys: keys, verifiers: verifiers, tokens: tokens}
+	ts := testserver.Start(t, testserver.Options{Registry: registry, Roles: []auth.Role{auth.RoleRelease, auth.RoleDevice}})
+	f := &fixture{store: ts.Store, pub: ts.Publisher, admin: ts.Client(t, auth.RoleRelease), commits: map[string]string{}}
+	return &agentEnv{f: f, srv: ts.Srv, url: ts.URL, keys: ts.Release.Dir, verifiers: ts.Release.Verifiers, tokens: ts.Tokens}
 }
 
-func TestAgentEndToEnd(t *testing.T) {
-	ctx := context.Background()
-	env := startAgentEnv(t, false)
-	f, store, keys, verifiers, tokens := env.f, env.f.store, env.keys, env.verifiers, env.tokens
+// newTestAgent makes a device agent with its own sysroot and a passing
+// health check, talking to url with token and trusting the key directory
+// keys; extra is appended to its configuration.
+func newTestAgent(t *testing.T, url, token, keys string, verifiers []sign.Verifier, id, extra string) (*Agent, *bytes.Buffer) {
+	t.Helper()
 	root := filepath.Join(t.TempDir(), "sysroot")
+	healthDir := filepath.Join(t.TempDir(), "health")
+	writeCheck(t, healthDir, 0)
+	cfg, err := ParseConfig([]byte("server: " + url + "\ndevice_id: " + id + "\nchannel: stable\narch: x86_64\ntrusted_keys: " + keys +
+		"\nsysroot: " + root + "\nhealth_dir: " + healthDir + "\n" + extra))
+	if err != nil {
+		t.Fatal(err)
+	}
 	sys, err := sysroot.Open(root)
 	if err != nil {
 		t.Fatal(err)
@@ -161,38 +123,47 @@ func TestAgentEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	healthDir := filepath.Join(t.TempDir(), "health")
-	writeCheck(t, healthDir, 0)
-	cfg, err := ParseConfig([]byte("server: " + env.url + "\ndevice_id: lab-pc-01\nchannel: stable\narch: x86_64\ntrusted_keys: " + keys +
-		"\nsysroot: " + root + "\nhealth_dir: " + healthDir + "\n"))
+	c, err := client.New(url, token)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev, err := client.New(env.url, tokens[auth.RoleDevice])
+	out := &bytes.Buffer{}
+	return &Agent{Cfg: cfg, Client: c, Puller: &pull.Puller{URLs: cfg.Mirrors, Verifiers: verifiers}, Sys: sys, Repo: local, Out: out}, out
+}
+
+// installByHand pulls ref (version) with the agent's puller and makes it
+// the current, good deployment, as an installer would.
+func installByHand(t *testing.T, a *Agent, ref, version string) {
+	t.Helper()
+	ctx := context.Background()
+	got, err := a.Puller.Pull(ctx, a.Repo, ref, pull.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out bytes.Buffer
-	a := &Agent{Cfg: cfg, Client: dev, Puller: &pull.Puller{URLs: cfg.Mirrors, Verifiers: verifiers}, Sys: sys, Repo: local, Out: &out}
+	d, err := a.Sys.Deploy(ctx, a.Repo, got, sysroot.Origin{Ref: ref, Version: version, Commit: got.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Sys.Switch(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Sys.MarkGood(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAgentEndToEnd(t *testing.T) {
+	ctx := context.Background()
+	env := startAgentEnv(t, false)
+	f, store := env.f, env.f.store
+	a, out := newTestAgent(t, env.url, env.tokens[auth.RoleDevice], env.keys, env.verifiers, "lab-pc-01", "")
+	healthDir := a.Cfg.HealthDir
 	t.Cleanup(func() { t.Log(out.String()) })
 
 	// The machine was installed with 10.0.0 (a fresh device with nothing
 	// deployed sends no version, which the server does not answer).
 	f.publish(t, "10.0.0")
-	got, err := a.Puller.Pull(ctx, local, stableRef, pull.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := sys.Deploy(ctx, local, got, sysroot.Origin{Ref: stableRef, Version: "10.0.0", Commit: got.String()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sys.Switch(ctx, d); err != nil {
-		t.Fatal(err)
-	}
-	if err := sys.MarkGood(); err != nil {
-		t.Fatal(err)
-	}
+	installByHand(t, a, stableRef, "10.0.0")
 	for _, v := range []string{"10.0.1", "10.0.2", "10.0.3"} {
 		f.publish(t, v)
 	}

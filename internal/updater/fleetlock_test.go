@@ -4,24 +4,16 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/mxos-linux/mxos-update/internal/auth"
-	"github.com/mxos-linux/mxos-update/internal/channel"
 	"github.com/mxos-linux/mxos-update/internal/client"
 	"github.com/mxos-linux/mxos-update/internal/db"
-	"github.com/mxos-linux/mxos-update/internal/ostree"
-	"github.com/mxos-linux/mxos-update/internal/ostree/pull"
-	"github.com/mxos-linux/mxos-update/internal/release"
-	"github.com/mxos-linux/mxos-update/internal/server"
 	"github.com/mxos-linux/mxos-update/internal/sign"
-	"github.com/mxos-linux/mxos-update/internal/sysroot"
+	"github.com/mxos-linux/mxos-update/internal/testserver"
 )
 
 // flEnv is a real server (SQLite) with a release key, and a way to make
@@ -38,86 +30,17 @@ type flEnv struct {
 
 func newFLEnv(t *testing.T) *flEnv {
 	t.Helper()
-	ctx := context.Background()
-	data := t.TempDir()
-	repo, err := ostree.Create(filepath.Join(data, "repo"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys := filepath.Join(t.TempDir(), "keys")
-	if err := sign.GenerateKeys(keys, sign.GenerateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	signers, err := sign.LoadSigners(keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	verifiers, err := sign.LoadVerifiers(keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := db.Open(ctx, "", data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	set, err := channel.LoadDir("../../channels")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(server.Config{DataDir: data, Store: store, Channels: set, TrustedKeys: verifiers, OnlineSigners: signers})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() { ts.Close(); srv.Close() })
-	e := &flEnv{url: ts.URL, keys: keys, verifier: verifiers, store: store}
-	tokens := map[auth.Role]string{}
-	for _, role := range []auth.Role{auth.RoleRelease, auth.RoleDevice, auth.RoleAdmin} {
-		tc, err := server.CreateToken(ctx, store, "t-"+string(role), role, "test", time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		tokens[role] = tc.Token
-	}
-	rel, err := client.New(ts.URL, tokens[auth.RoleRelease])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if e.admin, err = client.New(ts.URL, tokens[auth.RoleAdmin]); err != nil {
-		t.Fatal(err)
-	}
-	e.devToken = tokens[auth.RoleDevice]
-	e.fix = &fixture{store: store, pub: &release.Publisher{Repo: repo, Signers: signers}, admin: rel, commits: map[string]string{}}
-	return e
+	ts := testserver.Start(t, testserver.Options{Roles: []auth.Role{auth.RoleRelease, auth.RoleDevice, auth.RoleAdmin}})
+	return &flEnv{url: ts.URL, keys: ts.Release.Dir, verifier: ts.Release.Verifiers, store: ts.Store,
+		admin: ts.Client(t, auth.RoleAdmin), devToken: ts.Tokens[auth.RoleDevice],
+		fix: &fixture{store: ts.Store, pub: ts.Publisher, admin: ts.Client(t, auth.RoleRelease), commits: map[string]string{}}}
 }
 
 // device makes an agent with its own sysroot; extra is appended to its
 // configuration.
 func (e *flEnv) device(t *testing.T, id, extra string) (*Agent, *bytes.Buffer) {
 	t.Helper()
-	root := filepath.Join(t.TempDir(), "sysroot")
-	healthDir := filepath.Join(t.TempDir(), "health")
-	writeCheck(t, healthDir, 0)
-	cfg, err := ParseConfig([]byte("server: " + e.url + "\ndevice_id: " + id + "\nchannel: stable\narch: x86_64\ntrusted_keys: " + e.keys +
-		"\nsysroot: " + root + "\nhealth_dir: " + healthDir + "\n" + extra))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sys, err := sysroot.Open(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	local, err := ostree.Create(sys.RepoPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(e.url, e.devToken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := &bytes.Buffer{}
-	return &Agent{Cfg: cfg, Client: c, Puller: &pull.Puller{URLs: cfg.Mirrors, Verifiers: e.verifier}, Sys: sys, Repo: local, Out: out}, out
+	return newTestAgent(t, e.url, e.devToken, e.keys, e.verifier, id, extra)
 }
 
 // Five machines of one lab with max_rebooting 2: never more than two are

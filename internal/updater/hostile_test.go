@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -25,16 +24,14 @@ import (
 
 	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/auth"
-	"github.com/mxos-linux/mxos-update/internal/channel"
 	"github.com/mxos-linux/mxos-update/internal/channelmeta"
 	"github.com/mxos-linux/mxos-update/internal/client"
-	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/ostree/pull"
 	"github.com/mxos-linux/mxos-update/internal/release"
-	"github.com/mxos-linux/mxos-update/internal/server"
 	"github.com/mxos-linux/mxos-update/internal/sign"
 	"github.com/mxos-linux/mxos-update/internal/sysroot"
+	"github.com/mxos-linux/mxos-update/internal/testserver"
 )
 
 // The attacks of a hostile update server (or mirror, or proxy) on a
@@ -77,77 +74,16 @@ type hostileEnv struct {
 	hook func(w http.ResponseWriter, r *http.Request) bool
 }
 
-func genKeyDir(t *testing.T) string {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "keys")
-	if err := sign.GenerateKeys(dir, sign.GenerateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
 func newHostileEnv(t *testing.T) *hostileEnv {
 	t.Helper()
 	ctx := context.Background()
-	data := t.TempDir()
-	if _, err := ostree.Create(filepath.Join(data, "repo")); err != nil {
-		t.Fatal(err)
-	}
-	store, err := db.Open(ctx, "", data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	set, err := channel.LoadDir("../../channels")
-	if err != nil {
-		t.Fatal(err)
-	}
-	relDir, onlineDir := genKeyDir(t), genKeyDir(t)
-	e := &hostileEnv{t: t, ctx: ctx, commits: map[string]string{}, out: &bytes.Buffer{}}
-	if e.signers, err = sign.LoadSigners(relDir); err != nil {
-		t.Fatal(err)
-	}
-	if e.verifier, err = sign.LoadVerifiers(relDir); err != nil {
-		t.Fatal(err)
-	}
-	if e.relMeta, err = channelmeta.LoadEd25519Signers(relDir); err != nil {
-		t.Fatal(err)
-	}
-	onlineMeta, err := channelmeta.LoadEd25519Signers(onlineDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	relPubs, _ := channelmeta.PublicKeys(e.relMeta...)
-	onPubs, _ := channelmeta.PublicKeys(onlineMeta...)
-	metaDir := filepath.Join(data, "metadata")
-	keys := channelmeta.Keys{Root: channelmeta.RoleKeys{Keys: relPubs, Threshold: 1},
-		Release: channelmeta.RoleKeys{Keys: relPubs, Threshold: 1}, Online: channelmeta.RoleKeys{Keys: onPubs, Threshold: 1}}
-	if err := channelmeta.Init(metaDir, keys, e.relMeta, e.relMeta, channelmeta.Options{}, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	if e.meta, err = channelmeta.Open(metaDir, onlineMeta, channelmeta.Options{}); err != nil {
-		t.Fatal(err)
-	}
 	// The summary is signed with the release key too, so the device needs
 	// one key directory (trusted_keys) only.
-	srv, err := server.New(server.Config{DataDir: data, Store: store, Channels: set, TrustedKeys: e.verifier,
-		OnlineSigners: e.signers, Metadata: e.meta})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(sctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		srv.Close()
-	})
-	e.upstream = "http://" + ln.Addr().String()
+	ts := testserver.Start(t, testserver.Options{Metadata: true, Serve: true, Roles: []auth.Role{auth.RoleRelease, auth.RoleDevice}})
+	e := &hostileEnv{t: t, ctx: ctx, commits: map[string]string{}, out: &bytes.Buffer{},
+		signers: ts.Release.Signers, verifier: ts.Release.Verifiers, relMeta: ts.MetaSigners, meta: ts.Meta}
+	relDir, metaDir, tokens := ts.Release.Dir, ts.MetaDir, ts.Tokens
+	e.upstream = ts.URL
 	waitReady(t, e.upstream)
 
 	up, _ := url.Parse(e.upstream)
@@ -164,18 +100,7 @@ func newHostileEnv(t *testing.T) *hostileEnv {
 	t.Cleanup(px.Close)
 	e.proxy = px.URL
 
-	tokens := map[auth.Role]string{}
-	for _, role := range []auth.Role{auth.RoleRelease, auth.RoleDevice} {
-		tc, err := server.CreateToken(ctx, store, "t-"+string(role), role, "test", time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		tokens[role] = tc.Token
-	}
-	rc, err := client.New(e.upstream, tokens[auth.RoleRelease])
-	if err != nil {
-		t.Fatal(err)
-	}
+	rc := ts.Client(t, auth.RoleRelease)
 	work, err := ostree.Create(filepath.Join(t.TempDir(), "work"))
 	if err != nil {
 		t.Fatal(err)
@@ -223,20 +148,7 @@ func newHostileEnv(t *testing.T) *hostileEnv {
 	// Installed with 10.0.1 (by hand: a device with nothing deployed is
 	// not answered), then upgraded by the agent to 10.0.2 and booted.
 	e.release("10.0.1", nil)
-	got, err := e.agent.Puller.Pull(ctx, e.local, stableRefH, pull.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := sys.Deploy(ctx, e.local, got, sysroot.Origin{Ref: stableRefH, Version: "10.0.1", Commit: got.String()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sys.Switch(ctx, d); err != nil {
-		t.Fatal(err)
-	}
-	if err := sys.MarkGood(); err != nil {
-		t.Fatal(err)
-	}
+	installByHand(t, e.agent, stableRefH, "10.0.1")
 	e.release("10.0.2", nil)
 	if changed, err := e.agent.Upgrade(ctx); err != nil || !changed {
 		t.Fatalf("upgrade to 10.0.2: %v %v", changed, err)
@@ -533,10 +445,7 @@ func TestHostileCommitSignedByUnknownKey(t *testing.T) {
 	e := newHostileEnv(t)
 	e.release("10.0.3", nil)
 	c := e.commits["stable/10.0.3"]
-	other, err := sign.LoadSigners(genKeyDir(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	other := testserver.GenerateKeys(t).Signers
 	sum, _ := ostree.ParseChecksum(c)
 	e.attack(overlay(map[string][]byte{
 		ostree.ObjectPath(sum, ostree.ObjCommitMeta): marshalSig(t, other, e.commitBytes(c)),

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"io"
 	"log"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -35,9 +34,9 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/oci/unpack"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/release"
-	"github.com/mxos-linux/mxos-update/internal/server"
 	"github.com/mxos-linux/mxos-update/internal/sign"
 	"github.com/mxos-linux/mxos-update/internal/sysroot"
+	"github.com/mxos-linux/mxos-update/internal/testserver"
 )
 
 const ociRef = "mxos/10/x86_64/testing"
@@ -55,44 +54,25 @@ type ociServer struct {
 	imagePEM  []byte
 }
 
+// requireRoot skips tests that reproduce a commit's tree from image
+// layers: they need root (file owners).
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("reproducing a commit's tree from image layers needs root (file owners)")
+	}
+}
+
 func startOCIServer(t *testing.T) *ociServer {
 	t.Helper()
-	data := t.TempDir()
-	keys := filepath.Join(t.TempDir(), "keys")
-	if err := sign.GenerateKeys(keys, sign.GenerateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	signers, err := sign.LoadSigners(keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	verifiers, err := sign.LoadVerifiers(keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo, err := ostree.Create(filepath.Join(data, "repo"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(server.Config{DataDir: data, Registry: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done; srv.Close() })
+	ts := testserver.Start(t, testserver.Options{RepoOnly: true, Registry: true, Serve: true})
 	pubKey, key, _ := ed25519.GenerateKey(rand.Reader)
 	pem, err := ocisig.PublicKeyPEM(pubKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &ociServer{url: "http://" + ln.Addr().String(), host: ln.Addr().String(), repo: repo, store: srv.Registry(),
-		pub: &release.Publisher{Repo: repo, Signers: signers}, verifiers: verifiers, imageKey: key, imagePEM: pem}
+	return &ociServer{url: ts.URL, host: ts.Host, repo: ts.Repo, store: ts.Srv.Registry(),
+		pub: ts.Publisher, verifiers: ts.Release.Verifiers, imageKey: key, imagePEM: pem}
 }
 
 // publish makes a signed commit of the fixture tree (with marker as an
@@ -211,9 +191,7 @@ func (d *device) nothingInstalled(t *testing.T) {
 // fetched with the signature policy, unpacked, committed as the very
 // commit the server offered, and deployed.
 func TestFetchOCIEndToEnd(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("reproducing a commit's tree needs root (file owners)")
-	}
+	requireRoot(t)
 	ctx := context.Background()
 	s := startOCIServer(t)
 	want := s.publish(t, "10.0.1", "one", true)
@@ -386,9 +364,7 @@ func retag(s *ociServer, from, to string) error {
 // files, a truncated index.json, a half-built staging directory, some
 // blobs) does not stop the retry, which completes.
 func TestFetchOCIResumes(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("reproducing a commit's tree needs root (file owners)")
-	}
+	requireRoot(t)
 	ctx := context.Background()
 	s := startOCIServer(t)
 	want := s.publish(t, "10.0.1", "one", true)
@@ -448,9 +424,7 @@ func TestFetchOCILocalCommit(t *testing.T) {
 // name the release team signed for) are accepted only when the device is
 // told that host.
 func TestFetchOCISignedHost(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("reproducing a commit's tree needs root (file owners)")
-	}
+	requireRoot(t)
 	ctx := context.Background()
 	s := startOCIServer(t)
 	want := s.publish(t, "10.0.1", "one", false)
@@ -475,9 +449,7 @@ func TestFetchOCISignedHost(t *testing.T) {
 // TestFetchOCIInterrupted: a fetch cut off in the middle of the layer
 // downloads leaves no tag, no ref and no staging; the retry completes.
 func TestFetchOCIInterrupted(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("reproducing a commit's tree needs root (file owners)")
-	}
+	requireRoot(t)
 	s := startOCIServer(t)
 	want := s.publish(t, "10.0.1", "one", true)
 	target, _ := url.Parse(s.url)
@@ -516,15 +488,10 @@ func TestFetchOCIInterrupted(t *testing.T) {
 // TestFetchOCIWithReleaseKey: the device's trusted-keys directory gives
 // the image keys; an image signed with the ed25519 release key fetches.
 func TestFetchOCIWithReleaseKey(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("reproducing a commit's tree needs root (file owners)")
-	}
+	requireRoot(t)
 	ctx := context.Background()
 	s := startOCIServer(t)
-	keys := filepath.Join(t.TempDir(), "keys")
-	if err := sign.GenerateKeys(keys, sign.GenerateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	keys := testserver.GenerateKeys(t).Dir
 	b, _ := os.ReadFile(filepath.Join(keys, sign.Ed25519SecretFile))
 	secret, err := sign.ParseEd25519SecretKeys(b)
 	if err != nil {

@@ -138,47 +138,39 @@ type gcManifest struct {
 
 func (s *Store) gcRepo(name string, now time.Time, grace time.Duration, liveBlobs map[digest.Digest]bool, st *GCStats) error {
 	manifests := map[digest.Digest]*gcManifest{}
-	for _, alg := range []digest.Algorithm{digest.SHA256, digest.SHA512} {
-		dir := filepath.Join(s.repoDir(name), "_manifests", string(alg))
-		ents, err := os.ReadDir(dir)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
+	err := s.eachLink(name, "_manifests", func(_ string, d digest.Digest, e fs.DirEntry) {
+		if storage.Validate(d) != nil {
+			return
 		}
+		fi, err := e.Info()
 		if err != nil {
-			return err
+			return
 		}
-		for _, e := range ents {
-			d := digest.NewDigestFromEncoded(alg, e.Name())
-			if storage.Validate(d) != nil {
-				continue
-			}
-			fi, err := e.Info()
-			if err != nil {
-				continue
-			}
-			meta, err := s.readManifestMeta(name, d)
-			if err != nil {
-				continue
-			}
-			gm := &gcManifest{meta: meta, modTime: fi.ModTime(), blobs: []digest.Digest{d}}
-			body, err := s.readBlob(d, MaxManifestSize)
-			if err == nil {
-				var m *manifestInfo
-				if m, err = parseManifest("", body); err == nil {
-					for _, c := range m.Manifests {
-						gm.children = append(gm.children, c.Digest)
-					}
-					if m.Config != nil {
-						gm.blobs = append(gm.blobs, m.Config.Digest)
-					}
-					for _, l := range m.Layers {
-						gm.blobs = append(gm.blobs, l.Digest)
-					}
+		meta, err := s.readManifestMeta(name, d)
+		if err != nil {
+			return
+		}
+		gm := &gcManifest{meta: meta, modTime: fi.ModTime(), blobs: []digest.Digest{d}}
+		body, err := s.readBlob(d, MaxManifestSize)
+		if err == nil {
+			var m *manifestInfo
+			if m, err = parseManifest("", body); err == nil {
+				for _, c := range m.Manifests {
+					gm.children = append(gm.children, c.Digest)
+				}
+				if m.Config != nil {
+					gm.blobs = append(gm.blobs, m.Config.Digest)
+				}
+				for _, l := range m.Layers {
+					gm.blobs = append(gm.blobs, l.Digest)
 				}
 			}
-			gm.unread = err
-			manifests[d] = gm
 		}
+		gm.unread = err
+		manifests[d] = gm
+	})
+	if err != nil {
+		return err
 	}
 	tags, err := s.tags(name)
 	if err != nil && !isNotFound(err) {
@@ -254,8 +246,27 @@ func (s *Store) gcRepo(name string, now time.Time, grace time.Duration, liveBlob
 		st.Manifests++
 	}
 	// Blob links nothing live uses.
+	return s.eachLink(name, "_layers", func(dir string, d digest.Digest, e fs.DirEntry) {
+		if repoBlobs[d] {
+			return
+		}
+		fi, err := e.Info()
+		if err != nil || now.Sub(fi.ModTime()) < grace {
+			return
+		}
+		if os.Remove(filepath.Join(dir, e.Name())) == nil {
+			st.Links++
+		}
+	})
+}
+
+// eachLink calls fn for each entry of repository name's sub directory
+// (_manifests or _layers) under every digest algorithm, with the
+// algorithm's directory and the digest the entry names; a missing
+// directory has none.
+func (s *Store) eachLink(name, sub string, fn func(dir string, d digest.Digest, e fs.DirEntry)) error {
 	for _, alg := range []digest.Algorithm{digest.SHA256, digest.SHA512} {
-		dir := filepath.Join(s.repoDir(name), "_layers", string(alg))
+		dir := filepath.Join(s.repoDir(name), sub, string(alg))
 		ents, err := os.ReadDir(dir)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
@@ -264,17 +275,7 @@ func (s *Store) gcRepo(name string, now time.Time, grace time.Duration, liveBlob
 			return err
 		}
 		for _, e := range ents {
-			d := digest.NewDigestFromEncoded(alg, e.Name())
-			if repoBlobs[d] {
-				continue
-			}
-			fi, err := e.Info()
-			if err != nil || now.Sub(fi.ModTime()) < grace {
-				continue
-			}
-			if os.Remove(filepath.Join(dir, e.Name())) == nil {
-				st.Links++
-			}
+			fn(dir, digest.NewDigestFromEncoded(alg, e.Name()), e)
 		}
 	}
 	return nil

@@ -90,11 +90,7 @@ func TestOpenRefusesWhatIsNotASysroot(t *testing.T) {
 func TestDeployBadInputsChangeNothing(t *testing.T) {
 	ctx := context.Background()
 	s := newSysroot(t, Options{})
-	c1 := commitTree(t, s, "1.0", true)
-	d1 := deploy(t, s, c1, "1.0")
-	if err := s.Switch(ctx, d1); err != nil {
-		t.Fatal(err)
-	}
+	c1, d1 := switched(t, s, "1.0")
 	noKernel := commitTree(t, s, "2.0-nokernel", false)
 	// /etc defaults at the top, not in usr/etc: the pure-Go backend deploys
 	// it as-is, ostree 2022.7 refuses it.
@@ -186,11 +182,7 @@ func TestSwitchAndRollbackBadInputs(t *testing.T) {
 	if err := s.GC(ctx, 0); err != nil {
 		t.Fatalf("gc on an empty sysroot: %v", err)
 	}
-	c1 := commitTree(t, s, "1.0", true)
-	d1 := deploy(t, s, c1, "1.0")
-	if err := s.Switch(ctx, d1); err != nil {
-		t.Fatal(err)
-	}
+	c1, d1 := switched(t, s, "1.0")
 	before := snapshot(t, s)
 	ghost := d1
 	ghost.Name = strings.Replace(d1.Name, ".0", ".7", 1)
@@ -216,11 +208,7 @@ func TestSwitchAndRollbackBadInputs(t *testing.T) {
 func TestCorruptStateIsReported(t *testing.T) {
 	ctx := context.Background()
 	s := newSysroot(t, Options{})
-	c1 := commitTree(t, s, "1.0", true)
-	d1 := deploy(t, s, c1, "1.0")
-	if err := s.Switch(ctx, d1); err != nil {
-		t.Fatal(err)
-	}
+	c1, _ := switched(t, s, "1.0")
 	if err := s.MarkGood(); err != nil {
 		t.Fatal(err)
 	}
@@ -256,13 +244,8 @@ func TestCorruptStateIsReported(t *testing.T) {
 // A deploy killed half-way leaves a deployment directory with no boot
 // entry; Open has ostree clean it up.
 func TestOpenCleansInterruptedDeploy(t *testing.T) {
-	ctx := context.Background()
 	s := newSysroot(t, Options{})
-	c1 := commitTree(t, s, "1.0", true)
-	d1 := deploy(t, s, c1, "1.0")
-	if err := s.Switch(ctx, d1); err != nil {
-		t.Fatal(err)
-	}
+	_, d1 := switched(t, s, "1.0")
 	c2 := commitTree(t, s, "2.0", true)
 	half := filepath.Join(s.deployDir(), c2.String()+".0")
 	if err := os.MkdirAll(filepath.Join(half, "usr"), 0o755); err != nil {

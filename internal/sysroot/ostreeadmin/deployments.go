@@ -30,6 +30,23 @@ type item struct {
 	index     int // position in ostree's list of all stateroots: what undeploy takes
 }
 
+// stateAndAll reads the state file and then every deployment; a listing
+// error is prefixed with op when op is set.
+func (s *Sysroot) stateAndAll(op string) (*state, []item, error) {
+	st, err := s.loadState()
+	if err != nil {
+		return nil, nil, err
+	}
+	all, err := s.readAll()
+	if err != nil {
+		if op != "" {
+			err = fmt.Errorf("%s: %w", op, err)
+		}
+		return nil, nil, err
+	}
+	return st, all, nil
+}
+
 // readAll lists the deployments the way libostree loads them: the
 // current boot loader entries (boot/loader -> loader.N), sorted by their
 // version field, highest first, each resolved through its ostree= link
@@ -241,11 +258,7 @@ func (s *Sysroot) Current() (sysroot.Deployment, error) {
 // default. Position alone is not used, because a deployment staged with
 // Deploy also sits right after the default in ostree's order.
 func (s *Sysroot) Previous() (sysroot.Deployment, error) {
-	st, err := s.loadState()
-	if err != nil {
-		return sysroot.Deployment{}, err
-	}
-	all, err := s.readAll()
+	st, all, err := s.stateAndAll("")
 	if err != nil {
 		return sysroot.Deployment{}, err
 	}
@@ -301,13 +314,7 @@ func (s *Sysroot) List() ([]sysroot.Deployment, error) {
 		}
 		out = append(out, d)
 	}
-	sort.SliceStable(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		if !a.Origin.Created.Equal(b.Origin.Created) {
-			return a.Origin.Created.Before(b.Origin.Created)
-		}
-		return a.Name < b.Name
-	})
+	sysroot.SortDeployments(out)
 	return out, nil
 }
 
@@ -393,7 +400,7 @@ func (s *Sysroot) cleanupLeftovers(ctx context.Context) error {
 // best effort: a device whose copy fails still opens, and the agent then
 // downloads the whole of its next update.
 func (s *Sysroot) seedStaging(ctx context.Context) error {
-	all, err := s.readAll()
+	deployed, err := s.deployedCommits()
 	if err != nil {
 		return err
 	}
@@ -401,9 +408,8 @@ func (s *Sysroot) seedStaging(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for _, it := range s.ours(all) {
-		c, _, err := parseName(it.name)
-		if err != nil || repo.HasObject(c, ostree.ObjCommit) {
+	for c := range deployed {
+		if repo.HasObject(c, ostree.ObjCommit) {
 			continue
 		}
 		if _, err := s.run(ctx, "pull-local", "--repo="+s.RepoPath(), s.SysrootRepoPath(), c.String()); err != nil && ctx.Err() != nil {

@@ -126,6 +126,17 @@ func deploy(t testing.TB, s *Sysroot, c ostree.Checksum, version string) sysroot
 	return d
 }
 
+// switched commits a tree of version, deploys it and makes it the default.
+func switched(t testing.TB, s *Sysroot, version string) (ostree.Checksum, sysroot.Deployment) {
+	t.Helper()
+	c := commitTree(t, s, version, true)
+	d := deploy(t, s, c, version)
+	if err := s.Switch(context.Background(), d); err != nil {
+		t.Fatal(err)
+	}
+	return c, d
+}
+
 func mustCurrent(t testing.TB, s *Sysroot) sysroot.Deployment {
 	t.Helper()
 	d, err := s.Current()

@@ -212,13 +212,9 @@ func (s *Sysroot) Switch(ctx context.Context, d sysroot.Deployment) error {
 		return err
 	}
 	defer unlock()
-	st, err := s.loadState()
+	st, all, err := s.stateAndAll("switch")
 	if err != nil {
 		return err
-	}
-	all, err := s.readAll()
-	if err != nil {
-		return fmt.Errorf("switch: %w", err)
 	}
 	ours := s.ours(all)
 	if _, ok := find(ours, d.Name); !ok {
@@ -309,13 +305,9 @@ func (s *Sysroot) Rollback(ctx context.Context, reason string) error {
 }
 
 func (s *Sysroot) rollbackLocked(ctx context.Context, reason string) error {
-	st, err := s.loadState()
+	st, all, err := s.stateAndAll("rollback")
 	if err != nil {
 		return err
-	}
-	all, err := s.readAll()
-	if err != nil {
-		return fmt.Errorf("rollback: %w", err)
 	}
 	ours := s.ours(all)
 	if len(ours) == 0 {
@@ -398,11 +390,7 @@ func (s *Sysroot) MarkGood() error {
 		return err
 	}
 	defer unlock()
-	st, err := s.loadState()
-	if err != nil {
-		return err
-	}
-	all, err := s.readAll()
+	st, all, err := s.stateAndAll("")
 	if err != nil {
 		return err
 	}
@@ -429,11 +417,7 @@ func (s *Sysroot) BootAttempt() (remaining int, err error) {
 		return 0, err
 	}
 	defer unlock()
-	st, err := s.loadState()
-	if err != nil {
-		return 0, err
-	}
-	all, err := s.readAll()
+	st, all, err := s.stateAndAll("")
 	if err != nil {
 		return 0, err
 	}
@@ -476,13 +460,9 @@ func (s *Sysroot) GC(ctx context.Context, keep int) error {
 		return err
 	}
 	defer unlock()
-	st, err := s.loadState()
+	st, all, err := s.stateAndAll("gc")
 	if err != nil {
 		return err
-	}
-	all, err := s.readAll()
-	if err != nil {
-		return fmt.Errorf("gc: %w", err)
 	}
 	ours := s.ours(all)
 	if len(ours) == 0 {

@@ -3,7 +3,6 @@ package ostreeadmin
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,8 +12,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/sysroot"
@@ -230,18 +227,7 @@ func (s *Sysroot) deployDir() string {
 // lock takes the in-process mutex and the cross-process flock. ostree
 // commands take the sysroot's own lock themselves.
 func (s *Sysroot) lock() (func(), error) {
-	s.mu.Lock()
-	f, err := os.OpenFile(filepath.Join(s.Root(), ".lock"), os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		s.mu.Unlock()
-		return nil, fmt.Errorf("sysroot lock: %w", err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
-		s.mu.Unlock()
-		return nil, fmt.Errorf("sysroot lock: %w", err)
-	}
-	return func() { f.Close(); s.mu.Unlock() }, nil
+	return sysroot.Lock(&s.mu, s.Root())
 }
 
 // run executes the ostree program and returns its standard output. A
@@ -294,55 +280,12 @@ func lastLine(s string) string {
 
 func (s *Sysroot) loadState() (*state, error) {
 	st := &state{}
-	b, err := os.ReadFile(filepath.Join(s.Root(), "state.json"))
-	if errors.Is(err, fs.ErrNotExist) {
-		return st, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("sysroot: read state: %w", err)
-	}
-	if err := json.Unmarshal(b, st); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", sysroot.ErrCorrupt, filepath.Join(StateDir, "state.json"), err)
+	if err := sysroot.ReadState(filepath.Join(s.Root(), "state.json"), filepath.Join(StateDir, "state.json"), st); err != nil {
+		return nil, err
 	}
 	return st, nil
 }
 
 func (s *Sysroot) saveState(st *state) error {
-	b, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return fmt.Errorf("sysroot: encode state: %w", err)
-	}
-	if err := writeFileAtomic(filepath.Join(s.Root(), "state.json"), append(b, '\n')); err != nil {
-		return fmt.Errorf("sysroot: write state: %w", err)
-	}
-	return nil
-}
-
-// writeFileAtomic writes data to path through a synced temporary file.
-func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if serr := f.Sync(); err == nil {
-		err = serr
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return sysroot.WriteState(filepath.Join(s.Root(), "state.json"), st)
 }

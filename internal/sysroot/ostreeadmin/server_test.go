@@ -2,7 +2,6 @@ package ostreeadmin
 
 import (
 	"context"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,9 +10,8 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/ostree/pull"
 	"github.com/mxos-linux/mxos-update/internal/release"
-	"github.com/mxos-linux/mxos-update/internal/server"
-	"github.com/mxos-linux/mxos-update/internal/sign"
 	"github.com/mxos-linux/mxos-update/internal/sysroot"
+	"github.com/mxos-linux/mxos-update/internal/testserver"
 )
 
 const serverRef = "mxos/10/x86_64/stable"
@@ -28,31 +26,9 @@ func TestServerCommitDeployAndRollback(t *testing.T) {
 	ctx := context.Background()
 	s := newSysroot(t, Options{Kargs: []string{"root=LABEL=mxos-root", "quiet"}})
 
-	data := t.TempDir()
-	repo, err := ostree.Create(filepath.Join(data, "repo"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys := filepath.Join(t.TempDir(), "keys")
-	if err := sign.GenerateKeys(keys, sign.GenerateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	signers, err := sign.LoadSigners(keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	verifiers, err := sign.LoadVerifiers(keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(server.Config{DataDir: data})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() { ts.Close(); srv.Close() })
-	pub := &release.Publisher{Repo: repo, Signers: signers}
-	puller := &pull.Puller{URLs: []string{ts.URL + "/repo"}, Verifiers: verifiers}
+	ts := testserver.Start(t, testserver.Options{RepoOnly: true})
+	pub := ts.Publisher
+	puller := &pull.Puller{URLs: []string{ts.URL + "/repo"}, Verifiers: ts.Release.Verifiers}
 	staging := stagingRepo(t, s)
 
 	// publishAndPull publishes version and pulls it as the agent does.
