@@ -326,7 +326,13 @@ func FuzzTar(f *testing.F) {
 			t.Fatal(err)
 		}
 		defer txn.Close()
-		txn.WriteTreeFromTar(context.Background(), bytes.NewReader(b), rootOwned)
+		tree, meta, err := txn.WriteTreeFromTar(context.Background(), bytes.NewReader(b), rootOwned)
+		if err == nil && (!txn.HasObject(tree, ObjDirTree) || !txn.HasObject(meta, ObjDirMeta)) {
+			t.Fatalf("accepted tarball but tree %s or dirmeta %s is not staged", tree, meta)
+		}
+		if err := txn.Close(); err != nil {
+			t.Fatalf("close: %v", err) // staged objects left behind
+		}
 	})
 }
 

@@ -10,7 +10,7 @@ import (
 )
 
 // Mutated tarballs must be refused or stored quickly and never panic.
-// (Complements FuzzTar, whose engine run stalls here; see the issue notes.)
+// (A fixed-seed complement to FuzzTar that runs in every go test.)
 func TestTarMutationsHandled(t *testing.T) {
 	r, _ := Create(filepath.Join(t.TempDir(), "repo"))
 	seed := makeTarForFuzz()
