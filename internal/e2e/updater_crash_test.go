@@ -511,7 +511,13 @@ func TestKillUpgradeAtRandom(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, 2))
 	var nKilled, nFinished, nSwitched int
 	stages := map[string]int{}
-	for i := 0; i < runs; i++ {
+	// Runs go on until runs upgrades were really killed: on a loaded
+	// machine many upgrades may finish before their kill, which only
+	// costs time (and checks a finished upgrade).
+	for i := 0; nKilled < runs; i++ {
+		if i >= 4*runs {
+			t.Fatalf("only %d of %d runs were killed: the delays miss the upgrade", nKilled, i)
+		}
 		delay := time.Duration(1 + rng.Int64N(int64(typical)))
 		wasKilled := s.killedUpgrade(nil, delay)
 		if wasKilled {
@@ -529,17 +535,14 @@ func TestKillUpgradeAtRandom(t *testing.T) {
 		if t.Failed() {
 			t.Fatalf("run %d (kill after %s) left the device broken", i, delay)
 		}
-		if !wasKilled || i%3 == 2 || i == runs-1 {
+		if !wasKilled || i%3 == 2 {
 			s.finish(want)
 			want = s.publish()
 		}
 	}
-	t.Logf("%d runs: %d killed, %d finished first, %d left the new version as default; %s",
-		runs, nKilled, nFinished, nSwitched, time.Since(start).Round(time.Millisecond))
+	t.Logf("%d killed runs, %d finished first, %d left the new version as default; %s",
+		nKilled, nFinished, nSwitched, time.Since(start).Round(time.Millisecond))
 	t.Logf("kills by the step reached: %v", stages)
-	if nKilled < runs/2 {
-		t.Errorf("only %d of %d runs were killed: the delays miss the upgrade", nKilled, runs)
-	}
 	s.finish(want)
 }
 
