@@ -325,18 +325,12 @@ func TestImagePublishPromotePullVerified(t *testing.T) {
 // cosignVerify runs `cosign verify --key` offline.
 func cosignVerify(t *testing.T, ref, pub string, wantOK bool) {
 	t.Helper()
-	bin, err := exec.LookPath("cosign")
-	if err != nil {
-		if _, serr := os.Stat("/tmp/cosignbin/cosign"); serr == nil {
-			bin = "/tmp/cosignbin/cosign"
-		} else {
-			bin = testtool.Require(t, "cosign")
-		}
-	}
+	bin := testtool.Require(t, "cosign")
 	home := t.TempDir()
-	cmd := exec.Command(bin, "verify", "--key", pub, "--insecure-ignore-tlog", "--insecure-ignore-sct",
+	cmd := exec.Command(bin, "verify", "--offline", "--key", pub, "--insecure-ignore-tlog", "--insecure-ignore-sct",
 		"--allow-http-registry", ref)
 	cmd.Env = append(os.Environ(), "HOME="+home, "TUF_ROOT="+filepath.Join(home, "tuf"), "SIGSTORE_NO_CACHE=true")
+	cmd.Env = append(cmd.Env, cosignOffline...)
 	out, err := cmd.CombinedOutput()
 	t.Logf("cosign verify %s: %v\n%s", ref, err, out)
 	if wantOK && err != nil {

@@ -606,8 +606,15 @@ func cosign(t *testing.T, dir string, args ...string) ([]byte, error) {
 	cmd.Dir = dir
 	cmd.Env = append(cleanEnv(), "HOME="+dir, "DOCKER_CONFIG="+filepath.Join(dir, "docker"), "COSIGN_PASSWORD=test-password", "COSIGN_EXPERIMENTAL=1",
 		"TUF_ROOT="+filepath.Join(dir, "tuf"), "SIGSTORE_NO_CACHE=true")
+	cmd.Env = append(cmd.Env, cosignOffline...)
 	return cmd.CombinedOutput()
 }
+
+// cosignOffline keeps cosign off the network whatever the machine can
+// reach: its fetch of the public sigstore TUF root goes to a closed local
+// proxy and fails at once (it then goes on with the key it was given),
+// while the registry on 127.0.0.1 is never proxied.
+var cosignOffline = []string{"HTTPS_PROXY=http://127.0.0.1:9", "HTTP_PROXY=http://127.0.0.1:9", "NO_PROXY=127.0.0.1,localhost"}
 
 // TestRegistryCosign signs an image in our registry with cosign, both as
 // the sha256-<hex>.sig attachment and as an OCI 1.1 referrer, pushed with
@@ -648,7 +655,7 @@ func TestRegistryCosign(t *testing.T) {
 	}
 	verify := func() {
 		t.Helper()
-		if out, err := cosign(t, dir, "verify", "--key", "cosign.pub", "--insecure-ignore-tlog=true", "--allow-http-registry", ref); err != nil {
+		if out, err := cosign(t, dir, "verify", "--offline", "--key", "cosign.pub", "--insecure-ignore-tlog=true", "--allow-http-registry", ref); err != nil {
 			t.Fatalf("cosign verify: %v\n%s", err, out)
 		}
 	}
@@ -665,7 +672,7 @@ func TestRegistryCosign(t *testing.T) {
 	if status != http.StatusOK || strings.Count(string(body), `"digest"`) != 1 {
 		t.Fatalf("referrers after cosign sign: HTTP %d %s", status, body)
 	}
-	if out, err := cosign(t, dir, "verify", "--key", "cosign.pub", "--insecure-ignore-tlog=true", "--allow-http-registry", "--experimental-oci11", ref); err != nil {
+	if out, err := cosign(t, dir, "verify", "--offline", "--key", "cosign.pub", "--insecure-ignore-tlog=true", "--allow-http-registry", "--experimental-oci11", ref); err != nil {
 		t.Fatalf("cosign verify (referrers): %v\n%s", err, out)
 	}
 	// GC with no grace period keeps the tagged image and its signature.
@@ -681,7 +688,7 @@ func TestRegistryCosign(t *testing.T) {
 	rs = startRegistryServer(t, data)
 	ref = rs.host + "/mxos/signed@" + md.String()
 	verify()
-	if out, err := cosign(t, dir, "verify", "--key", "cosign.pub", "--insecure-ignore-tlog=true", "--allow-http-registry", "--experimental-oci11", ref); err != nil {
+	if out, err := cosign(t, dir, "verify", "--offline", "--key", "cosign.pub", "--insecure-ignore-tlog=true", "--allow-http-registry", "--experimental-oci11", ref); err != nil {
 		t.Fatalf("cosign verify (referrers) after GC: %v\n%s", err, out)
 	}
 }
