@@ -3,12 +3,16 @@
 //
 // A missing tool skips the test on a developer machine but fails it when
 // the CI environment variable is set: a silently skipped interop test
-// proves nothing.
+// proves nothing. It also holds what tests need to drive the go tool the
+// way the project does: the build tags, and a cap on fuzz minimization
+// for targets whose inputs are costly tarballs.
 package testtool
 
 import (
+	"flag"
 	"os"
 	"os/exec"
+	"regexp"
 	"testing"
 )
 
@@ -37,3 +41,45 @@ func Missing(t testing.TB, what string) {
 // themselves (building the binaries under test, listing dependencies)
 // pass them, since `go test -tags` does not hand them on.
 const BuildTags = "containers_image_openpgp,containers_image_storage_stub,containers_image_docker_daemon_stub"
+
+// FuzzMinimizeLimit is the minimization budget CapFuzzMinimize gives fuzz
+// targets whose inputs are tarballs that touch the file system.
+//
+// Why: the fuzz engine minimizes every input that adds coverage before it
+// reports any progress, for up to -fuzzminimizetime (default 60s) per
+// input. Its byte-removal pass is quadratic in the input size, tarballs
+// come in 512-byte blocks (seeds of 3-4 KB, corpus entries over 10 KB)
+// and each run touches the file system (about half a millisecond), so a
+// minimization never finishes and always takes the full 60 s; most such
+// inputs only looked new because coverage varies from run to run, and the
+// coordinator drops them after the minute is spent. With both workers
+// minimizing, the status line showed a handful of execs for minutes.
+// Capping minimization changes only how small the saved corpus entries
+// are, not what each run checks. To minimize a crasher fully, pass
+// -fuzzminimizetime=60s explicitly.
+const FuzzMinimizeLimit = "500x"
+
+// CapFuzzMinimize sets -test.fuzzminimizetime to limit when -test.fuzz
+// selects one of targets and the flag was not given explicitly. (The
+// coordinator reads the flag when fuzzing starts and sends the limit with
+// each minimization request, so the workers need nothing.)
+func CapFuzzMinimize(targets []string, limit string) {
+	fz := flag.Lookup("test.fuzz")
+	if fz == nil || fz.Value.String() == "" {
+		return
+	}
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.fuzzminimizetime" })
+	sel, err := regexp.Compile(fz.Value.String())
+	if explicit || err != nil { // a bad pattern is reported by testing itself
+		return
+	}
+	for _, name := range targets {
+		if sel.MatchString(name) {
+			if err := flag.Set("test.fuzzminimizetime", limit); err != nil {
+				panic(err) // a typo in limit, not input
+			}
+			return
+		}
+	}
+}
