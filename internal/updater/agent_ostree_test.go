@@ -9,13 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/auth"
 	"github.com/mxos-linux/mxos-update/internal/client"
-	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/ostree/pull"
-	"github.com/mxos-linux/mxos-update/internal/release"
 	"github.com/mxos-linux/mxos-update/internal/rollout"
 	"github.com/mxos-linux/mxos-update/internal/sysroot"
 	"github.com/mxos-linux/mxos-update/internal/sysroot/ostreeadmin"
@@ -41,43 +38,12 @@ func requireAdminRoot(t *testing.T) {
 // defaults in usr/etc and an os-release with ID.
 func (f *fixture) publishBootable(t *testing.T, version string) {
 	t.Helper()
-	ctx := context.Background()
-	src := filepath.Join(t.TempDir(), "tree")
-	files := map[string]string{
+	f.publishTree(t, version, map[string]string{
 		"usr/etc/os-release":                  "ID=mxos\nPRETTY_NAME=\"MxOS " + version + "\"\nVERSION=" + version + "\n",
 		"usr/bin/hello":                       "#!/bin/sh\necho " + version + "\n",
 		"usr/lib/modules/6.1.0/vmlinuz":       "a kernel\n",
 		"usr/lib/modules/6.1.0/initramfs.img": "an initramfs\n",
-	}
-	for p, c := range files {
-		full := filepath.Join(src, filepath.FromSlash(p))
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(full, []byte(c), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	res, err := f.pub.Publish(ctx, release.Request{Ref: stableRef, Version: version, Source: src})
-	if err != nil {
-		t.Fatalf("publish %s: %v", version, err)
-	}
-	now := time.Now()
-	if err := f.store.AddRelease(ctx, db.Release{Channel: "stable", Arch: "x86_64", Version: version, Ref: stableRef,
-		Commit: res.Commit.String(), PublishedAt: now, PublishedBy: "test"}); err != nil {
-		t.Fatal(err)
-	}
-	if f.rollout != "" {
-		if err := f.store.SetRolloutState(ctx, f.rollout, rollout.StateActive, rollout.StateComplete, "", now); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ros, err := f.admin.StartRollout(ctx, api.RolloutStartRequest{Channel: "stable", Arch: "x86_64", Version: version, Ramp: "100%"})
-	if err != nil || len(ros) != 1 {
-		t.Fatalf("start rollout %s: %v %+v", version, err, ros)
-	}
-	f.rollout = ros[0].ID
-	f.commits[version] = res.Commit.String()
+	})
 }
 
 // newOstreeAgent makes a device agent on the `ostree` backend: a

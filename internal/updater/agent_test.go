@@ -36,18 +36,27 @@ type fixture struct {
 // to everyone, completing the previous rollout.
 func (f *fixture) publish(t *testing.T, version string) {
 	t.Helper()
+	f.publishTree(t, version, map[string]string{
+		"usr/etc/os-release": "VERSION=" + version + "\n",
+		"usr/bin/hello":      "#!/bin/sh\necho " + version + "\n",
+	})
+}
+
+// publishTree publishes a tree of files (path → content, mode 0755) as
+// version, records it and rolls it out to everyone, completing the
+// previous rollout.
+func (f *fixture) publishTree(t *testing.T, version string, files map[string]string) {
+	t.Helper()
 	ctx := context.Background()
 	src := filepath.Join(t.TempDir(), "tree")
-	for _, d := range []string{"usr/etc", "usr/bin"} {
-		if err := os.MkdirAll(filepath.Join(src, d), 0o755); err != nil {
+	for p, c := range files {
+		full := filepath.Join(src, filepath.FromSlash(p))
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if err := os.WriteFile(filepath.Join(src, "usr/etc/os-release"), []byte("VERSION="+version+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(src, "usr/bin/hello"), []byte("#!/bin/sh\necho "+version+"\n"), 0o755); err != nil {
-		t.Fatal(err)
+		if err := os.WriteFile(full, []byte(c), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	res, err := f.pub.Publish(ctx, release.Request{Ref: stableRef, Version: version, Source: src})
 	if err != nil {
