@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/storage"
 )
 
@@ -278,6 +279,33 @@ func (s *Sysroot) GC(ctx context.Context, keep int) error {
 	sort.Sort(sort.Reverse(sort.StringSlice(dirs)))
 	for _, d := range dirs {
 		os.Remove(d) // only succeeds when empty
+	}
+	return s.pruneRepo(ctx)
+}
+
+// pruneRepo removes from the local repository what no remaining
+// deployment and no ref (the newest pull) reaches, so the store does not
+// grow by a release per update. Deployments do not use the repository's
+// files (their files are links into the checkout cache), so a prune never
+// touches a deployment.
+func (s *Sysroot) pruneRepo(ctx context.Context) error {
+	if _, err := os.Stat(filepath.Join(s.RepoPath(), "config")); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	repo, err := ostree.Open(s.RepoPath())
+	if err != nil {
+		return fmt.Errorf("gc: %w", err)
+	}
+	left, err := s.List()
+	if err != nil {
+		return fmt.Errorf("gc: %w", err)
+	}
+	keep := make([]ostree.Checksum, 0, len(left))
+	for _, d := range left {
+		keep = append(keep, d.Commit)
+	}
+	if _, err := repo.Prune(ctx, keep); err != nil {
+		return fmt.Errorf("gc: %w", err)
 	}
 	return nil
 }

@@ -403,6 +403,21 @@ func TestGC(t *testing.T) {
 	if cur.Name != ds[3].Name {
 		t.Error("current changed by GC")
 	}
+	// The local repository keeps the commits of the deployments left and
+	// nothing of the collected ones, and still fscks clean.
+	for i, d := range ds {
+		kept := i >= 2
+		if has := e.repo.HasObject(d.Commit, ostree.ObjCommit); has != kept {
+			t.Errorf("deployment %d: commit in the repository = %v, want %v", i, has, kept)
+		}
+		if kept {
+			must(t, e.repo.CheckComplete(d.Commit))
+		}
+	}
+	rep, err := e.repo.Fsck(ctx, ostree.FsckOptions{})
+	if err != nil || len(rep.Errors) != 0 {
+		t.Fatalf("fsck of the local repository after GC: %v %v", err, rep.Errors)
+	}
 }
 
 func TestCrashLeftoversCleaned(t *testing.T) {
