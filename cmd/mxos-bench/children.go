@@ -52,6 +52,28 @@ func startProfile(path string) (func() error, error) {
 	}, nil
 }
 
+// profiledChild is a hidden child subcommand whose run is wrapped in the
+// CPU profile its --cpuprofile flag names.
+func profiledChild(use, short string, args cobra.PositionalArgs, run func(cmd *cobra.Command, args []string) error) *cobra.Command {
+	var profile string
+	cmd := &cobra.Command{
+		Use:    use,
+		Short:  short,
+		Hidden: true,
+		Args:   args,
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
+			stop, err := startProfile(profile)
+			if err != nil {
+				return err
+			}
+			defer func() { err = errors.Join(err, stop()) }()
+			return run(cmd, args)
+		},
+	}
+	cmd.Flags().StringVar(&profile, "cpuprofile", "", "write a CPU profile here")
+	return cmd
+}
+
 // childLogger logs warnings and errors to stderr, like the daemons do at
 // their default level (request logs are debug-only).
 func childLogger() *zap.Logger {
@@ -78,116 +100,80 @@ func serveAndAnnounce(cmd *cobra.Command, srv *server.Server, listen string) err
 // newServeChildCmd is mxos-server: it serves DATA/repo and prints the
 // address it listens on as the first line of stdout.
 func newServeChildCmd() *cobra.Command {
-	var data, listen, profile string
-	cmd := &cobra.Command{
-		Use:    "serve-child",
-		Short:  "Run our server as a benchmark child (internal)",
-		Hidden: true,
-		Args:   cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) (err error) {
-			stop, err := startProfile(profile)
-			if err != nil {
-				return err
-			}
-			defer func() { err = errors.Join(err, stop()) }()
-			log := childLogger()
-			if err := os.MkdirAll(filepath.Join(data, "repo"), 0o755); err != nil {
-				return fmt.Errorf("creating repository directory: %w", err)
-			}
-			// The registry is on, as in mxos-server's default.
-			srv, err := server.New(server.Config{DataDir: data, Listen: listen, Logger: log, Registry: true})
-			if err != nil {
-				return fmt.Errorf("serve-child: %w", err)
-			}
-			defer srv.Close()
-			return serveAndAnnounce(cmd, srv, listen)
-		},
-	}
+	var data, listen string
+	cmd := profiledChild("serve-child", "Run our server as a benchmark child (internal)", cobra.NoArgs, func(cmd *cobra.Command, _ []string) (err error) {
+		log := childLogger()
+		if err := os.MkdirAll(filepath.Join(data, "repo"), 0o755); err != nil {
+			return fmt.Errorf("creating repository directory: %w", err)
+		}
+		// The registry is on, as in mxos-server's default.
+		srv, err := server.New(server.Config{DataDir: data, Listen: listen, Logger: log, Registry: true})
+		if err != nil {
+			return fmt.Errorf("serve-child: %w", err)
+		}
+		defer srv.Close()
+		return serveAndAnnounce(cmd, srv, listen)
+	})
 	cmd.Flags().StringVar(&data, "data", "", "data directory (serves DATA/repo)")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "address to listen on")
-	cmd.Flags().StringVar(&profile, "cpuprofile", "", "write a CPU profile here")
 	return cmd
 }
 
 // newPublishChildCmd is `mxosctl publish`: the same calls with the same
 // defaults (no owner override, xattrs kept, special files refused).
 func newPublishChildCmd() *cobra.Command {
-	var data, keys, ref, version, profile string
-	cmd := &cobra.Command{
-		Use:    "publish-child --data DIR --keys KEYDIR --ref REF --version V SOURCE",
-		Short:  "Run our publisher as a benchmark child (internal)",
-		Hidden: true,
-		Args:   cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) (err error) {
-			stop, err := startProfile(profile)
-			if err != nil {
-				return err
-			}
-			defer func() { err = errors.Join(err, stop()) }()
-			signers, err := sign.LoadSigners(keys)
-			if err != nil {
-				return fmt.Errorf("publish-child: %w", err)
-			}
-			repo, err := ostree.Create(filepath.Join(data, "repo"))
-			if err != nil {
-				return fmt.Errorf("publish-child: %w", err)
-			}
-			p := &release.Publisher{Repo: repo, Signers: signers, Log: childLogger()}
-			res, err := p.Publish(cmd.Context(), release.Request{Ref: ref, Version: version, Source: args[0]})
-			if err != nil {
-				return fmt.Errorf("publish-child: %w", err)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Published %s %s as commit %s.\n", ref, version, res.Commit)
-			return nil
-		},
-	}
+	var data, keys, ref, version string
+	cmd := profiledChild("publish-child --data DIR --keys KEYDIR --ref REF --version V SOURCE", "Run our publisher as a benchmark child (internal)", cobra.ExactArgs(1), func(cmd *cobra.Command, args []string) (err error) {
+		signers, err := sign.LoadSigners(keys)
+		if err != nil {
+			return fmt.Errorf("publish-child: %w", err)
+		}
+		repo, err := ostree.Create(filepath.Join(data, "repo"))
+		if err != nil {
+			return fmt.Errorf("publish-child: %w", err)
+		}
+		p := &release.Publisher{Repo: repo, Signers: signers, Log: childLogger()}
+		res, err := p.Publish(cmd.Context(), release.Request{Ref: ref, Version: version, Source: args[0]})
+		if err != nil {
+			return fmt.Errorf("publish-child: %w", err)
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "Published %s %s as commit %s.\n", ref, version, res.Commit)
+		return nil
+	})
 	f := cmd.Flags()
 	f.StringVar(&data, "data", "", "data directory")
 	f.StringVar(&keys, "keys", "", "directory with the signing keys")
 	f.StringVar(&ref, "ref", "", "ref to publish on")
 	f.StringVar(&version, "version", "", "release version")
-	f.StringVar(&profile, "cpuprofile", "", "write a CPU profile here")
 	return cmd
 }
 
 // newCheckChildCmd is mxos-server with the update API: the store in DATA
 // and the channel definitions in CHANNELS, as runServer sets them up.
 func newCheckChildCmd() *cobra.Command {
-	var data, channels, listen, profile string
-	cmd := &cobra.Command{
-		Use:    "check-child",
-		Short:  "Run our server with the update API as a benchmark child (internal)",
-		Hidden: true,
-		Args:   cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) (err error) {
-			stop, err := startProfile(profile)
-			if err != nil {
-				return err
-			}
-			defer func() { err = errors.Join(err, stop()) }()
-			log := childLogger()
-			set, err := channel.LoadDir(channels)
-			if err != nil {
-				return fmt.Errorf("check-child: loading channel definitions: %w", err)
-			}
-			store, err := db.Open(cmd.Context(), "", data)
-			if err != nil {
-				return fmt.Errorf("check-child: %w", err)
-			}
-			defer func() { err = errors.Join(err, store.Close()) }()
-			srv, err := server.New(server.Config{DataDir: data, Listen: listen, Logger: log, Store: store, Channels: set})
-			if err != nil {
-				return fmt.Errorf("check-child: %w", err)
-			}
-			defer srv.Close()
-			return serveAndAnnounce(cmd, srv, listen)
-		},
-	}
+	var data, channels, listen string
+	cmd := profiledChild("check-child", "Run our server with the update API as a benchmark child (internal)", cobra.NoArgs, func(cmd *cobra.Command, _ []string) (err error) {
+		log := childLogger()
+		set, err := channel.LoadDir(channels)
+		if err != nil {
+			return fmt.Errorf("check-child: loading channel definitions: %w", err)
+		}
+		store, err := db.Open(cmd.Context(), "", data)
+		if err != nil {
+			return fmt.Errorf("check-child: %w", err)
+		}
+		defer func() { err = errors.Join(err, store.Close()) }()
+		srv, err := server.New(server.Config{DataDir: data, Listen: listen, Logger: log, Store: store, Channels: set})
+		if err != nil {
+			return fmt.Errorf("check-child: %w", err)
+		}
+		defer srv.Close()
+		return serveAndAnnounce(cmd, srv, listen)
+	})
 	f := cmd.Flags()
 	f.StringVar(&data, "data", "", "data directory (store and repo/)")
 	f.StringVar(&channels, "channels", "", "directory of channel definitions")
 	f.StringVar(&listen, "listen", "127.0.0.1:0", "address to listen on")
-	f.StringVar(&profile, "cpuprofile", "", "write a CPU profile here")
 	return cmd
 }
 

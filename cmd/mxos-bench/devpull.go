@@ -690,83 +690,59 @@ func selfWchar() int64 {
 // newDevpullServeChildCmd is mxos-server serving DATA/repo with request
 // counters readable at --stats-listen /stats.
 func newDevpullServeChildCmd() *cobra.Command {
-	var data, listen, statsListen, profile string
-	cmd := &cobra.Command{
-		Use:    "devpull-serve-child",
-		Short:  "Run our server with request counters as a benchmark child (internal)",
-		Hidden: true,
-		Args:   cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) (err error) {
-			stop, err := startProfile(profile)
-			if err != nil {
-				return err
-			}
-			defer func() { err = errors.Join(err, stop()) }()
-			counter := newRequestCounter(childLogger().Core())
-			srv, err := server.New(server.Config{DataDir: data, Listen: listen, Logger: zap.New(counter)})
-			if err != nil {
-				return fmt.Errorf("devpull-serve-child: %w", err)
-			}
-			defer srv.Close()
-			var lc net.ListenConfig
-			sln, err := lc.Listen(cmd.Context(), "tcp", statsListen)
-			if err != nil {
-				return fmt.Errorf("listening on %s: %w", statsListen, err)
-			}
-			stats := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-				w.Header().Set("Content-Type", "application/json")
-				_ = json.NewEncoder(w).Encode(counter.snapshot())
-			})}
-			go func() { _ = stats.Serve(sln) }()
-			defer stats.Close()
-			return serveAndAnnounce(cmd, srv, listen)
-		},
-	}
+	var data, listen, statsListen string
+	cmd := profiledChild("devpull-serve-child", "Run our server with request counters as a benchmark child (internal)", cobra.NoArgs, func(cmd *cobra.Command, _ []string) (err error) {
+		counter := newRequestCounter(childLogger().Core())
+		srv, err := server.New(server.Config{DataDir: data, Listen: listen, Logger: zap.New(counter)})
+		if err != nil {
+			return fmt.Errorf("devpull-serve-child: %w", err)
+		}
+		defer srv.Close()
+		var lc net.ListenConfig
+		sln, err := lc.Listen(cmd.Context(), "tcp", statsListen)
+		if err != nil {
+			return fmt.Errorf("listening on %s: %w", statsListen, err)
+		}
+		stats := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(counter.snapshot())
+		})}
+		go func() { _ = stats.Serve(sln) }()
+		defer stats.Close()
+		return serveAndAnnounce(cmd, srv, listen)
+	})
 	f := cmd.Flags()
 	f.StringVar(&data, "data", "", "data directory (serves DATA/repo)")
 	f.StringVar(&listen, "listen", "127.0.0.1:0", "address to listen on")
 	f.StringVar(&statsListen, "stats-listen", "127.0.0.1:0", "address serving the counters at /stats")
-	f.StringVar(&profile, "cpuprofile", "", "write a CPU profile here")
 	return cmd
 }
 
 // newDevpullChildCmd is the device's pull as mxos-updater runs it: the
 // pinned keys, the mirror URL and the default Puller settings.
 func newDevpullChildCmd() *cobra.Command {
-	var repoDir, keys, url, ref, profile string
-	cmd := &cobra.Command{
-		Use:    "devpull-child",
-		Short:  "Run our device pull as a benchmark child (internal)",
-		Hidden: true,
-		Args:   cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) (err error) {
-			stop, err := startProfile(profile)
-			if err != nil {
-				return err
-			}
-			defer func() { err = errors.Join(err, stop()) }()
-			verifiers, err := sign.LoadVerifiers(keys)
-			if err != nil {
-				return fmt.Errorf("devpull-child: %w", err)
-			}
-			repo, err := ostree.Create(repoDir)
-			if err != nil {
-				return fmt.Errorf("devpull-child: %w", err)
-			}
-			p := &pull.Puller{URLs: []string{url}, Verifiers: verifiers}
-			c, err := p.Pull(cmd.Context(), repo, ref, pull.Options{})
-			if err != nil {
-				return fmt.Errorf("devpull-child: %w", err)
-			}
-			_, err = fmt.Fprintln(cmd.OutOrStdout(), c)
-			return err
-		},
-	}
+	var repoDir, keys, url, ref string
+	cmd := profiledChild("devpull-child", "Run our device pull as a benchmark child (internal)", cobra.NoArgs, func(cmd *cobra.Command, _ []string) (err error) {
+		verifiers, err := sign.LoadVerifiers(keys)
+		if err != nil {
+			return fmt.Errorf("devpull-child: %w", err)
+		}
+		repo, err := ostree.Create(repoDir)
+		if err != nil {
+			return fmt.Errorf("devpull-child: %w", err)
+		}
+		p := &pull.Puller{URLs: []string{url}, Verifiers: verifiers}
+		c, err := p.Pull(cmd.Context(), repo, ref, pull.Options{})
+		if err != nil {
+			return fmt.Errorf("devpull-child: %w", err)
+		}
+		_, err = fmt.Fprintln(cmd.OutOrStdout(), c)
+		return err
+	})
 	f := cmd.Flags()
 	f.StringVar(&repoDir, "repo", "", "destination repository")
 	f.StringVar(&keys, "keys", "", "directory with the public keys")
 	f.StringVar(&url, "url", "", "repository base URL")
 	f.StringVar(&ref, "ref", "", "ref to pull")
-	f.StringVar(&profile, "cpuprofile", "", "write a CPU profile here")
 	return cmd
 }
