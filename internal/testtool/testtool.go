@@ -36,6 +36,15 @@ func Missing(t testing.TB, what string) {
 	t.Skipf("%s; skipping interop test (set CI=1 to make this a failure)", what)
 }
 
+// RequireRoot is for tests that need root (file owners, ostree admin):
+// fatal under CI, which runs as root, and a skip elsewhere, like Missing.
+func RequireRoot(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		Missing(t, "root is needed: "+why)
+	}
+}
+
 // BuildTags are the build tags the project is built with (README): they
 // make containers/image build without cgo. Tests that run the go tool
 // themselves (building the binaries under test, listing dependencies)

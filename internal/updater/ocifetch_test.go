@@ -37,6 +37,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/sign"
 	"github.com/mxos-linux/mxos-update/internal/sysroot"
 	"github.com/mxos-linux/mxos-update/internal/testserver"
+	"github.com/mxos-linux/mxos-update/internal/testtool"
 )
 
 const ociRef = "mxos/10/x86_64/testing"
@@ -58,9 +59,7 @@ type ociServer struct {
 // layers: they need root (file owners).
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("reproducing a commit's tree from image layers needs root (file owners)")
-	}
+	testtool.RequireRoot(t, "reproducing a commit's tree from image layers sets file owners")
 }
 
 func startOCIServer(t *testing.T) *ociServer {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+	"github.com/mxos-linux/mxos-update/internal/testtool"
 	digest "github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
@@ -306,9 +307,7 @@ func TestSetIDPolicy(t *testing.T) {
 }
 
 func TestOwnersAndXattrs(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("ownership and trusted attributes need root")
-	}
+	testtool.RequireRoot(t, "ownership and trusted attributes")
 	caps := string([]byte{1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
 	ents := []ent{
 		{name: "d", typ: tar.TypeDir, mode: 0o750, uid: 7, pax: map[string]string{"SCHILY.xattr.user.d": "dv"}},
