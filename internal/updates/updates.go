@@ -153,7 +153,7 @@ func (s *Service) rememberDevice(d db.Device, now time.Time) {
 // query for devices that never rolled back (nearly all of them).
 func (s *Service) rolledBack(ctx context.Context, id string) ([]string, error) {
 	if s.CacheTTL > 0 {
-		set, err := s.rolled.get(struct{}{}, s.now(), func() (map[string]bool, error) {
+		set, err := s.rolled.get(ctx, struct{}{}, s.now(), func(ctx context.Context) (map[string]bool, error) {
 			ids, err := s.Store.DevicesWithRollbacks(ctx)
 			if err != nil {
 				return nil, err
@@ -180,7 +180,7 @@ func (s *Service) pinsFor(ctx context.Context, deviceID, group string) (devPin, 
 	if s.CacheTTL <= 0 {
 		return s.Store.PinsFor(ctx, deviceID, group)
 	}
-	all, err := s.pins.get(struct{}{}, s.now(), func() (map[[2]string]db.Pin, error) {
+	all, err := s.pins.get(ctx, struct{}{}, s.now(), func(ctx context.Context) (map[[2]string]db.Pin, error) {
 		list, err := s.Store.ListPins(ctx)
 		if err != nil {
 			return nil, err
@@ -225,15 +225,15 @@ func (s *Service) Flush(ctx context.Context) error {
 }
 
 func (s *Service) currentRollout(ctx context.Context, ch, arch string) (db.Rollout, error) {
-	return s.rollouts.get([2]string{ch, arch}, s.now(), func() (db.Rollout, error) { return s.Store.CurrentRollout(ctx, ch, arch) })
+	return s.rollouts.get(ctx, [2]string{ch, arch}, s.now(), func(ctx context.Context) (db.Rollout, error) { return s.Store.CurrentRollout(ctx, ch, arch) })
 }
 
 func (s *Service) getRelease(ctx context.Context, ch, arch, version string) (db.Release, error) {
-	return s.releases.get([3]string{ch, arch, version}, s.now(), func() (db.Release, error) { return s.Store.GetRelease(ctx, ch, arch, version) })
+	return s.releases.get(ctx, [3]string{ch, arch, version}, s.now(), func(ctx context.Context) (db.Release, error) { return s.Store.GetRelease(ctx, ch, arch, version) })
 }
 
 func (s *Service) listRollouts(ctx context.Context, ch string) ([]db.Rollout, error) {
-	return s.lists.get(ch, s.now(), func() ([]db.Rollout, error) { return s.Store.ListRollouts(ctx, ch) })
+	return s.lists.get(ctx, ch, s.now(), func(ctx context.Context) ([]db.Rollout, error) { return s.Store.ListRollouts(ctx, ch) })
 }
 
 func (s *Service) now() time.Time {
