@@ -1,6 +1,7 @@
 package pull
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/http"
@@ -252,5 +253,33 @@ func TestPullEndlessSmallFilesBoundedMemory(t *testing.T) {
 				t.Errorf("refs after refused pull: %v", refs)
 			}
 		})
+	}
+}
+
+// TestGetObjectMovesOn: the single-object fetch the OCI transport uses has
+// the same failover: a corrupt commit and a silent mirror are passed over.
+func TestGetObjectMovesOn(t *testing.T) {
+	f := getFixture(t)
+	want, err := f.repo.ReadMetadata(f.stableC, ostree.ObjCommit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	corrupt := append([]byte(nil), want...)
+	corrupt[0] ^= 1
+	_, corruptURL := f.serve(t, overlay(map[string][]byte{ostree.ObjectPath(f.stableC, ostree.ObjCommit): corrupt}))
+	_, silentURL := f.serve(t, func(w http.ResponseWriter, r *http.Request) bool { silent(w, r); return true })
+	_, goodURL := f.serve(t, nil)
+	p := f.puller(corruptURL, silentURL, goodURL)
+	p.HeaderTimeout = 200 * time.Millisecond
+	got, err := p.GetObject(context.Background(), f.stableC, ostree.ObjCommit)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("GetObject: %d bytes, %v", len(got), err)
+	}
+	if _, err := f.puller(corruptURL).GetObject(context.Background(), f.stableC, ostree.ObjCommit); !errors.Is(err, ostree.ErrCorrupt) {
+		t.Fatalf("corrupt only: err = %v", err)
+	}
+	md, err := p.GetObject(context.Background(), f.stableC, ostree.ObjCommitMeta)
+	if err != nil || len(md) == 0 {
+		t.Fatalf("commitmeta: %d bytes, %v", len(md), err)
 	}
 }

@@ -869,3 +869,36 @@ func (l *limitReader) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// GetObject fetches one commit, dirtree, dirmeta or detached metadata
+// (.commitmeta) object from the mirrors, under the same limits as Pull
+// (header timeout, throughput floor, the type's cap) and trying each
+// mirror in turn until one serves it intact: a commit, dirtree or dirmeta
+// must hash to c. Detached metadata is returned as served: its signatures
+// are the caller's to check.
+func (p *Puller) GetObject(ctx context.Context, c ostree.Checksum, t ostree.ObjectType) ([]byte, error) {
+	if len(p.URLs) == 0 {
+		return nil, errors.New("no mirror URLs configured")
+	}
+	s := p.newSession()
+	defer s.close()
+	var b []byte
+	var err error
+	switch t {
+	case ostree.ObjCommit:
+		b, err = s.getObject(ctx, c, t, MaxCommitSize)
+	case ostree.ObjDirTree, ostree.ObjDirMeta:
+		b, err = s.getMetadata(ctx, c, t)
+	case ostree.ObjCommitMeta:
+		err = s.each(ctx, ostree.ObjectPath(c, t), MaxSignatureSize, func(r io.Reader, size int64) error {
+			b, err = readAll(r, MaxSignatureSize, size)
+			return err
+		})
+	default:
+		return nil, fmt.Errorf("%s.%s: not a metadata object", c, t)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("fetching %s.%s: %w", c, t, err)
+	}
+	return b, nil
+}
