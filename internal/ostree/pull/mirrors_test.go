@@ -206,11 +206,11 @@ func TestPullBadFirstMirrorMovesOn(t *testing.T) {
 	})
 }
 
-// TestPullEndlessSmallFilesBoundedMemory: an endless summary, summary.sig
-// or .commitmeta fails with ErrTooLarge after the file's own cap, having
-// cost well under 64 MB of allocations in all (so the heap never grew by
-// more than that either).
-func TestPullEndlessSmallFilesBoundedMemory(t *testing.T) {
+// TestPullEndlessMetadataBoundedMemory: an endless summary, summary.sig,
+// .commitmeta, commit or dirtree fails with ErrTooLarge after the file's
+// own cap, having cost under 64 MB of allocations in all (so the heap
+// never grew by more than that either).
+func TestPullEndlessMetadataBoundedMemory(t *testing.T) {
 	f := getFixture(t)
 	const budget = 64 << 20
 	for _, tc := range []struct {
@@ -220,6 +220,8 @@ func TestPullEndlessSmallFilesBoundedMemory(t *testing.T) {
 		{"summary", func(r *http.Request) bool { return r.URL.Path == "/repo/summary" }},
 		{"summary.sig", pathMatch("/summary.sig")},
 		{"commitmeta", pathMatch(".commitmeta")},
+		{"commit", pathMatch(".commit")},
+		{"dirtree", pathMatch(".dirtree")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			chunk := make([]byte, 64<<10)

@@ -68,8 +68,11 @@
 // entries in one directory; libostree warns above 7 MiB), a dirmeta
 // MaxDirMetaSize (256 KiB; Linux caps the extended attributes of one
 // file at 64 KiB), a content object Puller.MaxObjectSize (streamed to
-// disk, never held in memory). Reading the summary and its signatures
-// therefore stays far below 64 MB whatever a mirror sends.
+// disk, never held in memory). A metadata object of more than 1 MiB, or
+// of unannounced size, is read only two at a time (the HTTP client ends a
+// body at its Content-Length, so an announced size bounds it), so the
+// buffers of a pull stay under about 40 MB, and those of the summary and
+// its signatures under 30 MB, whatever the mirrors send.
 //
 // Escaping symlinks are this package's concern only as stored data; they are
 // refused when a tree is checked out (ostree.Repo.Checkout).
@@ -135,6 +138,11 @@ const (
 
 // Caps on what one response may hold (see the package documentation).
 const (
+	// smallRead: a metadata object announced at most this large is read
+	// at once; larger or unannounced ones maxBigReads at a time.
+	smallRead   = 1 << 20
+	maxBigReads = 2
+
 	MaxSummarySize   = 10 << 20
 	MaxSignatureSize = 64 << 10 // summary.sig and .commitmeta
 	MaxCommitSize    = 16 << 20 // when the summary does not give the size
@@ -294,7 +302,8 @@ type session struct {
 	timeout       time.Duration
 	headerTimeout time.Duration
 	watch         *httplimit.Watcher
-	prefer        atomic.Int64 // index of the mirror that last answered
+	big           chan struct{} // bounds the large metadata reads in flight
+	prefer        atomic.Int64  // index of the mirror that last answered
 	mu            sync.Mutex
 	seen          map[ostree.ObjectRef]bool
 	trees         map[ostree.Checksum]bool
@@ -314,6 +323,7 @@ func (p *Puller) newSession() *session {
 		n = DefaultParallel
 	}
 	s.sem = make(chan struct{}, n)
+	s.big = make(chan struct{}, maxBigReads)
 	if s.client == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConnsPerHost = n
@@ -732,6 +742,14 @@ func (s *session) getMetadata(ctx context.Context, c ostree.Checksum, t ostree.O
 func (s *session) getObject(ctx context.Context, c ostree.Checksum, t ostree.ObjectType, limit int64) ([]byte, error) {
 	var out []byte
 	err := s.each(ctx, ostree.ObjectPath(c, t), limit, func(r io.Reader, size int64) error {
+		if limit > smallRead && (size < 0 || size > smallRead) {
+			select {
+			case s.big <- struct{}{}:
+				defer func() { <-s.big }()
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
+		}
 		b, err := readAll(r, limit, size)
 		if err != nil {
 			return err
