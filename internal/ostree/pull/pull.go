@@ -145,7 +145,7 @@ const (
 
 	MaxSummarySize   = 10 << 20
 	MaxSignatureSize = 64 << 10 // summary.sig and .commitmeta
-	MaxCommitSize    = 16 << 20 // when the summary does not give the size
+	MaxCommitSize    = 16 << 20 // or the size the signed summary gives, if smaller
 	MaxDirTreeSize   = 8 << 20
 	MaxDirMetaSize   = 256 << 10
 )
@@ -394,7 +394,7 @@ func (s *session) viewFrom(ctx context.Context, dst *ostree.Repo, ref string, op
 	}
 	s.prefer.Store(int64(k))
 	v := &view{sref: sref}
-	v.raw, v.commit, v.md, v.fetchedMeta, err = s.commit(ctx, dst, sref)
+	v.raw, v.commit, v.md, v.fetchedMeta, err = s.commit(ctx, dst, ref, sref)
 	if err == nil {
 		err = checkPolicy(ref, c, v.commit, opts)
 	}
@@ -437,7 +437,7 @@ func (s *session) summaryFrom(ctx context.Context, base string) (*ostree.Summary
 // serving a corrupt commit or bad signatures is left for the next), and
 // checks the signatures. fetchedMeta reports whether md came from a
 // mirror.
-func (s *session) commit(ctx context.Context, dst *ostree.Repo, sref ostree.SummaryRef) (raw []byte, commit *ostree.Commit, md ostree.Metadata, fetchedMeta bool, err error) {
+func (s *session) commit(ctx context.Context, dst *ostree.Repo, ref string, sref ostree.SummaryRef) (raw []byte, commit *ostree.Commit, md ostree.Metadata, fetchedMeta bool, err error) {
 	c := sref.Checksum
 	limit := int64(MaxCommitSize)
 	if sref.CommitSize > 0 && sref.CommitSize < uint64(limit) {
