@@ -66,8 +66,8 @@ func (m *badMirror) asked(match func(path string) bool) bool {
 // TestMirrorFailover: a first mirror that fails in each way of issue 9
 // (failure 8) is passed over and the device upgrades from the next one:
 // no response headers for /repo/summary, none for an object, a corrupt
-// commit object, and a stale view (old but unexpired channel metadata and
-// summary, frozen before the release). Each step is one release, upgraded
+// commit object, a stale view (old but unexpired channel metadata and
+// summary, frozen before the release) and corrupt channel metadata. Each step is one release, upgraded
 // to and booted, on one device.
 func TestMirrorFailover(t *testing.T) {
 	e := newHostileEnv(t)
@@ -135,6 +135,18 @@ func TestMirrorFailover(t *testing.T) {
 			},
 			asked: func(p string) bool { return p == "/metadata/timestamp.json" || p == "/repo/summary" },
 			say:   "channel metadata of [" + m.url + "/metadata/] is out of date"},
+		{name: "corrupt channel metadata", version: "10.0.7",
+			hook: func(map[string][]byte) func(w http.ResponseWriter, r *http.Request) bool {
+				return func(w http.ResponseWriter, r *http.Request) bool {
+					if r.URL.Path != "/metadata/timestamp.json" {
+						return false
+					}
+					b := e.get(r.URL.Path)
+					w.Write(b[:len(b)/2])
+					return true
+				}
+			},
+			asked: func(p string) bool { return p == "/metadata/timestamp.json" }},
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
