@@ -2,11 +2,17 @@ package sign
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/pem"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/mxos-linux/mxos-update/internal/gvariant"
 )
 
 // Interop tests against the real GnuPG and ostree. They skip when a tool is
@@ -212,24 +218,131 @@ func TestInteropOstreePullVerifiesOurGPGSignatures(t *testing.T) {
 	}
 }
 
-// TestInteropOstreePullEd25519 runs the same end-to-end check for
-// ostree.sign.ed25519 when the installed ostree was built with ed25519
-// support (≥ 2023.6 with OpenSSL, or libsodium). Debian's 2022.7 is not, so
-// there the RFC 8032 golden vectors are the evidence of compatibility.
-func TestInteropOstreePullEd25519(t *testing.T) {
+// TestInteropOpenSSLVerifiesEd25519 checks our ed25519 signatures with
+// another implementation. No stock ostree at hand verifies ed25519
+// (Debian 12's 2022.7 and Debian 13's 2025.2 are both built without
+// sign-ed25519), so OpenSSL stands in as the peer: a commit made by stock
+// `ostree commit` and its summary are signed with the key pair
+// GenerateKeys writes, the signatures are stored as ostree.sign.ed25519 in
+// the commit's .commitmeta and in summary.sig, read back out of those
+// files (the commit's by stock `ostree show`), and `openssl pkeyutl
+// -verify -rawin` checks them against the public key from
+// ed25519.pub, the file devices are given. A tampered commit, summary or
+// signature, and another key, must be refused.
+func TestInteropOpenSSLVerifiesEd25519(t *testing.T) {
 	ostree := requireTool(t, "ostree")
-	if out := mustRunTool(t, ostree, "--version"); !strings.Contains(out, "sign-ed25519") {
-		t.Skip("installed ostree lacks the sign-ed25519 feature; covered by TestEd25519GoldenVectors")
-	}
+	openssl := requireTool(t, "openssl")
 	dir, ed, _ := testKeyDir(t, GenerateOptions{})
+	_, otherEd, _ := testKeyDir(t, GenerateOptions{Name: "Not trusted"})
 	srv := newOstreeServerRepo(t, ostree)
-	writeGVariantFile(t, srv.commitPath+"meta", Ed25519MetaKey, [][]byte{mustSign(t, ed, readFile(t, srv.commitPath))})
-	writeGVariantFile(t, filepath.Join(srv.repo, "summary.sig"), Ed25519MetaKey, [][]byte{mustSign(t, ed, readFile(t, filepath.Join(srv.repo, "summary")))})
-	cli := filepath.Join(t.TempDir(), "cli")
-	mustRunTool(t, ostree, "init", "--repo="+cli, "--mode=archive")
-	mustRunTool(t, ostree, "remote", "add", "--repo="+cli, "--no-gpg-verify", "--set=sign-verify=ed25519", "--set=sign-verify-summary=true",
-		"--set=verification-ed25519-file="+filepath.Join(dir, Ed25519PublicFile), "origin", "file://"+srv.repo)
-	mustRunTool(t, ostree, "pull", "--repo="+cli, "origin", "main")
+	summaryPath := filepath.Join(srv.repo, "summary")
+	commit, summary := readFile(t, srv.commitPath), readFile(t, summaryPath)
+	writeGVariantFile(t, srv.commitPath+"meta", Ed25519MetaKey, [][]byte{mustSign(t, ed, commit)})
+	writeGVariantFile(t, summaryPath+".sig", Ed25519MetaKey, [][]byte{mustSign(t, ed, summary)})
+
+	// The signatures as a client finds them in the repository.
+	out := mustRunTool(t, ostree, "show", "--repo="+srv.repo, "--print-detached-metadata-key="+Ed25519MetaKey, srv.commit)
+	commitSig := parsePrintedSignature(t, out)
+	summarySig := summarySignature(t, readFile(t, summaryPath+".sig"))
+
+	work := t.TempDir()
+	pub := writeTestFile(t, filepath.Join(work, "pub.pem"), ed25519PEM(t, readFile(t, filepath.Join(dir, Ed25519PublicFile))))
+	verify := func(data, sig []byte) (string, error) {
+		d := writeTestFile(t, filepath.Join(work, "data"), data)
+		s := writeTestFile(t, filepath.Join(work, "sig"), sig)
+		return runTool(t, openssl, "pkeyutl", "-verify", "-pubin", "-inkey", pub, "-rawin", "-in", d, "-sigfile", s)
+	}
+	flip := func(b []byte, i int) []byte {
+		b = bytes.Clone(b)
+		b[i%len(b)] ^= 0x01
+		return b
+	}
+	tests := []struct {
+		name      string
+		data, sig []byte
+		wantOK    bool
+	}{
+		{"commit", commit, commitSig, true},
+		{"summary", summary, summarySig, true},
+		{"tampered commit", flip(commit, len(commit)/2), commitSig, false},
+		{"tampered summary", flip(summary, 7), summarySig, false},
+		{"tampered signature", commit, flip(commitSig, 40), false},
+		{"summary signature on the commit", commit, summarySig, false},
+		{"another key", commit, mustSign(t, otherEd, commit), false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := verify(tc.data, tc.sig)
+			switch {
+			case tc.wantOK && (err != nil || !strings.Contains(out, "Signature Verified Successfully")):
+				t.Fatalf("openssl refused our ed25519 signature: %v\n%s", err, out)
+			case !tc.wantOK && err == nil:
+				t.Fatalf("openssl accepted it:\n%s", out)
+			}
+		})
+	}
+}
+
+// ed25519PEM turns an ed25519.pub key file (one base64 raw key per line,
+// ostree's verification-ed25519-file format) into the PEM SubjectPublicKeyInfo
+// OpenSSL reads. Decoded here, not with ParseEd25519PublicKeys, so the file
+// format is checked too; the DER prefix is RFC 8410's for an Ed25519 key.
+func ed25519PEM(t *testing.T, file []byte) []byte {
+	t.Helper()
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(file)))
+	if err != nil || len(raw) != 32 {
+		t.Fatalf("%s: want one base64 32-byte key, got %q (%v)", Ed25519PublicFile, file, err)
+	}
+	spki := append([]byte{0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00}, raw...)
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: spki})
+}
+
+// parsePrintedSignature reads the one signature out of what `ostree show
+// --print-detached-metadata-key` prints for an aay: GVariant text such as
+// [[byte 0x1f, 0x2e, ...]] or [@ay [0x1f, ...]].
+func parsePrintedSignature(t *testing.T, out string) []byte {
+	t.Helper()
+	hex := regexp.MustCompile(`0x[0-9a-fA-F]{2}\b`).FindAllString(out, -1)
+	if strings.Count(out, "[") != 2 || len(hex) != 64 {
+		t.Fatalf("ostree show printed %q: want one 64-byte signature", out)
+	}
+	sig := make([]byte, len(hex))
+	for i, h := range hex {
+		v, err := strconv.ParseUint(h[2:], 16, 8)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sig[i] = byte(v)
+	}
+	return sig
+}
+
+// summarySignature reads the one ostree.sign.ed25519 signature out of a
+// summary.sig (a{sv}) with the product's GVariant decoder.
+func summarySignature(t *testing.T, b []byte) []byte {
+	t.Helper()
+	v, err := gvariant.Unmarshal("a{sv}", b)
+	if err != nil {
+		t.Fatalf("summary.sig: %v", err)
+	}
+	entries, _ := v.([]gvariant.DictEntry)
+	for _, de := range entries {
+		if de.Key != Ed25519MetaKey {
+			continue
+		}
+		vv, _ := de.Value.(gvariant.Variant)
+		sigs, _ := vv.Value.([]any)
+		if vv.Type != "aay" || len(sigs) != 1 {
+			t.Fatalf("summary.sig: %s is %s with %d values, want aay with one signature", Ed25519MetaKey, vv.Type, len(sigs))
+		}
+		sig, ok := sigs[0].([]byte)
+		if !ok {
+			t.Fatalf("summary.sig: signature decoded as %T", sigs[0])
+		}
+		return sig
+	}
+	t.Fatalf("summary.sig has no %s", Ed25519MetaKey)
+	return nil
 }
 
 func mustSign(t *testing.T, s Signer, data []byte) []byte {
