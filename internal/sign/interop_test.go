@@ -2,17 +2,14 @@ package sign
 
 import (
 	"bytes"
-	"encoding/base64"
-	"encoding/pem"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/mxos-linux/mxos-update/internal/gvariant"
+	"github.com/mxos-linux/mxos-update/internal/testtool"
 )
 
 // Interop tests against the real GnuPG and ostree. They skip when a tool is
@@ -226,12 +223,14 @@ func TestInteropOstreePullVerifiesOurGPGSignatures(t *testing.T) {
 // GenerateKeys writes, the signatures are stored as ostree.sign.ed25519 in
 // the commit's .commitmeta and in summary.sig, read back out of those
 // files (the commit's by stock `ostree show`), and `openssl pkeyutl
-// -verify -rawin` checks them against the public key from
-// ed25519.pub, the file devices are given. A tampered commit, summary or
-// signature, and another key, must be refused.
+// -verify -rawin` checks them against the public key from ed25519.pub,
+// the file devices are given. A tampered commit, summary or signature,
+// and another key, must be refused. (internal/e2e
+// TestPublishedEd25519VerifiedByOpenSSL does the same for what the
+// release pipeline publishes.)
 func TestInteropOpenSSLVerifiesEd25519(t *testing.T) {
 	ostree := requireTool(t, "ostree")
-	openssl := requireTool(t, "openssl")
+	requireTool(t, "openssl")
 	dir, ed, _ := testKeyDir(t, GenerateOptions{})
 	_, otherEd, _ := testKeyDir(t, GenerateOptions{Name: "Not trusted"})
 	srv := newOstreeServerRepo(t, ostree)
@@ -242,16 +241,14 @@ func TestInteropOpenSSLVerifiesEd25519(t *testing.T) {
 
 	// The signatures as a client finds them in the repository.
 	out := mustRunTool(t, ostree, "show", "--repo="+srv.repo, "--print-detached-metadata-key="+Ed25519MetaKey, srv.commit)
-	commitSig := parsePrintedSignature(t, out)
+	commitSigs := testtool.ParseOstreeByteArrays(t, out)
+	if len(commitSigs) != 1 || len(commitSigs[0]) != 64 {
+		t.Fatalf("ostree show printed %q: want one 64-byte signature", out)
+	}
+	commitSig := commitSigs[0]
 	summarySig := summarySignature(t, readFile(t, summaryPath+".sig"))
 
-	work := t.TempDir()
-	pub := writeTestFile(t, filepath.Join(work, "pub.pem"), ed25519PEM(t, readFile(t, filepath.Join(dir, Ed25519PublicFile))))
-	verify := func(data, sig []byte) (string, error) {
-		d := writeTestFile(t, filepath.Join(work, "data"), data)
-		s := writeTestFile(t, filepath.Join(work, "sig"), sig)
-		return runTool(t, openssl, "pkeyutl", "-verify", "-pubin", "-inkey", pub, "-rawin", "-in", d, "-sigfile", s)
-	}
+	pub := filepath.Join(dir, Ed25519PublicFile)
 	flip := func(b []byte, i int) []byte {
 		b = bytes.Clone(b)
 		b[i%len(b)] ^= 0x01
@@ -272,49 +269,15 @@ func TestInteropOpenSSLVerifiesEd25519(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			out, err := verify(tc.data, tc.sig)
+			err := testtool.OpenSSLVerifyEd25519(t, pub, tc.data, tc.sig)
 			switch {
-			case tc.wantOK && (err != nil || !strings.Contains(out, "Signature Verified Successfully")):
-				t.Fatalf("openssl refused our ed25519 signature: %v\n%s", err, out)
+			case tc.wantOK && err != nil:
+				t.Fatalf("openssl refused our ed25519 signature: %v", err)
 			case !tc.wantOK && err == nil:
-				t.Fatalf("openssl accepted it:\n%s", out)
+				t.Fatal("openssl accepted it")
 			}
 		})
 	}
-}
-
-// ed25519PEM turns an ed25519.pub key file (one base64 raw key per line,
-// ostree's verification-ed25519-file format) into the PEM SubjectPublicKeyInfo
-// OpenSSL reads. Decoded here, not with ParseEd25519PublicKeys, so the file
-// format is checked too; the DER prefix is RFC 8410's for an Ed25519 key.
-func ed25519PEM(t *testing.T, file []byte) []byte {
-	t.Helper()
-	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(file)))
-	if err != nil || len(raw) != 32 {
-		t.Fatalf("%s: want one base64 32-byte key, got %q (%v)", Ed25519PublicFile, file, err)
-	}
-	spki := append([]byte{0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00}, raw...)
-	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: spki})
-}
-
-// parsePrintedSignature reads the one signature out of what `ostree show
-// --print-detached-metadata-key` prints for an aay: GVariant text such as
-// [[byte 0x1f, 0x2e, ...]] or [@ay [0x1f, ...]].
-func parsePrintedSignature(t *testing.T, out string) []byte {
-	t.Helper()
-	hex := regexp.MustCompile(`0x[0-9a-fA-F]{2}\b`).FindAllString(out, -1)
-	if strings.Count(out, "[") != 2 || len(hex) != 64 {
-		t.Fatalf("ostree show printed %q: want one 64-byte signature", out)
-	}
-	sig := make([]byte, len(hex))
-	for i, h := range hex {
-		v, err := strconv.ParseUint(h[2:], 16, 8)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sig[i] = byte(v)
-	}
-	return sig
 }
 
 // summarySignature reads the one ostree.sign.ed25519 signature out of a
