@@ -62,7 +62,8 @@ func TestPublishedEd25519VerifiedByOpenSSL(t *testing.T) {
 			continue
 		}
 		if err := testtool.OpenSSLVerifyEd25519(t, pub, tc.data, tc.sigs[0]); err != nil {
-			t.Errorf("%s: openssl refused our ed25519 signature: %v", tc.what, err)
+			ours := sign.VerifyAll(keys.verifiers, tc.data, map[string][][]byte{sign.Ed25519MetaKey: tc.sigs})
+			t.Errorf("%s: openssl refused our ed25519 signature %x (our verifier: %v): %v", tc.what, tc.sigs[0], ours, err)
 		}
 		off := bytes.Clone(tc.data)
 		off[len(off)/2] ^= 0x01

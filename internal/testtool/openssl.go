@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/pem"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -76,32 +78,111 @@ func errString(err error) string {
 	return err.Error()
 }
 
-var hexByte = regexp.MustCompile(`0x[0-9a-fA-F]{2}\b`)
+var hexByte = regexp.MustCompile(`^0x[0-9a-fA-F]{2}$`)
 
 // ParseOstreeByteArrays reads the aay `ostree show
-// --print-detached-metadata-key=KEY` prints (GVariant text such as
-// [[byte 0x1f, 0x2e], [0x01, ...]]) into its byte arrays.
+// --print-detached-metadata-key=KEY` prints: GVariant text such as
+// [[byte 0x1f, 0x2e], [0x01, ...]], where GLib prints an element that
+// ends in its only NUL byte as a bytestring, b'...' with g_strescape
+// escapes (so about one ed25519 signature in 300 comes out that way).
 func ParseOstreeByteArrays(t testing.TB, out string) [][]byte {
 	t.Helper()
-	s := strings.TrimSpace(out)
-	s = strings.TrimPrefix(s, "@aay ")
-	if !strings.HasPrefix(s, "[") || !strings.HasSuffix(s, "]") {
-		t.Fatalf("ostree show printed %q: want an array of byte arrays", out)
-	}
-	var arrays [][]byte
-	for _, part := range strings.Split(s[1:len(s)-1], "]") {
-		if strings.TrimSpace(strings.Trim(part, ", ")) == "" {
-			continue
-		}
-		var b []byte
-		for _, h := range hexByte.FindAllString(part, -1) {
-			v, err := strconv.ParseUint(h[2:], 16, 8)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b = append(b, byte(v))
-		}
-		arrays = append(arrays, b)
+	arrays, err := parseByteArrays(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatalf("ostree show printed %q: %v", out, err)
 	}
 	return arrays
+}
+
+func parseByteArrays(s string) ([][]byte, error) {
+	s = strings.TrimPrefix(s, "@aay ")
+	if len(s) < 2 || s[0] != '[' || s[len(s)-1] != ']' {
+		return nil, errors.New("want an array of byte arrays")
+	}
+	s = s[1 : len(s)-1]
+	var arrays [][]byte
+	for {
+		s = strings.TrimLeft(s, " ,")
+		s = strings.TrimPrefix(s, "@ay ")
+		switch {
+		case s == "":
+			return arrays, nil
+		case s[0] == '[':
+			end := strings.IndexByte(s, ']')
+			if end < 0 {
+				return nil, errors.New("unterminated byte array")
+			}
+			b := []byte{}
+			for _, f := range strings.FieldsFunc(s[1:end], func(r rune) bool { return r == ',' || r == ' ' }) {
+				if f == "byte" {
+					continue
+				}
+				if !hexByte.MatchString(f) {
+					return nil, fmt.Errorf("%q is not a byte", f)
+				}
+				v, _ := strconv.ParseUint(f[2:], 16, 8)
+				b = append(b, byte(v))
+			}
+			arrays = append(arrays, b)
+			s = s[end+1:]
+		case strings.HasPrefix(s, "b'") || strings.HasPrefix(s, `b"`):
+			b, rest, err := unescapeBytestring(s[1:])
+			if err != nil {
+				return nil, err
+			}
+			arrays = append(arrays, b)
+			s = rest
+		default:
+			return nil, fmt.Errorf("unexpected %q", s)
+		}
+	}
+}
+
+// unescapeBytestring reads a quoted bytestring (quote first) as GLib's
+// g_variant_print writes it and returns its bytes with the NUL the text
+// form leaves out, and what follows the closing quote.
+func unescapeBytestring(s string) ([]byte, string, error) {
+	q := s[0]
+	var b []byte
+	for i := 1; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == q:
+			return append(b, 0), s[i+1:], nil
+		case c != '\\':
+			b = append(b, c)
+			continue
+		}
+		i++
+		if i == len(s) {
+			break
+		}
+		switch c := s[i]; c {
+		case 'b':
+			b = append(b, '\b')
+		case 'f':
+			b = append(b, '\f')
+		case 'n':
+			b = append(b, '\n')
+		case 'r':
+			b = append(b, '\r')
+		case 't':
+			b = append(b, '\t')
+		case 'v':
+			b = append(b, '\v')
+		default:
+			if c >= '0' && c <= '7' {
+				n := 0
+				for j := 0; j < 3 && i < len(s) && s[i] >= '0' && s[i] <= '7'; j++ {
+					n = n*8 + int(s[i]-'0')
+					i++
+				}
+				i--
+				b = append(b, byte(n))
+				continue
+			}
+			b = append(b, c) // \\, \", \'
+		}
+	}
+	return nil, "", errors.New("unterminated bytestring")
 }
