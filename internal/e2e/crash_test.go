@@ -22,7 +22,6 @@ import (
 
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/release"
-
 	"github.com/mxos-linux/mxos-update/internal/testtool"
 )
 

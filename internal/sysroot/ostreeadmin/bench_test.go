@@ -12,7 +12,6 @@ import (
 
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/sysroot"
-
 	"github.com/mxos-linux/mxos-update/internal/testtool"
 )
 
