@@ -22,6 +22,7 @@ import (
 
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/release"
+	"github.com/mxos-linux/mxos-update/internal/testtool"
 )
 
 // makeBulkTree writes that many small text files over 40 directories
@@ -407,7 +408,7 @@ func TestKillPublishAtCrashPoints(t *testing.T) {
 				}
 			}
 			if hit == "" && !t.Failed() {
-				t.Skipf("could not stop the publish at %q in 5 attempts (install strace to make this deterministic)", pt.name)
+				testtool.Skip(t, fmt.Sprintf("could not stop the publish at %q in 5 attempts (install strace to make this deterministic)", pt.name))
 			}
 			t.Logf("killed with %s present", strings.TrimPrefix(hit, s.repoDir()+"/"))
 			if st.summaryErr != nil {
