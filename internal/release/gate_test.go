@@ -154,7 +154,9 @@ func (m *mapStore) Commit(_ context.Context, ch, arch, v string) (string, error)
 	return c, nil
 }
 
-func (m *mapStore) OpenRollout(context.Context, string, string) (*OpenRollout, error) { return m.open, nil }
+func (m *mapStore) OpenRollout(context.Context, string, string) (*OpenRollout, error) {
+	return m.open, nil
+}
 
 // TestServicePlan: the API codes of the Service's refusals, and what a
 // good plan carries.
