@@ -66,6 +66,9 @@ type Request struct {
 	// "ostree:REPO_PATH:REF" naming a commit in another OSTree repository.
 	Source  string
 	Options ostree.CommitOptions
+	// ModeExceptions are the paths the publish policy gate (modepolicy.go)
+	// lets through; it checks every tree.
+	ModeExceptions ModeExceptions
 }
 
 // Result is what a publish made.
@@ -125,6 +128,9 @@ func (p *Publisher) Publish(ctx context.Context, req Request) (*Result, error) {
 	tree, meta, err := writeSource(ctx, txn, req.Source, req.Options)
 	if err != nil {
 		return nil, fmt.Errorf("publish: %w", err)
+	}
+	if err := checkSourceModes(ctx, txn, tree, req.ModeExceptions); err != nil {
+		return nil, err
 	}
 	ts := uint64(now().Unix())
 	if ts <= parentTS {
