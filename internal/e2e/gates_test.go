@@ -13,6 +13,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"net/http"
@@ -24,6 +25,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -96,7 +98,11 @@ type tlsSite struct {
 	env             []string // MXOS_TOKEN set
 }
 
-func startTLSSite(t *testing.T) *tlsSite {
+func startTLSSite(t *testing.T) *tlsSite { return startSite(t, true) }
+
+// startSite is startTLSSite, or with withTLS false a plain-HTTP server on
+// loopback (for a TLS-terminating proxy in front; url is then plain).
+func startSite(t *testing.T, withTLS bool) *tlsSite {
 	t.Helper()
 	s := &tlsSite{pki: newTestPKI(t), data: filepath.Join(t.TempDir(), "data"), release: newKeys(t), online: newKeys(t)}
 	out, err := exec.Command(mxosServer(), "token", "create", "--data", s.data, "--role", "release", "--name", "team").Output()
@@ -104,9 +110,12 @@ func startTLSSite(t *testing.T) *tlsSite {
 		t.Fatalf("token create: %v", err)
 	}
 	s.token = strings.TrimSpace(strings.Split(strings.TrimSpace(string(out)), "\n")[0])
-	repoURL := startServerBinary(t, s.data, "--channels", testserver.ChannelsDir(), "--release-keys", s.release.dir,
-		"--online-keys", s.online.dir, "--tls-cert", s.pki.cert, "--tls-key", s.pki.key)
-	if !strings.HasPrefix(repoURL, "https://") {
+	args := []string{"--channels", testserver.ChannelsDir(), "--release-keys", s.release.dir, "--online-keys", s.online.dir}
+	if withTLS {
+		args = append(args, "--tls-cert", s.pki.cert, "--tls-key", s.pki.key)
+	}
+	repoURL := startServerBinary(t, s.data, args...)
+	if withTLS != strings.HasPrefix(repoURL, "https://") {
 		t.Fatalf("the server announces %s, not https", repoURL)
 	}
 	s.url = strings.TrimSuffix(repoURL, "/repo")
@@ -364,5 +373,112 @@ func TestUpdaterOverTLS(t *testing.T) {
 	}
 	if requests.Load() == 0 || plainSeen.Load() != 0 {
 		t.Fatalf("%d requests through the TLS front, %d of them plain", requests.Load(), plainSeen.Load())
+	}
+}
+
+// freePort is a loopback TCP port that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestShippedNginxProxy (failure 7): the documented TLS-terminating proxy,
+// deploy/nginx/mxos-update.conf run by the real nginx with only addresses
+// and certificate paths changed, in front of mxos-server on loopback:
+// mxosctl publishes through it and stock ostree pulls through it.
+func TestShippedNginxProxy(t *testing.T) {
+	nginx := requireTool(t, "nginx")
+	requireOstreeGPG(t)
+	s := startSite(t, false)
+	conf, err := os.ReadFile("../../deploy/nginx/mxos-update.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpsPort, httpPort := freePort(t), freePort(t)
+	site := string(conf)
+	for old, repl := range map[string]string{
+		"listen 80;":      fmt.Sprintf("listen 127.0.0.1:%d;", httpPort),
+		"listen 443 ssl;": fmt.Sprintf("listen 127.0.0.1:%d ssl;", httpsPort),
+		"/etc/letsencrypt/live/updates.example.mx/fullchain.pem": s.pki.cert,
+		"/etc/letsencrypt/live/updates.example.mx/privkey.pem":   s.pki.key,
+		"http://127.0.0.1:8080":                                  s.url,
+	} {
+		if !strings.Contains(site, old) {
+			t.Fatalf("the shipped nginx config has no %q", old)
+		}
+		site = strings.ReplaceAll(site, old, repl)
+	}
+	dir := t.TempDir()
+	main := fmt.Sprintf(`daemon off;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log;
+events {}
+http {
+  access_log off;
+  client_body_temp_path %[1]s/body;
+  proxy_temp_path %[1]s/proxy;
+  fastcgi_temp_path %[1]s/fastcgi;
+  uwsgi_temp_path %[1]s/uwsgi;
+  scgi_temp_path %[1]s/scgi;
+  include %[1]s/site.conf;
+}
+`, dir)
+	for name, body := range map[string]string{"site.conf": site, "nginx.conf": main} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, nginx, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"))
+	// SIGTERM: nginx's fast shutdown, which also ends its workers (they
+	// hold the output pipe).
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second
+	var out lockedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
+	front := fmt.Sprintf("https://127.0.0.1:%d", httpsPort)
+	for i := 0; ; i++ {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", httpsPort))
+		if err == nil {
+			c.Close()
+			break
+		}
+		if i == 100 {
+			b, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+			t.Fatalf("nginx did not start: %s\n%s", out.String(), b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	env := append(s.env, "MXOS_CA_FILE="+s.pki.ca)
+	src := smallTree(t)
+	if out, err := runCmd(env, mxosctl(), "--server", front, "publish", "-q", "--channel", "testing", "--arch", "x86_64",
+		"--version", "10.0.1", "--keys", s.release.dir, "--work", filepath.Join(t.TempDir(), "work"), src); err != nil {
+		t.Fatalf("mxosctl publish through nginx: %v\n%s", err, out)
+	}
+	c := newClient(t, toolEnv(t), front+"/repo", append(gpgRemote(s.release.pgpPub), "--set=tls-ca-path="+s.pki.ca)...)
+	c.mustRun("remote", "gpg-import", "--keyring="+s.online.pgpPub, "origin")
+	c.mustRun("pull", "origin", "mxos/10/x86_64/testing")
+	if got, want := c.revParse("origin:mxos/10/x86_64/testing"), s.refs(t)["mxos/10/x86_64/testing"]; got != want.String() {
+		t.Fatalf("stock pull through nginx: %s, want %s", got, want)
+	}
+	// Plain HTTP on the proxy only redirects.
+	resp, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).
+		Get(fmt.Sprintf("http://127.0.0.1:%d/api/v1/channels", httpPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMovedPermanently || !strings.HasPrefix(resp.Header.Get("Location"), "https://") {
+		t.Fatalf("plain HTTP on the proxy: %s %s", resp.Status, resp.Header.Get("Location"))
 	}
 }
