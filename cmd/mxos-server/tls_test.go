@@ -2,6 +2,7 @@ package main
 
 import (
 	"net"
+	"os"
 	"strings"
 	"testing"
 )
@@ -42,5 +43,38 @@ func TestCheckListen(t *testing.T) {
 	}
 	if _, err := withTLS.serverTLS(); err == nil || !strings.Contains(err.Error(), "TLS certificate") {
 		t.Errorf("missing certificate files: %v", err)
+	}
+}
+
+// The shipped unit listens on every interface, so it must give TLS files.
+func TestShippedUnitServesTLS(t *testing.T) {
+	b, err := os.ReadFile("../../deploy/systemd/mxos-server.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var o tlsOptions
+	listen := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Environment=MXOS_TLS_CERT="); ok {
+			o.cert = v
+		}
+		if v, ok := strings.CutPrefix(line, "Environment=MXOS_TLS_KEY="); ok {
+			o.key = v
+		}
+		if v, ok := strings.CutPrefix(line, "ExecStart=/usr/bin/mxos-server "); ok {
+			f := strings.Fields(v)
+			for i := range f[:len(f)-1] {
+				if f[i] == "--listen" {
+					listen = f[i+1]
+				}
+			}
+			o.insecureHTTP = strings.Contains(v, "--insecure-http")
+		}
+	}
+	if listen == "" {
+		t.Fatal("the unit gives no --listen")
+	}
+	if err := o.checkListen(listen); err != nil {
+		t.Fatalf("the shipped unit would not start: %v", err)
 	}
 }
