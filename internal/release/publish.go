@@ -25,6 +25,13 @@
 // digest listed next to the commit in the release-signed targets, and
 // tagged only once the server has accepted the release.
 //
+// Release gates (gate.go, service.go) decide, for the server, who may
+// publish or promote into which channel: channels with promotes_from take
+// promotions only, and each channel's publishers list is enforced. The
+// publish policy gate (modepolicy.go) refuses trees with unsafe modes
+// (world-readable shadow files, world-writable setuid or setgid files)
+// before they are signed, locally and for remote publishing alike.
+//
 // Stock ostree clients cannot express that split: they import both public
 // OpenPGP keys (`ostree remote gpg-import` of the release and the online
 // openpgp.pub.asc) and then accept either key for commits and summaries
