@@ -1,10 +1,19 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestCheckListen(t *testing.T) {
@@ -76,5 +85,60 @@ func TestShippedUnitServesTLS(t *testing.T) {
 	}
 	if err := o.checkListen(listen); err != nil {
 		t.Fatalf("the shipped unit would not start: %v", err)
+	}
+}
+
+// selfSigned writes a certificate for cn and its key as PEM files.
+func selfSigned(t *testing.T, dir, cn string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
+	return certFile, keyFile
+}
+
+// A renewed certificate is served without a restart; a broken renewal
+// keeps the old one serving.
+func TestCertReload(t *testing.T) {
+	dir := t.TempDir()
+	cf, kf := selfSigned(t, dir, "old")
+	l, err := newCertLoader(cf, kf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := func() string {
+		c, _ := l.get(nil)
+		x, err := x509.ParseCertificate(c.Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return x.Subject.CommonName
+	}
+	later := time.Now().Add(time.Minute)
+	selfSigned(t, dir, "new")
+	os.Chtimes(cf, later, later)
+	if got := name(); got != "old" {
+		t.Fatalf("reloaded before the check interval: %s", got)
+	}
+	l.checked = time.Now().Add(-2 * certReloadEvery)
+	if got := name(); got != "new" {
+		t.Fatalf("after a renewal: %s", got)
+	}
+	os.WriteFile(kf, []byte("broken"), 0o600)
+	os.Chtimes(kf, later.Add(time.Minute), later.Add(time.Minute))
+	l.checked = time.Now().Add(-2 * certReloadEvery)
+	if got := name(); got != "new" {
+		t.Fatalf("after a broken renewal: %s", got)
 	}
 }
