@@ -282,11 +282,13 @@ func TestKillPublishLeavesConsistentRepo(t *testing.T) {
 }
 
 // startServerBinary runs `mxos-server --data data --listen 127.0.0.1:0`
-// and returns the repository URL it prints.
-func startServerBinary(t testing.TB, data string) string {
+// with any extra flags and returns the repository URL it prints (https
+// with --tls-cert).
+func startServerBinary(t testing.TB, data string, extra ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, mxosServer(), "--data", data, "--listen", "127.0.0.1:0", "--log-level", "warn")
+	args := append([]string{"--data", data, "--listen", "127.0.0.1:0", "--log-level", "warn"}, extra...)
+	cmd := exec.CommandContext(ctx, mxosServer(), args...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 10 * time.Second
 	stdout, err := cmd.StdoutPipe()
@@ -308,7 +310,7 @@ func startServerBinary(t testing.TB, data string) string {
 	urls := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
-		re := regexp.MustCompile(`http://127\.0\.0\.1:[0-9]+/repo`)
+		re := regexp.MustCompile(`https?://127\.0\.0\.1:[0-9]+/repo`)
 		for sc.Scan() {
 			if u := re.FindString(sc.Text()); u != "" {
 				urls <- u

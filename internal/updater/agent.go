@@ -295,7 +295,7 @@ func (a *Agent) install(ctx context.Context, t api.Target, want ostree.Checksum)
 			got, err = FetchOCI(ctx, OCIOptions{Server: a.Cfg.Server, SignedHost: a.Cfg.ImageHost,
 				Ref: t.Ref, Version: t.Version, Commit: want, ImageKeys: a.ImageKeys,
 				Sysroot: a.Sys.Root(), Repo: a.Repo, RepoURLs: a.Puller.URLs, Verifiers: a.Puller.Verifiers,
-				MinTimestamp: opts.MinTimestamp, Current: opts.Current, HTTP: a.Puller.HTTP})
+				MinTimestamp: opts.MinTimestamp, Current: opts.Current, HTTP: a.Puller.HTTP, CAFile: a.Cfg.CAFile})
 		} else {
 			got, err = a.Puller.Pull(ctx, a.Repo, t.Ref, opts)
 		}

@@ -76,6 +76,11 @@ type Config struct {
 	Interval  Duration `yaml:"interval"`
 	Jitter    Duration `yaml:"jitter"`
 	Strategy  Strategy `yaml:"strategy"`
+
+	// CAFile (TLS, tls.go) is a PEM file of the CA that signed the TLS
+	// certificates of the server, the mirrors and the registry, added to
+	// the system's roots for every request the agent makes.
+	CAFile string `yaml:"ca_file"`
 }
 
 // Strategy says when a staged update may switch and reboot.

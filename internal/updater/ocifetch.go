@@ -107,6 +107,8 @@ type OCIOptions struct {
 	Current      ostree.Checksum
 	// HTTP fetches the commit objects (http.DefaultClient when nil).
 	HTTP *http.Client
+	// CAFile is trusted for the registry next to the system's roots.
+	CAFile string
 	// MaxBytes bounds the unpacked image (unpack.DefaultMaxBytes when 0).
 	MaxBytes int64
 	// Progress receives containers/image's progress (nothing when nil).
@@ -186,7 +188,7 @@ func fetchOCI(ctx context.Context, o OCIOptions) (ostree.Checksum, error) {
 	if err := repairLayout(layout); err != nil {
 		return zero, err
 	}
-	sys, err := imageio.SystemContext(imageio.ContextOptions{Registry: reg, Dir: filepath.Join(work, "ctx"), Arch: ociArch})
+	sys, err := imageio.SystemContext(imageio.ContextOptions{Registry: reg, Dir: filepath.Join(work, "ctx"), Arch: ociArch, CAFile: o.CAFile})
 	if err != nil {
 		return zero, err
 	}

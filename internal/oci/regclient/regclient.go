@@ -57,6 +57,13 @@ func New(server, token string) (*Client, error) {
 	return &Client{base: u, token: token, http: &http.Client{Timeout: 30 * time.Minute}}, nil
 }
 
+// SetTransport makes the client use rt (e.g. one trusting a private CA).
+func (c *Client) SetTransport(rt http.RoundTripper) {
+	hc := *c.http
+	hc.Transport = rt
+	c.http = &hc
+}
+
 // Host is host[:port] of the registry, the first part of image names.
 func (c *Client) Host() string { return c.base.Host }
 
