@@ -35,6 +35,12 @@ type DeviceIdentity struct {
 	CredentialExpires time.Time
 }
 
+// IdentityState returns what admins said about a device id
+// (IdentityNone when nothing).
+func (q *Queries) IdentityState(ctx context.Context, id string) (IdentityState, error) {
+	return q.deviceIdentityState(ctx, id)
+}
+
 func (q *Queries) deviceIdentityState(ctx context.Context, id string) (IdentityState, error) {
 	var st string
 	err := q.q.QueryRowContext(ctx, `SELECT state FROM device_identities WHERE device_id = $1`, id).Scan(&st)
