@@ -2,6 +2,7 @@ package db
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"slices"
@@ -154,4 +155,19 @@ func (q *Queries) DevicesWithRollbacks(ctx context.Context) ([]string, error) {
 	}
 	slices.Sort(out)
 	return out, nil
+}
+
+// DeviceReports returns a device's latest reports, newest first (at most
+// limit; 0 means 100).
+func (q *Queries) DeviceReports(ctx context.Context, deviceID string, limit int) ([]Report, error) {
+	return queryAll(ctx, q.q, "reading reports of "+deviceID, func(r *sql.Rows) (Report, error) {
+		var rep Report
+		var ro sql.NullString
+		var ev string
+		var at int64
+		err := r.Scan(&rep.DeviceID, &ro, &rep.Version, &ev, &rep.Error, &at, &rep.Seq)
+		rep.RolloutID, rep.Event, rep.At = ro.String, api.Event(ev), fromMicros(at)
+		return rep, err
+	}, `SELECT device_id, rollout_id, version, event, error_text, reported_at, seq FROM reports
+		WHERE device_id = $1 ORDER BY id DESC LIMIT $2`, deviceID, pageLimit(limit))
 }

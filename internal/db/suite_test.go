@@ -834,6 +834,9 @@ func testReportSeq(t *testing.T, s *Store) {
 	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM reports WHERE device_id = 'pc1'`).Scan(&n); err != nil || n != 3 {
 		t.Errorf("stored %d reports (%v), want 3", n, err)
 	}
+	if reps, err := s.DeviceReports(ctx, "pc1", 2); err != nil || len(reps) != 2 || reps[0].Seq != 100 || reps[1].Seq != 6 || reps[0].Event != api.EventHealthOK {
+		t.Errorf("DeviceReports = %+v, %v", reps, err)
+	}
 }
 
 // Device identities: enroll once, authorize, revoke, rotate, bind.

@@ -350,3 +350,15 @@ func TestTokenPowers(t *testing.T) {
 		t.Fatal("the admin's refused release token left no audit trace")
 	}
 }
+
+// auditedDenials returns the auth.denied entries whose subject starts
+// with prefix.
+func auditedDenials(es []db.Entry, prefix string) []db.Entry {
+	var out []db.Entry
+	for _, e := range es {
+		if e.Action == "auth.denied" && strings.HasPrefix(e.Subject, prefix) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
