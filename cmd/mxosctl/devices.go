@@ -14,7 +14,7 @@ func newDevicesCmd(r *remote) *cobra.Command {
 	cmd := newDevicesListCmd(r, "devices [--channel C] [--group G] [--limit N] [--after ID]")
 	cmd.Short = "List the devices the server knows; manage their identities (subcommands)"
 	cmd.AddCommand(newDevicesListCmd(r, "list [--channel C] [--group G] [--limit N] [--after ID]"),
-		newDevicesIdentitiesCmd(r), newDevicesAuthorizeCmd(r), newDevicesRevokeCmd(r))
+		newDevicesIdentitiesCmd(r), newDevicesAuthorizeCmd(r), newDevicesRevokeCmd(r), newDevicesReportsCmd(r))
 	return cmd
 }
 
@@ -54,6 +54,47 @@ func newDevicesIdentitiesCmd(r *remote) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newDevicesReportsCmd(r *remote) *cobra.Command {
+	var asJSON bool
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "reports ID [--limit N]",
+		Short: "Show a device's latest reports; COUNTED marks those that count toward auto-halt",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := r.client(cmd)
+			if err != nil {
+				return err
+			}
+			list, err := c.DeviceReports(cmd.Context(), args[0], limit)
+			if err != nil {
+				return r.explain(err)
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				return printJSON(out, nonNil(list))
+			}
+			if len(list) == 0 {
+				fmt.Fprintf(out, "No reports from %s.\n", args[0])
+				return nil
+			}
+			t := newTable(out, "AT", "EVENT", "COUNTED", "VERSION", "ROLLOUT", "ERROR")
+			for _, rep := range list {
+				counted := "no"
+				if rep.Counted {
+					counted = "yes"
+				}
+				t.row(when(rep.At), string(rep.Event), counted, rep.Version, rep.RolloutID, rep.Error)
+			}
+			t.flush()
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().IntVar(&limit, "limit", 0, "at most this many reports (default: the server's, 100)")
 	return cmd
 }
 

@@ -19,6 +19,7 @@ import "time"
 //	DELETE /api/v1/pins/{scope}/{target}  admin    → 204
 //	GET    /api/v1/devices                admin    ?channel=&group=&limit=&after= → DeviceList
 //	PUT    /api/v1/devices/{id}/group     admin    GroupRequest → 204
+//	GET    /api/v1/devices/{id}/reports   admin    ?limit= → []DeviceReport (newest first)
 //	GET    /api/v1/identities             admin    → []DeviceIdentity
 //	PUT    /api/v1/identities/{id}        admin    → DeviceIdentity (authorize: may enroll once)
 //	DELETE /api/v1/identities/{id}        admin    → DeviceIdentity (revoke its credentials)
@@ -120,6 +121,18 @@ type DeviceList struct {
 	Devices []Device `json:"devices"`
 	Total   int      `json:"total"`
 	Next    string   `json:"next,omitempty"`
+}
+
+// DeviceReport is one report a device sent, as stored. Counted says
+// whether its class counts toward auto-halt (Event.ReleaseFailure).
+type DeviceReport struct {
+	RolloutID string    `json:"rollout_id,omitempty"`
+	Version   string    `json:"version"`
+	Event     Event     `json:"event"`
+	Counted   bool      `json:"counted"`
+	Error     string    `json:"error,omitempty"`
+	At        time.Time `json:"at"`
+	Seq       int64     `json:"seq,omitempty"`
 }
 
 // GroupRequest sets a device's group ("" removes it).

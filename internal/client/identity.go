@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 
 	"github.com/mxos-linux/mxos-update/internal/api"
 )
@@ -76,5 +77,22 @@ func (c *Client) identity(ctx context.Context, method, what, deviceID string) (a
 func (c *Client) AllTokens(ctx context.Context) ([]api.TokenInfo, error) {
 	var out []api.TokenInfo
 	err := c.do(ctx, request{what: "listing tokens", method: http.MethodGet, path: "/tokens", query: url.Values{"credentials": {"1"}}, out: &out})
+	return out, err
+}
+
+// DeviceReports returns a device's latest reports, newest first (limit 0:
+// the server's default).
+func (c *Client) DeviceReports(ctx context.Context, deviceID string, limit int) ([]api.DeviceReport, error) {
+	var out []api.DeviceReport
+	what := "reading the reports of " + deviceID
+	n, err := seg("device id", deviceID)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	var q url.Values
+	if limit > 0 {
+		q = url.Values{"limit": {strconv.Itoa(limit)}}
+	}
+	err = c.do(ctx, request{what: what, method: http.MethodGet, path: "/devices/" + n + "/reports", query: q, out: &out})
 	return out, err
 }

@@ -142,6 +142,7 @@ func TestAuthMatrix(t *testing.T) {
 		{"GET", "/api/v1/devices", nil, []string{"admin"}, ""},
 		{"PUT", "/api/v1/devices/d1/group", api.GroupRequest{Group: "lab"}, []string{"admin"}, ""},
 		{"GET", "/api/v1/identities", nil, []string{"admin"}, ""},
+		{"GET", "/api/v1/devices/d1/reports", nil, []string{"admin"}, ""},
 		{"PUT", "/api/v1/identities/d9", nil, []string{"admin"}, ""},
 		{"DELETE", "/api/v1/identities/d9", nil, []string{"admin"}, ""},
 		{"GET", "/api/v1/audit", nil, []string{"release", "admin"}, ""},

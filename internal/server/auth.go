@@ -187,6 +187,7 @@ func (s *Server) authRoutes() {
 	h("POST "+p+"/enroll", []auth.Permission{auth.PermEnroll}, a.handleEnroll)
 	h("POST "+p+"/credential/rotate", []auth.Permission{auth.PermDevice}, a.handleRotate)
 	h("GET "+p+"/identities", []auth.Permission{auth.PermReadDevices}, a.handleIdentities)
+	h("GET "+p+"/devices/{id}/reports", []auth.Permission{auth.PermReadDevices}, a.handleDeviceReports)
 	h("PUT "+p+"/identities/{id}", []auth.Permission{auth.PermManageDevices}, a.handleIdentityChange)
 	h("DELETE "+p+"/identities/{id}", []auth.Permission{auth.PermManageDevices}, a.handleIdentityChange)
 }
@@ -320,5 +321,28 @@ func (a *apiState) handleIdentityChange(w http.ResponseWriter, r *http.Request) 
 		st = db.IdentityRevoked
 	}
 	writeJSON(w, http.StatusOK, api.DeviceIdentity{DeviceID: id, State: string(st), UpdatedAt: now, UpdatedBy: who, Revoked: n})
+	return nil
+}
+
+// handleDeviceReports shows a device's latest reports, every class
+// included: refusals and download errors are shown even though they never
+// count toward auto-halt.
+func (a *apiState) handleDeviceReports(w http.ResponseWriter, r *http.Request) error {
+	limit := 100
+	if l := r.URL.Query().Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 1000 {
+			return api.Errorf(api.CodeBadRequest, "limit must be 1 to 1000")
+		}
+		limit = n
+	}
+	reps, err := a.store.DeviceReports(r.Context(), r.PathValue("id"), limit)
+	if err != nil {
+		return err
+	}
+	writeList(w, reps, func(rep db.Report) api.DeviceReport {
+		return api.DeviceReport{RolloutID: rep.RolloutID, Version: rep.Version, Event: rep.Event, Counted: rep.Event.ReleaseFailure(),
+			Error: rep.Error, At: rep.At, Seq: rep.Seq}
+	})
 	return nil
 }

@@ -162,12 +162,28 @@ func TestForgedReportsChangeNothing(t *testing.T) {
 	if n, _ := f.store.CountDevices(ctx, db.DeviceFilter{}); n != devicesBefore {
 		t.Fatalf("forged requests registered %d devices", n-devicesBefore)
 	}
+	// Refusals and download errors are stored and shown, never counted.
+	for i, ev := range []api.Event{api.EventRefused, api.EventDownloadFailed, api.EventConfigError} {
+		r := ok
+		r.Seq, r.Event, r.Error = int64(20+i), ev, "no route to host"
+		if code, body := f.do(t, real, "POST", "/api/v1/report", r); code != 204 {
+			t.Fatalf("report %s: %d %s", ev, code, body)
+		}
+	}
+	code, body := f.do(t, f.tokens["admin"], "GET", "/api/v1/devices/real-1/reports", nil)
+	var reps []api.DeviceReport
+	if code != 200 || json.Unmarshal(body, &reps) != nil || len(reps) != 4 || reps[0].Event != api.EventConfigError || reps[0].Counted || reps[3].Event != api.EventHealthOK {
+		t.Fatalf("device reports: %d %s", code, body)
+	}
+	if s, _ := f.store.RolloutStats(ctx, id, time.Now().Add(-24*time.Hour)); s != (rollout.Stats{Successes: 1}) {
+		t.Fatalf("stats after refusals %+v", s)
+	}
 	// Every denial is counted; the audit log got at most the rate limit.
 	acts := f.auditActions(t)
 	if acts["auth.denied"] == 0 || acts["auth.denied"] > deniedPerWindow || acts["auth.denied.suppressed"] > 1 {
 		t.Fatalf("audit: %d auth.denied entries, %d summaries (limit %d)", acts["auth.denied"], acts["auth.denied.suppressed"], deniedPerWindow)
 	}
-	_, body := f.do(t, "", "GET", "/metrics", nil)
+	_, body = f.do(t, "", "GET", "/metrics", nil)
 	if !strings.Contains(string(body), `mxos_api_denied_total{status="403"} 1010`) {
 		t.Fatalf("metrics lack the denials:\n%s", grepLines(string(body), "denied"))
 	}
