@@ -256,8 +256,7 @@ func (f *pubFixture) state(t *testing.T) string {
 		ros, _ := f.store.ListRollouts(ctx, ch)
 		fmt.Fprintf(&sb, "%s %d releases %d rollouts\n", ch, len(rs), len(ros))
 	}
-	seq, _, _ := f.store.AuditHead(ctx)
-	fmt.Fprintf(&sb, "audit %d\n", seq)
+	fmt.Fprintf(&sb, "audit %d\n", changesAudited(t, f.store))
 	return sb.String()
 }
 

@@ -46,8 +46,15 @@ type Config struct {
 	// TokenFile holds the device token (role device); kept out of the
 	// config so the config can be world-readable.
 	TokenFile string `yaml:"token_file"`
-	DeviceID  string `yaml:"device_id"`
-	Channel   string `yaml:"channel"`
+	// Device identity (credential.go): CredentialFile keeps the device's
+	// own credential, 0600 (default /var/lib/mxos-updater/credential);
+	// EnrollTokenFile holds the school image's enroll token, traded once
+	// for that credential. Either replaces TokenFile.
+	CredentialFile  string `yaml:"credential_file"`
+	EnrollTokenFile string `yaml:"enroll_token_file"`
+
+	DeviceID string `yaml:"device_id"`
+	Channel  string `yaml:"channel"`
 	// AllowedChannels are other channels an admin may move this machine
 	// to (a pin); offers of any other channel are refused.
 	AllowedChannels []string `yaml:"allowed_channels"`
@@ -158,6 +165,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Sysroot == "" {
 		c.Sysroot = "/"
+	}
+	if c.CredentialFile == "" {
+		c.CredentialFile = DefaultCredentialFile
 	}
 	if c.HealthDir == "" {
 		c.HealthDir = "/etc/mxos-updater/health"

@@ -449,10 +449,14 @@ func contains(list []string, v string) bool {
 	return false
 }
 
-// Report records a device event. A failure report re-judges the rollout it
-// names: when the failure rate over the channel's window passes the
-// threshold (with enough reports), the rollout halts, in the same
-// transaction as an audit entry that says why.
+// Report records a device event. Its sequence number must be above the
+// device's last (db.ErrReplay otherwise). A release failure
+// (api.Event.ReleaseFailure: health-failed, boot-failed, rolled-back)
+// re-judges the rollout it names: when the failure rate over the channel's
+// window passes the threshold (with enough reports), the rollout halts, in
+// the same transaction as an audit entry that says why. Refusals, download
+// and configuration errors are stored and never counted. The caller has
+// checked that the credential belongs to req.DeviceID.
 func (s *Service) Report(ctx context.Context, req api.ReportRequest) error {
 	if err := req.Validate(); err != nil {
 		return err
@@ -477,7 +481,7 @@ func (s *Service) Report(ctx context.Context, req api.ReportRequest) error {
 			return fmt.Errorf("report %s: %w", req.DeviceID, err)
 		}
 	}
-	if req.Event == api.EventRolledBack {
+	if req.Event.ReleaseFailure() {
 		defer s.rolled.clear() // after the commit: never re-offer what this device left
 	}
 	halted := false
@@ -491,12 +495,11 @@ func (s *Service) Report(ctx context.Context, req api.ReportRequest) error {
 	}()
 	return s.Store.Tx(ctx, func(tx *db.Tx) error {
 		if err := tx.AddReport(ctx, db.Report{DeviceID: dev.ID, RolloutID: req.RolloutID, Version: req.Version,
-			Event: req.Event, Error: req.Error, At: at}); err != nil {
+			Event: req.Event, Error: req.Error, At: at, Seq: req.Seq}); err != nil {
 			return fmt.Errorf("report %s: %w", req.DeviceID, err)
 		}
-		if req.RolloutID == "" || ro.State != rollout.StateActive ||
-			(req.Event != api.EventRolledBack && req.Event != api.EventFailed) {
-			return nil
+		if req.RolloutID == "" || ro.State != rollout.StateActive || !req.Event.ReleaseFailure() {
+			return nil // refusals, download and config errors never halt a rollout
 		}
 		ch, err := s.Channels.Get(ro.Channel)
 		if err != nil {
