@@ -50,7 +50,7 @@ func (r *Repo) Begin() (*Txn, error) {
 		return nil, fmt.Errorf("lock repository: %w", err)
 	}
 	tmp := filepath.Join(r.path, "tmp")
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
+	if err := mkdirAll(tmp, 0o755); err != nil {
 		lf.Close()
 		return nil, fmt.Errorf("begin transaction: %w", err)
 	}
@@ -229,6 +229,7 @@ func (t *Txn) Commit() error {
 		dst := t.repo.objectFile(k.c, k.t)
 		dir := filepath.Dir(dst)
 		if !made[dir] {
+			// Not synced one by one: the syncfs below covers them.
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				return fmt.Errorf("commit transaction: %w", err)
 			}
@@ -290,7 +291,7 @@ func (t *Txn) SetRef(ref string, commit Checksum) error {
 		return fmt.Errorf("set ref %s: %w", ref, err)
 	}
 	p := filepath.Join(t.repo.path, "refs", "heads", filepath.FromSlash(ref))
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	if err := mkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return fmt.Errorf("set ref %s: %w", ref, err)
 	}
 	if err := writeFileAtomic(t.stage, p, []byte(commit.String()+"\n"), 0o644); err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/channelmeta"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/rollout"
+	"github.com/mxos-linux/mxos-update/internal/storage"
 )
 
 // What the agent checks about an offer before it downloads anything, and
@@ -123,7 +124,7 @@ func (a *Agent) channelState(ctx context.Context) (*channelmeta.State, error) {
 		return nil, fmt.Errorf("reading the trusted root of the channel metadata: %w", err)
 	}
 	cache := filepath.Join(a.Sys.Root(), MetadataDir)
-	if err := os.MkdirAll(cache, 0o700); err != nil {
+	if err := storage.MkdirAll(cache, 0o700); err != nil {
 		return nil, fmt.Errorf("channel metadata cache: %w", err)
 	}
 	removeStaleTemps(cache, time.Now())

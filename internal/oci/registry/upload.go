@@ -57,7 +57,7 @@ func (s *Store) startUpload(name string) (string, error) {
 		return "", fmt.Errorf("starting upload: %w", err)
 	}
 	// info last: a session without it is incomplete and never opened.
-	if err := storage.WriteFileAtomic(s.tmp, filepath.Join(dir, "info"), info, 0o644); err != nil {
+	if err := storage.WriteFile(filepath.Join(dir, "info"), info, 0o644, storage.TempDir(s.tmp)); err != nil {
 		_ = os.RemoveAll(dir)
 		return "", fmt.Errorf("starting upload: %w", err)
 	}
