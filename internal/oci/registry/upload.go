@@ -199,3 +199,9 @@ func (s *Store) expireUploads(now time.Time) (int, error) {
 	}
 	return n, nil
 }
+
+// ExpireUploads removes upload sessions idle for longer than
+// Options.UploadTTL and reports how many it removed. GC calls it; servers
+// call it when they start, so sessions a crash left behind do not wait
+// for the next GC.
+func (s *Store) ExpireUploads(now time.Time) (int, error) { return s.expireUploads(now) }
