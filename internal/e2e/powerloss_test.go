@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -40,14 +41,15 @@ type cutDisk struct {
 	pending map[int64][]byte // blocks written since
 	rng     *rand.Rand
 	cutAt   int // the write at which power is cut; 0: never
+	cutAtF  int // or the flush (cut as it arrives, so it is not honoured)
 	writes  int
 	flushes int
 	isCut   bool
 	cutCh   chan struct{}
 }
 
-func newCutDisk(img []byte, cutAt int, seed uint64) *cutDisk {
-	return &cutDisk{durable: img, pending: map[int64][]byte{}, cutAt: cutAt,
+func newCutDisk(img []byte, cutAt, cutAtFlush int, seed uint64) *cutDisk {
+	return &cutDisk{durable: img, pending: map[int64][]byte{}, cutAt: cutAt, cutAtF: cutAtFlush,
 		rng: rand.New(rand.NewPCG(seed, 3)), cutCh: make(chan struct{})}
 }
 
@@ -96,6 +98,10 @@ func (d *cutDisk) flush() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.isCut {
+		return
+	}
+	if d.flushes+1 == d.cutAtF {
+		d.cutLocked()
 		return
 	}
 	for bi, p := range d.pending {
@@ -311,26 +317,26 @@ func TestPowerCutDuringUpgrade(t *testing.T) {
 		t.Fatal(err)
 	}
 	node := &diskNode{}
-	loadDisk := func(cutAt int, seed uint64) *cutDisk {
+	loadDisk := func(cutAt, cutAtFlush int, seed uint64) *cutDisk {
 		b, err := os.ReadFile(img)
 		if err != nil {
 			t.Fatal(err)
 		}
-		d := newCutDisk(b, cutAt, seed)
+		d := newCutDisk(b, cutAt, cutAtFlush, seed)
 		node.mu.Lock()
 		node.disk = d
 		node.mu.Unlock()
 		return d
 	}
-	loadDisk(0, 0)
+	loadDisk(0, 0, 0)
 	mountDisk(t, fuseDir, node)
 	disk := filepath.Join(fuseDir, "disk")
 
 	// upgradeOnDisk runs the upgrade on the disk model, cutting the power
-	// at its cutAt-th write; it returns the disk and whether the upgrade
-	// finished before the cut.
-	upgradeOnDisk := func(cutAt int, seed uint64) (*cutDisk, bool) {
-		d := loadDisk(cutAt, seed)
+	// at its cutAt-th write or cutAtFlush-th flush; it returns the disk and
+	// whether the upgrade finished before the cut.
+	upgradeOnDisk := func(cutAt, cutAtFlush int, seed uint64) (*cutDisk, bool) {
+		d := loadDisk(cutAt, cutAtFlush, seed)
 		detach := attach(t, disk, s.root)
 		cmd := s.cmd(nil, "upgrade")
 		var out bytes.Buffer
@@ -362,8 +368,8 @@ func TestPowerCutDuringUpgrade(t *testing.T) {
 	// Calibration: how many writes an upgrade makes.
 	want := s.publish()
 	start := time.Now()
-	d, _ := upgradeOnDisk(0, 0)
-	total := d.writes
+	d, _ := upgradeOnDisk(0, 0, 0)
+	total, totalFlushes := d.writes, d.flushes
 	t.Logf("an upgrade on the disk model: %d writes, %d flushes, %s", d.writes, d.flushes, time.Since(start).Round(time.Millisecond))
 	if total < 10 || d.flushes == 0 {
 		t.Fatalf("the disk model saw %d writes and %d flushes: the loop device does not write through it", d.writes, d.flushes)
@@ -377,15 +383,24 @@ func TestPowerCutDuringUpgrade(t *testing.T) {
 	t.Logf("cut points from seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 4))
 	results := map[string]int{}
+	// Half the cuts fall on a random write, half on a random flush: the
+	// download makes most of the writes, while deploying and switching
+	// are a few large journal commits, each behind a flush.
 	for i := range cuts {
 		want := s.publish()
-		cutAt := 1 + rng.IntN(total)
-		_, finished := upgradeOnDisk(cutAt, seed+uint64(i))
+		cutAt, cutAtFlush, at := 1+rng.IntN(total), 0, ""
+		if i%2 == 1 {
+			cutAt, cutAtFlush = 0, 1+rng.IntN(totalFlushes)
+			at = fmt.Sprintf("flush %d of ~%d", cutAtFlush, totalFlushes)
+		} else {
+			at = fmt.Sprintf("write %d of ~%d", cutAt, total)
+		}
+		_, finished := upgradeOnDisk(cutAt, cutAtFlush, seed+uint64(i))
 		fsckClean(t, img, s.root)
 		detach := attach(t, img, s.root)
 		got := s.checkDevice()
 		if t.Failed() {
-			t.Fatalf("cut %d at write %d of ~%d left the device broken", i, cutAt, total)
+			t.Fatalf("cut %d at %s left the device broken", i, at)
 		}
 		outcome := "old deployment"
 		switch {
@@ -395,11 +410,11 @@ func TestPowerCutDuringUpgrade(t *testing.T) {
 			outcome = "new deployment"
 		}
 		results[outcome]++
-		t.Logf("cut %d at write %d of ~%d: %s (%s)", i, cutAt, total, outcome, s.stage(want, got))
+		t.Logf("cut %d at %s: %s (%s)", i, at, outcome, s.stage(want, got))
 		s.finish(want)
 		detach()
 		if t.Failed() {
-			t.Fatalf("after cut %d at write %d the upgrade did not finish", i, cutAt)
+			t.Fatalf("after cut %d at %s the upgrade did not finish", i, at)
 		}
 	}
 	t.Logf("%d power cuts: %v", cuts, results)
