@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"strconv"
+	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -170,6 +171,9 @@ func runServer(ctx context.Context, out io.Writer, g globalOptions, listen strin
 		return err
 	}
 	cfg := server.Config{DataDir: g.dataDir, Listen: listen, Logger: log, Registry: registry}
+	if _, err := server.Recover(cfg.DataDir, cfg.RegistryOptions, time.Now(), log); err != nil {
+		return err
+	}
 	chDir := g.channels
 	if chDir == "" {
 		if st, err := os.Stat("channels"); err == nil && st.IsDir() {

@@ -1,7 +1,6 @@
 package channelmeta
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -17,6 +16,8 @@ import (
 
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"github.com/mxos-linux/mxos-update/internal/storage"
 )
 
 // Options are the lifetimes of the signed roles and the repository's
@@ -113,7 +114,7 @@ func Init(dir string, keys Keys, rootSigners, releaseSigners []signature.Signer,
 	if err != nil {
 		return fmt.Errorf("init: %w", err)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := storage.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("init: %w", err)
 	}
 	for _, f := range []struct {
@@ -920,41 +921,7 @@ func readLimited(path string, max int64) ([]byte, error) {
 }
 
 // writeAtomic writes dir/name so that readers (the static file server, a
-// mirror's rsync) see either the old or the new complete file: temp file,
-// fsync, rename, fsync of the directory.
-func writeAtomic(dir, name string, data []byte) (err error) {
-	tmp, err := os.CreateTemp(dir, "."+name+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	defer func() {
-		if err != nil {
-			_ = tmp.Close()
-			_ = os.Remove(tmp.Name())
-		}
-	}()
-	if _, err = io.Copy(tmp, bytes.NewReader(data)); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err = tmp.Chmod(0o644); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err = tmp.Sync(); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err = os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	defer d.Close()
-	if err = d.Sync(); err != nil {
-		return fmt.Errorf("write %s: sync dir: %w", name, err)
-	}
-	return nil
+// mirror's rsync) see either the old or the new complete file.
+func writeAtomic(dir, name string, data []byte) error {
+	return storage.WriteFile(filepath.Join(dir, name), data, 0o644)
 }

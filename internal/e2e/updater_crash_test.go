@@ -547,47 +547,53 @@ func TestKillUpgradeAtRandom(t *testing.T) {
 }
 
 // TestKillUpgradeAtEachStep stops the upgrade deterministically at each
-// step that makes something visible: strace kills mxos-updater when it
-// renames a file onto the step's path (strace -P), so the rename never
-// happens. After each kill the device is checked and the next upgrade
-// must finish.
+// step that makes something visible or durable: strace kills mxos-updater
+// when it renames a file onto the step's path, or fsyncs the step's
+// directory (strace -P), so the call never happens. A step never reached
+// fails the test. After each kill the device is checked and the next
+// upgrade must finish.
 func TestKillUpgradeAtEachStep(t *testing.T) {
-	strace := usableStrace()
-	if strace == "" {
-		requireTool(t, "strace") // fails under CI
-		testtool.Skip(t, "strace cannot trace here (ptrace or seccomp-bpf refused)")
-	}
+	strace := requireStrace(t)
 	s := newUpdaterSite(t)
 	obj := func(c ostree.Checksum, typ ostree.ObjectType) string {
 		return filepath.Join(s.root, "repo", ostree.ObjectPath(c, typ))
 	}
 	points := []struct {
-		name string
-		path func(c ostree.Checksum) string
+		name  string
+		calls string // renameCalls unless set
+		path  func(c ostree.Checksum) string
 	}{
-		{"trusted timestamp saved", func(ostree.Checksum) string { return filepath.Join(s.root, "channel-metadata", "timestamp.json") }},
-		{"trusted snapshot saved", func(ostree.Checksum) string { return filepath.Join(s.root, "channel-metadata", "snapshot.json") }},
-		{"trusted targets saved", func(ostree.Checksum) string { return filepath.Join(s.root, "channel-metadata", "targets.json") }},
-		{"commit object stored", func(c ostree.Checksum) string { return obj(c, ostree.ObjCommit) }},
-		{"commit signatures stored", func(c ostree.Checksum) string { return obj(c, ostree.ObjCommitMeta) }},
-		{"local ref moved", func(ostree.Checksum) string { return filepath.Join(s.root, "repo", "refs", "heads", updaterTestRef) }},
-		{"deployment origin written", func(c ostree.Checksum) string { return filepath.Join(s.root, "deploy", c.String()+".0.origin") }},
-		{"deployment renamed into place", func(c ostree.Checksum) string { return filepath.Join(s.root, "deploy", c.String()+".0") }},
-		{"updater state written", func(ostree.Checksum) string { return filepath.Join(s.root, "mxos-updater.json") }},
-		{"pending boot recorded", func(ostree.Checksum) string { return filepath.Join(s.root, "state.json") }},
-		{"previous moved", func(ostree.Checksum) string { return filepath.Join(s.root, "previous") }},
-		{"current moved", func(ostree.Checksum) string { return filepath.Join(s.root, "current") }},
+		{"trusted timestamp saved", "", func(ostree.Checksum) string { return filepath.Join(s.root, "channel-metadata", "timestamp.json") }},
+		{"trusted snapshot saved", "", func(ostree.Checksum) string { return filepath.Join(s.root, "channel-metadata", "snapshot.json") }},
+		{"trusted targets saved", "", func(ostree.Checksum) string { return filepath.Join(s.root, "channel-metadata", "targets.json") }},
+		{"commit object stored", "", func(c ostree.Checksum) string { return obj(c, ostree.ObjCommit) }},
+		{"commit signatures stored", "", func(c ostree.Checksum) string { return obj(c, ostree.ObjCommitMeta) }},
+		{"local ref moved", "", func(ostree.Checksum) string { return filepath.Join(s.root, "repo", "refs", "heads", updaterTestRef) }},
+		{"local ref synced", fsyncCalls, func(ostree.Checksum) string {
+			return filepath.Join(s.root, "repo", "refs", "heads", filepath.Dir(updaterTestRef))
+		}},
+		{"deployment origin written", "", func(c ostree.Checksum) string { return filepath.Join(s.root, "deploy", c.String()+".0.origin") }},
+		{"deployment origin synced", fsyncCalls, func(ostree.Checksum) string { return filepath.Join(s.root, "deploy") }},
+		{"deployment renamed into place", "", func(c ostree.Checksum) string { return filepath.Join(s.root, "deploy", c.String()+".0") }},
+		{"updater state written", "", func(ostree.Checksum) string { return filepath.Join(s.root, "mxos-updater.json") }},
+		{"pending boot recorded", "", func(ostree.Checksum) string { return filepath.Join(s.root, "state.json") }},
+		{"previous moved", "", func(ostree.Checksum) string { return filepath.Join(s.root, "previous") }},
+		{"current moved", "", func(ostree.Checksum) string { return filepath.Join(s.root, "current") }},
+		{"sysroot directory synced", fsyncCalls, func(ostree.Checksum) string { return s.root }},
 	}
-	const calls = "rename,renameat,renameat2"
 	for _, pt := range points {
 		want := s.publish()
 		p := pt.path(s.commits[want])
-		wrap := []string{strace, "-f", "-qq", "-o", os.DevNull, "-P", p, "-e", "trace=" + calls,
-			"-e", "inject=" + calls + ":signal=SIGKILL"}
-		if !s.killedUpgrade(wrap, 0) {
-			t.Errorf("%s: the upgrade finished without renaming anything onto %s", pt.name, p)
+		calls := pt.calls
+		if calls == "" {
+			calls = renameCalls
 		}
-		if _, err := os.Lstat(p); err == nil && strings.Contains(p, s.commits[want].String()) {
+		if !s.killedUpgrade(stracePoint(strace, calls, p), 0) {
+			t.Errorf("%s: crash point never reached: the upgrade made no %s on %s", pt.name, calls, p)
+			continue
+		}
+		t.Logf("reached %q: killed at the %s on %s", pt.name, strings.SplitN(calls, ",", 2)[0], strings.TrimPrefix(p, s.root+"/"))
+		if _, err := os.Lstat(p); err == nil && calls == renameCalls && strings.Contains(p, s.commits[want].String()) {
 			t.Errorf("%s: %s exists although the kill came before its rename", pt.name, p)
 		}
 		s.checkDevice()

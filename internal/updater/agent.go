@@ -16,6 +16,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/health"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/ostree/pull"
+	"github.com/mxos-linux/mxos-update/internal/storage"
 	"github.com/mxos-linux/mxos-update/internal/sysroot"
 )
 
@@ -114,19 +115,7 @@ func (a *Agent) saveState(st agentState) error {
 	if err != nil {
 		return fmt.Errorf("writing updater state: %w", err)
 	}
-	tmp := a.statePath() + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return fmt.Errorf("writing updater state: %w", err)
-	}
-	_, werr := f.Write(append(b, '\n'))
-	serr := f.Sync()
-	cerr := f.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("writing updater state: %w", err)
-	}
-	if err := os.Rename(tmp, a.statePath()); err != nil {
+	if err := storage.WriteFile(a.statePath(), append(b, '\n'), 0o644, storage.TempPath(a.statePath()+".tmp")); err != nil {
 		return fmt.Errorf("writing updater state: %w", err)
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 
 	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	"github.com/mxos-linux/mxos-update/internal/storage"
 )
 
 // Mirror failover. The device reads two things from mirrors: the signed
@@ -43,10 +44,11 @@ func (a *Agent) metadataState(ctx context.Context, accept func(*channelmeta.Stat
 		return nil, fmt.Errorf("reading the trusted root of the channel metadata: %w", err)
 	}
 	cache := filepath.Join(a.Sys.Root(), MetadataDir)
-	if err := os.MkdirAll(cache, 0o700); err != nil {
+	if err := storage.MkdirAll(cache, 0o700); err != nil {
 		return nil, fmt.Errorf("channel metadata cache: %w", err)
 	}
 	removeStaleTemps(cache, time.Now())
+	dropTornMetadata(cache)
 	var errs []error
 	var worst error   // a verification failure says more than a network one
 	var refused error // a verified refusal says more than either

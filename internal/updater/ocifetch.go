@@ -58,6 +58,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/ostree/pull"
 	"github.com/mxos-linux/mxos-update/internal/sign"
+	"github.com/mxos-linux/mxos-update/internal/storage"
 )
 
 // Errors of the OCI transport callers decide on.
@@ -168,7 +169,7 @@ func fetchOCI(ctx context.Context, o OCIOptions) (ostree.Checksum, error) {
 	}
 
 	work := filepath.Join(o.Sysroot, "oci")
-	if err := os.MkdirAll(work, 0o700); err != nil {
+	if err := storage.MkdirAll(work, 0o700); err != nil {
 		return zero, err
 	}
 	unlock, err := lockDir(work)
@@ -454,11 +455,7 @@ func pruneLayout(dir string, img *unpack.Image) error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(dir, "index.json.tmp")
-	if err := os.WriteFile(tmp, nb, 0o644); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, "index.json")); err != nil {
+	if err := storage.WriteFile(filepath.Join(dir, "index.json"), nb, 0o644, storage.TempPath(filepath.Join(dir, "index.json.tmp"))); err != nil {
 		return err
 	}
 	keep := map[digest.Digest]bool{img.ManifestDigest: true, img.Manifest.Config.Digest: true}

@@ -2,6 +2,7 @@ package updater
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -166,6 +167,28 @@ func removeStaleTemps(dir string, now time.Time) {
 		}
 		if info, err := e.Info(); err == nil && now.Sub(info.ModTime()) > time.Hour {
 			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
+// dropTornMetadata removes cached metadata files that are not whole JSON.
+// go-tuf renames its files into place before syncFiles can fsync them, so
+// a power cut in between can leave an empty or torn file, which go-tuf
+// then refuses for good (TestPowerCutDuringUpgrade found this). Without
+// the file the next Load fetches that role again from the shipped or
+// cached root; the installed version still bounds downgrades.
+func dropTornMetadata(dir string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() || !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		if b, err := os.ReadFile(p); err == nil && !json.Valid(b) {
+			os.Remove(p)
 		}
 	}
 }
