@@ -70,6 +70,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.CacheDir == "" {
 		return nil, errors.New("channel metadata client: no cache directory: without one, rollback cannot be detected")
 	}
+	if err := CheckFile(metadata.ROOT, cfg.TrustedRoot); err != nil {
+		return nil, fmt.Errorf("channel metadata client: trusted root: %w", &MetadataError{File: rootFile, Kind: ErrMalformed, Err: err})
+	}
 	tm, err := trustedmetadata.New(cfg.TrustedRoot)
 	if err != nil {
 		return nil, fmt.Errorf("channel metadata client: trusted root: %w", &MetadataError{File: rootFile, Kind: kindOf(err), Err: err})
@@ -206,7 +209,7 @@ func (c *Client) Load(ctx context.Context) (*State, error) {
 	if c.cfg.Now != nil {
 		now = c.cfg.Now()
 	}
-	rec := &recordingFetcher{inner: c.fetcherFor(ctx)}
+	rec := &recordingFetcher{inner: &checkedFetcher{inner: c.fetcherFor(ctx)}}
 	fail := func(err error) (*State, error) {
 		var me *MetadataError
 		if errors.As(err, &me) {
@@ -215,6 +218,7 @@ func (c *Client) Load(ctx context.Context) (*State, error) {
 		return nil, &MetadataError{File: rec.lastFile(), Kind: kindOf(err), Err: err}
 	}
 
+	c.checkCache()
 	cfg, err := config.New(c.base, c.trustedRoot())
 	if err != nil {
 		return nil, fmt.Errorf("channel metadata: %w", err)
@@ -272,7 +276,7 @@ func limit(v, def int64) int64 {
 func (c *Client) trustedRoot() []byte {
 	best := c.cfg.TrustedRoot
 	data, err := readLimited(filepath.Join(c.cfg.CacheDir, rootFile), defaultRootMax)
-	if err != nil {
+	if err != nil || CheckFile(metadata.ROOT, data) != nil {
 		return best
 	}
 	tm, err := trustedmetadata.New(data)
