@@ -5,7 +5,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"encoding/hex"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -13,23 +12,11 @@ import (
 
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/metatest"
 )
 
-// shortKey is an ed25519 TUF key whose public value has n bytes, with
-// its correct key id: what go-tuf v2.4.2 hands to ed25519.Verify, which
-// panics on any length but 32.
-func shortKey(t testing.TB, n int) (*metadata.Key, string) {
-	t.Helper()
-	k := &metadata.Key{Type: metadata.KeyTypeEd25519, Scheme: metadata.KeySchemeEd25519,
-		Value: metadata.KeyVal{PublicKey: hex.EncodeToString(make([]byte, n))}}
-	id, err := k.ID()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k, id
-}
-
-// HostileRolloutsDelegation: the online key alone (it signs rollouts,
+// TestHostileRolloutsDelegationBadKeyLength: the online key alone (it signs rollouts,
 // snapshot and timestamp) makes the rollouts role delegate to a role
 // whose key is 31 bytes long, with that role's file pinned in the
 // snapshot. go-tuf would load it while looking for rollouts/-/- and
@@ -58,36 +45,6 @@ func TestHostileRolloutsDelegationBadKeyLength(t *testing.T) {
 	}
 }
 
-// forgeBadRolloutsDelegation writes, signed by online only, rollouts
-// delegating "evil" (a 31-byte ed25519 key) and snapshot and timestamp
-// pinning rollouts and N.evil.json.
-func forgeBadRolloutsDelegation(t testing.TB, dir string, now time.Time, online signature.Signer, pinEvil bool) {
-	t.Helper()
-	key, id := shortKey(t, 31)
-	ro := loadTargetsFile(t, dir, rolloutsFile)
-	ro.Signed.Delegations = &metadata.Delegations{
-		Keys:  map[string]*metadata.Key{id: key},
-		Roles: []metadata.DelegatedRole{{Name: "evil", KeyIDs: []string{id}, Threshold: 1, Paths: []string{"rollouts/*/*"}}},
-	}
-	forgeRole(t, dir, rolloutsFile, ro, now, online)
-	evil := metadata.Targets(normTime(now.Add(24 * time.Hour)))
-	evil.Signatures = []metadata.Signature{{KeyID: id, Signature: make([]byte, 64)}}
-	raw, err := evil.ToBytes(false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, dir, "1.evil.json", raw)
-	meta := map[string]*metadata.MetaFiles{
-		targetsFile:  metaOfFile(t, dir, targetsFile),
-		rolloutsFile: metaOfFile(t, dir, rolloutsFile),
-	}
-	if pinEvil {
-		meta["evil.json"] = metaFor(raw, 1)
-	}
-	snap := forgeSnapshot(t, dir, meta, now, online)
-	forgeTimestamp(t, dir, snap, now, online)
-}
-
 // A root signed by the real root key (old and new: the same key) that
 // names a 31-byte ed25519 key for the timestamp: go-tuf would panic
 // verifying the timestamp with it; the device refuses the root.
@@ -105,28 +62,28 @@ func TestHostileRootBadKeyLength(t *testing.T) {
 	}
 }
 
-// forgeBadKeyRoot writes 2.root.json, signed by rootSigner, whose
-// timestamp key is 31 bytes long.
+// shortKey is metatest.ShortKey for tests.
+func shortKey(t testing.TB, n int) (*metadata.Key, string) {
+	t.Helper()
+	k, id, err := metatest.ShortKey(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k, id
+}
+
+func forgeBadRolloutsDelegation(t testing.TB, dir string, now time.Time, online signature.Signer, pinEvil bool) {
+	t.Helper()
+	if err := metatest.ForgeBadRolloutsDelegation(dir, now, online, pinEvil); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func forgeBadKeyRoot(t testing.TB, dir string, now time.Time, rootSigner signature.Signer) {
 	t.Helper()
-	cur, err := metadata.Root().FromBytes(readFile(t, dir, rootFile))
-	if err != nil {
+	if err := metatest.ForgeBadKeyRoot(dir, now, rootSigner); err != nil {
 		t.Fatal(err)
 	}
-	cur.ClearSignatures()
-	cur.Signed.Version++
-	cur.Signed.Expires = normTime(now.Add(365 * 24 * time.Hour))
-	key, id := shortKey(t, 31)
-	cur.Signed.Keys[id] = key
-	cur.Signed.Roles[metadata.TIMESTAMP].KeyIDs = []string{id}
-	if _, err := cur.Sign(rootSigner); err != nil {
-		t.Fatal(err)
-	}
-	raw, err := cur.ToBytes(false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, dir, versioned(cur.Signed.Version, rootFile), raw)
 }
 
 // edit decodes a genuine metadata file into generic JSON, lets fn change
