@@ -37,17 +37,22 @@ func TestUpdaterRefusesMetadataWithBadKeys(t *testing.T) {
 		forge func(dir string) error
 		want  string
 	}{
-		{"online key: rollouts delegates to a 31-byte key", func(dir string) error {
-			return metatest.ForgeBadRolloutsDelegation(dir, time.Now(), onlineSigners[0], false)
-		}, "rollouts role may not delegate"},
 		{"online key: delegated role pinned in the snapshot", func(dir string) error {
 			return metatest.ForgeBadRolloutsDelegation(dir, time.Now(), onlineSigners[0], true)
 		}, `meta lists "evil.json"`},
+		{"online key: rollouts delegates to a 31-byte key", func(dir string) error {
+			return metatest.ForgeBadRolloutsDelegation(dir, time.Now(), onlineSigners[0], false)
+		}, "rollouts role may not delegate"},
 		{"root key: root names a 31-byte timestamp key", func(dir string) error {
 			return metatest.ForgeBadKeyRoot(dir, time.Now(), s.rem.MetaSigners...)
 		}, "ed25519 public key must be 32 bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			// Each case starts from the shipped root: a case may leave a
+			// genuine (online-signed) timestamp in the device's cache.
+			if err := os.RemoveAll(filepath.Join(s.root, "channel-metadata")); err != nil {
+				t.Fatal(err)
+			}
 			dir := t.TempDir()
 			copyDir(t, s.metaDir, dir)
 			if err := tc.forge(dir); err != nil {
