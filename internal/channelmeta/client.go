@@ -169,6 +169,16 @@ type Offer struct {
 func CheckOffer(s *State, o Offer) error {
 	rel, ok := s.Lookup(o.Channel, o.Arch, o.Version)
 	if !ok {
+		path := Release{Channel: o.Channel, Arch: o.Arch, Version: o.Version}.Path()
+		var ignored []string
+		if s != nil {
+			ignored = s.Ignored
+		}
+		for _, ig := range ignored {
+			if strings.HasPrefix(ig, path+" (") {
+				return fmt.Errorf("offer %s: %s: %w", short(path), short(ig[len(path)+1:]), ErrNotSigned)
+			}
+		}
 		return fmt.Errorf("offer %s/%s version %q: %w", o.Channel, o.Arch, o.Version, ErrNotSigned)
 	}
 	if o.Commit != rel.Commit {
@@ -320,6 +330,7 @@ func stateFrom(tm *trustedmetadata.TrustedMetadata) (*State, error) {
 			top.Signed.Expires, ro.Signed.Expires,
 		}, time.Time.Compare),
 	}
+	signers := -1 // distinct release keys signing top, counted when needed
 	for _, p := range sortedKeys(top.Signed.Targets) {
 		if !strings.HasPrefix(p, releasesPrefix) {
 			st.Ignored = append(st.Ignored, p)
@@ -328,6 +339,17 @@ func stateFrom(tm *trustedmetadata.TrustedMetadata) (*State, error) {
 		rel, err := parseRelease(p, top.Signed.Targets[p])
 		if err != nil {
 			return nil, err
+		}
+		if rel.Threshold > 1 {
+			if signers < 0 {
+				if signers, err = countSigners(tm.Root, top); err != nil {
+					return nil, err
+				}
+			}
+			if signers < rel.Threshold {
+				st.Ignored = append(st.Ignored, fmt.Sprintf("%s (needs %d release signatures, has %d)", p, rel.Threshold, signers))
+				continue
+			}
 		}
 		st.Releases = append(st.Releases, rel)
 	}
