@@ -161,3 +161,17 @@ func VerifyTargets(root, targets []byte) ([]Release, error) {
 	}
 	return releasesOf(md)
 }
+
+// Root returns the current root.json, checked.
+func (r *Repo) Root() ([]byte, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	data, err := r.read(rootFile, defaultRootMax)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := parseRoot(data); err != nil {
+		return nil, err
+	}
+	return data, nil
+}

@@ -196,7 +196,7 @@ func (m *metaState) acceptTargets(data []byte, now time.Time) error {
 // very release. The bytes are only parsed here; AcceptTargets verifies the
 // same bytes before anything is stored, so a forged listing goes no
 // further.
-func checkListed(targets []byte, pl *releasePlan) error {
+func (m *metaState) checkListed(targets []byte, pl *releasePlan) error {
 	if len(targets) == 0 {
 		return api.Errorf(api.CodeBadRequest, "signed targets are required: this server publishes signed channel metadata, "+
 			"so a release must come with targets metadata signed by the release key that lists it (mxosctl publish/promote build them)")
@@ -217,10 +217,36 @@ func checkListed(targets []byte, pl *releasePlan) error {
 			return api.Errorf(api.CodeBadRequest, "signed targets list image %q for %s %s on %s, not %q",
 				r.OCIDigest, r.Version, r.Arch, r.Channel, pl.req.OCIDigest)
 		}
-		return nil
+		return m.checkThreshold(targets, r, pl)
 	}
 	return api.Errorf(api.CodeBadRequest, "signed targets do not list %s %s on %s: sign targets that include this release",
 		pl.req.Version, pl.req.Arch, pl.ch.Name)
+}
+
+// checkThreshold refuses a release on a channel with a threshold above 1
+// (k of n release signatures) unless its record says so, so devices
+// enforce it too, and k distinct release keys of root sign the targets.
+func (m *metaState) checkThreshold(targets []byte, r channelmeta.Release, pl *releasePlan) error {
+	need := pl.ch.SignaturesRequired()
+	if need <= 1 {
+		return nil
+	}
+	if r.Threshold < need {
+		return api.Errorf(api.CodeBadRequest, "channel %s needs %d release signatures: the signed record of %s %s says %d "+
+			"(sign with mxosctl promote --sign-only, then mxosctl release cosign)", pl.ch.Name, need, r.Version, r.Arch, max(r.Threshold, 1))
+	}
+	root, err := m.repo.Root()
+	if err != nil {
+		return fmt.Errorf("reading the signed root: %w", err)
+	}
+	n, err := channelmeta.TargetsSigners(root, targets)
+	if err != nil {
+		return api.Errorf(api.CodeBadRequest, "signed targets: %v", err)
+	}
+	if err := pl.ch.CheckThreshold(n); err != nil {
+		return api.Errorf(api.CodeBadRequest, "%v (add signatures with mxosctl release cosign)", err)
+	}
+	return nil
 }
 
 // publishRollouts signs the current rollout of every channel and arch as

@@ -353,7 +353,7 @@ func (a *publishAPI) planRelease(r *http.Request, req api.ReleaseRequest) (*rele
 		}
 	}
 	if a.meta != nil {
-		if err := checkListed(req.Targets, pl); err != nil {
+		if err := a.meta.checkListed(req.Targets, pl); err != nil {
 			return nil, err
 		}
 	}
