@@ -348,8 +348,9 @@ func checkReleaseCommit(ctx context.Context, c *client.Client, verifiers []sign.
 
 func newMetadataRotateCmd(r *remote) *cobra.Command {
 	var keys, newKeys, newOnline string
+	var addRelease []string
 	cmd := &cobra.Command{
-		Use:   "rotate-keys --keys DIR [--new-keys DIR] [--new-online-pub DIR]",
+		Use:   "rotate-keys --keys DIR [--new-keys DIR] [--new-online-pub DIR] [--add-release-pub DIR]...",
 		Short: "Replace the release/root key or the online key through a cross-signed root",
 		Long: `Rotate-keys writes the next root naming the new key(s), signed by the old
 and the new root keys, re-signs the targets for it and installs both on
@@ -361,13 +362,17 @@ the ed25519 key in DIR (mxosctl keys generate). New commits and images are
 signed with it from then on, so ship its public key in the devices'
 trusted_keys before using it for commits.
 
+--add-release-pub DIR adds another release team member's public key
+(ed25519.pub in DIR) to the release keys, for channels that need k of n
+release signatures (threshold: in the channel file).
+
 --new-online-pub DIR replaces the server's online key. The server must
 already hold the new key: put both keys in its online ed25519.secret (one
 per line) and restart it, rotate, then remove the old one.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if newKeys == "" && newOnline == "" {
-				return userError("nothing to rotate: give --new-keys, --new-online-pub or both")
+			if newKeys == "" && newOnline == "" && len(addRelease) == 0 {
+				return userError("nothing to rotate: give --new-keys, --new-online-pub or --add-release-pub")
 			}
 			oldSigners, err := loadMetaSigners(keys, "keys")
 			if err != nil {
@@ -400,6 +405,17 @@ per line) and restart it, rotate, then remove the old one.`,
 				rootSigners = append(append([]signature.Signer{}, oldSigners...), ns...)
 				relSigners = ns
 			}
+			for _, dir := range addRelease {
+				pubFile, err := os.ReadFile(filepath.Join(dir, sign.Ed25519PublicFile))
+				if err != nil {
+					return fmt.Errorf("--add-release-pub: %w", err)
+				}
+				pubs, err := channelmeta.Ed25519PublicKeys(pubFile)
+				if err != nil {
+					return fmt.Errorf("--add-release-pub: %w", err)
+				}
+				k.Release.Keys = append(k.Release.Keys, pubs...)
+			}
 			if newOnline != "" {
 				pubFile, err := os.ReadFile(filepath.Join(newOnline, sign.Ed25519PublicFile))
 				if err != nil {
@@ -428,5 +444,6 @@ per line) and restart it, rotate, then remove the old one.`,
 	f.StringVar(&keys, "keys", envOr("MXOS_KEYS", ""), "directory with the current release/root key (env MXOS_KEYS)")
 	f.StringVar(&newKeys, "new-keys", "", "directory with the new release/root key")
 	f.StringVar(&newOnline, "new-online-pub", "", "directory with the new online public key (ed25519.pub)")
+	f.StringArrayVar(&addRelease, "add-release-pub", nil, "directory with another release team member's public key (ed25519.pub); repeatable")
 	return cmd
 }
