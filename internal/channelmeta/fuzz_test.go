@@ -49,8 +49,9 @@ func detSigner(t testing.TB, b byte) signature.Signer {
 }
 
 // fuzzBases are the mirrors the device-side fuzz targets start from:
-// a genuine repository (deterministic keys, clock t0) and hostile
-// variants of it, each signed by keys the device trusts: an online-key
+// a genuine repository (deterministic keys, clock t0), the same with a
+// release whose record needs two release signatures (firstHostile-1),
+// and hostile variants of it, each signed by keys the device trusts: an online-key
 // rollouts role delegating to a role with a 31-byte key (pinned in the
 // snapshot or not), and a root-key-signed root 2 whose timestamp key is
 // 31 bytes long. It also returns the shipped root.
@@ -82,6 +83,23 @@ func fuzzBases(t testing.TB) ([]map[string][]byte, []byte) {
 	}
 	bases := []map[string][]byte{read(dir)}
 	for _, forge := range []func(d string){
+		// Not hostile: release 10.2 needs two release signatures and has
+		// one (devices ignore it).
+		func(d string) {
+			rels := testReleases()
+			rels[1].Threshold = 2
+			data, err := BuildTargets(root, readFile(t, d, targetsFile), rels, []signature.Signer{release}, Options{}, t0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			md, err := parseTargets(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, d, versioned(md.Signed.Version, targetsFile), data)
+			writeFile(t, d, targetsFile, data)
+			forgeTop(t, d, t0, online, online)
+		},
 		func(d string) { forgeBadRolloutsDelegation(t, d, t0, online, true) },
 		func(d string) { forgeBadRolloutsDelegation(t, d, t0, online, false) },
 		func(d string) { forgeBadKeyRoot(t, d, t0, release) },
@@ -93,6 +111,9 @@ func fuzzBases(t testing.TB) ([]map[string][]byte, []byte) {
 	}
 	return bases, root
 }
+
+// firstHostile is the index of the first hostile base in fuzzBases.
+const firstHostile = 2
 
 // fuzzNames are the files FuzzLoad may replace (by index).
 func fuzzNames(files map[string][]byte) []string {
@@ -145,7 +166,7 @@ func FuzzLoad(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if int(base)%len(bases) != 0 && !replaced {
+		if int(base)%len(bases) >= firstHostile && !replaced {
 			t.Fatalf("hostile base %d accepted", base)
 		}
 		for _, r := range st.Releases {
@@ -155,6 +176,9 @@ func FuzzLoad(f *testing.F) {
 			}
 			if !want {
 				t.Fatalf("fuzzed metadata produced release %+v", r)
+			}
+			if r.Threshold > 1 {
+				t.Fatalf("release %s needing %d signatures listed with one release key", r.Path(), r.Threshold)
 			}
 		}
 	})
