@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"github.com/sigstore/sigstore/pkg/signature"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/channelmeta"
@@ -432,5 +435,54 @@ func TestMetadataPut(t *testing.T) {
 	}
 	if !strings.Contains(string(mb), `mxos_metadata_version{role="targets"} 2`) {
 		t.Errorf("/metrics: targets version not 2")
+	}
+}
+
+// The server warns 30 days before the offline roles expire: here the
+// targets (made to live 20 days) but not the root (1 year).
+func TestMetadataExpiryWarning(t *testing.T) {
+	data := t.TempDir()
+	if _, err := ostree.Create(filepath.Join(data, "repo")); err != nil {
+		t.Fatal(err)
+	}
+	rel, online := genKeys(t), genKeys(t)
+	relS, err := channelmeta.LoadEd25519Signers(rel.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	onS, err := channelmeta.LoadEd25519Signers(online.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	relPubs, _ := channelmeta.PublicKeys(relS...)
+	onPubs, _ := channelmeta.PublicKeys(onS...)
+	keys := channelmeta.Keys{Root: channelmeta.RoleKeys{Keys: relPubs, Threshold: 1},
+		Release: channelmeta.RoleKeys{Keys: relPubs, Threshold: 1}, Online: channelmeta.RoleKeys{Keys: onPubs, Threshold: 1}}
+	dir := filepath.Join(data, "metadata")
+	opts := channelmeta.Options{TargetsExpiry: 20 * 24 * time.Hour}
+	if err := channelmeta.Init(dir, keys, relS, relS, opts, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	meta, err := channelmeta.Open(dir, onS, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.WarnLevel)
+	srv, err := New(Config{DataDir: data, OnlineSigners: online.signers, Metadata: meta, Logger: zap.New(core)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	srv.refreshMetadata(context.Background())
+	var got []string
+	for _, e := range logs.All() {
+		got = append(got, e.Message)
+	}
+	joined := strings.Join(got, "\n")
+	if !strings.Contains(joined, "signed targets expire soon") || !strings.Contains(joined, "mxosctl metadata renew --targets") {
+		t.Fatalf("no targets warning in %q", got)
+	}
+	if strings.Contains(joined, "signed root expires soon") {
+		t.Fatalf("root (1 year) warned: %q", got)
 	}
 }
