@@ -65,6 +65,7 @@ type remotePublish struct {
 	quiet                                                           bool
 	image                                                           bool
 	imageHost                                                       string
+	modeExceptions                                                  release.ModeExceptions
 }
 
 func remoteSetup(cmd *cobra.Command, r *remote, keys, work string) (*client.Client, *release.Remote, error) {
@@ -115,7 +116,8 @@ func publishRemote(cmd *cobra.Command, r *remote, p remotePublish) error {
 		}
 	}
 	rel, sum, err := rem.Publish(cmd.Context(), release.RemoteRequest{Channel: p.channel, Arch: p.arch, Ref: ref,
-		Version: p.version, Subject: p.subject, Body: p.body, Source: p.source, Options: p.opts, Ramp: p.ramp})
+		Version: p.version, Subject: p.subject, Body: p.body, Source: p.source, Options: p.opts, Ramp: p.ramp,
+		ModeExceptions: p.modeExceptions})
 	bar.done()
 	if err != nil {
 		return r.explain(err)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/release"
+	"github.com/mxos-linux/mxos-update/internal/testtool"
 )
 
 // makeBulkTree writes that many small text files over 40 directories
@@ -281,11 +282,13 @@ func TestKillPublishLeavesConsistentRepo(t *testing.T) {
 }
 
 // startServerBinary runs `mxos-server --data data --listen 127.0.0.1:0`
-// and returns the repository URL it prints.
-func startServerBinary(t testing.TB, data string) string {
+// with any extra flags and returns the repository URL it prints (https
+// with --tls-cert).
+func startServerBinary(t testing.TB, data string, extra ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, mxosServer(), "--data", data, "--listen", "127.0.0.1:0", "--log-level", "warn")
+	args := append([]string{"--data", data, "--listen", "127.0.0.1:0", "--log-level", "warn"}, extra...)
+	cmd := exec.CommandContext(ctx, mxosServer(), args...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 10 * time.Second
 	stdout, err := cmd.StdoutPipe()
@@ -307,7 +310,7 @@ func startServerBinary(t testing.TB, data string) string {
 	urls := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
-		re := regexp.MustCompile(`http://127\.0\.0\.1:[0-9]+/repo`)
+		re := regexp.MustCompile(`https?://127\.0\.0\.1:[0-9]+/repo`)
 		for sc.Scan() {
 			if u := re.FindString(sc.Text()); u != "" {
 				urls <- u
@@ -407,7 +410,7 @@ func TestKillPublishAtCrashPoints(t *testing.T) {
 				}
 			}
 			if hit == "" && !t.Failed() {
-				t.Skipf("could not stop the publish at %q in 5 attempts (install strace to make this deterministic)", pt.name)
+				testtool.Skip(t, fmt.Sprintf("could not stop the publish at %q in 5 attempts (install strace to make this deterministic)", pt.name))
 			}
 			t.Logf("killed with %s present", strings.TrimPrefix(hit, s.repoDir()+"/"))
 			if st.summaryErr != nil {

@@ -47,7 +47,7 @@ type fleetDevice struct {
 // are told not-yet; after a halt another cycle installs nothing.
 func TestStagedRolloutSeenFromDevices(t *testing.T) {
 	ctx := context.Background()
-	ts := testserver.Start(t, testserver.Options{Roles: []auth.Role{auth.RoleRelease, auth.RoleDevice, auth.RoleAdmin}})
+	ts := testserver.Start(t, testserver.Options{Roles: []auth.Role{auth.RoleRelease, auth.RoleEnroll, auth.RoleAdmin}})
 	store, keys, verifiers, tokens, pub := ts.Store, ts.Release.Dir, ts.Release.Verifiers, ts.Tokens, ts.Publisher
 	team, admin := ts.Client(t, auth.RoleRelease), ts.Client(t, auth.RoleAdmin)
 
@@ -76,13 +76,20 @@ func TestStagedRolloutSeenFromDevices(t *testing.T) {
 		return ros[0]
 	}
 
+	// The school's image carries one enroll token; each machine trades it
+	// for its own credential at first contact.
+	enrollFile := filepath.Join(t.TempDir(), "enroll-token")
+	if err := os.WriteFile(enrollFile, []byte(tokens[auth.RoleEnroll]+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	devices := make([]*fleetDevice, fleetSize)
 	for i := range devices {
 		id := fmt.Sprintf("aula-%03d", i)
 		root := filepath.Join(t.TempDir(), "sysroot")
 		health := filepath.Join(t.TempDir(), "health") // no checks: every boot is healthy
 		cfg, err := updater.ParseConfig([]byte("server: " + ts.URL + "\ndevice_id: " + id + "\nchannel: stable\narch: x86_64\ntrusted_keys: " + keys +
-			"\nsysroot: " + root + "\nhealth_dir: " + health + "\n"))
+			"\nsysroot: " + root + "\nhealth_dir: " + health + "\nenroll_token_file: " + enrollFile +
+			"\ncredential_file: " + filepath.Join(t.TempDir(), "credential") + "\n"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -94,7 +101,7 @@ func TestStagedRolloutSeenFromDevices(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := apiclient.New(ts.URL, tokens[auth.RoleDevice])
+		c, err := apiclient.New(ts.URL, "")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -558,7 +558,7 @@ func TestKillUpgradeAtEachStep(t *testing.T) {
 	strace := usableStrace()
 	if strace == "" {
 		requireTool(t, "strace") // fails under CI
-		t.Skip("strace cannot trace here")
+		testtool.Skip(t, "strace cannot trace here (ptrace or seccomp-bpf refused)")
 	}
 	s := newUpdaterSite(t)
 	obj := func(c ostree.Checksum, typ ostree.ObjectType) string {

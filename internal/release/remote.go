@@ -67,7 +67,8 @@ type RemoteRequest struct {
 	Subject, Body               string
 	Source                      string // as Request.Source
 	Options                     ostree.CommitOptions
-	Ramp                        string // "" for the channel default, "none" for no rollout
+	Ramp                        string         // "" for the channel default, "none" for no rollout
+	ModeExceptions              ModeExceptions // as Request.ModeExceptions
 }
 
 // uploadBatch is how many names one Missing call carries.
@@ -137,6 +138,10 @@ func (r *Remote) Publish(ctx context.Context, req RemoteRequest) (api.Release, o
 	defer txn.Close()
 	tree, meta, err := writeSource(ctx, txn, req.Source, req.Options)
 	if err != nil {
+		return api.Release{}, none, err
+	}
+	// Before anything is signed or uploaded.
+	if err := checkSourceModes(ctx, txn, tree, req.ModeExceptions); err != nil {
 		return api.Release{}, none, err
 	}
 	c := &ostree.Commit{Subject: req.Subject, Body: req.Body, RootTree: tree, RootMeta: meta}

@@ -128,7 +128,7 @@ func (f *metaFixture) metaFiles(t *testing.T) string {
 
 func (f *metaFixture) check(t *testing.T, deviceID, version string) api.CheckResponse {
 	t.Helper()
-	code, body := f.do(t, f.tokens["device"], "POST", "/api/v1/check",
+	code, body := f.do(t, deviceToken(t, f.store, deviceID), "POST", "/api/v1/check",
 		api.CheckRequest{DeviceID: deviceID, Arch: "x86_64", Channel: "testing", Version: version})
 	var resp api.CheckResponse
 	if code != http.StatusOK || json.Unmarshal(body, &resp) != nil {

@@ -210,6 +210,18 @@ func (s *Server) startMetadata(t testing.TB) {
 	}
 }
 
+// DeviceToken makes a device token bound to id (a machine of the fleet;
+// one device token speaks for one device only).
+func (s *Server) DeviceToken(t testing.TB, id string) string {
+	t.Helper()
+	tc, err := server.CreateTokenWith(context.Background(), s.Store, server.TokenOptions{Name: "dev-" + id, Role: auth.RoleDevice,
+		By: "test", Now: time.Now(), DeviceID: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tc.Token
+}
+
 // Client is an API client with role's token.
 func (s *Server) Client(t testing.TB, role auth.Role) *client.Client {
 	t.Helper()

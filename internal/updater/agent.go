@@ -50,6 +50,8 @@ type Agent struct {
 	Now func() time.Time
 	// Out receives short messages for the technician (discarded when nil).
 	Out io.Writer
+
+	id identity // credential.go: the device's own credential, report counter
 }
 
 // Status is what Agent.Status reports.
@@ -191,6 +193,9 @@ func (a *Agent) Check(ctx context.Context) (api.CheckResponse, error) {
 		req.BootedCommit = cur.Commit.String()
 		req.Version = cur.Origin.Version
 	}
+	if err := a.ensureCredential(ctx); err != nil { // credential.go
+		return api.CheckResponse{}, err
+	}
 	resp, err := a.Client.Check(ctx, req)
 	if err != nil {
 		return resp, fmt.Errorf("asking the server for updates: %w", err)
@@ -210,7 +215,7 @@ func (a *Agent) report(ctx context.Context, ev api.Event, version, rolloutID, er
 	if len(errText) > 4000 {
 		errText = errText[:4000]
 	}
-	err := a.Client.Report(ctx, api.ReportRequest{DeviceID: a.Cfg.DeviceID, RolloutID: rolloutID,
+	err := a.sendReport(ctx, api.ReportRequest{DeviceID: a.Cfg.DeviceID, RolloutID: rolloutID,
 		Version: version, Event: ev, Error: errText, At: a.now()})
 	if err != nil {
 		a.say("Could not tell the server (%s): %v", ev, err)
@@ -224,7 +229,7 @@ func (a *Agent) Upgrade(ctx context.Context) (bool, error) {
 	resp, err := a.Check(ctx)
 	if err != nil {
 		if errors.Is(err, ErrRefused) && resp.Target != nil {
-			a.report(ctx, api.EventFailed, resp.Target.Version, resp.Target.RolloutID, err.Error())
+			a.report(ctx, api.EventRefused, resp.Target.Version, resp.Target.RolloutID, err.Error())
 			a.say("Update to %s refused: %v", resp.Target.Version, err)
 		}
 		return false, err
@@ -248,7 +253,7 @@ func (a *Agent) Upgrade(ctx context.Context) (bool, error) {
 	}
 	changed, err := a.install(ctx, t, want)
 	if err != nil {
-		a.report(ctx, api.EventFailed, t.Version, t.RolloutID, err.Error())
+		a.report(ctx, failureClass(err), t.Version, t.RolloutID, err.Error()) // credential.go: never a release failure
 		a.say("Update to %s failed: %v", t.Version, err)
 		return false, err
 	}
@@ -295,7 +300,7 @@ func (a *Agent) install(ctx context.Context, t api.Target, want ostree.Checksum)
 			got, err = FetchOCI(ctx, OCIOptions{Server: a.Cfg.Server, SignedHost: a.Cfg.ImageHost,
 				Ref: t.Ref, Version: t.Version, Commit: want, ImageKeys: a.ImageKeys,
 				Sysroot: a.Sys.Root(), Repo: a.Repo, RepoURLs: a.Puller.URLs, Verifiers: a.Puller.Verifiers,
-				MinTimestamp: opts.MinTimestamp, Current: opts.Current, HTTP: a.Puller.HTTP})
+				MinTimestamp: opts.MinTimestamp, Current: opts.Current, HTTP: a.Puller.HTTP, CAFile: a.Cfg.CAFile})
 		} else {
 			got, err = a.Puller.Pull(ctx, a.Repo, t.Ref, opts)
 		}
@@ -359,7 +364,7 @@ func (a *Agent) Boot(ctx context.Context) error {
 		if prev, perr := a.Sys.Previous(); perr == nil {
 			version = prev.Origin.Version
 		}
-		a.report(ctx, api.EventRolledBack, version, st.RolloutID, "the new version did not start after several tries")
+		a.report(ctx, api.EventBootFailed, version, st.RolloutID, "the new version did not start after several tries")
 		st.Pending = false
 		a.say("Version %s did not start after several tries; went back to the previous version. Restart the machine.", version)
 		return a.saveState(st)
@@ -419,7 +424,7 @@ func (a *Agent) Boot(ctx context.Context) error {
 	if err := a.saveState(st); err != nil {
 		return err
 	}
-	a.report(ctx, api.EventRolledBack, cur.Origin.Version, rolloutID, summary)
+	a.report(ctx, api.EventHealthFailed, cur.Origin.Version, rolloutID, summary)
 	a.say("Version %s failed its health checks and was rolled back. Restart the machine. (%s)", cur.Origin.Version, summary)
 	return nil
 }

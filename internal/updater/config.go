@@ -46,8 +46,15 @@ type Config struct {
 	// TokenFile holds the device token (role device); kept out of the
 	// config so the config can be world-readable.
 	TokenFile string `yaml:"token_file"`
-	DeviceID  string `yaml:"device_id"`
-	Channel   string `yaml:"channel"`
+	// Device identity (credential.go): CredentialFile keeps the device's
+	// own credential, 0600 (default /var/lib/mxos-updater/credential);
+	// EnrollTokenFile holds the school image's enroll token, traded once
+	// for that credential. Either replaces TokenFile.
+	CredentialFile  string `yaml:"credential_file"`
+	EnrollTokenFile string `yaml:"enroll_token_file"`
+
+	DeviceID string `yaml:"device_id"`
+	Channel  string `yaml:"channel"`
 	// AllowedChannels are other channels an admin may move this machine
 	// to (a pin); offers of any other channel are refused.
 	AllowedChannels []string `yaml:"allowed_channels"`
@@ -76,6 +83,11 @@ type Config struct {
 	Interval  Duration `yaml:"interval"`
 	Jitter    Duration `yaml:"jitter"`
 	Strategy  Strategy `yaml:"strategy"`
+
+	// CAFile (TLS, tls.go) is a PEM file of the CA that signed the TLS
+	// certificates of the server, the mirrors and the registry, added to
+	// the system's roots for every request the agent makes.
+	CAFile string `yaml:"ca_file"`
 }
 
 // Strategy says when a staged update may switch and reboot.
@@ -153,6 +165,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Sysroot == "" {
 		c.Sysroot = "/"
+	}
+	if c.CredentialFile == "" {
+		c.CredentialFile = DefaultCredentialFile
 	}
 	if c.HealthDir == "" {
 		c.HealthDir = "/etc/mxos-updater/health"

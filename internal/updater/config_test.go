@@ -2,6 +2,8 @@ package updater
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -71,5 +73,29 @@ func TestInWindow(t *testing.T) {
 	}
 	if !(Strategy{Kind: "immediate"}).InWindow(time.Now()) {
 		t.Error("immediate is always in window")
+	}
+}
+
+func TestTransportsCAFile(t *testing.T) {
+	base := "server: https://u.example\ndevice_id: d\nchannel: testing\narch: x86_64\ntrusted_keys: /k\n"
+	c, err := ParseConfig([]byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr, err := c.Transports(); err != nil || tr.Repo != nil || tr.Meta != nil || tr.API == nil {
+		t.Fatalf("without ca_file: %+v %v", tr, err)
+	}
+	bad := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(bad, []byte("not a certificate\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{bad, filepath.Join(t.TempDir(), "missing.pem")} {
+		c, err := ParseConfig([]byte(base + "ca_file: " + f + "\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Transports(); err == nil || !strings.Contains(err.Error(), "ca_file") {
+			t.Errorf("ca_file %s: %v", f, err)
+		}
 	}
 }

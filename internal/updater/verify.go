@@ -112,55 +112,13 @@ func (a *Agent) metadataURLs() []string {
 }
 
 // channelState is step 2's refresh: it loads and verifies the channel
-// metadata, trying each metadata URL in turn. It returns nil and no error
-// when no trusted_root is configured.
+// metadata, trying each metadata URL in turn (mirrors.go). It returns nil
+// and no error when no trusted_root is configured.
 func (a *Agent) channelState(ctx context.Context) (*channelmeta.State, error) {
 	if a.Cfg.TrustedRoot == "" {
 		return nil, nil
 	}
-	root, err := os.ReadFile(a.Cfg.TrustedRoot)
-	if err != nil {
-		return nil, fmt.Errorf("reading the trusted root of the channel metadata: %w", err)
-	}
-	cache := filepath.Join(a.Sys.Root(), MetadataDir)
-	if err := os.MkdirAll(cache, 0o700); err != nil {
-		return nil, fmt.Errorf("channel metadata cache: %w", err)
-	}
-	removeStaleTemps(cache, time.Now())
-	var errs []error
-	var worst error // a verification failure says more than a network one
-	for _, u := range a.metadataURLs() {
-		c, err := channelmeta.NewClient(channelmeta.ClientConfig{TrustedRoot: root, CacheDir: cache, URL: u,
-			HTTPClient: a.MetaHTTP, Now: a.now, UserAgent: "mxos-updater"})
-		if err != nil {
-			return nil, fmt.Errorf("channel metadata: %w", err)
-		}
-		st, err := c.Load(ctx)
-		if err == nil {
-			// go-tuf renames its files into place without fsync: make the
-			// new trusted versions durable, or a power loss could bring
-			// back older ones (and with them a rollback window).
-			if err := syncFiles(cache); err != nil {
-				return nil, fmt.Errorf("channel metadata cache: %w", err)
-			}
-			return st, nil
-		}
-		errs = append(errs, fmt.Errorf("%s: %w", u, err))
-		if worst == nil && !errors.Is(err, channelmeta.ErrFetch) {
-			worst = errs[len(errs)-1]
-		}
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	if worst == nil {
-		worst = errors.Join(errs...)
-	}
-	hint := ""
-	if errors.Is(worst, channelmeta.ErrExpired) {
-		hint = " (if this machine's date and time are wrong, correct them and try again)"
-	}
-	return nil, fmt.Errorf("%w: the signed channel metadata could not be verified%s: %w", ErrRefused, hint, worst)
+	return a.metadataState(ctx, nil)
 }
 
 // verifyOffer runs steps 1 to 3 on an offer; installed is the version of
@@ -169,17 +127,8 @@ func (a *Agent) verifyOffer(ctx context.Context, t api.Target, installed string)
 	if err := a.checkTarget(t); err != nil {
 		return err
 	}
-	st, err := a.channelState(ctx)
-	if err != nil {
+	if err := a.checkOfferMetadata(ctx, t); err != nil { // mirrors.go
 		return err
-	}
-	if st != nil {
-		err := channelmeta.CheckOffer(st, channelmeta.Offer{Channel: t.Channel, Arch: t.Arch, Version: t.Version,
-			Commit: t.Commit, Ref: t.Ref, OCIDigest: t.OCIDigest})
-		if err != nil {
-			return fmt.Errorf("%w: the server offered version %s, which the signed channel metadata does not allow: %w",
-				ErrRefused, t.Version, err)
-		}
 	}
 	return checkNotOlder(t, installed)
 }
