@@ -50,6 +50,7 @@ func addServerCmds(root *cobra.Command) *remote {
 		newPinCmd(r), newUnpinCmd(r), newPinsCmd(r),
 		newDevicesCmd(r), newGroupCmd(r),
 		newFleetLockCmd(r), // fleetlock.go
+		newReleaseCmd(r),   // release.go
 		newAuditCmd(r),
 		newTokenCmd(r),
 	)

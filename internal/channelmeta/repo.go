@@ -165,6 +165,9 @@ func buildRoot(keys Keys, version int64, expires time.Time) (*metadata.Metadata[
 
 // parseRoot parses root metadata and checks it is signed by itself.
 func parseRoot(data []byte) (*metadata.Metadata[metadata.RootType], error) {
+	if err := CheckFile(metadata.ROOT, data); err != nil {
+		return nil, err
+	}
 	md, err := metadata.Root().FromBytes(data)
 	if err != nil {
 		return nil, wrapKind("root", err)
@@ -178,6 +181,9 @@ func parseRoot(data []byte) (*metadata.Metadata[metadata.RootType], error) {
 func parseTargets(data []byte) (*metadata.Metadata[metadata.TargetsType], error) {
 	if len(data) > defaultTargetsMax {
 		return nil, fmt.Errorf("targets: %w: %d bytes, at most %d", ErrTooLarge, len(data), defaultTargetsMax)
+	}
+	if err := CheckFile(metadata.TARGETS, data); err != nil {
+		return nil, err
 	}
 	md, err := metadata.Targets().FromBytes(data)
 	if err != nil {
@@ -359,6 +365,9 @@ func (r *Repo) load() (*repoState, error) {
 		return nil, err
 	}
 	if st.rolloutsRaw != nil {
+		if err := CheckFile(rolloutsRole, st.rolloutsRaw); err != nil {
+			return nil, err
+		}
 		if st.rollouts, err = metadata.Targets().FromBytes(st.rolloutsRaw); err != nil {
 			return nil, wrapKind(rolloutsFile, err)
 		}
@@ -367,6 +376,9 @@ func (r *Repo) load() (*repoState, error) {
 		return nil, err
 	}
 	if st.snapshotRaw != nil {
+		if err := CheckFile(metadata.SNAPSHOT, st.snapshotRaw); err != nil {
+			return nil, err
+		}
 		if st.snapshot, err = metadata.Snapshot().FromBytes(st.snapshotRaw); err != nil {
 			return nil, wrapKind(snapshotFile, err)
 		}
@@ -376,6 +388,9 @@ func (r *Repo) load() (*repoState, error) {
 		return nil, err
 	}
 	if tsRaw != nil {
+		if err := CheckFile(metadata.TIMESTAMP, tsRaw); err != nil {
+			return nil, err
+		}
 		if st.timestamp, err = metadata.Timestamp().FromBytes(tsRaw); err != nil {
 			return nil, wrapKind(timestampFile, err)
 		}
@@ -749,6 +764,9 @@ func (r *Repo) acceptRoot(st *repoState, rootData, targetsData []byte, now time.
 	}
 	if len(rootData) > defaultRootMax {
 		return fmt.Errorf("accept root: %w: %d bytes", ErrTooLarge, len(rootData))
+	}
+	if err := CheckFile(metadata.ROOT, rootData); err != nil {
+		return fmt.Errorf("accept root: %w", err)
 	}
 	next, err := metadata.Root().FromBytes(rootData)
 	if err != nil {

@@ -71,6 +71,8 @@ type updaterSite struct {
 	admin    *apiclient.Client
 	verifier []sign.Verifier
 	config   string // the device's config file
+	metaDir  string // the server's DATA/metadata
+	online   string // the server's online key directory
 	root     string // the device's sysroot
 	src      string // the release tree, mutated per version
 	rollout  string
@@ -106,6 +108,7 @@ func newUpdaterSite(t testing.TB) *updaterSite {
 		t.Fatal(err)
 	}
 	s := &updaterSite{t: t, ctx: ctx, admin: admin, verifier: rel.verifiers, commits: map[string]ostree.Checksum{},
+		metaDir: metaDir, online: ts.Online.Dir,
 		rem: &release.Remote{Server: admin, Work: work, Signers: rel.signers, MetaSigners: relMeta}}
 
 	// A small tree: 120 files in 12 directories, a symlink, /etc defaults.

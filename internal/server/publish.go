@@ -261,7 +261,7 @@ func (a *publishAPI) planRelease(r *http.Request, req api.ReleaseRequest) (*rele
 	pl := &releasePlan{plan: p, req: req, ch: p.Channel, ref: p.Ref, commit: p.Commit, ramp: p.Ramp,
 		srcRef: p.SourceRef, srcCommit: p.SourceCommit, actionName: string(p.Action)}
 	if a.meta != nil {
-		if err := checkListed(req.Targets, pl); err != nil {
+		if err := a.meta.checkListed(req.Targets, pl); err != nil {
 			return nil, err
 		}
 	}

@@ -46,6 +46,9 @@ type Options struct {
 	// metadata's online role when Metadata is on); by default the release
 	// key signs it, so a device trusts one key directory.
 	OnlineSummaryKey bool
+	// ChannelsDir replaces this repository's channels/ (e.g. a copy with
+	// one file changed).
+	ChannelsDir string
 	// Serve runs Server.Serve on a listener (background loops, metadata
 	// refreshed before the first request) instead of its handler under
 	// httptest.
@@ -134,7 +137,11 @@ func Start(t testing.TB, opts Options) *Server {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { s.Store.Close() })
-		if cfg.Channels, err = channel.LoadDir(ChannelsDir()); err != nil {
+		dir := opts.ChannelsDir
+		if dir == "" {
+			dir = ChannelsDir()
+		}
+		if cfg.Channels, err = channel.LoadDir(dir); err != nil {
 			t.Fatal(err)
 		}
 		cfg.Store = s.Store
