@@ -138,7 +138,7 @@ func newHostileEnv(t *testing.T) *hostileEnv {
 	}
 	e.agent = &Agent{Cfg: cfg, Client: dev, Sys: sys, Repo: e.local, Out: e.out,
 		Puller: &pull.Puller{URLs: cfg.Mirrors, Verifiers: e.verifier, MaxObjectSize: 1 << 20,
-			Timeout: 5 * time.Second, Grace: 500 * time.Millisecond, MinBytesPerSecond: 4096}}
+			Timeout: 30 * time.Second, Grace: 500 * time.Millisecond, MinBytesPerSecond: 4096}}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Log(e.out.String())
