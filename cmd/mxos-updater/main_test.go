@@ -30,7 +30,7 @@ func writeConfig(t *testing.T, keys, sysroot, extra string) string {
 	t.Helper()
 	cfg := filepath.Join(t.TempDir(), "config.yaml")
 	body := "server: http://127.0.0.1:1\ndevice_id: lab-pc-01\nchannel: stable\narch: x86_64\ntrusted_keys: " + keys +
-		"\nsysroot: " + sysroot + "\n" + extra
+		"\ntrusted_root: " + filepath.Join(keys, "root.json") + "\nsysroot: " + sysroot + "\n" + extra
 	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
