@@ -281,11 +281,12 @@ func TestKillPublishLeavesConsistentRepo(t *testing.T) {
 }
 
 // startServerBinary runs `mxos-server --data data --listen 127.0.0.1:0`
-// and returns the repository URL it prints.
-func startServerBinary(t testing.TB, data string) string {
+// with extra flags and returns the repository URL it prints.
+func startServerBinary(t testing.TB, data string, extra ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, mxosServer(), "--data", data, "--listen", "127.0.0.1:0", "--log-level", "warn")
+	args := append([]string{"--data", data, "--listen", "127.0.0.1:0", "--log-level", "warn"}, extra...)
+	cmd := exec.CommandContext(ctx, mxosServer(), args...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 10 * time.Second
 	stdout, err := cmd.StdoutPipe()

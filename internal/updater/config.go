@@ -7,9 +7,12 @@
 // stock ostree admin).
 //
 // The server only proposes: verify.go lists what the device checks itself
-// (arch, channel and ref of the offer; the signed channel metadata when a
-// trusted_root is configured; no older version; the pulled commit's ref
-// binding and version). Every step of Upgrade is resumable after a kill
+// (arch, channel and ref of the offer; the signed channel metadata of
+// trusted_root, required unless insecure_no_metadata; no older version and
+// no other build of the installed one; the pulled commit's release
+// signature, ref binding and version) and which key checks what: release
+// keys (trusted_keys) the commits, the online keys root.json names the
+// summary. Every step of Upgrade is resumable after a kill
 // or a power loss (see install), and a good boot removes deployments that
 // are neither current, previous nor staged (sysroot.GC).
 //
