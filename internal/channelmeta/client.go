@@ -2,6 +2,7 @@ package channelmeta
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"net/http"
@@ -115,6 +116,11 @@ type State struct {
 	// the signing role may not speak for them (e.g. a releases/ path in the
 	// online-signed rollouts role). Non-empty means someone tried.
 	Ignored []string
+
+	// OnlineKeys are the Ed25519 keys the trusted root (after any
+	// rotation) gives its timestamp and snapshot roles: the server's
+	// online keys, which also sign the OSTree summary (onlinekeys.go).
+	OnlineKeys []ed25519.PublicKey
 
 	RootVersion, TimestampVersion, SnapshotVersion, TargetsVersion, RolloutsVersion int64
 	// Expires is the earliest expiry of the roles loaded; after it the
@@ -325,6 +331,7 @@ func stateFrom(tm *trustedmetadata.TrustedMetadata) (*State, error) {
 		SnapshotVersion:  tm.Snapshot.Signed.Version,
 		TargetsVersion:   top.Signed.Version,
 		RolloutsVersion:  ro.Signed.Version,
+		OnlineKeys:       onlineKeys(tm.Root),
 		Expires: slices.MinFunc([]time.Time{
 			tm.Root.Signed.Expires, tm.Timestamp.Signed.Expires, tm.Snapshot.Signed.Expires,
 			top.Signed.Expires, ro.Signed.Expires,

@@ -127,5 +127,8 @@
 // AcceptRoot and AcceptTargets.
 //
 // This package decides which commit is allowed; the commit's own OSTree
-// signature and ref binding are still checked when it is pulled.
+// signature and ref binding are still checked when it is pulled. State
+// also carries the online keys of the trusted root (State.OnlineKeys):
+// the device checks the OSTree summary, which the server signs with the
+// same online key, with them and with nothing else.
 package channelmeta

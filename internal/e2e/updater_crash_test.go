@@ -97,9 +97,9 @@ func memTempDir(t testing.TB) string {
 func newUpdaterSite(t testing.TB) *updaterSite {
 	t.Helper()
 	ctx := context.Background()
-	// The release key also signs the summary, so the device trusts one
-	// key directory.
-	ts := testserver.Start(t, testserver.Options{DataDir: memTempDir(t), Metadata: true, Serve: true,
+	// Set up as the README says: the online key signs the summary, the
+	// device trusts the release keys and root.json.
+	ts := testserver.Start(t, testserver.Options{DataDir: memTempDir(t), Metadata: true, OnlineSummaryKey: true, Serve: true,
 		Roles: []auth.Role{auth.RoleRelease, auth.RoleDevice}})
 	rel, relMeta, metaDir, tokens, url := keySetOf(ts.Release), ts.MetaSigners, ts.MetaDir, ts.Tokens, ts.URL
 	admin := ts.Client(t, auth.RoleRelease)
@@ -167,7 +167,8 @@ func newUpdaterSite(t testing.TB) *updaterSite {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := (&pull.Puller{URLs: []string{url + "/repo"}, Verifiers: rel.verifiers}).Pull(ctx, local, updaterTestRef, pull.Options{})
+	c, err := (&pull.Puller{URLs: []string{url + "/repo"}}).Pull(ctx, local, updaterTestRef,
+		pull.Options{SummaryKeys: ts.Online.Verifiers, CommitKeys: rel.verifiers})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,8 +43,10 @@ type Options struct {
 	// root and release role, a second key the online role.
 	Metadata bool
 	// OnlineSummaryKey signs the summary with the online key (the
-	// metadata's online role when Metadata is on); by default the release
-	// key signs it, so a device trusts one key directory.
+	// metadata's online role when Metadata is on), as mxos-server
+	// --online-keys does; by default the release key signs it, as a local
+	// publish does. A device set up as the README says (release keys in
+	// trusted_keys, root.json) needs Metadata and OnlineSummaryKey.
 	OnlineSummaryKey bool
 	// ChannelsDir replaces this repository's channels/ (e.g. a copy with
 	// one file changed).

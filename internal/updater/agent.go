@@ -173,28 +173,39 @@ func (a *Agent) Status(ctx context.Context) (Status, error) {
 // an offer the device refuses is returned with an error wrapping
 // ErrRefused.
 func (a *Agent) Check(ctx context.Context) (api.CheckResponse, error) {
+	resp, _, err := a.check(ctx)
+	return resp, err
+}
+
+// check is Check, also returning what the offer's checks established for
+// its download.
+func (a *Agent) check(ctx context.Context) (api.CheckResponse, offerTrust, error) {
+	if a.Cfg.InsecureNoMetadata {
+		a.say("%s", InsecureWarning)
+	}
 	req := api.CheckRequest{DeviceID: a.Cfg.DeviceID, Arch: a.Cfg.Arch, Channel: a.Cfg.Channel, Group: a.Cfg.Group}
 	cur, ok, err := a.current()
 	if err != nil {
-		return api.CheckResponse{}, err
+		return api.CheckResponse{}, offerTrust{}, err
 	}
 	if ok {
 		req.BootedCommit = cur.Commit.String()
 		req.Version = cur.Origin.Version
 	}
 	if err := a.ensureCredential(ctx); err != nil { // credential.go
-		return api.CheckResponse{}, err
+		return api.CheckResponse{}, offerTrust{}, err
 	}
 	resp, err := a.Client.Check(ctx, req)
 	if err != nil {
-		return resp, fmt.Errorf("asking the server for updates: %w", err)
+		return resp, offerTrust{}, fmt.Errorf("asking the server for updates: %w", err)
 	}
+	var tr offerTrust
 	if resp.Update && resp.Target != nil {
-		if err := a.verifyOffer(ctx, *resp.Target, req.Version); err != nil {
-			return resp, err
+		if tr, err = a.verifyOffer(ctx, *resp.Target, req.Version, req.BootedCommit); err != nil {
+			return resp, tr, err
 		}
 	}
-	return resp, nil
+	return resp, tr, nil
 }
 
 func (a *Agent) report(ctx context.Context, ev api.Event, version, rolloutID, errText string) {
@@ -215,7 +226,7 @@ func (a *Agent) report(ctx context.Context, ev api.Event, version, rolloutID, er
 // verifies, deploys and (depending on the strategy) switches to it. It
 // returns whether a new deployment was made the default.
 func (a *Agent) Upgrade(ctx context.Context) (bool, error) {
-	resp, err := a.Check(ctx)
+	resp, tr, err := a.check(ctx)
 	if err != nil {
 		if errors.Is(err, ErrRefused) && resp.Target != nil {
 			a.report(ctx, api.EventRefused, resp.Target.Version, resp.Target.RolloutID, err.Error())
@@ -240,7 +251,7 @@ func (a *Agent) Upgrade(ctx context.Context) (bool, error) {
 		a.say("Version %s was rolled back on this machine before; not installing it again.", t.Version)
 		return false, nil
 	}
-	changed, err := a.install(ctx, t, want)
+	changed, err := a.install(ctx, t, want, tr)
 	if err != nil {
 		a.report(ctx, failureClass(err), t.Version, t.RolloutID, err.Error()) // credential.go: never a release failure
 		a.say("Update to %s failed: %v", t.Version, err)
@@ -249,7 +260,7 @@ func (a *Agent) Upgrade(ctx context.Context) (bool, error) {
 	return changed, nil
 }
 
-func (a *Agent) install(ctx context.Context, t api.Target, want ostree.Checksum) (bool, error) {
+func (a *Agent) install(ctx context.Context, t api.Target, want ostree.Checksum, tr offerTrust) (bool, error) {
 	cur, haveCur, err := a.current()
 	if err != nil {
 		return false, err
@@ -276,7 +287,17 @@ func (a *Agent) install(ctx context.Context, t api.Target, want ostree.Checksum)
 	if !staged {
 		a.say("Downloading version %s...", t.Version)
 		a.report(ctx, api.EventDownloadStarted, t.Version, t.RolloutID, "")
-		opts := pull.Options{ExpectCommit: t.Commit}
+		// Each key for its role: the online keys for the summary, the
+		// release keys (trusted_keys) for the commit.
+		opts := pull.Options{ExpectCommit: t.Commit, SummaryKeys: tr.summaryKeys, CommitKeys: a.Puller.Verifiers}
+		if len(opts.SummaryKeys) == 0 || len(opts.CommitKeys) == 0 {
+			return false, fmt.Errorf("download of %s: no summary or release keys", t.Version)
+		}
+		// The pull moves the local ref; a refused deploy puts it back.
+		restore, err := a.refRestorer(t.Ref)
+		if err != nil {
+			return false, err
+		}
 		if haveCur {
 			c, err := a.Repo.ReadCommit(cur.Commit)
 			if err != nil {
@@ -294,18 +315,18 @@ func (a *Agent) install(ctx context.Context, t api.Target, want ostree.Checksum)
 			got, err = a.Puller.Pull(ctx, a.Repo, t.Ref, opts)
 		}
 		if err != nil {
-			return false, fmt.Errorf("download of %s: %w", t.Version, err)
+			return false, restore(fmt.Errorf("download of %s: %w", t.Version, err))
 		}
 		if got != want {
-			return false, fmt.Errorf("download of %s: got commit %s, the server offered %s", t.Version, got, want)
+			return false, restore(fmt.Errorf("download of %s: got commit %s, the server offered %s", t.Version, got, want))
 		}
 		if err := a.verifyPulled(t, got); err != nil {
-			return false, fmt.Errorf("download of %s: %w", t.Version, err)
+			return false, restore(fmt.Errorf("download of %s: %w", t.Version, err))
 		}
 		a.report(ctx, api.EventDownloadFinished, t.Version, t.RolloutID, "")
 		dep, err = a.Sys.Deploy(ctx, a.Repo, want, sysroot.Origin{Ref: t.Ref, Version: t.Version, Commit: t.Commit})
 		if err != nil {
-			return false, fmt.Errorf("installing %s: %w", t.Version, err)
+			return false, restore(fmt.Errorf("installing %s: %w", t.Version, err))
 		}
 	}
 	if !a.Cfg.Strategy.InWindow(a.now()) {
@@ -446,4 +467,40 @@ func (a *Agent) Rollback(ctx context.Context) error {
 	a.report(ctx, api.EventRolledBack, cur.Origin.Version, rolloutID, "rolled back by hand")
 	a.say("Went back from version %s. Restart the machine to use the previous version.", cur.Origin.Version)
 	return nil
+}
+
+// refRestorer records where the local ref points before a download and
+// returns a function that, given the error that ends the install, points
+// it back there (or removes it, if it did not exist), so that a refused
+// deploy leaves the refs exactly as they were. A failure to restore is
+// joined to the error.
+func (a *Agent) refRestorer(ref string) (func(error) error, error) {
+	prev, err := a.Repo.ResolveRef(ref)
+	had := err == nil
+	if err != nil && !errors.Is(err, ostree.ErrNotFound) {
+		return nil, fmt.Errorf("reading the local ref: %w", err)
+	}
+	return func(cause error) error {
+		cur, err := a.Repo.ResolveRef(ref)
+		if (had && err == nil && cur == prev) || (!had && errors.Is(err, ostree.ErrNotFound)) {
+			return cause
+		}
+		txn, err := a.Repo.Begin()
+		if err != nil {
+			return errors.Join(cause, fmt.Errorf("restoring the local ref %s: %w", ref, err))
+		}
+		defer txn.Close()
+		if had {
+			err = txn.SetRef(ref, prev)
+		} else {
+			err = txn.DeleteRef(ref)
+		}
+		if err == nil {
+			err = txn.Close()
+		}
+		if err != nil {
+			return errors.Join(cause, fmt.Errorf("restoring the local ref %s: %w", ref, err))
+		}
+		return cause
+	}, nil
 }

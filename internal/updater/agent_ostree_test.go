@@ -61,7 +61,7 @@ func newOstreeAgent(t *testing.T, env *agentEnv, id string) (*Agent, *ostreeadmi
 	healthDir := filepath.Join(t.TempDir(), "health")
 	writeCheck(t, healthDir, 0)
 	cfg, err := ParseConfig([]byte("server: " + env.url + "\ndevice_id: " + id + "\nchannel: stable\narch: x86_64\ntrusted_keys: " +
-		env.keys + "\nsysroot: " + root + "\nbackend: ostree\nhealth_dir: " + healthDir + "\n"))
+		env.keys + "\ntrusted_root: " + env.root + "\nsysroot: " + root + "\nbackend: ostree\nhealth_dir: " + healthDir + "\n"))
 	if err != nil {
 		t.Fatal(err)
 	}

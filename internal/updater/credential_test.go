@@ -21,15 +21,16 @@ import (
 
 // enrollEnv is a server with an enroll token written where a school
 // image keeps it.
-func enrollEnv(t *testing.T) (*testserver.Server, *fixture, string) {
+func enrollEnv(t *testing.T) (*testserver.Server, *fixture, string, string) {
 	t.Helper()
-	ts := testserver.Start(t, testserver.Options{Roles: []auth.Role{auth.RoleRelease, auth.RoleEnroll, auth.RoleAdmin}})
-	f := &fixture{store: ts.Store, pub: ts.Publisher, admin: ts.Client(t, auth.RoleRelease), commits: map[string]string{}}
+	ts := testserver.Start(t, testserver.Options{Metadata: true, OnlineSummaryKey: true, Serve: true,
+		Roles: []auth.Role{auth.RoleRelease, auth.RoleEnroll, auth.RoleAdmin}})
+	f := newFixture(t, ts)
 	tokFile := filepath.Join(t.TempDir(), "enroll-token")
 	if err := os.WriteFile(tokFile, []byte(ts.Tokens[auth.RoleEnroll]+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return ts, f, tokFile
+	return ts, f, tokFile, rootJSON(t, ts)
 }
 
 func readCredential(t *testing.T, p string) credentialFile {
@@ -54,10 +55,10 @@ func readCredential(t *testing.T, p string) credentialFile {
 // enrollment would be refused), and renews it once it is old.
 func TestAgentEnrollsOnceAndRotates(t *testing.T) {
 	ctx := context.Background()
-	ts, f, enrollFile := enrollEnv(t)
+	ts, f, enrollFile, root := enrollEnv(t)
 	credFile := filepath.Join(t.TempDir(), "var", "credential")
 	extra := "enroll_token_file: " + enrollFile + "\ncredential_file: " + credFile + "\n"
-	a, out := newTestAgent(t, ts.URL, "", ts.Release.Dir, ts.Release.Verifiers, "aula1-pc01", extra)
+	a, out := newTestAgent(t, ts.URL, "", ts.Release.Dir, root, ts.Release.Verifiers, "aula1-pc01", extra)
 	f.publish(t, "10.0.0")
 	if changed, err := a.Upgrade(ctx); err != nil || !changed {
 		t.Fatalf("first upgrade: %v %v\n%s", changed, err, out)
@@ -112,7 +113,7 @@ func TestAgentEnrollsOnceAndRotates(t *testing.T) {
 	}
 	// A credential copied from another machine is not used: this one
 	// enrolls as itself.
-	other, out2 := newTestAgent(t, ts.URL, "", ts.Release.Dir, ts.Release.Verifiers, "aula1-pc02", extra)
+	other, out2 := newTestAgent(t, ts.URL, "", ts.Release.Dir, root, ts.Release.Verifiers, "aula1-pc02", extra)
 	if _, err := other.Check(ctx); err != nil {
 		t.Fatalf("second machine: %v\n%s", err, out2)
 	}
@@ -126,9 +127,9 @@ func TestAgentEnrollsOnceAndRotates(t *testing.T) {
 // failed health check is health-failed, which does.
 func TestAgentReportClasses(t *testing.T) {
 	ctx := context.Background()
-	ts, f, enrollFile := enrollEnv(t)
+	ts, f, enrollFile, root := enrollEnv(t)
 	extra := "enroll_token_file: " + enrollFile + "\ncredential_file: " + filepath.Join(t.TempDir(), "credential") + "\n"
-	a, out := newTestAgent(t, ts.URL, "", ts.Release.Dir, ts.Release.Verifiers, "aula2-pc01", extra)
+	a, out := newTestAgent(t, ts.URL, "", ts.Release.Dir, root, ts.Release.Verifiers, "aula2-pc01", extra)
 	f.publish(t, "10.0.0")
 	installByHand(t, a, stableRef, "10.0.0")
 	f.publish(t, "10.0.1")

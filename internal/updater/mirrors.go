@@ -116,17 +116,20 @@ func (e *staleError) Unwrap() error { return e.err }
 // checkOfferMetadata is step 2 of verify.go: the offer must be a release
 // the signed channel metadata of some source lists. Nothing is checked
 // without trusted_root.
-func (a *Agent) checkOfferMetadata(ctx context.Context, t api.Target) error {
+func (a *Agent) checkOfferMetadata(ctx context.Context, t api.Target) (*channelmeta.State, error) {
+	if a.Cfg.InsecureNoMetadata {
+		return nil, nil
+	}
 	if a.Cfg.TrustedRoot == "" {
-		return nil
+		return nil, fmt.Errorf("%w: trusted_root is required (or insecure_no_metadata)", ErrInvalid)
 	}
 	offer := channelmeta.Offer{Channel: t.Channel, Arch: t.Arch, Version: t.Version,
 		Commit: t.Commit, Ref: t.Ref, OCIDigest: t.OCIDigest}
-	_, err := a.metadataState(ctx, func(st *channelmeta.State) error { return channelmeta.CheckOffer(st, offer) })
+	st, err := a.metadataState(ctx, func(st *channelmeta.State) error { return channelmeta.CheckOffer(st, offer) })
 	var se *staleError
 	if errors.As(err, &se) {
-		return fmt.Errorf("%w: the server offered version %s, which the signed channel metadata does not allow: %w",
+		return nil, fmt.Errorf("%w: the server offered version %s, which the signed channel metadata does not allow: %w",
 			ErrRefused, t.Version, se.err)
 	}
-	return err
+	return st, err
 }

@@ -3,15 +3,20 @@
 // release server (or any archive repository served over HTTP) into a local
 // archive repository, and moves a local ref to it.
 //
-// The trust chain runs from the pinned release keys outward, and nothing is
-// stored before the link that vouches for it has been checked:
+// The trust chain runs from pinned keys outward, and nothing is stored
+// before the link that vouches for it has been checked. Two key sets, each
+// for its own role (Options.SummaryKeys and Options.CommitKeys): the
+// server's online key signs the summary, which says only where a commit is
+// and how large; the release keys sign commits, and only a release
+// signature makes a commit acceptable (a commit signed by the online key
+// alone is refused, however the summary is signed).
 //
 //  1. summary.sig must verify against the exact summary bytes with the
-//     pinned keys (sign.VerifyAll); the summary then names the commit of the
-//     ref and bounds the commit's size.
+//     summary keys (sign.VerifyAll); the summary then names the commit of
+//     the ref and bounds the commit's size.
 //  2. The commit must hash to the name the summary gave, and its detached
 //     metadata (.commitmeta) must carry valid signatures of the commit bytes
-//     by the pinned keys. The commit must be bound to the ref pulled
+//     by the commit keys. The commit must be bound to the ref pulled
 //     (ostree.ref-binding, so a commit of another channel or architecture
 //     cannot be served in its place) and newer than the booted one.
 //  3. Every dirtree and dirmeta must hash to the name its parent gave and
@@ -160,7 +165,10 @@ type Puller struct {
 	// HTTP is the client; a client with a pooled transport when nil. Its
 	// own Timeout, if any, applies on top of Timeout below.
 	HTTP *http.Client
-	// Verifiers are the pinned release keys.
+	// Verifiers are the keys of a repository that one key set signs
+	// entirely (summary and commits, as a local `mxosctl publish` does):
+	// they stand in for Options.SummaryKeys and Options.CommitKeys when
+	// those are nil. The device agent sets both Options fields instead.
 	Verifiers []sign.Verifier
 	// Parallel bounds concurrent requests (DefaultParallel when <= 0).
 	Parallel int
@@ -196,6 +204,24 @@ type Options struct {
 	// ExpectCommit, when not empty, is the 64-hex commit the summary must
 	// name for the ref.
 	ExpectCommit string
+	// SummaryKeys verify summary.sig: the server's online keys (on a
+	// device, those its trusted TUF root names). Puller.Verifiers when nil.
+	SummaryKeys []sign.Verifier
+	// CommitKeys verify the commit's signatures: the release keys, the
+	// only ones that make a commit acceptable. Puller.Verifiers when nil.
+	CommitKeys []sign.Verifier
+}
+
+// keys returns the summary and commit key sets of a pull.
+func (p *Puller) keys(opts Options) (summary, commit []sign.Verifier) {
+	summary, commit = opts.SummaryKeys, opts.CommitKeys
+	if summary == nil {
+		summary = p.Verifiers
+	}
+	if commit == nil {
+		commit = p.Verifiers
+	}
+	return summary, commit
 }
 
 // Pull fetches the commit ref names on the mirrors into dst, verifying it
@@ -210,8 +236,12 @@ func (p *Puller) Pull(ctx context.Context, dst *ostree.Repo, ref string, opts Op
 	if len(p.URLs) == 0 {
 		return zero, fmt.Errorf("pull %s: no mirror URLs configured", ref)
 	}
-	if len(p.Verifiers) == 0 {
-		return zero, fmt.Errorf("pull %s: %w", ref, sign.ErrNoKeys)
+	sumKeys, commitKeys := p.keys(opts)
+	if len(sumKeys) == 0 {
+		return zero, fmt.Errorf("pull %s: summary keys: %w", ref, sign.ErrNoKeys)
+	}
+	if len(commitKeys) == 0 {
+		return zero, fmt.Errorf("pull %s: commit keys: %w", ref, sign.ErrNoKeys)
 	}
 	var expect ostree.Checksum
 	if opts.ExpectCommit != "" {
@@ -223,6 +253,7 @@ func (p *Puller) Pull(ctx context.Context, dst *ostree.Repo, ref string, opts Op
 	}
 	s := p.newSession()
 	defer s.close()
+	s.sumKeys, s.commitKeys = sumKeys, commitKeys
 
 	v, err := s.choose(ctx, dst, ref, opts, expect)
 	if err != nil {
@@ -312,6 +343,9 @@ type session struct {
 	progress      func(done, total int)
 	// local holds the objects dst had when the walk started.
 	local map[ostree.ObjectRef]bool
+
+	// sumKeys verify summary.sig, commitKeys the commit (Options).
+	sumKeys, commitKeys []sign.Verifier
 }
 
 func (p *Puller) newSession() *session {
@@ -422,7 +456,7 @@ func (s *session) summaryFrom(ctx context.Context, base string) (*ostree.Summary
 	if err != nil {
 		return nil, fmt.Errorf("summary.sig: %w: %w", ErrBadSignature, err)
 	}
-	if err := sign.VerifyAll(s.p.Verifiers, sumBytes, commitsig.SignatureMap(md)); err != nil {
+	if err := sign.VerifyAll(s.sumKeys, sumBytes, commitsig.SignatureMap(md)); err != nil {
 		return nil, verifyErr("summary", err)
 	}
 	sum, err := ostree.ParseSummary(sumBytes)
@@ -457,7 +491,7 @@ func (s *session) commit(ctx context.Context, dst *ostree.Repo, ref string, sref
 	if err != nil {
 		return nil, nil, nil, false, err
 	}
-	verify := commitsig.Verifier(s.p.Verifiers)
+	verify := commitsig.Verifier(s.commitKeys)
 	if local, lerr := dst.ReadCommitMeta(c); lerr == nil && local != nil && verify(c, raw, local) == nil {
 		return raw, commit, local, false, nil
 	}
