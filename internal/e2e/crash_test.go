@@ -286,6 +286,15 @@ func TestKillPublishLeavesConsistentRepo(t *testing.T) {
 // with --tls-cert).
 func startServerBinary(t testing.TB, data string, extra ...string) string {
 	t.Helper()
+	u, _ := startServerProcess(t, data, extra...)
+	return u
+}
+
+// startServerProcess is startServerBinary that also returns stop, which
+// stops the server (SIGTERM) and checks it exited cleanly: a restart on
+// the same data directory starts another. stop also runs at cleanup.
+func startServerProcess(t testing.TB, data string, extra ...string) (string, func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	args := append([]string{"--data", data, "--listen", "127.0.0.1:0", "--log-level", "warn"}, extra...)
 	cmd := exec.CommandContext(ctx, mxosServer(), args...)
@@ -300,13 +309,17 @@ func startServerBinary(t testing.TB, data string, extra ...string) string {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		cancel()
-		err := cmd.Wait() // context.Canceled even after a clean exit
-		if ps := cmd.ProcessState; ps == nil || !ps.Success() {
-			t.Errorf("mxos-server did not stop cleanly on SIGTERM: %v, %v\n%s", ps, err, stderr.String())
-		}
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			err := cmd.Wait() // context.Canceled even after a clean exit
+			if ps := cmd.ProcessState; ps == nil || !ps.Success() {
+				t.Errorf("mxos-server did not stop cleanly on SIGTERM: %v, %v\n%s", ps, err, stderr.String())
+			}
+		})
+	}
+	t.Cleanup(stop)
 	urls := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -322,10 +335,10 @@ func startServerBinary(t testing.TB, data string, extra ...string) string {
 	}()
 	select {
 	case u := <-urls:
-		return u
+		return u, stop
 	case <-time.After(20 * time.Second):
 		t.Fatalf("mxos-server printed no URL:\n%s", stderr.String())
-		return ""
+		return "", nil
 	}
 }
 
