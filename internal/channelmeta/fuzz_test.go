@@ -299,20 +299,30 @@ func FuzzRecords(f *testing.F) {
 	})
 }
 
-// TestWriteFuzzSeeds writes the hostile fuzz bases as seed files into
-// testdata/fuzz (run with MXOS_WRITE_FUZZ_SEEDS=1 after changing them),
-// so that plain `go test` runs them in CI even if the f.Add seeds change.
+// TestWriteFuzzSeeds checks that testdata/fuzz holds a seed file for
+// every hostile fuzz base, so that plain `go test` runs them in CI even if
+// the f.Add seeds change; with MXOS_WRITE_FUZZ_SEEDS=1 (after changing the
+// bases) it writes them instead. FuzzLoad seeds are checked byte for byte;
+// FuzzCheckFile seeds carry freshly signed files, so only their presence is.
 func TestWriteFuzzSeeds(t *testing.T) {
-	if os.Getenv("MXOS_WRITE_FUZZ_SEEDS") == "" {
-		t.Skip("set MXOS_WRITE_FUZZ_SEEDS=1 to rewrite testdata/fuzz") // a generator, not a proof
-	}
+	generate := os.Getenv("MXOS_WRITE_FUZZ_SEEDS") != ""
 	bases, _ := fuzzBases(t)
 	write := func(target, name string, args ...string) {
 		dir := filepath.Join("testdata", "fuzz", target)
+		body := "go test fuzz v1\n" + strings.Join(args, "\n") + "\n"
+		if !generate {
+			got, err := os.ReadFile(filepath.Join(dir, name))
+			switch {
+			case err != nil:
+				t.Errorf("seed %s/%s is missing (MXOS_WRITE_FUZZ_SEEDS=1 go test -run TestWriteFuzzSeeds writes it): %v", target, name, err)
+			case target == "FuzzLoad" && string(got) != body:
+				t.Errorf("seed %s/%s is stale (MXOS_WRITE_FUZZ_SEEDS=1 go test -run TestWriteFuzzSeeds rewrites it)", target, name)
+			}
+			return
+		}
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		body := "go test fuzz v1\n" + strings.Join(args, "\n") + "\n"
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}
