@@ -219,7 +219,8 @@ func (a *apiState) handleEnroll(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	err = a.store.Tx(r.Context(), func(tx *db.Tx) error {
-		if err := enrollLimits(r.Context(), tx, who, req.DeviceID, now); err != nil {
+		enrollTok, _ := r.Context().Value(tokenKey).(db.Token)
+		if err := enrollLimits(r.Context(), tx, who, enrollTok.MaxDevices, req.DeviceID, now); err != nil {
 			return err
 		}
 		if err := tx.EnrollDevice(r.Context(), cred, who); err != nil {
@@ -246,7 +247,8 @@ func (a *apiState) handleEnroll(w http.ResponseWriter, r *http.Request) error {
 // Enrollment limits per enroll token. The token is baked into images, so
 // whoever copies it can enroll invented ids; the limits bound how many.
 const (
-	// EnrollCap is how many devices one enroll token enrolls in its life.
+	// EnrollCap is how many devices one enroll token enrolls in its life,
+	// unless made with another cap (--max-devices).
 	EnrollCap = 500
 	// EnrollPerWindow enrollments per EnrollWindow: a school's machines
 	// imaged on one day (a few labs at once) enroll without waiting; a
@@ -257,9 +259,13 @@ const (
 )
 
 // enrollLimits refuses an enrollment of id by the enroll token who (its
-// audit name) past EnrollCap or EnrollPerWindow. An id an admin authorized
-// is never refused for the limits: an admin vouched for it.
-func enrollLimits(ctx context.Context, tx *db.Tx, who, id string, now time.Time) error {
+// audit name) past its cap (maxDevices; 0 is EnrollCap) or
+// EnrollPerWindow. An id an admin authorized is never refused for the
+// limits: an admin vouched for it.
+func enrollLimits(ctx context.Context, tx *db.Tx, who string, maxDevices int, id string, now time.Time) error {
+	if maxDevices <= 0 {
+		maxDevices = EnrollCap
+	}
 	if st, err := tx.IdentityState(ctx, id); err != nil || st == db.IdentityAuthorized {
 		return err
 	}
@@ -267,8 +273,8 @@ func enrollLimits(ctx context.Context, tx *db.Tx, who, id string, now time.Time)
 	if err != nil {
 		return err
 	}
-	if total >= EnrollCap {
-		return api.Errorf(api.CodeEnrollCap, "this enroll token has enrolled its %d devices; make a new one (mxosctl token create --role enroll) or authorize the device (mxosctl devices authorize ID)", EnrollCap)
+	if total >= maxDevices {
+		return api.Errorf(api.CodeEnrollCap, "this enroll token has enrolled its %d devices; make a new one (mxosctl token create --role enroll --max-devices N) or authorize the device (mxosctl devices authorize ID)", maxDevices)
 	}
 	recent, err := tx.CountEnrollments(ctx, who, now.Add(-EnrollWindow))
 	if err != nil {

@@ -319,6 +319,23 @@ func TestEnrollLimits(t *testing.T) {
 	if code, body := f.do(t, enr, "POST", "/api/v1/enroll", api.EnrollRequest{DeviceID: "lab-1"}); code != 201 {
 		t.Fatalf("authorized id past the cap: %d %s", code, body)
 	}
+	// --max-devices: a token for one lab of three machines.
+	code, body = f.do(t, f.tokens["admin"], "POST", "/api/v1/tokens", api.TokenCreateRequest{Name: "aula-3", Role: "enroll", MaxDevices: 3})
+	var lab api.TokenCreated
+	if code != 201 || json.Unmarshal(body, &lab) != nil || lab.MaxDevices != 3 {
+		t.Fatalf("enroll token with a cap: %d %s", code, body)
+	}
+	for i := range 4 {
+		code, body := f.do(t, lab.Token, "POST", "/api/v1/enroll", api.EnrollRequest{DeviceID: fmt.Sprintf("aula3-pc%d", i)})
+		if want := 201; i == 3 && (code != 403 || errCode(body) != api.CodeEnrollCap || !strings.Contains(string(body), "its 3 devices")) || i < 3 && code != want {
+			t.Fatalf("enrollment %d with --max-devices 3: %d %s", i+1, code, body)
+		}
+	}
+	for _, req := range []api.TokenCreateRequest{{Name: "x", Role: "admin", MaxDevices: 3}, {Name: "y", Role: "enroll", MaxDevices: -1}} {
+		if code, body := f.do(t, f.tokens["admin"], "POST", "/api/v1/tokens", req); code != 400 {
+			t.Fatalf("%+v: %d %s", req, code, body)
+		}
+	}
 }
 
 func grepLines(s, sub string) string {
