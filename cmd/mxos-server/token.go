@@ -27,14 +27,17 @@ func newTokenCmd(g *globalOptions) *cobra.Command {
 		return store, nil
 	}
 	var role, name, expires, device string
+	var maxDevices int
 	create := &cobra.Command{
-		Use:   "create --data DIR --role ROLE --name NAME [--expires 90d] [--device ID]",
+		Use:   "create --data DIR --role ROLE --name NAME [--expires 90d] [--device ID] [--max-devices N]",
 		Short: "Create a token and print it once",
 		Long: `Create makes a token and prints only the token on stdout, so
 TOKEN=$(mxos-server token create ...) captures it; what it is goes to
 stderr. Tokens expire: --expires (e.g. 30d, 36h; at most 730d), by default
 90 days for release and admin, 365 for enroll, 180 for device. --device
-binds a device token to one device id (otherwise the first id that uses it).`,
+binds a device token to one device id (otherwise the first id that uses it).
+--max-devices caps how many devices an enroll token enrolls (default 500;
+it also enrolls at most 250 an hour).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			r, err := auth.ParseRole(role)
@@ -44,7 +47,7 @@ binds a device token to one device id (otherwise the first id that uses it).`,
 			if name == "" {
 				return fmt.Errorf("--name is required")
 			}
-			opts := server.TokenOptions{Name: name, Role: r, By: "local:mxos-server", Now: time.Now(), DeviceID: device}
+			opts := server.TokenOptions{Name: name, Role: r, By: "local:mxos-server", Now: time.Now(), DeviceID: device, MaxDevices: maxDevices}
 			if expires != "" {
 				if opts.TTL, err = auth.ParseTTL(expires); err != nil {
 					return fmt.Errorf("--expires: %w", err)
@@ -69,6 +72,7 @@ binds a device token to one device id (otherwise the first id that uses it).`,
 	create.Flags().StringVar(&name, "name", "", "a name for the token, unique among active tokens")
 	create.Flags().StringVar(&expires, "expires", "", "lifetime, e.g. 90d or 36h (default: the role's, see --help)")
 	create.Flags().StringVar(&device, "device", "", "bind a device token to this device id")
+	create.Flags().IntVar(&maxDevices, "max-devices", 0, "an enroll token's cap on enrolled devices (default 500)")
 	revoke := &cobra.Command{
 		Use:   "revoke --data DIR NAME",
 		Short: "Revoke a token by name or id (also the last admin token)",

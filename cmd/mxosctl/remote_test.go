@@ -215,6 +215,8 @@ func TestRemoteCommands(t *testing.T) {
 			[]string{"mxos_NEWNEWNEW\n", "Created release token ci (id t3), valid until 2026-05-30 12:00Z."}},
 		{[]string{"token", "create", "--name", "kiosk", "--role", "device", "--device", "pc1", "--expires", "30d"},
 			[]string{`POST /api/v1/tokens {"name":"kiosk","role":"device","expires":"30d","device_id":"pc1"}`}, nil},
+		{[]string{"token", "create", "--name", "aula-3", "--role", "enroll", "--max-devices", "30"},
+			[]string{`POST /api/v1/tokens {"name":"aula-3","role":"enroll","max_devices":30}`}, nil},
 		{[]string{"token", "list"}, []string{"GET /api/v1/tokens"}, []string{
 			"NAME  ROLE    DEVICE  ID  CREATED            BY  EXPIRES            REVOKED",
 			"ana   admin   -       t1  2026-03-01 12:00Z  -   2026-05-30 12:00Z  -",
@@ -474,6 +476,8 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"token", "create", "--name", "ci"}, "--name and --role are required"},
 		{[]string{"token", "create", "--name", "ci", "--role", "root"}, "--role: unknown role"},
 		{[]string{"token", "create", "--name", "ci", "--role", "admin", "--expires", "forever"}, "--expires: invalid token lifetime"},
+		{[]string{"token", "create", "--name", "ci", "--role", "admin", "--max-devices", "3"}, "--max-devices: only an enroll token"},
+		{[]string{"token", "create", "--name", "ci", "--role", "enroll", "--max-devices", "-1"}, "--max-devices: only an enroll token"},
 		{[]string{"devices", "revoke"}, "accepts 1 arg"},
 		{[]string{"token", "revoke"}, "accepts 1 arg"},
 		{[]string{"channels", "extra"}, "unknown command"},

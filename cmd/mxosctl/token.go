@@ -17,8 +17,9 @@ func newTokenCmd(r *remote) *cobra.Command {
 
 func newTokenCreateCmd(r *remote) *cobra.Command {
 	var name, role, expires, device string
+	var maxDevices int
 	cmd := &cobra.Command{
-		Use:   "create --name N --role R [--expires 90d] [--device ID]",
+		Use:   "create --name N --role R [--expires 90d] [--device ID] [--max-devices N]",
 		Short: "Create a token for a person, a CI job, a device or a school image; it is shown only once",
 		Long: `Create makes a token with one role: release (publish, promote, rollouts),
 admin (pins, devices, tokens), device (check and report for one device) or
@@ -30,7 +31,9 @@ Only the token is printed on stdout, so TOKEN=$(mxosctl token create ...)
 captures it; what was made goes to stderr. The server keeps only its hash.
 Tokens expire: --expires (e.g. 30d, 36h; at most 730d), by default 90 days
 for release and admin, 365 for enroll, 180 for device. --device binds a
-device token to one device id (otherwise the first id that uses it).`,
+device token to one device id (otherwise the first id that uses it).
+--max-devices caps how many devices an enroll token enrolls (default 500;
+it also enrolls at most 250 an hour; ids an admin authorized are exempt).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if name == "" || role == "" {
@@ -44,11 +47,14 @@ device token to one device id (otherwise the first id that uses it).`,
 					return userError("--expires: %v", err)
 				}
 			}
+			if maxDevices < 0 || (maxDevices != 0 && role != string(auth.RoleEnroll)) {
+				return userError("--max-devices: only an enroll token has a cap, and it is a positive number")
+			}
 			c, err := r.client(cmd)
 			if err != nil {
 				return err
 			}
-			t, err := c.CreateToken(cmd.Context(), api.TokenCreateRequest{Name: name, Role: role, Expires: expires, DeviceID: device})
+			t, err := c.CreateToken(cmd.Context(), api.TokenCreateRequest{Name: name, Role: role, Expires: expires, DeviceID: device, MaxDevices: maxDevices})
 			if err != nil {
 				return r.explain(err)
 			}
@@ -66,6 +72,7 @@ device token to one device id (otherwise the first id that uses it).`,
 	cmd.Flags().StringVar(&role, "role", "", "role: release, admin, device or enroll")
 	cmd.Flags().StringVar(&expires, "expires", "", "lifetime, e.g. 90d or 36h (default: the role's, see --help)")
 	cmd.Flags().StringVar(&device, "device", "", "bind a device token to this device id")
+	cmd.Flags().IntVar(&maxDevices, "max-devices", 0, "an enroll token's cap on enrolled devices (default 500)")
 	return cmd
 }
 

@@ -170,6 +170,9 @@ type TokenCreateRequest struct {
 	Role     string `json:"role"`
 	Expires  string `json:"expires,omitempty"`
 	DeviceID string `json:"device_id,omitempty"`
+	// MaxDevices caps how many devices an enroll token enrolls (0: the
+	// server's default, 500).
+	MaxDevices int `json:"max_devices,omitempty"`
 }
 
 // EnrollRequest trades an enroll token for the device's own credential.
@@ -222,4 +225,6 @@ type TokenInfo struct {
 	RevokedAt time.Time `json:"revoked_at,omitzero"`
 	DeviceID  string    `json:"device_id,omitempty"`
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	// MaxDevices: an enroll token's cap (0: the server's default).
+	MaxDevices int `json:"max_devices,omitempty"`
 }

@@ -38,7 +38,11 @@ const (
 	// CodeEnrolled: the device id already enrolled (or was revoked); an
 	// admin must authorize it before it enrolls again.
 	CodeEnrolled Code = "already_enrolled"
-	CodeInternal Code = "internal"
+	// CodeEnrollCap, CodeEnrollRate: the enroll token reached its cap on enrolled
+	// devices (403) or its hourly enrollment rate (429, with Retry-After).
+	CodeEnrollCap  Code = "enroll_cap_reached"
+	CodeEnrollRate Code = "enroll_rate_limited"
+	CodeInternal   Code = "internal"
 )
 
 // HTTPStatus is the status a code is served with.
@@ -50,8 +54,10 @@ func (c Code) HTTPStatus() int {
 		return http.StatusRequestEntityTooLarge
 	case CodeUnauthorized:
 		return http.StatusUnauthorized
-	case CodeForbidden:
+	case CodeForbidden, CodeEnrollCap:
 		return http.StatusForbidden
+	case CodeEnrollRate:
+		return http.StatusTooManyRequests
 	case CodeNotFound:
 		return http.StatusNotFound
 	case CodeDuplicate, CodeDuplicateVersion, CodeVersionOrder, CodePromotion, CodeRolloutState, CodeConflict, CodeFleetLockBusy,

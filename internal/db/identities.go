@@ -214,3 +214,18 @@ func (q *Queries) ListDeviceIdentities(ctx context.Context) ([]DeviceIdentity, e
 		LEFT JOIN device_identities di ON di.device_id = ids.id
 		ORDER BY ids.id`)
 }
+
+// CountEnrollments counts the credentials that enrollment issued to the
+// actor by (the enroll token's audit name, "token:<name>") at or after
+// since; rotations are made by the device's own credential and are not
+// counted. A zero since counts them all.
+func (q *Queries) CountEnrollments(ctx context.Context, by string, since time.Time) (int, error) {
+	var n int64
+	err := q.q.QueryRowContext(ctx, `SELECT COUNT(*) FROM tokens
+		WHERE created_by = $1 AND created_at >= $2 AND device_id IS NOT NULL AND name LIKE $3`,
+		by, micros(since), DeviceCredentialPrefix+"%").Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("counting enrollments by %s: %w", by, err)
+	}
+	return int(n), nil
+}

@@ -93,7 +93,16 @@ func (q *Queries) AddReport(ctx context.Context, r Report) error {
 // failures of api.ReleaseFailures are failures; refusals, download and
 // configuration errors and the older agents' failed are no outcome). Only reports naming the rollout and its version
 // count, so a device's health-ok for the release it rolled back to does
-// not pass for a success. An unknown rollout is ErrNotFound.
+// not pass for a success.
+//
+// A device that enrolled (an enroll token gave it its credential) after
+// the rollout started does not vote: its reports are stored and shown but
+// left out here. An enroll token is baked into images, so whoever holds
+// it can enroll invented ids; this way ids enrolled for the purpose
+// cannot halt (or pass) a running rollout, while the fleet that existed
+// when it started, and devices using admin-made device tokens, count as
+// before. Machines imaged during a rollout vote in the next one. An
+// unknown rollout is ErrNotFound.
 func (q *Queries) RolloutStats(ctx context.Context, rolloutID string, since time.Time) (rollout.Stats, error) {
 	r, err := q.GetRollout(ctx, rolloutID)
 	if err != nil {
@@ -108,12 +117,23 @@ func (q *Queries) RolloutStats(ctx context.Context, rolloutID string, since time
 		FROM (SELECT event, ROW_NUMBER() OVER (PARTITION BY device_id ORDER BY reported_at DESC, id DESC) AS n
 		      FROM reports
 		      WHERE rollout_id = $1 AND version = $2 AND reported_at >= $3
-		        AND event IN ('health-ok', `+failureEvents+`)) latest
-		WHERE n = 1`, rolloutID, r.Version, micros(since)).Scan(&ok, &bad)
+		        AND event IN ('health-ok', `+failureEvents+`)
+		        AND NOT EXISTS (SELECT 1 FROM device_identities di WHERE di.device_id = reports.device_id
+		                        AND di.state = 'enrolled' AND di.updated_at > $4)) latest
+		WHERE n = 1`, rolloutID, r.Version, micros(since), micros(votersSince(r))).Scan(&ok, &bad)
 	if err != nil {
 		return rollout.Stats{}, fmt.Errorf("counting reports of rollout %s: %w", rolloutID, err)
 	}
 	return rollout.Stats{Successes: int(ok), Failures: int(bad)}, nil
+}
+
+// votersSince is when a rollout started for RolloutStats: devices that
+// enrolled later do not vote.
+func votersSince(r Rollout) time.Time {
+	if !r.StartedAt.IsZero() {
+		return r.StartedAt
+	}
+	return r.CreatedAt
 }
 
 // RolledBackFrom returns the versions a device rolled back from (any

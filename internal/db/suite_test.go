@@ -945,6 +945,9 @@ func testTokens(t *testing.T, s *Store) {
 		{"expired-at-birth", Token{ID: "t11", Name: "z", Role: auth.RoleAdmin, Hash: tokenHash("s11"), CreatedAt: at(1), CreatedBy: "a", ExpiresAt: at(1)}, ErrInvalid},
 		{"enroll", Token{ID: "t12", Name: "escuela", Role: auth.RoleEnroll, Hash: tokenHash("s12"), CreatedAt: at(1), CreatedBy: "a", ExpiresAt: at(100)}, nil},
 		{"bound-device", Token{ID: "t13", Name: "kiosk", Role: auth.RoleDevice, Hash: tokenHash("s13"), CreatedAt: at(1), CreatedBy: "a", DeviceID: "pc", ExpiresAt: at(100)}, nil},
+		{"capped-enroll", Token{ID: "t14", Name: "aula-3", Role: auth.RoleEnroll, Hash: tokenHash("s14"), CreatedAt: at(1), CreatedBy: "a", ExpiresAt: at(100), MaxDevices: 3}, nil},
+		{"capped-admin", Token{ID: "t15", Name: "w", Role: auth.RoleAdmin, Hash: tokenHash("s15"), CreatedAt: at(1), CreatedBy: "a", MaxDevices: 3}, ErrInvalid},
+		{"negative-cap", Token{ID: "t16", Name: "v", Role: auth.RoleEnroll, Hash: tokenHash("s16"), CreatedAt: at(1), CreatedBy: "a", MaxDevices: -1}, ErrInvalid},
 	}
 	for _, c := range creates {
 		wantErr(t, c.name, s.CreateToken(ctx, c.t), c.want)
@@ -961,7 +964,13 @@ func testTokens(t *testing.T, s *Store) {
 		got.Expired(at(99)) || !got.Expired(at(100)) {
 		t.Errorf("bound device token = %+v, %v", got, err)
 	}
-	if n, err := s.CountLiveTokens(ctx, auth.RoleEnroll, at(99)); err != nil || n != 1 {
+	if got, err := s.TokenByHash(ctx, tokenHash("s14")); err != nil || got.MaxDevices != 3 {
+		t.Errorf("capped enroll token = %+v, %v", got, err)
+	}
+	if got, err := s.TokenByHash(ctx, tokenHash("s12")); err != nil || got.MaxDevices != 0 {
+		t.Errorf("enroll token without a cap = %+v, %v", got, err)
+	}
+	if n, err := s.CountLiveTokens(ctx, auth.RoleEnroll, at(99)); err != nil || n != 2 {
 		t.Errorf("live enroll tokens = %d, %v", n, err)
 	}
 	if n, err := s.CountLiveTokens(ctx, auth.RoleEnroll, at(100)); err != nil || n != 0 {
@@ -996,7 +1005,7 @@ func testTokens(t *testing.T, s *Store) {
 		}
 		summary = append(summary, fmt.Sprintf("%s/%s/%s/%v", l.ID, l.Name, l.Role, !l.RevokedAt.IsZero()))
 	}
-	if want := []string{"t1/ci/release/true", "t12/escuela/enroll/false", "t13/kiosk/device/false", "t2/ana/admin/true", "t9/ci/release/false"}; !reflect.DeepEqual(summary, want) {
+	if want := []string{"t1/ci/release/true", "t12/escuela/enroll/false", "t13/kiosk/device/false", "t14/aula-3/enroll/false", "t2/ana/admin/true", "t9/ci/release/false"}; !reflect.DeepEqual(summary, want) {
 		t.Errorf("ListTokens = %v, want %v", summary, want)
 	}
 }

@@ -31,6 +31,9 @@ type Token struct {
 	// made before expiry existed). The store keeps it; the server judges
 	// it against its clock.
 	ExpiresAt time.Time
+	// MaxDevices caps how many devices an enroll token enrolls (0: the
+	// server's default; only enroll tokens carry one).
+	MaxDevices int
 }
 
 // Expired reports whether t has expired at now.
@@ -60,6 +63,9 @@ func (q *Queries) CreateToken(ctx context.Context, t Token) error {
 	if !t.ExpiresAt.IsZero() && !t.ExpiresAt.After(t.CreatedAt) {
 		c.fail("a new token must expire after it is created")
 	}
+	if t.MaxDevices < 0 || (t.MaxDevices != 0 && t.Role != auth.RoleEnroll) {
+		c.fail("max devices %d: only an enroll token has a cap, and it is positive", t.MaxDevices)
+	}
 	if c.err != nil {
 		return c.err
 	}
@@ -72,10 +78,10 @@ func (q *Queries) CreateToken(ctx context.Context, t Token) error {
 		if n > 0 {
 			return fmt.Errorf("creating token %q: %w: a valid token has that name", t.Name, ErrDuplicate)
 		}
-		_, err = q.q.ExecContext(ctx, `INSERT INTO tokens (id, name, role, hash, created_at, created_by, revoked_at, device_id, expires_at)
-			VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8)`,
+		_, err = q.q.ExecContext(ctx, `INSERT INTO tokens (id, name, role, hash, created_at, created_by, revoked_at, device_id, expires_at, max_devices)
+			VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8, $9)`,
 			t.ID, t.Name, string(t.Role), hex.EncodeToString(t.Hash), micros(t.CreatedAt), t.CreatedBy,
-			nullText(t.DeviceID), nullMicros(t.ExpiresAt))
+			nullText(t.DeviceID), nullMicros(t.ExpiresAt), sql.NullInt64{Int64: int64(t.MaxDevices), Valid: t.MaxDevices > 0})
 		if isUnique(err) {
 			return fmt.Errorf("creating token %q: %w: id, name or hash already used", t.Name, ErrDuplicate)
 		}
@@ -86,7 +92,7 @@ func (q *Queries) CreateToken(ctx context.Context, t Token) error {
 	})
 }
 
-const tokenColumns = `id, name, role, hash, created_at, created_by, revoked_at, device_id, expires_at`
+const tokenColumns = `id, name, role, hash, created_at, created_by, revoked_at, device_id, expires_at, max_devices`
 
 func scanToken(sc interface{ Scan(...any) error }) (Token, error) {
 	var (
@@ -97,12 +103,13 @@ func scanToken(sc interface{ Scan(...any) error }) (Token, error) {
 		revoked sql.NullInt64
 		device  sql.NullString
 		expires sql.NullInt64
+		maxDev  sql.NullInt64
 	)
-	if err := sc.Scan(&t.ID, &t.Name, &role, &hash, &created, &t.CreatedBy, &revoked, &device, &expires); err != nil {
+	if err := sc.Scan(&t.ID, &t.Name, &role, &hash, &created, &t.CreatedBy, &revoked, &device, &expires, &maxDev); err != nil {
 		return Token{}, err
 	}
 	t.Role, t.CreatedAt, t.RevokedAt = auth.Role(role), fromMicros(created), fromNullMicros(revoked)
-	t.DeviceID, t.ExpiresAt = device.String, fromNullMicros(expires)
+	t.DeviceID, t.ExpiresAt, t.MaxDevices = device.String, fromNullMicros(expires), int(maxDev.Int64)
 	h, err := hex.DecodeString(hash)
 	if err != nil {
 		return Token{}, fmt.Errorf("stored hash of token %s: %w", t.ID, err)

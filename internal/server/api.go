@@ -609,7 +609,7 @@ func (a *apiState) handleAudit(w http.ResponseWriter, r *http.Request) error {
 
 func toTokenInfo(t db.Token) api.TokenInfo {
 	return api.TokenInfo{ID: t.ID, Name: t.Name, Role: string(t.Role), CreatedAt: t.CreatedAt, CreatedBy: t.CreatedBy,
-		RevokedAt: t.RevokedAt, DeviceID: t.DeviceID, ExpiresAt: t.ExpiresAt}
+		RevokedAt: t.RevokedAt, DeviceID: t.DeviceID, ExpiresAt: t.ExpiresAt, MaxDevices: t.MaxDevices}
 }
 
 func (a *apiState) handleTokens(w http.ResponseWriter, r *http.Request) error {
@@ -639,7 +639,7 @@ func (a *apiState) handleTokenCreate(w http.ResponseWriter, r *http.Request) err
 		}
 		return api.Errorf(api.CodeForbidden, "the %s role cannot make %s tokens", creator.Role, role)
 	}
-	opts := TokenOptions{Name: req.Name, Role: role, By: actor(r), Now: a.now(), DeviceID: req.DeviceID}
+	opts := TokenOptions{Name: req.Name, Role: role, By: actor(r), Now: a.now(), DeviceID: req.DeviceID, MaxDevices: req.MaxDevices}
 	if req.Expires != "" {
 		if opts.TTL, err = auth.ParseTTL(req.Expires); err != nil {
 			return api.Errorf(api.CodeBadRequest, "expires: %v", err)
@@ -663,6 +663,8 @@ type TokenOptions struct {
 	TTL time.Duration
 	// DeviceID binds a device token to one device from the start.
 	DeviceID string
+	// MaxDevices caps an enroll token's enrollments (0: EnrollCap).
+	MaxDevices int
 }
 
 // CreateToken makes a token with its role's default lifetime; see
@@ -682,6 +684,9 @@ func CreateTokenWith(ctx context.Context, store *db.Store, o TokenOptions) (api.
 	if o.DeviceID != "" && o.Role != auth.RoleDevice {
 		return api.TokenCreated{}, api.Errorf(api.CodeBadRequest, "only device tokens are bound to a device")
 	}
+	if o.MaxDevices < 0 || (o.MaxDevices != 0 && o.Role != auth.RoleEnroll) {
+		return api.TokenCreated{}, api.Errorf(api.CodeBadRequest, "max devices: only an enroll token has a cap, and it is a positive number")
+	}
 	if o.DeviceID != "" {
 		if err := (&api.EnrollRequest{DeviceID: o.DeviceID}).Validate(); err != nil {
 			return api.TokenCreated{}, err
@@ -699,7 +704,7 @@ func CreateTokenWith(ctx context.Context, store *db.Store, o TokenOptions) (api.
 		return api.TokenCreated{}, err
 	}
 	t := db.Token{ID: newID(), Name: o.Name, Role: o.Role, Hash: hash, CreatedAt: o.Now, CreatedBy: o.By,
-		DeviceID: o.DeviceID, ExpiresAt: o.Now.Add(ttl)}
+		DeviceID: o.DeviceID, ExpiresAt: o.Now.Add(ttl), MaxDevices: o.MaxDevices}
 	err = store.Tx(ctx, func(tx *db.Tx) error {
 		if o.DeviceID != "" {
 			// A token made for a device id counts as that id's binding, so

@@ -263,7 +263,9 @@ func TestAutoHaltOverHTTP(t *testing.T) {
 	halted := false
 	for i := 0; i < 300 && !halted; i++ {
 		dev := fmt.Sprintf("aula-%03d", i)
-		cred := f.enroll(t, dev)
+		// Admin-made device tokens: devices enrolled after the rollout
+		// started would not vote (TestEnrolledForgersChangeNothing).
+		cred := deviceToken(t, f.store, dev)
 		code, body := f.do(t, cred, "POST", "/api/v1/check", api.CheckRequest{DeviceID: dev, Arch: "x86_64", Channel: "stable", Version: "10.0.1"})
 		var resp api.CheckResponse
 		json.Unmarshal(body, &resp)

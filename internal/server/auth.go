@@ -42,7 +42,8 @@ type denials struct {
 // authed checks the bearer token and that its role has one of perms (nil
 // perms: any valid token but an enroll token), then runs fn and writes
 // its error, if any, as the API's JSON error. Every 401 and 403, from the
-// check or from fn, is audited (rate-limited).
+// check or from fn, and every enrollment refused for an enroll token's
+// limits (403, 429) is audited as auth.denied (rate-limited).
 func (a *apiState) authed(perms []auth.Permission, fn func(http.ResponseWriter, *http.Request) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t, err := a.authorize(r, perms)
@@ -52,7 +53,8 @@ func (a *apiState) authed(perms []auth.Permission, fn func(http.ResponseWriter, 
 		}
 		if err != nil {
 			var ae *api.Error
-			if errors.As(err, &ae) && (ae.Code == api.CodeUnauthorized || ae.Code == api.CodeForbidden) {
+			if errors.As(err, &ae) && (ae.Code == api.CodeUnauthorized || ae.Code == api.CodeForbidden ||
+				ae.Code == api.CodeEnrollCap || ae.Code == api.CodeEnrollRate) {
 				a.auditDenied(r, t, ae)
 			}
 			a.writeError(w, r, err)
@@ -217,6 +219,10 @@ func (a *apiState) handleEnroll(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	err = a.store.Tx(r.Context(), func(tx *db.Tx) error {
+		enrollTok, _ := r.Context().Value(tokenKey).(db.Token)
+		if err := enrollLimits(r.Context(), tx, who, enrollTok.MaxDevices, req.DeviceID, now); err != nil {
+			return err
+		}
 		if err := tx.EnrollDevice(r.Context(), cred, who); err != nil {
 			return err
 		}
@@ -224,6 +230,10 @@ func (a *apiState) handleEnroll(w http.ResponseWriter, r *http.Request) error {
 		_, err := tx.AppendAudit(r.Context(), db.Entry{Actor: who, Action: "device.enroll", Subject: req.DeviceID, Detail: string(detail), At: now})
 		return err
 	})
+	var ae *api.Error
+	if errors.As(err, &ae) && ae.Code == api.CodeEnrollRate {
+		w.Header().Set("Retry-After", strconv.Itoa(int(EnrollWindow/time.Second)))
+	}
 	if errors.Is(err, db.ErrConflict) {
 		return api.Errorf(api.CodeEnrolled, "device %s is already enrolled, known or revoked; an admin must authorize it to enroll again (mxosctl devices authorize %s)", req.DeviceID, req.DeviceID)
 	}
@@ -231,6 +241,48 @@ func (a *apiState) handleEnroll(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	writeJSON(w, http.StatusCreated, api.Credential{DeviceID: req.DeviceID, Token: plain, ExpiresAt: cred.ExpiresAt})
+	return nil
+}
+
+// Enrollment limits per enroll token. The token is baked into images, so
+// whoever copies it can enroll invented ids; the limits bound how many.
+const (
+	// EnrollCap is how many devices one enroll token enrolls in its life,
+	// unless made with another cap (--max-devices).
+	EnrollCap = 500
+	// EnrollPerWindow enrollments per EnrollWindow: a school's machines
+	// imaged on one day (a few labs at once) enroll without waiting; a
+	// script cannot spend the cap in one go, and admins have time to see
+	// the device.enroll entries in the audit log.
+	EnrollPerWindow = 250
+	EnrollWindow    = time.Hour
+)
+
+// enrollLimits refuses an enrollment of id by the enroll token who (its
+// audit name) past its cap (maxDevices; 0 is EnrollCap) or
+// EnrollPerWindow. An id an admin authorized is never refused for the
+// limits: an admin vouched for it.
+func enrollLimits(ctx context.Context, tx *db.Tx, who string, maxDevices int, id string, now time.Time) error {
+	if maxDevices <= 0 {
+		maxDevices = EnrollCap
+	}
+	if st, err := tx.IdentityState(ctx, id); err != nil || st == db.IdentityAuthorized {
+		return err
+	}
+	total, err := tx.CountEnrollments(ctx, who, time.Time{})
+	if err != nil {
+		return err
+	}
+	if total >= maxDevices {
+		return api.Errorf(api.CodeEnrollCap, "this enroll token has enrolled its %d devices; make a new one (mxosctl token create --role enroll --max-devices N) or authorize the device (mxosctl devices authorize ID)", maxDevices)
+	}
+	recent, err := tx.CountEnrollments(ctx, who, now.Add(-EnrollWindow))
+	if err != nil {
+		return err
+	}
+	if recent >= EnrollPerWindow {
+		return api.Errorf(api.CodeEnrollRate, "this enroll token enrolled %d devices in the last %s; try again later", recent, EnrollWindow)
+	}
 	return nil
 }
 

@@ -39,7 +39,23 @@
 // owns who may call them: bearer tokens (expired ones refused), the role
 // matrix of internal/auth, device credentials bound to one device id
 // (forDevice), enrollment and rotation, and the rate-limited audit of
-// every denied (401, 403) request. Keep any
+// every denied (401, 403) request.
+//
+// Enrollment limits (issue 9): an enroll token is baked into images, so
+// anyone holding one can enroll invented ids, get a credential for each
+// and report release failures. Two defences, both small. First, one
+// enroll token enrolls at most EnrollPerWindow (250) devices per
+// EnrollWindow (an hour: a school imaged in a day) and its cap in all
+// (tokens.max_devices from --max-devices, else EnrollCap, 500), counted
+// from the credentials it issued (tokens.created_by); refusals are 429
+// (Retry-After) and 403, audited as auth.denied within the denial rate
+// limit. Ids an admin authorized are exempt. Second, db.RolloutStats
+// leaves out devices enrolled after the rollout started, so ids enrolled
+// during a rollout cannot halt (or pass) it; the limits bound the ids an
+// attacker can plant before one. The cap counts by the token's name,
+// which is unique among live tokens.
+//
+// Keep any
 // ResponseWriter wrapper implementing io.ReaderFrom, or large files lose
 // sendfile(2).
 package server

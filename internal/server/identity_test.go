@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -113,9 +115,9 @@ func (f *apiFixture) auditActions(t *testing.T) map[string]int {
 func TestForgedReportsChangeNothing(t *testing.T) {
 	f := newAPIFixture(t)
 	ctx := context.Background()
-	id := f.startRollout(t, "testing", "10.0.2")
-	// One real device, enrolled and healthy.
+	// One real device, enrolled before the rollout (so it votes) and healthy.
 	real := f.enroll(t, "real-1")
+	id := f.startRollout(t, "testing", "10.0.2")
 	if code, body := f.do(t, real, "POST", "/api/v1/check", api.CheckRequest{DeviceID: "real-1", Arch: "x86_64", Channel: "testing", Version: "10.0.1"}); code != 200 {
 		t.Fatalf("check: %d %s", code, body)
 	}
@@ -186,6 +188,153 @@ func TestForgedReportsChangeNothing(t *testing.T) {
 	_, body = f.do(t, "", "GET", "/metrics", nil)
 	if !strings.Contains(string(body), `mxos_api_denied_total{status="403"} 1010`) {
 		t.Fatalf("metrics lack the denials:\n%s", grepLines(string(body), "denied"))
+	}
+}
+
+// Issue 9, failure 3, through enrollment: the enroll token is baked into
+// images, so whoever copies it can enroll invented ids and report release
+// failures from each with its own credential. 1,000 tries with one enroll
+// token enroll EnrollPerWindow ids (the rest get 429, audited within the
+// denial rate limit), and ids enrolled after the rollout started do not
+// vote (db.RolloutStats), so the statistics stay as the real fleet left
+// them and the rollout stays active, although the forgers exceed the
+// channel's MinSamples and would halt it by rate if they counted.
+func TestEnrolledForgersChangeNothing(t *testing.T) {
+	f := newAPIFixture(t)
+	ctx := context.Background()
+	real := f.enroll(t, "real-1")
+	id := f.startRollout(t, "testing", "10.0.2")
+	if code, body := f.do(t, real, "POST", "/api/v1/check", api.CheckRequest{DeviceID: "real-1", Arch: "x86_64", Channel: "testing", Version: "10.0.1"}); code != 200 {
+		t.Fatalf("check: %d %s", code, body)
+	}
+	if code, body := f.do(t, real, "POST", "/api/v1/report", api.ReportRequest{DeviceID: "real-1", Seq: 1, RolloutID: id, Version: "10.0.2", Event: api.EventHealthOK}); code != 204 {
+		t.Fatalf("report: %d %s", code, body)
+	}
+	before, err := f.store.RolloutStats(ctx, id, time.Now().Add(-24*time.Hour))
+	if err != nil || before != (rollout.Stats{Successes: 1}) {
+		t.Fatalf("stats before %+v, %v", before, err)
+	}
+	enrolled, limited := 0, 0
+	for i := range 1000 {
+		dev := fmt.Sprintf("forger-%04d", i)
+		code, body := f.do(t, f.tokens["enroll"], "POST", "/api/v1/enroll", api.EnrollRequest{DeviceID: dev})
+		if code == 429 && errCode(body) == api.CodeEnrollRate {
+			limited++
+			continue
+		}
+		var c api.Credential
+		if code != 201 || json.Unmarshal(body, &c) != nil {
+			t.Fatalf("enroll %s: %d %s", dev, code, body)
+		}
+		enrolled++
+		if code, body := f.do(t, c.Token, "POST", "/api/v1/check", api.CheckRequest{DeviceID: dev, Arch: "x86_64", Channel: "testing", Version: "10.0.1"}); code != 200 {
+			t.Fatalf("forger check: %d %s", code, body)
+		}
+		rep := api.ReportRequest{DeviceID: dev, Seq: 1, RolloutID: id, Version: "10.0.2",
+			Event: api.ReleaseFailures[i%len(api.ReleaseFailures)], Error: "health check failed"}
+		if code, body := f.do(t, c.Token, "POST", "/api/v1/report", rep); code != 204 {
+			t.Fatalf("forger report: %d %s", code, body)
+		}
+	}
+	// real-1 used one of the hour's enrollments.
+	if enrolled != EnrollPerWindow-1 || limited != 1000-enrolled {
+		t.Fatalf("%d enrolled, %d rate-limited; want %d enrolled", enrolled, limited, EnrollPerWindow-1)
+	}
+	// Counted, the forgers would halt the rollout: the proof means something.
+	_, set := openAPI(t, t.TempDir())
+	ch, err := set.Get("testing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if halt, why := rollout.AutoHalt(rollout.Stats{Successes: 1, Failures: enrolled}, ch.HaltPolicy()); !halt {
+		t.Fatalf("the forgers would not halt the rollout anyway: %s", why)
+	}
+	after, err := f.store.RolloutStats(ctx, id, time.Now().Add(-24*time.Hour))
+	if err != nil || after != before {
+		t.Fatalf("stats %+v (%v), before %+v", after, err, before)
+	}
+	if ro, _ := f.store.GetRollout(ctx, id); ro.State != rollout.StateActive {
+		t.Fatalf("rollout %s (%s)", ro.State, ro.HaltReason)
+	}
+	es, err := f.store.ListAudit(ctx, 0, 10000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := 0
+	for _, e := range auditedDenials(es, "POST /api/v1/enroll") {
+		if strings.Contains(e.Detail, string(api.CodeEnrollRate)) {
+			refused++
+		}
+	}
+	if refused == 0 || refused > deniedPerWindow {
+		t.Fatalf("%d audited enrollment refusals (limit %d)", refused, deniedPerWindow)
+	}
+}
+
+// The enroll token's limits: EnrollPerWindow an hour (429 with
+// Retry-After), EnrollCap in all (403 even after the window), and an id
+// an admin authorized enrolls past both.
+func TestEnrollLimits(t *testing.T) {
+	f := newAPIFixture(t)
+	srvNow := time.Now()
+	var mu sync.Mutex
+	f.setNow(t, func() time.Time { mu.Lock(); defer mu.Unlock(); return srvNow })
+	enr := f.tokens["enroll"]
+	n := 0
+	for hour := 0; n < EnrollCap; hour++ {
+		for range EnrollPerWindow {
+			if n == EnrollCap {
+				break
+			}
+			// (f.enroll judges the expiry by the real clock.)
+			if code, body := f.do(t, enr, "POST", "/api/v1/enroll", api.EnrollRequest{DeviceID: fmt.Sprintf("pc-%03d", n)}); code != 201 {
+				t.Fatalf("hour %d: enrollment %d: %d %s", hour, n+1, code, body)
+			}
+			n++
+		}
+		if n < EnrollCap {
+			req, _ := http.NewRequest("POST", f.url+"/api/v1/enroll", strings.NewReader(`{"device_id":"one-too-many"}`))
+			req.Header.Set("Authorization", "Bearer "+enr)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 429 || errCode(body) != api.CodeEnrollRate || resp.Header.Get("Retry-After") != "3600" {
+				t.Fatalf("hour %d: enrollment %d: %d %q %s", hour, n+1, resp.StatusCode, resp.Header.Get("Retry-After"), body)
+			}
+		}
+		mu.Lock()
+		srvNow = srvNow.Add(EnrollWindow + time.Second)
+		mu.Unlock()
+	}
+	code, body := f.do(t, enr, "POST", "/api/v1/enroll", api.EnrollRequest{DeviceID: "one-too-many"})
+	if code != 403 || errCode(body) != api.CodeEnrollCap || !strings.Contains(string(body), "mxosctl token create --role enroll") {
+		t.Fatalf("past the cap: %d %s", code, body)
+	}
+	if code, _ := f.do(t, f.tokens["admin"], "PUT", "/api/v1/identities/lab-1", nil); code != 200 {
+		t.Fatal("authorize lab-1")
+	}
+	if code, body := f.do(t, enr, "POST", "/api/v1/enroll", api.EnrollRequest{DeviceID: "lab-1"}); code != 201 {
+		t.Fatalf("authorized id past the cap: %d %s", code, body)
+	}
+	// --max-devices: a token for one lab of three machines.
+	code, body = f.do(t, f.tokens["admin"], "POST", "/api/v1/tokens", api.TokenCreateRequest{Name: "aula-3", Role: "enroll", MaxDevices: 3})
+	var lab api.TokenCreated
+	if code != 201 || json.Unmarshal(body, &lab) != nil || lab.MaxDevices != 3 {
+		t.Fatalf("enroll token with a cap: %d %s", code, body)
+	}
+	for i := range 4 {
+		code, body := f.do(t, lab.Token, "POST", "/api/v1/enroll", api.EnrollRequest{DeviceID: fmt.Sprintf("aula3-pc%d", i)})
+		if want := 201; i == 3 && (code != 403 || errCode(body) != api.CodeEnrollCap || !strings.Contains(string(body), "its 3 devices")) || i < 3 && code != want {
+			t.Fatalf("enrollment %d with --max-devices 3: %d %s", i+1, code, body)
+		}
+	}
+	for _, req := range []api.TokenCreateRequest{{Name: "x", Role: "admin", MaxDevices: 3}, {Name: "y", Role: "enroll", MaxDevices: -1}} {
+		if code, body := f.do(t, f.tokens["admin"], "POST", "/api/v1/tokens", req); code != 400 {
+			t.Fatalf("%+v: %d %s", req, code, body)
+		}
 	}
 }
 

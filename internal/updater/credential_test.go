@@ -132,6 +132,11 @@ func TestAgentReportClasses(t *testing.T) {
 	a, out := newTestAgent(t, ts.URL, "", ts.Release.Dir, root, ts.Release.Verifiers, "aula2-pc01", extra)
 	f.publish(t, "10.0.0")
 	installByHand(t, a, stableRef, "10.0.0")
+	// The machine enrolls (first contact) before 10.0.1's rollout starts:
+	// devices enrolled during a rollout do not vote in it.
+	if _, err := a.Check(ctx); err != nil {
+		t.Fatalf("first check: %v\n%s", err, out)
+	}
 	f.publish(t, "10.0.1")
 	latest := func() api.Event {
 		t.Helper()
