@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/spf13/cobra"
 
+	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/client"
 )
 
@@ -99,40 +101,34 @@ func newDevicesReportsCmd(r *remote) *cobra.Command {
 }
 
 func newDevicesAuthorizeCmd(r *remote) *cobra.Command {
-	return &cobra.Command{
-		Use:   "authorize ID",
-		Short: "Pre-authorize a device id to enroll once (a new or re-imaged machine); revokes its old credentials",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := r.client(cmd)
-			if err != nil {
-				return err
-			}
-			d, err := c.AuthorizeDevice(cmd.Context(), args[0])
-			if err != nil {
-				return r.explain(err)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Device %s may enroll once now (%s revoked).\n", d.DeviceID, plural(d.Revoked, "credential", "credentials"))
-			return nil
-		},
-	}
+	return deviceIdentityCmd(r, "authorize ID",
+		"Pre-authorize a device id to enroll once (a new or re-imaged machine); revokes its old credentials",
+		(*client.Client).AuthorizeDevice, "Device %s may enroll once now (%s revoked).\n")
 }
 
 func newDevicesRevokeCmd(r *remote) *cobra.Command {
+	return deviceIdentityCmd(r, "revoke ID",
+		"Revoke every credential of a device; it cannot enroll again until authorized",
+		(*client.Client).RevokeDevice, "Device %s revoked (%s).\n")
+}
+
+// deviceIdentityCmd is a command that changes one device id's identity
+// through call and says what happened with msg (id, credentials revoked).
+func deviceIdentityCmd(r *remote, use, short string, call func(*client.Client, context.Context, string) (api.DeviceIdentity, error), msg string) *cobra.Command {
 	return &cobra.Command{
-		Use:   "revoke ID",
-		Short: "Revoke every credential of a device; it cannot enroll again until authorized",
+		Use:   use,
+		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := r.client(cmd)
 			if err != nil {
 				return err
 			}
-			d, err := c.RevokeDevice(cmd.Context(), args[0])
+			d, err := call(c, cmd.Context(), args[0])
 			if err != nil {
 				return r.explain(err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Device %s revoked (%s).\n", d.DeviceID, plural(d.Revoked, "credential", "credentials"))
+			fmt.Fprintf(cmd.OutOrStdout(), msg, d.DeviceID, plural(d.Revoked, "credential", "credentials"))
 			return nil
 		},
 	}

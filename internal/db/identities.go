@@ -91,25 +91,20 @@ func identityCheck(what, id, by string, at time.Time) error {
 // the old disk of a re-imaged machine stops working. It returns how many
 // were revoked.
 func (q *Queries) AuthorizeDevice(ctx context.Context, id, by string, at time.Time) (int, error) {
-	if err := identityCheck("device authorization", id, by, at); err != nil {
-		return 0, err
-	}
-	var n int
-	err := q.atomic(ctx, func(q *Queries) error {
-		var err error
-		if n, err = q.revokeDeviceTokens(ctx, id, at); err != nil {
-			return err
-		}
-		return q.setIdentity(ctx, id, IdentityAuthorized, by, at)
-	})
-	return n, err
+	return q.resetIdentity(ctx, "device authorization", id, IdentityAuthorized, by, at)
 }
 
 // RevokeDevice revokes every credential of the device id and keeps it
 // from enrolling or binding a token until an admin authorizes it again.
 // It returns how many credentials were revoked.
 func (q *Queries) RevokeDevice(ctx context.Context, id, by string, at time.Time) (int, error) {
-	if err := identityCheck("device revocation", id, by, at); err != nil {
+	return q.resetIdentity(ctx, "device revocation", id, IdentityRevoked, by, at)
+}
+
+// resetIdentity revokes every credential of id and sets its identity
+// state, in one transaction; it returns how many credentials it revoked.
+func (q *Queries) resetIdentity(ctx context.Context, what, id string, state IdentityState, by string, at time.Time) (int, error) {
+	if err := identityCheck(what, id, by, at); err != nil {
 		return 0, err
 	}
 	var n int
@@ -118,7 +113,7 @@ func (q *Queries) RevokeDevice(ctx context.Context, id, by string, at time.Time)
 		if n, err = q.revokeDeviceTokens(ctx, id, at); err != nil {
 			return err
 		}
-		return q.setIdentity(ctx, id, IdentityRevoked, by, at)
+		return q.setIdentity(ctx, id, state, by, at)
 	})
 	return n, err
 }
