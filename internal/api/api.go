@@ -147,12 +147,15 @@ const (
 	EventHealthOK         Event = "health-ok"
 	EventRolledBack       Event = "rolled-back"
 	EventFailed           Event = "failed"
+	// EventBootFailed: the new version never finished booting; the boot
+	// loader went back to the previous one (a failure, like rolled-back).
+	EventBootFailed Event = "boot-failed"
 )
 
 // Valid reports whether e is a known event.
 func (e Event) Valid() bool {
 	switch e {
-	case EventDownloadStarted, EventDownloadFinished, EventDeployed, EventHealthOK, EventRolledBack, EventFailed:
+	case EventDownloadStarted, EventDownloadFinished, EventDeployed, EventHealthOK, EventRolledBack, EventFailed, EventBootFailed:
 		return true
 	}
 	return false

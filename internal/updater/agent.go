@@ -17,6 +17,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/ostree/pull"
 	"github.com/mxos-linux/mxos-update/internal/sysroot"
+	"github.com/mxos-linux/mxos-update/internal/sysroot/ostreeadmin"
 )
 
 // StateFile is the agent's own small state file, kept in the sysroot's
@@ -50,6 +51,9 @@ type Agent struct {
 	Now func() time.Time
 	// Out receives short messages for the technician (discarded when nil).
 	Out io.Writer
+	// Reboot restarts the machine after Boot rolled back the running
+	// version (reboot.go); nil only tells the technician to.
+	Reboot func(ctx context.Context) error
 }
 
 // Status is what Agent.Status reports.
@@ -359,10 +363,21 @@ func (a *Agent) Boot(ctx context.Context) error {
 		if prev, perr := a.Sys.Previous(); perr == nil {
 			version = prev.Origin.Version
 		}
-		a.report(ctx, api.EventRolledBack, version, st.RolloutID, "the new version did not start after several tries")
+		// The boot loader went back by itself (the new version never
+		// reached user space): boot-failed. A counter used up in user
+		// space (the agent ran, never judged the boot): rolled-back.
+		ev := api.EventRolledBack
+		if errors.Is(err, ostreeadmin.ErrBootLoaderFellBack) {
+			ev = api.EventBootFailed
+		}
+		a.report(ctx, ev, version, st.RolloutID, "the new version did not start after several tries")
 		st.Pending = false
-		a.say("Version %s did not start after several tries; went back to the previous version. Restart the machine.", version)
-		return a.saveState(st)
+		a.say("Version %s did not start after several tries; went back to the previous version.", version)
+		if err := a.saveState(st); err != nil {
+			return err
+		}
+		a.restartAfterRollback(ctx) // reboot.go
+		return nil
 	}
 	cur, ok, err := a.current()
 	if err != nil {
@@ -420,7 +435,8 @@ func (a *Agent) Boot(ctx context.Context) error {
 		return err
 	}
 	a.report(ctx, api.EventRolledBack, cur.Origin.Version, rolloutID, summary)
-	a.say("Version %s failed its health checks and was rolled back. Restart the machine. (%s)", cur.Origin.Version, summary)
+	a.say("Version %s failed its health checks and was rolled back. (%s)", cur.Origin.Version, summary)
+	a.restartAfterRollback(ctx) // reboot.go
 	return nil
 }
 
