@@ -36,7 +36,7 @@ repo=$(cd "$here/../.." && pwd)
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/mxos-update/vm
 CUTS=${MXOS_VM_CUTS:-5}
 STEPS=${MXOS_VM_STEPS:-1 2 3 4}
-BOOT_TIMEOUT=${MXOS_VM_BOOT_TIMEOUT:-600}
+BOOT_TIMEOUT=${MXOS_VM_BOOT_TIMEOUT:-900}
 work=$(mktemp -d /tmp/mxos-vm.XXXXXX)
 passed=0 failed=0 keep=0
 log() { echo "vm: $*" >&2; }
@@ -86,7 +86,7 @@ publish() { # VERSION TREE
 
 # ---- the image (cached) ---------------------------------------------------
 base=$("$repo/deploy/image/base.sh") || { log "base.sh failed"; exit 1; }
-key=$( { echo "$base"; sha256sum "$BIN/mxos-updater" "$repo"/deploy/image/*.sh "$repo"/deploy/image/files/* \
+key=$( { echo "$base"; sha256sum "$0" "$BIN/mxos-updater" "$repo"/deploy/image/*.sh "$repo"/deploy/image/files/* \
   "$repo"/deploy/systemd/mxos-updater*.service; } | sha256sum | cut -c1-16)
 img=$CACHE/image-$key
 if [ ! -f "$img/.complete" ]; then
@@ -121,8 +121,8 @@ sysroot: /
 trusted_keys: /usr/share/mxos-update/keys
 trusted_root: /usr/share/mxos-update/keys/root.json
 health_dir: /usr/lib/mxos-updater/health
-interval: 15s
-jitter: 5s
+interval: 1m
+jitter: 10s
 strategy:
   kind: immediate
 CFG
