@@ -79,8 +79,12 @@ make_tokens() { # DATA OUTDIR
   "$BIN/mxos-server" token create --data "$1" --role device --name vm-01 >"$2/device-token"
 }
 
-publish() { # VERSION TREE
-  MXOS_TOKEN=$(cat "$img/release-token") "$BIN/mxosctl" publish --server "http://127.0.0.1:$port" \
+# publish VERSION TREE: a new release on testing, offered to every device
+# (the previous rollout is completed first: one active rollout per channel).
+publish() {
+  local url=http://127.0.0.1:$port
+  MXOS_TOKEN=$(cat "$img/release-token") "$BIN/mxosctl" rollout complete --server "$url" --channel testing >>"$work/publish.log" 2>&1
+  MXOS_TOKEN=$(cat "$img/release-token") "$BIN/mxosctl" publish --server "$url" \
     --channel testing --version "$1" --keys "$img/keys" --work "$work/publish-work" --quiet "$2" >>"$work/publish.log" 2>&1
 }
 
