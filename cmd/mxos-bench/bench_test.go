@@ -7,11 +7,12 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mxos-linux/mxos-update/internal/testtool"
 )
 
 // TestMain lets the test binary stand in for mxos-bench when the benchmark
@@ -28,21 +29,14 @@ func TestMain(m *testing.M) {
 func requirePeers(t *testing.T) {
 	t.Helper()
 	for _, tool := range []string{"ostree", "nginx"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s is required in CI (apt-get install -y ostree nginx): %v", tool, err)
-			}
-			t.Skipf("%s not installed (apt-get install -y ostree nginx): %v", tool, err)
-		}
+		testtool.Require(t, tool)
 	}
 }
 
 // TestQuick runs every subcommand with --quick, in process (its children
 // are this test binary re-executed), and checks the table and the JSON.
 func TestQuick(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs servers and ostree; skipped with -short")
-	}
+	testtool.SkipIfShort(t, "runs servers and ostree")
 	requirePeers(t)
 	work := t.TempDir()
 	tests := []struct {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"strconv"
+	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -40,6 +42,7 @@ func newRootCmd() *cobra.Command {
 	var listen string
 	var keys keyOptions
 	var registry bool
+	var tlsOpts tlsOptions
 	cmd := &cobra.Command{
 		Use:           "mxos-server",
 		Short:         "Serve MxOS updates",
@@ -48,7 +51,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runServer(cmd.Context(), cmd.OutOrStdout(), g, listen, keys, registry)
+			return runServer(cmd.Context(), cmd.OutOrStdout(), g, listen, keys, registry, tlsOpts)
 		},
 	}
 	pf := cmd.PersistentFlags()
@@ -63,6 +66,10 @@ func newRootCmd() *cobra.Command {
 	cmd.Flags().StringVar(&keys.release, "release-keys", envOr("MXOS_RELEASE_KEYS", ""), "directory of the release public keys published commits must be signed with (env MXOS_RELEASE_KEYS; default ./keys when it holds keys)")
 	cmd.Flags().StringVar(&keys.online, "online-keys", envOr("MXOS_ONLINE_KEYS", ""), "directory of the online secret keys that sign the summary (env MXOS_ONLINE_KEYS; make them with mxosctl keys generate --dir)")
 	cmd.Flags().BoolVar(&registry, "registry", envOr("MXOS_REGISTRY", "true") == "true", "serve the OCI registry at /v2/ from DIR/oci (env MXOS_REGISTRY; pushing needs a release token)")
+	cmd.Flags().StringVar(&tlsOpts.cert, "tls-cert", envOr("MXOS_TLS_CERT", ""), "PEM certificate (chain) to serve HTTPS with (env MXOS_TLS_CERT)")
+	cmd.Flags().StringVar(&tlsOpts.key, "tls-key", envOr("MXOS_TLS_KEY", ""), "PEM private key of --tls-cert (env MXOS_TLS_KEY)")
+	cmd.Flags().BoolVar(&tlsOpts.insecureHTTP, "insecure-http", envOr("MXOS_INSECURE_HTTP", "") == "true",
+		"serve plain HTTP on a non-loopback address, for a TLS-terminating proxy in front (env MXOS_INSECURE_HTTP)")
 	cmd.AddCommand(newTokenCmd(&g))
 	return cmd
 }
@@ -133,10 +140,20 @@ func openMetadata(dataDir, onlineDir string, log *zap.Logger) (*channelmeta.Repo
 	return repo, nil
 }
 
-func runServer(ctx context.Context, out io.Writer, g globalOptions, listen string, keys keyOptions, registry bool) error {
+func runServer(ctx context.Context, out io.Writer, g globalOptions, listen string, keys keyOptions, registry bool, tlsOpts tlsOptions) error {
 	log, err := newLogger(g.logLevel, g.logFormat)
 	if err != nil {
 		return err
+	}
+	// Before anything is opened: a refused address changes nothing.
+	if err := tlsOpts.checkListen(listen); err != nil {
+		return err
+	}
+	var tlsCfg *tls.Config
+	if tlsOpts.enabled() {
+		if tlsCfg, err = tlsOpts.serverTLS(); err != nil {
+			return err
+		}
 	}
 	defer func() { _ = log.Sync() }()
 	if g.cpuProf != "" {
@@ -154,6 +171,9 @@ func runServer(ctx context.Context, out io.Writer, g globalOptions, listen strin
 		return err
 	}
 	cfg := server.Config{DataDir: g.dataDir, Listen: listen, Logger: log, Registry: registry}
+	if _, err := server.Recover(cfg.DataDir, cfg.RegistryOptions, time.Now(), log); err != nil {
+		return err
+	}
 	chDir := g.channels
 	if chDir == "" {
 		if st, err := os.Stat("channels"); err == nil && st.IsDir() {
@@ -192,11 +212,21 @@ func runServer(ctx context.Context, out io.Writer, g globalOptions, listen strin
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", listen, err)
 	}
+	if err := tlsOpts.checkBound(ln.Addr()); err != nil {
+		ln.Close()
+		return err
+	}
+	scheme := "http://"
+	if tlsCfg != nil {
+		ln, scheme = tls.NewListener(ln, tlsCfg), "https://"
+	} else if tlsOpts.insecureHTTP {
+		log.Warn("serving plain HTTP (--insecure-http): only behind a TLS-terminating proxy", zap.String("listen", ln.Addr().String()))
+	}
 	repoDir, err := filepath.Abs(filepath.Join(g.dataDir, "repo"))
 	if err != nil {
 		repoDir = filepath.Join(g.dataDir, "repo")
 	}
-	url := "http://" + publicHostPort(ln.Addr()) + "/repo"
+	url := scheme + publicHostPort(ln.Addr()) + "/repo"
 	fmt.Fprintf(out, "Serving %s; add it with: ostree remote add NAME %s\n", repoDir, url)
 
 	if err := srv.Serve(ctx, ln); err != nil {

@@ -175,7 +175,11 @@ func newAgent(ctx context.Context, cfgPath string) (*updater.Agent, error) {
 		}
 		token = strings.TrimSpace(string(b))
 	}
-	c, err := client.New(cfg.Server, token)
+	tr, err := cfg.Transports()
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.New(cfg.Server, token, tr.API)
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
@@ -208,7 +212,8 @@ func newAgent(ctx context.Context, cfgPath string) (*updater.Agent, error) {
 	return &updater.Agent{
 		Cfg:       cfg,
 		Client:    c,
-		Puller:    &pull.Puller{URLs: cfg.Mirrors, Verifiers: verifiers},
+		Puller:    &pull.Puller{URLs: cfg.Mirrors, Verifiers: verifiers, HTTP: tr.Repo},
+		MetaHTTP:  tr.Meta,
 		Sys:       sys,
 		Repo:      repo,
 		ImageKeys: imageKeys,

@@ -30,7 +30,7 @@ func writeConfig(t *testing.T, keys, sysroot, extra string) string {
 	t.Helper()
 	cfg := filepath.Join(t.TempDir(), "config.yaml")
 	body := "server: http://127.0.0.1:1\ndevice_id: lab-pc-01\nchannel: stable\narch: x86_64\ntrusted_keys: " + keys +
-		"\nsysroot: " + sysroot + "\n" + extra
+		"\ntrusted_root: " + filepath.Join(keys, "root.json") + "\nsysroot: " + sysroot + "\n" + extra
 	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -139,5 +139,46 @@ func TestOstreeBackendSelected(t *testing.T) {
 	cmd.SetArgs([]string{"--config", write(t.TempDir()), "status"})
 	if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), "sysroot") {
 		t.Fatalf("a plain directory as an ostree sysroot: %v", err)
+	}
+}
+
+// Signed channel metadata is the default: a configuration without
+// trusted_root is refused, and one that turns the metadata off says so on
+// every check.
+func TestTrustSettings(t *testing.T) {
+	keys, online := genKeys(t), genKeys(t)
+	root := filepath.Join(t.TempDir(), "root")
+	cfg := func(trust string) string {
+		p := filepath.Join(t.TempDir(), "config.yaml")
+		body := "server: http://127.0.0.1:1\ndevice_id: lab-pc-01\nchannel: stable\narch: x86_64\ntrusted_keys: " + keys +
+			"\nsysroot: " + root + "\n" + trust
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	run := func(config, sub string) (string, error) {
+		cmd := newRootCmd()
+		var out bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetArgs([]string{"--config", config, sub})
+		err := cmd.Execute()
+		return out.String(), err
+	}
+	if _, err := run(cfg(""), "status"); err == nil || !strings.Contains(err.Error(), "trusted_root is required") {
+		t.Fatalf("no trusted_root: %v", err)
+	}
+	if _, err := run(cfg("insecure_no_metadata: true\n"), "status"); err == nil || !strings.Contains(err.Error(), "needs online_keys") {
+		t.Fatalf("insecure_no_metadata without online_keys: %v", err)
+	}
+	insecure := cfg("insecure_no_metadata: true\nonline_keys: " + online + "\n")
+	for i := range 2 {
+		out, err := run(insecure, "check")
+		if err == nil { // the server is unreachable
+			t.Fatal("check succeeded")
+		}
+		if !strings.Contains(out, "Warning: signed channel metadata is off (insecure_no_metadata)") {
+			t.Fatalf("check %d: no warning:\n%s", i+1, out)
+		}
 	}
 }

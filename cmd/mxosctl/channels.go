@@ -6,6 +6,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mxos-linux/mxos-update/internal/api"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	"github.com/mxos-linux/mxos-update/internal/client"
 )
 
 func newChannelsCmd(r *remote) *cobra.Command {
@@ -23,6 +25,7 @@ func newChannelsCmd(r *remote) *cobra.Command {
 			if err != nil {
 				return r.explain(err)
 			}
+			warnMetadataExpiry(cmd, c)
 			out := cmd.OutOrStdout()
 			if asJSON {
 				return printJSON(out, nonNil(list))
@@ -69,4 +72,24 @@ func nonNil[T any](s []T) []T {
 		return []T{}
 	}
 	return s
+}
+
+// warnMetadataExpiry warns on stderr when the server's signed root or
+// targets expire within 30 days (channelmeta.RenewWarning). A server
+// without signed metadata, or one that cannot be read, gets no warning:
+// listing channels does not depend on it.
+func warnMetadataExpiry(cmd *cobra.Command, c *client.Client) {
+	var st []channelmeta.RoleStatus
+	for _, role := range []string{"root", "targets"} {
+		data, err := c.Metadata(cmd.Context(), role+".json")
+		if err != nil || data == nil {
+			return
+		}
+		rs, err := channelmeta.RoleInfo(role, data)
+		if err != nil {
+			return
+		}
+		st = append(st, rs)
+	}
+	warnExpiring(cmd, st, metaNow())
 }

@@ -8,11 +8,141 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/client"
 )
 
+// newDevicesCmd is `mxosctl devices` (alone: the same as `devices list`)
+// and its subcommands for device identity: identities, authorize, revoke.
 func newDevicesCmd(r *remote) *cobra.Command {
+	cmd := newDevicesListCmd(r, "devices [--channel C] [--group G] [--limit N] [--after ID]")
+	cmd.Short = "List the devices the server knows; manage their identities (subcommands)"
+	cmd.AddCommand(newDevicesListCmd(r, "list [--channel C] [--group G] [--limit N] [--after ID]"),
+		newDevicesIdentitiesCmd(r), newDevicesAuthorizeCmd(r), newDevicesRevokeCmd(r), newDevicesReportsCmd(r))
+	return cmd
+}
+
+func newDevicesIdentitiesCmd(r *remote) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "identities",
+		Short: "List device ids that enrolled, were authorized or revoked, or hold a bound token",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := r.client(cmd)
+			if err != nil {
+				return err
+			}
+			list, err := c.Identities(cmd.Context())
+			if err != nil {
+				return r.explain(err)
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				return printJSON(out, nonNil(list))
+			}
+			if len(list) == 0 {
+				fmt.Fprintln(out, "No device identities.")
+				return nil
+			}
+			t := newTable(out, "DEVICE", "STATE", "CREDENTIALS", "EXPIRES", "CHANGED", "BY")
+			for _, d := range list {
+				st := d.State
+				if st == "" {
+					st = "bound-token"
+				}
+				t.row(d.DeviceID, st, fmt.Sprint(d.Credentials), when(d.CredentialExpires), when(d.UpdatedAt), d.UpdatedBy)
+			}
+			t.flush()
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newDevicesReportsCmd(r *remote) *cobra.Command {
+	var asJSON bool
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "reports ID [--limit N]",
+		Short: "Show a device's latest reports; COUNTED marks those that count toward auto-halt",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := r.client(cmd)
+			if err != nil {
+				return err
+			}
+			list, err := c.DeviceReports(cmd.Context(), args[0], limit)
+			if err != nil {
+				return r.explain(err)
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				return printJSON(out, nonNil(list))
+			}
+			if len(list) == 0 {
+				fmt.Fprintf(out, "No reports from %s.\n", args[0])
+				return nil
+			}
+			t := newTable(out, "AT", "EVENT", "COUNTED", "VERSION", "ROLLOUT", "ERROR")
+			for _, rep := range list {
+				counted := "no"
+				if rep.Counted {
+					counted = "yes"
+				}
+				t.row(when(rep.At), string(rep.Event), counted, rep.Version, rep.RolloutID, rep.Error)
+			}
+			t.flush()
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().IntVar(&limit, "limit", 0, "at most this many reports (default: the server's, 100)")
+	return cmd
+}
+
+func newDevicesAuthorizeCmd(r *remote) *cobra.Command {
+	return &cobra.Command{
+		Use:   "authorize ID",
+		Short: "Pre-authorize a device id to enroll once (a new or re-imaged machine); revokes its old credentials",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := r.client(cmd)
+			if err != nil {
+				return err
+			}
+			d, err := c.AuthorizeDevice(cmd.Context(), args[0])
+			if err != nil {
+				return r.explain(err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Device %s may enroll once now (%s revoked).\n", d.DeviceID, plural(d.Revoked, "credential", "credentials"))
+			return nil
+		},
+	}
+}
+
+func newDevicesRevokeCmd(r *remote) *cobra.Command {
+	return &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke every credential of a device; it cannot enroll again until authorized",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := r.client(cmd)
+			if err != nil {
+				return err
+			}
+			d, err := c.RevokeDevice(cmd.Context(), args[0])
+			if err != nil {
+				return r.explain(err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Device %s revoked (%s).\n", d.DeviceID, plural(d.Revoked, "credential", "credentials"))
+			return nil
+		},
+	}
+}
+
+func newDevicesListCmd(r *remote, use string) *cobra.Command {
 	var f client.DeviceFilter
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "devices [--channel C] [--group G] [--limit N] [--after ID]",
+		Use:   use,
 		Short: "List the devices the server knows, one page at a time",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -53,6 +53,7 @@ type imageSession struct {
 	repo  string // mxos/<major>/<arch>
 	token string
 	dir   string
+	ca    string // --ca-file
 }
 
 func newImageSession(cmd *cobra.Command, r *remote, f *imageFlags) (*imageSession, func(), error) {
@@ -67,7 +68,7 @@ func newImageSession(cmd *cobra.Command, r *remote, f *imageFlags) (*imageSessio
 	if !f.tlsVerify {
 		reg.Insecure = true
 	}
-	s := &imageSession{reg: reg, token: strings.TrimSpace(token)}
+	s := &imageSession{reg: reg, token: strings.TrimSpace(token), ca: r.caFile}
 	if _, err := bootimage.OCIArch(f.arch); err != nil {
 		return nil, nil, userError("--arch: %v", err)
 	}
@@ -132,7 +133,7 @@ func serverRepository(cmd *cobra.Command, r *remote, channelName, arch string) (
 func (s *imageSession) context(ours bool) (*types.SystemContext, error) {
 	o := imageio.ContextOptions{Dir: filepath.Join(s.dir, "local")}
 	if ours {
-		o = imageio.ContextOptions{Registry: s.reg, Token: s.token, Dir: filepath.Join(s.dir, "registry")}
+		o = imageio.ContextOptions{Registry: s.reg, Token: s.token, Dir: filepath.Join(s.dir, "registry"), CAFile: s.ca}
 	}
 	return imageio.SystemContext(o)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	"github.com/mxos-linux/mxos-update/internal/client"
 	"github.com/mxos-linux/mxos-update/internal/oci/ocisig"
 	"github.com/mxos-linux/mxos-update/internal/oci/regclient"
 	"github.com/mxos-linux/mxos-update/internal/oci/registry"
@@ -58,6 +59,11 @@ func (r *remote) imageStep(cmd *cobra.Command, signers []signature.Signer, host 
 	rc, err := regclient.New(r.server, strings.TrimSpace(token))
 	if err != nil {
 		return nil, err
+	}
+	if tlsCfg, err := client.TLSConfig(r.caFile); err != nil {
+		return nil, fmt.Errorf("--ca-file or MXOS_CA_FILE: %w", err)
+	} else if tlsCfg != nil {
+		rc.SetTransport(client.Transport(tlsCfg))
 	}
 	if err := rc.Ping(cmd.Context()); err != nil {
 		if errors.Is(err, regclient.ErrNoRegistry) {

@@ -12,7 +12,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/sign"
 )
 
-func newMetadataCmd() *cobra.Command {
+func newMetadataCmd(r *remote) *cobra.Command {
 	cmd := &cobra.Command{Use: "metadata", Short: "Manage the signed channel metadata (TUF)"}
 	var keys, onlinePub, out string
 	initCmd := &cobra.Command{
@@ -71,6 +71,6 @@ anchor.`,
 	f.StringVar(&keys, "keys", envOr("MXOS_KEYS", ""), "directory with the release key (env MXOS_KEYS)")
 	f.StringVar(&onlinePub, "online-pub", "", "directory with the server's online public key (ed25519.pub)")
 	f.StringVar(&out, "out", "", "directory to create (copy it to the server's DATA/metadata)")
-	cmd.AddCommand(initCmd)
+	cmd.AddCommand(initCmd, newMetadataStatusCmd(r), newMetadataRenewCmd(r), newMetadataSignExistingCmd(r), newMetadataRotateCmd(r))
 	return cmd
 }

@@ -65,6 +65,7 @@ type remotePublish struct {
 	quiet                                                           bool
 	image                                                           bool
 	imageHost                                                       string
+	modeExceptions                                                  release.ModeExceptions
 }
 
 func remoteSetup(cmd *cobra.Command, r *remote, keys, work string) (*client.Client, *release.Remote, error) {
@@ -115,7 +116,8 @@ func publishRemote(cmd *cobra.Command, r *remote, p remotePublish) error {
 		}
 	}
 	rel, sum, err := rem.Publish(cmd.Context(), release.RemoteRequest{Channel: p.channel, Arch: p.arch, Ref: ref,
-		Version: p.version, Subject: p.subject, Body: p.body, Source: p.source, Options: p.opts, Ramp: p.ramp})
+		Version: p.version, Subject: p.subject, Body: p.body, Source: p.source, Options: p.opts, Ramp: p.ramp,
+		ModeExceptions: p.modeExceptions})
 	bar.done()
 	if err != nil {
 		return r.explain(err)
@@ -134,8 +136,9 @@ func printImage(cmd *cobra.Command, rem *release.Remote) {
 }
 
 func newPromoteCmd(r *remote) *cobra.Command {
-	var from, to, version, arch, keys, work, ramp, imageHost string
+	var from, to, version, arch, keys, work, ramp, imageHost, signOnly string
 	var image bool
+	var threshold int
 	cmd := &cobra.Command{
 		Use:   "promote --from C --to C --version V --keys KEYDIR",
 		Short: "Promote a release to the next channel",
@@ -144,6 +147,11 @@ release --version of channel --from, binds it to --to's ref, signs it here
 with KEYDIR and asks the server to publish it. Nothing but the commit is
 uploaded. Each channel can only be promoted from its own source (stable
 from testing, edu from stable).
+
+A channel with "threshold: 2" needs two release team members: the first
+runs promote --sign-only FILE (the commit is uploaded, nothing is
+published), the second runs mxosctl release cosign FILE with their key,
+which adds their signatures and submits it.
 
 With --image, the image of the release on --from (tag FROM-VERSION) is
 fetched from the server's registry, its signature checked with the release
@@ -161,6 +169,15 @@ layers are reused, nothing else is uploaded.`,
 			ref, err := channelRef(cmd, c, to, arch)
 			if err != nil {
 				return r.explain(err)
+			}
+			if signOnly != "" {
+				if image {
+					return userError("--sign-only does not work with --image yet: promote the image after the release")
+				}
+				return promoteSignOnly(cmd, rem, signOnly, threshold, func() error {
+					_, _, err := rem.Promote(cmd.Context(), from, to, arch, ref, version, ramp)
+					return err
+				})
 			}
 			if image {
 				if rem.Image, err = r.imageStep(cmd, rem.MetaSigners, imageHost); err != nil {
@@ -185,6 +202,8 @@ layers are reused, nothing else is uploaded.`,
 	f.StringVar(&work, "work", defaultWork(), "local work repository")
 	f.StringVar(&ramp, "ramp", "", `rollout plan (default: the channel's; "none" for no rollout)`)
 	f.BoolVar(&image, "image", false, "also promote the release's signed bootable OCI image")
+	f.StringVar(&signOnly, "sign-only", "", "sign the promotion here and write it to this file for more release signatures (mxosctl release cosign) instead of submitting it")
+	f.IntVar(&threshold, "threshold", 2, "with --sign-only: release signatures the promotion will carry (the channel's threshold)")
 	f.StringVar(&imageHost, "image-host", "", "registry host[:port] clients pull images from, named in signatures (default: the server's)")
 	return cmd
 }

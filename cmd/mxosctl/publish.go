@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mxos-linux/mxos-update/internal/channel"
 	"github.com/mxos-linux/mxos-update/internal/oci/bootimage"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/release"
@@ -21,6 +22,7 @@ func newPublishCmd(r *remote) *cobra.Command {
 		channelName, arch, work, ramp           string
 		image                                   bool
 		imageHost                               string
+		modeExceptions, channelsDir             string
 	)
 	cmd := &cobra.Command{
 		Use:   "publish (--data DIR --ref REF | --channel C) --keys KEYDIR --version V SOURCE",
@@ -40,23 +42,44 @@ With --image, the same tree is also made a bootable OCI image, signed with
 the ed25519 release key and tagged CHANNEL and CHANNEL-VERSION in the
 registry repository mxos/MAJOR/ARCH: in DIR/oci locally, or pushed to the
 server's registry with --channel (its digest goes into the signed channel
-metadata). Clients verify it with the key "mxosctl image-key" prints.`,
+metadata). Clients verify it with the key "mxosctl image-key" prints.
+
+A channel reached by promotion (promotes_from, e.g. stable) is never
+published to: releases reach it with mxosctl promote. Locally, the channel
+definitions in --channels (default ./channels when it exists, as for
+mxos-server) say which refs those are.
+
+The publish policy refuses a tree with a world-readable or world-writable
+etc/shadow, etc/gshadow (also under usr/etc, and their "-" backups) or a
+world-writable setuid or setgid file, naming each. Intended exceptions go
+in a file given with --allow-mode-exceptions: one path in the tree per line
+(/etc/shadow or etc/shadow), # comments and blank lines ignored.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			allow, err := release.LoadModeExceptions(modeExceptions)
+			if err != nil {
+				return err
+			}
 			if channelName != "" {
 				if ref != "" || cmd.Flags().Changed("data") {
 					return userError("use --channel (server) or --data and --ref (local), not both")
 				}
+				if err := checkPublishable(cmd, r, channelName); err != nil {
+					return err
+				}
 				opts := ostree.CommitOptions{NoXattrs: noXattrs, SkipSpecial: skipSpecial}
 				return publishRemote(cmd, r, remotePublish{channel: channelName, arch: arch, version: version, keys: keys,
 					work: work, ramp: ramp, subject: subject, body: body, source: args[0], opts: opts, quiet: quiet,
-					image: image, imageHost: imageHost})
+					image: image, imageHost: imageHost, modeExceptions: allow})
 			}
 			if ref == "" || version == "" {
 				return userError("--ref and --version are required (or --channel to publish to a server)")
 			}
 			if keys == "" {
 				return userError("--keys is required: the directory with the signing keys")
+			}
+			if err := checkLocalRef(channelsDir, ref); err != nil {
+				return err
 			}
 			signers, err := sign.LoadSigners(keys)
 			if err != nil {
@@ -91,6 +114,7 @@ metadata). Clients verify it with the key "mxosctl image-key" prints.`,
 			start := time.Now()
 			res, err := p.Publish(cmd.Context(), release.Request{
 				Ref: ref, Version: version, Subject: subject, Body: body, Source: args[0], Options: opts,
+				ModeExceptions: allow,
 			})
 			bar.done()
 			if err != nil {
@@ -128,7 +152,55 @@ metadata). Clients verify it with the key "mxosctl image-key" prints.`,
 	f.StringVar(&ramp, "ramp", "", `rollout plan with --channel (default: the channel's; "none" for no rollout)`)
 	f.BoolVar(&image, "image", false, "also publish the tree as a signed bootable OCI image")
 	f.StringVar(&imageHost, "image-host", "", "registry host[:port] clients pull images from, named in signatures (default: the server's)")
+	f.StringVar(&modeExceptions, "allow-mode-exceptions", "", "file of tree paths (one per line) the publish policy lets through")
+	f.StringVar(&channelsDir, "channels", envOr("MXOS_CHANNELS", ""), "channel definitions for local publishing (env MXOS_CHANNELS; default ./channels when it exists)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "show detailed logs")
 	f.BoolVarP(&quiet, "quiet", "q", false, "no progress output")
 	return cmd
+}
+
+// checkPublishable refuses, before anything is built or uploaded, a
+// publish to a server channel that is reached only by promotion; the
+// server refuses it too.
+func checkPublishable(cmd *cobra.Command, r *remote, name string) error {
+	c, err := r.client(cmd)
+	if err != nil {
+		return err
+	}
+	chans, err := c.Channels(cmd.Context())
+	if err != nil {
+		return r.explain(err)
+	}
+	for _, ch := range chans {
+		if ch.Name == name && ch.PromotesFrom != "" {
+			return release.PromotionOnlyError(name, ch.PromotesFrom)
+		}
+	}
+	return nil // an unknown channel is reported when its ref is looked up
+}
+
+// checkLocalRef refuses a local publish to the ref of a channel reached
+// only by promotion, according to the channel definitions in dir (or
+// ./channels when it exists; none found: nothing to check).
+func checkLocalRef(dir, ref string) error {
+	flag := "--channels"
+	if dir == "" {
+		st, err := os.Stat("channels")
+		if err != nil || !st.IsDir() {
+			return nil
+		}
+		dir, flag = "channels", "./channels"
+	}
+	set, err := channel.LoadDir(dir)
+	if err != nil {
+		return fmt.Errorf("loading channel definitions (%s): %w", flag, err)
+	}
+	for _, ch := range set.Channels() {
+		for _, arch := range ch.Arches() {
+			if r, _ := ch.Ref(arch); r == ref && ch.PromotesFrom != "" {
+				return release.PromotionOnlyError(ch.Name, ch.PromotesFrom)
+			}
+		}
+	}
+	return nil
 }

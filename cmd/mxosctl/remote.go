@@ -29,6 +29,7 @@ const defaultServer = "http://127.0.0.1:8080"
 type remote struct {
 	server   string
 	token    string
+	caFile   string
 	hasToken bool // whether a token was sent, from either source
 }
 
@@ -41,6 +42,7 @@ func addServerCmds(root *cobra.Command) *remote {
 	pf.StringVar(&r.server, "server", envOr("MXOS_SERVER", defaultServer), "mxos-server address (env MXOS_SERVER)")
 	// The default is not the environment's value: help output would show
 	// the token. It is read when a command runs instead.
+	pf.StringVar(&r.caFile, "ca-file", envOr("MXOS_CA_FILE", ""), "PEM file of the CA that signed the server's TLS certificate, added to the system's (env MXOS_CA_FILE)")
 	pf.StringVar(&r.token, "token", "", "API token (env MXOS_TOKEN; prefer the variable, command lines are visible to other users)")
 	root.AddCommand(
 		newChannelsCmd(r),
@@ -48,6 +50,7 @@ func addServerCmds(root *cobra.Command) *remote {
 		newPinCmd(r), newUnpinCmd(r), newPinsCmd(r),
 		newDevicesCmd(r), newGroupCmd(r),
 		newFleetLockCmd(r), // fleetlock.go
+		newReleaseCmd(r),   // release.go
 		newAuditCmd(r),
 		newTokenCmd(r),
 	)
@@ -62,7 +65,11 @@ func (r *remote) client(cmd *cobra.Command) (*client.Client, error) {
 	}
 	token = strings.TrimSpace(token)
 	r.hasToken = token != ""
-	c, err := client.New(r.server, token, client.WithUserAgent("mxosctl"))
+	tlsCfg, err := client.TLSConfig(r.caFile)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-file or MXOS_CA_FILE: %w", err)
+	}
+	c, err := client.New(r.server, token, client.WithUserAgent("mxosctl"), client.WithTLSConfig(tlsCfg))
 	if err != nil {
 		return nil, fmt.Errorf("check --server or MXOS_SERVER, --token or MXOS_TOKEN: %w", err)
 	}

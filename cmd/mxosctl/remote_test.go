@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -139,8 +141,11 @@ func TestRemoteCommands(t *testing.T) {
 	f.on("GET /api/v1/devices", 200, devicesJSON)
 	f.on("PUT /api/v1/devices/lab-01/group", 204, "")
 	f.on("GET /api/v1/audit", 200, auditJSON)
-	f.on("POST /api/v1/tokens", 201, `{"id":"t3","name":"ci","role":"release","created_at":"2026-03-01T12:00:00Z","token":"mxos_NEWNEWNEW"}`)
-	f.on("GET /api/v1/tokens", 200, `[{"id":"t1","name":"ana","role":"admin","created_at":"2026-03-01T12:00:00Z"},{"id":"t2","name":"old","role":"device","created_at":"2026-03-01T12:00:00Z","revoked_at":"2026-03-02T12:00:00Z"}]`)
+	f.on("POST /api/v1/tokens", 201, `{"id":"t3","name":"ci","role":"release","created_at":"2026-03-01T12:00:00Z","expires_at":"2026-05-30T12:00:00Z","token":"mxos_NEWNEWNEW"}`)
+	f.on("GET /api/v1/tokens", 200, `[{"id":"t1","name":"ana","role":"admin","created_at":"2026-03-01T12:00:00Z","expires_at":"2026-05-30T12:00:00Z"},{"id":"t2","name":"old","role":"device","device_id":"pc1","created_at":"2026-03-01T12:00:00Z","revoked_at":"2026-03-02T12:00:00Z"}]`)
+	f.on("GET /api/v1/identities", 200, `[{"device_id":"kiosk","credentials":1},{"device_id":"pc1","state":"enrolled","credentials":1,"credential_expires":"2026-08-28T12:00:00Z","updated_at":"2026-03-01T12:00:00Z","updated_by":"token:escuela"}]`)
+	f.on("PUT /api/v1/identities/pc2", 200, `{"device_id":"pc2","state":"authorized","credentials":0,"revoked":1}`)
+	f.on("DELETE /api/v1/identities/pc1", 200, `{"device_id":"pc1","state":"revoked","credentials":0,"revoked":2}`)
 	f.on("DELETE /api/v1/tokens/ci", 204, "")
 
 	cases := []struct {
@@ -149,7 +154,9 @@ func TestRemoteCommands(t *testing.T) {
 		want []string
 		out  []string // substrings of the output
 	}{
-		{[]string{"channels"}, []string{"GET /api/v1/channels"}, []string{
+		// channels also reads the signed root to warn before it expires
+		// (this server has none).
+		{[]string{"channels"}, []string{"GET /api/v1/channels", "GET /metadata/root.json"}, []string{
 			"CHANNEL  ARCH     LATEST  ROLLOUT  STATE   SHARE",
 			"stable   x86_64   10.0.2  10.0.3   active  10%",
 			"stable   aarch64  10.0.1  -        -       -",
@@ -205,12 +212,23 @@ func TestRemoteCommands(t *testing.T) {
 		}},
 		{[]string{"token", "create", "--name", "ci", "--role", "release"},
 			[]string{`POST /api/v1/tokens {"name":"ci","role":"release"}`},
-			[]string{"Created release token ci (id t3). Copy it now, it is not shown again:\nmxos_NEWNEWNEW\n"}},
+			[]string{"mxos_NEWNEWNEW\n", "Created release token ci (id t3), valid until 2026-05-30 12:00Z."}},
+		{[]string{"token", "create", "--name", "kiosk", "--role", "device", "--device", "pc1", "--expires", "30d"},
+			[]string{`POST /api/v1/tokens {"name":"kiosk","role":"device","expires":"30d","device_id":"pc1"}`}, nil},
 		{[]string{"token", "list"}, []string{"GET /api/v1/tokens"}, []string{
-			"NAME  ROLE    ID  CREATED            BY  REVOKED",
-			"ana   admin   t1  2026-03-01 12:00Z  -   -",
-			"old   device  t2  2026-03-01 12:00Z  -   2026-03-02 12:00Z",
+			"NAME  ROLE    DEVICE  ID  CREATED            BY  EXPIRES            REVOKED",
+			"ana   admin   -       t1  2026-03-01 12:00Z  -   2026-05-30 12:00Z  -",
+			"old   device  pc1     t2  2026-03-01 12:00Z  -   -                  2026-03-02 12:00Z",
 		}},
+		{[]string{"token", "list", "--all"}, []string{"GET /api/v1/tokens?credentials=1"}, nil},
+		{[]string{"devices", "list", "--group", "lab"}, []string{"GET /api/v1/devices?group=lab"}, nil},
+		{[]string{"devices", "identities"}, []string{"GET /api/v1/identities"}, []string{
+			"DEVICE  STATE        CREDENTIALS  EXPIRES            CHANGED            BY",
+			"kiosk   bound-token  1            -                  -                  -",
+			"pc1     enrolled     1            2026-08-28 12:00Z  2026-03-01 12:00Z  token:escuela",
+		}},
+		{[]string{"devices", "authorize", "pc2"}, []string{"PUT /api/v1/identities/pc2"}, []string{"Device pc2 may enroll once now (1 credential revoked)."}},
+		{[]string{"devices", "revoke", "pc1"}, []string{"DELETE /api/v1/identities/pc1"}, []string{"Device pc1 revoked (2 credentials)."}},
 		{[]string{"token", "revoke", "ci"}, []string{"DELETE /api/v1/tokens/ci"}, []string{"Revoked token ci."}},
 	}
 	for _, c := range cases {
@@ -236,7 +254,8 @@ func TestRemoteCommands(t *testing.T) {
 				if got != line || !sameJSON(r.body, body) {
 					t.Errorf("request %d = %s %s, want %s", i, got, r.body, c.want[i])
 				}
-				if r.auth != "Bearer "+flagToken {
+				// Static files (/metadata/) are public: no token is sent.
+				if r.auth != "Bearer "+flagToken && !strings.HasPrefix(r.path, "/metadata/") {
 					t.Errorf("Authorization = %q", r.auth)
 				}
 			}
@@ -454,6 +473,8 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"audit", "--after", "-2"}, "--after and --limit must be 0 or more"},
 		{[]string{"token", "create", "--name", "ci"}, "--name and --role are required"},
 		{[]string{"token", "create", "--name", "ci", "--role", "root"}, "--role: unknown role"},
+		{[]string{"token", "create", "--name", "ci", "--role", "admin", "--expires", "forever"}, "--expires: invalid token lifetime"},
+		{[]string{"devices", "revoke"}, "accepts 1 arg"},
 		{[]string{"token", "revoke"}, "accepts 1 arg"},
 		{[]string{"channels", "extra"}, "unknown command"},
 		{[]string{"--server", "127.0.0.1:8080", "pins"}, "must start with http:// or https://"},
@@ -479,5 +500,26 @@ func TestPercent(t *testing.T) {
 		if got := percent(f); got != want {
 			t.Errorf("percent(%v) = %s, want %s", f, got, want)
 		}
+	}
+}
+
+// Issue 9, failure 6: token create prints the secret alone on stdout, so
+// TOKEN=$(mxosctl token create ...) holds the token and nothing else.
+func TestTokenCreateStdoutIsTheSecret(t *testing.T) {
+	f := newFakeServer(t)
+	f.on("POST /api/v1/tokens", 201, `{"id":"t3","name":"ci","role":"release","created_at":"2026-03-01T12:00:00Z","token":"mxos_NEWNEWNEW"}`)
+	cmd := newRootCmd()
+	var stdout, stderr bytes.Buffer
+	cmd.SetOut(&stdout)
+	cmd.SetErr(&stderr)
+	cmd.SetArgs([]string{"--server", f.URL, "--token", flagToken, "token", "create", "--name", "ci", "--role", "release"})
+	if err := cmd.ExecuteContext(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if stdout.String() != "mxos_NEWNEWNEW\n" {
+		t.Fatalf("stdout = %q, want the token alone", stdout.String())
+	}
+	if !strings.Contains(stderr.String(), "Created release token ci") || strings.Contains(stderr.String(), "mxos_NEW") {
+		t.Fatalf("stderr = %q", stderr.String())
 	}
 }

@@ -18,7 +18,7 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	r := addServerCmds(cmd)
-	cmd.AddCommand(newKeysCmd(), newPublishCmd(r), newFsckCmd(), newPromoteCmd(r), newMetadataCmd(), newImageKeyCmd(), newImageCmd(r))
+	cmd.AddCommand(newKeysCmd(), newPublishCmd(r), newFsckCmd(), newPromoteCmd(r), newMetadataCmd(r), newImageKeyCmd(), newImageCmd(r))
 	return cmd
 }
 

@@ -16,13 +16,21 @@ func newTokenCmd(r *remote) *cobra.Command {
 }
 
 func newTokenCreateCmd(r *remote) *cobra.Command {
-	var name, role string
+	var name, role, expires, device string
 	cmd := &cobra.Command{
-		Use:   "create --name N --role R",
-		Short: "Create a token for a person, a CI job or a device; it is shown only once",
+		Use:   "create --name N --role R [--expires 90d] [--device ID]",
+		Short: "Create a token for a person, a CI job, a device or a school image; it is shown only once",
 		Long: `Create makes a token with one role: release (publish, promote, rollouts),
-admin (pins, devices, tokens) or device (check and report). The token is
-printed once, on the last line; the server keeps only its hash.`,
+admin (pins, devices, tokens), device (check and report for one device) or
+enroll (baked into a school's image: each machine trades it once for its own
+credential). Only a release token makes release tokens; an admin token makes
+the others.
+
+Only the token is printed on stdout, so TOKEN=$(mxosctl token create ...)
+captures it; what was made goes to stderr. The server keeps only its hash.
+Tokens expire: --expires (e.g. 30d, 36h; at most 730d), by default 90 days
+for release and admin, 365 for enroll, 180 for device. --device binds a
+device token to one device id (otherwise the first id that uses it).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if name == "" || role == "" {
@@ -31,37 +39,52 @@ printed once, on the last line; the server keeps only its hash.`,
 			if _, err := auth.ParseRole(role); err != nil {
 				return userError("--role: %v", err)
 			}
+			if expires != "" {
+				if _, err := auth.ParseTTL(expires); err != nil {
+					return userError("--expires: %v", err)
+				}
+			}
 			c, err := r.client(cmd)
 			if err != nil {
 				return err
 			}
-			t, err := c.CreateToken(cmd.Context(), api.TokenCreateRequest{Name: name, Role: role})
+			t, err := c.CreateToken(cmd.Context(), api.TokenCreateRequest{Name: name, Role: role, Expires: expires, DeviceID: device})
 			if err != nil {
 				return r.explain(err)
 			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "Created %s token %s (id %s). Copy it now, it is not shown again:\n", t.Role, t.Name, t.ID)
-			fmt.Fprintln(out, t.Token)
+			fmt.Fprintln(cmd.OutOrStdout(), t.Token)
+			bound := ""
+			if t.DeviceID != "" {
+				bound = " for device " + t.DeviceID
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "Created %s token %s%s (id %s), valid until %s. It is not shown again.\n",
+				t.Role, t.Name, bound, t.ID, when(t.ExpiresAt))
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "name for the token, e.g. ci-testing or ana")
-	cmd.Flags().StringVar(&role, "role", "", "role: release, admin or device")
+	cmd.Flags().StringVar(&role, "role", "", "role: release, admin, device or enroll")
+	cmd.Flags().StringVar(&expires, "expires", "", "lifetime, e.g. 90d or 36h (default: the role's, see --help)")
+	cmd.Flags().StringVar(&device, "device", "", "bind a device token to this device id")
 	return cmd
 }
 
 func newTokenListCmd(r *remote) *cobra.Command {
-	var asJSON bool
+	var asJSON, all bool
 	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List tokens (never their secrets)",
+		Use:   "list [--all]",
+		Short: "List tokens (never their secrets); --all adds device credentials",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := r.client(cmd)
 			if err != nil {
 				return err
 			}
-			list, err := c.Tokens(cmd.Context())
+			fetch := c.Tokens
+			if all {
+				fetch = c.AllTokens
+			}
+			list, err := fetch(cmd.Context())
 			if err != nil {
 				return r.explain(err)
 			}
@@ -73,15 +96,16 @@ func newTokenListCmd(r *remote) *cobra.Command {
 				fmt.Fprintln(out, "No tokens.")
 				return nil
 			}
-			t := newTable(out, "NAME", "ROLE", "ID", "CREATED", "BY", "REVOKED")
+			t := newTable(out, "NAME", "ROLE", "DEVICE", "ID", "CREATED", "BY", "EXPIRES", "REVOKED")
 			for _, k := range list {
-				t.row(k.Name, k.Role, k.ID, when(k.CreatedAt), k.CreatedBy, when(k.RevokedAt))
+				t.row(k.Name, k.Role, k.DeviceID, k.ID, when(k.CreatedAt), k.CreatedBy, when(k.ExpiresAt), when(k.RevokedAt))
 			}
 			t.flush()
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&all, "all", false, "include the credentials devices got by enrolling")
 	return cmd
 }
 
@@ -101,7 +125,7 @@ func newTokenRevokeCmd(r *remote) *cobra.Command {
 			if err := c.RevokeToken(cmd.Context(), args[0]); err != nil {
 				return r.explain(err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Revoked token %s.\n", args[0])
+			fmt.Fprintf(cmd.ErrOrStderr(), "Revoked token %s.\n", args[0])
 			return nil
 		},
 	}

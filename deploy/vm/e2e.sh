@@ -14,7 +14,7 @@
 #   1. 10.0.1 published → the agent upgrades and reboots → 10.0.1 boots,
 #      health ok, reported;
 #   2. 10.0.2 with a failing required health check → boots, fails, rolls
-#      back, reboots into 10.0.1 by itself, reports rolled-back, is never
+#      back, reboots into 10.0.1 by itself, reports health-failed, is never
 #      offered again;
 #   3. 10.0.3 with an initramfs that cannot boot → GRUB's boot counter runs
 #      out → GRUB boots 10.0.1 → the agent marks 10.0.3 bad, reports
@@ -237,9 +237,9 @@ if step 2; then
     while [ "$(count "MXOS-VM booted version=10.0.1")" -le "$before" ] && [ $SECONDS -lt $deadline ]; do sleep 3; done &&
     [ "$(count "MXOS-VM booted version=10.0.1")" -gt "$before" ]; then
     sleep 40 # a few check cycles: 10.0.2 must not be offered or installed again
-    if [ "$(reports 10.0.2 rolled-back)" -ge 1 ] && [ "$(count "Downloading version 10.0.2")" -eq 1 ]; then
+    if [ "$(reports 10.0.2 health-failed)" -ge 1 ] && [ "$(count "Downloading version 10.0.2")" -eq 1 ]; then
       pass "2: 10.0.2 failed its health check, rolled back, rebooted into 10.0.1 by itself, reported, not offered again ($((SECONDS - t0)) s)"
-    else fail "2: rolled-back reports $(reports 10.0.2 rolled-back), downloads of 10.0.2: $(count "Downloading version 10.0.2")"; fi
+    else fail "2: health-failed reports $(reports 10.0.2 health-failed), downloads of 10.0.2: $(count "Downloading version 10.0.2")"; fi
   else fail "2: the VM did not come back on 10.0.1 by itself"; fi
 fi
 

@@ -8,7 +8,9 @@ import "time"
 //
 //	POST   /api/v1/check                  device   CheckRequest → CheckResponse
 //	POST   /api/v1/report                 device   ReportRequest → 204
-//	GET    /api/v1/channels               any role → []ChannelStatus
+//	POST   /api/v1/enroll                 enroll   EnrollRequest → Credential
+//	POST   /api/v1/credential/rotate      device   → Credential
+//	GET    /api/v1/channels               release, admin, device → []ChannelStatus
 //	GET    /api/v1/rollouts?channel=C     release, admin → []RolloutStatus
 //	POST   /api/v1/rollouts               release  RolloutStartRequest → []RolloutStatus
 //	POST   /api/v1/rollouts/{id}/{action} release  RolloutActionRequest → RolloutStatus (pause, resume, halt, complete)
@@ -17,9 +19,14 @@ import "time"
 //	DELETE /api/v1/pins/{scope}/{target}  admin    → 204
 //	GET    /api/v1/devices                admin    ?channel=&group=&limit=&after= → DeviceList
 //	PUT    /api/v1/devices/{id}/group     admin    GroupRequest → 204
+//	GET    /api/v1/devices/{id}/reports   admin    ?limit= → []DeviceReport (newest first)
+//	GET    /api/v1/identities             admin    → []DeviceIdentity
+//	PUT    /api/v1/identities/{id}        admin    → DeviceIdentity (authorize: may enroll once)
+//	DELETE /api/v1/identities/{id}        admin    → DeviceIdentity (revoke its credentials)
 //	GET    /api/v1/audit                  release, admin ?after=&limit= → AuditList
-//	GET    /api/v1/tokens                 admin    → []TokenInfo
-//	POST   /api/v1/tokens                 admin    TokenCreateRequest → TokenCreated
+//	GET    /api/v1/tokens                 admin    ?credentials=1 → []TokenInfo
+//	POST   /api/v1/tokens                 admin; release for release tokens only
+//	                                               TokenCreateRequest → TokenCreated
 //	DELETE /api/v1/tokens/{name}          admin    → 204
 //	POST   /api/v1/registry/gc            release  → the registry's GC figures (also daily)
 const Prefix = "/api/v1"
@@ -116,6 +123,18 @@ type DeviceList struct {
 	Next    string   `json:"next,omitempty"`
 }
 
+// DeviceReport is one report a device sent, as stored. Counted says
+// whether its class counts toward auto-halt (Event.ReleaseFailure).
+type DeviceReport struct {
+	RolloutID string    `json:"rollout_id,omitempty"`
+	Version   string    `json:"version"`
+	Event     Event     `json:"event"`
+	Counted   bool      `json:"counted"`
+	Error     string    `json:"error,omitempty"`
+	At        time.Time `json:"at"`
+	Seq       int64     `json:"seq,omitempty"`
+}
+
 // GroupRequest sets a device's group ("" removes it).
 type GroupRequest struct {
 	Group string `json:"group"`
@@ -143,10 +162,48 @@ type AuditList struct {
 	HeadHash    string       `json:"head_hash"`
 }
 
-// TokenCreateRequest asks for a new token.
+// TokenCreateRequest asks for a new token. Expires is its lifetime ("90d",
+// "36h"; empty: the role's default, see internal/auth); DeviceID binds a
+// device token to one device.
 type TokenCreateRequest struct {
-	Name string `json:"name"`
-	Role string `json:"role"`
+	Name     string `json:"name"`
+	Role     string `json:"role"`
+	Expires  string `json:"expires,omitempty"`
+	DeviceID string `json:"device_id,omitempty"`
+}
+
+// EnrollRequest trades an enroll token for the device's own credential.
+type EnrollRequest struct {
+	DeviceID string `json:"device_id"`
+}
+
+// Validate checks an enrollment.
+func (r *EnrollRequest) Validate() error {
+	if r.DeviceID == "" || len(r.DeviceID) > 128 {
+		return Errorf(CodeBadRequest, "device_id must be 1 to 128 characters")
+	}
+	return nil
+}
+
+// Credential is a device's own token, returned once at enrollment and at
+// each rotation; the server keeps only its hash.
+type Credential struct {
+	DeviceID  string    `json:"device_id"`
+	Token     string    `json:"token"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// DeviceIdentity is what admins see of a device id's identity: its state
+// ("authorized", "enrolled", "revoked", or "" for an id a device token is
+// bound to) and its live credentials.
+type DeviceIdentity struct {
+	DeviceID          string    `json:"device_id"`
+	State             string    `json:"state,omitempty"`
+	UpdatedAt         time.Time `json:"updated_at,omitzero"`
+	UpdatedBy         string    `json:"updated_by,omitempty"`
+	Credentials       int       `json:"credentials"`
+	CredentialExpires time.Time `json:"credential_expires,omitzero"`
+	Revoked           int       `json:"revoked,omitempty"` // credentials this request revoked
 }
 
 // TokenCreated returns the token once; the server keeps only its hash.
@@ -163,4 +220,6 @@ type TokenInfo struct {
 	CreatedAt time.Time `json:"created_at"`
 	CreatedBy string    `json:"created_by,omitempty"`
 	RevokedAt time.Time `json:"revoked_at,omitzero"`
+	DeviceID  string    `json:"device_id,omitempty"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
 }

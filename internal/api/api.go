@@ -31,7 +31,14 @@ const (
 	CodePromotion        Code = "promotion_not_allowed"
 	CodeRolloutState     Code = "rollout_state"
 	CodeConflict         Code = "conflict"
-	CodeInternal         Code = "internal"
+	// CodeReplay: a report's sequence number is not above the last one
+	// accepted from the device (a replay, or a device whose counter went
+	// back).
+	CodeReplay Code = "replayed"
+	// CodeEnrolled: the device id already enrolled (or was revoked); an
+	// admin must authorize it before it enrolls again.
+	CodeEnrolled Code = "already_enrolled"
+	CodeInternal Code = "internal"
 )
 
 // HTTPStatus is the status a code is served with.
@@ -47,7 +54,8 @@ func (c Code) HTTPStatus() int {
 		return http.StatusForbidden
 	case CodeNotFound:
 		return http.StatusNotFound
-	case CodeDuplicate, CodeDuplicateVersion, CodeVersionOrder, CodePromotion, CodeRolloutState, CodeConflict, CodeFleetLockBusy:
+	case CodeDuplicate, CodeDuplicateVersion, CodeVersionOrder, CodePromotion, CodeRolloutState, CodeConflict, CodeFleetLockBusy,
+		CodeReplay, CodeEnrolled:
 		return http.StatusConflict
 	}
 	return http.StatusInternalServerError
@@ -135,35 +143,70 @@ type CheckResponse struct {
 	Reason string  `json:"reason"`
 }
 
-// Event is a step a device reports.
+// Event is a step a device reports, or how an update ended.
 type Event string
 
-// Events devices report; rolled-back and failed count as failures for
-// auto-halt, health-ok as success.
+// Events devices report. Outcomes of a release (the report classes):
+// health-ok is a success; health-failed (a required health check failed
+// and the device rolled back), boot-failed (the new version never came up
+// and the boot counter took the machine back) and rolled-back (an admin
+// or a user went back by hand) are release failures and count toward
+// auto-halt. refused (the device would not install the offer: wrong
+// channel or arch, a signature or metadata check, its trust settings),
+// download-failed (network, mirrors, disk: anything before the switch that
+// is not a refusal) and config-error (the device's own configuration, e.g.
+// a channel the server does not know) are stored and shown, never
+// counted: a bad pin or a broken school network must not halt a good
+// release. failed is what agents before the report classes sent for all of
+// these; it is accepted, stored and never counted.
 const (
 	EventDownloadStarted  Event = "download-started"
 	EventDownloadFinished Event = "download-finished"
 	EventDeployed         Event = "deployed"
 	EventHealthOK         Event = "health-ok"
 	EventRolledBack       Event = "rolled-back"
+	EventHealthFailed     Event = "health-failed"
+	EventBootFailed       Event = "boot-failed"
+	EventRefused          Event = "refused"
+	EventDownloadFailed   Event = "download-failed"
+	EventConfigError      Event = "config-error"
 	EventFailed           Event = "failed"
-	// EventBootFailed: the new version never finished booting; the boot
-	// loader went back to the previous one (a failure, like rolled-back).
-	EventBootFailed Event = "boot-failed"
 )
+
+// Events lists every event.
+var Events = []Event{EventDownloadStarted, EventDownloadFinished, EventDeployed, EventHealthOK, EventRolledBack,
+	EventHealthFailed, EventBootFailed, EventRefused, EventDownloadFailed, EventConfigError, EventFailed}
 
 // Valid reports whether e is a known event.
 func (e Event) Valid() bool {
-	switch e {
-	case EventDownloadStarted, EventDownloadFinished, EventDeployed, EventHealthOK, EventRolledBack, EventFailed, EventBootFailed:
-		return true
+	for _, k := range Events {
+		if e == k {
+			return true
+		}
 	}
 	return false
 }
 
+// ReleaseFailure reports whether e says the release itself failed on the
+// device: these count toward auto-halt, and the device is never offered
+// that release again.
+func (e Event) ReleaseFailure() bool {
+	return e == EventHealthFailed || e == EventBootFailed || e == EventRolledBack
+}
+
+// ReleaseFailures lists the events ReleaseFailure accepts.
+var ReleaseFailures = []Event{EventHealthFailed, EventBootFailed, EventRolledBack}
+
 // ReportRequest is one event from a device.
+//
+// Seq is the device's report sequence number: each report must carry a
+// larger one than the last the server accepted from that device, so a
+// replayed report is refused (CodeReplay). The agent uses the larger of
+// its last number plus one and the Unix time in microseconds, so a device
+// that lost its counter still moves forward.
 type ReportRequest struct {
 	DeviceID  string    `json:"device_id"`
+	Seq       int64     `json:"seq"`
 	RolloutID string    `json:"rollout_id,omitempty"`
 	Version   string    `json:"version"`
 	Event     Event     `json:"event"`
@@ -180,6 +223,8 @@ func (r *ReportRequest) Validate() error {
 		return Errorf(CodeBadRequest, "unknown event %q", r.Event)
 	case r.Version == "":
 		return Errorf(CodeBadRequest, "version is required")
+	case r.Seq < 1:
+		return Errorf(CodeBadRequest, "seq must be a positive sequence number")
 	case len(r.Error) > 4096:
 		return Errorf(CodeTooLarge, "error text is longer than 4096 bytes")
 	}

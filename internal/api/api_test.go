@@ -50,9 +50,14 @@ func TestCheckRequestValidate(t *testing.T) {
 }
 
 func TestReportValidate(t *testing.T) {
-	r := ReportRequest{DeviceID: "d", Version: "10.0.1", Event: EventHealthOK}
+	r := ReportRequest{DeviceID: "d", Seq: 1, Version: "10.0.1", Event: EventHealthOK}
 	if err := r.Validate(); err != nil {
 		t.Fatal(err)
+	}
+	noSeq := r
+	noSeq.Seq = 0
+	if err := noSeq.Validate(); !errors.Is(err, &Error{Code: CodeBadRequest}) {
+		t.Fatalf("report without seq: %v", err)
 	}
 	r.Event = "exploded"
 	if err := r.Validate(); err == nil {
@@ -61,6 +66,27 @@ func TestReportValidate(t *testing.T) {
 	r.Event, r.Error = EventFailed, strings.Repeat("e", 5000)
 	if err := r.Validate(); !errors.Is(err, &Error{Code: CodeTooLarge}) {
 		t.Fatalf("long error text: %v", err)
+	}
+}
+
+// Only release failures count toward auto-halt (failure 4 of issue 9).
+func TestReportClasses(t *testing.T) {
+	counted := map[Event]bool{EventHealthFailed: true, EventBootFailed: true, EventRolledBack: true}
+	for _, e := range Events {
+		if !e.Valid() {
+			t.Errorf("%s not valid", e)
+		}
+		if e.ReleaseFailure() != counted[e] {
+			t.Errorf("%s.ReleaseFailure() = %v", e, !counted[e])
+		}
+	}
+	if len(ReleaseFailures) != len(counted) {
+		t.Errorf("ReleaseFailures = %v", ReleaseFailures)
+	}
+	for _, e := range ReleaseFailures {
+		if !counted[e] {
+			t.Errorf("ReleaseFailures lists %s", e)
+		}
 	}
 }
 

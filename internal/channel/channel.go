@@ -20,6 +20,9 @@ var (
 	ErrUnknownChannel = errors.New("unknown channel")
 	// ErrPromotion is returned when a promotion is not allowed.
 	ErrPromotion = errors.New("promotion not allowed")
+	// ErrBelowThreshold: a release carries fewer release signatures than
+	// the channel's threshold.
+	ErrBelowThreshold = errors.New("too few release signatures")
 )
 
 // Channel is one channels/<name>.yaml file.
@@ -42,6 +45,28 @@ type Channel struct {
 	// Barriers and DeadEnds shape the update graph (see rollout.Graph).
 	Barriers []Barrier `yaml:"barriers"`
 	DeadEnds []DeadEnd `yaml:"dead_ends"`
+	// Threshold is how many distinct release keys must sign a release of
+	// the channel (k of the n release keys the signed root names): with 2,
+	// two release team members sign a promotion (mxosctl promote
+	// --sign-only, then mxosctl release cosign). 0 in the file means 1.
+	Threshold int `yaml:"threshold"`
+}
+
+// MaxThreshold bounds Channel.Threshold.
+const MaxThreshold = 16
+
+// SignaturesRequired is the channel's threshold, at least 1.
+func (c *Channel) SignaturesRequired() int { return max(c.Threshold, 1) }
+
+// CheckThreshold refuses a release of the channel signed by fewer than
+// its threshold of distinct release keys. The server and the release
+// pipeline call it with the count channelmeta.TargetsSigners returns.
+func (c *Channel) CheckThreshold(signers int) error {
+	if need := c.SignaturesRequired(); signers < need {
+		return fmt.Errorf("%w: channel %s needs release signatures by %d different release keys, the release has %d",
+			ErrBelowThreshold, c.Name, need, signers)
+	}
+	return nil
 }
 
 // Rollout is a channel's default rollout plan.
@@ -138,6 +163,10 @@ func (c *Channel) Validate() error {
 		case c.PromotesFrom == c.Name:
 			bad("promotes_from: a channel cannot be promoted from itself")
 		}
+	}
+
+	if c.Threshold < 0 || c.Threshold > MaxThreshold {
+		bad("threshold %d must be between 1 and %d (release signatures a release needs)", c.Threshold, MaxThreshold)
 	}
 
 	if _, err := rollout.ParseRamp(c.Rollout.Ramp); err != nil {

@@ -146,6 +146,8 @@ func TestValidate(t *testing.T) {
 		{"zero threshold", func(c *Channel) { c.Rollout.HaltThreshold = 0 }, "rollout.halt_threshold 0 must be a failure rate in (0, 1]"},
 		{"threshold as percent", func(c *Channel) { c.Rollout.HaltThreshold = 5 }, "rollout.halt_threshold 5 must be"},
 		{"negative threshold", func(c *Channel) { c.Rollout.HaltThreshold = -0.1 }, "rollout.halt_threshold -0.1"},
+		{"negative signature threshold", func(c *Channel) { c.Threshold = -1 }, "threshold -1 must be between 1 and 16"},
+		{"signature threshold too high", func(c *Channel) { c.Threshold = 17 }, "threshold 17 must be between 1 and 16"},
 		{"zero min samples", func(c *Channel) { c.Rollout.MinSamples = 0 }, "rollout.min_samples 0 must be at least 1"},
 		{"no window", func(c *Channel) { c.Rollout.Window = 0 }, "rollout.window 0s must be positive"},
 		{"bad barrier version", func(c *Channel) { c.Barriers[0].Version = "v10.2" }, "barriers[0].version: invalid release version"},
@@ -384,5 +386,20 @@ func TestRolloutHelpers(t *testing.T) {
 	c.Rollout.Ramp = "bad"
 	if _, err := c.DefaultRamp(); !errors.Is(err, rollout.ErrBadRamp) {
 		t.Errorf("DefaultRamp(bad) = %v", err)
+	}
+}
+
+func TestCheckThreshold(t *testing.T) {
+	for _, tc := range []struct {
+		threshold, signers int
+		ok                 bool
+	}{
+		{0, 0, false}, {0, 1, true}, {1, 1, true}, {2, 1, false}, {2, 2, true}, {2, 3, true}, {3, 2, false},
+	} {
+		c := &Channel{Name: "stable", Threshold: tc.threshold}
+		err := c.CheckThreshold(tc.signers)
+		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrBelowThreshold)) {
+			t.Errorf("threshold %d, %d signers: %v", tc.threshold, tc.signers, err)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package channelmeta
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"net/http"
@@ -70,6 +71,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.CacheDir == "" {
 		return nil, errors.New("channel metadata client: no cache directory: without one, rollback cannot be detected")
 	}
+	if err := CheckFile(metadata.ROOT, cfg.TrustedRoot); err != nil {
+		return nil, fmt.Errorf("channel metadata client: trusted root: %w", &MetadataError{File: rootFile, Kind: ErrMalformed, Err: err})
+	}
 	tm, err := trustedmetadata.New(cfg.TrustedRoot)
 	if err != nil {
 		return nil, fmt.Errorf("channel metadata client: trusted root: %w", &MetadataError{File: rootFile, Kind: kindOf(err), Err: err})
@@ -112,6 +116,11 @@ type State struct {
 	// the signing role may not speak for them (e.g. a releases/ path in the
 	// online-signed rollouts role). Non-empty means someone tried.
 	Ignored []string
+
+	// OnlineKeys are the Ed25519 keys the trusted root (after any
+	// rotation) gives its timestamp and snapshot roles: the server's
+	// online keys, which also sign the OSTree summary (onlinekeys.go).
+	OnlineKeys []ed25519.PublicKey
 
 	RootVersion, TimestampVersion, SnapshotVersion, TargetsVersion, RolloutsVersion int64
 	// Expires is the earliest expiry of the roles loaded; after it the
@@ -166,6 +175,16 @@ type Offer struct {
 func CheckOffer(s *State, o Offer) error {
 	rel, ok := s.Lookup(o.Channel, o.Arch, o.Version)
 	if !ok {
+		path := Release{Channel: o.Channel, Arch: o.Arch, Version: o.Version}.Path()
+		var ignored []string
+		if s != nil {
+			ignored = s.Ignored
+		}
+		for _, ig := range ignored {
+			if strings.HasPrefix(ig, path+" (") {
+				return fmt.Errorf("offer %s: %s: %w", short(path), short(ig[len(path)+1:]), ErrNotSigned)
+			}
+		}
 		return fmt.Errorf("offer %s/%s version %q: %w", o.Channel, o.Arch, o.Version, ErrNotSigned)
 	}
 	if o.Commit != rel.Commit {
@@ -206,7 +225,7 @@ func (c *Client) Load(ctx context.Context) (*State, error) {
 	if c.cfg.Now != nil {
 		now = c.cfg.Now()
 	}
-	rec := &recordingFetcher{inner: c.fetcherFor(ctx)}
+	rec := &recordingFetcher{inner: &checkedFetcher{inner: c.fetcherFor(ctx)}}
 	fail := func(err error) (*State, error) {
 		var me *MetadataError
 		if errors.As(err, &me) {
@@ -215,6 +234,7 @@ func (c *Client) Load(ctx context.Context) (*State, error) {
 		return nil, &MetadataError{File: rec.lastFile(), Kind: kindOf(err), Err: err}
 	}
 
+	c.checkCache()
 	cfg, err := config.New(c.base, c.trustedRoot())
 	if err != nil {
 		return nil, fmt.Errorf("channel metadata: %w", err)
@@ -272,7 +292,7 @@ func limit(v, def int64) int64 {
 func (c *Client) trustedRoot() []byte {
 	best := c.cfg.TrustedRoot
 	data, err := readLimited(filepath.Join(c.cfg.CacheDir, rootFile), defaultRootMax)
-	if err != nil {
+	if err != nil || CheckFile(metadata.ROOT, data) != nil {
 		return best
 	}
 	tm, err := trustedmetadata.New(data)
@@ -311,11 +331,13 @@ func stateFrom(tm *trustedmetadata.TrustedMetadata) (*State, error) {
 		SnapshotVersion:  tm.Snapshot.Signed.Version,
 		TargetsVersion:   top.Signed.Version,
 		RolloutsVersion:  ro.Signed.Version,
+		OnlineKeys:       onlineKeys(tm.Root),
 		Expires: slices.MinFunc([]time.Time{
 			tm.Root.Signed.Expires, tm.Timestamp.Signed.Expires, tm.Snapshot.Signed.Expires,
 			top.Signed.Expires, ro.Signed.Expires,
 		}, time.Time.Compare),
 	}
+	signers := -1 // distinct release keys signing top, counted when needed
 	for _, p := range sortedKeys(top.Signed.Targets) {
 		if !strings.HasPrefix(p, releasesPrefix) {
 			st.Ignored = append(st.Ignored, p)
@@ -324,6 +346,17 @@ func stateFrom(tm *trustedmetadata.TrustedMetadata) (*State, error) {
 		rel, err := parseRelease(p, top.Signed.Targets[p])
 		if err != nil {
 			return nil, err
+		}
+		if rel.Threshold > 1 {
+			if signers < 0 {
+				if signers, err = countSigners(tm.Root, top); err != nil {
+					return nil, err
+				}
+			}
+			if signers < rel.Threshold {
+				st.Ignored = append(st.Ignored, fmt.Sprintf("%s (needs %d release signatures, has %d)", p, rel.Threshold, signers))
+				continue
+			}
 		}
 		st.Releases = append(st.Releases, rel)
 	}

@@ -106,6 +106,29 @@
 // mirror older than what a device has already seen is refused as a
 // rollback, by design.
 //
+// # Input checks
+//
+// go-tuf trusts the shape of what it parses (an ed25519 key of the wrong
+// length makes it panic), so CheckFile validates every metadata file
+// before go-tuf sees it: the shipped root (NewClient), every file a
+// device fetches (checkedFetcher, which also refuses file names of roles
+// we do not have), the device cache (checkCache removes bad files, as
+// go-tuf ignores files that fail to verify) and, on the server, every
+// uploaded or stored file. The rules are those of the repositories this
+// package writes and no wider; validate.go lists them.
+//
+// # Lifecycle
+//
+// Status reports each role's version and expiry; RenewWarning (30 days)
+// is when the offline roles need renewing. mxosctl metadata renew,
+// sign-existing and rotate-keys build root and targets offline with
+// RotateRoot and BuildTargets, after VerifyRootSignedBy and VerifyTargets
+// check what the server served, and the server installs them with
+// AcceptRoot and AcceptTargets.
+//
 // This package decides which commit is allowed; the commit's own OSTree
-// signature and ref binding are still checked when it is pulled.
+// signature and ref binding are still checked when it is pulled. State
+// also carries the online keys of the trusted root (State.OnlineKeys):
+// the device checks the OSTree summary, which the server signs with the
+// same online key, with them and with nothing else.
 package channelmeta

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/http"
 	"os"
@@ -16,6 +15,8 @@ import (
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 	"github.com/theupdateframework/go-tuf/v2/metadata/fetcher"
+
+	"github.com/mxos-linux/mxos-update/internal/httplimit"
 )
 
 // Both fetchers implement go-tuf's fetcher.Fetcher. go-tuf passes the
@@ -39,23 +40,35 @@ func tooLarge(url string, n, max int64) error {
 
 // httpFetcher fetches over HTTP(S) with the Load call's context, the
 // client's timeout and hard size limits; it never retries (the updater's
-// state machine retries whole checks with its own backoff).
+// state machine retries whole checks with its own backoff, and tries the
+// next mirror's metadata first). Like the repository puller, every request
+// has a response-header timeout and a throughput floor (package
+// httplimit): a mirror that accepts the connection and says nothing is
+// given up on after 30 s, and the body is read into a buffer that never
+// grows past the file's limit.
 type httpFetcher struct {
 	ctx       context.Context
 	client    *http.Client
 	userAgent string
+	// headerTimeout, minRate and grace are httplimit's limits (its
+	// defaults when zero); tests shorten them.
+	headerTimeout time.Duration
+	minRate       int64
+	grace         time.Duration
 }
 
 func (f *httpFetcher) DownloadFile(url string, maxLength int64, _ time.Duration) ([]byte, error) {
 	max := clampLimit(maxLength)
-	req, err := http.NewRequestWithContext(f.ctx, http.MethodGet, url, nil)
+	ctx, cancel := context.WithCancelCause(f.ctx)
+	defer cancel(nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, &fetchError{url: url, err: err}
 	}
 	if f.userAgent != "" {
 		req.Header.Set("User-Agent", f.userAgent)
 	}
-	resp, err := f.client.Do(req)
+	resp, err := httplimit.Do(f.client, req, f.headerTimeout, cancel)
 	if err != nil {
 		return nil, &fetchError{url: url, err: err}
 	}
@@ -66,14 +79,21 @@ func (f *httpFetcher) DownloadFile(url string, maxLength int64, _ time.Duration)
 	if resp.ContentLength > max {
 		return nil, tooLarge(url, resp.ContentLength, max)
 	}
+	w := httplimit.NewWatcher(f.minRate, f.grace)
+	defer w.Close()
+	body, done := w.Watch(resp.Body, cancel)
+	defer done()
 	// Content-Length may be absent or lie: the limit is enforced on the
 	// bytes actually read.
-	data, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
-	if err != nil {
-		return nil, &fetchError{url: url, err: err}
+	data, err := httplimit.ReadAll(body, max, resp.ContentLength)
+	if errors.Is(err, httplimit.ErrTooLarge) {
+		return nil, tooLarge(url, max+1, max)
 	}
-	if int64(len(data)) > max {
-		return nil, tooLarge(url, int64(len(data)), max)
+	if err != nil {
+		if cause := context.Cause(ctx); cause != nil {
+			err = cause
+		}
+		return nil, &fetchError{url: url, err: err}
 	}
 	return data, nil
 }
@@ -117,12 +137,12 @@ func (f *dirFetcher) DownloadFile(url string, maxLength int64, _ time.Duration) 
 	if st.Size() > max {
 		return nil, tooLarge(url, st.Size(), max)
 	}
-	data, err := io.ReadAll(io.LimitReader(file, max+1))
+	data, err := httplimit.ReadAll(file, max, st.Size())
+	if errors.Is(err, httplimit.ErrTooLarge) {
+		return nil, tooLarge(url, max+1, max)
+	}
 	if err != nil {
 		return nil, &fetchError{url: url, err: err}
-	}
-	if int64(len(data)) > max {
-		return nil, tooLarge(url, int64(len(data)), max)
 	}
 	return data, nil
 }

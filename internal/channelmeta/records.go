@@ -43,6 +43,10 @@ type Release struct {
 	// release is also published as an image.
 	OCIDigest   string    `json:"oci_digest,omitempty"`
 	PublishedAt time.Time `json:"published_at"`
+	// Threshold, when above 1, is how many distinct release keys must sign
+	// the targets that list this release (see threshold.go); devices
+	// ignore the release otherwise.
+	Threshold int `json:"threshold,omitempty"`
 }
 
 // Path is the release's TUF target path: releases/<channel>/<arch>/<version>.
@@ -117,6 +121,9 @@ func (r Release) Validate() error {
 	}
 	if r.PublishedAt.IsZero() {
 		return fmt.Errorf("release %s: no published_at", r.Path())
+	}
+	if r.Threshold < 0 || r.Threshold > maxRoleKeys {
+		return fmt.Errorf("release %s: threshold %d", r.Path(), r.Threshold)
 	}
 	return nil
 }

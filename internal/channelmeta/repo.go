@@ -1,7 +1,6 @@
 package channelmeta
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -17,6 +16,8 @@ import (
 
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"github.com/mxos-linux/mxos-update/internal/storage"
 )
 
 // Options are the lifetimes of the signed roles and the repository's
@@ -113,7 +114,7 @@ func Init(dir string, keys Keys, rootSigners, releaseSigners []signature.Signer,
 	if err != nil {
 		return fmt.Errorf("init: %w", err)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := storage.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("init: %w", err)
 	}
 	for _, f := range []struct {
@@ -164,6 +165,9 @@ func buildRoot(keys Keys, version int64, expires time.Time) (*metadata.Metadata[
 
 // parseRoot parses root metadata and checks it is signed by itself.
 func parseRoot(data []byte) (*metadata.Metadata[metadata.RootType], error) {
+	if err := CheckFile(metadata.ROOT, data); err != nil {
+		return nil, err
+	}
 	md, err := metadata.Root().FromBytes(data)
 	if err != nil {
 		return nil, wrapKind("root", err)
@@ -177,6 +181,9 @@ func parseRoot(data []byte) (*metadata.Metadata[metadata.RootType], error) {
 func parseTargets(data []byte) (*metadata.Metadata[metadata.TargetsType], error) {
 	if len(data) > defaultTargetsMax {
 		return nil, fmt.Errorf("targets: %w: %d bytes, at most %d", ErrTooLarge, len(data), defaultTargetsMax)
+	}
+	if err := CheckFile(metadata.TARGETS, data); err != nil {
+		return nil, err
 	}
 	md, err := metadata.Targets().FromBytes(data)
 	if err != nil {
@@ -358,6 +365,9 @@ func (r *Repo) load() (*repoState, error) {
 		return nil, err
 	}
 	if st.rolloutsRaw != nil {
+		if err := CheckFile(rolloutsRole, st.rolloutsRaw); err != nil {
+			return nil, err
+		}
 		if st.rollouts, err = metadata.Targets().FromBytes(st.rolloutsRaw); err != nil {
 			return nil, wrapKind(rolloutsFile, err)
 		}
@@ -366,6 +376,9 @@ func (r *Repo) load() (*repoState, error) {
 		return nil, err
 	}
 	if st.snapshotRaw != nil {
+		if err := CheckFile(metadata.SNAPSHOT, st.snapshotRaw); err != nil {
+			return nil, err
+		}
 		if st.snapshot, err = metadata.Snapshot().FromBytes(st.snapshotRaw); err != nil {
 			return nil, wrapKind(snapshotFile, err)
 		}
@@ -375,6 +388,9 @@ func (r *Repo) load() (*repoState, error) {
 		return nil, err
 	}
 	if tsRaw != nil {
+		if err := CheckFile(metadata.TIMESTAMP, tsRaw); err != nil {
+			return nil, err
+		}
 		if st.timestamp, err = metadata.Timestamp().FromBytes(tsRaw); err != nil {
 			return nil, wrapKind(timestampFile, err)
 		}
@@ -749,6 +765,9 @@ func (r *Repo) acceptRoot(st *repoState, rootData, targetsData []byte, now time.
 	if len(rootData) > defaultRootMax {
 		return fmt.Errorf("accept root: %w: %d bytes", ErrTooLarge, len(rootData))
 	}
+	if err := CheckFile(metadata.ROOT, rootData); err != nil {
+		return fmt.Errorf("accept root: %w", err)
+	}
 	next, err := metadata.Root().FromBytes(rootData)
 	if err != nil {
 		return fmt.Errorf("accept root: %w", wrapKind("root", err))
@@ -920,41 +939,7 @@ func readLimited(path string, max int64) ([]byte, error) {
 }
 
 // writeAtomic writes dir/name so that readers (the static file server, a
-// mirror's rsync) see either the old or the new complete file: temp file,
-// fsync, rename, fsync of the directory.
-func writeAtomic(dir, name string, data []byte) (err error) {
-	tmp, err := os.CreateTemp(dir, "."+name+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	defer func() {
-		if err != nil {
-			_ = tmp.Close()
-			_ = os.Remove(tmp.Name())
-		}
-	}()
-	if _, err = io.Copy(tmp, bytes.NewReader(data)); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err = tmp.Chmod(0o644); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err = tmp.Sync(); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err = os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	defer d.Close()
-	if err = d.Sync(); err != nil {
-		return fmt.Errorf("write %s: sync dir: %w", name, err)
-	}
-	return nil
+// mirror's rsync) see either the old or the new complete file.
+func writeAtomic(dir, name string, data []byte) error {
+	return storage.WriteFile(filepath.Join(dir, name), data, 0o644)
 }

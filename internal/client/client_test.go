@@ -123,10 +123,41 @@ func TestRoutes(t *testing.T) {
 		{
 			name: "report", status: 204,
 			call: func(c *Client) (any, error) {
-				return nil, c.Report(ctx, api.ReportRequest{DeviceID: "lab-01", Version: "10.0.2", Event: api.EventHealthOK, RolloutID: "r1"})
+				return nil, c.Report(ctx, api.ReportRequest{DeviceID: "lab-01", Seq: 3, Version: "10.0.2", Event: api.EventHealthOK, RolloutID: "r1"})
 			},
 			method: "POST", path: "/api/v1/report",
-			body: `{"device_id":"lab-01","rollout_id":"r1","version":"10.0.2","event":"health-ok"}`,
+			body: `{"device_id":"lab-01","seq":3,"rollout_id":"r1","version":"10.0.2","event":"health-ok"}`,
+		},
+		{
+			name: "enroll", status: 201, answer: `{"device_id":"lab-01","token":"mxos_x","expires_at":"2027-01-02T03:04:05Z"}`,
+			call:   func(c *Client) (any, error) { return c.Enroll(ctx, "lab-01") },
+			method: "POST", path: "/api/v1/enroll",
+			body: `{"device_id":"lab-01"}`,
+			want: api.Credential{DeviceID: "lab-01", Token: "mxos_x", ExpiresAt: time.Date(2027, 1, 2, 3, 4, 5, 0, time.UTC)},
+		},
+		{
+			name: "rotate", status: 201, answer: `{"device_id":"lab-01","token":"mxos_y","expires_at":"2027-01-02T03:04:05Z"}`,
+			call:   func(c *Client) (any, error) { return c.RotateCredential(ctx) },
+			method: "POST", path: "/api/v1/credential/rotate",
+			want: api.Credential{DeviceID: "lab-01", Token: "mxos_y", ExpiresAt: time.Date(2027, 1, 2, 3, 4, 5, 0, time.UTC)},
+		},
+		{
+			name: "identities", status: 200, answer: `[{"device_id":"pc/1","state":"enrolled","credentials":1}]`,
+			call:   func(c *Client) (any, error) { return c.Identities(ctx) },
+			method: "GET", path: "/api/v1/identities",
+			want: []api.DeviceIdentity{{DeviceID: "pc/1", State: "enrolled", Credentials: 1}},
+		},
+		{
+			name: "authorize", status: 200, answer: `{"device_id":"pc/1","state":"authorized","credentials":0}`,
+			call:   func(c *Client) (any, error) { return c.AuthorizeDevice(ctx, "pc/1") },
+			method: "PUT", path: "/api/v1/identities/pc/1", // sent escaped (pc%2F1), as DeletePin
+			want: api.DeviceIdentity{DeviceID: "pc/1", State: "authorized"},
+		},
+		{
+			name: "revoke device", status: 200, answer: `{"device_id":"pc1","state":"revoked","credentials":0,"revoked":2}`,
+			call:   func(c *Client) (any, error) { return c.RevokeDevice(ctx, "pc1") },
+			method: "DELETE", path: "/api/v1/identities/pc1",
+			want: api.DeviceIdentity{DeviceID: "pc1", State: "revoked", Revoked: 2},
 		},
 		{
 			name: "channels", status: 200, answer: `[{"name":"stable","default_ramp":"100%","arches":[{"arch":"x86_64","ref":"mxos/10/x86_64/stable"}]}]`,
@@ -290,7 +321,8 @@ func TestLocalValidation(t *testing.T) {
 		c.RevokeToken(ctx, ".."),
 		c.DeletePin(ctx, ScopeGroup, "."),
 		func() error { _, err := c.Check(ctx, api.CheckRequest{Arch: "x86_64", Channel: "stable"}); return err }(),
-		c.Report(ctx, api.ReportRequest{DeviceID: "d", Version: "1", Event: "exploded"}),
+		c.Report(ctx, api.ReportRequest{DeviceID: "d", Seq: 1, Version: "1", Event: "exploded"}),
+		c.Report(ctx, api.ReportRequest{DeviceID: "d", Version: "1", Event: api.EventHealthOK}),
 	}
 	for i, err := range errs {
 		if err == nil {

@@ -19,12 +19,17 @@
 //	                  created/started/updated/stopped_at, halt_reason;
 //	                  unique (channel, arch) among pending/active/paused
 //	devices           id → arch, channel, group_name, booted_commit, version,
-//	                  first_seen, last_seen
+//	                  first_seen, last_seen, report_seq (last accepted report
+//	                  sequence number: replays are refused, see AddReport)
 //	pins              (scope, target) → channel, version, created_by/at
-//	reports           id (auto) → device_id, rollout_id, version, event,
-//	                  error_text, reported_at
+//	reports           id (auto) → device_id, rollout_id, version, event (the
+//	                  report classes of api.Event), error_text, reported_at, seq
 //	tokens            id → name (unique among unrevoked), role, hash (unique),
-//	                  created_at/by, revoked_at
+//	                  created_at/by, revoked_at, device_id (a device token's
+//	                  binding), expires_at
+//	device_identities device_id → state (authorized, enrolled, revoked),
+//	                  updated_at/by: enrollment happens once per id
+//	                  (identities.go)
 //	audit_log         seq → actor, action, subject, detail, logged_at,
 //	                  prev_hash, hash
 //	fleet_locks       (group_name, device_id) → acquired_at, expires_at: the

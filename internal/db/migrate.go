@@ -83,7 +83,15 @@ const createMigrationsTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
 // file changed, or an applied version this binary does not know (the
 // database is newer than the binary), is an error: running on a schema
 // nobody wrote this code for would be worse than not starting.
-func (s *Store) migrate(ctx context.Context) error {
+func (s *Store) migrate(ctx context.Context) error { return s.migrateTo(ctx, migrateLimit) }
+
+// migrateLimit, when set by a test, stops Open's migrations at that
+// version, to build an older schema with data in it.
+var migrateLimit int64
+
+// migrateTo applies the migrations up to version upTo (0: all); tests use
+// it to build an older schema with data in it.
+func (s *Store) migrateTo(ctx context.Context, upTo int64) error {
 	ms, err := loadMigrations()
 	if err != nil {
 		return err
@@ -99,6 +107,9 @@ func (s *Store) migrate(ctx context.Context) error {
 		return fmt.Errorf("creating schema_migrations: %w", err)
 	}
 	for _, m := range ms {
+		if upTo > 0 && m.version > upTo {
+			break
+		}
 		err := s.inTx(ctx, func(q *Queries) error {
 			if err := q.d.lock(ctx, q.q, "mxos-migrate"); err != nil {
 				return err

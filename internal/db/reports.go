@@ -2,6 +2,8 @@ package db
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -22,10 +24,28 @@ type Report struct {
 	Event   api.Event
 	Error   string
 	At      time.Time
+	// Seq is the device's report sequence number; 0 for reports stored
+	// before sequence numbers existed (AddReport then checks nothing).
+	Seq int64
 }
 
-// AddReport records a device event. The device need not be known
-// (reports are telemetry and may arrive before a check-in).
+// ErrReplay: a report's sequence number is not above the device's last.
+var ErrReplay = errors.New("report sequence number already used")
+
+// failureEvents is the SQL list of api.ReleaseFailures.
+var failureEvents = func() string {
+	var q []string
+	for _, e := range api.ReleaseFailures {
+		q = append(q, "'"+string(e)+"'")
+	}
+	return strings.Join(q, ", ")
+}()
+
+// AddReport records a device event. With a sequence number, the device
+// must be known and Seq must be above the last one it used (the last is
+// moved up in the same statement, so two replicas cannot both accept one
+// number); otherwise it is ErrReplay, or ErrNotFound for an unknown device.
+// Without one (Seq 0: older rows, tests) the device need not be known.
 func (q *Queries) AddReport(ctx context.Context, r Report) error {
 	c := check{what: "report"}
 	c.key("device id", r.DeviceID)
@@ -36,22 +56,42 @@ func (q *Queries) AddReport(ctx context.Context, r Report) error {
 	if !r.Event.Valid() {
 		c.fail("unknown event %q", r.Event)
 	}
+	if r.Seq < 0 {
+		c.fail("negative sequence number")
+	}
 	if c.err != nil {
 		return c.err
 	}
-	_, err := q.q.ExecContext(ctx, `INSERT INTO reports (device_id, rollout_id, version, event, error_text, reported_at)
-		VALUES ($1, $2, $3, $4, $5, $6)`,
-		r.DeviceID, nullText(r.RolloutID), r.Version, string(r.Event), r.Error, micros(r.At))
-	if err != nil {
-		return fmt.Errorf("recording report from %s: %w", r.DeviceID, err)
-	}
-	return nil
+	return q.atomic(ctx, func(q *Queries) error {
+		if r.Seq > 0 {
+			res, err := q.q.ExecContext(ctx, `UPDATE devices SET report_seq = $2 WHERE id = $1 AND report_seq < $2`, r.DeviceID, r.Seq)
+			if err != nil {
+				return fmt.Errorf("recording report from %s: %w", r.DeviceID, err)
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return fmt.Errorf("recording report from %s: %w", r.DeviceID, err)
+			} else if n == 0 {
+				if _, err := q.GetDevice(ctx, r.DeviceID); err != nil {
+					return fmt.Errorf("recording report from %s: %w", r.DeviceID, err)
+				}
+				return fmt.Errorf("recording report %d from %s: %w", r.Seq, r.DeviceID, ErrReplay)
+			}
+		}
+		_, err := q.q.ExecContext(ctx, `INSERT INTO reports (device_id, rollout_id, version, event, error_text, reported_at, seq)
+			VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+			r.DeviceID, nullText(r.RolloutID), r.Version, string(r.Event), r.Error, micros(r.At), r.Seq)
+		if err != nil {
+			return fmt.Errorf("recording report from %s: %w", r.DeviceID, err)
+		}
+		return nil
+	})
 }
 
 // RolloutStats counts the outcomes devices reported for a rollout's
 // release since (inclusive): each device counts once, by its latest
-// outcome event in the window (health-ok is a success; rolled-back and
-// failed are failures). Only reports naming the rollout and its version
+// outcome event in the window (health-ok is a success; the release
+// failures of api.ReleaseFailures are failures; refusals, download and
+// configuration errors and the older agents' failed are no outcome). Only reports naming the rollout and its version
 // count, so a device's health-ok for the release it rolled back to does
 // not pass for a success. An unknown rollout is ErrNotFound.
 func (q *Queries) RolloutStats(ctx context.Context, rolloutID string, since time.Time) (rollout.Stats, error) {
@@ -68,7 +108,7 @@ func (q *Queries) RolloutStats(ctx context.Context, rolloutID string, since time
 		FROM (SELECT event, ROW_NUMBER() OVER (PARTITION BY device_id ORDER BY reported_at DESC, id DESC) AS n
 		      FROM reports
 		      WHERE rollout_id = $1 AND version = $2 AND reported_at >= $3
-		        AND event IN ('health-ok', 'rolled-back', 'failed')) latest
+		        AND event IN ('health-ok', `+failureEvents+`)) latest
 		WHERE n = 1`, rolloutID, r.Version, micros(since)).Scan(&ok, &bad)
 	if err != nil {
 		return rollout.Stats{}, fmt.Errorf("counting reports of rollout %s: %w", rolloutID, err)
@@ -76,11 +116,11 @@ func (q *Queries) RolloutStats(ctx context.Context, rolloutID string, since time
 	return rollout.Stats{Successes: int(ok), Failures: int(bad)}, nil
 }
 
-// RolledBackFrom returns the versions a device rolled back from, oldest
-// first, each once. Devices never re-target them.
+// RolledBackFrom returns the versions a device rolled back from (any
+// release failure), oldest first, each once. Devices never re-target them.
 func (q *Queries) RolledBackFrom(ctx context.Context, deviceID string) ([]string, error) {
 	out, err := queryAll(ctx, q.q, "reading rollbacks of "+deviceID, scanString,
-		`SELECT DISTINCT version FROM reports WHERE device_id = $1 AND event = 'rolled-back'`, deviceID)
+		`SELECT DISTINCT version FROM reports WHERE device_id = $1 AND event IN (`+failureEvents+`)`, deviceID)
 	if err != nil {
 		return nil, err
 	}
@@ -105,14 +145,29 @@ func (q *Queries) RolledBackFrom(ctx context.Context, deviceID string) ([]string
 	return out, nil
 }
 
-// DevicesWithRollbacks lists every device that ever reported rolling back,
+// DevicesWithRollbacks lists every device that ever reported a release failure,
 // so a check of any other device can skip RolledBackFrom.
 func (q *Queries) DevicesWithRollbacks(ctx context.Context) ([]string, error) {
 	out, err := queryAll(ctx, q.q, "listing devices with rollbacks", scanString,
-		`SELECT DISTINCT device_id FROM reports WHERE event = 'rolled-back'`)
+		`SELECT DISTINCT device_id FROM reports WHERE event IN (`+failureEvents+`)`)
 	if err != nil {
 		return nil, err
 	}
 	slices.Sort(out)
 	return out, nil
+}
+
+// DeviceReports returns a device's latest reports, newest first (at most
+// limit; 0 means 100).
+func (q *Queries) DeviceReports(ctx context.Context, deviceID string, limit int) ([]Report, error) {
+	return queryAll(ctx, q.q, "reading reports of "+deviceID, func(r *sql.Rows) (Report, error) {
+		var rep Report
+		var ro sql.NullString
+		var ev string
+		var at int64
+		err := r.Scan(&rep.DeviceID, &ro, &rep.Version, &ev, &rep.Error, &at, &rep.Seq)
+		rep.RolloutID, rep.Event, rep.At = ro.String, api.Event(ev), fromMicros(at)
+		return rep, err
+	}, `SELECT device_id, rollout_id, version, event, error_text, reported_at, seq FROM reports
+		WHERE device_id = $1 ORDER BY id DESC LIMIT $2`, deviceID, pageLimit(limit))
 }

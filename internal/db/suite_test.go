@@ -24,6 +24,7 @@ func runStoreSuite(t *testing.T, newDSN func(t *testing.T) string) {
 		return openDSN(t, newDSN(t))
 	}
 	t.Run("migrations", func(t *testing.T) { testMigrations(t, newDSN(t)) })
+	t.Run("migration-3-keeps-data", func(t *testing.T) { testMigration3(t, newDSN(t)) })
 	t.Run("releases", func(t *testing.T) { testReleases(t, open(t)) })
 	t.Run("releases-concurrent", func(t *testing.T) { testReleasesConcurrent(t, open(t)) })
 	t.Run("rollouts", func(t *testing.T) { testRollouts(t, open(t)) })
@@ -32,6 +33,8 @@ func runStoreSuite(t *testing.T, newDSN func(t *testing.T) string) {
 	t.Run("pins", func(t *testing.T) { testPins(t, open(t)) })
 	t.Run("reports", func(t *testing.T) { testReports(t, open(t)) })
 	t.Run("tokens", func(t *testing.T) { testTokens(t, open(t)) })
+	t.Run("report-seq", func(t *testing.T) { testReportSeq(t, open(t)) })
+	t.Run("identities", func(t *testing.T) { testIdentities(t, open(t)) })
 	t.Run("fleet-locks", func(t *testing.T) { testFleetLocks(t, open(t)) })
 	t.Run("fleet-locks-concurrent", func(t *testing.T) { testFleetLocksConcurrent(t, open(t)) })
 	t.Run("audit-concurrent", func(t *testing.T) { testAuditConcurrent(t, open(t)) })
@@ -87,6 +90,55 @@ func wantErr(t *testing.T, what string, err, want error) {
 		t.Fatalf("%s: unexpected error %v", what, err)
 	case want != nil && !errors.Is(err, want):
 		t.Fatalf("%s: error %v, want %v", what, err, want)
+	}
+}
+
+// 0003 rebuilds tokens and reports: what was there before stays, in order.
+func testMigration3(t *testing.T, dsn string) {
+	ctx := context.Background()
+	migrateLimit = 2
+	old, err := Open(ctx, dsn, "")
+	migrateLimit = 0
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`INSERT INTO tokens (id, name, role, hash, created_at, created_by, revoked_at) VALUES ('t1', 'ci', 'release', '` + fmt.Sprintf("%064x", 1) + `', 1, 'x', NULL)`,
+		`INSERT INTO tokens (id, name, role, hash, created_at, created_by, revoked_at) VALUES ('t2', 'old', 'admin', '` + fmt.Sprintf("%064x", 2) + `', 1, 'x', 5)`,
+		`INSERT INTO devices (id, arch, channel, first_seen, last_seen) VALUES ('pc', 'x86_64', 'stable', 1, 1)`,
+		`INSERT INTO reports (device_id, rollout_id, version, event, error_text, reported_at) VALUES ('pc', NULL, '10.1', 'failed', 'b', 7)`,
+		`INSERT INTO reports (device_id, rollout_id, version, event, error_text, reported_at) VALUES ('pc', NULL, '10.1', 'rolled-back', 'a', 7)`,
+	} {
+		if _, err := old.db.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	old.Close()
+	s := openDSN(t, dsn)
+	toks, err := s.ListTokens(ctx, true)
+	if err != nil || len(toks) != 2 || toks[0].Name != "ci" || !toks[0].ExpiresAt.IsZero() || toks[1].RevokedAt.IsZero() {
+		t.Fatalf("tokens after migration: %+v, %v", toks, err)
+	}
+	if got, err := s.RolledBackFrom(ctx, "pc"); err != nil || !reflect.DeepEqual(got, []string{"10.1"}) {
+		t.Fatalf("reports after migration: %v, %v", got, err)
+	}
+	// Renumbered in the old order; new reports go after them.
+	if err := s.AddReport(ctx, Report{DeviceID: "pc", Version: "10.2", Event: api.EventHealthOK, At: at(1), Seq: 1}); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT error_text FROM reports ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var texts []string
+	for rows.Next() {
+		var s string
+		rows.Scan(&s)
+		texts = append(texts, s)
+	}
+	if !reflect.DeepEqual(texts, []string{"b", "a", ""}) {
+		t.Fatalf("report order after migration: %q", texts)
 	}
 }
 
@@ -659,15 +711,20 @@ func testReports(t *testing.T, s *Store) {
 	noRollout.RolloutID = ""
 	reports := []Report{
 		rep("a", api.EventDownloadStarted, 100), rep("a", api.EventDeployed, 110), rep("a", api.EventHealthOK, 120),
-		rep("b", api.EventFailed, 110), rep("b", api.EventFailed, 130), // counts once
-		rep("c", api.EventRolledBack, 50),                                // before every window below
-		rep("d", api.EventFailed, 110), rep("d", api.EventHealthOK, 140), // recovered: success
+		rep("b", api.EventHealthFailed, 110), rep("b", api.EventBootFailed, 130), // counts once
+		rep("c", api.EventRolledBack, 50),                                      // before every window below
+		rep("d", api.EventHealthFailed, 110), rep("d", api.EventHealthOK, 140), // recovered: success
 		rep("e", api.EventHealthOK, 110), rep("e", api.EventRolledBack, 140), // then rolled back: failure
 		rep("f", api.EventDownloadStarted, 110), // no outcome yet
 		rep("g", api.EventRolledBack, 90), other,
 		otherRollout, noRollout,
-		rep("i", api.EventFailed, 200), rep("i", api.EventHealthOK, 200), // same time: the later report wins
+		rep("i", api.EventHealthFailed, 200), rep("i", api.EventHealthOK, 200), // same time: the later report wins
 		rep("j", api.EventHealthOK, 100), // exactly at the window's start
+		// Refusals, download and configuration errors and the older
+		// agents' failed are no outcome: they never count (issue 9, 4).
+		rep("n", api.EventRefused, 120), rep("o", api.EventDownloadFailed, 120),
+		rep("p", api.EventConfigError, 120), rep("q", api.EventFailed, 120),
+		rep("r", api.EventHealthOK, 100), rep("r", api.EventRefused, 130), // still a success
 	}
 	for i, r := range reports {
 		if err := s.AddReport(ctx, r); err != nil {
@@ -679,8 +736,8 @@ func testReports(t *testing.T, s *Store) {
 		since int
 		want  rollout.Stats
 	}{
-		{"all", 0, rollout.Stats{Successes: 4, Failures: 4}},        // a d i j ok; b c e g failed
-		{"from-100", 100, rollout.Stats{Successes: 4, Failures: 2}}, // c, g before the window
+		{"all", 0, rollout.Stats{Successes: 5, Failures: 4}},        // a d i j r ok; b c e g failed
+		{"from-100", 100, rollout.Stats{Successes: 5, Failures: 2}}, // c, g before the window
 		{"from-125", 125, rollout.Stats{Successes: 2, Failures: 2}}, // d i ok; b e failed
 		{"from-135", 135, rollout.Stats{Successes: 2, Failures: 1}},
 		{"after-all", 300, rollout.Stats{}},
@@ -711,15 +768,19 @@ func testReports(t *testing.T, s *Store) {
 		wantErr(t, b.name, s.AddReport(ctx, b.r), ErrInvalid)
 	}
 
-	for _, v := range []string{"10.10", "10.2", "garbage", "10.2", "10.9"} {
-		r := rep("m", api.EventRolledBack, 10)
+	for i, v := range []string{"10.10", "10.2", "garbage", "10.2", "10.9"} {
+		r := rep("m", api.ReleaseFailures[i%len(api.ReleaseFailures)], 10)
 		r.Version = v
 		if err := s.AddReport(ctx, r); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.AddReport(ctx, rep("m", api.EventFailed, 11)); err != nil {
-		t.Fatal(err)
+	for _, ev := range []api.Event{api.EventFailed, api.EventRefused, api.EventDownloadFailed} {
+		r := rep("m", ev, 11)
+		r.Version = "10.11" // refused, never rolled back from
+		if err := s.AddReport(ctx, r); err != nil {
+			t.Fatal(err)
+		}
 	}
 	got, err := s.RolledBackFrom(ctx, "m")
 	if want := []string{"10.2", "10.9", "10.10", "garbage"}; err != nil || !reflect.DeepEqual(got, want) {
@@ -728,10 +789,136 @@ func testReports(t *testing.T, s *Store) {
 	if got, err := s.RolledBackFrom(ctx, "nobody"); err != nil || len(got) != 0 {
 		t.Errorf("RolledBackFrom(nobody) = %v, %v", got, err)
 	}
-	// c, e and g rolled back earlier in this test; failures alone do not count.
-	if got, err := s.DevicesWithRollbacks(ctx); err != nil || !reflect.DeepEqual(got, []string{"c", "e", "g", "m"}) {
-		t.Errorf("DevicesWithRollbacks = %v, %v; want [c e g m]", got, err)
+	// b c d e g i had release failures earlier in this test; refusals and
+	// download errors (k n o p q) do not count.
+	if got, err := s.DevicesWithRollbacks(ctx); err != nil || !reflect.DeepEqual(got, []string{"b", "c", "d", "e", "g", "i", "m"}) {
+		t.Errorf("DevicesWithRollbacks = %v, %v; want [b c d e g i m]", got, err)
 	}
+}
+
+// Report sequence numbers: each must be above the device's last, so a
+// replay is refused, also when two reports race.
+func testReportSeq(t *testing.T, s *Store) {
+	ctx := context.Background()
+	if err := s.UpsertDevice(ctx, device("pc1", "stable", "", 1)); err != nil {
+		t.Fatal(err)
+	}
+	rep := func(dev string, seq int64) Report {
+		return Report{DeviceID: dev, Version: "10.2", Event: api.EventHealthOK, At: at(2), Seq: seq}
+	}
+	wantErr(t, "first", s.AddReport(ctx, rep("pc1", 5)), nil)
+	wantErr(t, "replay", s.AddReport(ctx, rep("pc1", 5)), ErrReplay)
+	wantErr(t, "older", s.AddReport(ctx, rep("pc1", 4)), ErrReplay)
+	wantErr(t, "next", s.AddReport(ctx, rep("pc1", 6)), nil)
+	wantErr(t, "unknown device", s.AddReport(ctx, rep("ghost", 1)), ErrNotFound)
+	wantErr(t, "negative", s.AddReport(ctx, rep("pc1", -1)), ErrInvalid)
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = s.AddReport(ctx, rep("pc1", 100)) }()
+	}
+	wg.Wait()
+	ok := 0
+	for _, err := range errs {
+		if err == nil {
+			ok++
+		} else if !errors.Is(err, ErrReplay) {
+			t.Errorf("concurrent report: %v", err)
+		}
+	}
+	if ok != 1 {
+		t.Errorf("%d of 8 concurrent reports with one sequence number accepted, want 1", ok)
+	}
+	var n int64
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM reports WHERE device_id = 'pc1'`).Scan(&n); err != nil || n != 3 {
+		t.Errorf("stored %d reports (%v), want 3", n, err)
+	}
+	if reps, err := s.DeviceReports(ctx, "pc1", 2); err != nil || len(reps) != 2 || reps[0].Seq != 100 || reps[1].Seq != 6 || reps[0].Event != api.EventHealthOK {
+		t.Errorf("DeviceReports = %+v, %v", reps, err)
+	}
+}
+
+// Device identities: enroll once, authorize, revoke, rotate, bind.
+func testIdentities(t *testing.T, s *Store) {
+	ctx := context.Background()
+	cred := func(dev, secret string, created int) Token {
+		return Token{ID: "id-" + secret, Name: DeviceCredentialPrefix + dev + "/" + secret, Role: auth.RoleDevice,
+			Hash: tokenHash(secret), CreatedAt: at(created), CreatedBy: "token:escuela", DeviceID: dev, ExpiresAt: at(created + 1000)}
+	}
+	wantErr(t, "enroll", s.EnrollDevice(ctx, cred("pc1", "c1", 1), "token:escuela"), nil)
+	wantErr(t, "enroll twice", s.EnrollDevice(ctx, cred("pc1", "c2", 2), "token:escuela"), ErrConflict)
+	// A machine already known (it checked in) or with a bound token cannot
+	// be taken over by enrolling its id.
+	if err := s.UpsertDevice(ctx, device("known", "stable", "", 1)); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, "enroll a known id", s.EnrollDevice(ctx, cred("known", "c3", 2), "token:escuela"), ErrConflict)
+	shared := Token{ID: "shared", Name: "aulas", Role: auth.RoleDevice, Hash: tokenHash("shared"), CreatedAt: at(1), CreatedBy: "admin"}
+	wantErr(t, "shared token", s.CreateToken(ctx, shared), nil)
+	if got, err := s.BindTokenDevice(ctx, "shared", "kiosk", at(2)); err != nil || got != "kiosk" {
+		t.Fatalf("first bind = %q, %v", got, err)
+	}
+	if got, err := s.BindTokenDevice(ctx, "shared", "other", at(2)); err != nil || got != "kiosk" {
+		t.Fatalf("second bind = %q, %v; want the first id", got, err)
+	}
+	_, err := s.BindTokenDevice(ctx, "id-c1-none", "x", at(2))
+	wantErr(t, "bind an unknown token", err, ErrNotFound)
+	wantErr(t, "enroll a bound id", s.EnrollDevice(ctx, cred("kiosk", "c4", 2), "token:escuela"), ErrConflict)
+	// An admin lets the known machine enroll.
+	if _, err := s.AuthorizeDevice(ctx, "known", "token:admin", at(3)); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, "enroll authorized", s.EnrollDevice(ctx, cred("known", "c5", 4), "token:escuela"), nil)
+	// Rotation: a new credential, the old one lives only the grace period.
+	old, err := s.TokenByHash(ctx, tokenHash("c1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, "rotate", s.RotateDeviceCredential(ctx, old, cred("pc1", "c6", 10), time.Hour), nil)
+	old, _ = s.TokenByHash(ctx, tokenHash("c1"))
+	if !old.ExpiresAt.Equal(stored(at(70))) {
+		t.Errorf("old credential expires %v, want %v", old.ExpiresAt, stored(at(70)))
+	}
+	// Revocation kills every credential and keeps the id out.
+	n, err := s.RevokeDevice(ctx, "pc1", "token:admin", at(20))
+	if err != nil || n != 2 {
+		t.Fatalf("RevokeDevice = %d, %v; want 2 credentials", n, err)
+	}
+	for _, sec := range []string{"c1", "c6"} {
+		_, err := s.TokenByHash(ctx, tokenHash(sec))
+		wantErr(t, "revoked credential "+sec, err, ErrNotFound)
+	}
+	wantErr(t, "enroll revoked", s.EnrollDevice(ctx, cred("pc1", "c7", 21), "token:escuela"), ErrConflict)
+	wantErr(t, "rotate revoked", s.RotateDeviceCredential(ctx, old, cred("pc1", "c8", 21), time.Hour), ErrConflict)
+	shared2 := Token{ID: "shared2", Name: "aulas-2", Role: auth.RoleDevice, Hash: tokenHash("shared2"), CreatedAt: at(1), CreatedBy: "admin"}
+	wantErr(t, "shared token 2", s.CreateToken(ctx, shared2), nil)
+	_, err = s.BindTokenDevice(ctx, "shared2", "pc1", at(22))
+	wantErr(t, "bind to a revoked id", err, ErrConflict)
+
+	ids, err := s.ListDeviceIdentities(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var summary []string
+	for _, d := range ids {
+		summary = append(summary, fmt.Sprintf("%s/%s/%d", d.DeviceID, d.State, d.Credentials))
+	}
+	if want := []string{"kiosk//1", "known/enrolled/1", "pc1/revoked/0"}; !reflect.DeepEqual(summary, want) {
+		t.Errorf("ListDeviceIdentities = %v, want %v", summary, want)
+	}
+	// Credentials stay out of the token list unless asked for.
+	list, _ := s.ListTokens(ctx, false)
+	for _, l := range list {
+		if strings.HasPrefix(l.Name, DeviceCredentialPrefix) {
+			t.Errorf("ListTokens(false) lists %s", l.Name)
+		}
+	}
+	all, _ := s.ListTokens(ctx, true)
+	if len(all) != len(list)+3 { // c1, c5, c6
+		t.Errorf("ListTokens(true) has %d tokens, want %d", len(all), len(list)+3)
+	}
+	wantErr(t, "credential without device", s.EnrollDevice(ctx, Token{Name: "device/x", Role: auth.RoleDevice}, "x"), ErrInvalid)
 }
 
 func tokenHash(s string) []byte { h := sha256.Sum256([]byte(s)); return h[:] }
@@ -754,6 +941,10 @@ func testTokens(t *testing.T, s *Store) {
 		{"bad-role", tok("t6", "x", "root", "s6"), ErrInvalid},
 		{"short-hash", Token{ID: "t7", Name: "y", Role: auth.RoleDevice, Hash: []byte("abc"), CreatedAt: at(1), CreatedBy: "a"}, ErrInvalid},
 		{"no-name", tok("t8", "", auth.RoleDevice, "s8"), ErrInvalid},
+		{"bound-admin", Token{ID: "t10", Name: "z", Role: auth.RoleAdmin, Hash: tokenHash("s10"), CreatedAt: at(1), CreatedBy: "a", DeviceID: "pc"}, ErrInvalid},
+		{"expired-at-birth", Token{ID: "t11", Name: "z", Role: auth.RoleAdmin, Hash: tokenHash("s11"), CreatedAt: at(1), CreatedBy: "a", ExpiresAt: at(1)}, ErrInvalid},
+		{"enroll", Token{ID: "t12", Name: "escuela", Role: auth.RoleEnroll, Hash: tokenHash("s12"), CreatedAt: at(1), CreatedBy: "a", ExpiresAt: at(100)}, nil},
+		{"bound-device", Token{ID: "t13", Name: "kiosk", Role: auth.RoleDevice, Hash: tokenHash("s13"), CreatedAt: at(1), CreatedBy: "a", DeviceID: "pc", ExpiresAt: at(100)}, nil},
 	}
 	for _, c := range creates {
 		wantErr(t, c.name, s.CreateToken(ctx, c.t), c.want)
@@ -766,6 +957,16 @@ func testTokens(t *testing.T, s *Store) {
 	}
 	_, err = s.TokenByHash(ctx, tokenHash("unknown"))
 	wantErr(t, "unknown hash", err, ErrNotFound)
+	if got, err := s.TokenByHash(ctx, tokenHash("s13")); err != nil || got.DeviceID != "pc" || !got.ExpiresAt.Equal(stored(at(100))) ||
+		got.Expired(at(99)) || !got.Expired(at(100)) {
+		t.Errorf("bound device token = %+v, %v", got, err)
+	}
+	if n, err := s.CountLiveTokens(ctx, auth.RoleEnroll, at(99)); err != nil || n != 1 {
+		t.Errorf("live enroll tokens = %d, %v", n, err)
+	}
+	if n, err := s.CountLiveTokens(ctx, auth.RoleEnroll, at(100)); err != nil || n != 0 {
+		t.Errorf("live enroll tokens once expired = %d, %v", n, err)
+	}
 	_, err = s.TokenByHash(ctx, []byte("short"))
 	wantErr(t, "short hash", err, ErrInvalid)
 
@@ -784,7 +985,7 @@ func testTokens(t *testing.T, s *Store) {
 		t.Errorf("RevokeToken(t2) = %+v, %v", r, err)
 	}
 
-	list, err := s.ListTokens(ctx)
+	list, err := s.ListTokens(ctx, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -795,7 +996,7 @@ func testTokens(t *testing.T, s *Store) {
 		}
 		summary = append(summary, fmt.Sprintf("%s/%s/%s/%v", l.ID, l.Name, l.Role, !l.RevokedAt.IsZero()))
 	}
-	if want := []string{"t1/ci/release/true", "t2/ana/admin/true", "t9/ci/release/false"}; !reflect.DeepEqual(summary, want) {
+	if want := []string{"t1/ci/release/true", "t12/escuela/enroll/false", "t13/kiosk/device/false", "t2/ana/admin/true", "t9/ci/release/false"}; !reflect.DeepEqual(summary, want) {
 		t.Errorf("ListTokens = %v, want %v", summary, want)
 	}
 }

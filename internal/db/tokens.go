@@ -24,7 +24,17 @@ type Token struct {
 	CreatedAt time.Time
 	CreatedBy string
 	RevokedAt time.Time // zero while valid
+	// DeviceID binds a device token to one device ("" until bound; always
+	// "" for other roles).
+	DeviceID string
+	// ExpiresAt is when the token stops working (zero: never, for tokens
+	// made before expiry existed). The store keeps it; the server judges
+	// it against its clock.
+	ExpiresAt time.Time
 }
+
+// Expired reports whether t has expired at now.
+func (t Token) Expired(now time.Time) bool { return !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt) }
 
 // CreateToken records a token. A name in use by another valid token, a
 // reused id or a reused hash is ErrDuplicate.
@@ -43,6 +53,13 @@ func (q *Queries) CreateToken(ctx context.Context, t Token) error {
 	if !t.RevokedAt.IsZero() {
 		c.fail("a new token cannot be revoked")
 	}
+	c.optKey("device id", t.DeviceID)
+	if t.DeviceID != "" && t.Role != auth.RoleDevice {
+		c.fail("only device tokens are bound to a device")
+	}
+	if !t.ExpiresAt.IsZero() && !t.ExpiresAt.After(t.CreatedAt) {
+		c.fail("a new token must expire after it is created")
+	}
 	if c.err != nil {
 		return c.err
 	}
@@ -55,9 +72,10 @@ func (q *Queries) CreateToken(ctx context.Context, t Token) error {
 		if n > 0 {
 			return fmt.Errorf("creating token %q: %w: a valid token has that name", t.Name, ErrDuplicate)
 		}
-		_, err = q.q.ExecContext(ctx, `INSERT INTO tokens (id, name, role, hash, created_at, created_by, revoked_at)
-			VALUES ($1, $2, $3, $4, $5, $6, NULL)`,
-			t.ID, t.Name, string(t.Role), hex.EncodeToString(t.Hash), micros(t.CreatedAt), t.CreatedBy)
+		_, err = q.q.ExecContext(ctx, `INSERT INTO tokens (id, name, role, hash, created_at, created_by, revoked_at, device_id, expires_at)
+			VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8)`,
+			t.ID, t.Name, string(t.Role), hex.EncodeToString(t.Hash), micros(t.CreatedAt), t.CreatedBy,
+			nullText(t.DeviceID), nullMicros(t.ExpiresAt))
 		if isUnique(err) {
 			return fmt.Errorf("creating token %q: %w: id, name or hash already used", t.Name, ErrDuplicate)
 		}
@@ -68,7 +86,7 @@ func (q *Queries) CreateToken(ctx context.Context, t Token) error {
 	})
 }
 
-const tokenColumns = `id, name, role, hash, created_at, created_by, revoked_at`
+const tokenColumns = `id, name, role, hash, created_at, created_by, revoked_at, device_id, expires_at`
 
 func scanToken(sc interface{ Scan(...any) error }) (Token, error) {
 	var (
@@ -77,11 +95,14 @@ func scanToken(sc interface{ Scan(...any) error }) (Token, error) {
 		hash    string
 		created int64
 		revoked sql.NullInt64
+		device  sql.NullString
+		expires sql.NullInt64
 	)
-	if err := sc.Scan(&t.ID, &t.Name, &role, &hash, &created, &t.CreatedBy, &revoked); err != nil {
+	if err := sc.Scan(&t.ID, &t.Name, &role, &hash, &created, &t.CreatedBy, &revoked, &device, &expires); err != nil {
 		return Token{}, err
 	}
 	t.Role, t.CreatedAt, t.RevokedAt = auth.Role(role), fromMicros(created), fromNullMicros(revoked)
+	t.DeviceID, t.ExpiresAt = device.String, fromNullMicros(expires)
 	h, err := hex.DecodeString(hash)
 	if err != nil {
 		return Token{}, fmt.Errorf("stored hash of token %s: %w", t.ID, err)
@@ -106,6 +127,57 @@ func (q *Queries) TokenByHash(ctx context.Context, hash []byte) (Token, error) {
 		return Token{}, fmt.Errorf("looking up token: %w", err)
 	}
 	return t, nil
+}
+
+// BindTokenDevice binds the device token id to deviceID unless it is
+// bound already, and returns the device it is bound to (deviceID, or the
+// one it was bound to before). A device id an admin revoked is
+// ErrConflict: revoked ids get no new credentials. A token that is not a
+// valid device token is ErrNotFound.
+func (q *Queries) BindTokenDevice(ctx context.Context, tokenID, deviceID string, at time.Time) (string, error) {
+	c := check{what: "token binding"}
+	c.key("token id", tokenID)
+	c.key("device id", deviceID)
+	if c.err != nil {
+		return "", c.err
+	}
+	var bound string
+	err := q.atomic(ctx, func(q *Queries) error {
+		st, err := q.deviceIdentityState(ctx, deviceID)
+		if err != nil {
+			return err
+		}
+		if st == IdentityRevoked {
+			return fmt.Errorf("binding a token to device %s: %w: the device was revoked", deviceID, ErrConflict)
+		}
+		if _, err := q.q.ExecContext(ctx, `UPDATE tokens SET device_id = $2
+			WHERE id = $1 AND role = 'device' AND device_id IS NULL AND revoked_at IS NULL`, tokenID, deviceID); err != nil {
+			return fmt.Errorf("binding token %s: %w", tokenID, err)
+		}
+		var dev sql.NullString
+		err = q.q.QueryRowContext(ctx, `SELECT device_id FROM tokens WHERE id = $1 AND role = 'device' AND revoked_at IS NULL`, tokenID).Scan(&dev)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("binding token %s: %w", tokenID, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("binding token %s: %w", tokenID, err)
+		}
+		bound = dev.String
+		return nil
+	})
+	return bound, err
+}
+
+// CountLiveTokens counts the tokens of role that are neither revoked nor
+// expired at now.
+func (q *Queries) CountLiveTokens(ctx context.Context, role auth.Role, now time.Time) (int, error) {
+	var n int64
+	err := q.q.QueryRowContext(ctx, `SELECT COUNT(*) FROM tokens
+		WHERE role = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)`, string(role), micros(now)).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("counting %s tokens: %w", role, err)
+	}
+	return int(n), nil
 }
 
 // RevokeToken revokes the valid token with this id, or else with this
@@ -149,11 +221,21 @@ func (q *Queries) RevokeToken(ctx context.Context, idOrName string, at time.Time
 }
 
 // ListTokens returns every token, revoked ones included, oldest first,
-// without hashes.
-func (q *Queries) ListTokens(ctx context.Context) ([]Token, error) {
+// without hashes. Device credentials (tokens made by enrollment or
+// rotation, named DeviceCredentialPrefix…) are left out unless
+// withCredentials: a fleet has thousands; `devices identities` shows them.
+func (q *Queries) ListTokens(ctx context.Context, withCredentials bool) ([]Token, error) {
+	where := ` WHERE name NOT LIKE '` + DeviceCredentialPrefix + `%'`
+	if withCredentials {
+		where = ""
+	}
 	return queryAll(ctx, q.q, "listing tokens", func(r *sql.Rows) (Token, error) {
 		t, err := scanToken(r)
 		t.Hash = nil // never handed out
 		return t, err
-	}, `SELECT `+tokenColumns+` FROM tokens ORDER BY created_at, id`)
+	}, `SELECT `+tokenColumns+` FROM tokens`+where+` ORDER BY created_at, id`)
 }
+
+// DeviceCredentialPrefix starts the name of every credential issued by
+// enrollment or rotation: "device/<device id>/<token id>".
+const DeviceCredentialPrefix = "device/"

@@ -22,6 +22,7 @@ import (
 
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/release"
+	"github.com/mxos-linux/mxos-update/internal/testtool"
 )
 
 // makeBulkTree writes that many small text files over 40 directories
@@ -281,11 +282,13 @@ func TestKillPublishLeavesConsistentRepo(t *testing.T) {
 }
 
 // startServerBinary runs `mxos-server --data data --listen 127.0.0.1:0`
-// and returns the repository URL it prints.
-func startServerBinary(t testing.TB, data string) string {
+// with any extra flags and returns the repository URL it prints (https
+// with --tls-cert).
+func startServerBinary(t testing.TB, data string, extra ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, mxosServer(), "--data", data, "--listen", "127.0.0.1:0", "--log-level", "warn")
+	args := append([]string{"--data", data, "--listen", "127.0.0.1:0", "--log-level", "warn"}, extra...)
+	cmd := exec.CommandContext(ctx, mxosServer(), args...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 10 * time.Second
 	stdout, err := cmd.StdoutPipe()
@@ -307,7 +310,7 @@ func startServerBinary(t testing.TB, data string) string {
 	urls := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
-		re := regexp.MustCompile(`http://127\.0\.0\.1:[0-9]+/repo`)
+		re := regexp.MustCompile(`https?://127\.0\.0\.1:[0-9]+/repo`)
 		for sc.Scan() {
 			if u := re.FindString(sc.Text()); u != "" {
 				urls <- u
@@ -326,118 +329,209 @@ func startServerBinary(t testing.TB, data string) string {
 	}
 }
 
-// TestKillPublishAtCrashPoints stops `mxosctl publish` at each step of its
-// final phase, deterministically: a watcher sees the temporary file of the
-// step appear (inotify) and kills the process before that file is renamed
-// into place (with strace, every fsync is slowed down so the kill always
-// lands first). After each kill the repository must be consistent (see
-// checkRepoAfterCrash), summary.sig must still sign summary, the stock
-// client must pull with GPG verification, and a following publish must
-// leave a clean repository.
+// TestKillPublishAtCrashPoints stops `mxosctl publish` at every rename and
+// fsync of its final phase, deterministically: strace kills the process
+// (SIGKILL) when it makes that call on the step's final path, so the call
+// never happens. A point the publish does not reach fails the test; each
+// point reached is logged. After each kill the repository must be
+// consistent (checkRepoAfterCrash); then the mxos-server binary starts on
+// it, and at once (its startup recovery) summary.sig must sign summary,
+// and the stock client must pull with GPG verification of the summary
+// and the commit; a following publish must leave a clean repository.
+//
+// The paths must be known before the run: the first release is published
+// with a timestamp a year ahead, so every later commit's timestamp is its
+// parent's plus one and its checksum the same in every run. A dry run
+// learns the checksums; each point then starts from a copy of the first
+// release.
 func TestKillPublishAtCrashPoints(t *testing.T) {
 	const crashFiles = 400
 	requireOstreeGPG(t)
+	strace := requireStrace(t)
 	keys := newKeys(t)
 	src := filepath.Join(t.TempDir(), "src")
 	makeBulkTree(t, src, crashFiles)
-	strace := usableStrace()
-	if strace == "" {
-		t.Log("no usable strace: kills race the renames they must precede; points missed 5 times are skipped")
+	tmpl := newSite(t, keys)
+	ahead := time.Now().Add(365 * 24 * time.Hour)
+	p := &release.Publisher{Repo: tmpl.repo, Signers: keys.signers, Now: func() time.Time { return ahead }}
+	v1, err := p.Publish(context.Background(), release.Request{Ref: testRef, Version: "10.0.1", Source: src})
+	if err != nil {
+		t.Fatal(err)
 	}
+	work := filepath.Join(t.TempDir(), "src")
+	copyDir(t, src, work)
+	mutateBulkTree(t, work, crashFiles, 2)
+	const version = "10.0.2"
 
+	// The dry run: what the publish of version writes.
+	dry := cloneSite(t, tmpl)
+	if out, err := publishCmd(dry.data, keys.dir, version, work).CombinedOutput(); err != nil {
+		t.Fatalf("dry run: %v\n%s", err, out)
+	}
+	commit := mustResolve(t, dry.repo)
+	cm, err := dry.repo.ReadCommit(commit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob := lookupFile(t, dry.repo, cm.RootTree, "usr/lib/blob-2.bin")
+	obj := func(c ostree.Checksum, typ ostree.ObjectType) string {
+		return filepath.FromSlash(ostree.ObjectPath(c, typ))
+	}
+	refPath := filepath.Join("refs", "heads", filepath.FromSlash(testRef))
 	points := []struct {
 		name  string
-		dir   string         // relative to the repository; "objects/*" = any object dir
-		match *regexp.Regexp // temporary file name
+		calls string
+		path  string // relative to the repository
+		// summaryNew: after recovery the summary lists the new commit.
+		summaryNew bool
 	}{
-		{name: "objects being renamed into place", dir: "objects/*", match: regexp.MustCompile(`^[0-9a-f]{62}\.(filez|dirtree|dirmeta|commit)$`)},
-		{name: "commitmeta being written", dir: "objects/*", match: regexp.MustCompile(`^\.tmp-[0-9a-f]{62}\.commitmeta-`)},
-		{name: "ref being written", dir: "refs/heads/mxos/10/x86_64", match: regexp.MustCompile(`^\.tmp-testing-`)},
-		{name: "summary being written", dir: ".", match: regexp.MustCompile(`^\.tmp-summary-`)},
-		{name: "summary.sig being written", dir: ".", match: regexp.MustCompile(`^\.tmp-summary\.sig-`)},
+		{name: "staged objects synced", calls: syncfsCalls, path: "tmp"},
+		{name: "content object renamed in", calls: renameCalls, path: obj(blob, ostree.ObjFile)},
+		{name: "root dirtree renamed in", calls: renameCalls, path: obj(cm.RootTree, ostree.ObjDirTree)},
+		{name: "commit renamed in", calls: renameCalls, path: obj(commit, ostree.ObjCommit)},
+		{name: "visible objects synced", calls: syncfsCalls, path: "objects"},
+		{name: "commitmeta renamed in", calls: renameCalls, path: obj(commit, ostree.ObjCommitMeta)},
+		{name: "commitmeta directory synced", calls: fsyncCalls, path: filepath.Dir(obj(commit, ostree.ObjCommitMeta))},
+		{name: "ref renamed", calls: renameCalls, path: refPath},
+		{name: "ref directory synced", calls: fsyncCalls, path: filepath.Dir(refPath)},
+		{name: "summary journaled", calls: renameCalls, path: "tmp/summary-next"},
+		{name: "summary journal synced", calls: fsyncCalls, path: "tmp", summaryNew: true},
+		{name: "summary renamed", calls: renameCalls, path: "summary", summaryNew: true},
+		{name: "summary rename synced", calls: fsyncCalls, path: ".", summaryNew: true},
+		{name: "summary.sig renamed", calls: renameCalls, path: "summary.sig", summaryNew: true},
 	}
+	var reached []string
 	for _, pt := range points {
 		t.Run(pt.name, func(t *testing.T) {
-			s := newSite(t, keys)
-			v1 := s.publish(t, "10.0.1", src)
-			work := filepath.Join(t.TempDir(), "src")
-			copyDir(t, src, work)
-			mutateBulkTree(t, work, crashFiles, 2)
+			s := cloneSite(t, tmpl)
+			target := filepath.Join(s.repoDir(), pt.path)
+			cmd := publishCmd(s.data, keys.dir, version, work, stracePoint(strace, pt.calls, target)...)
+			out, err := cmd.CombinedOutput()
+			if !killed(err) {
+				t.Fatalf("crash point never reached: the publish made no %s on %s (err %v)\n%s", pt.calls, pt.path, err, out)
+			}
+			reached = append(reached, pt.name)
+			t.Logf("reached: killed at the %s on %s", strings.SplitN(pt.calls, ",", 2)[0], pt.path)
+			if pt.calls == renameCalls && strings.HasPrefix(pt.path, "objects") {
+				if _, err := os.Lstat(target); err == nil {
+					t.Errorf("%s exists although the kill came before its rename", pt.path)
+				}
+			}
+			st := checkRepoAfterCrash(t, s.repoDir(), keys, v1.Commit, version)
+			if st.moved && st.ref != commit {
+				t.Fatalf("ref moved to %s, not to the dry run's %s: the points are not on this run's paths", st.ref, commit)
+			}
+			if pt.name == "summary.sig renamed" && st.summaryErr == nil {
+				t.Errorf("killed between the summary's two renames, yet summary.sig signs summary: the point does not test recovery")
+			}
 
-			var hit string
-			var st crashState
-			for attempt := 0; attempt < 5 && hit == ""; attempt++ {
-				version := fmt.Sprintf("10.0.%d", 2+attempt)
-				prev := mustResolve(t, s.repo)
-				var wrap []string
-				if strace != "" {
-					wrap = []string{strace, "-f", "-qq", "-o", os.DevNull, "--seccomp-bpf", "-e", "trace=fsync,fdatasync,syncfs",
-						"-e", "inject=fsync,fdatasync,syncfs:delay_enter=200000"}
-				}
-				cmd := publishCmd(s.data, keys.dir, version, work, wrap...)
-				var out bytes.Buffer
-				cmd.Stdout, cmd.Stderr = &out, &out
-				w := newKillWatcher(t, s.repoDir(), pt.dir, pt.match)
-				if err := cmd.Start(); err != nil {
-					t.Fatal(err)
-				}
-				w.start(cmd)
-				err := cmd.Wait()
-				path := w.stop()
-				switch {
-				case !killed(err):
-					if err != nil {
-						t.Fatalf("publish %s failed by itself: %v\n%s", version, err, out.String())
-					}
-					t.Logf("attempt %d: publish finished before the crash point was seen", attempt)
-				case path == "":
-					t.Fatalf("publish %s was killed, but not by the watcher", version)
-				case strings.HasPrefix(filepath.Base(path), ".tmp-"):
-					if _, err := os.Lstat(path); err == nil {
-						hit = path
-					} else {
-						t.Logf("attempt %d: killed too late, %s was already renamed", attempt, filepath.Base(path))
-					}
-				default:
-					hit = path // killed while objects were being renamed in
-				}
-				st = checkRepoAfterCrash(t, s.repoDir(), keys, prev, version)
-				if t.Failed() {
-					break
-				}
+			// The server's startup recovery finishes the summary swap.
+			url := startServerBinary(t, s.data)
+			if err := verifySummaryPair(s.repoDir(), keys.verifiers); err != nil {
+				t.Errorf("after the server started, summary.sig does not sign summary: %v", err)
 			}
-			if hit == "" && !t.Failed() {
-				t.Skipf("could not stop the publish at %q in 5 attempts (install strace to make this deterministic)", pt.name)
+			sum, _, err := s.repo.ReadSummary()
+			if err != nil {
+				t.Fatal(err)
 			}
-			t.Logf("killed with %s present", strings.TrimPrefix(hit, s.repoDir()+"/"))
-			if st.summaryErr != nil {
-				t.Errorf("after a kill at %q, summary.sig does not sign summary, so every client with gpg-verify-summary=true is refused until the next publish: %v", pt.name, st.summaryErr)
+			listed, _ := sum.Lookup(testRef)
+			if want := map[bool]ostree.Checksum{true: commit, false: v1.Commit}[pt.summaryNew]; listed.Checksum != want {
+				t.Errorf("after recovery the summary lists %s, want %s", listed.Checksum, want)
 			}
-			if st.summaryStale {
-				t.Logf("after a kill at %q the summary still lists the previous commit although the ref moved: clients get the old release until the next publish", pt.name)
+			if leftovers, _ := filepath.Glob(filepath.Join(s.repoDir(), "tmp", "*")); len(leftovers) != 0 {
+				t.Errorf("left in tmp/ after the server started: %v", leftovers)
 			}
-			url, _ := serve(t, s.data)
 			c := newClient(t, toolEnv(t), url, gpgRemote(keys.pgpPub)...)
 			if out, err := c.run("pull", "origin", testRef); err != nil {
 				t.Errorf("stock pull after a kill at %q: %v\n%s", pt.name, err, out)
+			} else if got := c.revParse("origin:" + testRef); got != listed.Checksum.String() {
+				t.Errorf("stock pull got %s, want %s", got, listed.Checksum)
 			}
 
 			// The next publish repairs whatever the kill left.
 			prev := mustResolve(t, s.repo)
-			mutateBulkTree(t, work, crashFiles, 9)
-			cmd := publishCmd(s.data, keys.dir, "10.0.9", work)
-			if out, err := cmd.CombinedOutput(); err != nil {
+			next := filepath.Join(t.TempDir(), "src")
+			copyDir(t, work, next)
+			mutateBulkTree(t, next, crashFiles, 9)
+			if out, err := publishCmd(s.data, keys.dir, "10.0.9", next).CombinedOutput(); err != nil {
 				t.Fatalf("publish after the kill: %v\n%s", err, out)
 			}
 			st = checkRepoAfterCrash(t, s.repoDir(), keys, prev, "10.0.9")
 			if !st.moved || st.summaryErr != nil || st.summaryStale {
 				t.Errorf("after the next publish: moved=%v summary error=%v stale summary=%v", st.moved, st.summaryErr, st.summaryStale)
 			}
-			if v1.Commit == st.ref {
-				t.Errorf("ref did not move")
-			}
 		})
 	}
+	t.Logf("%d of %d crash points reached: %s", len(reached), len(points), strings.Join(reached, "; "))
+}
+
+// The system calls a crash point stops at.
+const (
+	renameCalls = "rename,renameat,renameat2"
+	fsyncCalls  = "fsync,fdatasync"
+	syncfsCalls = "syncfs"
+)
+
+// stracePoint is the command prefix that runs a program under strace and
+// kills it (SIGKILL) at its first call from calls on path (a path
+// argument, or a descriptor open on path), before the call is made.
+func stracePoint(strace, calls, path string) []string {
+	return []string{strace, "-f", "-qq", "-o", os.DevNull, "-P", path, "-e", "trace=" + calls,
+		"-e", "inject=" + calls + ":signal=SIGKILL"}
+}
+
+// requireStrace returns a strace that can trace here; without one the
+// test fails under CI and is skipped elsewhere.
+func requireStrace(t testing.TB) string {
+	t.Helper()
+	requireTool(t, "strace")
+	s := usableStrace()
+	if s == "" {
+		testtool.Missing(t, "strace cannot trace here (ptrace refused)")
+	}
+	return s
+}
+
+// cloneSite copies a site's data directory.
+func cloneSite(t testing.TB, s *site) *site {
+	t.Helper()
+	data := filepath.Join(t.TempDir(), "data")
+	copyDir(t, s.data, data)
+	repo, err := ostree.Open(filepath.Join(data, "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &site{data: data, repo: repo, keys: s.keys}
+}
+
+// lookupFile returns the content checksum of the file at rel in tree.
+func lookupFile(t testing.TB, repo *ostree.Repo, tree ostree.Checksum, rel string) ostree.Checksum {
+	t.Helper()
+	parts := strings.Split(rel, "/")
+	for i, name := range parts {
+		dt, err := repo.ReadDirTree(tree)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		if i == len(parts)-1 {
+			for _, f := range dt.Files {
+				if f.Name == name {
+					return f.Checksum
+				}
+			}
+		}
+		for _, d := range dt.Dirs {
+			if d.Name == name {
+				tree, found = d.Tree, true
+			}
+		}
+		if !found {
+			break
+		}
+	}
+	t.Fatalf("%s not in the tree", rel)
+	return ostree.Checksum{}
 }
 
 // usableStrace returns the path of strace if it can trace a program here

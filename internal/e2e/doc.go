@@ -7,4 +7,11 @@
 // `ostree commit` for checksum comparisons. Tests that need those programs
 // are skipped when they are missing, unless the CI environment variable is
 // set, in which case they fail.
+//
+// Crash tests stop real processes at named points: strace kills them at a
+// rename or fsync on a final path (a point never reached fails the test),
+// and TestPowerCutDuringUpgrade cuts the power under the updater on ext4
+// over a loop device whose backing file is a FUSE-served disk model that
+// loses unflushed writes (powerloss_test.go; device-mapper's dm-flakey is
+// not in this machine's kernel, so the model plays its drop_writes role).
 package e2e

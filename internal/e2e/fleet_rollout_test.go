@@ -16,7 +16,6 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/auth"
 	apiclient "github.com/mxos-linux/mxos-update/internal/client"
-	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/ostree/pull"
 	"github.com/mxos-linux/mxos-update/internal/release"
@@ -47,11 +46,25 @@ type fleetDevice struct {
 // are told not-yet; after a halt another cycle installs nothing.
 func TestStagedRolloutSeenFromDevices(t *testing.T) {
 	ctx := context.Background()
-	ts := testserver.Start(t, testserver.Options{Roles: []auth.Role{auth.RoleRelease, auth.RoleDevice, auth.RoleAdmin}})
-	store, keys, verifiers, tokens, pub := ts.Store, ts.Release.Dir, ts.Release.Verifiers, ts.Tokens, ts.Publisher
+	// Set up as the README says: the server signs the summary and the
+	// metadata's freshness with its online key, devices trust the release
+	// keys and root.json.
+	ts := testserver.Start(t, testserver.Options{Metadata: true, OnlineSummaryKey: true, Serve: true,
+		Roles: []auth.Role{auth.RoleRelease, auth.RoleEnroll, auth.RoleAdmin}})
+	keys, verifiers, tokens := ts.Release.Dir, ts.Release.Verifiers, ts.Tokens
 	team, admin := ts.Client(t, auth.RoleRelease), ts.Client(t, auth.RoleAdmin)
+	rootJSON := filepath.Join(t.TempDir(), "root.json")
+	if b, err := os.ReadFile(filepath.Join(ts.MetaDir, "1.root.json")); err != nil || os.WriteFile(rootJSON, b, 0o644) != nil {
+		t.Fatalf("root.json: %v", err)
+	}
+	work, err := ostree.Create(filepath.Join(t.TempDir(), "work"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rem := &release.Remote{Server: team, Work: work, Signers: ts.Release.Signers, MetaSigners: ts.MetaSigners}
 
-	// publish signs a tiny tree onto stable and starts its rollout.
+	// publish signs a tiny tree onto testing, promotes it to stable and
+	// returns the rollout there.
 	publish := func(version, ramp string) api.RolloutStatus {
 		t.Helper()
 		src := filepath.Join(t.TempDir(), "tree")
@@ -61,28 +74,40 @@ func TestStagedRolloutSeenFromDevices(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(src, "usr/etc/os-release"), []byte("VERSION="+version+"\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		res, err := pub.Publish(ctx, release.Request{Ref: fleetStableRef, Version: version, Source: src})
-		if err != nil {
+		if _, _, err := rem.Publish(ctx, release.RemoteRequest{Channel: "testing", Arch: "x86_64", Ref: "mxos/10/x86_64/testing",
+			Version: version, Source: src, Ramp: "none"}); err != nil {
 			t.Fatalf("publish %s: %v", version, err)
 		}
-		if err := store.AddRelease(ctx, db.Release{Channel: "stable", Arch: "x86_64", Version: version, Ref: fleetStableRef,
-			Commit: res.Commit.String(), PublishedAt: time.Now(), PublishedBy: "test"}); err != nil {
+		if _, _, err := rem.Promote(ctx, "testing", "stable", "x86_64", fleetStableRef, version, ramp); err != nil {
+			t.Fatalf("promote %s: %v", version, err)
+		}
+		ros, err := team.Rollouts(ctx, "stable")
+		if err != nil {
 			t.Fatal(err)
 		}
-		ros, err := team.StartRollout(ctx, api.RolloutStartRequest{Channel: "stable", Arch: "x86_64", Version: version, Ramp: ramp})
-		if err != nil || len(ros) != 1 {
-			t.Fatalf("start rollout of %s: %v %+v", version, err, ros)
+		for _, ro := range ros {
+			if ro.Version == version {
+				return ro
+			}
 		}
-		return ros[0]
+		t.Fatalf("no rollout of %s on stable: %+v", version, ros)
+		return api.RolloutStatus{}
 	}
 
+	// The school's image carries one enroll token; each machine trades it
+	// for its own credential at first contact.
+	enrollFile := filepath.Join(t.TempDir(), "enroll-token")
+	if err := os.WriteFile(enrollFile, []byte(tokens[auth.RoleEnroll]+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	devices := make([]*fleetDevice, fleetSize)
 	for i := range devices {
 		id := fmt.Sprintf("aula-%03d", i)
 		root := filepath.Join(t.TempDir(), "sysroot")
 		health := filepath.Join(t.TempDir(), "health") // no checks: every boot is healthy
 		cfg, err := updater.ParseConfig([]byte("server: " + ts.URL + "\ndevice_id: " + id + "\nchannel: stable\narch: x86_64\ntrusted_keys: " + keys +
-			"\nsysroot: " + root + "\nhealth_dir: " + health + "\n"))
+			"\ntrusted_root: " + rootJSON + "\nsysroot: " + root + "\nhealth_dir: " + health + "\nenroll_token_file: " + enrollFile +
+			"\ncredential_file: " + filepath.Join(t.TempDir(), "credential") + "\n"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -94,7 +119,7 @@ func TestStagedRolloutSeenFromDevices(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := apiclient.New(ts.URL, tokens[auth.RoleDevice])
+		c, err := apiclient.New(ts.URL, "")
 		if err != nil {
 			t.Fatal(err)
 		}

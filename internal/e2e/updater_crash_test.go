@@ -71,6 +71,8 @@ type updaterSite struct {
 	admin    *apiclient.Client
 	verifier []sign.Verifier
 	config   string // the device's config file
+	metaDir  string // the server's DATA/metadata
+	online   string // the server's online key directory
 	root     string // the device's sysroot
 	src      string // the release tree, mutated per version
 	rollout  string
@@ -95,9 +97,9 @@ func memTempDir(t testing.TB) string {
 func newUpdaterSite(t testing.TB) *updaterSite {
 	t.Helper()
 	ctx := context.Background()
-	// The release key also signs the summary, so the device trusts one
-	// key directory.
-	ts := testserver.Start(t, testserver.Options{DataDir: memTempDir(t), Metadata: true, Serve: true,
+	// Set up as the README says: the online key signs the summary, the
+	// device trusts the release keys and root.json.
+	ts := testserver.Start(t, testserver.Options{DataDir: memTempDir(t), Metadata: true, OnlineSummaryKey: true, Serve: true,
 		Roles: []auth.Role{auth.RoleRelease, auth.RoleDevice}})
 	rel, relMeta, metaDir, tokens, url := keySetOf(ts.Release), ts.MetaSigners, ts.MetaDir, ts.Tokens, ts.URL
 	admin := ts.Client(t, auth.RoleRelease)
@@ -106,6 +108,7 @@ func newUpdaterSite(t testing.TB) *updaterSite {
 		t.Fatal(err)
 	}
 	s := &updaterSite{t: t, ctx: ctx, admin: admin, verifier: rel.verifiers, commits: map[string]ostree.Checksum{},
+		metaDir: metaDir, online: ts.Online.Dir,
 		rem: &release.Remote{Server: admin, Work: work, Signers: rel.signers, MetaSigners: relMeta}}
 
 	// A small tree: 120 files in 12 directories, a symlink, /etc defaults.
@@ -164,7 +167,8 @@ func newUpdaterSite(t testing.TB) *updaterSite {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := (&pull.Puller{URLs: []string{url + "/repo"}, Verifiers: rel.verifiers}).Pull(ctx, local, updaterTestRef, pull.Options{})
+	c, err := (&pull.Puller{URLs: []string{url + "/repo"}}).Pull(ctx, local, updaterTestRef,
+		pull.Options{SummaryKeys: ts.Online.Verifiers, CommitKeys: rel.verifiers})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -547,47 +551,53 @@ func TestKillUpgradeAtRandom(t *testing.T) {
 }
 
 // TestKillUpgradeAtEachStep stops the upgrade deterministically at each
-// step that makes something visible: strace kills mxos-updater when it
-// renames a file onto the step's path (strace -P), so the rename never
-// happens. After each kill the device is checked and the next upgrade
-// must finish.
+// step that makes something visible or durable: strace kills mxos-updater
+// when it renames a file onto the step's path, or fsyncs the step's
+// directory (strace -P), so the call never happens. A step never reached
+// fails the test. After each kill the device is checked and the next
+// upgrade must finish.
 func TestKillUpgradeAtEachStep(t *testing.T) {
-	strace := usableStrace()
-	if strace == "" {
-		requireTool(t, "strace") // fails under CI
-		t.Skip("strace cannot trace here")
-	}
+	strace := requireStrace(t)
 	s := newUpdaterSite(t)
 	obj := func(c ostree.Checksum, typ ostree.ObjectType) string {
 		return filepath.Join(s.root, "repo", ostree.ObjectPath(c, typ))
 	}
 	points := []struct {
-		name string
-		path func(c ostree.Checksum) string
+		name  string
+		calls string // renameCalls unless set
+		path  func(c ostree.Checksum) string
 	}{
-		{"trusted timestamp saved", func(ostree.Checksum) string { return filepath.Join(s.root, "channel-metadata", "timestamp.json") }},
-		{"trusted snapshot saved", func(ostree.Checksum) string { return filepath.Join(s.root, "channel-metadata", "snapshot.json") }},
-		{"trusted targets saved", func(ostree.Checksum) string { return filepath.Join(s.root, "channel-metadata", "targets.json") }},
-		{"commit object stored", func(c ostree.Checksum) string { return obj(c, ostree.ObjCommit) }},
-		{"commit signatures stored", func(c ostree.Checksum) string { return obj(c, ostree.ObjCommitMeta) }},
-		{"local ref moved", func(ostree.Checksum) string { return filepath.Join(s.root, "repo", "refs", "heads", updaterTestRef) }},
-		{"deployment origin written", func(c ostree.Checksum) string { return filepath.Join(s.root, "deploy", c.String()+".0.origin") }},
-		{"deployment renamed into place", func(c ostree.Checksum) string { return filepath.Join(s.root, "deploy", c.String()+".0") }},
-		{"updater state written", func(ostree.Checksum) string { return filepath.Join(s.root, "mxos-updater.json") }},
-		{"pending boot recorded", func(ostree.Checksum) string { return filepath.Join(s.root, "state.json") }},
-		{"previous moved", func(ostree.Checksum) string { return filepath.Join(s.root, "previous") }},
-		{"current moved", func(ostree.Checksum) string { return filepath.Join(s.root, "current") }},
+		{"trusted timestamp saved", "", func(ostree.Checksum) string { return filepath.Join(s.root, "channel-metadata", "timestamp.json") }},
+		{"trusted snapshot saved", "", func(ostree.Checksum) string { return filepath.Join(s.root, "channel-metadata", "snapshot.json") }},
+		{"trusted targets saved", "", func(ostree.Checksum) string { return filepath.Join(s.root, "channel-metadata", "targets.json") }},
+		{"commit object stored", "", func(c ostree.Checksum) string { return obj(c, ostree.ObjCommit) }},
+		{"commit signatures stored", "", func(c ostree.Checksum) string { return obj(c, ostree.ObjCommitMeta) }},
+		{"local ref moved", "", func(ostree.Checksum) string { return filepath.Join(s.root, "repo", "refs", "heads", updaterTestRef) }},
+		{"local ref synced", fsyncCalls, func(ostree.Checksum) string {
+			return filepath.Join(s.root, "repo", "refs", "heads", filepath.Dir(updaterTestRef))
+		}},
+		{"deployment origin written", "", func(c ostree.Checksum) string { return filepath.Join(s.root, "deploy", c.String()+".0.origin") }},
+		{"deployment origin synced", fsyncCalls, func(ostree.Checksum) string { return filepath.Join(s.root, "deploy") }},
+		{"deployment renamed into place", "", func(c ostree.Checksum) string { return filepath.Join(s.root, "deploy", c.String()+".0") }},
+		{"updater state written", "", func(ostree.Checksum) string { return filepath.Join(s.root, "mxos-updater.json") }},
+		{"pending boot recorded", "", func(ostree.Checksum) string { return filepath.Join(s.root, "state.json") }},
+		{"previous moved", "", func(ostree.Checksum) string { return filepath.Join(s.root, "previous") }},
+		{"current moved", "", func(ostree.Checksum) string { return filepath.Join(s.root, "current") }},
+		{"sysroot directory synced", fsyncCalls, func(ostree.Checksum) string { return s.root }},
 	}
-	const calls = "rename,renameat,renameat2"
 	for _, pt := range points {
 		want := s.publish()
 		p := pt.path(s.commits[want])
-		wrap := []string{strace, "-f", "-qq", "-o", os.DevNull, "-P", p, "-e", "trace=" + calls,
-			"-e", "inject=" + calls + ":signal=SIGKILL"}
-		if !s.killedUpgrade(wrap, 0) {
-			t.Errorf("%s: the upgrade finished without renaming anything onto %s", pt.name, p)
+		calls := pt.calls
+		if calls == "" {
+			calls = renameCalls
 		}
-		if _, err := os.Lstat(p); err == nil && strings.Contains(p, s.commits[want].String()) {
+		if !s.killedUpgrade(stracePoint(strace, calls, p), 0) {
+			t.Errorf("%s: crash point never reached: the upgrade made no %s on %s", pt.name, calls, p)
+			continue
+		}
+		t.Logf("reached %q: killed at the %s on %s", pt.name, strings.SplitN(calls, ",", 2)[0], strings.TrimPrefix(p, s.root+"/"))
+		if _, err := os.Lstat(p); err == nil && calls == renameCalls && strings.Contains(p, s.commits[want].String()) {
 			t.Errorf("%s: %s exists although the kill came before its rename", pt.name, p)
 		}
 		s.checkDevice()

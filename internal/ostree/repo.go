@@ -32,7 +32,7 @@ func Create(dir string) (*Repo, error) {
 		return r, nil
 	}
 	for _, d := range []string{"", "objects", "refs/heads", "refs/remotes", "refs/mirrors", "tmp", "state", "extensions"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+		if err := mkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return nil, fmt.Errorf("create repository: %w", err)
 		}
 	}
@@ -266,10 +266,16 @@ func (r *Repo) ListRefs() (map[string]Checksum, error) {
 	return refs, nil
 }
 
-// The atomic-file helpers live in internal/storage, shared with the OCI
-// registry; these names keep the call sites short.
+// The durable-write primitive lives in internal/storage, shared with the
+// OCI registry and the device; these names keep the call sites short.
 var (
-	writeFileAtomic = storage.WriteFileAtomic
-	syncDir         = storage.SyncDir
-	syncfs          = storage.Syncfs
+	syncDir  = storage.SyncDir
+	syncfs   = storage.Syncfs
+	mkdirAll = storage.MkdirAll
 )
+
+// writeFileAtomic is storage.WriteFile with its temporary file in tmpDir
+// (next to path when empty).
+func writeFileAtomic(tmpDir, path string, data []byte, perm fs.FileMode) error {
+	return storage.WriteFile(path, data, perm, storage.TempDir(tmpDir))
+}

@@ -50,21 +50,7 @@ func (r *Repo) Begin() (*Txn, error) {
 		return nil, fmt.Errorf("lock repository: %w", err)
 	}
 	tmp := filepath.Join(r.path, "tmp")
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
-		lf.Close()
-		return nil, fmt.Errorf("begin transaction: %w", err)
-	}
-	// With the lock held no other writer is alive: staging dirs are garbage.
-	if ents, err := os.ReadDir(tmp); err == nil {
-		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), "staging-") {
-				os.RemoveAll(filepath.Join(tmp, e.Name()))
-			}
-		}
-	}
-	// A summary swap cut short by a crash is finished first: until then
-	// clients may see a summary with the wrong signature.
-	if err := r.finishSummary(); err != nil {
+	if err := r.recoverLocked(); err != nil {
 		lf.Close()
 		return nil, fmt.Errorf("begin transaction: %w", err)
 	}
@@ -79,6 +65,49 @@ func (r *Repo) Begin() (*Txn, error) {
 		return nil, fmt.Errorf("begin transaction: %w", err)
 	}
 	return &Txn{repo: r, lock: lf, stage: stage, staged: map[stagedKey]string{}}, nil
+}
+
+// recoverLocked, with the write lock held (so no other writer is alive),
+// removes the staging directories of crashed writers and finishes a
+// summary swap a crash cut short: until then clients may see a summary
+// with the wrong signature.
+func (r *Repo) recoverLocked() error {
+	tmp := filepath.Join(r.path, "tmp")
+	if err := mkdirAll(tmp, 0o755); err != nil {
+		return err
+	}
+	if ents, err := os.ReadDir(tmp); err == nil {
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), "staging-") {
+				os.RemoveAll(filepath.Join(tmp, e.Name()))
+			}
+		}
+	}
+	return r.finishSummary()
+}
+
+// Recover does at once what the next Begin would do after a crash
+// (staging directories removed, an interrupted summary swap finished),
+// without waiting for the write lock: when another process holds it, that
+// writer is alive and finishes its own work, and Recover returns false.
+// Servers call it when they start, so a crash between the summary's two
+// renames is not served until the next publish.
+func (r *Repo) Recover() (bool, error) {
+	lf, err := os.OpenFile(filepath.Join(r.path, ".lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return false, fmt.Errorf("recover repository: %w", err)
+	}
+	defer lf.Close()
+	if err := unix.Flock(int(lf.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return false, nil
+		}
+		return false, fmt.Errorf("recover repository: %w", err)
+	}
+	if err := r.recoverLocked(); err != nil {
+		return false, fmt.Errorf("recover repository: %w", err)
+	}
+	return true, nil
 }
 
 // Repo returns the repository the transaction writes to.
@@ -212,7 +241,10 @@ func (t *Txn) Commit() error {
 	if len(t.staged) == 0 && len(t.metas) == 0 {
 		return nil
 	}
-	if err := syncfs(t.stage); err != nil {
+	// The two syncs name different directories of the same file system
+	// (tmp/, then objects/) so that the e2e crash-point test can stop
+	// the process at either one by path.
+	if err := syncfs(filepath.Join(t.repo.path, "tmp")); err != nil {
 		return fmt.Errorf("commit transaction: sync: %w", err)
 	}
 	// Objects become visible leaves first and commits last, so a crash in
@@ -229,6 +261,7 @@ func (t *Txn) Commit() error {
 		dst := t.repo.objectFile(k.c, k.t)
 		dir := filepath.Dir(dst)
 		if !made[dir] {
+			// Not synced one by one: the syncfs below covers them.
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				return fmt.Errorf("commit transaction: %w", err)
 			}
@@ -248,7 +281,7 @@ func (t *Txn) Commit() error {
 		}
 	}
 	t.metas = nil
-	if err := syncfs(t.stage); err != nil {
+	if err := syncfs(filepath.Join(t.repo.path, "objects")); err != nil {
 		return fmt.Errorf("commit transaction: sync: %w", err)
 	}
 	return nil
@@ -290,7 +323,7 @@ func (t *Txn) SetRef(ref string, commit Checksum) error {
 		return fmt.Errorf("set ref %s: %w", ref, err)
 	}
 	p := filepath.Join(t.repo.path, "refs", "heads", filepath.FromSlash(ref))
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	if err := mkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return fmt.Errorf("set ref %s: %w", ref, err)
 	}
 	if err := writeFileAtomic(t.stage, p, []byte(commit.String()+"\n"), 0o644); err != nil {

@@ -48,7 +48,7 @@ type Upload struct {
 // NewUpload creates an empty session.
 func (r *Repo) NewUpload() (*Upload, error) {
 	base := filepath.Join(r.path, filepath.FromSlash(uploadsDir))
-	if err := os.MkdirAll(base, 0o755); err != nil {
+	if err := mkdirAll(base, 0o755); err != nil {
 		return nil, fmt.Errorf("new upload: %w", err)
 	}
 	var rnd [uploadIDLen / 2]byte

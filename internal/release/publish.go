@@ -25,6 +25,13 @@
 // digest listed next to the commit in the release-signed targets, and
 // tagged only once the server has accepted the release.
 //
+// Release gates (gate.go, service.go) decide, for the server, who may
+// publish or promote into which channel: channels with promotes_from take
+// promotions only, and each channel's publishers list is enforced. The
+// publish policy gate (modepolicy.go) refuses trees with unsafe modes
+// (world-readable shadow files, world-writable setuid or setgid files)
+// before they are signed, locally and for remote publishing alike.
+//
 // Stock ostree clients cannot express that split: they import both public
 // OpenPGP keys (`ostree remote gpg-import` of the release and the online
 // openpgp.pub.asc) and then accept either key for commits and summaries
@@ -66,6 +73,9 @@ type Request struct {
 	// "ostree:REPO_PATH:REF" naming a commit in another OSTree repository.
 	Source  string
 	Options ostree.CommitOptions
+	// ModeExceptions are the paths the publish policy gate (modepolicy.go)
+	// lets through; it checks every tree.
+	ModeExceptions ModeExceptions
 }
 
 // Result is what a publish made.
@@ -125,6 +135,9 @@ func (p *Publisher) Publish(ctx context.Context, req Request) (*Result, error) {
 	tree, meta, err := writeSource(ctx, txn, req.Source, req.Options)
 	if err != nil {
 		return nil, fmt.Errorf("publish: %w", err)
+	}
+	if err := checkSourceModes(ctx, txn, tree, req.ModeExceptions); err != nil {
+		return nil, err
 	}
 	ts := uint64(now().Unix())
 	if ts <= parentTS {

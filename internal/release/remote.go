@@ -50,6 +50,10 @@ type Remote struct {
 	Now         func() time.Time
 	// Progress, when set, is told how many objects have been uploaded.
 	Progress func(done, total int)
+	// Threshold, when above 1, goes into the signed release record: the
+	// targets must then be signed by that many release keys (a channel
+	// with threshold: k; mxosctl promote --sign-only and release cosign).
+	Threshold int
 	// Image, when set, also makes the release's bootable OCI image: built
 	// (or, for a promotion, derived) and signed before the release is
 	// requested, its digest in the signed targets, tagged once the server
@@ -63,7 +67,8 @@ type RemoteRequest struct {
 	Subject, Body               string
 	Source                      string // as Request.Source
 	Options                     ostree.CommitOptions
-	Ramp                        string // "" for the channel default, "none" for no rollout
+	Ramp                        string         // "" for the channel default, "none" for no rollout
+	ModeExceptions              ModeExceptions // as Request.ModeExceptions
 }
 
 // uploadBatch is how many names one Missing call carries.
@@ -133,6 +138,10 @@ func (r *Remote) Publish(ctx context.Context, req RemoteRequest) (api.Release, o
 	defer txn.Close()
 	tree, meta, err := writeSource(ctx, txn, req.Source, req.Options)
 	if err != nil {
+		return api.Release{}, none, err
+	}
+	// Before anything is signed or uploaded.
+	if err := checkSourceModes(ctx, txn, tree, req.ModeExceptions); err != nil {
 		return api.Release{}, none, err
 	}
 	c := &ostree.Commit{Subject: req.Subject, Body: req.Body, RootTree: tree, RootMeta: meta}
@@ -320,6 +329,7 @@ func (r *Remote) signedTargets(ctx context.Context, rec channelmeta.Release) ([]
 	}
 	now := r.now()
 	rec.PublishedAt = now
+	rec.Threshold = r.Threshold
 	out := make([]channelmeta.Release, 0, len(rels)+1)
 	for _, old := range rels {
 		if old.Path() != rec.Path() {

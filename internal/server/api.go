@@ -6,10 +6,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,6 +43,8 @@ type apiState struct {
 	// it; a revocation made through another replica applies within the TTL.
 	tokMu  sync.Mutex
 	tokens map[[32]byte]cachedToken
+
+	denied denials // auth.go: the audit rate limit of denied requests
 }
 
 type cachedToken struct {
@@ -97,7 +99,7 @@ func (s *Server) apiRoutes() {
 	adm := []auth.Permission{auth.PermPin}
 	h("POST "+p+"/check", dev, a.handleCheck)
 	h("POST "+p+"/report", dev, a.handleReport)
-	h("GET "+p+"/channels", nil, a.handleChannels)
+	h("GET "+p+"/channels", []auth.Permission{auth.PermReadChannels}, a.handleChannels)
 	h("GET "+p+"/rollouts", []auth.Permission{auth.PermRollout, auth.PermReadAudit}, a.handleRollouts)
 	h("POST "+p+"/rollouts", rel, a.handleRolloutStart)
 	h("POST "+p+"/rollouts/{id}/{action}", rel, a.handleRolloutAction)
@@ -108,50 +110,11 @@ func (s *Server) apiRoutes() {
 	h("PUT "+p+"/devices/{id}/group", adm, a.handleSetGroup)
 	h("GET "+p+"/audit", []auth.Permission{auth.PermReadAudit}, a.handleAudit)
 	h("GET "+p+"/tokens", []auth.Permission{auth.PermManageTokens}, a.handleTokens)
-	h("POST "+p+"/tokens", []auth.Permission{auth.PermManageTokens}, a.handleTokenCreate)
+	h("POST "+p+"/tokens", []auth.Permission{auth.PermManageTokens, auth.PermCreateReleaseTokens}, a.handleTokenCreate)
 	h("DELETE "+p+"/tokens/{name}", []auth.Permission{auth.PermManageTokens}, a.handleTokenRevoke)
 	s.publishRoutes()   // publish.go
 	s.fleetLockRoutes() // fleetlock.go
-}
-
-// authed checks the bearer token and that its role has one of perms (nil
-// perms: any valid token), then runs fn and writes its error, if any, as
-// the API's JSON error.
-func (a *apiState) authed(perms []auth.Permission, fn func(http.ResponseWriter, *http.Request) error) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		t, err := a.authorize(r, perms)
-		if err == nil {
-			err = fn(w, r.WithContext(context.WithValue(r.Context(), tokenKey, t)))
-		}
-		if err != nil {
-			a.writeError(w, r, err)
-		}
-	})
-}
-
-// authorize answers 401 for a missing, malformed, unknown or revoked token
-// and 403 for a valid token whose role lacks the permission.
-func (a *apiState) authorize(r *http.Request, perms []auth.Permission) (db.Token, error) {
-	tok, err := auth.FromHeader(r.Header.Get("Authorization"))
-	if err != nil {
-		return db.Token{}, api.Errorf(api.CodeUnauthorized, "a valid token is required (Authorization: Bearer …)")
-	}
-	t, err := a.lookupToken(r.Context(), auth.Hash(tok))
-	if errors.Is(err, db.ErrNotFound) {
-		return db.Token{}, api.Errorf(api.CodeUnauthorized, "unknown or revoked token")
-	}
-	if err != nil {
-		return db.Token{}, fmt.Errorf("looking up token: %w", err)
-	}
-	if len(perms) == 0 {
-		return t, nil
-	}
-	for _, p := range perms {
-		if auth.Allowed(t.Role, p) {
-			return t, nil
-		}
-	}
-	return db.Token{}, api.Errorf(api.CodeForbidden, "the %s role cannot do this", t.Role)
+	s.authRoutes()      // auth.go
 }
 
 // actor names the token behind a request in the audit log.
@@ -168,6 +131,8 @@ func (a *apiState) writeError(w http.ResponseWriter, r *http.Request, err error)
 	case errors.As(err, &ae):
 	case errors.Is(err, db.ErrNotFound):
 		ae = api.Errorf(api.CodeNotFound, "%s", err.Error())
+	case errors.Is(err, db.ErrReplay):
+		ae = api.Errorf(api.CodeReplay, "%s", err.Error())
 	case errors.Is(err, db.ErrVersionOrder):
 		ae = api.Errorf(api.CodeVersionOrder, "%s", err.Error())
 	case errors.Is(err, db.ErrDuplicate):
@@ -226,6 +191,12 @@ func (a *apiState) handleCheck(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
+	if err := req.Validate(); err != nil {
+		return err
+	}
+	if err := a.forDevice(r, req.DeviceID); err != nil {
+		return err
+	}
 	resp, err := a.updates.Check(r.Context(), req)
 	if err != nil {
 		return err
@@ -246,6 +217,12 @@ func (a *apiState) handleCheck(w http.ResponseWriter, r *http.Request) error {
 func (a *apiState) handleReport(w http.ResponseWriter, r *http.Request) error {
 	var req api.ReportRequest
 	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if err := req.Validate(); err != nil {
+		return err
+	}
+	if err := a.forDevice(r, req.DeviceID); err != nil {
 		return err
 	}
 	if err := a.updates.Report(r.Context(), req); err != nil {
@@ -631,11 +608,12 @@ func (a *apiState) handleAudit(w http.ResponseWriter, r *http.Request) error {
 }
 
 func toTokenInfo(t db.Token) api.TokenInfo {
-	return api.TokenInfo{ID: t.ID, Name: t.Name, Role: string(t.Role), CreatedAt: t.CreatedAt, CreatedBy: t.CreatedBy, RevokedAt: t.RevokedAt}
+	return api.TokenInfo{ID: t.ID, Name: t.Name, Role: string(t.Role), CreatedAt: t.CreatedAt, CreatedBy: t.CreatedBy,
+		RevokedAt: t.RevokedAt, DeviceID: t.DeviceID, ExpiresAt: t.ExpiresAt}
 }
 
 func (a *apiState) handleTokens(w http.ResponseWriter, r *http.Request) error {
-	toks, err := a.store.ListTokens(r.Context())
+	toks, err := a.store.ListTokens(r.Context(), r.URL.Query().Get("credentials") == "1")
 	if err != nil {
 		return err
 	}
@@ -643,6 +621,8 @@ func (a *apiState) handleTokens(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// handleTokenCreate makes a token over the API: release tokens only for
+// the release role, every other role for admins (auth.CanCreate).
 func (a *apiState) handleTokenCreate(w http.ResponseWriter, r *http.Request) error {
 	var req api.TokenCreateRequest
 	if err := decode(w, r, &req); err != nil {
@@ -652,7 +632,20 @@ func (a *apiState) handleTokenCreate(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return api.Errorf(api.CodeBadRequest, "%v", err)
 	}
-	created, err := CreateToken(r.Context(), a.store, req.Name, role, actor(r), a.now())
+	creator, _ := r.Context().Value(tokenKey).(db.Token)
+	if !auth.CanCreate(creator.Role, role) {
+		if role == auth.RoleRelease {
+			return api.Errorf(api.CodeForbidden, "only the release role makes release tokens (or mxos-server token create on the server)")
+		}
+		return api.Errorf(api.CodeForbidden, "the %s role cannot make %s tokens", creator.Role, role)
+	}
+	opts := TokenOptions{Name: req.Name, Role: role, By: actor(r), Now: a.now(), DeviceID: req.DeviceID}
+	if req.Expires != "" {
+		if opts.TTL, err = auth.ParseTTL(req.Expires); err != nil {
+			return api.Errorf(api.CodeBadRequest, "expires: %v", err)
+		}
+	}
+	created, err := CreateTokenWith(r.Context(), a.store, opts)
 	if err != nil {
 		return err
 	}
@@ -660,20 +653,71 @@ func (a *apiState) handleTokenCreate(w http.ResponseWriter, r *http.Request) err
 	return nil
 }
 
-// CreateToken makes a token, stores its hash and records it in the audit
-// log. The plain token is returned once and never stored or logged.
+// TokenOptions describes a token to make.
+type TokenOptions struct {
+	Name string
+	Role auth.Role
+	By   string // the audit log's actor
+	Now  time.Time
+	// TTL is the token's lifetime; 0 is auth.DefaultTTL(Role).
+	TTL time.Duration
+	// DeviceID binds a device token to one device from the start.
+	DeviceID string
+}
+
+// CreateToken makes a token with its role's default lifetime; see
+// CreateTokenWith.
 func CreateToken(ctx context.Context, store *db.Store, name string, role auth.Role, by string, now time.Time) (api.TokenCreated, error) {
+	return CreateTokenWith(ctx, store, TokenOptions{Name: name, Role: role, By: by, Now: now})
+}
+
+// CreateTokenWith makes a token, stores its hash and records it in the
+// audit log. The plain token is returned once and never stored or
+// logged. Names starting with db.DeviceCredentialPrefix are kept for
+// credentials made by enrollment.
+func CreateTokenWith(ctx context.Context, store *db.Store, o TokenOptions) (api.TokenCreated, error) {
+	if strings.HasPrefix(o.Name, db.DeviceCredentialPrefix) {
+		return api.TokenCreated{}, api.Errorf(api.CodeBadRequest, "token names starting with %q are kept for device credentials", db.DeviceCredentialPrefix)
+	}
+	if o.DeviceID != "" && o.Role != auth.RoleDevice {
+		return api.TokenCreated{}, api.Errorf(api.CodeBadRequest, "only device tokens are bound to a device")
+	}
+	if o.DeviceID != "" {
+		if err := (&api.EnrollRequest{DeviceID: o.DeviceID}).Validate(); err != nil {
+			return api.TokenCreated{}, err
+		}
+	}
+	ttl := o.TTL
+	if ttl == 0 {
+		ttl = auth.DefaultTTL(o.Role)
+	}
+	if ttl < 0 || ttl > auth.MaxTTL {
+		return api.TokenCreated{}, api.Errorf(api.CodeBadRequest, "a token lives at most %s", auth.MaxTTL)
+	}
 	plain, hash, err := auth.NewToken()
 	if err != nil {
 		return api.TokenCreated{}, err
 	}
-	t := db.Token{ID: newID(), Name: name, Role: role, Hash: hash, CreatedAt: now, CreatedBy: by}
+	t := db.Token{ID: newID(), Name: o.Name, Role: o.Role, Hash: hash, CreatedAt: o.Now, CreatedBy: o.By,
+		DeviceID: o.DeviceID, ExpiresAt: o.Now.Add(ttl)}
 	err = store.Tx(ctx, func(tx *db.Tx) error {
+		if o.DeviceID != "" {
+			// A token made for a device id counts as that id's binding, so
+			// it is refused for a revoked id like any other binding.
+			st, err := tx.IdentityState(ctx, o.DeviceID)
+			if err != nil {
+				return err
+			}
+			if st == db.IdentityRevoked {
+				return api.Errorf(api.CodeConflict, "device %s was revoked; authorize it first", o.DeviceID)
+			}
+		}
 		if err := tx.CreateToken(ctx, t); err != nil {
 			return err
 		}
-		detail, _ := json.Marshal(map[string]string{"role": string(role), "id": t.ID})
-		_, err := tx.AppendAudit(ctx, db.Entry{Actor: by, Action: "token.create", Subject: name, Detail: string(detail), At: now})
+		detail, _ := json.Marshal(map[string]string{"role": string(o.Role), "id": t.ID, "device": o.DeviceID,
+			"expires": t.ExpiresAt.UTC().Format(time.RFC3339)})
+		_, err := tx.AppendAudit(ctx, db.Entry{Actor: o.By, Action: "token.create", Subject: o.Name, Detail: string(detail), At: o.Now})
 		return err
 	})
 	if err != nil {
@@ -682,6 +726,9 @@ func CreateToken(ctx context.Context, store *db.Store, name string, role auth.Ro
 	return api.TokenCreated{TokenInfo: toTokenInfo(t), Token: plain}, nil
 }
 
+// handleTokenRevoke revokes a token by name or id. The last admin token
+// that works cannot be revoked over the API (nobody could manage tokens
+// afterwards); on the server's machine, mxos-server token revoke can.
 func (a *apiState) handleTokenRevoke(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
 	now := a.now()
@@ -690,6 +737,15 @@ func (a *apiState) handleTokenRevoke(w http.ResponseWriter, r *http.Request) err
 		t, err := tx.RevokeToken(r.Context(), name, now)
 		if err != nil {
 			return err
+		}
+		if t.Role == auth.RoleAdmin && !t.Expired(now) {
+			n, err := tx.CountLiveTokens(r.Context(), auth.RoleAdmin, now)
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				return api.Errorf(api.CodeConflict, "%s is the last admin token: create another one first (or use mxos-server token revoke on the server)", t.Name)
+			}
 		}
 		a.forgetTokens()
 		_, err = tx.AppendAudit(r.Context(), db.Entry{Actor: who, Action: "token.revoke", Subject: t.Name, At: now})

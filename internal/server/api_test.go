@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +22,26 @@ type apiFixture struct {
 	url    string
 	store  *db.Store
 	tokens map[string]string // role (and "revoked") → token
+
+	clockMu sync.Mutex
+	clock   func() time.Time // the server's clock; time.Now unless setNow
+}
+
+// setNow replaces the server's clock.
+func (f *apiFixture) setNow(t *testing.T, now func() time.Time) {
+	f.clockMu.Lock()
+	f.clock = now
+	f.clockMu.Unlock()
+}
+
+func (f *apiFixture) now() time.Time {
+	f.clockMu.Lock()
+	c := f.clock
+	f.clockMu.Unlock()
+	if c == nil {
+		return time.Now()
+	}
+	return c()
 }
 
 func newAPIFixture(t *testing.T) *apiFixture {
@@ -29,12 +51,13 @@ func newAPIFixture(t *testing.T) *apiFixture {
 	store, set := openAPI(t, data)
 	// The registry is on, as in mxos-server's default, so its routes are
 	// in the auth matrix too.
-	srv, err := New(Config{DataDir: data, Store: store, Channels: set, Registry: true})
+	f := &apiFixture{store: store}
+	srv, err := New(Config{DataDir: data, Store: store, Channels: set, Registry: true, Now: f.now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	f := &apiFixture{url: serveHandler(t, srv), store: store, tokens: roleTokens(t, store, now)}
+	f.url, f.tokens = serveHandler(t, srv), roleTokens(t, store, now)
 	tc, _ := CreateToken(ctx, store, "old", auth.RoleAdmin, "test", now)
 	if _, err := store.RevokeToken(ctx, "old", now); err != nil {
 		t.Fatal(err)
@@ -86,57 +109,84 @@ func errCode(b []byte) api.Code {
 	return e.Error.Code
 }
 
-// Every endpoint × every role × (no token, malformed, unknown, revoked).
+// Every endpoint × every role × (no token, malformed, unknown, revoked,
+// expired, another device's credential).
 func TestAuthMatrix(t *testing.T) {
 	f := newAPIFixture(t)
+	ctx := context.Background()
+	now := time.Now()
+	ex, err := CreateTokenWith(ctx, f.store, TokenOptions{Name: "expired", Role: auth.RoleAdmin, By: "test", Now: now.Add(-2 * time.Hour), TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherDevice := deviceToken(t, f.store, "d2")
 	check := api.CheckRequest{DeviceID: "d1", Arch: "x86_64", Channel: "stable"}
+	const forDevice = "d1" // the body names device d1: another device's credential is refused
 	endpoints := []struct {
 		method, path string
 		body         any
 		allowed      []string
+		device       string
 	}{
-		{"POST", "/api/v1/check", check, []string{"device"}},
-		{"POST", "/api/v1/report", api.ReportRequest{DeviceID: "d1", Version: "10.0.1", Event: api.EventHealthOK}, []string{"device"}},
-		{"GET", "/api/v1/channels", nil, []string{"release", "admin", "device"}},
-		{"GET", "/api/v1/rollouts", nil, []string{"release", "admin"}},
-		{"POST", "/api/v1/rollouts", api.RolloutStartRequest{Channel: "testing", Version: "10.0.9"}, []string{"release"}},
-		{"POST", "/api/v1/rollouts/nope/pause", nil, []string{"release"}},
-		{"GET", "/api/v1/pins", nil, []string{"admin"}},
-		{"PUT", "/api/v1/pins", api.Pin{Scope: "device", Target: "d1", Version: "10.0.1"}, []string{"admin"}},
-		{"DELETE", "/api/v1/pins/device/none", nil, []string{"admin"}},
-		{"GET", "/api/v1/devices", nil, []string{"admin"}},
-		{"PUT", "/api/v1/devices/d1/group", api.GroupRequest{Group: "lab"}, []string{"admin"}},
-		{"GET", "/api/v1/audit", nil, []string{"release", "admin"}},
-		{"GET", "/api/v1/tokens", nil, []string{"admin"}},
-		{"POST", "/api/v1/tokens", api.TokenCreateRequest{Name: "x", Role: "device"}, []string{"admin"}},
-		{"DELETE", "/api/v1/tokens/nobody", nil, []string{"admin"}},
-		{"POST", "/api/v1/uploads", struct{}{}, []string{"release"}},
-		{"POST", "/api/v1/registry/gc", nil, []string{"release"}},
-		{"POST", "/api/v1/uploads/0123456789abcdef0123456789abcdef/missing", api.MissingRequest{}, []string{"release"}},
-		{"PUT", "/api/v1/uploads/0123456789abcdef0123456789abcdef/objects/" + strings.Repeat("a", 64) + ".dirmeta", "x", []string{"release"}},
-		{"POST", "/api/v1/uploads/0123456789abcdef0123456789abcdef/commit", struct{}{}, []string{"release"}},
-		{"POST", "/api/v1/releases", api.ReleaseRequest{Channel: "testing", Arch: "x86_64", Version: "10.0.9"}, []string{"release"}},
-		{"GET", "/api/v1/releases?channel=stable&arch=x86_64", nil, []string{"release", "admin", "device"}},
-		{"POST", "/api/v1/fleetlock/acquire", api.FleetLockRequest{DeviceID: "d1", Group: "lab", Slots: 1}, []string{"device"}},
-		{"POST", "/api/v1/fleetlock/release", api.FleetLockRelease{DeviceID: "d1"}, []string{"device"}},
-		{"GET", "/api/v1/fleetlocks", nil, []string{"admin"}},
-		{"DELETE", "/api/v1/fleetlocks/lab/d1", nil, []string{"admin"}},
+		{"POST", "/api/v1/check", check, []string{"device"}, forDevice},
+		{"POST", "/api/v1/report", api.ReportRequest{DeviceID: "d1", Seq: 1, Version: "10.0.1", Event: api.EventHealthOK}, []string{"device"}, forDevice},
+		{"POST", "/api/v1/enroll", api.EnrollRequest{DeviceID: "new-1"}, []string{"enroll"}, ""},
+		{"POST", "/api/v1/credential/rotate", nil, []string{"device"}, ""},
+		{"GET", "/api/v1/channels", nil, []string{"release", "admin", "device"}, ""},
+		{"GET", "/api/v1/rollouts", nil, []string{"release", "admin"}, ""},
+		{"POST", "/api/v1/rollouts", api.RolloutStartRequest{Channel: "testing", Version: "10.0.9"}, []string{"release"}, ""},
+		{"POST", "/api/v1/rollouts/nope/pause", nil, []string{"release"}, ""},
+		{"GET", "/api/v1/pins", nil, []string{"admin"}, ""},
+		{"PUT", "/api/v1/pins", api.Pin{Scope: "device", Target: "d1", Version: "10.0.1"}, []string{"admin"}, ""},
+		{"DELETE", "/api/v1/pins/device/none", nil, []string{"admin"}, ""},
+		{"GET", "/api/v1/devices", nil, []string{"admin"}, ""},
+		{"PUT", "/api/v1/devices/d1/group", api.GroupRequest{Group: "lab"}, []string{"admin"}, ""},
+		{"GET", "/api/v1/identities", nil, []string{"admin"}, ""},
+		{"GET", "/api/v1/devices/d1/reports", nil, []string{"admin"}, ""},
+		{"PUT", "/api/v1/identities/d9", nil, []string{"admin"}, ""},
+		{"DELETE", "/api/v1/identities/d9", nil, []string{"admin"}, ""},
+		{"GET", "/api/v1/audit", nil, []string{"release", "admin"}, ""},
+		{"GET", "/api/v1/tokens", nil, []string{"admin"}, ""},
+		{"POST", "/api/v1/tokens", api.TokenCreateRequest{Name: "x", Role: "device"}, []string{"admin"}, ""},
+		{"POST", "/api/v1/tokens", api.TokenCreateRequest{Name: "y", Role: "enroll"}, []string{"admin"}, ""},
+		{"POST", "/api/v1/tokens", api.TokenCreateRequest{Name: "z", Role: "admin"}, []string{"admin"}, ""},
+		{"POST", "/api/v1/tokens", api.TokenCreateRequest{Name: "w", Role: "release"}, []string{"release"}, ""},
+		{"DELETE", "/api/v1/tokens/nobody", nil, []string{"admin"}, ""},
+		{"POST", "/api/v1/uploads", struct{}{}, []string{"release"}, ""},
+		{"POST", "/api/v1/registry/gc", nil, []string{"release"}, ""},
+		{"POST", "/api/v1/uploads/0123456789abcdef0123456789abcdef/missing", api.MissingRequest{}, []string{"release"}, ""},
+		{"PUT", "/api/v1/uploads/0123456789abcdef0123456789abcdef/objects/" + strings.Repeat("a", 64) + ".dirmeta", "x", []string{"release"}, ""},
+		{"POST", "/api/v1/uploads/0123456789abcdef0123456789abcdef/commit", struct{}{}, []string{"release"}, ""},
+		{"POST", "/api/v1/releases", api.ReleaseRequest{Channel: "testing", Arch: "x86_64", Version: "10.0.9"}, []string{"release"}, ""},
+		{"GET", "/api/v1/releases?channel=stable&arch=x86_64", nil, []string{"release", "admin", "device"}, ""},
+		{"POST", "/api/v1/fleetlock/acquire", api.FleetLockRequest{DeviceID: "d1", Group: "lab", Slots: 1}, []string{"device"}, forDevice},
+		{"POST", "/api/v1/fleetlock/release", api.FleetLockRelease{DeviceID: "d1"}, []string{"device"}, forDevice},
+		{"GET", "/api/v1/fleetlocks", nil, []string{"admin"}, ""},
+		{"DELETE", "/api/v1/fleetlocks/lab/d1", nil, []string{"admin"}, ""},
 	}
 	unknown, _, _ := auth.NewToken()
+	bad := []struct{ name, tok string }{
+		{"none", ""}, {"malformed", "abc"}, {"unknown", unknown}, {"revoked", f.tokens["revoked"]}, {"expired", ex.Token},
+	}
 	for _, e := range endpoints {
-		t.Run(e.method+e.path, func(t *testing.T) {
-			for name, tok := range map[string]string{"none": "", "malformed": "abc", "unknown": unknown, "revoked": f.tokens["revoked"]} {
-				code, body := f.do(t, tok, e.method, e.path, e.body)
+		name := e.method + e.path
+		if b, ok := e.body.(api.TokenCreateRequest); ok {
+			name += "/" + b.Role
+		}
+		t.Run(name, func(t *testing.T) {
+			for _, b := range bad {
+				code, body := f.do(t, b.tok, e.method, e.path, e.body)
 				if code != 401 || errCode(body) != api.CodeUnauthorized {
-					t.Errorf("%s token: %d %s", name, code, body)
+					t.Errorf("%s token: %d %s", b.name, code, body)
 				}
 			}
-			for _, role := range []string{"release", "admin", "device"} {
-				code, body := f.do(t, f.tokens[role], e.method, e.path, e.body)
-				allowed := false
-				for _, a := range e.allowed {
-					allowed = allowed || a == role
+			for _, role := range []string{"release", "admin", "device", "enroll", "other-device"} {
+				tok, as := f.tokens[role], role
+				if role == "other-device" {
+					tok, as = otherDevice, "device"
 				}
+				code, body := f.do(t, tok, e.method, e.path, e.body)
+				allowed := slices.Contains(e.allowed, as) && !(role == "other-device" && e.device != "")
 				if allowed && (code == 401 || code == 403) {
 					t.Errorf("%s refused: %d %s", role, code, body)
 				}
@@ -150,7 +200,7 @@ func TestAuthMatrix(t *testing.T) {
 
 func TestBadRequestsChangeNothing(t *testing.T) {
 	f := newAPIFixture(t)
-	dev, rel, adm := f.tokens["device"], f.tokens["release"], f.tokens["admin"]
+	dev, rel, adm := deviceToken(t, f.store, "d"), f.tokens["release"], f.tokens["admin"]
 	huge := `{"device_id":"` + strings.Repeat("x", 100<<10) + `"}`
 	cases := []struct {
 		name, tok, method, path string
@@ -163,7 +213,13 @@ func TestBadRequestsChangeNothing(t *testing.T) {
 		{"huge-body", dev, "POST", "/api/v1/check", huge, api.CodeTooLarge},
 		{"unknown-channel", dev, "POST", "/api/v1/check", api.CheckRequest{DeviceID: "d", Arch: "x86_64", Channel: "beta"}, api.CodeUnknownChannel},
 		{"unknown-arch", dev, "POST", "/api/v1/check", api.CheckRequest{DeviceID: "d", Arch: "mips", Channel: "stable"}, api.CodeUnknownArch},
-		{"report-unknown-device", dev, "POST", "/api/v1/report", api.ReportRequest{DeviceID: "ghost", Version: "1", Event: api.EventFailed}, api.CodeNotFound},
+		{"report-unknown-device", deviceToken(t, f.store, "ghost"), "POST", "/api/v1/report", api.ReportRequest{DeviceID: "ghost", Seq: 1, Version: "1", Event: api.EventFailed}, api.CodeNotFound},
+		{"report-without-seq", dev, "POST", "/api/v1/report", api.ReportRequest{DeviceID: "d", Version: "1", Event: api.EventFailed}, api.CodeBadRequest},
+		{"token-bad-expiry", adm, "POST", "/api/v1/tokens", api.TokenCreateRequest{Name: "x", Role: "admin", Expires: "forever"}, api.CodeBadRequest},
+		{"token-too-long", adm, "POST", "/api/v1/tokens", api.TokenCreateRequest{Name: "x", Role: "admin", Expires: "800d"}, api.CodeBadRequest},
+		{"token-credential-name", adm, "POST", "/api/v1/tokens", api.TokenCreateRequest{Name: "device/pc1/x", Role: "device"}, api.CodeBadRequest},
+		{"token-bound-admin", adm, "POST", "/api/v1/tokens", api.TokenCreateRequest{Name: "x", Role: "admin", DeviceID: "pc1"}, api.CodeBadRequest},
+		{"enroll-no-id", f.tokens["enroll"], "POST", "/api/v1/enroll", api.EnrollRequest{}, api.CodeBadRequest},
 		{"rollout-unknown-channel", rel, "POST", "/api/v1/rollouts", api.RolloutStartRequest{Channel: "beta", Version: "10.0.1"}, api.CodeUnknownChannel},
 		{"rollout-unknown-version", rel, "POST", "/api/v1/rollouts", api.RolloutStartRequest{Channel: "stable", Version: "11.0"}, api.CodeNotFound},
 		{"rollout-bad-ramp", rel, "POST", "/api/v1/rollouts", api.RolloutStartRequest{Channel: "stable", Version: "10.0.1", Ramp: "150%"}, api.CodeBadRequest},
@@ -207,7 +263,8 @@ func TestAutoHaltOverHTTP(t *testing.T) {
 	halted := false
 	for i := 0; i < 300 && !halted; i++ {
 		dev := fmt.Sprintf("aula-%03d", i)
-		code, body := f.do(t, f.tokens["device"], "POST", "/api/v1/check", api.CheckRequest{DeviceID: dev, Arch: "x86_64", Channel: "stable", Version: "10.0.1"})
+		cred := f.enroll(t, dev)
+		code, body := f.do(t, cred, "POST", "/api/v1/check", api.CheckRequest{DeviceID: dev, Arch: "x86_64", Channel: "stable", Version: "10.0.1"})
 		var resp api.CheckResponse
 		json.Unmarshal(body, &resp)
 		if code != 200 {
@@ -222,9 +279,9 @@ func TestAutoHaltOverHTTP(t *testing.T) {
 		}
 		ev := api.EventHealthOK
 		if i%4 == 0 {
-			ev = api.EventRolledBack
+			ev = api.ReleaseFailures[(i/4)%len(api.ReleaseFailures)]
 		}
-		code, body = f.do(t, f.tokens["device"], "POST", "/api/v1/report", api.ReportRequest{DeviceID: dev, RolloutID: id, Version: "10.0.2", Event: ev, Error: "health check failed"})
+		code, body = f.do(t, cred, "POST", "/api/v1/report", api.ReportRequest{DeviceID: dev, Seq: 1, RolloutID: id, Version: "10.0.2", Event: ev, Error: "health check failed"})
 		if code != 204 {
 			t.Fatalf("report: %d %s", code, body)
 		}
@@ -263,7 +320,7 @@ func TestAutoHaltOverHTTP(t *testing.T) {
 
 func TestPinsTokensAndDevicesOverHTTP(t *testing.T) {
 	f := newAPIFixture(t)
-	adm, dev := f.tokens["admin"], f.tokens["device"]
+	adm, dev := f.tokens["admin"], deviceToken(t, f.store, "pc1")
 	f.do(t, dev, "POST", "/api/v1/check", api.CheckRequest{DeviceID: "pc1", Arch: "x86_64", Channel: "stable", Version: "10.0.1"})
 	if code, b := f.do(t, adm, "PUT", "/api/v1/devices/pc1/group", api.GroupRequest{Group: "lab"}); code != 204 {
 		t.Fatalf("group: %d %s", code, b)

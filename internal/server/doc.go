@@ -35,7 +35,11 @@
 //	deltas/<…>/superblock
 //
 // Later handlers (update API, admin API, the /v2/ registry, /metrics) live in
-// their own files and register themselves in (*Server).routes. Keep any
+// their own files and register themselves in (*Server).routes. auth.go
+// owns who may call them: bearer tokens (expired ones refused), the role
+// matrix of internal/auth, device credentials bound to one device id
+// (forDevice), enrollment and rotation, and the rate-limited audit of
+// every denied (401, 403) request. Keep any
 // ResponseWriter wrapper implementing io.ReaderFrom, or large files lose
 // sendfile(2).
 package server

@@ -46,6 +46,9 @@ func (a *apiState) handleFleetLockAcquire(w http.ResponseWriter, r *http.Request
 	if err := req.Validate(); err != nil {
 		return err
 	}
+	if err := a.forDevice(r, req.DeviceID); err != nil {
+		return err
+	}
 	// The group an admin gave the device wins over the one it declares,
 	// as for checks.
 	group := req.Group
@@ -73,6 +76,9 @@ func (a *apiState) handleFleetLockRelease(w http.ResponseWriter, r *http.Request
 		return err
 	}
 	if err := req.Validate(); err != nil {
+		return err
+	}
+	if err := a.forDevice(r, req.DeviceID); err != nil {
 		return err
 	}
 	if _, err := a.store.ReleaseFleetLocks(r.Context(), req.DeviceID); err != nil {

@@ -52,12 +52,22 @@ func newFleetLockFixture(t *testing.T) *fleetLockFixture {
 
 var errBusy = &api.Error{Code: api.CodeFleetLockBusy}
 
+// device is a client with a device token bound to id.
+func (f *fleetLockFixture) device(t *testing.T, id string) *client.Client {
+	t.Helper()
+	c, err := client.New(f.raw.url, deviceToken(t, f.store, id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func TestFleetLockOverHTTP(t *testing.T) {
 	f := newFleetLockFixture(t)
 	ctx := context.Background()
 	dev, adm := f.clients[auth.RoleDevice], f.clients[auth.RoleAdmin]
 	acquire := func(id string) (api.FleetLockGrant, error) {
-		return dev.AcquireFleetLock(ctx, api.FleetLockRequest{DeviceID: id, Group: "lab3", Slots: 2})
+		return f.device(t, id).AcquireFleetLock(ctx, api.FleetLockRequest{DeviceID: id, Group: "lab3", Slots: 2})
 	}
 
 	// Two slots: pc1 and pc2 get them, pc3 is told to wait.
@@ -81,7 +91,7 @@ func TestFleetLockOverHTTP(t *testing.T) {
 	}
 	// Release frees a slot; releasing twice is fine.
 	for range 2 {
-		if err := dev.ReleaseFleetLock(ctx, "pc2"); err != nil {
+		if err := f.device(t, "pc2").ReleaseFleetLock(ctx, "pc2"); err != nil {
 			t.Fatalf("release pc2: %v", err)
 		}
 	}
@@ -145,17 +155,17 @@ func TestFleetLockOverHTTP(t *testing.T) {
 func TestFleetLockUsesAdminGroup(t *testing.T) {
 	f := newFleetLockFixture(t)
 	ctx := context.Background()
-	dev, adm := f.clients[auth.RoleDevice], f.clients[auth.RoleAdmin]
-	if _, err := dev.Check(ctx, api.CheckRequest{DeviceID: "moved", Arch: "x86_64", Channel: "stable", Group: "lab3"}); err != nil {
+	adm := f.clients[auth.RoleAdmin]
+	if _, err := f.device(t, "moved").Check(ctx, api.CheckRequest{DeviceID: "moved", Arch: "x86_64", Channel: "stable", Group: "lab3"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := adm.SetDeviceGroup(ctx, "moved", "lab4"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := dev.AcquireFleetLock(ctx, api.FleetLockRequest{DeviceID: "lab4-pc1", Group: "lab4", Slots: 1}); err != nil {
+	if _, err := f.device(t, "lab4-pc1").AcquireFleetLock(ctx, api.FleetLockRequest{DeviceID: "lab4-pc1", Group: "lab4", Slots: 1}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := dev.AcquireFleetLock(ctx, api.FleetLockRequest{DeviceID: "moved", Group: "lab3", Slots: 1}); !errors.Is(err, errBusy) || !strings.Contains(err.Error(), "lab4") {
+	if _, err := f.device(t, "moved").AcquireFleetLock(ctx, api.FleetLockRequest{DeviceID: "moved", Group: "lab3", Slots: 1}); !errors.Is(err, errBusy) || !strings.Contains(err.Error(), "lab4") {
 		t.Fatalf("moved device: %v", err)
 	}
 }

@@ -106,7 +106,7 @@ func serveHandler(t testing.TB, s *Server) string {
 func roleTokens(t testing.TB, store *db.Store, now time.Time) map[string]string {
 	t.Helper()
 	tokens := map[string]string{}
-	for _, role := range []auth.Role{auth.RoleRelease, auth.RoleAdmin, auth.RoleDevice} {
+	for _, role := range auth.Roles {
 		tc, err := CreateToken(context.Background(), store, "t-"+string(role), role, "test", now)
 		if err != nil {
 			t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,9 +17,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/mxos-linux/mxos-update/internal/api"
+	"github.com/mxos-linux/mxos-update/internal/auth"
 	"github.com/mxos-linux/mxos-update/internal/channelmeta"
 	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/rollout"
@@ -42,9 +45,12 @@ const (
 	// a failed publication soon.
 	metadataInterval = 5 * time.Minute
 	// Offline roles only the release team or root key holders can renew:
-	// warn this long before they expire.
-	targetsWarnBefore = 14 * 24 * time.Hour
-	rootWarnBefore    = 30 * 24 * time.Hour
+	// warn this long before they expire (channelmeta.RenewWarning).
+	targetsWarnBefore = channelmeta.RenewWarning
+	rootWarnBefore    = channelmeta.RenewWarning
+	// maxMetadataUpdate bounds PUT /api/v1/metadata: a root and a targets
+	// file at their size limits, base64-encoded in JSON.
+	maxMetadataUpdate = 16 << 20
 	// maxMetadataFile bounds a served file (channelmeta's own hard cap).
 	maxMetadataFile = 8 << 20
 )
@@ -190,7 +196,7 @@ func (m *metaState) acceptTargets(data []byte, now time.Time) error {
 // very release. The bytes are only parsed here; AcceptTargets verifies the
 // same bytes before anything is stored, so a forged listing goes no
 // further.
-func checkListed(targets []byte, pl *releasePlan) error {
+func (m *metaState) checkListed(targets []byte, pl *releasePlan) error {
 	if len(targets) == 0 {
 		return api.Errorf(api.CodeBadRequest, "signed targets are required: this server publishes signed channel metadata, "+
 			"so a release must come with targets metadata signed by the release key that lists it (mxosctl publish/promote build them)")
@@ -211,10 +217,36 @@ func checkListed(targets []byte, pl *releasePlan) error {
 			return api.Errorf(api.CodeBadRequest, "signed targets list image %q for %s %s on %s, not %q",
 				r.OCIDigest, r.Version, r.Arch, r.Channel, pl.req.OCIDigest)
 		}
-		return nil
+		return m.checkThreshold(targets, r, pl)
 	}
 	return api.Errorf(api.CodeBadRequest, "signed targets do not list %s %s on %s: sign targets that include this release",
 		pl.req.Version, pl.req.Arch, pl.ch.Name)
+}
+
+// checkThreshold refuses a release on a channel with a threshold above 1
+// (k of n release signatures) unless its record says so, so devices
+// enforce it too, and k distinct release keys of root sign the targets.
+func (m *metaState) checkThreshold(targets []byte, r channelmeta.Release, pl *releasePlan) error {
+	need := pl.ch.SignaturesRequired()
+	if need <= 1 {
+		return nil
+	}
+	if r.Threshold < need {
+		return api.Errorf(api.CodeBadRequest, "channel %s needs %d release signatures: the signed record of %s %s says %d "+
+			"(sign with mxosctl promote --sign-only, then mxosctl release cosign)", pl.ch.Name, need, r.Version, r.Arch, max(r.Threshold, 1))
+	}
+	root, err := m.repo.Root()
+	if err != nil {
+		return fmt.Errorf("reading the signed root: %w", err)
+	}
+	n, err := channelmeta.TargetsSigners(root, targets)
+	if err != nil {
+		return api.Errorf(api.CodeBadRequest, "signed targets: %v", err)
+	}
+	if err := pl.ch.CheckThreshold(n); err != nil {
+		return api.Errorf(api.CodeBadRequest, "%v (add signatures with mxosctl release cosign)", err)
+	}
+	return nil
 }
 
 // publishRollouts signs the current rollout of every channel and arch as
@@ -294,10 +326,10 @@ func (s *Server) refreshMetadata(ctx context.Context) {
 		s.log.Info("channel metadata re-signed", zap.Strings("roles", res.Resigned), zap.Time("timestamp_expires", res.TimestampExpires))
 	}
 	if res.TargetsExpires.Sub(now) < targetsWarnBefore {
-		s.log.Warn("signed targets expire soon: publish or re-sign targets with the release key", zap.Time("expires", res.TargetsExpires))
+		s.log.Warn("signed targets expire soon: renew them with the release key (mxosctl metadata renew --targets)", zap.Time("expires", res.TargetsExpires))
 	}
 	if res.RootExpires.Sub(now) < rootWarnBefore {
-		s.log.Warn("signed root expires soon: rotate it with the root keys", zap.Time("expires", res.RootExpires))
+		s.log.Warn("signed root expires soon: renew it with the root keys (mxosctl metadata renew --root)", zap.Time("expires", res.RootExpires))
 	}
 }
 
@@ -313,5 +345,123 @@ func (s *Server) metadataLoop(ctx context.Context) {
 		case <-t.C:
 			s.refreshMetadata(ctx)
 		}
+	}
+}
+
+// metadataRoutes registers PUT /api/v1/metadata (release role): signed
+// root and targets made offline by mxosctl metadata renew, sign-existing
+// and rotate-keys. The server holds no offline key: it only verifies
+// (channelmeta.AcceptRoot, AcceptTargets) and installs.
+func (s *Server) metadataRoutes() {
+	if s.meta == nil {
+		return
+	}
+	perm := []auth.Permission{auth.PermPublish, auth.PermPromote}
+	s.mux.Handle("PUT "+api.Prefix+"/metadata", s.api.authed(perm, s.handleMetadataPut))
+}
+
+func (s *Server) handleMetadataPut(w http.ResponseWriter, r *http.Request) error {
+	a, m := s.api, s.meta
+	var u api.MetadataUpdate
+	r.Body = http.MaxBytesReader(w, r.Body, maxMetadataUpdate)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&u); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return api.Errorf(api.CodeTooLarge, "request body is larger than %d bytes", maxMetadataUpdate)
+		}
+		return api.Errorf(api.CodeBadRequest, "invalid JSON: %v", err)
+	}
+	if len(u.Root) == 0 && len(u.Targets) == 0 {
+		return api.Errorf(api.CodeBadRequest, "nothing to install: send root, targets or both")
+	}
+	now := m.now()
+	action := "metadata.targets"
+	var err error
+	if len(u.Root) > 0 {
+		action = "metadata.root"
+		err = m.repo.AcceptRoot(u.Root, u.Targets, now)
+	} else {
+		err = m.repo.AcceptTargets(u.Targets, now)
+	}
+	if err != nil {
+		return metadataRefusal(err)
+	}
+	if err := m.reloadSigned(); err != nil {
+		m.log.Error("signed metadata installed but not reloaded", zap.Error(err))
+	}
+	// Rollouts of releases that were not signed before can be signed now.
+	a.rolloutsChanged()
+	a.updates.Invalidate()
+	st, err := m.repo.Status()
+	if err != nil {
+		return err
+	}
+	out := make([]api.MetadataRole, 0, len(st))
+	detail := map[string]int64{}
+	for _, rs := range st {
+		out = append(out, api.MetadataRole{Role: rs.Role, Version: rs.Version, Expires: rs.Expires})
+		detail[rs.Role] = rs.Version
+	}
+	d, _ := json.Marshal(detail)
+	err = a.store.Tx(r.Context(), func(tx *db.Tx) error {
+		_, err := tx.AppendAudit(r.Context(), db.Entry{Actor: actor(r), Action: action, Subject: "metadata", Detail: string(d), At: now})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// metadataRefusal turns a refusal about uploaded bytes into bad_request.
+func metadataRefusal(err error) error {
+	for _, kind := range []error{channelmeta.ErrBadSignature, channelmeta.ErrRollback, channelmeta.ErrExpired,
+		channelmeta.ErrMalformed, channelmeta.ErrInvalid, channelmeta.ErrTooLarge, channelmeta.ErrHashMismatch,
+		channelmeta.ErrNeedTargets} {
+		if errors.Is(err, kind) {
+			return api.Errorf(api.CodeBadRequest, "signed metadata refused: %v", err)
+		}
+	}
+	return fmt.Errorf("installing signed metadata: %w", err)
+}
+
+// metadataCollector exports, at each scrape, the expiry time and version
+// of every role of the signed channel metadata:
+//
+//	mxos_metadata_expiry_timestamp_seconds{role="targets"} 1.78e9
+//	mxos_metadata_version{role="targets"} 12
+//
+// so that an alert can fire well before an offline role expires.
+type metadataCollector struct {
+	repo    *channelmeta.Repo
+	expiry  *prometheus.Desc
+	version *prometheus.Desc
+}
+
+func newMetadataCollector(repo *channelmeta.Repo) *metadataCollector {
+	return &metadataCollector{repo: repo,
+		expiry: prometheus.NewDesc("mxos_metadata_expiry_timestamp_seconds",
+			"When each role of the signed channel metadata expires (Unix time).", []string{"role"}, nil),
+		version: prometheus.NewDesc("mxos_metadata_version",
+			"Current version of each role of the signed channel metadata.", []string{"role"}, nil),
+	}
+}
+
+func (c *metadataCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.expiry
+	ch <- c.version
+}
+
+func (c *metadataCollector) Collect(ch chan<- prometheus.Metric) {
+	st, err := c.repo.Status()
+	if err != nil {
+		return
+	}
+	for _, rs := range st {
+		ch <- prometheus.MustNewConstMetric(c.expiry, prometheus.GaugeValue, float64(rs.Expires.Unix()), rs.Role)
+		ch <- prometheus.MustNewConstMetric(c.version, prometheus.GaugeValue, float64(rs.Version), rs.Role)
 	}
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,6 +13,9 @@ import (
 	"time"
 
 	"github.com/sigstore/sigstore/pkg/signature"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/channelmeta"
@@ -124,7 +128,7 @@ func (f *metaFixture) metaFiles(t *testing.T) string {
 
 func (f *metaFixture) check(t *testing.T, deviceID, version string) api.CheckResponse {
 	t.Helper()
-	code, body := f.do(t, f.tokens["device"], "POST", "/api/v1/check",
+	code, body := f.do(t, deviceToken(t, f.store, deviceID), "POST", "/api/v1/check",
 		api.CheckRequest{DeviceID: deviceID, Arch: "x86_64", Channel: "testing", Version: version})
 	var resp api.CheckResponse
 	if code != http.StatusOK || json.Unmarshal(body, &resp) != nil {
@@ -314,5 +318,171 @@ func TestSignedChannelMetadata(t *testing.T) {
 	}
 	if _, ok := st3.Lookup("testing", "x86_64", "10.0.9"); ok {
 		t.Fatal("unsigned release appears in the signed targets")
+	}
+}
+
+// PUT /api/v1/metadata installs root and targets signed offline (mxosctl
+// metadata renew, sign-existing, rotate-keys) only for the release role
+// and only after verifying them; refusals change nothing and leave no
+// metadata audit entry. /metrics exports each role's expiry.
+func TestMetadataPut(t *testing.T) {
+	f := newMetaFixture(t)
+	ctx := context.Background()
+	// The server signs the online roles in the background at start: wait
+	// for the timestamp (written last).
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(f.metaDir, "timestamp.json")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the server wrote no timestamp.json")
+		}
+	}
+	read := func(name string) []byte {
+		b, err := os.ReadFile(filepath.Join(f.metaDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	root, targets := read("root.json"), read("targets.json")
+	renewed, err := channelmeta.BuildTargets(root, targets, nil, f.relSigners, channelmeta.Options{}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A delegation key of 31 bytes, in otherwise renewed targets.
+	var m map[string]any
+	if err := json.Unmarshal(renewed, &m); err != nil {
+		t.Fatal(err)
+	}
+	d := m["signed"].(map[string]any)["delegations"].(map[string]any)
+	for _, k := range d["keys"].(map[string]any) {
+		k.(map[string]any)["keyval"].(map[string]any)["public"] = strings.Repeat("00", 31)
+	}
+	shortKey, _ := json.Marshal(m)
+
+	before := f.metaFiles(t)
+	for _, tc := range []struct {
+		name, token string
+		body        api.MetadataUpdate
+		code        int
+		want        string
+	}{
+		{"no token", "", api.MetadataUpdate{Targets: renewed}, http.StatusUnauthorized, ""},
+		{"device token", f.tokens["device"], api.MetadataUpdate{Targets: renewed}, http.StatusForbidden, ""},
+		{"admin token", f.tokens["admin"], api.MetadataUpdate{Targets: renewed}, http.StatusForbidden, ""},
+		{"empty", f.tokens["release"], api.MetadataUpdate{}, http.StatusBadRequest, "nothing to install"},
+		{"same version again", f.tokens["release"], api.MetadataUpdate{Targets: targets}, http.StatusBadRequest, "rollback"},
+		{"31-byte delegation key", f.tokens["release"], api.MetadataUpdate{Targets: shortKey}, http.StatusBadRequest, "must be 32 bytes"},
+		{"garbage root", f.tokens["release"], api.MetadataUpdate{Root: []byte("{}")}, http.StatusBadRequest, "malformed"},
+	} {
+		code, body := f.do(t, tc.token, "PUT", "/api/v1/metadata", tc.body)
+		if code != tc.code || !strings.Contains(string(body), tc.want) {
+			t.Errorf("%s: %d %s, want %d mentioning %q", tc.name, code, body, tc.code, tc.want)
+		}
+	}
+	if after := f.metaFiles(t); after != before {
+		b, a := strings.Split(before, "\n"), strings.Split(after, "\n")
+		for i := range min(len(a), len(b)) {
+			if a[i] != b[i] {
+				t.Logf("first difference: %.80s -> %.80s", b[i], a[i])
+				break
+			}
+		}
+		t.Fatalf("a refused PUT changed the metadata directory (%d files -> %d)", len(b), len(a))
+	}
+	audit := func() []string {
+		entries, err := f.store.ListAudit(ctx, 0, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range entries {
+			if strings.HasPrefix(e.Action, "metadata.") {
+				out = append(out, e.Action)
+			}
+		}
+		return out
+	}
+	if a := audit(); len(a) != 0 {
+		t.Fatalf("refusals audited as installs: %v", a)
+	}
+
+	code, body := f.do(t, f.tokens["release"], "PUT", "/api/v1/metadata", api.MetadataUpdate{Targets: renewed})
+	if code != http.StatusOK {
+		t.Fatalf("renewed targets: %d %s", code, body)
+	}
+	var roles []api.MetadataRole
+	if err := json.Unmarshal(body, &roles); err != nil || len(roles) != 5 {
+		t.Fatalf("answer: %s (%v)", body, err)
+	}
+	if a := audit(); len(a) != 1 || a[0] != "metadata.targets" {
+		t.Fatalf("audit after install: %v", a)
+	}
+	if st := f.load(t, f.device(t)); st.TargetsVersion != 2 {
+		t.Fatalf("device sees targets v%d, want 2", st.TargetsVersion)
+	}
+	resp, err := http.Get(f.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	mb, _ := io.ReadAll(resp.Body)
+	for _, role := range channelmeta.Roles {
+		if !strings.Contains(string(mb), `mxos_metadata_expiry_timestamp_seconds{role="`+role+`"}`) {
+			t.Errorf("/metrics has no expiry for %s", role)
+		}
+	}
+	if !strings.Contains(string(mb), `mxos_metadata_version{role="targets"} 2`) {
+		t.Errorf("/metrics: targets version not 2")
+	}
+}
+
+// The server warns 30 days before the offline roles expire: here the
+// targets (made to live 20 days) but not the root (1 year).
+func TestMetadataExpiryWarning(t *testing.T) {
+	data := t.TempDir()
+	if _, err := ostree.Create(filepath.Join(data, "repo")); err != nil {
+		t.Fatal(err)
+	}
+	rel, online := genKeys(t), genKeys(t)
+	relS, err := channelmeta.LoadEd25519Signers(rel.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	onS, err := channelmeta.LoadEd25519Signers(online.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	relPubs, _ := channelmeta.PublicKeys(relS...)
+	onPubs, _ := channelmeta.PublicKeys(onS...)
+	keys := channelmeta.Keys{Root: channelmeta.RoleKeys{Keys: relPubs, Threshold: 1},
+		Release: channelmeta.RoleKeys{Keys: relPubs, Threshold: 1}, Online: channelmeta.RoleKeys{Keys: onPubs, Threshold: 1}}
+	dir := filepath.Join(data, "metadata")
+	opts := channelmeta.Options{TargetsExpiry: 20 * 24 * time.Hour}
+	if err := channelmeta.Init(dir, keys, relS, relS, opts, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	meta, err := channelmeta.Open(dir, onS, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.WarnLevel)
+	srv, err := New(Config{DataDir: data, OnlineSigners: online.signers, Metadata: meta, Logger: zap.New(core)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	srv.refreshMetadata(context.Background())
+	var got []string
+	for _, e := range logs.All() {
+		got = append(got, e.Message)
+	}
+	joined := strings.Join(got, "\n")
+	if !strings.Contains(joined, "signed targets expire soon") || !strings.Contains(joined, "mxosctl metadata renew --targets") {
+		t.Fatalf("no targets warning in %q", got)
+	}
+	if strings.Contains(joined, "signed root expires soon") {
+		t.Fatalf("root (1 year) warned: %q", got)
 	}
 }

@@ -1,14 +1,13 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"path/filepath"
-
-	"github.com/opencontainers/go-digest"
 
 	"go.uber.org/zap"
 
@@ -234,8 +233,10 @@ func (a *publishAPI) handleReleases(w http.ResponseWriter, r *http.Request) erro
 	return nil
 }
 
-// releasePlan is a validated ReleaseRequest.
+// releasePlan is a validated ReleaseRequest: release.Plan, with the
+// short names the metadata checks use.
 type releasePlan struct {
+	plan       *release.Plan
 	req        api.ReleaseRequest
 	ch         *channel.Channel
 	ref        string
@@ -246,140 +247,61 @@ type releasePlan struct {
 	actionName string
 }
 
-// planRelease checks everything that needs only the request, the channel
-// definitions and the database, so refusals come before the repository
-// is touched.
+// planRelease runs the release gates (release.Service: who may do what on
+// which channel, versions, rollouts) and, with signed channel metadata on,
+// checks that the signed targets list the release. Refusals come before
+// the repository is touched.
 func (a *publishAPI) planRelease(r *http.Request, req api.ReleaseRequest) (*releasePlan, error) {
-	ctx := r.Context()
-	pl := &releasePlan{req: req, actionName: "publish"}
-	ch, err := a.channels.Get(req.Channel)
-	if err != nil {
-		return nil, api.Errorf(api.CodeUnknownChannel, "unknown channel %q", req.Channel)
-	}
-	pl.ch = ch
-	ref, ok := ch.Ref(req.Arch)
-	if !ok {
-		return nil, api.Errorf(api.CodeUnknownArch, "channel %s has no %q architecture", ch.Name, req.Arch)
-	}
-	pl.ref = ref
-	if _, err := rollout.ParseVersion(req.Version); err != nil {
-		return nil, api.Errorf(api.CodeBadRequest, "%v", err)
-	}
-	if pl.commit, err = ostree.ParseChecksum(req.Commit); err != nil {
-		return nil, api.Errorf(api.CodeBadRequest, "commit: %v", err)
-	}
-	if len(req.Commitmeta) == 0 {
-		return nil, api.Errorf(api.CodeBadRequest, "commitmeta (the commit's signatures) is required")
-	}
-	if req.OCIDigest != "" {
-		if d, err := digest.Parse(req.OCIDigest); err != nil || d.Algorithm() != digest.SHA256 {
-			return nil, api.Errorf(api.CodeBadRequest, "oci_digest %q is not a sha256 digest", req.OCIDigest)
-		}
-	}
-	switch req.Ramp {
-	case "none":
-	case "":
-		dr, err := ch.DefaultRamp()
-		if err != nil {
-			return nil, err
-		}
-		pl.ramp = dr.String()
-	default:
-		if _, err := rollout.ParseRamp(req.Ramp); err != nil {
-			return nil, api.Errorf(api.CodeBadRequest, "%v", err)
-		}
-		pl.ramp = req.Ramp
-	}
-
-	// Who: the role's permission, then the channel's own publisher list.
-	tok, _ := ctx.Value(tokenKey).(db.Token)
-	perm := auth.PermPublish
-	if req.PromotedFrom != "" {
-		perm, pl.actionName = auth.PermPromote, "promote"
-	}
-	if !auth.Allowed(tok.Role, perm) {
-		return nil, api.Errorf(api.CodeForbidden, "the %s role cannot %s", tok.Role, pl.actionName)
-	}
-	if !ch.AllowsPublisher(string(tok.Role), tok.Name) {
-		return nil, api.Errorf(api.CodeForbidden, "token %s may not %s into %s", tok.Name, pl.actionName, ch.Name)
-	}
-
-	if req.PromotedFrom != "" {
-		if err := a.channels.CanPromote(req.PromotedFrom, ch.Name); err != nil {
-			if errors.Is(err, channel.ErrUnknownChannel) {
-				return nil, api.Errorf(api.CodeUnknownChannel, "%v", err)
-			}
-			return nil, api.Errorf(api.CodePromotion, "%v", err)
-		}
-		src, _ := a.channels.Get(req.PromotedFrom)
-		if pl.srcRef, ok = src.Ref(req.Arch); !ok {
-			return nil, api.Errorf(api.CodeUnknownArch, "channel %s has no %q architecture", src.Name, req.Arch)
-		}
-		rel, err := a.store.GetRelease(ctx, src.Name, req.Arch, req.Version)
-		if errors.Is(err, db.ErrNotFound) {
-			return nil, api.Errorf(api.CodeNotFound, "%s is not published on %s for %s", req.Version, src.Name, req.Arch)
-		}
-		if err != nil {
-			return nil, err
-		}
-		if pl.srcCommit, err = ostree.ParseChecksum(rel.Commit); err != nil {
-			return nil, fmt.Errorf("stored release %s/%s %s: %w", src.Name, req.Arch, req.Version, err)
-		}
-	}
-
-	existing, err := a.store.ListReleases(ctx, ch.Name, req.Arch)
+	tok, _ := r.Context().Value(tokenKey).(db.Token)
+	svc := &release.Service{Channels: a.channels, Store: releaseStore{a.store}}
+	p, err := svc.Plan(r.Context(), release.Caller{Role: tok.Role, Token: tok.Name}, req)
 	if err != nil {
 		return nil, err
 	}
-	for _, e := range existing {
-		if e.Version == req.Version {
-			return nil, api.Errorf(api.CodeDuplicateVersion, "%s is already published on %s for %s", req.Version, ch.Name, req.Arch)
-		}
-	}
-	if len(existing) > 0 {
-		if c, err := rollout.Compare(req.Version, existing[0].Version); err != nil || c <= 0 {
-			return nil, api.Errorf(api.CodeVersionOrder, "%s is not newer than %s, the newest on %s for %s", req.Version, existing[0].Version, ch.Name, req.Arch)
-		}
-	}
-	if pl.ramp != "" {
-		ro, err := a.store.CurrentRollout(ctx, ch.Name, req.Arch)
-		switch {
-		case errors.Is(err, db.ErrNotFound):
-		case err != nil:
-			return nil, err
-		case ro.State == rollout.StatePending || ro.State == rollout.StateActive || ro.State == rollout.StatePaused:
-			return nil, api.Errorf(api.CodeConflict, "rollout %s of %s is %s on %s for %s: complete or halt it first, or publish with ramp \"none\"",
-				ro.ID, ro.Version, ro.State, ch.Name, req.Arch)
-		}
-	}
+	pl := &releasePlan{plan: p, req: req, ch: p.Channel, ref: p.Ref, commit: p.Commit, ramp: p.Ramp,
+		srcRef: p.SourceRef, srcCommit: p.SourceCommit, actionName: string(p.Action)}
 	if a.meta != nil {
-		if err := checkListed(req.Targets, pl); err != nil {
+		if err := a.meta.checkListed(req.Targets, pl); err != nil {
 			return nil, err
 		}
 	}
 	return pl, nil
 }
 
-// acceptError maps a refusal of release.Acceptor to the API's codes.
-func acceptError(err error) error {
-	msg := err.Error()
-	switch {
-	case errors.Is(err, sign.ErrBadSignature), errors.Is(err, sign.ErrNoSignatures), errors.Is(err, release.ErrUnsigned):
-		return api.Errorf(api.CodeBadRequest, "signature check failed: %s", msg)
-	case errors.Is(err, release.ErrIncomplete):
-		return api.Errorf(api.CodeBadRequest, "%s (upload and commit the objects first)", msg)
-	case errors.Is(err, release.ErrBadCommit), errors.Is(err, release.ErrBinding), errors.Is(err, ostree.ErrBadName):
-		return api.Errorf(api.CodeBadRequest, "%s", msg)
-	case errors.Is(err, release.ErrOlder):
-		return api.Errorf(api.CodeVersionOrder, "%s", msg)
-	case errors.Is(err, release.ErrSameVersion):
-		return api.Errorf(api.CodeDuplicateVersion, "%s", msg)
-	case errors.Is(err, release.ErrRootMismatch):
-		return api.Errorf(api.CodePromotion, "%s", msg)
-	case errors.Is(err, release.ErrSourceNotFound):
-		return api.Errorf(api.CodeNotFound, "%s", msg)
+// releaseStore adapts the database to release.Store.
+type releaseStore struct{ s *db.Store }
+
+func (rs releaseStore) Versions(ctx context.Context, ch, arch string) ([]string, error) {
+	rels, err := rs.s.ListReleases(ctx, ch, arch)
+	if err != nil {
+		return nil, err
 	}
-	return err
+	out := make([]string, len(rels))
+	for i, r := range rels {
+		out[i] = r.Version
+	}
+	return out, nil
+}
+
+func (rs releaseStore) Commit(ctx context.Context, ch, arch, version string) (string, error) {
+	rel, err := rs.s.GetRelease(ctx, ch, arch, version)
+	if errors.Is(err, db.ErrNotFound) {
+		return "", fmt.Errorf("%s/%s %s: %w", ch, arch, version, release.ErrNoRelease)
+	}
+	return rel.Commit, err
+}
+
+func (rs releaseStore) OpenRollout(ctx context.Context, ch, arch string) (*release.OpenRollout, error) {
+	ro, err := rs.s.CurrentRollout(ctx, ch, arch)
+	switch {
+	case errors.Is(err, db.ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	case ro.State == rollout.StatePending || ro.State == rollout.StateActive || ro.State == rollout.StatePaused:
+		return &release.OpenRollout{ID: ro.ID, Version: ro.Version, State: ro.State}, nil
+	}
+	return nil, nil
 }
 
 // handleReleaseCreate publishes or promotes. Order: every check that needs
@@ -450,9 +372,8 @@ func (a *publishAPI) handleReleaseCreate(w http.ResponseWriter, r *http.Request)
 				return err
 			}
 		}
-		if _, err := acc.Accept(ctx, release.AcceptRequest{Ref: pl.ref, Version: req.Version, Commit: pl.commit,
-			Commitmeta: req.Commitmeta, PromotedFromRef: pl.srcRef, SourceCommit: pl.srcCommit}); err != nil {
-			return acceptError(err)
+		if _, err := acc.Accept(ctx, pl.plan.AcceptRequest()); err != nil {
+			return release.AcceptAPIError(err)
 		}
 		moved = true
 		return nil

@@ -256,8 +256,7 @@ func (f *pubFixture) state(t *testing.T) string {
 		ros, _ := f.store.ListRollouts(ctx, ch)
 		fmt.Fprintf(&sb, "%s %d releases %d rollouts\n", ch, len(rs), len(ros))
 	}
-	seq, _, _ := f.store.AuditHead(ctx)
-	fmt.Fprintf(&sb, "audit %d\n", seq)
+	fmt.Fprintf(&sb, "audit %d\n", changesAudited(t, f.store))
 	return sb.String()
 }
 
@@ -506,6 +505,8 @@ func TestPublishRefusalsChangeNothing(t *testing.T) {
 		{"not uploaded", "release", "POST", "/api/v1/releases", withRamp(releaseReq("testing", "10.0.3", notUploaded, ""), "none"), 400, api.CodeBadRequest},
 		{"skipping the promotion order", "release", "POST", "/api/v1/releases", releaseReq("edu", "10.0.1", toEdu, "testing"), 409, api.CodePromotion},
 		{"promoting into testing", "release", "POST", "/api/v1/releases", releaseReq("testing", "10.0.2", b2, "stable"), 409, api.CodePromotion},
+		// Failure 5 of issue 9: stable is reached only by promotion.
+		{"publishing to stable", "release", "POST", "/api/v1/releases", releaseReq("stable", "10.0.1", promo, ""), 409, api.CodePromotion},
 		{"promoting from an unknown channel", "release", "POST", "/api/v1/releases", releaseReq("stable", "10.0.1", promo, "nightly"), 400, api.CodeUnknownChannel},
 		{"promoting an unknown version", "release", "POST", "/api/v1/releases", releaseReq("stable", "10.0.7", unknown, "testing"), 404, api.CodeNotFound},
 		{"root mismatch", "release", "POST", "/api/v1/releases", releaseReq("stable", "10.0.1", mismatch, "testing"), 409, api.CodePromotion},

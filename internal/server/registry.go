@@ -72,7 +72,9 @@ func (s *Server) withRegistry(next http.Handler) http.Handler {
 }
 
 // authorizeRegistry accepts an API token of a role that may publish. The
-// token is never logged or echoed.
+// token is never logged or echoed. A bad or expired token, or one whose
+// role may not push, is audited like any denied API request; the
+// anonymous 401 that tells clients the auth scheme is not.
 func (s *Server) authorizeRegistry(r *http.Request) error {
 	if s.api == nil {
 		return fmt.Errorf("%w: this server has no token database (run it with --channels)", registry.ErrDenied)
@@ -83,21 +85,32 @@ func (s *Server) authorizeRegistry(r *http.Request) error {
 	} else if h := r.Header.Get("Authorization"); h != "" {
 		t, err := auth.FromHeader(h)
 		if err != nil {
+			s.api.auditDenied(r, db.Token{}, api.Errorf(api.CodeUnauthorized, "malformed registry credentials"))
 			return registry.ErrUnauthorized
 		}
 		tok = t
 	}
-	if tok == "" || auth.CheckFormat(tok) != nil {
+	if tok == "" {
+		return registry.ErrUnauthorized
+	}
+	if auth.CheckFormat(tok) != nil {
+		s.api.auditDenied(r, db.Token{}, api.Errorf(api.CodeUnauthorized, "malformed registry credentials"))
 		return registry.ErrUnauthorized
 	}
 	t, err := s.api.lookupToken(r.Context(), auth.Hash(tok))
 	if errors.Is(err, db.ErrNotFound) {
+		s.api.auditDenied(r, db.Token{}, api.Errorf(api.CodeUnauthorized, "unknown or revoked token"))
 		return registry.ErrUnauthorized
 	}
 	if err != nil {
 		return fmt.Errorf("looking up token: %w", err)
 	}
+	if t.Expired(s.api.now()) {
+		s.api.auditDenied(r, t, api.Errorf(api.CodeUnauthorized, "token expired"))
+		return registry.ErrUnauthorized
+	}
 	if !auth.Allowed(t.Role, auth.PermPublish) {
+		s.api.auditDenied(r, t, api.Errorf(api.CodeForbidden, "the %s role cannot push", t.Role))
 		return registry.ErrDenied
 	}
 	return nil

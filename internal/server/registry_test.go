@@ -70,6 +70,17 @@ func TestRegistryThroughMiddleware(t *testing.T) {
 			t.Fatalf("push with %s token: %d %s", role, resp.StatusCode, body)
 		}
 	}
+	expired, err := CreateTokenWith(ctx, store, TokenOptions{Name: "r-old", Role: auth.RoleRelease, By: "test", Now: time.Now().Add(-2 * time.Hour), TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := send("POST", push, expired.Token, blob); resp.StatusCode != 401 {
+		t.Fatalf("push with an expired token: %d %s", resp.StatusCode, body)
+	}
+	// The refused pushes are in the audit log (issue 9, failure 6).
+	if es, _ := store.ListAudit(ctx, 0, 100); len(auditedDenials(es, "POST /v2/")) != 3 {
+		t.Fatalf("refused pushes audited: %+v", es)
+	}
 	if resp, body := send("GET", "/v2/mxos/os/blobs/"+d.String(), "", nil); resp.StatusCode != 200 || !bytes.Equal(body, blob) {
 		t.Fatalf("pull: %d %q", resp.StatusCode, body)
 	}

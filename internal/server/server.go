@@ -175,6 +175,7 @@ func New(cfg Config) (*Server, error) {
 			s.api.meta = s.meta
 			s.api.updates.OnRolloutChange = s.api.rolloutsChanged // auto-halts
 		}
+		s.metrics.reg.MustRegister(newMetadataCollector(cfg.Metadata)) // metadata.go
 	}
 	if cfg.Registry {
 		if err := s.openRegistry(); err != nil {
@@ -201,6 +202,7 @@ func (s *Server) routes() {
 	}
 	if s.api != nil {
 		s.apiRoutes()
+		s.metadataRoutes() // metadata.go
 	}
 	s.registryRoutes()
 }

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/mxos-linux/mxos-update/internal/storage"
 )
 
 // maxKeyFileSize bounds how much of a key file is read; real ones are a few KiB.
@@ -33,7 +35,7 @@ func GenerateKeys(dir string, opts GenerateOptions) (err error) {
 	if opts.Email == "" {
 		opts.Email = DefaultKeyEmail
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := storage.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("generate keys: %w", err)
 	}
 	var existing []string
@@ -89,73 +91,22 @@ func GenerateKeys(dir string, opts GenerateOptions) (err error) {
 		}
 		created = append(created, p)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := storage.SyncDir(dir); err != nil {
 		return fmt.Errorf("generate keys: %w", err)
 	}
 	return nil
 }
 
-// writeFileNoClobber atomically creates path with data and mode. The content
-// is fully written and fsynced under a temporary name first, so a crash never
-// leaves a truncated key behind. It is then hard-linked into place, which
-// unlike rename fails if path appeared in the meantime; on filesystems
-// without hard links it falls back to rename after a fresh existence check.
-func writeFileNoClobber(path string, data []byte, mode fs.FileMode) (err error) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
+// writeFileNoClobber durably creates path with data and mode, refusing
+// (ErrKeysExist) to replace a file that is there: storage.WriteFile with
+// NoClobber, which links a synced temporary file into place, so a crash
+// never leaves a truncated key behind.
+func writeFileNoClobber(path string, data []byte, mode fs.FileMode) error {
+	err := storage.WriteFile(path, data, mode, storage.NoClobber())
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%w: %s", ErrKeysExist, path)
 	}
-	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmpName := tmp.Name()
-	defer func() {
-		if tmp != nil {
-			_ = tmp.Close()
-		}
-		_ = os.Remove(tmpName)
-	}()
-	// Chmod on the descriptor is not subject to the umask, so public files get
-	// exactly 0644 and secrets are never more open than 0600 at any moment.
-	if err := tmp.Chmod(mode); err != nil {
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	err = tmp.Close()
-	tmp = nil
-	if err != nil {
-		return err
-	}
-	if err := os.Link(tmpName, path); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%w: %s", ErrKeysExist, path)
-		}
-		if _, serr := os.Lstat(path); serr == nil {
-			return fmt.Errorf("%w: %s", ErrKeysExist, path)
-		}
-		if rerr := os.Rename(tmpName, path); rerr != nil {
-			return fmt.Errorf("install %s: %w", path, rerr)
-		}
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
+	return err
 }
 
 // LoadSigners loads every secret key present in dir (ed25519.secret, one

@@ -46,7 +46,7 @@ type Blobs struct {
 // temporary files an earlier crash left behind.
 func OpenBlobs(dir string) (*Blobs, error) {
 	b := &Blobs{dir: dir, tmp: filepath.Join(dir, tmpName)}
-	if err := os.MkdirAll(b.tmp, 0o755); err != nil {
+	if err := MkdirAll(b.tmp, 0o755); err != nil {
 		return nil, fmt.Errorf("blob store %s: %w", dir, err)
 	}
 	ents, err := os.ReadDir(b.tmp)
@@ -213,7 +213,7 @@ func (b *Blobs) commit(f *os.File, tmp, final string) error {
 		return err
 	}
 	dir := filepath.Dir(final)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, final); err != nil {

@@ -172,27 +172,3 @@ func TestPutFile(t *testing.T) {
 		t.Fatalf("Stat = %v, %v", fi, err)
 	}
 }
-
-func TestWriteFileAtomic(t *testing.T) {
-	dir := t.TempDir()
-	p := filepath.Join(dir, "f")
-	for _, s := range []string{"one", "two"} {
-		if err := WriteFileAtomic("", p, []byte(s), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		got, err := os.ReadFile(p)
-		if err != nil || string(got) != s {
-			t.Fatalf("read %q, %v", got, err)
-		}
-	}
-	ents, _ := os.ReadDir(dir)
-	if len(ents) != 1 {
-		t.Fatalf("left temporary files: %v", ents)
-	}
-	if err := WriteFileAtomic("", filepath.Join(dir, "missing", "f"), []byte("x"), 0o600); err == nil {
-		t.Fatal("write into a missing directory succeeded")
-	}
-	if err := Syncfs(dir); err != nil {
-		t.Fatal(err)
-	}
-}

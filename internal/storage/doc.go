@@ -1,7 +1,25 @@
 // Package storage owns where the server's bytes live on disk: a
-// content-addressed blob store on a directory, and the small atomic-file
-// helpers (WriteFileAtomic, SyncDir, Syncfs) the OSTree repository and the
-// OCI registry share.
+// content-addressed blob store on a directory, and the one durable-write
+// primitive every package uses, on the server and on the device.
+//
+// # Durable writes
+//
+// WriteFile is the only way this code base replaces a file: temporary
+// file, fsync, rename, fsync of the directory. MkdirAll fsyncs the parent
+// of every directory it makes, Rename fsyncs both directories of a move,
+// SyncDir and Syncfs are the building blocks for the few callers that
+// rename many files at once (an OSTree transaction, a deployment).
+// Options choose where the temporary file lives (TempDir: a directory its
+// owner clears after a crash; TempPath: a fixed name) and NoClobber
+// installs by hard link so an existing file is never replaced (keys).
+//
+// We wrote this instead of using github.com/google/renameio/v2 because
+// renameio fsyncs the file but not the directory after the rename (its
+// WithSyncDirectory change, google/renameio#42, is unmerged), so the
+// rename itself can be lost on a power cut; it has no durable MkdirAll,
+// no no-clobber install and no fixed temporary name, all of which the
+// callers here need. The whole primitive is about a hundred lines, and
+// the e2e crash-point and power-loss tests exercise it on every path.
 //
 // The blob store's one rule is that nothing unverified is ever visible
 // under a digest. Put writes to a temporary file in DIR/.tmp (the same file

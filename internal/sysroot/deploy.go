@@ -265,7 +265,7 @@ func (b *builder) file(rel, dir string, sum ostree.Checksum, copyFile bool) erro
 // synced temporary file, with the object's mode, owner and xattrs.
 func (b *builder) fillCache(cache string, cr *ostree.ContentReader) error {
 	dir := filepath.Dir(cache)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := storage.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	tmp := filepath.Join(dir, ".tmp-"+randSuffix())

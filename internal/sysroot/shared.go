@@ -10,8 +10,9 @@ import (
 	"sort"
 	"sync"
 
-	"github.com/mxos-linux/mxos-update/internal/storage"
 	"golang.org/x/sys/unix"
+
+	"github.com/mxos-linux/mxos-update/internal/storage"
 )
 
 // The helpers here are exported for the ostree admin backend
@@ -37,29 +38,10 @@ func Lock(mu *sync.Mutex, dir string) (func(), error) {
 
 // WriteFileAtomic writes data (mode 0644) to path through the synced
 // temporary file path+".tmp", renames it over path and syncs the
-// directory. The temporary name is fixed (storage.WriteFileAtomic picks a
+// directory. The temporary name is fixed (storage.WriteFile picks a
 // random one) so that opening a sysroot after a crash can remove it.
 func WriteFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if serr := f.Sync(); err == nil {
-		err = serr
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return storage.SyncDir(filepath.Dir(path))
+	return storage.WriteFile(path, data, 0o644, storage.TempPath(path+".tmp"))
 }
 
 // ReadState decodes the JSON state file path into st; a missing file

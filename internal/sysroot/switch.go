@@ -96,6 +96,9 @@ func (s *Sysroot) rollbackLocked(reason string) error {
 	if err != nil {
 		return err
 	}
+	if _, bad := st.Bad[prev.Commit.String()]; bad { // previous is what was rolled back from
+		return fmt.Errorf("rollback to %s: %w", prev.Name, ErrBadCommit)
+	}
 	if st.Bad == nil {
 		st.Bad = map[string]BadCommit{}
 	}

@@ -90,7 +90,7 @@ func Open(root string) (*Sysroot, error) {
 		return nil, fmt.Errorf("sysroot open: %w", err)
 	}
 	for _, d := range []string{abs, filepath.Join(abs, "deploy"), filepath.Join(abs, "objects-cache")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+		if err := storage.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("sysroot open: %w", err)
 		}
 	}

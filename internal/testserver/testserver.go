@@ -43,9 +43,14 @@ type Options struct {
 	// root and release role, a second key the online role.
 	Metadata bool
 	// OnlineSummaryKey signs the summary with the online key (the
-	// metadata's online role when Metadata is on); by default the release
-	// key signs it, so a device trusts one key directory.
+	// metadata's online role when Metadata is on), as mxos-server
+	// --online-keys does; by default the release key signs it, as a local
+	// publish does. A device set up as the README says (release keys in
+	// trusted_keys, root.json) needs Metadata and OnlineSummaryKey.
 	OnlineSummaryKey bool
+	// ChannelsDir replaces this repository's channels/ (e.g. a copy with
+	// one file changed).
+	ChannelsDir string
 	// Serve runs Server.Serve on a listener (background loops, metadata
 	// refreshed before the first request) instead of its handler under
 	// httptest.
@@ -134,7 +139,11 @@ func Start(t testing.TB, opts Options) *Server {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { s.Store.Close() })
-		if cfg.Channels, err = channel.LoadDir(ChannelsDir()); err != nil {
+		dir := opts.ChannelsDir
+		if dir == "" {
+			dir = ChannelsDir()
+		}
+		if cfg.Channels, err = channel.LoadDir(dir); err != nil {
 			t.Fatal(err)
 		}
 		cfg.Store = s.Store
@@ -201,6 +210,18 @@ func (s *Server) startMetadata(t testing.TB) {
 	if s.Meta, err = channelmeta.Open(s.MetaDir, online, channelmeta.Options{}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// DeviceToken makes a device token bound to id (a machine of the fleet;
+// one device token speaks for one device only).
+func (s *Server) DeviceToken(t testing.TB, id string) string {
+	t.Helper()
+	tc, err := server.CreateTokenWith(context.Background(), s.Store, server.TokenOptions{Name: "dev-" + id, Role: auth.RoleDevice,
+		By: "test", Now: time.Now(), DeviceID: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tc.Token
 }
 
 // Client is an API client with role's token.

@@ -1,11 +1,18 @@
 // Package testtool finds the external programs interop tests drive (ostree,
 // gpg, nginx, PostgreSQL). It is imported only from _test.go files.
 //
-// A missing tool skips the test on a developer machine but fails it when
-// the CI environment variable is set: a silently skipped interop test
-// proves nothing. It also holds what tests need to drive the go tool the
-// way the project does: the build tags, and a cap on fuzz minimization
-// for targets whose inputs are costly tarballs.
+// It owns every skip in the tree: tests call Skip (or Require, Missing,
+// RequireRoot, SkipIfShort), never t.Skip, t.Skipf or t.SkipNow directly,
+// and TestNoDirectSkips fails on any direct call. Skip skips the test on a
+// developer machine but fails it when the CI environment variable is set:
+// a silently skipped interop test proves nothing, so under CI the
+// README's test command reports zero skipped tests. The one exception is
+// SkipIfShort: -short is asked for by whoever runs the tests (CI does not
+// pass it), so it skips even under CI.
+//
+// It also holds what tests need to drive the go tool the way the project
+// does: the build tags, and a cap on fuzz minimization for targets whose
+// inputs are costly tarballs.
 package testtool
 
 import (
@@ -30,10 +37,49 @@ func Require(t testing.TB, name string) string {
 // Missing reports a missing peer: fatal under CI, a skip otherwise.
 func Missing(t testing.TB, what string) {
 	t.Helper()
-	if os.Getenv("CI") != "" {
+	if InCI() {
 		t.Fatalf("%s, but CI is set: install it (interop tests must run in CI)", what)
 	}
 	t.Skipf("%s; skipping interop test (set CI=1 to make this a failure)", what)
+}
+
+// InCI reports whether the CI environment variable is set (to anything
+// but empty), as .ci/run and most CI services do.
+func InCI() bool { return os.Getenv("CI") != "" }
+
+// Skip stops the test because something it needs is not there (a tool
+// that cannot work here, a kernel feature, an input): under CI it fails
+// the test with reason, elsewhere it skips with reason. It is the only
+// way tests in this module skip (see TestNoDirectSkips).
+func Skip(t testing.TB, reason string) {
+	t.Helper()
+	if InCI() {
+		t.Fatalf("%s, but CI is set: a skipped test proves nothing there, so this is a failure", reason)
+	}
+	t.Skipf("%s (set CI=1 to make this a failure)", reason)
+}
+
+// Unsupported is for a check inside a test that cannot run here while
+// the rest of the test can (say, extended attributes on the temporary
+// file system): under CI it marks the test failed and goes on, elsewhere
+// it logs what was left out. It never hides the dropped check.
+func Unsupported(t testing.TB, what string) {
+	t.Helper()
+	if InCI() {
+		t.Errorf("%s, but CI is set: the check that needs it did not run", what)
+		return
+	}
+	t.Logf("%s: that check is left out (set CI=1 to make this a failure)", what)
+}
+
+// SkipIfShort skips a long test under -short, even under CI: -short is
+// chosen by whoever runs the tests, and the README's test command (what CI
+// runs) does not pass it.
+func SkipIfShort(t testing.TB, why string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("-short: %s", why)
+	}
 }
 
 // RequireRoot is for tests that need root (file owners, ostree admin):

@@ -16,8 +16,8 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/health"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/ostree/pull"
+	"github.com/mxos-linux/mxos-update/internal/storage"
 	"github.com/mxos-linux/mxos-update/internal/sysroot"
-	"github.com/mxos-linux/mxos-update/internal/sysroot/ostreeadmin"
 )
 
 // StateFile is the agent's own small state file, kept in the sysroot's
@@ -54,6 +54,8 @@ type Agent struct {
 	// Reboot restarts the machine after Boot rolled back the running
 	// version (reboot.go); nil only tells the technician to.
 	Reboot func(ctx context.Context) error
+
+	id identity // credential.go: the device's own credential, report counter
 }
 
 // Status is what Agent.Status reports.
@@ -116,19 +118,7 @@ func (a *Agent) saveState(st agentState) error {
 	if err != nil {
 		return fmt.Errorf("writing updater state: %w", err)
 	}
-	tmp := a.statePath() + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return fmt.Errorf("writing updater state: %w", err)
-	}
-	_, werr := f.Write(append(b, '\n'))
-	serr := f.Sync()
-	cerr := f.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("writing updater state: %w", err)
-	}
-	if err := os.Rename(tmp, a.statePath()); err != nil {
+	if err := storage.WriteFile(a.statePath(), append(b, '\n'), 0o644, storage.TempPath(a.statePath()+".tmp")); err != nil {
 		return fmt.Errorf("writing updater state: %w", err)
 	}
 	return nil
@@ -186,25 +176,39 @@ func (a *Agent) Status(ctx context.Context) (Status, error) {
 // an offer the device refuses is returned with an error wrapping
 // ErrRefused.
 func (a *Agent) Check(ctx context.Context) (api.CheckResponse, error) {
+	resp, _, err := a.check(ctx)
+	return resp, err
+}
+
+// check is Check, also returning what the offer's checks established for
+// its download.
+func (a *Agent) check(ctx context.Context) (api.CheckResponse, offerTrust, error) {
+	if a.Cfg.InsecureNoMetadata {
+		a.say("%s", InsecureWarning)
+	}
 	req := api.CheckRequest{DeviceID: a.Cfg.DeviceID, Arch: a.Cfg.Arch, Channel: a.Cfg.Channel, Group: a.Cfg.Group}
 	cur, ok, err := a.current()
 	if err != nil {
-		return api.CheckResponse{}, err
+		return api.CheckResponse{}, offerTrust{}, err
 	}
 	if ok {
 		req.BootedCommit = cur.Commit.String()
 		req.Version = cur.Origin.Version
 	}
+	if err := a.ensureCredential(ctx); err != nil { // credential.go
+		return api.CheckResponse{}, offerTrust{}, err
+	}
 	resp, err := a.Client.Check(ctx, req)
 	if err != nil {
-		return resp, fmt.Errorf("asking the server for updates: %w", err)
+		return resp, offerTrust{}, fmt.Errorf("asking the server for updates: %w", err)
 	}
+	var tr offerTrust
 	if resp.Update && resp.Target != nil {
-		if err := a.verifyOffer(ctx, *resp.Target, req.Version); err != nil {
-			return resp, err
+		if tr, err = a.verifyOffer(ctx, *resp.Target, req.Version, req.BootedCommit); err != nil {
+			return resp, tr, err
 		}
 	}
-	return resp, nil
+	return resp, tr, nil
 }
 
 func (a *Agent) report(ctx context.Context, ev api.Event, version, rolloutID, errText string) {
@@ -214,7 +218,7 @@ func (a *Agent) report(ctx context.Context, ev api.Event, version, rolloutID, er
 	if len(errText) > 4000 {
 		errText = errText[:4000]
 	}
-	err := a.Client.Report(ctx, api.ReportRequest{DeviceID: a.Cfg.DeviceID, RolloutID: rolloutID,
+	err := a.sendReport(ctx, api.ReportRequest{DeviceID: a.Cfg.DeviceID, RolloutID: rolloutID,
 		Version: version, Event: ev, Error: errText, At: a.now()})
 	if err != nil {
 		a.say("Could not tell the server (%s): %v", ev, err)
@@ -225,10 +229,10 @@ func (a *Agent) report(ctx context.Context, ev api.Event, version, rolloutID, er
 // verifies, deploys and (depending on the strategy) switches to it. It
 // returns whether a new deployment was made the default.
 func (a *Agent) Upgrade(ctx context.Context) (bool, error) {
-	resp, err := a.Check(ctx)
+	resp, tr, err := a.check(ctx)
 	if err != nil {
 		if errors.Is(err, ErrRefused) && resp.Target != nil {
-			a.report(ctx, api.EventFailed, resp.Target.Version, resp.Target.RolloutID, err.Error())
+			a.report(ctx, api.EventRefused, resp.Target.Version, resp.Target.RolloutID, err.Error())
 			a.say("Update to %s refused: %v", resp.Target.Version, err)
 		}
 		return false, err
@@ -250,16 +254,16 @@ func (a *Agent) Upgrade(ctx context.Context) (bool, error) {
 		a.say("Version %s was rolled back on this machine before; not installing it again.", t.Version)
 		return false, nil
 	}
-	changed, err := a.install(ctx, t, want)
+	changed, err := a.install(ctx, t, want, tr)
 	if err != nil {
-		a.report(ctx, api.EventFailed, t.Version, t.RolloutID, err.Error())
+		a.report(ctx, failureClass(err), t.Version, t.RolloutID, err.Error()) // credential.go: never a release failure
 		a.say("Update to %s failed: %v", t.Version, err)
 		return false, err
 	}
 	return changed, nil
 }
 
-func (a *Agent) install(ctx context.Context, t api.Target, want ostree.Checksum) (bool, error) {
+func (a *Agent) install(ctx context.Context, t api.Target, want ostree.Checksum, tr offerTrust) (bool, error) {
 	cur, haveCur, err := a.current()
 	if err != nil {
 		return false, err
@@ -286,7 +290,17 @@ func (a *Agent) install(ctx context.Context, t api.Target, want ostree.Checksum)
 	if !staged {
 		a.say("Downloading version %s...", t.Version)
 		a.report(ctx, api.EventDownloadStarted, t.Version, t.RolloutID, "")
-		opts := pull.Options{ExpectCommit: t.Commit}
+		// Each key for its role: the online keys for the summary, the
+		// release keys (trusted_keys) for the commit.
+		opts := pull.Options{ExpectCommit: t.Commit, SummaryKeys: tr.summaryKeys, CommitKeys: a.Puller.Verifiers}
+		if len(opts.SummaryKeys) == 0 || len(opts.CommitKeys) == 0 {
+			return false, fmt.Errorf("download of %s: no summary or release keys", t.Version)
+		}
+		// The pull moves the local ref; a refused deploy puts it back.
+		restore, err := a.refRestorer(t.Ref)
+		if err != nil {
+			return false, err
+		}
 		if haveCur {
 			c, err := a.Repo.ReadCommit(cur.Commit)
 			if err != nil {
@@ -299,23 +313,23 @@ func (a *Agent) install(ctx context.Context, t api.Target, want ostree.Checksum)
 			got, err = FetchOCI(ctx, OCIOptions{Server: a.Cfg.Server, SignedHost: a.Cfg.ImageHost,
 				Ref: t.Ref, Version: t.Version, Commit: want, ImageKeys: a.ImageKeys,
 				Sysroot: a.Sys.Root(), Repo: a.Repo, RepoURLs: a.Puller.URLs, Verifiers: a.Puller.Verifiers,
-				MinTimestamp: opts.MinTimestamp, Current: opts.Current, HTTP: a.Puller.HTTP})
+				MinTimestamp: opts.MinTimestamp, Current: opts.Current, HTTP: a.Puller.HTTP, CAFile: a.Cfg.CAFile})
 		} else {
 			got, err = a.Puller.Pull(ctx, a.Repo, t.Ref, opts)
 		}
 		if err != nil {
-			return false, fmt.Errorf("download of %s: %w", t.Version, err)
+			return false, restore(fmt.Errorf("download of %s: %w", t.Version, err))
 		}
 		if got != want {
-			return false, fmt.Errorf("download of %s: got commit %s, the server offered %s", t.Version, got, want)
+			return false, restore(fmt.Errorf("download of %s: got commit %s, the server offered %s", t.Version, got, want))
 		}
 		if err := a.verifyPulled(t, got); err != nil {
-			return false, fmt.Errorf("download of %s: %w", t.Version, err)
+			return false, restore(fmt.Errorf("download of %s: %w", t.Version, err))
 		}
 		a.report(ctx, api.EventDownloadFinished, t.Version, t.RolloutID, "")
 		dep, err = a.Sys.Deploy(ctx, a.Repo, want, sysroot.Origin{Ref: t.Ref, Version: t.Version, Commit: t.Commit})
 		if err != nil {
-			return false, fmt.Errorf("installing %s: %w", t.Version, err)
+			return false, restore(fmt.Errorf("installing %s: %w", t.Version, err))
 		}
 	}
 	if !a.Cfg.Strategy.InWindow(a.now()) {
@@ -363,14 +377,7 @@ func (a *Agent) Boot(ctx context.Context) error {
 		if prev, perr := a.Sys.Previous(); perr == nil {
 			version = prev.Origin.Version
 		}
-		// The boot loader went back by itself (the new version never
-		// reached user space): boot-failed. A counter used up in user
-		// space (the agent ran, never judged the boot): rolled-back.
-		ev := api.EventRolledBack
-		if errors.Is(err, ostreeadmin.ErrBootLoaderFellBack) {
-			ev = api.EventBootFailed
-		}
-		a.report(ctx, ev, version, st.RolloutID, "the new version did not start after several tries")
+		a.report(ctx, api.EventBootFailed, version, st.RolloutID, "the new version did not start after several tries")
 		st.Pending = false
 		a.say("Version %s did not start after several tries; went back to the previous version.", version)
 		if err := a.saveState(st); err != nil {
@@ -434,7 +441,7 @@ func (a *Agent) Boot(ctx context.Context) error {
 	if err := a.saveState(st); err != nil {
 		return err
 	}
-	a.report(ctx, api.EventRolledBack, cur.Origin.Version, rolloutID, summary)
+	a.report(ctx, api.EventHealthFailed, cur.Origin.Version, rolloutID, summary)
 	a.say("Version %s failed its health checks and was rolled back. (%s)", cur.Origin.Version, summary)
 	a.restartAfterRollback(ctx) // reboot.go
 	return nil
@@ -468,4 +475,40 @@ func (a *Agent) Rollback(ctx context.Context) error {
 	a.report(ctx, api.EventRolledBack, cur.Origin.Version, rolloutID, "rolled back by hand")
 	a.say("Went back from version %s. Restart the machine to use the previous version.", cur.Origin.Version)
 	return nil
+}
+
+// refRestorer records where the local ref points before a download and
+// returns a function that, given the error that ends the install, points
+// it back there (or removes it, if it did not exist), so that a refused
+// deploy leaves the refs exactly as they were. A failure to restore is
+// joined to the error.
+func (a *Agent) refRestorer(ref string) (func(error) error, error) {
+	prev, err := a.Repo.ResolveRef(ref)
+	had := err == nil
+	if err != nil && !errors.Is(err, ostree.ErrNotFound) {
+		return nil, fmt.Errorf("reading the local ref: %w", err)
+	}
+	return func(cause error) error {
+		cur, err := a.Repo.ResolveRef(ref)
+		if (had && err == nil && cur == prev) || (!had && errors.Is(err, ostree.ErrNotFound)) {
+			return cause
+		}
+		txn, err := a.Repo.Begin()
+		if err != nil {
+			return errors.Join(cause, fmt.Errorf("restoring the local ref %s: %w", ref, err))
+		}
+		defer txn.Close()
+		if had {
+			err = txn.SetRef(ref, prev)
+		} else {
+			err = txn.DeleteRef(ref)
+		}
+		if err == nil {
+			err = txn.Close()
+		}
+		if err != nil {
+			return errors.Join(cause, fmt.Errorf("restoring the local ref %s: %w", ref, err))
+		}
+		return cause
+	}, nil
 }

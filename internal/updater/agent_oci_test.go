@@ -56,7 +56,7 @@ func TestAgentOCITransport(t *testing.T) {
 		}
 	}
 
-	a, out := newTestAgent(t, env.url, env.tokens[auth.RoleDevice], env.keys, env.verifiers, "kiosk-07", "transport: oci\n")
+	a, out := newTestAgent(t, env.url, env.tokens[auth.RoleDevice], env.keys, env.root, env.verifiers, "kiosk-07", "transport: oci\n")
 	a.ImageKeys = [][]byte{pem}
 	sys := a.Sys
 	t.Cleanup(func() { t.Log(out.String()) })

@@ -14,6 +14,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/ostree/pull"
 	"github.com/mxos-linux/mxos-update/internal/rollout"
+	"github.com/mxos-linux/mxos-update/internal/server"
 	"github.com/mxos-linux/mxos-update/internal/sysroot"
 	"github.com/mxos-linux/mxos-update/internal/sysroot/ostreeadmin"
 	"github.com/mxos-linux/mxos-update/internal/testtool"
@@ -60,7 +61,7 @@ func newOstreeAgent(t *testing.T, env *agentEnv, id string) (*Agent, *ostreeadmi
 	healthDir := filepath.Join(t.TempDir(), "health")
 	writeCheck(t, healthDir, 0)
 	cfg, err := ParseConfig([]byte("server: " + env.url + "\ndevice_id: " + id + "\nchannel: stable\narch: x86_64\ntrusted_keys: " +
-		env.keys + "\nsysroot: " + root + "\nbackend: ostree\nhealth_dir: " + healthDir + "\n"))
+		env.keys + "\ntrusted_root: " + env.root + "\nsysroot: " + root + "\nbackend: ostree\nhealth_dir: " + healthDir + "\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,6 +243,13 @@ func TestAgentEndToEndOstreeAdmin(t *testing.T) {
 	// A server that no longer knows this machine (say, re-registered
 	// under a new id) offers 10.0.3 again: the local bad mark refuses it.
 	a.Cfg.DeviceID = "lab-pc-02-new"
+	newID, err := server.CreateTokenWith(ctx, env.f.store, server.TokenOptions{Name: "new-id", Role: auth.RoleDevice, By: "test", Now: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Client, err = a.Client.WithToken(newID.Token); err != nil { // one device token speaks for one id
+		t.Fatal(err)
+	}
 	if resp, err := a.Check(ctx); err != nil || !resp.Update || resp.Target == nil || resp.Target.Commit != f.commits["10.0.3"] {
 		t.Fatalf("check under a new id: %+v %v", resp, err)
 	}

@@ -2,13 +2,13 @@ package updater
 
 import (
 	"bytes"
+
 	"context"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/auth"
 	"github.com/mxos-linux/mxos-update/internal/client"
 	"github.com/mxos-linux/mxos-update/internal/db"
@@ -26,14 +26,46 @@ const stableRef = "mxos/10/x86_64/stable"
 
 type fixture struct {
 	store   *db.Store
-	pub     *release.Publisher
+	pub     *release.Publisher // on the server's repository (OCI images)
 	admin   *client.Client
-	rollout string // id of the newest rollout
+	rem     *release.Remote // the release team's publish, through the server
+	rollout string          // id of the newest rollout
 	commits map[string]string
 }
 
-// publish makes a signed release on stable, records it and rolls it out
-// to everyone, completing the previous rollout.
+// newFixture is the fixture of a testserver started with Metadata,
+// OnlineSummaryKey and Serve: releases are published as the README says
+// (release key on the release team's side, the server signing the summary
+// and metadata freshness with its online key).
+func newFixture(t *testing.T, ts *testserver.Server) *fixture {
+	t.Helper()
+	waitReady(t, ts.URL)
+	work, err := ostree.Create(filepath.Join(t.TempDir(), "work"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := ts.Client(t, auth.RoleRelease)
+	return &fixture{store: ts.Store, pub: ts.Publisher, admin: rc, commits: map[string]string{},
+		rem: &release.Remote{Server: rc, Work: work, Signers: ts.Release.Signers, MetaSigners: ts.MetaSigners}}
+}
+
+// rootJSON copies the server's first TUF root where a device keeps it
+// (trusted_root) and returns its path.
+func rootJSON(t *testing.T, ts *testserver.Server) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(ts.MetaDir, "1.root.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "root.json")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// publish makes a signed release on testing, promotes it to stable and
+// rolls it out to everyone there, completing the previous rollout.
 func (f *fixture) publish(t *testing.T, version string) {
 	t.Helper()
 	f.publishTree(t, version, map[string]string{
@@ -43,8 +75,7 @@ func (f *fixture) publish(t *testing.T, version string) {
 }
 
 // publishTree publishes a tree of files (path → content, mode 0755) as
-// version, records it and rolls it out to everyone, completing the
-// previous rollout.
+// version, as publish does.
 func (f *fixture) publishTree(t *testing.T, version string, files map[string]string) {
 	t.Helper()
 	ctx := context.Background()
@@ -58,27 +89,33 @@ func (f *fixture) publishTree(t *testing.T, version string, files map[string]str
 			t.Fatal(err)
 		}
 	}
-	res, err := f.pub.Publish(ctx, release.Request{Ref: stableRef, Version: version, Source: src})
-	if err != nil {
+	u0 := uint32(0)
+	if _, _, err := f.rem.Publish(ctx, release.RemoteRequest{Channel: "testing", Arch: "x86_64", Ref: "mxos/10/x86_64/testing",
+		Version: version, Source: src, Ramp: "none", Options: ostree.CommitOptions{OwnerUID: &u0, OwnerGID: &u0, NoXattrs: true}}); err != nil {
 		t.Fatalf("publish %s: %v", version, err)
 	}
-	now := time.Now()
-	if err := f.store.AddRelease(ctx, db.Release{Channel: "stable", Arch: "x86_64", Version: version, Ref: stableRef,
-		Commit: res.Commit.String(), PublishedAt: now, PublishedBy: "test"}); err != nil {
-		t.Fatal(err)
-	}
 	if f.rollout != "" {
-		if err := f.store.SetRolloutState(ctx, f.rollout, rollout.StateActive, rollout.StateComplete, "", now); err != nil {
+		if _, err := f.admin.RolloutAction(ctx, f.rollout, client.ActionComplete, "next release"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// Through the API, so the server's caches are cleared.
-	ros, err := f.admin.StartRollout(ctx, api.RolloutStartRequest{Channel: "stable", Arch: "x86_64", Version: version, Ramp: "100%"})
-	if err != nil || len(ros) != 1 {
-		t.Fatalf("start rollout %s: %v %+v", version, err, ros)
+	_, sum, err := f.rem.Promote(ctx, "testing", "stable", "x86_64", stableRef, version, "100%")
+	if err != nil {
+		t.Fatalf("promote %s: %v", version, err)
 	}
-	f.rollout = ros[0].ID
-	f.commits[version] = res.Commit.String()
+	ros, err := f.admin.Rollouts(ctx, "stable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ro := range ros {
+		if ro.Version == version {
+			f.rollout = ro.ID
+		}
+	}
+	if f.rollout == "" {
+		t.Fatalf("no rollout of %s on stable: %+v", version, ros)
+	}
+	f.commits[version] = sum.String()
 }
 
 func writeCheck(t *testing.T, dir string, exit int) {
@@ -93,34 +130,63 @@ func writeCheck(t *testing.T, dir string, exit int) {
 	}
 }
 
-// agentEnv is an in-process server with the update API, release keys and
-// release and device tokens.
+// agentEnv is an in-process server with the update API, release and
+// online keys, signed channel metadata and release and device tokens.
 type agentEnv struct {
 	f         *fixture
 	srv       *server.Server
 	url       string
 	keys      string
+	root      string // the device's trusted_root
+	online    string // the online public keys (insecure_no_metadata)
 	verifiers []sign.Verifier
 	tokens    map[auth.Role]string
 }
 
 func startAgentEnv(t *testing.T, registry bool) *agentEnv {
 	t.Helper()
-	ts := testserver.Start(t, testserver.Options{Registry: registry, Roles: []auth.Role{auth.RoleRelease, auth.RoleDevice}})
-	f := &fixture{store: ts.Store, pub: ts.Publisher, admin: ts.Client(t, auth.RoleRelease), commits: map[string]string{}}
-	return &agentEnv{f: f, srv: ts.Srv, url: ts.URL, keys: ts.Release.Dir, verifiers: ts.Release.Verifiers, tokens: ts.Tokens}
+	ts := testserver.Start(t, testserver.Options{Registry: registry, Metadata: true, OnlineSummaryKey: true, Serve: true,
+		Roles: []auth.Role{auth.RoleRelease, auth.RoleDevice}})
+	return &agentEnv{f: newFixture(t, ts), srv: ts.Srv, url: ts.URL, keys: ts.Release.Dir, root: rootJSON(t, ts),
+		online: publicDir(t, ts.Online.Dir), verifiers: ts.Release.Verifiers, tokens: ts.Tokens}
+}
+
+// publicDir copies the public keys of a key directory, as a device gets
+// them (online_keys never holds a secret).
+func publicDir(t *testing.T, dir string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "pub")
+	if err := os.Mkdir(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{sign.Ed25519PublicFile, sign.OpenPGPPublicFile} {
+		b, err := os.ReadFile(filepath.Join(dir, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(out, n), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
 }
 
 // newTestAgent makes a device agent with its own sysroot and a passing
-// health check, talking to url with token and trusting the key directory
-// keys; extra is appended to its configuration.
-func newTestAgent(t *testing.T, url, token, keys string, verifiers []sign.Verifier, id, extra string) (*Agent, *bytes.Buffer) {
+// health check, talking to url with token and trusting the release key
+// directory keys and the TUF root rootJSON (as the README sets a device
+// up); extra is appended to its configuration. With rootJSON empty, extra
+// must say how the device runs without metadata.
+func newTestAgent(t *testing.T, url, token, keys, rootJSON string, verifiers []sign.Verifier, id, extra string) (*Agent, *bytes.Buffer) {
 	t.Helper()
 	root := filepath.Join(t.TempDir(), "sysroot")
 	healthDir := filepath.Join(t.TempDir(), "health")
 	writeCheck(t, healthDir, 0)
+	trust := ""
+	if rootJSON != "" {
+		trust = "trusted_root: " + rootJSON + "\n"
+	}
 	cfg, err := ParseConfig([]byte("server: " + url + "\ndevice_id: " + id + "\nchannel: stable\narch: x86_64\ntrusted_keys: " + keys +
-		"\nsysroot: " + root + "\nhealth_dir: " + healthDir + "\n" + extra))
+		"\n" + trust + "sysroot: " + root + "\nhealth_dir: " + healthDir + "\n" + extra))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,12 +206,20 @@ func newTestAgent(t *testing.T, url, token, keys string, verifiers []sign.Verifi
 	return &Agent{Cfg: cfg, Client: c, Puller: &pull.Puller{URLs: cfg.Mirrors, Verifiers: verifiers}, Sys: sys, Repo: local, Out: out}, out
 }
 
-// installByHand pulls ref (version) with the agent's puller and makes it
-// the current, good deployment, as an installer would.
+// installByHand pulls ref (version) with the agent's puller and keys
+// and makes it the current, good deployment, as an installer would.
 func installByHand(t *testing.T, a *Agent, ref, version string) {
 	t.Helper()
 	ctx := context.Background()
-	got, err := a.Puller.Pull(ctx, a.Repo, ref, pull.Options{})
+	st, err := a.channelState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	online, err := a.summaryKeys(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := a.Puller.Pull(ctx, a.Repo, ref, pull.Options{SummaryKeys: online, CommitKeys: a.Puller.Verifiers})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +239,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	ctx := context.Background()
 	env := startAgentEnv(t, false)
 	f, store := env.f, env.f.store
-	a, out := newTestAgent(t, env.url, env.tokens[auth.RoleDevice], env.keys, env.verifiers, "lab-pc-01", "")
+	a, out := newTestAgent(t, env.url, env.tokens[auth.RoleDevice], env.keys, env.root, env.verifiers, "lab-pc-01", "")
 	healthDir := a.Cfg.HealthDir
 	t.Cleanup(func() { t.Log(out.String()) })
 

@@ -12,7 +12,51 @@ import (
 // (*ostreeadmin.Sysroot, `backend: ostree`). Both return the sysroot
 // package's types and errors, so the agent's steps and checks are the same
 // for either; the agent pulls into RepoPath (an archive repository in both
-// cases) and the backend deploys from it.
+// cases) and the backend deploys from it. The shared suite
+// internal/sysroot/backendtest checks both against what follows.
+//
+// Methods:
+//   - Root is the directory for the agent's own files (state, fleet lock,
+//     trusted metadata); RepoPath the archive repository pulls go into.
+//   - Deploy checks commit out of repo as a new deployment named
+//     <commit>.<serial>, with /etc merged three ways from the default
+//     deployment's, and records origin. It does not change the default
+//     (except the first deploy on an empty `ostree admin` stateroot, which
+//     ostree boots at once). A bad commit is sysroot.ErrBadCommit; a
+//     commit missing from repo or a cancelled ctx fail before anything
+//     is listed.
+//   - Switch makes a deployment the default and records it as the pending
+//     boot with Tries attempts; the old default becomes Previous. Switching
+//     to the default is a no-op; an unknown deployment is
+//     sysroot.ErrNoDeployment, a bad commit sysroot.ErrBadCommit.
+//   - BootAttempt is called once per boot, before anything else: it records
+//     the booted deployment and uses one attempt of a pending boot,
+//     returning how many are left. With none left it rolls back itself and
+//     returns sysroot.ErrCounterExhausted (wrapped).
+//   - MarkGood ends the pending boot: the default is kept.
+//   - Rollback makes Previous the default again and marks the abandoned
+//     commit bad for good (IsBad, BadCommits with reason and time), so no
+//     Deploy, Switch or later Rollback returns to it. Without a rollback
+//     target it is sysroot.ErrNoDeployment.
+//   - PendingBoot names the deployment on trial, or "". It may name one
+//     that is not Current after a crash inside Switch; BootAttempt clears
+//     that.
+//   - Current, Previous and Booted return the default, the rollback target
+//     and the last booted deployment, or sysroot.ErrNoDeployment; List
+//     returns all, oldest first.
+//   - GC removes deployments other than the default, the rollback target,
+//     the booted one, those deployed after the default (staged) and the
+//     keep newest others, then what the repositories no longer need.
+//
+// Call order, as Agent uses it: an update is IsBad(target) (refuse), pull
+// into RepoPath, Deploy (or reuse a complete deployment from List),
+// save the agent state, Switch; the machine restarts. At boot:
+// BootAttempt first, then PendingBoot to see whether the default is on
+// trial, the health checks, then MarkGood and GC(ctx, 0), or Rollback.
+// `mxos-updater rollback` is Rollback alone. Every method may be called
+// again after a crash or a restart (a new Backend on the same root sees
+// the same state); methods are safe for concurrent use and the mutating
+// ones take a file lock, so two processes are serialised.
 type Backend interface {
 	Root() string
 	RepoPath() string

@@ -7,9 +7,12 @@
 // stock ostree admin).
 //
 // The server only proposes: verify.go lists what the device checks itself
-// (arch, channel and ref of the offer; the signed channel metadata when a
-// trusted_root is configured; no older version; the pulled commit's ref
-// binding and version). Every step of Upgrade is resumable after a kill
+// (arch, channel and ref of the offer; the signed channel metadata of
+// trusted_root, required unless insecure_no_metadata; no older version and
+// no other build of the installed one; the pulled commit's release
+// signature, ref binding and version) and which key checks what: release
+// keys (trusted_keys) the commits, the online keys root.json names the
+// summary. Every step of Upgrade is resumable after a kill
 // or a power loss (see install), and a good boot removes deployments that
 // are neither current, previous nor staged (sysroot.GC).
 //
@@ -23,6 +26,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 	_ "time/tzdata" // devices may lack /usr/share/zoneinfo; windows need time zones
@@ -46,8 +50,15 @@ type Config struct {
 	// TokenFile holds the device token (role device); kept out of the
 	// config so the config can be world-readable.
 	TokenFile string `yaml:"token_file"`
-	DeviceID  string `yaml:"device_id"`
-	Channel   string `yaml:"channel"`
+	// Device identity (credential.go): CredentialFile keeps the device's
+	// own credential, 0600 (default /var/lib/mxos-updater/credential);
+	// EnrollTokenFile holds the school image's enroll token, traded once
+	// for that credential. Either replaces TokenFile.
+	CredentialFile  string `yaml:"credential_file"`
+	EnrollTokenFile string `yaml:"enroll_token_file"`
+
+	DeviceID string `yaml:"device_id"`
+	Channel  string `yaml:"channel"`
 	// AllowedChannels are other channels an admin may move this machine
 	// to (a pin); offers of any other channel are refused.
 	AllowedChannels []string `yaml:"allowed_channels"`
@@ -64,18 +75,28 @@ type Config struct {
 	// image signatures name when it is not the server's own host.
 	Transport string `yaml:"transport"`
 	ImageHost string `yaml:"image_host"`
-	// TrustedKeys is the directory of public release keys
-	// (ed25519.pub, openpgp.pub.asc); TrustedRoot the shipped TUF root
-	// (root.json) of the signed channel metadata. With TrustedRoot set,
-	// every offer must be listed in the metadata served at /metadata/;
-	// without it the metadata is not checked (older installs).
-	TrustedKeys string `yaml:"trusted_keys"`
-	TrustedRoot string `yaml:"trusted_root"`
+	// Keys, each for its own role (verify.go). TrustedKeys is the
+	// directory of the public release keys (ed25519.pub, openpgp.pub.asc):
+	// only their signatures make a commit installable. TrustedRoot is the
+	// shipped TUF root (root.json) of the signed channel metadata: every
+	// offer must be the release it lists, and its online keys check the
+	// repository summary. Required unless InsecureNoMetadata, which turns
+	// the metadata off (a warning on every check) and then needs
+	// OnlineKeys, the directory of the server's public online keys.
+	TrustedKeys        string `yaml:"trusted_keys"`
+	TrustedRoot        string `yaml:"trusted_root"`
+	InsecureNoMetadata bool   `yaml:"insecure_no_metadata"`
+	OnlineKeys         string `yaml:"online_keys"`
 	// HealthDir holds required.d/ and wanted.d/ checks.
 	HealthDir string   `yaml:"health_dir"`
 	Interval  Duration `yaml:"interval"`
 	Jitter    Duration `yaml:"jitter"`
 	Strategy  Strategy `yaml:"strategy"`
+
+	// CAFile (TLS, tls.go) is a PEM file of the CA that signed the TLS
+	// certificates of the server, the mirrors and the registry, added to
+	// the system's roots for every request the agent makes.
+	CAFile string `yaml:"ca_file"`
 }
 
 // Strategy says when a staged update may switch and reboot.
@@ -154,6 +175,9 @@ func (c *Config) setDefaults() {
 	if c.Sysroot == "" {
 		c.Sysroot = "/"
 	}
+	if c.CredentialFile == "" {
+		c.CredentialFile = DefaultCredentialFile
+	}
 	if c.HealthDir == "" {
 		c.HealthDir = "/etc/mxos-updater/health"
 	}
@@ -197,6 +221,7 @@ func (c *Config) Validate() error {
 	if c.TrustedKeys == "" {
 		bad("trusted_keys is required: nothing unsigned is ever installed")
 	}
+	c.validateTrust(bad)
 	if c.Backend != "sysroot" && c.Backend != "ostree" {
 		bad("backend %q: use sysroot or ostree", c.Backend)
 	}
@@ -263,4 +288,23 @@ func (s Strategy) InWindow(t time.Time) bool {
 		return m >= sm && m < em
 	}
 	return m >= sm || m < em
+}
+
+// validateTrust checks the trust settings: signed channel metadata
+// (trusted_root) or, explicitly, none (insecure_no_metadata with
+// online_keys).
+func (c *Config) validateTrust(bad func(string, ...any)) {
+	switch {
+	case !c.InsecureNoMetadata && c.TrustedRoot == "":
+		bad("trusted_root is required (the shipped root.json of the signed channel metadata); " +
+			"only to run without metadata set insecure_no_metadata: true and online_keys")
+	case !c.InsecureNoMetadata && c.OnlineKeys != "":
+		bad("online_keys is used only with insecure_no_metadata: with trusted_root the online keys come from root.json")
+	case c.InsecureNoMetadata && c.TrustedRoot != "":
+		bad("insecure_no_metadata and trusted_root exclude each other: remove insecure_no_metadata to check the signed channel metadata")
+	case c.InsecureNoMetadata && c.OnlineKeys == "":
+		bad("insecure_no_metadata needs online_keys: the directory of the server's public online keys, which sign the summary")
+	case c.InsecureNoMetadata && filepath.Clean(c.OnlineKeys) == filepath.Clean(c.TrustedKeys):
+		bad("online_keys and trusted_keys must be different directories: only release keys make a commit installable")
+	}
 }

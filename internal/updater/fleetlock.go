@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mxos-linux/mxos-update/internal/api"
+	"github.com/mxos-linux/mxos-update/internal/storage"
 )
 
 // The fleet-lock strategy: at most strategy.max_rebooting machines of a
@@ -146,22 +147,5 @@ func (a *Agent) saveFleetLockMark(m fleetLockMark) error {
 	if err != nil {
 		return err
 	}
-	return writeFileSynced(a.fleetLockPath(), append(b, '\n'))
-}
-
-// writeFileSynced writes path through a synced temporary file and a rename.
-func writeFileSynced(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	_, werr := f.Write(data)
-	serr := f.Sync()
-	cerr := f.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return os.Rename(tmp, path)
+	return storage.WriteFile(a.fleetLockPath(), append(b, '\n'), 0o644, storage.TempPath(a.fleetLockPath()+".tmp"))
 }

@@ -21,26 +21,27 @@ import (
 type flEnv struct {
 	url      string
 	keys     string
+	root     string
 	verifier []sign.Verifier
 	store    *db.Store
 	fix      *fixture
-	devToken string
+	ts       *testserver.Server
 	admin    *client.Client
 }
 
 func newFLEnv(t *testing.T) *flEnv {
 	t.Helper()
-	ts := testserver.Start(t, testserver.Options{Roles: []auth.Role{auth.RoleRelease, auth.RoleDevice, auth.RoleAdmin}})
-	return &flEnv{url: ts.URL, keys: ts.Release.Dir, verifier: ts.Release.Verifiers, store: ts.Store,
-		admin: ts.Client(t, auth.RoleAdmin), devToken: ts.Tokens[auth.RoleDevice],
-		fix: &fixture{store: ts.Store, pub: ts.Publisher, admin: ts.Client(t, auth.RoleRelease), commits: map[string]string{}}}
+	ts := testserver.Start(t, testserver.Options{Metadata: true, OnlineSummaryKey: true, Serve: true,
+		Roles: []auth.Role{auth.RoleRelease, auth.RoleDevice, auth.RoleAdmin}})
+	return &flEnv{url: ts.URL, keys: ts.Release.Dir, root: rootJSON(t, ts), verifier: ts.Release.Verifiers, store: ts.Store,
+		admin: ts.Client(t, auth.RoleAdmin), ts: ts, fix: newFixture(t, ts)}
 }
 
 // device makes an agent with its own sysroot; extra is appended to its
 // configuration.
 func (e *flEnv) device(t *testing.T, id, extra string) (*Agent, *bytes.Buffer) {
 	t.Helper()
-	return newTestAgent(t, e.url, e.devToken, e.keys, e.verifier, id, extra)
+	return newTestAgent(t, e.url, e.ts.DeviceToken(t, id), e.keys, e.root, e.verifier, id, extra)
 }
 
 // Five machines of one lab with max_rebooting 2: never more than two are
@@ -161,7 +162,7 @@ func TestFleetLockReleaseRetriedAndAfterRollback(t *testing.T) {
 	}
 	good := a.Client
 	var err error
-	if a.Client, err = client.New("http://127.0.0.1:1", e.devToken, client.WithRetries(0, 0)); err != nil {
+	if a.Client, err = client.New("http://127.0.0.1:1", e.ts.Tokens[auth.RoleDevice], client.WithRetries(0, 0)); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.Boot(ctx); err != nil {

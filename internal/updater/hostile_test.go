@@ -49,19 +49,21 @@ const (
 // of it and a device (following stable) that runs 10.0.2, installed by
 // the agent itself and booted healthy.
 type hostileEnv struct {
-	t        *testing.T
-	ctx      context.Context
-	upstream string // the honest server
-	proxy    string // what the device talks to
-	meta     *channelmeta.Repo
-	relMeta  []signature.Signer // release key as TUF signers
-	signers  []sign.Signer      // release key (commits, and the summary here)
-	rem      *release.Remote
-	admin    *client.Client
-	agent    *Agent
-	out      *bytes.Buffer
-	local    *ostree.Repo
-	verifier []sign.Verifier
+	t         *testing.T
+	ctx       context.Context
+	upstream  string // the honest server
+	proxy     string // what the device talks to
+	meta      *channelmeta.Repo
+	relMeta   []signature.Signer // release key as TUF signers
+	signers   []sign.Signer      // release key (commits)
+	online    []sign.Signer      // online key (the summary; a thief's)
+	onlineDir string             // the online public keys (insecure_no_metadata)
+	rem       *release.Remote
+	admin     *client.Client
+	agent     *Agent
+	out       *bytes.Buffer
+	local     *ostree.Repo
+	verifier  []sign.Verifier
 	// commits: "stable/10.0.2" -> commit
 	commits map[string]string
 
@@ -77,11 +79,13 @@ type hostileEnv struct {
 func newHostileEnv(t *testing.T) *hostileEnv {
 	t.Helper()
 	ctx := context.Background()
-	// The summary is signed with the release key too, so the device needs
-	// one key directory (trusted_keys) only.
-	ts := testserver.Start(t, testserver.Options{Metadata: true, Serve: true, Roles: []auth.Role{auth.RoleRelease, auth.RoleDevice}})
+	// Set up as the README says: the server signs the summary with its
+	// online key; the device trusts the release keys and root.json.
+	ts := testserver.Start(t, testserver.Options{Metadata: true, OnlineSummaryKey: true, Serve: true,
+		Roles: []auth.Role{auth.RoleRelease, auth.RoleDevice}})
 	e := &hostileEnv{t: t, ctx: ctx, commits: map[string]string{}, out: &bytes.Buffer{},
-		signers: ts.Release.Signers, verifier: ts.Release.Verifiers, relMeta: ts.MetaSigners, meta: ts.Meta}
+		signers: ts.Release.Signers, online: ts.Online.Signers, onlineDir: publicDir(t, ts.Online.Dir),
+		verifier: ts.Release.Verifiers, relMeta: ts.MetaSigners, meta: ts.Meta}
 	relDir, metaDir, tokens := ts.Release.Dir, ts.MetaDir, ts.Tokens
 	e.upstream = ts.URL
 	waitReady(t, e.upstream)
@@ -138,7 +142,7 @@ func newHostileEnv(t *testing.T) *hostileEnv {
 	}
 	e.agent = &Agent{Cfg: cfg, Client: dev, Sys: sys, Repo: e.local, Out: e.out,
 		Puller: &pull.Puller{URLs: cfg.Mirrors, Verifiers: e.verifier, MaxObjectSize: 1 << 20,
-			Timeout: 5 * time.Second, Grace: 500 * time.Millisecond, MinBytesPerSecond: 4096}}
+			Timeout: 30 * time.Second, Grace: 500 * time.Millisecond, MinBytesPerSecond: 4096}}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Log(e.out.String())
@@ -242,6 +246,18 @@ func (e *hostileEnv) release(version string, extra map[string]string) {
 	e.commits["stable/"+version] = sum.String()
 }
 
+// insecure switches the device to insecure_no_metadata (with online_keys)
+// until the returned function is called.
+func (e *hostileEnv) insecure() func() {
+	c := e.agent.Cfg
+	old := *c
+	c.TrustedRoot, c.InsecureNoMetadata, c.OnlineKeys = "", true, e.onlineDir
+	if err := c.Validate(); err != nil {
+		e.t.Fatal(err)
+	}
+	return func() { *c = old }
+}
+
 func (e *hostileEnv) setHook(h func(w http.ResponseWriter, r *http.Request) bool) {
 	e.mu.Lock()
 	e.hook = h
@@ -303,6 +319,7 @@ type deviceState struct {
 	Current, Previous, Booted, Pending string
 	Files                              map[string]string // agent and sysroot state, trusted metadata: name -> sha256
 	Deployments                        []string
+	Refs                               map[string]ostree.Checksum // the local repository's refs
 }
 
 func (e *hostileEnv) snapshot() deviceState {
@@ -340,6 +357,11 @@ func (e *hostileEnv) snapshot() deviceState {
 		st.Deployments = append(st.Deployments, en.Name())
 	}
 	sort.Strings(st.Deployments)
+	refs, err := e.local.ListRefs()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	st.Refs = refs
 	return st
 }
 
@@ -463,17 +485,15 @@ func TestHostileTestingCommitServedAsStable(t *testing.T) {
 	e.publish("10.0.3", nil) // on testing only
 	c := e.commits["testing/10.0.3"]
 	served := api.Target{Channel: "stable", Arch: "x86_64", Version: "10.0.3", Ref: stableRefH, Commit: c}
-	forged := forgedSummary(t, stableRefH, c, len(e.commitBytes(c)), e.signers)
+	forged := forgedSummary(t, stableRefH, c, len(e.commitBytes(c)), e.online) // a stolen online key
 	t.Run("signed metadata", func(t *testing.T) {
 		e.t = t
 		e.attack(chain(offer(served), overlay(forged)), "update refused", "not in the signed channel metadata")
 	})
 	t.Run("no metadata configured", func(t *testing.T) {
-		// Without trusted_root the commit's own ref binding is what stops it.
+		// Without metadata the commit's own ref binding is what stops it.
 		e.t = t
-		root := e.agent.Cfg.TrustedRoot
-		e.agent.Cfg.TrustedRoot = ""
-		defer func() { e.agent.Cfg.TrustedRoot = root }()
+		defer e.insecure()()
 		e.attack(chain(offer(served), overlay(forged)), "download of 10.0.3", "commit not bound to ref", testingRefH)
 	})
 }
@@ -609,34 +629,105 @@ func TestHostileStalledConnection(t *testing.T) {
 // and returns the proxy hook that offers and serves it.
 func (e *hostileEnv) evilRelease(tree []byte) func(w http.ResponseWriter, r *http.Request) bool {
 	e.t.Helper()
+	return e.forgeRelease("10.0.3", tree, e.signers)
+}
+
+// forgeRelease makes a commit like stable 10.0.2's but one minute newer,
+// carrying version, with root tree tree (raw dirtree bytes; nil keeps
+// 10.0.2's tree) and its .commitmeta signed by commitSigners. The release
+// key lists it in the signed targets as stable version (replacing a
+// listed one); the summary is signed with the online key. It returns the
+// proxy hook that offers and serves it.
+func (e *hostileEnv) forgeRelease(version string, tree []byte, commitSigners []sign.Signer) func(w http.ResponseWriter, r *http.Request) bool {
+	e.t.Helper()
 	base := e.commits["stable/10.0.2"]
 	cm, err := ostree.ParseCommit(e.commitBytes(base))
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	evil := *cm
-	evil.RootTree = ostree.Checksum(sha256.Sum256(tree))
+	if tree != nil {
+		evil.RootTree = ostree.Checksum(sha256.Sum256(tree))
+	}
 	evil.Timestamp = cm.Timestamp + 60
+	evil.Metadata = append(ostree.Metadata(nil), cm.Metadata...).Set(ostree.MetaVersion, ostree.StringVar(version))
 	cb, err := evil.Marshal()
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	cc := ostree.Checksum(sha256.Sum256(cb))
-	rels, err := e.meta.Releases()
+	old, err := e.meta.Releases()
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	rels = append(rels, channelmeta.Release{Channel: "stable", Arch: "x86_64", Version: "10.0.3", Ref: stableRefH,
+	var rels []channelmeta.Release
+	for _, r := range old {
+		if r.Channel != "stable" || r.Version != version {
+			rels = append(rels, r)
+		}
+	}
+	rels = append(rels, channelmeta.Release{Channel: "stable", Arch: "x86_64", Version: version, Ref: stableRefH,
 		Commit: cc.String(), PublishedAt: time.Now()})
 	if err := e.meta.PublishTargets(rels, e.relMeta, time.Now()); err != nil {
 		e.t.Fatal(err)
 	}
-	files := forgedSummary(e.t, stableRefH, cc.String(), len(cb), e.signers)
+	files := forgedSummary(e.t, stableRefH, cc.String(), len(cb), e.online)
 	files[ostree.ObjectPath(cc, ostree.ObjCommit)] = cb
-	files[ostree.ObjectPath(cc, ostree.ObjCommitMeta)] = marshalSig(e.t, e.signers, cb)
-	files[ostree.ObjectPath(evil.RootTree, ostree.ObjDirTree)] = tree
-	return chain(offer(api.Target{Channel: "stable", Arch: "x86_64", Version: "10.0.3", Ref: stableRefH, Commit: cc.String()}),
+	files[ostree.ObjectPath(cc, ostree.ObjCommitMeta)] = marshalSig(e.t, commitSigners, cb)
+	if tree != nil {
+		files[ostree.ObjectPath(evil.RootTree, ostree.ObjDirTree)] = tree
+	}
+	return chain(offer(api.Target{Channel: "stable", Arch: "x86_64", Version: version, Ref: stableRefH, Commit: cc.String()}),
 		overlay(files))
+}
+
+// TestHostileCommitSignedOnlyByOnlineKey (issue 9, failure 1): a thief of
+// the online key signs a commit and the summary naming it. Even listed in
+// the signed metadata (by mistake of the release team) and without
+// metadata, the commit is refused: only a release signature counts.
+func TestHostileCommitSignedOnlyByOnlineKey(t *testing.T) {
+	e := newHostileEnv(t)
+	t.Run("signed metadata", func(t *testing.T) {
+		e.t = t
+		e.attack(e.forgeRelease("10.0.3", nil, e.online), "download of 10.0.3", "signature verification failed")
+	})
+	t.Run("no metadata configured", func(t *testing.T) {
+		e.t = t
+		defer e.insecure()()
+		e.attack(e.forgeRelease("10.0.3", nil, e.online), "download of 10.0.3", "signature verification failed")
+		if !strings.Contains(e.out.String(), InsecureWarning) {
+			t.Errorf("no warning about insecure_no_metadata in:\n%s", e.out.String())
+		}
+	})
+	t.Run("online key in trusted_keys", func(t *testing.T) {
+		// The old work-around (the online key added to trusted_keys) is
+		// refused as a configuration error before anything is fetched.
+		e.t = t
+		v := e.agent.Puller.Verifiers
+		defer func() { e.agent.Puller.Verifiers = v }()
+		st, err := e.agent.channelState(e.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.agent.Puller.Verifiers = append(append([]sign.Verifier(nil), v...), sign.NewEd25519Verifier(st.OnlineKeys))
+		e.attack(e.forgeRelease("10.0.3", nil, e.online), "trusted_keys holds the server's online key")
+	})
+}
+
+// TestHostileSameVersionSwap: a second release-signed commit carrying
+// the installed version 10.0.2 (newer timestamp, same ref) is refused,
+// with and without metadata.
+func TestHostileSameVersionSwap(t *testing.T) {
+	e := newHostileEnv(t)
+	t.Run("signed metadata", func(t *testing.T) {
+		e.t = t
+		e.attack(e.forgeRelease("10.0.2", nil, e.signers), "update refused", "another build of the installed version")
+	})
+	t.Run("no metadata configured", func(t *testing.T) {
+		e.t = t
+		defer e.insecure()()
+		e.attack(e.forgeRelease("10.0.2", nil, e.signers), "update refused", "another build of the installed version")
+	})
 }
 
 func TestHostileTreeWithDotDot(t *testing.T) {

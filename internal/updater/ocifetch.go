@@ -56,7 +56,9 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/oci/ocisig"
 	"github.com/mxos-linux/mxos-update/internal/oci/unpack"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
+	"github.com/mxos-linux/mxos-update/internal/ostree/pull"
 	"github.com/mxos-linux/mxos-update/internal/sign"
+	"github.com/mxos-linux/mxos-update/internal/storage"
 )
 
 // Errors of the OCI transport callers decide on.
@@ -106,6 +108,8 @@ type OCIOptions struct {
 	Current      ostree.Checksum
 	// HTTP fetches the commit objects (http.DefaultClient when nil).
 	HTTP *http.Client
+	// CAFile is trusted for the registry next to the system's roots.
+	CAFile string
 	// MaxBytes bounds the unpacked image (unpack.DefaultMaxBytes when 0).
 	MaxBytes int64
 	// Progress receives containers/image's progress (nothing when nil).
@@ -165,7 +169,7 @@ func fetchOCI(ctx context.Context, o OCIOptions) (ostree.Checksum, error) {
 	}
 
 	work := filepath.Join(o.Sysroot, "oci")
-	if err := os.MkdirAll(work, 0o700); err != nil {
+	if err := storage.MkdirAll(work, 0o700); err != nil {
 		return zero, err
 	}
 	unlock, err := lockDir(work)
@@ -185,7 +189,7 @@ func fetchOCI(ctx context.Context, o OCIOptions) (ostree.Checksum, error) {
 	if err := repairLayout(layout); err != nil {
 		return zero, err
 	}
-	sys, err := imageio.SystemContext(imageio.ContextOptions{Registry: reg, Dir: filepath.Join(work, "ctx"), Arch: ociArch})
+	sys, err := imageio.SystemContext(imageio.ContextOptions{Registry: reg, Dir: filepath.Join(work, "ctx"), Arch: ociArch, CAFile: o.CAFile})
 	if err != nil {
 		return zero, err
 	}
@@ -312,46 +316,10 @@ func fetchCommit(ctx context.Context, o OCIOptions) (*reproduced, error) {
 	return &reproduced{raw: raw, commit: c, meta: md, rootMeta: dm}, nil
 }
 
-// getObject fetches one small object from the first repository URL that
-// has it.
+// getObject fetches one small object from the repository mirrors, with
+// the puller's limits and mirror failover (pull.Puller.GetObject).
 func getObject(ctx context.Context, o OCIOptions, c ostree.Checksum, t ostree.ObjectType) ([]byte, error) {
-	hc := o.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	var errs []error
-	for _, base := range o.RepoURLs {
-		u := strings.TrimRight(base, "/") + "/" + ostree.ObjectPath(c, t)
-		b, err := func() ([]byte, error) {
-			ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-			defer cancel()
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-			if err != nil {
-				return nil, err
-			}
-			resp, err := hc.Do(req)
-			if err != nil {
-				return nil, err
-			}
-			defer resp.Body.Close()
-			if resp.StatusCode == http.StatusNotFound {
-				return nil, fmt.Errorf("%s: %w", u, ostree.ErrNotFound)
-			}
-			if resp.StatusCode != http.StatusOK {
-				return nil, fmt.Errorf("%s: HTTP %d", u, resp.StatusCode)
-			}
-			b, err := io.ReadAll(io.LimitReader(resp.Body, ostree.MaxMetadataSize+1))
-			if err == nil && len(b) > ostree.MaxMetadataSize {
-				err = fmt.Errorf("%s: larger than %d bytes", u, ostree.MaxMetadataSize)
-			}
-			return b, err
-		}()
-		if err == nil {
-			return b, nil
-		}
-		errs = append(errs, err)
-	}
-	return nil, fmt.Errorf("fetching %s.%s: %w", c, t, errors.Join(errs...))
+	return (&pull.Puller{URLs: o.RepoURLs, HTTP: o.HTTP}).GetObject(ctx, c, t)
 }
 
 // commitTree stores the staging tree and the commit: the reproduced one
@@ -487,11 +455,7 @@ func pruneLayout(dir string, img *unpack.Image) error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(dir, "index.json.tmp")
-	if err := os.WriteFile(tmp, nb, 0o644); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, "index.json")); err != nil {
+	if err := storage.WriteFile(filepath.Join(dir, "index.json"), nb, 0o644, storage.TempPath(filepath.Join(dir, "index.json.tmp"))); err != nil {
 		return err
 	}
 	keep := map[digest.Digest]bool{img.ManifestDigest: true, img.Manifest.Config.Digest: true}

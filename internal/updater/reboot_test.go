@@ -42,7 +42,7 @@ func (f *fakeReboot) reboot(context.Context) error { f.n++; return f.err }
 func TestBootRestartsAfterRollback(t *testing.T) {
 	ctx := context.Background()
 	env := startAgentEnv(t, false)
-	a, out := newTestAgent(t, env.url, env.tokens[auth.RoleDevice], env.keys, env.verifiers, "kiosk-01", "")
+	a, out := newTestAgent(t, env.url, env.tokens[auth.RoleDevice], env.keys, env.root, env.verifiers, "kiosk-01", "")
 	t.Cleanup(func() { t.Log(out.String()) })
 	r := &fakeReboot{}
 	a.Reboot = r.reboot

@@ -194,7 +194,7 @@ func TestRunReboots(t *testing.T) {
 // fails, the loop keeps going and says so plainly.
 func TestRunWithAgentKeepsGoing(t *testing.T) {
 	dir := t.TempDir()
-	cfg, err := ParseConfig([]byte("server: http://127.0.0.1:1\ndevice_id: lab-pc-01\nchannel: stable\narch: x86_64\ntrusted_keys: /nonexistent\nsysroot: " +
+	cfg, err := ParseConfig([]byte("server: http://127.0.0.1:1\ndevice_id: lab-pc-01\nchannel: stable\narch: x86_64\ntrusted_keys: /nonexistent\ntrusted_root: /nonexistent/root.json\nsysroot: " +
 		filepath.Join(dir, "root") + "\ninterval: 1m\njitter: 1s\n"))
 	if err != nil {
 		t.Fatal(err)

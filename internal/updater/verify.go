@@ -2,6 +2,7 @@ package updater
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -13,28 +14,49 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/channelmeta"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/rollout"
+	"github.com/mxos-linux/mxos-update/internal/sign"
 )
 
 // What the agent checks about an offer before it downloads anything, and
 // about the downloaded commit before it deploys it. The server is not
 // trusted: it only chooses among releases the release key signed.
 //
+// Each key has one role. trusted_keys holds the release public keys: only
+// a release signature makes a commit installable, and a commit signed by
+// the server's online key alone is refused (the pull checks commits with
+// these keys only). The online key signs the repository summary and the
+// freshness of the channel metadata; the device learns it from the TUF
+// root (trusted_root, following its signed rotations), never from
+// trusted_keys, and a trusted_keys directory that holds an online key is a
+// configuration error. So a stolen online key can delay or gate updates
+// among release-signed commits, never install anything else.
+//
 //  1. The offer names this machine's arch and a channel it follows, and
 //     its ref is mxos/<major>/<arch>/<channel> for that arch and channel.
-//  2. With a trusted_root configured, the signed channel metadata (TUF,
-//     internal/channelmeta) is refreshed from the server's /metadata/ or a
-//     mirror's, and the offer must be exactly a release-signed release:
-//     same channel, arch, version, commit and ref. Expired metadata
-//     (freeze), older metadata versions (rollback; the trusted versions
-//     are kept in R/channel-metadata/ across runs) and bad signatures are
-//     refused. Without trusted_root (older installs, servers without
-//     signed metadata) this step is skipped: the commit's own signature,
-//     ref binding and timestamp are then all that is checked.
-//  3. The offered version is not older than the installed one.
+//  2. The signed channel metadata (TUF, internal/channelmeta) is refreshed
+//     from the server's /metadata/ or a mirror's, and the offer must be
+//     exactly a release-signed release: same channel, arch, version,
+//     commit and ref. Expired metadata (freeze), older metadata versions
+//     (rollback; the trusted versions are kept in R/channel-metadata/
+//     across runs) and bad signatures are refused. Its root names the
+//     online keys the summary is checked with. Only with
+//     insecure_no_metadata (servers without signed metadata) is this step
+//     skipped, with a warning on every check: the summary is then checked
+//     with the public keys in online_keys, and the commit's own release
+//     signature, ref binding and timestamp are all that is checked.
+//  3. The offered version is not older than the installed one, and an
+//     offer of the installed version must be the installed commit: a
+//     different commit carrying the booted version (a same-version swap,
+//     e.g. a second build signed by mistake, or the same version promoted
+//     to another channel) is refused in every mode. A move to another
+//     channel therefore takes effect with that channel's next version.
 //  4. After the pull (which checks the summary and commit signatures, the
 //     ref binding, the timestamp and every object), the stored commit is
 //     read back and must be bound to the offered ref and carry the offered
 //     version.
+//
+// A refused or failed deploy leaves the local refs and the agent state as
+// they were (install puts the ref the pull moved back).
 
 // MetadataDir is the directory, under the sysroot, where the last trusted
 // channel metadata is kept between runs (what makes a rollback of the
@@ -77,9 +99,10 @@ func (a *Agent) checkTarget(t api.Target) error {
 	return nil
 }
 
-// checkNotOlder is step 3. Versions that do not parse are left to the
-// pull's timestamp check.
-func checkNotOlder(t api.Target, installed string) error {
+// checkVersion is step 3: installed is the current deployment's version
+// and commit (empty when nothing is installed). Versions that do not
+// parse are left to the pull's timestamp check, unless they are equal.
+func checkVersion(t api.Target, installed, installedCommit string) error {
 	if installed == "" {
 		return nil
 	}
@@ -87,7 +110,59 @@ func checkNotOlder(t api.Target, installed string) error {
 	if err == nil && c < 0 {
 		return refusef("the server offered version %s, older than the installed %s", t.Version, installed)
 	}
+	if (t.Version == installed || (err == nil && c == 0)) && t.Commit != installedCommit {
+		return refusef("the server offered version %s as commit %.12s, but this machine runs version %s as commit %.12s: "+
+			"another build of the installed version is never installed", t.Version, t.Commit, installed, installedCommit)
+	}
 	return nil
+}
+
+// offerTrust is what the checks of an offer established for its download.
+type offerTrust struct {
+	// summaryKeys check the repository summary: the online keys.
+	summaryKeys []sign.Verifier
+}
+
+// summaryKeys returns the keys the repository summary must be signed
+// with: the online keys of the trusted root (st), or of online_keys with
+// insecure_no_metadata. It refuses a trusted_keys directory that holds one
+// of them, since only release keys may make a commit installable.
+func (a *Agent) summaryKeys(st *channelmeta.State) ([]sign.Verifier, error) {
+	var keys []sign.Verifier
+	if st != nil {
+		if len(st.OnlineKeys) == 0 {
+			return nil, refusef("the trusted root of the channel metadata names no Ed25519 online key to check the repository summary with")
+		}
+		keys = []sign.Verifier{sign.NewEd25519Verifier(st.OnlineKeys)}
+	} else {
+		var err error
+		if keys, err = sign.LoadVerifiers(a.Cfg.OnlineKeys); err != nil {
+			return nil, fmt.Errorf("%w: loading the online keys (online_keys): %w", ErrInvalid, err)
+		}
+	}
+	release := keyIDs(a.Puller.Verifiers)
+	for id := range keyIDs(keys) {
+		if release[id] {
+			return nil, fmt.Errorf("%w: trusted_keys holds the server's online key %s; it must hold release public keys only", ErrInvalid, id)
+		}
+	}
+	return keys, nil
+}
+
+// keyIDs lists the public key identities of verifiers (Ed25519 keys in
+// base64, OpenPGP fingerprints).
+func keyIDs(vs []sign.Verifier) map[string]bool {
+	out := map[string]bool{}
+	for _, v := range vs {
+		if k, ok := v.(sign.KeyIdentifier); ok {
+			for _, id := range strings.Split(k.KeyID(), ",") {
+				if id = strings.TrimSpace(id); id != "" {
+					out[id] = true
+				}
+			}
+		}
+	}
+	return out
 }
 
 // metadataURLs lists where the channel metadata is fetched from: for each
@@ -112,77 +187,43 @@ func (a *Agent) metadataURLs() []string {
 }
 
 // channelState is step 2's refresh: it loads and verifies the channel
-// metadata, trying each metadata URL in turn. It returns nil and no error
-// when no trusted_root is configured.
+// metadata, trying each metadata URL in turn (mirrors.go). It returns nil
+// and no error only with insecure_no_metadata.
 func (a *Agent) channelState(ctx context.Context) (*channelmeta.State, error) {
-	if a.Cfg.TrustedRoot == "" {
+	if a.Cfg.InsecureNoMetadata {
 		return nil, nil
 	}
-	root, err := os.ReadFile(a.Cfg.TrustedRoot)
-	if err != nil {
-		return nil, fmt.Errorf("reading the trusted root of the channel metadata: %w", err)
+	if a.Cfg.TrustedRoot == "" {
+		return nil, fmt.Errorf("%w: trusted_root is required (or insecure_no_metadata)", ErrInvalid)
 	}
-	cache := filepath.Join(a.Sys.Root(), MetadataDir)
-	if err := os.MkdirAll(cache, 0o700); err != nil {
-		return nil, fmt.Errorf("channel metadata cache: %w", err)
-	}
-	removeStaleTemps(cache, time.Now())
-	var errs []error
-	var worst error // a verification failure says more than a network one
-	for _, u := range a.metadataURLs() {
-		c, err := channelmeta.NewClient(channelmeta.ClientConfig{TrustedRoot: root, CacheDir: cache, URL: u,
-			HTTPClient: a.MetaHTTP, Now: a.now, UserAgent: "mxos-updater"})
-		if err != nil {
-			return nil, fmt.Errorf("channel metadata: %w", err)
-		}
-		st, err := c.Load(ctx)
-		if err == nil {
-			// go-tuf renames its files into place without fsync: make the
-			// new trusted versions durable, or a power loss could bring
-			// back older ones (and with them a rollback window).
-			if err := syncFiles(cache); err != nil {
-				return nil, fmt.Errorf("channel metadata cache: %w", err)
-			}
-			return st, nil
-		}
-		errs = append(errs, fmt.Errorf("%s: %w", u, err))
-		if worst == nil && !errors.Is(err, channelmeta.ErrFetch) {
-			worst = errs[len(errs)-1]
-		}
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	if worst == nil {
-		worst = errors.Join(errs...)
-	}
-	hint := ""
-	if errors.Is(worst, channelmeta.ErrExpired) {
-		hint = " (if this machine's date and time are wrong, correct them and try again)"
-	}
-	return nil, fmt.Errorf("%w: the signed channel metadata could not be verified%s: %w", ErrRefused, hint, worst)
+	return a.metadataState(ctx, nil)
 }
 
-// verifyOffer runs steps 1 to 3 on an offer; installed is the version of
-// the current deployment ("" when nothing is installed).
-func (a *Agent) verifyOffer(ctx context.Context, t api.Target, installed string) error {
+// verifyOffer runs steps 1 to 3 on an offer; installed and
+// installedCommit describe the current deployment ("" when nothing is
+// installed).
+func (a *Agent) verifyOffer(ctx context.Context, t api.Target, installed, installedCommit string) (offerTrust, error) {
+	var tr offerTrust
 	if err := a.checkTarget(t); err != nil {
-		return err
+		return tr, err
 	}
-	st, err := a.channelState(ctx)
+	st, err := a.checkOfferMetadata(ctx, t) // mirrors.go
 	if err != nil {
-		return err
+		return tr, err
 	}
-	if st != nil {
-		err := channelmeta.CheckOffer(st, channelmeta.Offer{Channel: t.Channel, Arch: t.Arch, Version: t.Version,
-			Commit: t.Commit, Ref: t.Ref, OCIDigest: t.OCIDigest})
-		if err != nil {
-			return fmt.Errorf("%w: the server offered version %s, which the signed channel metadata does not allow: %w",
-				ErrRefused, t.Version, err)
-		}
+	if err := checkVersion(t, installed, installedCommit); err != nil {
+		return tr, err
 	}
-	return checkNotOlder(t, installed)
+	if tr.summaryKeys, err = a.summaryKeys(st); err != nil {
+		return tr, err
+	}
+	return tr, nil
 }
+
+// InsecureWarning is said on every check with insecure_no_metadata.
+const InsecureWarning = "Warning: signed channel metadata is off (insecure_no_metadata): " +
+	"a compromised server or mirror can hold this machine back or offer releases meant for others; " +
+	"set trusted_root to the shipped root.json"
 
 // verifyPulled is step 4, on the commit the pull stored.
 func (a *Agent) verifyPulled(t api.Target, c ostree.Checksum) error {
@@ -217,6 +258,28 @@ func removeStaleTemps(dir string, now time.Time) {
 		}
 		if info, err := e.Info(); err == nil && now.Sub(info.ModTime()) > time.Hour {
 			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
+// dropTornMetadata removes cached metadata files that are not whole JSON.
+// go-tuf renames its files into place before syncFiles can fsync them, so
+// a power cut in between can leave an empty or torn file, which go-tuf
+// then refuses for good (TestPowerCutDuringUpgrade found this). Without
+// the file the next Load fetches that role again from the shipped or
+// cached root; the installed version still bounds downgrades.
+func dropTornMetadata(dir string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() || !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		if b, err := os.ReadFile(p); err == nil && !json.Valid(b) {
+			os.Remove(p)
 		}
 	}
 }

@@ -43,18 +43,30 @@ func TestCheckTarget(t *testing.T) {
 	}
 }
 
-func TestCheckNotOlder(t *testing.T) {
+// TestCheckVersion: no older version, and no other commit carrying the
+// installed version (a same-version swap), whatever the version strings.
+func TestCheckVersion(t *testing.T) {
+	const cur, other = "c0ffee", "badc0de"
 	for _, tc := range []struct {
-		offered, installed string
-		ok                 bool
+		offered, commit, installed string
+		want                       string // "" = accepted
 	}{
-		{"10.0.3", "10.0.2", true}, {"10.0.2", "10.0.2", true}, {"10.1", "10.0.9", true},
-		{"10.0.1", "10.0.2", false}, {"10.0.2-rc.1", "10.0.2", false}, {"9.9", "10.0", false},
-		{"10.0.1", "", true}, {"weird", "10.0.2", true}, // unparsable: left to the pull's timestamp check
+		{"10.0.3", other, "10.0.2", ""}, {"10.1", other, "10.0.9", ""},
+		{"10.0.2", cur, "10.0.2", ""},  // the installed commit itself
+		{"10.0.1", other, "", ""},      // nothing installed
+		{"weird", other, "10.0.2", ""}, // unparsable: left to the pull's timestamp check
+		{"10.0.1", other, "10.0.2", "older than the installed"},
+		{"10.0.2-rc.1", other, "10.0.2", "older than the installed"},
+		{"9.9", other, "10.0", "older than the installed"},
+		{"10.0.2", other, "10.0.2", "another build of the installed version"},
+		{"weird", other, "weird", "another build of the installed version"},
 	} {
-		err := checkNotOlder(api.Target{Version: tc.offered}, tc.installed)
-		if (err == nil) != tc.ok {
-			t.Errorf("offered %s over %s: %v", tc.offered, tc.installed, err)
+		err := checkVersion(api.Target{Version: tc.offered, Commit: tc.commit}, tc.installed, cur)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("offered %s (%s) over %s: refused: %v", tc.offered, tc.commit, tc.installed, err)
+		case tc.want != "" && (!errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("offered %s (%s) over %s: %v, want ErrRefused saying %q", tc.offered, tc.commit, tc.installed, err, tc.want)
 		}
 	}
 }

@@ -153,7 +153,7 @@ func (s *Service) rememberDevice(d db.Device, now time.Time) {
 // query for devices that never rolled back (nearly all of them).
 func (s *Service) rolledBack(ctx context.Context, id string) ([]string, error) {
 	if s.CacheTTL > 0 {
-		set, err := s.rolled.get(struct{}{}, s.now(), func() (map[string]bool, error) {
+		set, err := s.rolled.get(ctx, struct{}{}, s.now(), func(ctx context.Context) (map[string]bool, error) {
 			ids, err := s.Store.DevicesWithRollbacks(ctx)
 			if err != nil {
 				return nil, err
@@ -180,7 +180,7 @@ func (s *Service) pinsFor(ctx context.Context, deviceID, group string) (devPin, 
 	if s.CacheTTL <= 0 {
 		return s.Store.PinsFor(ctx, deviceID, group)
 	}
-	all, err := s.pins.get(struct{}{}, s.now(), func() (map[[2]string]db.Pin, error) {
+	all, err := s.pins.get(ctx, struct{}{}, s.now(), func(ctx context.Context) (map[[2]string]db.Pin, error) {
 		list, err := s.Store.ListPins(ctx)
 		if err != nil {
 			return nil, err
@@ -225,15 +225,15 @@ func (s *Service) Flush(ctx context.Context) error {
 }
 
 func (s *Service) currentRollout(ctx context.Context, ch, arch string) (db.Rollout, error) {
-	return s.rollouts.get([2]string{ch, arch}, s.now(), func() (db.Rollout, error) { return s.Store.CurrentRollout(ctx, ch, arch) })
+	return s.rollouts.get(ctx, [2]string{ch, arch}, s.now(), func(ctx context.Context) (db.Rollout, error) { return s.Store.CurrentRollout(ctx, ch, arch) })
 }
 
 func (s *Service) getRelease(ctx context.Context, ch, arch, version string) (db.Release, error) {
-	return s.releases.get([3]string{ch, arch, version}, s.now(), func() (db.Release, error) { return s.Store.GetRelease(ctx, ch, arch, version) })
+	return s.releases.get(ctx, [3]string{ch, arch, version}, s.now(), func(ctx context.Context) (db.Release, error) { return s.Store.GetRelease(ctx, ch, arch, version) })
 }
 
 func (s *Service) listRollouts(ctx context.Context, ch string) ([]db.Rollout, error) {
-	return s.lists.get(ch, s.now(), func() ([]db.Rollout, error) { return s.Store.ListRollouts(ctx, ch) })
+	return s.lists.get(ctx, ch, s.now(), func(ctx context.Context) ([]db.Rollout, error) { return s.Store.ListRollouts(ctx, ch) })
 }
 
 func (s *Service) now() time.Time {
@@ -449,10 +449,14 @@ func contains(list []string, v string) bool {
 	return false
 }
 
-// Report records a device event. A failure report re-judges the rollout it
-// names: when the failure rate over the channel's window passes the
-// threshold (with enough reports), the rollout halts, in the same
-// transaction as an audit entry that says why.
+// Report records a device event. Its sequence number must be above the
+// device's last (db.ErrReplay otherwise). A release failure
+// (api.Event.ReleaseFailure: health-failed, boot-failed, rolled-back)
+// re-judges the rollout it names: when the failure rate over the channel's
+// window passes the threshold (with enough reports), the rollout halts, in
+// the same transaction as an audit entry that says why. Refusals, download
+// and configuration errors are stored and never counted. The caller has
+// checked that the credential belongs to req.DeviceID.
 func (s *Service) Report(ctx context.Context, req api.ReportRequest) error {
 	if err := req.Validate(); err != nil {
 		return err
@@ -477,7 +481,7 @@ func (s *Service) Report(ctx context.Context, req api.ReportRequest) error {
 			return fmt.Errorf("report %s: %w", req.DeviceID, err)
 		}
 	}
-	if req.Event == api.EventRolledBack {
+	if req.Event.ReleaseFailure() {
 		defer s.rolled.clear() // after the commit: never re-offer what this device left
 	}
 	halted := false
@@ -491,12 +495,11 @@ func (s *Service) Report(ctx context.Context, req api.ReportRequest) error {
 	}()
 	return s.Store.Tx(ctx, func(tx *db.Tx) error {
 		if err := tx.AddReport(ctx, db.Report{DeviceID: dev.ID, RolloutID: req.RolloutID, Version: req.Version,
-			Event: req.Event, Error: req.Error, At: at}); err != nil {
+			Event: req.Event, Error: req.Error, At: at, Seq: req.Seq}); err != nil {
 			return fmt.Errorf("report %s: %w", req.DeviceID, err)
 		}
-		if req.RolloutID == "" || ro.State != rollout.StateActive ||
-			(req.Event != api.EventRolledBack && req.Event != api.EventFailed) {
-			return nil
+		if req.RolloutID == "" || ro.State != rollout.StateActive || !req.Event.ReleaseFailure() {
+			return nil // refusals, download and config errors never halt a rollout
 		}
 		ch, err := s.Channels.Get(ro.Channel)
 		if err != nil {

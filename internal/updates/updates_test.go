@@ -209,10 +209,10 @@ func TestAutoHaltFromReports(t *testing.T) {
 		}
 		reported++
 		ev := api.EventHealthOK
-		if i%5 == 0 { // 20% fail
-			ev = api.EventRolledBack
+		if i%5 == 0 { // 20% fail, in each release-failure class
+			ev = api.ReleaseFailures[(i/5)%len(api.ReleaseFailures)]
 		}
-		if err := f.svc.Report(ctx, api.ReportRequest{DeviceID: dev, RolloutID: "r1", Version: "10.0.1", Event: ev}); err != nil {
+		if err := f.svc.Report(ctx, api.ReportRequest{DeviceID: dev, Seq: 1, RolloutID: "r1", Version: "10.0.1", Event: ev}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -259,15 +259,61 @@ func TestAutoHaltFromReports(t *testing.T) {
 	}
 }
 
+// Refusals, download and configuration errors (and the older agents'
+// failed) are stored but never halt a rollout: a bad pin or a broken
+// school network must not stop a good release (issue 9, failure 4).
+func TestNonReleaseFailuresNeverHalt(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.release(t, "stable", "10.0.1")
+	f.rollout(t, "r1", "stable", "10.0.1", "100%")
+	classes := []api.Event{api.EventRefused, api.EventDownloadFailed, api.EventConfigError, api.EventFailed}
+	for i := 0; i < 200; i++ {
+		dev := fmt.Sprintf("pc-%03d", i)
+		if resp := f.check(t, dev, "10.0.0"); !resp.Update {
+			t.Fatalf("%s not offered after %d reports: %+v", dev, i, resp)
+		}
+		ev := classes[i%len(classes)]
+		if err := f.svc.Report(ctx, api.ReportRequest{DeviceID: dev, Seq: 1, RolloutID: "r1", Version: "10.0.1", Event: ev, Error: "no route to host"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ro, err := f.store.GetRollout(ctx, "r1")
+	if err != nil || ro.State != rollout.StateActive {
+		t.Fatalf("rollout %+v, %v; want active", ro, err)
+	}
+	stats, err := f.store.RolloutStats(ctx, "r1", f.now.Add(-time.Hour))
+	if err != nil || stats != (rollout.Stats{}) {
+		t.Fatalf("stats = %+v, %v; want none counted", stats, err)
+	}
+	// A device that refused is offered the release again (it is not bad).
+	if r := f.check(t, "pc-000", "10.0.0"); !r.Update {
+		t.Fatalf("refusing device lost its offer: %+v", r)
+	}
+}
+
+func TestReportReplay(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.check(t, "d", "10.0.0")
+	req := api.ReportRequest{DeviceID: "d", Seq: 7, Version: "10.0.0", Event: api.EventHealthOK}
+	if err := f.svc.Report(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.svc.Report(ctx, req); !errors.Is(err, db.ErrReplay) {
+		t.Fatalf("replayed report: %v", err)
+	}
+}
+
 func TestReportRefusals(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	err := f.svc.Report(ctx, api.ReportRequest{DeviceID: "ghost", Version: "1", Event: api.EventHealthOK})
+	err := f.svc.Report(ctx, api.ReportRequest{DeviceID: "ghost", Seq: 1, Version: "1", Event: api.EventHealthOK})
 	if !errors.Is(err, &api.Error{Code: api.CodeNotFound}) {
 		t.Fatalf("unknown device: %v", err)
 	}
 	f.check(t, "d", "10.0.0")
-	err = f.svc.Report(ctx, api.ReportRequest{DeviceID: "d", RolloutID: "nope", Version: "1", Event: api.EventFailed})
+	err = f.svc.Report(ctx, api.ReportRequest{DeviceID: "d", Seq: 1, RolloutID: "nope", Version: "1", Event: api.EventFailed})
 	if !errors.Is(err, &api.Error{Code: api.CodeNotFound}) {
 		t.Fatalf("unknown rollout: %v", err)
 	}
@@ -306,7 +352,7 @@ func TestCachesStayCorrect(t *testing.T) {
 	}
 	f.svc.Invalidate()
 	// A rollback report applies at once: the release is not offered again.
-	if err := f.svc.Report(ctx, api.ReportRequest{DeviceID: "pc", RolloutID: "r", Version: "10.0.2", Event: api.EventRolledBack}); err != nil {
+	if err := f.svc.Report(ctx, api.ReportRequest{DeviceID: "pc", Seq: 1, RolloutID: "r", Version: "10.0.2", Event: api.EventHealthFailed}); err != nil {
 		t.Fatal(err)
 	}
 	if r := f.check(t, "pc", "10.0.1"); r.Update {

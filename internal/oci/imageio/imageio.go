@@ -110,6 +110,9 @@ type ContextOptions struct {
 	// Arch picks the instance of a multi-architecture image (OCI names:
 	// amd64, arm64); the machine's when empty.
 	Arch string
+	// CAFile is a PEM file of a CA trusted for Registry next to the
+	// system's roots (copied into Dir as containers/image's cert dir).
+	CAFile string
 }
 
 // SystemContext builds the containers/image context for o.
@@ -144,6 +147,20 @@ func SystemContext(o ContextOptions) (*types.SystemContext, error) {
 	sys.AuthFilePath = filepath.Join(o.Dir, "auth.json")                        // absent: none
 	if o.Token != "" {
 		sys.DockerAuthConfig = &types.DockerAuthConfig{Username: "mxos", Password: o.Token}
+	}
+	if o.CAFile != "" {
+		b, err := os.ReadFile(o.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("image context: CA file: %w", err)
+		}
+		certs := filepath.Join(o.Dir, "certs.d")
+		if err := os.MkdirAll(certs, 0o700); err != nil {
+			return nil, fmt.Errorf("image context: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(certs, "ca.crt"), b, 0o600); err != nil {
+			return nil, fmt.Errorf("image context: %w", err)
+		}
+		sys.DockerCertPath = certs
 	}
 	if o.Registry.Insecure {
 		sys.DockerInsecureSkipTLSVerify = types.OptionalBoolTrue

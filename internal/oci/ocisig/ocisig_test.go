@@ -209,7 +209,7 @@ func TestVerifyChecksIdentityAndDigest(t *testing.T) {
 func TestSignRefusesToReplaceUnreadableSignatures(t *testing.T) {
 	ctx := context.Background()
 	s := ocitest.NewMemStore()
-	s.PutManifest(ctx, repo, ocisig.SignatureTag(image), v1.MediaTypeImageManifest, []byte("not json"))
+	s.SetManifest(repo, ocisig.SignatureTag(image), v1.MediaTypeImageManifest, []byte("not json")) // no store accepts it: tampered
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	err := ocisig.SignImage(ctx, s, repo, image, "h.example/"+repo+":stable", key)
 	if err == nil || !strings.Contains(err.Error(), "not replacing") {

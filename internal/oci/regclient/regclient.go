@@ -57,6 +57,13 @@ func New(server, token string) (*Client, error) {
 	return &Client{base: u, token: token, http: &http.Client{Timeout: 30 * time.Minute}}, nil
 }
 
+// SetTransport makes the client use rt (e.g. one trusting a private CA).
+func (c *Client) SetTransport(rt http.RoundTripper) {
+	hc := *c.http
+	hc.Transport = rt
+	c.http = &hc
+}
+
 // Host is host[:port] of the registry, the first part of image names.
 func (c *Client) Host() string { return c.base.Host }
 
@@ -74,12 +81,16 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("registry: %s: %s (%d)", e.Code, e.Message, e.Status)
 }
 
-// Is maps 404 to registry.ErrNotFound, 401 to registry.ErrUnauthorized and
-// 403 to registry.ErrDenied.
+// Is maps 404 to registry.ErrNotFound, 400 and 413 to registry.ErrInvalid
+// (the request was refused: bad name, digest, size or manifest), 401 to
+// registry.ErrUnauthorized and 403 to registry.ErrDenied, as the
+// registry's own store reports them (internal/oci/content/contenttest).
 func (e *Error) Is(target error) bool {
 	switch target {
 	case registry.ErrNotFound:
 		return e.Status == http.StatusNotFound
+	case registry.ErrInvalid:
+		return e.Status == http.StatusBadRequest || e.Status == http.StatusRequestEntityTooLarge
 	case registry.ErrUnauthorized:
 		return e.Status == http.StatusUnauthorized
 	case registry.ErrDenied:
@@ -175,7 +186,14 @@ func (c *Client) PutBlob(ctx context.Context, repo string, d digest.Digest, size
 	q := loc.Query()
 	q.Set("digest", d.String())
 	loc.RawQuery = q.Encode()
-	resp, err = c.do(ctx, http.MethodPut, loc.String(), r, size, map[string]string{"Content-Type": "application/octet-stream"})
+	sr := &sizedReader{r: r, left: size}
+	resp, err = c.do(ctx, http.MethodPut, loc.String(), sr, size, map[string]string{"Content-Type": "application/octet-stream"})
+	if sr.wrong {
+		if err == nil {
+			resp.Body.Close()
+		}
+		return fmt.Errorf("uploading %s: the content is not the %d bytes declared: %w", d, size, registry.ErrInvalid)
+	}
 	if err != nil {
 		return fmt.Errorf("uploading %s: %w", d, err)
 	}
@@ -184,6 +202,40 @@ func (c *Client) PutBlob(ctx context.Context, repo string, d digest.Digest, size
 	}
 	resp.Body.Close()
 	return nil
+}
+
+// sizedReader reads exactly left bytes of r and notes content shorter or
+// longer than that, which net/http reports only as a transport error.
+type sizedReader struct {
+	r     io.Reader
+	left  int64
+	wrong bool
+}
+
+var errSize = errors.New("blob size differs from the declared size")
+
+func (s *sizedReader) Read(p []byte) (int, error) {
+	if s.left <= 0 {
+		var one [1]byte
+		if n, _ := io.ReadFull(s.r, one[:]); n > 0 {
+			s.wrong = true
+			return 0, errSize
+		}
+		return 0, io.EOF
+	}
+	if int64(len(p)) > s.left {
+		p = p[:s.left]
+	}
+	n, err := s.r.Read(p)
+	s.left -= int64(n)
+	if err == io.EOF && s.left > 0 {
+		s.wrong = true
+		return n, errSize
+	}
+	if err == io.EOF {
+		err = nil // the next Read checks for more
+	}
+	return n, err
 }
 
 // HasBlob asks with HEAD.

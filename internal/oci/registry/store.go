@@ -70,7 +70,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	s := &Store{dir: dir, tmp: filepath.Join(dir, "tmp"), opts: opts}
 	for _, d := range []string{s.tmp, filepath.Join(dir, "repos"), filepath.Join(dir, "uploads")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+		if err := storage.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("opening registry %s: %w", dir, err)
 		}
 	}
@@ -130,17 +130,14 @@ func (s *Store) repoExists(name string) bool {
 
 // writeAtomic writes a metadata file atomically, creating its directory.
 func (s *Store) writeAtomic(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	return storage.WriteFileAtomic(s.tmp, path, data, 0o644)
+	return storage.WriteFile(path, data, 0o644, storage.TempDir(s.tmp))
 }
 
 // linkBlob makes the stored blob d part of repository name. It refreshes
 // the blob's time so GC's grace period starts again.
 func (s *Store) linkBlob(name string, d digest.Digest) error {
 	p := s.layerLink(name, d)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	if err := storage.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return err
 	}
 	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o644)

@@ -57,7 +57,7 @@ func (s *Store) startUpload(name string) (string, error) {
 		return "", fmt.Errorf("starting upload: %w", err)
 	}
 	// info last: a session without it is incomplete and never opened.
-	if err := storage.WriteFileAtomic(s.tmp, filepath.Join(dir, "info"), info, 0o644); err != nil {
+	if err := storage.WriteFile(filepath.Join(dir, "info"), info, 0o644, storage.TempDir(s.tmp)); err != nil {
 		_ = os.RemoveAll(dir)
 		return "", fmt.Errorf("starting upload: %w", err)
 	}
@@ -199,3 +199,9 @@ func (s *Store) expireUploads(now time.Time) (int, error) {
 	}
 	return n, nil
 }
+
+// ExpireUploads removes upload sessions idle for longer than
+// Options.UploadTTL and reports how many it removed. GC calls it; servers
+// call it when they start, so sessions a crash left behind do not wait
+// for the next GC.
+func (s *Store) ExpireUploads(now time.Time) (int, error) { return s.expireUploads(now) }

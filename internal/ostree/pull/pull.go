@@ -3,15 +3,20 @@
 // release server (or any archive repository served over HTTP) into a local
 // archive repository, and moves a local ref to it.
 //
-// The trust chain runs from the pinned release keys outward, and nothing is
-// stored before the link that vouches for it has been checked:
+// The trust chain runs from pinned keys outward, and nothing is stored
+// before the link that vouches for it has been checked. Two key sets, each
+// for its own role (Options.SummaryKeys and Options.CommitKeys): the
+// server's online key signs the summary, which says only where a commit is
+// and how large; the release keys sign commits, and only a release
+// signature makes a commit acceptable (a commit signed by the online key
+// alone is refused, however the summary is signed).
 //
 //  1. summary.sig must verify against the exact summary bytes with the
-//     pinned keys (sign.VerifyAll); the summary then names the commit of the
-//     ref and bounds the commit's size.
+//     summary keys (sign.VerifyAll); the summary then names the commit of
+//     the ref and bounds the commit's size.
 //  2. The commit must hash to the name the summary gave, and its detached
 //     metadata (.commitmeta) must carry valid signatures of the commit bytes
-//     by the pinned keys. The commit must be bound to the ref pulled
+//     by the commit keys. The commit must be bound to the ref pulled
 //     (ostree.ref-binding, so a commit of another channel or architecture
 //     cannot be served in its place) and newer than the booted one.
 //  3. Every dirtree and dirmeta must hash to the name its parent gave and
@@ -19,16 +24,60 @@
 //     every content object is decompressed and checked against its name by
 //     ostree.Txn.WriteFilez before it is staged.
 //
-// Every response body is bounded (metadata by ostree.MaxMetadataSize or the
-// signed commit size, content by Puller.MaxObjectSize), every request has a
-// deadline and a throughput floor, and each object is tried on every mirror
-// in turn. Objects the destination already has are not fetched (they are
-// found by listing its object directories once, not by a stat per object),
-// so a pull interrupted after some objects were committed resumes where it
+// Objects the destination already has are not fetched (they are found by
+// listing its object directories once, not by a stat per object), so a
+// pull interrupted after some objects were committed resumes where it
 // stopped, and an update fetches only what changed. Parallel workers fetch
 // directories before file contents, so the whole tree is known early.
 // The local ref is moved last, after ostree checks the commit is complete,
 // so a failed pull leaves the refs as they were.
+//
+// # Mirrors, time limits and caps
+//
+// A mirror is untrusted: it may be down, slow, silent, stale or hostile.
+// Any failure of a mirror moves the pull to the next one before it gives
+// up, and the error then names every mirror's failure:
+//
+//   - Choosing the commit: mirrors are asked in the configured order for
+//     their view of the ref (signed summary, then the commit and its
+//     signatures, then the policy checks). A mirror whose view fails any
+//     step is skipped: no response, a bad or missing signature, a ref it
+//     does not list, a corrupt commit object, and a stale view. Stale
+//     means the mirror's validly signed summary names another commit than
+//     Options.ExpectCommit (the one the server offered and the signed
+//     channel metadata lists), or a commit that is not newer than the
+//     booted one: a mirror that has not synced yet, or one that replays
+//     an old but unexpired summary. The first mirror with a usable view
+//     is used, and is then asked first for every object.
+//   - Objects: each object is tried on every mirror in turn (starting
+//     with the one that answered last) until one serves it intact; a
+//     commit, dirtree or dirmeta that does not hash to its name and a
+//     content object that fails its check count as that mirror's failure.
+//
+// Every request (summary, summary.sig, .commitmeta, every object) has the
+// same three time limits (package httplimit): the response headers must
+// arrive within Puller.HeaderTimeout (30 s); the body must then keep at
+// least Puller.MinBytesPerSecond (1 KiB/s) over every Puller.Grace (30 s)
+// window; and the whole request must end within Puller.Timeout (10 min).
+// The first two catch a silent or trickling mirror quickly; the third is
+// a last resort.
+//
+// Every body is capped, sized to what the file can be, and read into a
+// buffer that never grows past its cap (httplimit.ReadAll), so an endless
+// or oversized body costs at most about its cap and fails with
+// ostree.ErrTooLarge: summary MaxSummarySize (10 MiB, a summary of ten
+// thousand refs is about 1 MiB), summary.sig and .commitmeta
+// MaxSignatureSize (64 KiB, room for dozens of signatures), a commit the
+// size the signed summary gives for it (MaxCommitSize, 16 MiB, when the
+// summary gives none), a dirtree MaxDirTreeSize (8 MiB, about 100,000
+// entries in one directory; libostree warns above 7 MiB), a dirmeta
+// MaxDirMetaSize (256 KiB; Linux caps the extended attributes of one
+// file at 64 KiB), a content object Puller.MaxObjectSize (streamed to
+// disk, never held in memory). A metadata object of more than 1 MiB, or
+// of unannounced size, is read only two at a time (the HTTP client ends a
+// body at its Content-Length, so an announced size bounds it), so the
+// buffers of a pull stay under about 40 MB, and those of the summary and
+// its signatures under 30 MB, whatever the mirrors send.
 //
 // Escaping symlinks are this package's concern only as stored data; they are
 // refused when a tree is checked out (ostree.Repo.Checkout).
@@ -47,6 +96,7 @@ import (
 	"time"
 
 	"github.com/mxos-linux/mxos-update/internal/commitsig"
+	"github.com/mxos-linux/mxos-update/internal/httplimit"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/sign"
 )
@@ -73,7 +123,10 @@ var (
 	ErrTimeout = errors.New("request timed out")
 	// ErrTooSlow: a response body arrived slower than
 	// Puller.MinBytesPerSecond.
-	ErrTooSlow = errors.New("transfer below minimum throughput")
+	ErrTooSlow = httplimit.ErrTooSlow
+	// ErrNoHeaders: a mirror sent no response headers within
+	// Puller.HeaderTimeout.
+	ErrNoHeaders = httplimit.ErrNoHeaders
 	// ErrHTTP: the server answered with an unexpected status.
 	ErrHTTP = errors.New("unexpected HTTP status")
 )
@@ -83,8 +136,23 @@ const (
 	DefaultParallel          = 8
 	DefaultMaxObjectSize     = 4 << 30
 	DefaultTimeout           = 10 * time.Minute
-	DefaultMinBytesPerSecond = 1024
-	DefaultGrace             = 30 * time.Second
+	DefaultHeaderTimeout     = httplimit.DefaultHeaderTimeout
+	DefaultMinBytesPerSecond = httplimit.DefaultMinBytesPerSecond
+	DefaultGrace             = httplimit.DefaultGrace
+)
+
+// Caps on what one response may hold (see the package documentation).
+const (
+	// smallRead: a metadata object announced at most this large is read
+	// at once; larger or unannounced ones maxBigReads at a time.
+	smallRead   = 1 << 20
+	maxBigReads = 2
+
+	MaxSummarySize   = 10 << 20
+	MaxSignatureSize = 64 << 10 // summary.sig and .commitmeta
+	MaxCommitSize    = 16 << 20 // or the size the signed summary gives, if smaller
+	MaxDirTreeSize   = 8 << 20
+	MaxDirMetaSize   = 256 << 10
 )
 
 // Puller fetches commits from a set of mirrors. The zero value of every
@@ -97,7 +165,10 @@ type Puller struct {
 	// HTTP is the client; a client with a pooled transport when nil. Its
 	// own Timeout, if any, applies on top of Timeout below.
 	HTTP *http.Client
-	// Verifiers are the pinned release keys.
+	// Verifiers are the keys of a repository that one key set signs
+	// entirely (summary and commits, as a local `mxosctl publish` does):
+	// they stand in for Options.SummaryKeys and Options.CommitKeys when
+	// those are nil. The device agent sets both Options fields instead.
 	Verifiers []sign.Verifier
 	// Parallel bounds concurrent requests (DefaultParallel when <= 0).
 	Parallel int
@@ -106,6 +177,10 @@ type Puller struct {
 	MaxObjectSize int64
 	// Timeout bounds each request, body included (DefaultTimeout when <= 0).
 	Timeout time.Duration
+	// HeaderTimeout bounds the wait for each response's headers
+	// (DefaultHeaderTimeout when <= 0); a mirror that does not answer in
+	// time is left for the next one.
+	HeaderTimeout time.Duration
 	// MinBytesPerSecond aborts a body that delivers less than this over
 	// any Grace-long window (DefaultMinBytesPerSecond when 0; negative
 	// disables the floor).
@@ -129,6 +204,24 @@ type Options struct {
 	// ExpectCommit, when not empty, is the 64-hex commit the summary must
 	// name for the ref.
 	ExpectCommit string
+	// SummaryKeys verify summary.sig: the server's online keys (on a
+	// device, those its trusted TUF root names). Puller.Verifiers when nil.
+	SummaryKeys []sign.Verifier
+	// CommitKeys verify the commit's signatures: the release keys, the
+	// only ones that make a commit acceptable. Puller.Verifiers when nil.
+	CommitKeys []sign.Verifier
+}
+
+// keys returns the summary and commit key sets of a pull.
+func (p *Puller) keys(opts Options) (summary, commit []sign.Verifier) {
+	summary, commit = opts.SummaryKeys, opts.CommitKeys
+	if summary == nil {
+		summary = p.Verifiers
+	}
+	if commit == nil {
+		commit = p.Verifiers
+	}
+	return summary, commit
 }
 
 // Pull fetches the commit ref names on the mirrors into dst, verifying it
@@ -143,8 +236,12 @@ func (p *Puller) Pull(ctx context.Context, dst *ostree.Repo, ref string, opts Op
 	if len(p.URLs) == 0 {
 		return zero, fmt.Errorf("pull %s: no mirror URLs configured", ref)
 	}
-	if len(p.Verifiers) == 0 {
-		return zero, fmt.Errorf("pull %s: %w", ref, sign.ErrNoKeys)
+	sumKeys, commitKeys := p.keys(opts)
+	if len(sumKeys) == 0 {
+		return zero, fmt.Errorf("pull %s: summary keys: %w", ref, sign.ErrNoKeys)
+	}
+	if len(commitKeys) == 0 {
+		return zero, fmt.Errorf("pull %s: commit keys: %w", ref, sign.ErrNoKeys)
 	}
 	var expect ostree.Checksum
 	if opts.ExpectCommit != "" {
@@ -156,22 +253,13 @@ func (p *Puller) Pull(ctx context.Context, dst *ostree.Repo, ref string, opts Op
 	}
 	s := p.newSession()
 	defer s.close()
+	s.sumKeys, s.commitKeys = sumKeys, commitKeys
 
-	sref, err := s.summary(ctx, ref)
+	v, err := s.choose(ctx, dst, ref, opts, expect)
 	if err != nil {
 		return zero, fmt.Errorf("pull %s: %w", ref, err)
 	}
-	c := sref.Checksum
-	if !expect.IsZero() && c != expect {
-		return zero, fmt.Errorf("pull %s: %w: summary names %s, expected %s", ref, ErrUnexpectedCommit, c, expect)
-	}
-	commitBytes, commit, md, fetchedMeta, err := s.commit(ctx, dst, ref, sref)
-	if err != nil {
-		return zero, fmt.Errorf("pull %s: commit %s: %w", ref, c, err)
-	}
-	if err := checkPolicy(ref, c, commit, opts); err != nil {
-		return zero, fmt.Errorf("pull %s: commit %s: %w", ref, c, err)
-	}
+	c, commit := v.sref.Checksum, v.commit
 
 	txn, err := dst.Begin()
 	if err != nil {
@@ -182,7 +270,7 @@ func (p *Puller) Pull(ctx context.Context, dst *ostree.Repo, ref string, opts Op
 	if !complete {
 		werr := s.walk(ctx, txn, commit.RootTree, commit.RootMeta)
 		if werr == nil {
-			if _, err := txn.WriteMetadata(ostree.ObjCommit, commitBytes, c); err != nil {
+			if _, err := txn.WriteMetadata(ostree.ObjCommit, v.raw, c); err != nil {
 				werr = fmt.Errorf("storing commit: %w", err)
 			}
 		}
@@ -195,8 +283,8 @@ func (p *Puller) Pull(ctx context.Context, dst *ostree.Repo, ref string, opts Op
 			return zero, fmt.Errorf("pull %s: commit %s: %w", ref, c, werr)
 		}
 	}
-	if fetchedMeta {
-		if err := txn.WriteCommitMeta(c, md); err != nil {
+	if v.fetchedMeta {
+		if err := txn.WriteCommitMeta(c, v.md); err != nil {
 			return zero, fmt.Errorf("pull %s: %w", ref, err)
 		}
 	}
@@ -238,36 +326,38 @@ func verifyErr(what string, err error) error {
 
 // session is the state of one Pull.
 type session struct {
-	p        *Puller
-	client   *http.Client
-	sem      chan struct{}
-	maxObj   int64
-	timeout  time.Duration
-	minRate  int64
-	grace    time.Duration
-	prefer   atomic.Int64 // index of the mirror that last answered
-	mu       sync.Mutex
-	seen     map[ostree.ObjectRef]bool
-	trees    map[ostree.Checksum]bool
-	done     int
-	total    int
-	progress func(done, total int)
+	p             *Puller
+	client        *http.Client
+	sem           chan struct{}
+	maxObj        int64
+	timeout       time.Duration
+	headerTimeout time.Duration
+	watch         *httplimit.Watcher
+	big           chan struct{} // bounds the large metadata reads in flight
+	prefer        atomic.Int64  // index of the mirror that last answered
+	mu            sync.Mutex
+	seen          map[ostree.ObjectRef]bool
+	trees         map[ostree.Checksum]bool
+	done          int
+	total         int
+	progress      func(done, total int)
 	// local holds the objects dst had when the walk started.
 	local map[ostree.ObjectRef]bool
 
-	xmu       sync.Mutex
-	xfers     map[*transfer]struct{}
-	stopWatch chan struct{}
+	// sumKeys verify summary.sig, commitKeys the commit (Options).
+	sumKeys, commitKeys []sign.Verifier
 }
 
 func (p *Puller) newSession() *session {
-	s := &session{p: p, client: p.HTTP, maxObj: p.MaxObjectSize, timeout: p.Timeout,
-		minRate: p.MinBytesPerSecond, grace: p.Grace, seen: map[ostree.ObjectRef]bool{}, trees: map[ostree.Checksum]bool{}, progress: p.Progress}
+	s := &session{p: p, client: p.HTTP, maxObj: p.MaxObjectSize, timeout: p.Timeout, headerTimeout: p.HeaderTimeout,
+		watch: httplimit.NewWatcher(p.MinBytesPerSecond, p.Grace),
+		seen:  map[ostree.ObjectRef]bool{}, trees: map[ostree.Checksum]bool{}, progress: p.Progress}
 	n := p.Parallel
 	if n <= 0 {
 		n = DefaultParallel
 	}
 	s.sem = make(chan struct{}, n)
+	s.big = make(chan struct{}, maxBigReads)
 	if s.client == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConnsPerHost = n
@@ -279,46 +369,86 @@ func (p *Puller) newSession() *session {
 	if s.timeout <= 0 {
 		s.timeout = DefaultTimeout
 	}
-	if s.minRate == 0 {
-		s.minRate = DefaultMinBytesPerSecond
-	}
-	if s.grace <= 0 {
-		s.grace = DefaultGrace
+	if s.headerTimeout <= 0 {
+		s.headerTimeout = DefaultHeaderTimeout
 	}
 	return s
 }
 
-// summary fetches and verifies the summary from the first mirror that
-// serves a validly signed one, and looks up ref in it.
-func (s *session) summary(ctx context.Context, ref string) (ostree.SummaryRef, error) {
+// close stops the session's throughput watcher.
+func (s *session) close() { s.watch.Close() }
+
+// view is one mirror's verified answer for the ref: the summary's entry,
+// the commit and its signatures.
+type view struct {
+	sref        ostree.SummaryRef
+	raw         []byte
+	commit      *ostree.Commit
+	md          ostree.Metadata
+	fetchedMeta bool // md came from a mirror, not from dst
+}
+
+// choose asks the mirrors in order for their view of ref and returns the
+// first that passes every check (see the package documentation); the
+// mirror it came from is asked first for the objects. The error wraps
+// every mirror's failure.
+func (s *session) choose(ctx context.Context, dst *ostree.Repo, ref string, opts Options, expect ostree.Checksum) (*view, error) {
 	var errs []error
-	for _, base := range s.p.URLs {
-		sum, err := s.summaryFrom(ctx, base)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("mirror %s: %w", base, err))
-			if ctx.Err() != nil {
-				break
-			}
-			continue
+	// A commit that failed on every mirror is not fetched again for the
+	// next mirror's summary.
+	failed := map[ostree.Checksum]error{}
+	for k, base := range s.p.URLs {
+		v, err := s.viewFrom(ctx, dst, ref, opts, expect, k, failed)
+		if err == nil {
+			return v, nil
 		}
-		r, ok := sum.Lookup(ref)
-		if !ok {
-			return r, fmt.Errorf("%w (mirror %s)", ErrNoRef, base)
+		errs = append(errs, fmt.Errorf("mirror %s: %w", base, err))
+		if ctx.Err() != nil {
+			break
 		}
-		return r, nil
 	}
-	return ostree.SummaryRef{}, fmt.Errorf("summary: %w", errors.Join(errs...))
+	return nil, errors.Join(errs...)
+}
+
+func (s *session) viewFrom(ctx context.Context, dst *ostree.Repo, ref string, opts Options, expect ostree.Checksum, k int, failed map[ostree.Checksum]error) (*view, error) {
+	sum, err := s.summaryFrom(ctx, s.p.URLs[k])
+	if err != nil {
+		return nil, fmt.Errorf("summary: %w", err)
+	}
+	sref, ok := sum.Lookup(ref)
+	if !ok {
+		return nil, ErrNoRef
+	}
+	c := sref.Checksum
+	if !expect.IsZero() && c != expect {
+		return nil, fmt.Errorf("%w (stale mirror?): summary names %s, expected %s", ErrUnexpectedCommit, c, expect)
+	}
+	if err, ok := failed[c]; ok {
+		return nil, err
+	}
+	s.prefer.Store(int64(k))
+	v := &view{sref: sref}
+	v.raw, v.commit, v.md, v.fetchedMeta, err = s.commit(ctx, dst, ref, sref)
+	if err == nil {
+		err = checkPolicy(ref, c, v.commit, opts)
+	}
+	if err != nil {
+		err = fmt.Errorf("commit %s: %w", c, err)
+		failed[c] = err
+		return nil, err
+	}
+	return v, nil
 }
 
 func (s *session) summaryFrom(ctx context.Context, base string) (*ostree.Summary, error) {
-	sigBytes, err := s.getBytes(ctx, base, "summary.sig", ostree.MaxMetadataSize)
+	sigBytes, err := s.getBytes(ctx, base, "summary.sig", MaxSignatureSize)
 	if errors.Is(err, ostree.ErrNotFound) {
 		return nil, fmt.Errorf("%w: no summary.sig: %w", ErrUnsigned, err)
 	}
 	if err != nil {
 		return nil, err
 	}
-	sumBytes, err := s.getBytes(ctx, base, "summary", ostree.MaxMetadataSize)
+	sumBytes, err := s.getBytes(ctx, base, "summary", MaxSummarySize)
 	if err != nil {
 		return nil, err
 	}
@@ -326,7 +456,7 @@ func (s *session) summaryFrom(ctx context.Context, base string) (*ostree.Summary
 	if err != nil {
 		return nil, fmt.Errorf("summary.sig: %w: %w", ErrBadSignature, err)
 	}
-	if err := sign.VerifyAll(s.p.Verifiers, sumBytes, commitsig.SignatureMap(md)); err != nil {
+	if err := sign.VerifyAll(s.sumKeys, sumBytes, commitsig.SignatureMap(md)); err != nil {
 		return nil, verifyErr("summary", err)
 	}
 	sum, err := ostree.ParseSummary(sumBytes)
@@ -337,11 +467,13 @@ func (s *session) summaryFrom(ctx context.Context, base string) (*ostree.Summary
 }
 
 // commit obtains the commit object and its detached metadata, from dst
-// when it has them and they verify, from the mirrors otherwise, and checks
-// the signatures. fetchedMeta reports whether md came from a mirror.
+// when it has them and they verify, from the mirrors otherwise (a mirror
+// serving a corrupt commit or bad signatures is left for the next), and
+// checks the signatures. fetchedMeta reports whether md came from a
+// mirror.
 func (s *session) commit(ctx context.Context, dst *ostree.Repo, ref string, sref ostree.SummaryRef) (raw []byte, commit *ostree.Commit, md ostree.Metadata, fetchedMeta bool, err error) {
 	c := sref.Checksum
-	limit := int64(ostree.MaxMetadataSize)
+	limit := int64(MaxCommitSize)
 	if sref.CommitSize > 0 && sref.CommitSize < uint64(limit) {
 		limit = int64(sref.CommitSize)
 	}
@@ -351,34 +483,38 @@ func (s *session) commit(ctx context.Context, dst *ostree.Repo, ref string, sref
 		}
 	}
 	if raw == nil {
-		if raw, err = s.getBytes(ctx, "", ostree.ObjectPath(c, ostree.ObjCommit), limit); err != nil {
+		if raw, err = s.getObject(ctx, c, ostree.ObjCommit, limit); err != nil {
 			return nil, nil, nil, false, err
-		}
-		if got := ostree.Checksum(sha256.Sum256(raw)); got != c {
-			return nil, nil, nil, false, fmt.Errorf("%w: commit bytes hash to %s", ostree.ErrCorrupt, got)
 		}
 	}
 	commit, err = ostree.ParseCommit(raw)
 	if err != nil {
 		return nil, nil, nil, false, err
 	}
-	verify := commitsig.Verifier(s.p.Verifiers)
+	verify := commitsig.Verifier(s.commitKeys)
 	if local, lerr := dst.ReadCommitMeta(c); lerr == nil && local != nil && verify(c, raw, local) == nil {
 		return raw, commit, local, false, nil
 	}
-	mb, err := s.getBytes(ctx, "", ostree.ObjectPath(c, ostree.ObjCommitMeta), ostree.MaxMetadataSize)
+	err = s.each(ctx, ostree.ObjectPath(c, ostree.ObjCommitMeta), MaxSignatureSize, func(r io.Reader, size int64) error {
+		mb, err := readAll(r, MaxSignatureSize, size)
+		if err != nil {
+			return err
+		}
+		m, err := ostree.ParseMetadata(mb)
+		if err != nil {
+			return fmt.Errorf("commitmeta: %w: %w", ErrBadSignature, err)
+		}
+		if err := verify(c, raw, m); err != nil {
+			return verifyErr("commit", err)
+		}
+		md = m
+		return nil
+	})
 	if errors.Is(err, ostree.ErrNotFound) {
 		return nil, nil, nil, false, fmt.Errorf("%w: no detached metadata: %w", ErrUnsigned, err)
 	}
 	if err != nil {
 		return nil, nil, nil, false, err
-	}
-	md, err = ostree.ParseMetadata(mb)
-	if err != nil {
-		return nil, nil, nil, false, fmt.Errorf("commitmeta: %w: %w", ErrBadSignature, err)
-	}
-	if err := verify(c, raw, md); err != nil {
-		return nil, nil, nil, false, verifyErr("commit", err)
 	}
 	return raw, commit, md, true, nil
 }
@@ -626,12 +762,29 @@ func (s *session) fetchMetadata(ctx context.Context, txn *ostree.Txn, c ostree.C
 	return nil
 }
 
-// getMetadata fetches a metadata object and checks its hash, trying each
-// mirror in turn.
+// getMetadata fetches a dirtree or dirmeta object under its cap.
 func (s *session) getMetadata(ctx context.Context, c ostree.Checksum, t ostree.ObjectType) ([]byte, error) {
+	limit := int64(MaxDirTreeSize)
+	if t == ostree.ObjDirMeta {
+		limit = MaxDirMetaSize
+	}
+	return s.getObject(ctx, c, t, limit)
+}
+
+// getObject fetches a metadata object and checks its hash, trying each
+// mirror in turn until one serves it intact.
+func (s *session) getObject(ctx context.Context, c ostree.Checksum, t ostree.ObjectType, limit int64) ([]byte, error) {
 	var out []byte
-	err := s.each(ctx, ostree.ObjectPath(c, t), ostree.MaxMetadataSize, func(r io.Reader) error {
-		b, err := io.ReadAll(r)
+	err := s.each(ctx, ostree.ObjectPath(c, t), limit, func(r io.Reader, size int64) error {
+		if limit > smallRead && (size < 0 || size > smallRead) {
+			select {
+			case s.big <- struct{}{}:
+				defer func() { <-s.big }()
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
+		}
+		b, err := readAll(r, limit, size)
 		if err != nil {
 			return err
 		}
@@ -645,7 +798,7 @@ func (s *session) getMetadata(ctx context.Context, c ostree.Checksum, t ostree.O
 }
 
 func (s *session) fetchContent(ctx context.Context, txn *ostree.Txn, c ostree.Checksum) error {
-	err := s.each(ctx, ostree.ObjectPath(c, ostree.ObjFile), s.maxObj, func(r io.Reader) error {
+	err := s.each(ctx, ostree.ObjectPath(c, ostree.ObjFile), s.maxObj, func(r io.Reader, _ int64) error {
 		return txn.WriteFilez(c, r)
 	})
 	if err != nil {
@@ -655,24 +808,30 @@ func (s *session) fetchContent(ctx context.Context, txn *ostree.Txn, c ostree.Ch
 	return nil
 }
 
-// getBytes reads one file, from base or, when base is empty, from each
-// mirror in turn.
+// readAll reads a body into memory without letting the buffer grow past
+// limit (httplimit.ReadAll).
+func readAll(r io.Reader, limit, size int64) ([]byte, error) {
+	b, err := httplimit.ReadAll(r, limit, size)
+	if errors.Is(err, httplimit.ErrTooLarge) {
+		return nil, fmt.Errorf("%w: body exceeds %d bytes", ostree.ErrTooLarge, limit)
+	}
+	return b, err
+}
+
+// getBytes reads one file from the mirror base.
 func (s *session) getBytes(ctx context.Context, base, rel string, limit int64) ([]byte, error) {
 	var out []byte
-	read := func(r io.Reader) error {
-		b, err := io.ReadAll(r)
+	err := s.get(ctx, base, rel, limit, func(r io.Reader, size int64) error {
+		b, err := readAll(r, limit, size)
 		out = b
 		return err
-	}
-	if base != "" {
-		return out, s.get(ctx, base, rel, limit, read)
-	}
-	return out, s.each(ctx, rel, limit, read)
+	})
+	return out, err
 }
 
 // each runs one GET of rel per mirror, starting with the one that answered
 // last, until consume succeeds. The error wraps every mirror's failure.
-func (s *session) each(ctx context.Context, rel string, limit int64, consume func(io.Reader) error) error {
+func (s *session) each(ctx context.Context, rel string, limit int64, consume func(r io.Reader, size int64) error) error {
 	n := len(s.p.URLs)
 	start := int(s.prefer.Load())
 	var errs []error
@@ -691,8 +850,10 @@ func (s *session) each(ctx context.Context, rel string, limit int64, consume fun
 	return errors.Join(errs...)
 }
 
-// get performs one bounded GET and hands the body to consume.
-func (s *session) get(ctx context.Context, base, rel string, limit int64, consume func(io.Reader) error) error {
+// get performs one bounded GET (header timeout, throughput floor, overall
+// timeout, size cap) and hands the body and its announced size (-1 when
+// unknown) to consume.
+func (s *session) get(ctx context.Context, base, rel string, limit int64, consume func(r io.Reader, size int64) error) error {
 	select {
 	case s.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -715,7 +876,7 @@ func (s *session) get(ctx context.Context, base, rel string, limit int64, consum
 	if err != nil {
 		return fmt.Errorf("GET %s: %w", url, err)
 	}
-	resp, err := s.client.Do(req)
+	resp, err := httplimit.Do(s.client, req, s.headerTimeout, cancel)
 	if err != nil {
 		return wrap(err)
 	}
@@ -730,93 +891,12 @@ func (s *session) get(ctx context.Context, base, rel string, limit int64, consum
 	if resp.ContentLength > limit {
 		return fmt.Errorf("GET %s: %w: %d bytes announced, limit %d", url, ostree.ErrTooLarge, resp.ContentLength, limit)
 	}
-	body := &meter{r: resp.Body}
-	if s.minRate > 0 {
-		defer s.watchTransfer(body, cancel)()
-	}
-	if err := consume(&limitReader{r: body, n: limit}); err != nil {
+	body, done := s.watch.Watch(resp.Body, cancel)
+	defer done()
+	if err := consume(&limitReader{r: body, n: limit}, resp.ContentLength); err != nil {
 		return wrap(err)
 	}
 	return nil
-}
-
-// transfer is a response body being read, for the throughput floor.
-type transfer struct {
-	m      *meter
-	cancel context.CancelCauseFunc
-	last   int64     // bytes read at the start of the window
-	since  time.Time // start of the window
-}
-
-// watchTransfer puts a body under the session's throughput watch until
-// the returned function is called. One goroutine watches every transfer
-// of the session, so a small object costs no goroutine or timer of its own.
-func (s *session) watchTransfer(m *meter, cancel context.CancelCauseFunc) func() {
-	t := &transfer{m: m, cancel: cancel, since: time.Now()}
-	s.xmu.Lock()
-	if s.xfers == nil {
-		s.xfers = map[*transfer]struct{}{}
-		s.stopWatch = make(chan struct{})
-		go s.watch(s.stopWatch)
-	}
-	s.xfers[t] = struct{}{}
-	s.xmu.Unlock()
-	return func() {
-		s.xmu.Lock()
-		delete(s.xfers, t)
-		s.xmu.Unlock()
-	}
-}
-
-// watch cancels each transfer that received fewer than minRate bytes per
-// second over a window of at least grace, until stop is closed.
-func (s *session) watch(stop <-chan struct{}) {
-	tick := time.NewTicker(max(s.grace/4, time.Millisecond))
-	defer tick.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case now := <-tick.C:
-			s.xmu.Lock()
-			for t := range s.xfers {
-				elapsed := now.Sub(t.since)
-				if elapsed < s.grace {
-					continue
-				}
-				n := t.m.n.Load()
-				if float64(n-t.last)/elapsed.Seconds() < float64(s.minRate) {
-					t.cancel(fmt.Errorf("%w: %d bytes in %s, floor %d B/s", ErrTooSlow, n-t.last, elapsed.Round(time.Millisecond), s.minRate))
-					delete(s.xfers, t)
-					continue
-				}
-				t.last, t.since = n, now
-			}
-			s.xmu.Unlock()
-		}
-	}
-}
-
-// close stops the session's watcher.
-func (s *session) close() {
-	s.xmu.Lock()
-	if s.stopWatch != nil {
-		close(s.stopWatch)
-		s.stopWatch, s.xfers = nil, nil
-	}
-	s.xmu.Unlock()
-}
-
-// meter counts the bytes read through it.
-type meter struct {
-	r io.Reader
-	n atomic.Int64
-}
-
-func (m *meter) Read(p []byte) (int, error) {
-	n, err := m.r.Read(p)
-	m.n.Add(int64(n))
-	return n, err
 }
 
 // limitReader fails with ostree.ErrTooLarge once more than n bytes arrive,
@@ -840,4 +920,37 @@ func (l *limitReader) Read(p []byte) (int, error) {
 		return 0, fmt.Errorf("%w: body exceeds %d bytes", ostree.ErrTooLarge, l.n)
 	}
 	return n, err
+}
+
+// GetObject fetches one commit, dirtree, dirmeta or detached metadata
+// (.commitmeta) object from the mirrors, under the same limits as Pull
+// (header timeout, throughput floor, the type's cap) and trying each
+// mirror in turn until one serves it intact: a commit, dirtree or dirmeta
+// must hash to c. Detached metadata is returned as served: its signatures
+// are the caller's to check.
+func (p *Puller) GetObject(ctx context.Context, c ostree.Checksum, t ostree.ObjectType) ([]byte, error) {
+	if len(p.URLs) == 0 {
+		return nil, errors.New("no mirror URLs configured")
+	}
+	s := p.newSession()
+	defer s.close()
+	var b []byte
+	var err error
+	switch t {
+	case ostree.ObjCommit:
+		b, err = s.getObject(ctx, c, t, MaxCommitSize)
+	case ostree.ObjDirTree, ostree.ObjDirMeta:
+		b, err = s.getMetadata(ctx, c, t)
+	case ostree.ObjCommitMeta:
+		err = s.each(ctx, ostree.ObjectPath(c, t), MaxSignatureSize, func(r io.Reader, size int64) error {
+			b, err = readAll(r, MaxSignatureSize, size)
+			return err
+		})
+	default:
+		return nil, fmt.Errorf("%s.%s: not a metadata object", c, t)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("fetching %s.%s: %w", c, t, err)
+	}
+	return b, nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/sysroot"
+	"github.com/mxos-linux/mxos-update/internal/testtool"
 )
 
 // BenchmarkUpdateRootfs times one update cycle on a real OS tree: each
@@ -24,7 +25,7 @@ import (
 func BenchmarkUpdateRootfs(b *testing.B) {
 	rootfs := os.Getenv("MXOS_BENCH_ROOTFS")
 	if rootfs == "" {
-		b.Skip("set MXOS_BENCH_ROOTFS to an OS tree (shared/tools/mkrootfs.sh)")
+		testtool.Skip(b, "set MXOS_BENCH_ROOTFS to an OS tree (shared/tools/mkrootfs.sh)")
 	}
 	ctx := context.Background()
 	s := newSysroot(b, Options{})
