@@ -97,7 +97,7 @@ func TestInWindow(t *testing.T) {
 }
 
 func TestTransportsCAFile(t *testing.T) {
-	base := "server: https://u.example\ndevice_id: d\nchannel: testing\narch: x86_64\ntrusted_keys: /k\n"
+	base := "server: https://u.example\ndevice_id: d\nchannel: testing\narch: x86_64\ntrusted_keys: /k\ntrusted_root: /k/root.json\n"
 	c, err := ParseConfig([]byte(base))
 	if err != nil {
 		t.Fatal(err)
