@@ -18,7 +18,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -102,13 +101,26 @@ func newRootCmd() *cobra.Command {
 			RunE: withAgent(func(cmd *cobra.Command, a *updater.Agent) error {
 				return a.Rollback(cmd.Context())
 			})},
-		&cobra.Command{Use: "boot", Short: "Boot-time step: health checks, keep or roll back", Args: cobra.NoArgs,
-			RunE: withAgent(func(cmd *cobra.Command, a *updater.Agent) error {
-				return a.Boot(cmd.Context())
-			})},
+		newBootCmd(withAgent),
 		newRunCmd(withAgent),
 	)
 	return root
+}
+
+// newBootCmd is the boot-time step. After rolling back the running
+// version it restarts the machine (internal/updater/reboot.go) unless
+// --reboot=false.
+func newBootCmd(withAgent func(func(*cobra.Command, *updater.Agent) error) func(*cobra.Command, []string) error) *cobra.Command {
+	var reboot bool
+	cmd := &cobra.Command{Use: "boot", Short: "Boot-time step: health checks, keep or roll back", Args: cobra.NoArgs}
+	cmd.Flags().BoolVar(&reboot, "reboot", true, "restart the machine after rolling back the running version")
+	cmd.RunE = withAgent(func(cmd *cobra.Command, a *updater.Agent) error {
+		if reboot {
+			a.Reboot = updater.SystemReboot
+		}
+		return a.Boot(cmd.Context())
+	})
+	return cmd
 }
 
 // newRunCmd is the daemon loop (internal/updater/run.go). The name "run"
@@ -116,17 +128,16 @@ func newRootCmd() *cobra.Command {
 func newRunCmd(withAgent func(func(*cobra.Command, *updater.Agent) error) func(*cobra.Command, []string) error) *cobra.Command {
 	var reboot bool
 	cmd := &cobra.Command{Use: "run", Short: "Keep checking for updates and install them (the service)", Args: cobra.NoArgs}
-	cmd.Flags().BoolVar(&reboot, "reboot", false, "restart the machine after switching to a new version (kiosks, servers)")
+	cmd.Flags().BoolVar(&reboot, "reboot", false, "restart the machine after switching to a new version "+
+		"(default: only with the window and fleet-lock strategies; see internal/updater/reboot.go)")
 	cmd.RunE = withAgent(func(cmd *cobra.Command, a *updater.Agent) error {
 		r := &updater.Runner{Agent: a}
-		if reboot {
-			r.Reboot = func(ctx context.Context) error {
-				out, err := exec.CommandContext(ctx, "systemctl", "reboot").CombinedOutput()
-				if err != nil {
-					return fmt.Errorf("systemctl reboot: %w: %s", err, strings.TrimSpace(string(out)))
-				}
-				return nil
-			}
+		var flag *bool
+		if cmd.Flags().Changed("reboot") {
+			flag = &reboot
+		}
+		if updater.RebootAfterSwitch(a.Cfg.Strategy.Kind, flag) {
+			r.Reboot = updater.SystemReboot
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "Checking for updates every %s (plus up to %s), strategy %s.\n",
 			time.Duration(a.Cfg.Interval), time.Duration(a.Cfg.Jitter), a.Cfg.Strategy.Kind)

@@ -51,6 +51,9 @@ type Agent struct {
 	Now func() time.Time
 	// Out receives short messages for the technician (discarded when nil).
 	Out io.Writer
+	// Reboot restarts the machine after Boot rolled back the running
+	// version (reboot.go); nil only tells the technician to.
+	Reboot func(ctx context.Context) error
 
 	id identity // credential.go: the device's own credential, report counter
 }
@@ -376,8 +379,12 @@ func (a *Agent) Boot(ctx context.Context) error {
 		}
 		a.report(ctx, api.EventBootFailed, version, st.RolloutID, "the new version did not start after several tries")
 		st.Pending = false
-		a.say("Version %s did not start after several tries; went back to the previous version. Restart the machine.", version)
-		return a.saveState(st)
+		a.say("Version %s did not start after several tries; went back to the previous version.", version)
+		if err := a.saveState(st); err != nil {
+			return err
+		}
+		a.restartAfterRollback(ctx) // reboot.go
+		return nil
 	}
 	cur, ok, err := a.current()
 	if err != nil {
@@ -435,7 +442,8 @@ func (a *Agent) Boot(ctx context.Context) error {
 		return err
 	}
 	a.report(ctx, api.EventHealthFailed, cur.Origin.Version, rolloutID, summary)
-	a.say("Version %s failed its health checks and was rolled back. Restart the machine. (%s)", cur.Origin.Version, summary)
+	a.say("Version %s failed its health checks and was rolled back. (%s)", cur.Origin.Version, summary)
+	a.restartAfterRollback(ctx) // reboot.go
 	return nil
 }
 

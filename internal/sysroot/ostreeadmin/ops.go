@@ -251,6 +251,9 @@ func (s *Sysroot) Switch(ctx context.Context, d sysroot.Deployment) error {
 	if err := s.saveState(st); err != nil {
 		return fmt.Errorf("switch: %w", err)
 	}
+	if err := s.armBootCounter(tries); err != nil { // bootcount.go
+		return fmt.Errorf("switch to %s: %w", d.Name, err)
+	}
 	if err := s.setKeepRef(ctx, s.SysrootRepoPath(), d.Commit); err != nil {
 		return fmt.Errorf("switch to %s: %w", d.Name, err)
 	}
@@ -334,6 +337,9 @@ func (s *Sysroot) rollbackLocked(ctx context.Context, reason string) error {
 	if err := s.saveState(st); err != nil {
 		return fmt.Errorf("rollback: %w", err)
 	}
+	if err := s.disarmBootCounter(); err != nil { // the previous deployment has booted before
+		return fmt.Errorf("rollback: %w", err)
+	}
 	// Deployments staged between the abandoned one and the previous one
 	// would otherwise become the default.
 	pi, _ := find(ours, prev.Name)
@@ -383,7 +389,8 @@ func (s *Sysroot) rollbackLocked(ctx context.Context, reason string) error {
 }
 
 // MarkGood ends the pending boot of the current deployment: it stays the
-// default and the boot counter is cleared.
+// default and the boot counter is cleared. While another deployment is
+// running (the default has not booted yet) it does nothing.
 func (s *Sysroot) MarkGood() error {
 	unlock, err := s.lock()
 	if err != nil {
@@ -397,6 +404,12 @@ func (s *Sysroot) MarkGood() error {
 	cur := ""
 	if ours := s.ours(all); len(ours) > 0 {
 		cur = ours[0].name
+	}
+	if b := s.bootedName(all); b != "" && b != cur {
+		return nil // the default has not booted yet: nothing to keep
+	}
+	if err := s.disarmBootCounter(); err != nil { // bootcount.go: bless this boot
+		return err
 	}
 	if st.Pending == "" && st.Booted == cur {
 		return nil
@@ -429,8 +442,14 @@ func (s *Sysroot) BootAttempt() (remaining int, err error) {
 	if booted == "" {
 		booted = cur
 	}
+	if fell, err := s.fallBack(st, cur, booted); fell || err != nil { // bootcount.go
+		return 0, err
+	}
 	if st.Pending == "" || st.Pending != cur { // nothing pending, or a Switch that never completed
 		st.Pending, st.TriesLeft, st.Booted = "", 0, booted
+		if err := s.disarmBootCounter(); err != nil {
+			return 0, err
+		}
 		return 0, s.saveState(st)
 	}
 	if st.TriesLeft <= 0 {
