@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+	"time"
 
 	"github.com/mxos-linux/mxos-update/internal/sysroot"
 )
@@ -38,9 +39,14 @@ func RebootAfterSwitch(strategy string, flag *bool) bool {
 	return strategy == "window" || strategy == "fleet-lock"
 }
 
-// SystemReboot asks systemd for a clean restart.
+// SystemReboot asks systemd for a clean restart. It only queues the job
+// (--no-block) and does not hang on ctx: the shutdown it starts stops the
+// agent's own service, and a `systemctl reboot` killed with the agent
+// printed "Could not restart the machine" while the machine restarted.
 func SystemReboot(ctx context.Context) error {
-	out, err := exec.CommandContext(ctx, "systemctl", "reboot").CombinedOutput()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "systemctl", "--no-block", "reboot").CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("systemctl reboot: %w: %s", err, strings.TrimSpace(string(out)))
 	}

@@ -8,8 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 
 	"github.com/mxos-linux/mxos-update/internal/sysroot"
+	"github.com/mxos-linux/mxos-update/internal/sysroot/bootfs"
 	"github.com/mxos-linux/mxos-update/internal/sysroot/grubenv"
 )
 
@@ -35,6 +37,13 @@ import (
 //
 // Arming before the deploy means a power cut in between leaves the old
 // default counted; its next boot finds nothing pending and disarms.
+//
+// GRUB reads /boot without replaying the ext4 journal, so every grubenv
+// write and every ostree deploy or undeploy ends with a freeze/thaw of
+// the boot file system (package bootfs). Without it, a power cut a minute
+// after a fall-back made GRUB boot the abandoned release again, with the
+// counter disarmed: found by deploy/vm/e2e.sh step 4, and covered without
+// the VM by TestBootLoaderSeesChangesWithoutJournal.
 
 // GrubEnvFile is the GRUB environment block, relative to the sysroot.
 const GrubEnvFile = "boot/grub/grubenv"
@@ -55,7 +64,27 @@ func (s *Sysroot) updateGrubEnv(fn func(*grubenv.Env) error) error {
 	if err != nil {
 		return fmt.Errorf("boot counter: %w", err)
 	}
+	if err := s.settleBoot(); err != nil {
+		return fmt.Errorf("boot counter: %w", err)
+	}
 	return nil
+}
+
+// settleBoot checkpoints the boot file system's journal (package bootfs:
+// GRUB reads it without replaying the journal) on a sysroot whose boot
+// loader counts boots, when /boot is its own file system or the sysroot
+// is the running system's. A test sysroot in a temporary directory never
+// freezes the file system it happens to live on.
+func (s *Sysroot) settleBoot() error {
+	boot := filepath.Join(s.path, "boot")
+	if !s.HasGrubEnv() || (s.path != "/" && !isMountPoint(boot)) {
+		return nil
+	}
+	err := bootfs.Settle(boot)
+	if errors.Is(err, bootfs.ErrUnsupported) {
+		return nil
+	}
+	return err
 }
 
 // armBootCounter gives the next default deployment tries boots.
@@ -111,4 +140,20 @@ func (s *Sysroot) fallBack(st *state, cur, booted string) (bool, error) {
 		return true, err
 	}
 	return true, fmt.Errorf("boot %s: %w", cur, ErrBootLoaderFellBack)
+}
+
+// isMountPoint reports whether dir is on another file system than its
+// parent.
+func isMountPoint(dir string) bool {
+	a, err := os.Stat(dir)
+	if err != nil {
+		return false
+	}
+	b, err := os.Stat(filepath.Dir(dir))
+	if err != nil {
+		return false
+	}
+	as, ok1 := a.Sys().(*syscall.Stat_t)
+	bs, ok2 := b.Sys().(*syscall.Stat_t)
+	return ok1 && ok2 && as.Dev != bs.Dev
 }

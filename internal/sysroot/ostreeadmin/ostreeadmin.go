@@ -15,6 +15,7 @@ import (
 
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/sysroot"
+	"github.com/mxos-linux/mxos-update/internal/sysroot/bootfs"
 )
 
 // DefaultStateroot is the stateroot (ostree "osname") MxOS deploys into.
@@ -185,6 +186,11 @@ func Open(ctx context.Context, path string, opts Options) (*Sysroot, error) {
 	if _, err := s.loadState(); err != nil {
 		return nil, err
 	}
+	if s.HasGrubEnv() && (s.path == "/" || isMountPoint(filepath.Join(s.path, "boot"))) { // a freeze whose thaw never ran (bootfs)
+		if err := bootfs.Thaw(filepath.Join(s.path, "boot")); err != nil {
+			return nil, fmt.Errorf("open sysroot: %w", err)
+		}
+	}
 	if err := s.cleanupLeftovers(ctx); err != nil {
 		return nil, fmt.Errorf("open sysroot: %w", err)
 	}
@@ -250,9 +256,17 @@ func (s *Sysroot) run(ctx context.Context, args ...string) (string, error) {
 	return stdout.String(), nil
 }
 
-// admin runs `ostree admin SUB --sysroot=PATH ARGS...`.
+// admin runs `ostree admin SUB --sysroot=PATH ARGS...`. After a deploy or
+// undeploy, failed or not, the boot file system is settled (bootcount.go):
+// ostree swaps /boot/loader, which GRUB must see after a power cut.
 func (s *Sysroot) admin(ctx context.Context, sub string, args ...string) (string, error) {
-	return s.run(ctx, append([]string{"admin", sub, "--sysroot=" + s.path}, args...)...)
+	out, err := s.run(ctx, append([]string{"admin", sub, "--sysroot=" + s.path}, args...)...)
+	if sub == "deploy" || sub == "undeploy" {
+		if serr := s.settleBoot(); serr != nil && err == nil {
+			err = fmt.Errorf("ostree admin %s: %w", sub, serr)
+		}
+	}
+	return out, err
 }
 
 func commandName(args []string) string {
