@@ -19,7 +19,7 @@ import (
 	"go.podman.io/image/v5/signature"
 	"go.podman.io/image/v5/types"
 
-	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/oci/bootimage"
 	"github.com/mxos-linux/mxos-update/internal/oci/imageio"
 	"github.com/mxos-linux/mxos-update/internal/oci/ocisig"
@@ -147,7 +147,7 @@ func releaseKeys(dir string) ([][]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("release public key: %w", err)
 	}
-	pubs, err := channelmeta.Ed25519PublicKeys(b)
+	pubs, err := publish.Ed25519PublicKeys(b)
 	if err != nil {
 		return nil, fmt.Errorf("release public key: %w", err)
 	}
@@ -168,7 +168,7 @@ func releaseSigner(dir string) (sigsig.Signer, error) {
 	if dir == "" {
 		return nil, userError("--keys is required: the directory with the release key that signs the image")
 	}
-	signers, err := channelmeta.LoadEd25519Signers(dir)
+	signers, err := publish.LoadEd25519Signers(dir)
 	if err != nil {
 		return nil, fmt.Errorf("release key: %w", err)
 	}

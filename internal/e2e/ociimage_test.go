@@ -25,6 +25,7 @@ import (
 
 	"github.com/mxos-linux/mxos-update/internal/auth"
 	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/oci/bootimage"
 	"github.com/mxos-linux/mxos-update/internal/oci/ocisig"
 	"github.com/mxos-linux/mxos-update/internal/oci/ocitest"
@@ -70,7 +71,7 @@ func (s *imageSite) signedRelease(t *testing.T, channelName, version string) cha
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	rels, err := channelmeta.ListedReleases(b)
+	rels, err := publish.ListedReleases(b)
 	if err != nil {
 		t.Fatal(err)
 	}
