@@ -21,7 +21,8 @@ func TestImportDirection(t *testing.T) {
 	const mod = "github.com/mxos-linux/mxos-update/"
 	allowed := map[string][]string{ // package → the only project packages it may import
 		"internal/client":   {"internal/api"},
-		"internal/api":      {},
+		"internal/api":      {"internal/event"},
+		"internal/event":    {},
 		"internal/rollout":  {},
 		"internal/gvariant": {},
 		"internal/auth":     {},
