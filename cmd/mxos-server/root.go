@@ -19,7 +19,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/mxos-linux/mxos-update/internal/channel"
-	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/server"
 	"github.com/mxos-linux/mxos-update/internal/sign"
@@ -116,7 +116,7 @@ func (k keyOptions) load(log *zap.Logger) ([]sign.Verifier, []sign.Signer, error
 // or without the online key that must sign timestamps and rollouts, the
 // feature is off and the server says so; a repository that is initialised
 // but cannot be opened is an error, not a silent downgrade.
-func openMetadata(dataDir, onlineDir string, log *zap.Logger) (*channelmeta.Repo, error) {
+func openMetadata(dataDir, onlineDir string, log *zap.Logger) (*publish.Repo, error) {
 	dir := filepath.Join(dataDir, "metadata")
 	if _, err := os.Stat(filepath.Join(dir, "root.json")); errors.Is(err, fs.ErrNotExist) {
 		log.Info("signed channel metadata is off: " + dir + " is not initialised (see mxosctl metadata init)")
@@ -128,11 +128,11 @@ func openMetadata(dataDir, onlineDir string, log *zap.Logger) (*channelmeta.Repo
 		log.Warn("signed channel metadata is off: " + dir + " is initialised but no --online-keys sign it")
 		return nil, nil
 	}
-	signers, err := channelmeta.LoadEd25519Signers(onlineDir)
+	signers, err := publish.LoadEd25519Signers(onlineDir)
 	if err != nil {
 		return nil, fmt.Errorf("signed channel metadata: online keys (--online-keys): %w", err)
 	}
-	repo, err := channelmeta.Open(dir, signers, channelmeta.Options{})
+	repo, err := publish.Open(dir, signers, publish.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("signed channel metadata: %w", err)
 	}

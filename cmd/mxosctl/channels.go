@@ -6,7 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mxos-linux/mxos-update/internal/api"
-	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/client"
 )
 
@@ -79,13 +79,13 @@ func nonNil[T any](s []T) []T {
 // without signed metadata, or one that cannot be read, gets no warning:
 // listing channels does not depend on it.
 func warnMetadataExpiry(cmd *cobra.Command, c *client.Client) {
-	var st []channelmeta.RoleStatus
+	var st []publish.RoleStatus
 	for _, role := range []string{"root", "targets"} {
 		data, err := c.Metadata(cmd.Context(), role+".json")
 		if err != nil || data == nil {
 			return
 		}
-		rs, err := channelmeta.RoleInfo(role, data)
+		rs, err := publish.RoleInfo(role, data)
 		if err != nil {
 			return
 		}

@@ -19,9 +19,9 @@ import (
 	"go.podman.io/image/v5/signature"
 	"go.podman.io/image/v5/types"
 
-	"github.com/mxos-linux/mxos-update/internal/channelmeta"
-	"github.com/mxos-linux/mxos-update/internal/oci/bootimage"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/oci/imageio"
+	"github.com/mxos-linux/mxos-update/internal/oci/imagename"
 	"github.com/mxos-linux/mxos-update/internal/oci/ocisig"
 	"github.com/mxos-linux/mxos-update/internal/oci/regclient"
 	"github.com/mxos-linux/mxos-update/internal/sign"
@@ -69,7 +69,7 @@ func newImageSession(cmd *cobra.Command, r *remote, f *imageFlags) (*imageSessio
 		reg.Insecure = true
 	}
 	s := &imageSession{reg: reg, token: strings.TrimSpace(token), ca: r.caFile}
-	if _, err := bootimage.OCIArch(f.arch); err != nil {
+	if _, err := imagename.OCIArch(f.arch); err != nil {
 		return nil, nil, userError("--arch: %v", err)
 	}
 	major := f.major
@@ -80,7 +80,7 @@ func newImageSession(cmd *cobra.Command, r *remote, f *imageFlags) (*imageSessio
 		}
 		s.repo = repo
 	} else {
-		repo, _, _, err := bootimage.RepositoryForRef("mxos/" + major + "/" + f.arch + "/x")
+		repo, _, _, err := imagename.RepositoryForRef("mxos/" + major + "/" + f.arch + "/x")
 		if err != nil {
 			return nil, nil, userError("--major %q: %v", major, err)
 		}
@@ -106,7 +106,7 @@ func serverRepository(cmd *cobra.Command, r *remote, channelName, arch string) (
 		if err != nil {
 			return "", r.explain(err)
 		}
-		repo, _, _, err := bootimage.RepositoryForRef(ref)
+		repo, _, _, err := imagename.RepositoryForRef(ref)
 		return repo, err
 	}
 	chans, err := c.Channels(cmd.Context())
@@ -116,7 +116,7 @@ func serverRepository(cmd *cobra.Command, r *remote, channelName, arch string) (
 	repos := map[string]bool{}
 	for _, ch := range chans {
 		for _, a := range ch.Arches {
-			if repo, _, _, err := bootimage.RepositoryForRef(a.Ref); err == nil && a.Arch == arch {
+			if repo, _, _, err := imagename.RepositoryForRef(a.Ref); err == nil && a.Arch == arch {
 				repos[repo] = true
 			}
 		}
@@ -147,7 +147,7 @@ func releaseKeys(dir string) ([][]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("release public key: %w", err)
 	}
-	pubs, err := channelmeta.Ed25519PublicKeys(b)
+	pubs, err := publish.Ed25519PublicKeys(b)
 	if err != nil {
 		return nil, fmt.Errorf("release public key: %w", err)
 	}
@@ -168,7 +168,7 @@ func releaseSigner(dir string) (sigsig.Signer, error) {
 	if dir == "" {
 		return nil, userError("--keys is required: the directory with the release key that signs the image")
 	}
-	signers, err := channelmeta.LoadEd25519Signers(dir)
+	signers, err := publish.LoadEd25519Signers(dir)
 	if err != nil {
 		return nil, fmt.Errorf("release key: %w", err)
 	}
@@ -248,7 +248,7 @@ often unsigned: the signature devices trust is the one made here).`,
 					return err
 				}
 			}
-			tags := bootimage.Tags(f.channel, f.version)
+			tags := imagename.Tags(f.channel, f.version)
 			dst, err := s.reg.Reference(s.repo, tags[1])
 			if err != nil {
 				return err
@@ -377,7 +377,7 @@ func exportTag(ctx context.Context, r *remote, s *imageSession, f *imageFlags) (
 	case f.version == "":
 		return f.channel, nil
 	case f.channel != "":
-		return bootimage.Tags(f.channel, f.version)[1], nil
+		return imagename.Tags(f.channel, f.version)[1], nil
 	}
 	rc, err := regclient.New(r.server, s.token)
 	if err != nil {
@@ -387,7 +387,7 @@ func exportTag(ctx context.Context, r *remote, s *imageSession, f *imageFlags) (
 	if err != nil {
 		return "", r.explainImage(err)
 	}
-	suffix := bootimage.Tags("x", f.version)[1][1:] // "-<version>", cleaned as tags are
+	suffix := imagename.Tags("x", f.version)[1][1:] // "-<version>", cleaned as tags are
 	var found []string
 	for _, t := range tags {
 		if strings.HasSuffix(t, suffix) && !strings.HasSuffix(t, ".sig") {

@@ -19,7 +19,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/spf13/cobra"
 
-	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/client"
 	"github.com/mxos-linux/mxos-update/internal/oci/ocisig"
 	"github.com/mxos-linux/mxos-update/internal/oci/regclient"
@@ -79,7 +79,7 @@ func (r *remote) imageStep(cmd *cobra.Command, signers []signature.Signer, host 
 
 // localImageStep writes into DATA/oci, the registry mxos-server serves.
 func localImageStep(data, keys, host string) (*release.ImageStep, error) {
-	signers, err := channelmeta.LoadEd25519Signers(keys)
+	signers, err := publish.LoadEd25519Signers(keys)
 	if err != nil {
 		return nil, fmt.Errorf("image signing key: %w", err)
 	}
@@ -119,7 +119,7 @@ PEM, from KEYDIR/ed25519.pub: for policy.json (sigstoreSigned keyPath) and
 			if err != nil {
 				return err
 			}
-			pubs, err := channelmeta.Ed25519PublicKeys(data)
+			pubs, err := publish.Ed25519PublicKeys(data)
 			if err != nil {
 				return fmt.Errorf("%s: %w", sign.Ed25519PublicFile, err)
 			}

@@ -13,7 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/mxos-linux/mxos-update/internal/auth"
-	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/oci/imageio/layouttest"
 	"github.com/mxos-linux/mxos-update/internal/oci/ocisig"
 	"github.com/mxos-linux/mxos-update/internal/oci/registry"
@@ -159,7 +159,7 @@ func TestImageExportChecksSignature(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	signers, err := channelmeta.LoadEd25519Signers(keys)
+	signers, err := publish.LoadEd25519Signers(keys)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/sign"
 )
 
@@ -36,11 +36,11 @@ anchor.`,
 			if keys == "" || onlinePub == "" || out == "" {
 				return userError("--keys, --online-pub and --out are required")
 			}
-			signers, err := channelmeta.LoadEd25519Signers(keys)
+			signers, err := publish.LoadEd25519Signers(keys)
 			if err != nil {
 				return fmt.Errorf("release key (--keys): %w", err)
 			}
-			releasePubs, err := channelmeta.PublicKeys(signers...)
+			releasePubs, err := publish.PublicKeys(signers...)
 			if err != nil {
 				return err
 			}
@@ -48,18 +48,18 @@ anchor.`,
 			if err != nil {
 				return fmt.Errorf("online public key (--online-pub): %w", err)
 			}
-			onlinePubs, err := channelmeta.Ed25519PublicKeys(pubFile)
+			onlinePubs, err := publish.Ed25519PublicKeys(pubFile)
 			if err != nil {
 				return fmt.Errorf("online public key (--online-pub): %w", err)
 			}
 			// For now the release key doubles as the root key (see
 			// internal/channelmeta): one offline key, threshold 1.
-			k := channelmeta.Keys{
-				Root:    channelmeta.RoleKeys{Keys: releasePubs, Threshold: 1},
-				Release: channelmeta.RoleKeys{Keys: releasePubs, Threshold: 1},
-				Online:  channelmeta.RoleKeys{Keys: onlinePubs, Threshold: 1},
+			k := publish.Keys{
+				Root:    publish.RoleKeys{Keys: releasePubs, Threshold: 1},
+				Release: publish.RoleKeys{Keys: releasePubs, Threshold: 1},
+				Online:  publish.RoleKeys{Keys: onlinePubs, Threshold: 1},
 			}
-			if err := channelmeta.Init(out, k, signers, signers, channelmeta.Options{}, time.Now()); err != nil {
+			if err := publish.Init(out, k, signers, signers, publish.Options{}, time.Now()); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Signed channel metadata created in %s. Copy it to the server's DATA/metadata and restart mxos-server with --online-keys; ship %s with the OS.\n",

@@ -20,6 +20,7 @@ import (
 
 	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/client"
 	"github.com/mxos-linux/mxos-update/internal/commitsig"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
@@ -44,8 +45,8 @@ expires (mxosctl metadata renew). The server renews the others itself.`,
 			if err != nil {
 				return err
 			}
-			var st []channelmeta.RoleStatus
-			for _, role := range channelmeta.Roles {
+			var st []publish.RoleStatus
+			for _, role := range publish.Roles {
 				data, err := c.Metadata(cmd.Context(), role+".json")
 				if err != nil {
 					return r.explain(err)
@@ -56,7 +57,7 @@ expires (mxosctl metadata renew). The server renews the others itself.`,
 					}
 					continue
 				}
-				rs, err := channelmeta.RoleInfo(role, data)
+				rs, err := publish.RoleInfo(role, data)
 				if err != nil {
 					return fmt.Errorf("the server's %s.json: %w", role, err)
 				}
@@ -71,7 +72,7 @@ expires (mxosctl metadata renew). The server renews the others itself.`,
 
 // printRoleStatus prints roles as a table (or JSON) and a warning on
 // stderr for each offline role that expires within 30 days.
-func printRoleStatus(cmd *cobra.Command, st []channelmeta.RoleStatus, asJSON bool) error {
+func printRoleStatus(cmd *cobra.Command, st []publish.RoleStatus, asJSON bool) error {
 	now := metaNow()
 	out := cmd.OutOrStdout()
 	if asJSON {
@@ -90,7 +91,7 @@ func printRoleStatus(cmd *cobra.Command, st []channelmeta.RoleStatus, asJSON boo
 }
 
 // warnExpiring prints one warning line per offline role near expiry.
-func warnExpiring(cmd *cobra.Command, st []channelmeta.RoleStatus, now time.Time) {
+func warnExpiring(cmd *cobra.Command, st []publish.RoleStatus, now time.Time) {
 	for _, rs := range st {
 		if rs.ExpiresSoon(now) {
 			fmt.Fprintf(cmd.ErrOrStderr(), "Warning: signed %s (version %d) expires %s (%s); renew it: mxosctl metadata renew --%s --keys DIR\n",
@@ -126,10 +127,10 @@ func trustedServerMeta(ctx context.Context, c *client.Client, rootSigners []sign
 	if root == nil || targets == nil {
 		return nil, nil, nil, userError("the server publishes no signed channel metadata (see mxosctl metadata init)")
 	}
-	if err := channelmeta.VerifyRootSignedBy(root, rootSigners); err != nil {
+	if err := publish.VerifyRootSignedBy(root, rootSigners); err != nil {
 		return nil, nil, nil, fmt.Errorf("the server's root.json: %w", err)
 	}
-	rels, err := channelmeta.VerifyTargets(root, targets)
+	rels, err := publish.VerifyTargets(root, targets)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("the server's targets.json: %w", err)
 	}
@@ -143,9 +144,9 @@ func putMetadata(cmd *cobra.Command, r *remote, c *client.Client, u api.Metadata
 		return r.explain(err)
 	}
 	fmt.Fprintln(cmd.OutOrStdout(), done)
-	st := make([]channelmeta.RoleStatus, 0, len(roles))
+	st := make([]publish.RoleStatus, 0, len(roles))
 	for _, rs := range roles {
-		st = append(st, channelmeta.RoleStatus{Role: rs.Role, Version: rs.Version, Expires: rs.Expires})
+		st = append(st, publish.RoleStatus{Role: rs.Role, Version: rs.Version, Expires: rs.Expires})
 	}
 	return printRoleStatus(cmd, st, false)
 }
@@ -154,7 +155,7 @@ func loadMetaSigners(dir, flag string) ([]signature.Signer, error) {
 	if dir == "" {
 		return nil, userError("--%s is required", flag)
 	}
-	s, err := channelmeta.LoadEd25519Signers(dir)
+	s, err := publish.LoadEd25519Signers(dir)
 	if err != nil {
 		return nil, fmt.Errorf("--%s: %w", flag, err)
 	}
@@ -199,17 +200,17 @@ server and mxosctl warn 30 days before either expires.`,
 			now := metaNow()
 			var u api.MetadataUpdate
 			if doRoot {
-				k, err := channelmeta.RootKeys(root)
+				k, err := publish.RootKeys(root)
 				if err != nil {
 					return err
 				}
-				if root, err = channelmeta.RotateRoot(root, k, rootSigners, channelmeta.Options{}, now); err != nil {
+				if root, err = publish.RotateRoot(root, k, rootSigners, publish.Options{}, now); err != nil {
 					return fmt.Errorf("renewing root: %w", err)
 				}
 				u.Root = root
 			}
 			if doTargets {
-				if u.Targets, err = channelmeta.BuildTargets(root, targets, rels, relSigners, channelmeta.Options{}, now); err != nil {
+				if u.Targets, err = publish.BuildTargets(root, targets, rels, relSigners, publish.Options{}, now); err != nil {
 					return fmt.Errorf("renewing targets: %w", err)
 				}
 			}
@@ -291,7 +292,7 @@ release published with metadata on.`,
 			for _, rec := range added {
 				fmt.Fprintf(out, "Signing %s %s on %s (commit %s)\n", rec.Version, rec.Arch, rec.Channel, rec.Commit[:12])
 			}
-			data, err := channelmeta.BuildTargets(root, targets, append(rels, added...), signers, channelmeta.Options{}, metaNow())
+			data, err := publish.BuildTargets(root, targets, append(rels, added...), signers, publish.Options{}, metaNow())
 			if err != nil {
 				return fmt.Errorf("signing targets: %w", err)
 			}
@@ -386,7 +387,7 @@ per line) and restart it, rotate, then remove the old one.`,
 			if err != nil {
 				return r.explain(err)
 			}
-			k, err := channelmeta.RootKeys(root)
+			k, err := publish.RootKeys(root)
 			if err != nil {
 				return err
 			}
@@ -396,12 +397,12 @@ per line) and restart it, rotate, then remove the old one.`,
 				if err != nil {
 					return err
 				}
-				pubs, err := channelmeta.PublicKeys(ns...)
+				pubs, err := publish.PublicKeys(ns...)
 				if err != nil {
 					return err
 				}
-				k.Root = channelmeta.RoleKeys{Keys: pubs, Threshold: 1}
-				k.Release = channelmeta.RoleKeys{Keys: pubs, Threshold: 1}
+				k.Root = publish.RoleKeys{Keys: pubs, Threshold: 1}
+				k.Release = publish.RoleKeys{Keys: pubs, Threshold: 1}
 				rootSigners = append(append([]signature.Signer{}, oldSigners...), ns...)
 				relSigners = ns
 			}
@@ -410,7 +411,7 @@ per line) and restart it, rotate, then remove the old one.`,
 				if err != nil {
 					return fmt.Errorf("--add-release-pub: %w", err)
 				}
-				pubs, err := channelmeta.Ed25519PublicKeys(pubFile)
+				pubs, err := publish.Ed25519PublicKeys(pubFile)
 				if err != nil {
 					return fmt.Errorf("--add-release-pub: %w", err)
 				}
@@ -421,18 +422,18 @@ per line) and restart it, rotate, then remove the old one.`,
 				if err != nil {
 					return fmt.Errorf("--new-online-pub: %w", err)
 				}
-				pubs, err := channelmeta.Ed25519PublicKeys(pubFile)
+				pubs, err := publish.Ed25519PublicKeys(pubFile)
 				if err != nil {
 					return fmt.Errorf("--new-online-pub: %w", err)
 				}
-				k.Online = channelmeta.RoleKeys{Keys: pubs, Threshold: 1}
+				k.Online = publish.RoleKeys{Keys: pubs, Threshold: 1}
 			}
 			now := metaNow()
-			next, err := channelmeta.RotateRoot(root, k, rootSigners, channelmeta.Options{}, now)
+			next, err := publish.RotateRoot(root, k, rootSigners, publish.Options{}, now)
 			if err != nil {
 				return fmt.Errorf("rotating root: %w", err)
 			}
-			nt, err := channelmeta.BuildTargets(next, targets, rels, relSigners, channelmeta.Options{}, now)
+			nt, err := publish.BuildTargets(next, targets, rels, relSigners, publish.Options{}, now)
 			if err != nil {
 				return fmt.Errorf("re-signing targets for the new root: %w", err)
 			}

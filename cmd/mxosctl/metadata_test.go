@@ -15,6 +15,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/auth"
 	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/testserver"
 )
 
@@ -34,11 +35,11 @@ func TestMetadataInit(t *testing.T) {
 		t.Fatalf("metadata init: %v\n%s", err, msg)
 	}
 	// The server can open it with the online key and sign the rest.
-	signers, err := channelmeta.LoadEd25519Signers(online)
+	signers, err := publish.LoadEd25519Signers(online)
 	if err != nil {
 		t.Fatal(err)
 	}
-	repo, err := channelmeta.Open(out, signers, channelmeta.Options{})
+	repo, err := publish.Open(out, signers, publish.Options{})
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
@@ -117,12 +118,12 @@ func TestMetadataLifecycle(t *testing.T) {
 
 	// sign-existing: targets that lost 10.0.1 (as if published before
 	// metadata was on) get it back, checked against its commit.
-	signers, err := channelmeta.LoadEd25519Signers(keys)
+	signers, err := publish.LoadEd25519Signers(keys)
 	if err != nil {
 		t.Fatal(err)
 	}
 	root, targets := readMeta(t, ts.MetaDir, "root.json"), readMeta(t, ts.MetaDir, "targets.json")
-	empty, err := channelmeta.BuildTargets(root, targets, nil, signers, channelmeta.Options{}, time.Now())
+	empty, err := publish.BuildTargets(root, targets, nil, signers, publish.Options{}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +135,7 @@ func TestMetadataLifecycle(t *testing.T) {
 	if !strings.Contains(out, "Signing 10.0.1 x86_64 on testing") {
 		t.Fatalf("sign-existing:\n%s", out)
 	}
-	if rels, _ := channelmeta.ListedReleases(readMeta(t, ts.MetaDir, "targets.json")); len(rels) != 1 || rels[0].Version != "10.0.1" {
+	if rels, _ := publish.ListedReleases(readMeta(t, ts.MetaDir, "targets.json")); len(rels) != 1 || rels[0].Version != "10.0.1" {
 		t.Fatalf("targets after sign-existing: %+v", rels)
 	}
 	if out = mx("metadata", "sign-existing", "--keys", keys); !strings.Contains(out, "already") {
@@ -170,7 +171,7 @@ func TestMetadataLifecycle(t *testing.T) {
 	}
 	// The old key signs a higher targets version against the old root:
 	// the server refuses it, and the device keeps the new state.
-	stale, err := channelmeta.BuildTargets(oldRoot, readMeta(t, ts.MetaDir, "targets.json"), nil, signers, channelmeta.Options{}, time.Now())
+	stale, err := publish.BuildTargets(oldRoot, readMeta(t, ts.MetaDir, "targets.json"), nil, signers, publish.Options{}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,9 +187,9 @@ func TestMetadataLifecycle(t *testing.T) {
 	}
 }
 
-func roleStatus(t *testing.T, dir, role string) channelmeta.RoleStatus {
+func roleStatus(t *testing.T, dir, role string) publish.RoleStatus {
 	t.Helper()
-	rs, err := channelmeta.RoleInfo(role, readMeta(t, dir, role+".json"))
+	rs, err := publish.RoleInfo(role, readMeta(t, dir, role+".json"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mxos-linux/mxos-update/internal/api"
-	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/client"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/release"
@@ -77,7 +77,7 @@ func remoteSetup(cmd *cobra.Command, r *remote, keys, work string) (*client.Clie
 		return nil, nil, err
 	}
 	// The same ed25519 release key signs the channel metadata's targets.
-	metaSigners, err := channelmeta.LoadEd25519Signers(keys)
+	metaSigners, err := publish.LoadEd25519Signers(keys)
 	if err != nil {
 		return nil, nil, fmt.Errorf("release key for signed channel metadata: %w", err)
 	}

@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mxos-linux/mxos-update/internal/channel"
-	"github.com/mxos-linux/mxos-update/internal/oci/bootimage"
+	"github.com/mxos-linux/mxos-update/internal/oci/imagename"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/release"
 	"github.com/mxos-linux/mxos-update/internal/sign"
@@ -88,7 +88,7 @@ in a file given with --allow-mode-exceptions: one path in the tree per line
 			var step *release.ImageStep
 			if image {
 				// Before anything is published: a bad ref or a missing key stops here.
-				if _, _, _, err := bootimage.RepositoryForRef(ref); err != nil {
+				if _, _, _, err := imagename.RepositoryForRef(ref); err != nil {
 					return fmt.Errorf("--image: %w", err)
 				}
 				if step, err = localImageStep(data, keys, imageHost); err != nil {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/commitsig"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/release"
@@ -129,7 +130,7 @@ func cosignRelease(cmd *cobra.Command, r *remote, path, keys string) error {
 	if err != nil {
 		return err
 	}
-	metaSigners, err := channelmeta.LoadEd25519Signers(keys)
+	metaSigners, err := publish.LoadEd25519Signers(keys)
 	if err != nil {
 		return err
 	}
@@ -162,7 +163,7 @@ func cosignRelease(cmd *cobra.Command, r *remote, path, keys string) error {
 	if err != nil || root == nil {
 		return r.explain(fmt.Errorf("reading the server's signed root: %v", err))
 	}
-	rels, err := channelmeta.VerifyTargets(root, req.Targets)
+	rels, err := publish.VerifyTargets(root, req.Targets)
 	if err != nil {
 		return fmt.Errorf("the partly signed targets: %w", err)
 	}
@@ -195,7 +196,7 @@ func cosignRelease(cmd *cobra.Command, r *remote, path, keys string) error {
 		return err
 	}
 	var n int
-	if req.Targets, n, err = channelmeta.CosignTargets(root, req.Targets, metaSigners); err != nil {
+	if req.Targets, n, err = publish.CosignTargets(root, req.Targets, metaSigners); err != nil {
 		return err
 	}
 	out := cmd.OutOrStdout()

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/mxos-linux/mxos-update/internal/event"
 )
 
 // Code is a stable, machine-readable error code.
@@ -149,59 +151,31 @@ type CheckResponse struct {
 	Reason string  `json:"reason"`
 }
 
-// Event is a step a device reports, or how an update ended.
-type Event string
+// Event is a step a device reports, or how an update ended. Package
+// event owns the list and which events count toward auto-halt; the names
+// below are the wire package's spelling of the same values.
+type Event = event.Event
 
-// Events devices report. Outcomes of a release (the report classes):
-// health-ok is a success; health-failed (a required health check failed
-// and the device rolled back), boot-failed (the new version never came up
-// and the boot counter took the machine back) and rolled-back (an admin
-// or a user went back by hand) are release failures and count toward
-// auto-halt. refused (the device would not install the offer: wrong
-// channel or arch, a signature or metadata check, its trust settings),
-// download-failed (network, mirrors, disk: anything before the switch that
-// is not a refusal) and config-error (the device's own configuration, e.g.
-// a channel the server does not know) are stored and shown, never
-// counted: a bad pin or a broken school network must not halt a good
-// release. failed is what agents before the report classes sent for all of
-// these; it is accepted, stored and never counted.
+// Events devices report (see package event for what each means).
 const (
-	EventDownloadStarted  Event = "download-started"
-	EventDownloadFinished Event = "download-finished"
-	EventDeployed         Event = "deployed"
-	EventHealthOK         Event = "health-ok"
-	EventRolledBack       Event = "rolled-back"
-	EventHealthFailed     Event = "health-failed"
-	EventBootFailed       Event = "boot-failed"
-	EventRefused          Event = "refused"
-	EventDownloadFailed   Event = "download-failed"
-	EventConfigError      Event = "config-error"
-	EventFailed           Event = "failed"
+	EventDownloadStarted  = event.DownloadStarted
+	EventDownloadFinished = event.DownloadFinished
+	EventDeployed         = event.Deployed
+	EventHealthOK         = event.HealthOK
+	EventRolledBack       = event.RolledBack
+	EventHealthFailed     = event.HealthFailed
+	EventBootFailed       = event.BootFailed
+	EventRefused          = event.Refused
+	EventDownloadFailed   = event.DownloadFailed
+	EventConfigError      = event.ConfigError
+	EventFailed           = event.Failed
 )
 
 // Events lists every event.
-var Events = []Event{EventDownloadStarted, EventDownloadFinished, EventDeployed, EventHealthOK, EventRolledBack,
-	EventHealthFailed, EventBootFailed, EventRefused, EventDownloadFailed, EventConfigError, EventFailed}
+var Events = event.All
 
-// Valid reports whether e is a known event.
-func (e Event) Valid() bool {
-	for _, k := range Events {
-		if e == k {
-			return true
-		}
-	}
-	return false
-}
-
-// ReleaseFailure reports whether e says the release itself failed on the
-// device: these count toward auto-halt, and the device is never offered
-// that release again.
-func (e Event) ReleaseFailure() bool {
-	return e == EventHealthFailed || e == EventBootFailed || e == EventRolledBack
-}
-
-// ReleaseFailures lists the events ReleaseFailure accepts.
-var ReleaseFailures = []Event{EventHealthFailed, EventBootFailed, EventRolledBack}
+// ReleaseFailures lists the events that count toward auto-halt.
+var ReleaseFailures = event.ReleaseFailures
 
 // ReportRequest is one event from a device.
 //

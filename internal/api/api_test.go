@@ -69,27 +69,6 @@ func TestReportValidate(t *testing.T) {
 	}
 }
 
-// Only release failures count toward auto-halt (failure 4 of issue 9).
-func TestReportClasses(t *testing.T) {
-	counted := map[Event]bool{EventHealthFailed: true, EventBootFailed: true, EventRolledBack: true}
-	for _, e := range Events {
-		if !e.Valid() {
-			t.Errorf("%s not valid", e)
-		}
-		if e.ReleaseFailure() != counted[e] {
-			t.Errorf("%s.ReleaseFailure() = %v", e, !counted[e])
-		}
-	}
-	if len(ReleaseFailures) != len(counted) {
-		t.Errorf("ReleaseFailures = %v", ReleaseFailures)
-	}
-	for _, e := range ReleaseFailures {
-		if !counted[e] {
-			t.Errorf("ReleaseFailures lists %s", e)
-		}
-	}
-}
-
 func TestErrorJSONAndStatus(t *testing.T) {
 	b, _ := json.Marshal(ErrorBody{Error: Errorf(CodeUnknownChannel, "no channel %q", "beta")})
 	if string(b) != `{"error":{"code":"unknown_channel","message":"no channel \"beta\""}}` {

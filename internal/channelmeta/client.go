@@ -72,11 +72,11 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, errors.New("channel metadata client: no cache directory: without one, rollback cannot be detected")
 	}
 	if err := CheckFile(metadata.ROOT, cfg.TrustedRoot); err != nil {
-		return nil, fmt.Errorf("channel metadata client: trusted root: %w", &MetadataError{File: rootFile, Kind: ErrMalformed, Err: err})
+		return nil, fmt.Errorf("channel metadata client: trusted root: %w", &MetadataError{File: RootFile, Kind: ErrMalformed, Err: err})
 	}
 	tm, err := trustedmetadata.New(cfg.TrustedRoot)
 	if err != nil {
-		return nil, fmt.Errorf("channel metadata client: trusted root: %w", &MetadataError{File: rootFile, Kind: kindOf(err), Err: err})
+		return nil, fmt.Errorf("channel metadata client: trusted root: %w", &MetadataError{File: RootFile, Kind: KindOf(err), Err: err})
 	}
 	c := &Client{cfg: cfg, rootVersion: tm.Root.Signed.Version}
 	switch {
@@ -210,7 +210,7 @@ func short(s string) string {
 // rolloutsProbe is looked up to make go-tuf load the delegated rollouts
 // role: the updater loads delegations lazily, during a target lookup whose
 // path they cover. It is not expected to exist.
-const rolloutsProbe = rolloutsPrefix + "-/-"
+const rolloutsProbe = RolloutsPrefix + "-/-"
 
 // Load runs the TUF client workflow (root rotation chain, timestamp,
 // snapshot, targets, rollouts) against the remote, with the trusted state
@@ -231,7 +231,7 @@ func (c *Client) Load(ctx context.Context) (*State, error) {
 		if errors.As(err, &me) {
 			return nil, err
 		}
-		return nil, &MetadataError{File: rec.lastFile(), Kind: kindOf(err), Err: err}
+		return nil, &MetadataError{File: rec.lastFile(), Kind: KindOf(err), Err: err}
 	}
 
 	c.checkCache()
@@ -246,10 +246,10 @@ func (c *Client) Load(ctx context.Context) (*State, error) {
 	cfg.Fetcher = rec
 	cfg.MaxRootRotations = 64
 	cfg.MaxDelegations = 4
-	cfg.RootMaxLength = limit(c.cfg.Limits.Root, defaultRootMax)
-	cfg.TimestampMaxLength = limit(c.cfg.Limits.Timestamp, defaultTimestampMax)
-	cfg.SnapshotMaxLength = limit(c.cfg.Limits.Snapshot, defaultSnapshotMax)
-	cfg.TargetsMaxLength = limit(c.cfg.Limits.Targets, defaultTargetsMax)
+	cfg.RootMaxLength = limit(c.cfg.Limits.Root, DefaultRootMax)
+	cfg.TimestampMaxLength = limit(c.cfg.Limits.Timestamp, DefaultTimestampMax)
+	cfg.SnapshotMaxLength = limit(c.cfg.Limits.Snapshot, DefaultSnapshotMax)
+	cfg.TargetsMaxLength = limit(c.cfg.Limits.Targets, DefaultTargetsMax)
 	up, err := updater.New(cfg)
 	if err != nil {
 		return fail(err)
@@ -262,9 +262,9 @@ func (c *Client) Load(ctx context.Context) (*State, error) {
 	trusted := up.GetTrustedMetadataSet()
 	top := trusted.Targets[metadata.TARGETS]
 	if delegation(top) == nil {
-		return fail(malformedf("targets does not delegate %q to %q", rolloutsPattern, rolloutsRole))
+		return fail(malformedf("targets does not delegate %q to %q", RolloutsPattern, RolloutsRole))
 	}
-	if trusted.Targets[rolloutsRole] == nil {
+	if trusted.Targets[RolloutsRole] == nil {
 		if probeErr == nil {
 			probeErr = malformedf("rollouts role not loaded")
 		}
@@ -281,7 +281,7 @@ func limit(v, def int64) int64 {
 	if v <= 0 {
 		return def
 	}
-	return min(v, maxFileSize)
+	return min(v, MaxFileSize)
 }
 
 // trustedRoot picks the newer of the shipped root and the root cached by
@@ -291,7 +291,7 @@ func limit(v, def int64) int64 {
 // the cache (an OS update with new keys/) wins too.
 func (c *Client) trustedRoot() []byte {
 	best := c.cfg.TrustedRoot
-	data, err := readLimited(filepath.Join(c.cfg.CacheDir, rootFile), defaultRootMax)
+	data, err := readLimited(filepath.Join(c.cfg.CacheDir, RootFile), DefaultRootMax)
 	if err != nil || CheckFile(metadata.ROOT, data) != nil {
 		return best
 	}
@@ -308,7 +308,7 @@ func delegation(top *metadata.Metadata[metadata.TargetsType]) *metadata.Delegate
 		return nil
 	}
 	for i := range top.Signed.Delegations.Roles {
-		if top.Signed.Delegations.Roles[i].Name == rolloutsRole {
+		if top.Signed.Delegations.Roles[i].Name == RolloutsRole {
 			return &top.Signed.Delegations.Roles[i]
 		}
 	}
@@ -323,7 +323,7 @@ func delegation(top *metadata.Metadata[metadata.TargetsType]) *metadata.Delegate
 // target search, not when a role's whole list is read, so we do it).
 func stateFrom(tm *trustedmetadata.TrustedMetadata) (*State, error) {
 	top := tm.Targets[metadata.TARGETS]
-	ro := tm.Targets[rolloutsRole]
+	ro := tm.Targets[RolloutsRole]
 	deleg := delegation(top)
 	st := &State{
 		RootVersion:      tm.Root.Signed.Version,
@@ -339,17 +339,17 @@ func stateFrom(tm *trustedmetadata.TrustedMetadata) (*State, error) {
 	}
 	signers := -1 // distinct release keys signing top, counted when needed
 	for _, p := range sortedKeys(top.Signed.Targets) {
-		if !strings.HasPrefix(p, releasesPrefix) {
+		if !strings.HasPrefix(p, ReleasesPrefix) {
 			st.Ignored = append(st.Ignored, p)
 			continue
 		}
-		rel, err := parseRelease(p, top.Signed.Targets[p])
+		rel, err := ParseRelease(p, top.Signed.Targets[p])
 		if err != nil {
 			return nil, err
 		}
 		if rel.Threshold > 1 {
 			if signers < 0 {
-				if signers, err = countSigners(tm.Root, top); err != nil {
+				if signers, err = CountSigners(tm.Root, top); err != nil {
 					return nil, err
 				}
 			}
@@ -362,11 +362,11 @@ func stateFrom(tm *trustedmetadata.TrustedMetadata) (*State, error) {
 	}
 	for _, p := range sortedKeys(ro.Signed.Targets) {
 		ok, err := deleg.IsDelegatedPath(p)
-		if err != nil || !ok || !strings.HasPrefix(p, rolloutsPrefix) {
+		if err != nil || !ok || !strings.HasPrefix(p, RolloutsPrefix) {
 			st.Ignored = append(st.Ignored, p)
 			continue
 		}
-		s, err := parseRollout(p, ro.Signed.Targets[p])
+		s, err := ParseRollout(p, ro.Signed.Targets[p])
 		if err != nil {
 			return nil, err
 		}

@@ -1,7 +1,8 @@
-// Package channelmeta publishes and verifies the signed channel metadata of
-// MxOS Update: which releases (channel, arch, version → OSTree commit, ref,
-// OCI digest) may be installed, and the state of each rollout. It is a TUF
-// repository built with go-tuf v2, not a format of our own: devices get
+// Package channelmeta verifies, on the device, the signed channel metadata
+// of MxOS Update (channelmeta/publish writes it): which releases (channel,
+// arch, version → OSTree commit, ref, OCI digest) may be installed, and
+// the state of each rollout. It is a TUF repository built with go-tuf v2,
+// not a format of our own: devices get
 // TUF's protection against rollback (older versions), freeze (expired
 // files), mix-and-match (snapshot pins every role's version and hash) and
 // wrong signers (each role has its own keys and threshold) from go-tuf's
@@ -75,15 +76,16 @@
 // by the hash. RolloutState carries channel and arch in addition to the
 // fields of the issue, so that the record is self-describing.
 //
-// # Server side
+// # Package split
 //
-// Init (offline keys) writes root 1 and an empty targets 1. Open gives a
-// Repo with the online signers; Refresh creates and renews rollouts,
-// snapshot and timestamp (each is re-signed with a new version when it is
-// missing, changed, no longer verifies under root, or past half its
-// lifetime) and is meant to be called periodically. PublishTargets /
-// AcceptTargets and PublishRollouts change content; versions only grow.
-// Every function takes the clock as an argument.
+// This package is the device side and the format: the client, the input
+// checks, the records and their target paths, the file names and size
+// limits. Everything that writes or signs metadata (Init, Repo, Refresh,
+// BuildTargets, RotateRoot, key loading, k-of-n co-signing, role status)
+// is in channelmeta/publish, which the server and mxosctl import and
+// mxos-updater does not (TestDeviceSideDeps). The round-trip and
+// rejection tests stay here, as an external test package: every one
+// publishes with channelmeta/publish and loads with this package's Client.
 //
 // # Device side
 //
@@ -116,15 +118,6 @@
 // go-tuf ignores files that fail to verify) and, on the server, every
 // uploaded or stored file. The rules are those of the repositories this
 // package writes and no wider; validate.go lists them.
-//
-// # Lifecycle
-//
-// Status reports each role's version and expiry; RenewWarning (30 days)
-// is when the offline roles need renewing. mxosctl metadata renew,
-// sign-existing and rotate-keys build root and targets offline with
-// RotateRoot and BuildTargets, after VerifyRootSignedBy and VerifyTargets
-// check what the server served, and the server installs them with
-// AcceptRoot and AcceptTargets.
 //
 // This package decides which commit is allowed; the commit's own OSTree
 // signature and ref binding are still checked when it is pulled. State

@@ -44,17 +44,6 @@ var (
 	ErrRefMismatch = errors.New("offered ref differs from the signed release")
 	// ErrDigestMismatch: the offered OCI digest differs from the signed one.
 	ErrDigestMismatch = errors.New("offered OCI digest differs from the signed release")
-
-	// ErrInvalid: an input record or key set given to the server/CLI side
-	// is not acceptable (nothing was signed or written).
-	ErrInvalid = errors.New("invalid channel metadata input")
-	// ErrExists: Init found an existing repository.
-	ErrExists = errors.New("channel metadata repository already exists")
-	// ErrNoOnlineKey: the operation needs the online key and the Repo has none.
-	ErrNoOnlineKey = errors.New("no online key loaded")
-	// ErrNeedTargets: a root rotation changes the release or online keys, so
-	// targets must be re-signed and published together with it.
-	ErrNeedTargets = errors.New("root rotation invalidates the current targets; publish re-signed targets with it")
 )
 
 // MetadataError is what Client.Load returns when verification fails. It
@@ -83,11 +72,11 @@ func (e *MetadataError) Error() string {
 // Unwrap returns both the kind and the cause.
 func (e *MetadataError) Unwrap() []error { return []error{e.Kind, e.Err} }
 
-// kindOf maps an error from go-tuf (or from our fetchers and record
+// KindOf maps an error from go-tuf (or from our fetchers and record
 // checks) to one of the Err* kinds. It uses errors.As on concrete types,
 // not errors.Is, because go-tuf's Is methods treat subtypes as equal
 // (ErrExpiredMetadata "is" ErrRepository) and we want the most specific.
-func kindOf(err error) error {
+func KindOf(err error) error {
 	for _, k := range []error{ErrExpired, ErrRollback, ErrBadSignature, ErrHashMismatch, ErrMalformed, ErrTooLarge, ErrFetch, ErrRejected} {
 		if errors.Is(err, k) {
 			return k
@@ -141,17 +130,7 @@ type fetchError struct {
 func (e *fetchError) Error() string { return fmt.Sprintf("fetch %s: %v", e.url, e.err) }
 func (e *fetchError) Unwrap() error { return e.err }
 
-// invalidf builds an ErrInvalid error.
-func invalidf(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
-}
-
 // malformedf builds an ErrMalformed error.
 func malformedf(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, args...))
-}
-
-// wrapKind wraps a go-tuf error from a server-side check with its kind.
-func wrapKind(what string, err error) error {
-	return fmt.Errorf("%s: %w: %w", what, kindOf(err), err)
 }

@@ -22,14 +22,14 @@ import (
 // Both fetchers implement go-tuf's fetcher.Fetcher. go-tuf passes the
 // largest size it will accept for each file (the length pinned by the
 // timestamp or snapshot, or a per-role maximum); we additionally cap every
-// read at maxFileSize. Errors follow go-tuf's conventions where the
+// read at MaxFileSize. Errors follow go-tuf's conventions where the
 // updater interprets them: a missing file is *metadata.ErrDownloadHTTP with
 // status 404 (for N.root.json it means "no further rotation"), an oversize
 // file is *metadata.ErrDownloadLengthMismatch.
 
 func clampLimit(maxLength int64) int64 {
-	if maxLength <= 0 || maxLength > maxFileSize {
-		return maxFileSize
+	if maxLength <= 0 || maxLength > MaxFileSize {
+		return MaxFileSize
 	}
 	return maxLength
 }

@@ -46,7 +46,7 @@ func TestHTTPFetcherLimits(t *testing.T) {
 	f := &httpFetcher{ctx: context.Background(), client: srv.Client(),
 		headerTimeout: 200 * time.Millisecond, minRate: 1000, grace: 200 * time.Millisecond}
 
-	if _, err := f.DownloadFile(srv.URL+"/silent/timestamp.json", 16<<10, 0); !errors.Is(err, httplimit.ErrNoHeaders) || kindOf(err) != ErrFetch {
+	if _, err := f.DownloadFile(srv.URL+"/silent/timestamp.json", 16<<10, 0); !errors.Is(err, httplimit.ErrNoHeaders) || KindOf(err) != ErrFetch {
 		t.Errorf("silent: err = %v, want ErrNoHeaders (ErrFetch)", err)
 	}
 	if _, err := f.DownloadFile(srv.URL+"/trickle/timestamp.json", 16<<10, 0); !errors.Is(err, httplimit.ErrTooSlow) {
@@ -66,5 +66,19 @@ func TestHTTPFetcherLimits(t *testing.T) {
 	}
 	if b, err := f.DownloadFile(srv.URL+"/ok/timestamp.json", 16<<10, 0); err != nil || string(b) != `{}` {
 		t.Errorf("honest file: %q %v", b, err)
+	}
+}
+
+// A directory mirror cannot make the device read outside it.
+func TestDirFetcherConfined(t *testing.T) {
+	f := &dirFetcher{dir: t.TempDir()}
+	for _, name := range []string{"../etc/passwd", "a/b.json", "timestamp.txt", "", ".json"} {
+		if _, err := f.DownloadFile(dirBase+name, 100, 0); err == nil {
+			t.Errorf("DownloadFile(%q) succeeded", name)
+		}
+	}
+	var he *metadata.ErrDownloadHTTP
+	if _, err := f.DownloadFile(dirBase+"7.root.json", 100, 0); !errors.As(err, &he) || he.StatusCode != http.StatusNotFound {
+		t.Errorf("missing file: %v, want a 404 ErrDownloadHTTP (go-tuf's end of the root chain)", err)
 	}
 }

@@ -1,4 +1,4 @@
-package channelmeta
+package channelmeta_test
 
 import (
 	"bytes"
@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,8 +18,10 @@ import (
 	"github.com/secure-systems-lab/go-securesystemslib/cjson"
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
-	"github.com/theupdateframework/go-tuf/v2/metadata/fetcher"
 	"github.com/theupdateframework/go-tuf/v2/metadata/trustedmetadata"
+
+	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 )
 
 // memFetcher serves a map of files, like a mirror would.
@@ -31,8 +34,8 @@ func (m memFetcher) DownloadFile(url string, maxLength int64, _ time.Duration) (
 	if !ok {
 		return nil, &metadata.ErrDownloadHTTP{StatusCode: http.StatusNotFound, URL: url}
 	}
-	if int64(len(data)) > clampLimit(maxLength) {
-		return nil, tooLarge(url, int64(len(data)), maxLength)
+	if int64(len(data)) > channelmeta.ClampLimit(maxLength) {
+		return nil, channelmeta.TooLarge(url, int64(len(data)), maxLength)
 	}
 	return data, nil
 }
@@ -41,7 +44,7 @@ func (m memFetcher) DownloadFile(url string, maxLength int64, _ time.Duration) (
 // committed in testdata stay validly signed for the fixture below.
 func detSigner(t testing.TB, b byte) signature.Signer {
 	t.Helper()
-	s, err := Ed25519Signer(ed25519.NewKeyFromSeed(bytes.Repeat([]byte{b}, ed25519.SeedSize)))
+	s, err := publish.Ed25519Signer(ed25519.NewKeyFromSeed(bytes.Repeat([]byte{b}, ed25519.SeedSize)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,17 +62,17 @@ func fuzzBases(t testing.TB) ([]map[string][]byte, []byte) {
 	t.Helper()
 	release, online := detSigner(t, 1), detSigner(t, 2)
 	dir := filepath.Join(t.TempDir(), "metadata")
-	keys := Keys{Root: roleKeys(t, 1, release), Release: roleKeys(t, 1, release), Online: roleKeys(t, 1, online)}
-	if err := Init(dir, keys, []signature.Signer{release}, []signature.Signer{release}, Options{}, t0); err != nil {
+	keys := publish.Keys{Root: roleKeys(t, 1, release), Release: roleKeys(t, 1, release), Online: roleKeys(t, 1, online)}
+	if err := publish.Init(dir, keys, []signature.Signer{release}, []signature.Signer{release}, publish.Options{}, t0); err != nil {
 		t.Fatal(err)
 	}
-	repo, err := Open(dir, []signature.Signer{online}, Options{})
+	repo, err := publish.Open(dir, []signature.Signer{online}, publish.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	fx := &fixture{dir: dir, release: release, online: online, keys: keys, repo: repo}
 	fx.publish(t, t0)
-	root := readFile(t, dir, rootFile)
+	root := readFile(t, dir, channelmeta.RootFile)
 	read := func(d string) map[string][]byte {
 		files := map[string][]byte{}
 		entries, err := os.ReadDir(d)
@@ -88,7 +91,7 @@ func fuzzBases(t testing.TB) ([]map[string][]byte, []byte) {
 		func(d string) {
 			rels := testReleases()
 			rels[1].Threshold = 2
-			data, err := BuildTargets(root, readFile(t, d, targetsFile), rels, []signature.Signer{release}, Options{}, t0)
+			data, err := publish.BuildTargets(root, readFile(t, d, channelmeta.TargetsFile), rels, []signature.Signer{release}, publish.Options{}, t0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -96,8 +99,8 @@ func fuzzBases(t testing.TB) ([]map[string][]byte, []byte) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			writeFile(t, d, versioned(md.Signed.Version, targetsFile), data)
-			writeFile(t, d, targetsFile, data)
+			writeFile(t, d, versioned(md.Signed.Version, channelmeta.TargetsFile), data)
+			writeFile(t, d, channelmeta.TargetsFile, data)
 			forgeTop(t, d, t0, online, online)
 		},
 		func(d string) { forgeBadRolloutsDelegation(t, d, t0, online, true) },
@@ -117,8 +120,8 @@ const firstHostile = 2
 
 // fuzzNames are the files FuzzLoad may replace (by index).
 func fuzzNames(files map[string][]byte) []string {
-	names := []string{timestampFile, "2.root.json", "1.evil.json"}
-	for _, n := range sortedKeys(files) {
+	names := []string{channelmeta.TimestampFile, "2.root.json", "1.evil.json"}
+	for _, n := range slices.Sorted(maps.Keys(files)) {
 		if m := versionedRE.FindStringSubmatch(n); m != nil {
 			names = append(names, n)
 		}
@@ -156,12 +159,11 @@ func FuzzLoad(f *testing.F) {
 		if replaced {
 			mirror[names[which]] = data
 		}
-		c, err := NewClient(ClientConfig{TrustedRoot: root, CacheDir: t.TempDir(), Dir: t.TempDir(), Now: func() time.Time { return t0 }})
+		c, err := channelmeta.NewClient(channelmeta.ClientConfig{TrustedRoot: root, CacheDir: t.TempDir(), Dir: t.TempDir(), Now: func() time.Time { return t0 }})
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.base = memBase
-		c.fetcherFor = func(context.Context) fetcher.Fetcher { return mirror }
+		c.SetFetcher(memBase, mirror)
 		st, err := c.Load(context.Background())
 		if err != nil {
 			return
@@ -193,14 +195,14 @@ func FuzzCheckFile(f *testing.F) {
 	roles := []string{"root", "timestamp", "snapshot", "targets", "rollouts"}
 	for _, files := range bases {
 		for name, data := range files {
-			if i := slices.Index(roles, roleOfFile(name)); i >= 0 {
+			if i := slices.Index(roles, channelmeta.RoleOfFile(name)); i >= 0 {
 				f.Add(uint8(i), data)
 			}
 		}
 	}
 	f.Fuzz(func(t *testing.T, which uint8, data []byte) {
 		role := roles[int(which)%len(roles)]
-		if CheckFile(role, data) != nil {
+		if channelmeta.CheckFile(role, data) != nil {
 			return
 		}
 		switch role {
@@ -209,18 +211,18 @@ func FuzzCheckFile(f *testing.F) {
 			if err != nil {
 				return
 			}
-			for _, r := range topRoles {
+			for _, r := range channelmeta.TopRoles {
 				_ = md.VerifyDelegate(r, md)
 			}
 			_, _ = trustedmetadata.New(data)
-		case metadata.TARGETS, rolloutsRole:
+		case metadata.TARGETS, channelmeta.RolloutsRole:
 			md, err := metadata.Targets().FromBytes(data)
 			if err != nil {
 				return
 			}
-			_ = md.VerifyDelegate(rolloutsRole, md)
+			_ = md.VerifyDelegate(channelmeta.RolloutsRole, md)
 			if md.Signed.Delegations != nil {
-				_ = md.Signed.Delegations.GetRolesForTarget(rolloutsProbe)
+				_ = md.Signed.Delegations.GetRolesForTarget(channelmeta.RolloutsProbe)
 				for _, r := range md.Signed.Delegations.Roles {
 					_, _ = r.IsDelegatedPath("rollouts/stable/x86_64")
 				}
@@ -250,10 +252,10 @@ func FuzzCheckFile(f *testing.F) {
 func stateFromTargets(md *metadata.Metadata[metadata.TargetsType]) (int, error) {
 	n := 0
 	for p, tf := range md.Signed.Targets {
-		if _, err := parseRelease(p, tf); err == nil {
+		if _, err := channelmeta.ParseRelease(p, tf); err == nil {
 			n++
 		}
-		if _, err := parseRollout(p, tf); err == nil {
+		if _, err := channelmeta.ParseRollout(p, tf); err == nil {
 			n++
 		}
 	}
@@ -283,7 +285,7 @@ func FuzzRecords(f *testing.F) {
 				}
 			}
 		}
-		if rel, err := parseRelease(path, tf); err == nil {
+		if rel, err := channelmeta.ParseRelease(path, tf); err == nil {
 			if rel.Path() != path || rel.Validate() != nil {
 				t.Fatalf("accepted release %+v at %q", rel, path)
 			}
@@ -291,7 +293,7 @@ func FuzzRecords(f *testing.F) {
 				t.Fatalf("accepted release does not re-encode: %v", err)
 			}
 		}
-		if s, err := parseRollout(path, tf); err == nil {
+		if s, err := channelmeta.ParseRollout(path, tf); err == nil {
 			if s.Path() != path || s.Validate() != nil {
 				t.Fatalf("accepted rollout %+v at %q", s, path)
 			}
@@ -337,7 +339,7 @@ func TestWriteFuzzSeeds(t *testing.T) {
 			if bytes.Equal(data, bases[0][name]) {
 				continue
 			}
-			i := slices.Index(roles, roleOfFile(name))
+			i := slices.Index(roles, channelmeta.RoleOfFile(name))
 			if i < 0 {
 				continue
 			}

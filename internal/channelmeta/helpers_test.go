@@ -1,4 +1,4 @@
-package channelmeta
+package channelmeta_test
 
 import (
 	"context"
@@ -7,19 +7,26 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/secure-systems-lab/go-securesystemslib/cjson"
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
+	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/rollout"
 )
 
@@ -32,7 +39,7 @@ func newSigner(t testing.TB) signature.Signer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := Ed25519Signer(priv)
+	s, err := publish.Ed25519Signer(priv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,9 +55,9 @@ func pub(t testing.TB, s signature.Signer) crypto.PublicKey {
 	return p
 }
 
-func roleKeys(t testing.TB, threshold int, signers ...signature.Signer) RoleKeys {
+func roleKeys(t testing.TB, threshold int, signers ...signature.Signer) publish.RoleKeys {
 	t.Helper()
-	rk := RoleKeys{Threshold: threshold}
+	rk := publish.RoleKeys{Threshold: threshold}
 	for _, s := range signers {
 		rk.Keys = append(rk.Keys, pub(t, s))
 	}
@@ -68,13 +75,13 @@ type fixture struct {
 	dir     string
 	release signature.Signer
 	online  signature.Signer
-	keys    Keys
-	opts    Options
-	repo    *Repo
+	keys    publish.Keys
+	opts    publish.Options
+	repo    *publish.Repo
 	root    []byte // root.json v1: what a device ships
 }
 
-func newFixture(t testing.TB, now time.Time, opts Options) *fixture {
+func newFixture(t testing.TB, now time.Time, opts publish.Options) *fixture {
 	t.Helper()
 	f := &fixture{
 		dir:     filepath.Join(t.TempDir(), "metadata"),
@@ -82,36 +89,36 @@ func newFixture(t testing.TB, now time.Time, opts Options) *fixture {
 		online:  newSigner(t),
 		opts:    opts,
 	}
-	f.keys = Keys{Root: roleKeys(t, 1, f.release), Release: roleKeys(t, 1, f.release), Online: roleKeys(t, 1, f.online)}
-	if err := Init(f.dir, f.keys, []signature.Signer{f.release}, []signature.Signer{f.release}, opts, now); err != nil {
+	f.keys = publish.Keys{Root: roleKeys(t, 1, f.release), Release: roleKeys(t, 1, f.release), Online: roleKeys(t, 1, f.online)}
+	if err := publish.Init(f.dir, f.keys, []signature.Signer{f.release}, []signature.Signer{f.release}, opts, now); err != nil {
 		t.Fatalf("Init: %v", err)
 	}
 	var err error
-	if f.repo, err = Open(f.dir, []signature.Signer{f.online}, opts); err != nil {
+	if f.repo, err = publish.Open(f.dir, []signature.Signer{f.online}, opts); err != nil {
 		t.Fatalf("Open: %v", err)
 	}
 	if _, err := f.repo.Refresh(now); err != nil {
 		t.Fatalf("Refresh: %v", err)
 	}
-	f.root = readFile(t, f.dir, rootFile)
+	f.root = readFile(t, f.dir, channelmeta.RootFile)
 	return f
 }
 
-func testReleases() []Release {
-	return []Release{
+func testReleases() []channelmeta.Release {
+	return []channelmeta.Release{
 		{Channel: "stable", Arch: "x86_64", Version: "10.1", Ref: "mxos/10/x86_64/stable", Commit: commitOf("10.1"), PublishedAt: t0.Add(-48 * time.Hour)},
 		{Channel: "stable", Arch: "x86_64", Version: "10.2", Ref: "mxos/10/x86_64/stable", Commit: commitOf("10.2"),
 			OCIDigest: "sha256:" + commitOf("image 10.2"), PublishedAt: t0.Add(-time.Hour)},
 	}
 }
 
-func testRollout(t testing.TB) RolloutState {
+func testRollout(t testing.TB) channelmeta.RolloutState {
 	t.Helper()
 	ramp, err := rollout.ParseRamp("1%,10%@24h,50%@48h,100%@72h")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return RolloutState{Channel: "stable", Arch: "x86_64", RolloutID: "stable/10.2", Version: "10.2",
+	return channelmeta.RolloutState{Channel: "stable", Arch: "x86_64", RolloutID: "stable/10.2", Version: "10.2",
 		Ramp: ramp, State: rollout.StateActive, StartedAt: t0}
 }
 
@@ -121,15 +128,15 @@ func (f *fixture) publish(t testing.TB, now time.Time) {
 	if err := f.repo.PublishTargets(testReleases(), []signature.Signer{f.release}, now); err != nil {
 		t.Fatalf("PublishTargets: %v", err)
 	}
-	if err := f.repo.PublishRollouts([]RolloutState{testRollout(t)}, now); err != nil {
+	if err := f.repo.PublishRollouts([]channelmeta.RolloutState{testRollout(t)}, now); err != nil {
 		t.Fatalf("PublishRollouts: %v", err)
 	}
 }
 
 // dirClient is a device reading the mirror directory dir at clock now.
-func dirClient(t testing.TB, root []byte, dir string, now time.Time) *Client {
+func dirClient(t testing.TB, root []byte, dir string, now time.Time) *channelmeta.Client {
 	t.Helper()
-	c, err := NewClient(ClientConfig{TrustedRoot: root, CacheDir: t.TempDir(), Dir: dir, Now: func() time.Time { return now }})
+	c, err := channelmeta.NewClient(channelmeta.ClientConfig{TrustedRoot: root, CacheDir: t.TempDir(), Dir: dir, Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatalf("NewClient: %v", err)
 	}
@@ -138,20 +145,18 @@ func dirClient(t testing.TB, root []byte, dir string, now time.Time) *Client {
 
 // httpClient is a device reading dir through an httptest server on
 // 127.0.0.1.
-func httpClient(t testing.TB, root []byte, dir string, now time.Time) *Client {
+func httpClient(t testing.TB, root []byte, dir string, now time.Time) *channelmeta.Client {
 	t.Helper()
 	srv := httptest.NewServer(http.FileServer(http.Dir(dir)))
 	t.Cleanup(srv.Close)
-	c, err := NewClient(ClientConfig{TrustedRoot: root, CacheDir: t.TempDir(), URL: srv.URL + "/", HTTPClient: srv.Client(), Now: func() time.Time { return now }})
+	c, err := channelmeta.NewClient(channelmeta.ClientConfig{TrustedRoot: root, CacheDir: t.TempDir(), URL: srv.URL + "/", HTTPClient: srv.Client(), Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatalf("NewClient: %v", err)
 	}
 	return c
 }
 
-func (c *Client) setNow(now time.Time) { c.cfg.Now = func() time.Time { return now } }
-
-func mustLoad(t testing.TB, c *Client) *State {
+func mustLoad(t testing.TB, c *channelmeta.Client) *channelmeta.State {
 	t.Helper()
 	st, err := c.Load(context.Background())
 	if err != nil {
@@ -162,7 +167,7 @@ func mustLoad(t testing.TB, c *Client) *State {
 
 // wantLoadErr loads, expecting a *MetadataError of the given kind whose
 // text mentions msg (if not empty), and returns it.
-func wantLoadErr(t testing.TB, c *Client, kind error, msg string) error {
+func wantLoadErr(t testing.TB, c *channelmeta.Client, kind error, msg string) error {
 	t.Helper()
 	st, err := c.Load(context.Background())
 	if err == nil {
@@ -171,7 +176,7 @@ func wantLoadErr(t testing.TB, c *Client, kind error, msg string) error {
 	if !errors.Is(err, kind) {
 		t.Fatalf("Load error %q: want kind %v", err, kind)
 	}
-	var me *MetadataError
+	var me *channelmeta.MetadataError
 	if !errors.As(err, &me) {
 		t.Fatalf("Load error %T is not a *MetadataError", err)
 	}
@@ -255,7 +260,7 @@ func sameFiles(t testing.TB, before, after map[string]string, except ...string) 
 	}
 }
 
-func keysOf(m map[string]string) []string { return sortedKeys(m) }
+func keysOf(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) }
 
 // --- forging: what a holder of some keys (or a buggy tool) could write ---
 
@@ -263,13 +268,13 @@ func versionOf(t testing.TB, dir, name string) int64 {
 	t.Helper()
 	data := readFile(t, dir, name)
 	switch name {
-	case snapshotFile:
+	case channelmeta.SnapshotFile:
 		md, err := metadata.Snapshot().FromBytes(data)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return md.Signed.Version
-	case timestampFile:
+	case channelmeta.TimestampFile:
 		md, err := metadata.Timestamp().FromBytes(data)
 		if err != nil {
 			t.Fatal(err)
@@ -324,7 +329,7 @@ func forgeRole(t testing.TB, dir, name string, md *metadata.Metadata[metadata.Ta
 func forgeSnapshot(t testing.TB, dir string, meta map[string]*metadata.MetaFiles, now time.Time, signers ...signature.Signer) *metadata.MetaFiles {
 	t.Helper()
 	md := metadata.Snapshot(normTime(now.Add(24 * time.Hour)))
-	md.Signed.Version = versionOf(t, dir, snapshotFile) + 1
+	md.Signed.Version = versionOf(t, dir, channelmeta.SnapshotFile) + 1
 	md.Signed.Meta = meta
 	for _, s := range signers {
 		if _, err := md.Sign(s); err != nil {
@@ -335,8 +340,8 @@ func forgeSnapshot(t testing.TB, dir string, meta map[string]*metadata.MetaFiles
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, dir, versioned(md.Signed.Version, snapshotFile), raw)
-	writeFile(t, dir, snapshotFile, raw)
+	writeFile(t, dir, versioned(md.Signed.Version, channelmeta.SnapshotFile), raw)
+	writeFile(t, dir, channelmeta.SnapshotFile, raw)
 	return metaFor(raw, md.Signed.Version)
 }
 
@@ -344,8 +349,8 @@ func forgeSnapshot(t testing.TB, dir string, meta map[string]*metadata.MetaFiles
 func forgeTimestamp(t testing.TB, dir string, snap *metadata.MetaFiles, now time.Time, signers ...signature.Signer) {
 	t.Helper()
 	md := metadata.Timestamp(normTime(now.Add(12 * time.Hour)))
-	md.Signed.Version = versionOf(t, dir, timestampFile) + 1
-	md.Signed.Meta = map[string]*metadata.MetaFiles{snapshotFile: snap}
+	md.Signed.Version = versionOf(t, dir, channelmeta.TimestampFile) + 1
+	md.Signed.Meta = map[string]*metadata.MetaFiles{channelmeta.SnapshotFile: snap}
 	for _, s := range signers {
 		if _, err := md.Sign(s); err != nil {
 			t.Fatal(err)
@@ -355,7 +360,7 @@ func forgeTimestamp(t testing.TB, dir string, snap *metadata.MetaFiles, now time
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, dir, timestampFile, raw)
+	writeFile(t, dir, channelmeta.TimestampFile, raw)
 }
 
 // forgeTop re-signs snapshot and timestamp over the current targets.json
@@ -363,8 +368,91 @@ func forgeTimestamp(t testing.TB, dir string, snap *metadata.MetaFiles, now time
 func forgeTop(t testing.TB, dir string, now time.Time, snapSigner, tsSigner signature.Signer) {
 	t.Helper()
 	snap := forgeSnapshot(t, dir, map[string]*metadata.MetaFiles{
-		targetsFile:  metaOfFile(t, dir, targetsFile),
-		rolloutsFile: metaOfFile(t, dir, rolloutsFile),
+		channelmeta.TargetsFile:  metaOfFile(t, dir, channelmeta.TargetsFile),
+		channelmeta.RolloutsFile: metaOfFile(t, dir, channelmeta.RolloutsFile),
 	}, now, snapSigner)
 	forgeTimestamp(t, dir, snap, now, tsSigner)
+}
+
+// Forging helpers. They build metadata the way publish does, but on
+// their own (publish keeps these internal), so hostile input written by
+// a test does not depend on the code it is aimed at.
+
+func versioned(v int64, name string) string { return strconv.FormatInt(v, 10) + "." + name }
+
+func normTime(t time.Time) time.Time { return t.UTC().Truncate(time.Second) }
+
+var versionedRE = regexp.MustCompile(`^([0-9]{1,18})\.(snapshot|targets|rollouts)\.json$`)
+
+func metaFor(raw []byte, version int64) *metadata.MetaFiles {
+	sum := sha256.Sum256(raw)
+	return &metadata.MetaFiles{Version: version, Length: int64(len(raw)), Hashes: metadata.Hashes{"sha256": sum[:]}}
+}
+
+func parseTargets(data []byte) (*metadata.Metadata[metadata.TargetsType], error) {
+	if err := channelmeta.CheckFile(metadata.TARGETS, data); err != nil {
+		return nil, err
+	}
+	return metadata.Targets().FromBytes(data)
+}
+
+// recordTarget is a target whose custom field is record's canonical JSON.
+func recordTarget(path string, record any) (*metadata.TargetFiles, error) {
+	canon, err := cjson.EncodeCanonical(record)
+	if err != nil {
+		return nil, err
+	}
+	tf, err := metadata.TargetFile().FromBytes(path, canon, "sha256")
+	if err != nil {
+		return nil, err
+	}
+	raw := json.RawMessage(canon)
+	tf.Custom = &raw
+	return tf, nil
+}
+
+func releaseTarget(r channelmeta.Release) (*metadata.TargetFiles, error) {
+	r.PublishedAt = normTime(r.PublishedAt)
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	return recordTarget(r.Path(), r)
+}
+
+func rolloutTarget(s channelmeta.RolloutState) (*metadata.TargetFiles, error) {
+	if !s.StartedAt.IsZero() {
+		s.StartedAt = normTime(s.StartedAt)
+	}
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	return recordTarget(s.Path(), s)
+}
+
+// buildRoot is unsigned root metadata for keys (consistent snapshots on).
+func buildRoot(keys publish.Keys, version int64, expires time.Time) (*metadata.Metadata[metadata.RootType], error) {
+	md := metadata.Root(expires)
+	md.Signed.Version = version
+	md.Signed.ConsistentSnapshot = true
+	for _, r := range []struct {
+		role string
+		rk   publish.RoleKeys
+	}{
+		{metadata.ROOT, keys.Root},
+		{metadata.TARGETS, keys.Release},
+		{metadata.SNAPSHOT, keys.Online},
+		{metadata.TIMESTAMP, keys.Online},
+	} {
+		for _, pub := range r.rk.Keys {
+			k, err := metadata.KeyFromPublicKey(pub)
+			if err != nil {
+				return nil, err
+			}
+			if err := md.Signed.AddKey(k, r.role); err != nil {
+				return nil, err
+			}
+		}
+		md.Signed.Roles[r.role].Threshold = r.rk.Threshold
+	}
+	return md, nil
 }

@@ -1,4 +1,4 @@
-package channelmeta
+package channelmeta_test
 
 import (
 	"crypto/ed25519"
@@ -9,6 +9,9 @@ import (
 
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 )
 
 // State.OnlineKeys follows the trusted root: the online key of the
@@ -23,15 +26,15 @@ func TestStateOnlineKeysFollowRotation(t *testing.T) {
 		t.Fatalf("online keys of root 1: %x", s.first.OnlineKeys)
 	}
 	online2 := newSigner(t)
-	keys2 := Keys{Root: s.f.keys.Root, Release: s.f.keys.Release, Online: roleKeys(t, 1, online2)}
-	both, err := Open(s.f.dir, []signature.Signer{s.f.online, online2}, Options{})
+	keys2 := publish.Keys{Root: s.f.keys.Root, Release: s.f.keys.Release, Online: roleKeys(t, 1, online2)}
+	both, err := publish.Open(s.f.dir, []signature.Signer{s.f.online, online2}, publish.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := both.RotateRoot(keys2, []signature.Signer{s.f.release}, []signature.Signer{s.f.release}, s.now); err != nil {
 		t.Fatal(err)
 	}
-	repo2, err := Open(s.f.dir, []signature.Signer{online2}, Options{})
+	repo2, err := publish.Open(s.f.dir, []signature.Signer{online2}, publish.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,11 +68,11 @@ func TestOnlineKeysFilter(t *testing.T) {
 	root.Signed.Roles[metadata.TIMESTAMP].KeyIDs = []string{"a-good", "b-short", "c-long", "missing"}
 	root.Signed.Roles[metadata.SNAPSHOT].KeyIDs = []string{"a-good", "d-rsa", "e-odd"}
 	root.Signed.Roles[metadata.ROOT].KeyIDs = []string{"f-root"}
-	got := onlineKeys(root)
+	got := channelmeta.OnlineKeys(root)
 	if len(got) != 1 || !got[0].Equal(ed25519.PublicKey(good)) {
 		t.Fatalf("onlineKeys = %x, want only the good key once", got)
 	}
-	if onlineKeys(nil) != nil {
+	if channelmeta.OnlineKeys(nil) != nil {
 		t.Fatal("nil root")
 	}
 }

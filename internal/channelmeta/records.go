@@ -19,13 +19,13 @@ import (
 // Target path prefixes. Releases live in the release-signed top-level
 // targets role, rollout state in the online-signed delegated role.
 const (
-	releasesPrefix = "releases/"
-	rolloutsPrefix = "rollouts/"
-	// rolloutsPattern is the only path pattern delegated to the online key.
+	ReleasesPrefix = "releases/"
+	RolloutsPrefix = "rollouts/"
+	// RolloutsPattern is the only path pattern delegated to the online key.
 	// go-tuf matches patterns segment by segment, so it covers exactly
 	// rollouts/<channel>/<arch> and nothing under releases/.
-	rolloutsPattern = "rollouts/*/*"
-	rolloutsRole    = "rollouts"
+	RolloutsPattern = "rollouts/*/*"
+	RolloutsRole    = "rollouts"
 )
 
 // Release is one release-signed entry: "this commit may be installed as
@@ -51,7 +51,7 @@ type Release struct {
 
 // Path is the release's TUF target path: releases/<channel>/<arch>/<version>.
 func (r Release) Path() string {
-	return releasesPrefix + r.Channel + "/" + r.Arch + "/" + r.Version
+	return ReleasesPrefix + r.Channel + "/" + r.Arch + "/" + r.Version
 }
 
 // RolloutState is the online-signed rollout of one channel and arch. The
@@ -73,7 +73,7 @@ type RolloutState struct {
 
 // Path is the rollout's TUF target path: rollouts/<channel>/<arch>.
 func (s RolloutState) Path() string {
-	return rolloutsPrefix + s.Channel + "/" + s.Arch
+	return RolloutsPrefix + s.Channel + "/" + s.Arch
 }
 
 var (
@@ -155,44 +155,6 @@ func (s RolloutState) Validate() error {
 	return nil
 }
 
-// normTime is the one time form in signed records and metadata: UTC,
-// whole seconds, as the TUF spec and python-tuf expect for "expires".
-func normTime(t time.Time) time.Time { return t.UTC().Truncate(time.Second) }
-
-// recordTarget turns a record into a TUF target whose custom field is the
-// record's canonical JSON and whose length/hashes are over those bytes.
-func recordTarget(path string, record any) (*metadata.TargetFiles, error) {
-	canon, err := cjson.EncodeCanonical(record)
-	if err != nil {
-		return nil, fmt.Errorf("canonical JSON of %s: %w", path, err)
-	}
-	tf, err := metadata.TargetFile().FromBytes(path, canon, "sha256")
-	if err != nil {
-		return nil, fmt.Errorf("target %s: %w", path, err)
-	}
-	raw := json.RawMessage(canon)
-	tf.Custom = &raw
-	return tf, nil
-}
-
-func releaseTarget(r Release) (*metadata.TargetFiles, error) {
-	r.PublishedAt = normTime(r.PublishedAt)
-	if err := r.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
-	}
-	return recordTarget(r.Path(), r)
-}
-
-func rolloutTarget(s RolloutState) (*metadata.TargetFiles, error) {
-	if !s.StartedAt.IsZero() {
-		s.StartedAt = normTime(s.StartedAt)
-	}
-	if err := s.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
-	}
-	return recordTarget(s.Path(), s)
-}
-
 // targetRecord checks a signed target's custom JSON against the target's
 // own length and hashes and decodes it into out. Unknown fields are
 // accepted (and covered by the hash), so newer servers can add fields
@@ -214,8 +176,8 @@ func targetRecord(path string, tf *metadata.TargetFiles, out any) error {
 	return nil
 }
 
-// parseRelease decodes and checks one release target.
-func parseRelease(path string, tf *metadata.TargetFiles) (Release, error) {
+// ParseRelease decodes and checks one release target.
+func ParseRelease(path string, tf *metadata.TargetFiles) (Release, error) {
 	var r Release
 	if err := targetRecord(path, tf, &r); err != nil {
 		return Release{}, err
@@ -229,8 +191,8 @@ func parseRelease(path string, tf *metadata.TargetFiles) (Release, error) {
 	return r, nil
 }
 
-// parseRollout decodes and checks one rollout target.
-func parseRollout(path string, tf *metadata.TargetFiles) (RolloutState, error) {
+// ParseRollout decodes and checks one rollout target.
+func ParseRollout(path string, tf *metadata.TargetFiles) (RolloutState, error) {
 	var s RolloutState
 	if err := targetRecord(path, tf, &s); err != nil {
 		return RolloutState{}, err

@@ -1,4 +1,4 @@
-package channelmeta
+package channelmeta_test
 
 import (
 	"crypto/ed25519"
@@ -16,6 +16,8 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
+	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/rollout"
 	"github.com/mxos-linux/mxos-update/internal/sign"
 )
@@ -26,13 +28,13 @@ import (
 func TestRoundTrip(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		client func(testing.TB, []byte, string, time.Time) *Client
+		client func(testing.TB, []byte, string, time.Time) *channelmeta.Client
 	}{
 		{"http", httpClient},
 		{"dir", dirClient},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, t0, Options{})
+			f := newFixture(t, t0, publish.Options{})
 			f.publish(t, t0)
 			now := t0.Add(13 * time.Hour)
 			res, err := f.repo.Refresh(now)
@@ -71,23 +73,23 @@ func TestRoundTrip(t *testing.T) {
 			if ro, ok := st.Rollout("stable", "x86_64"); !ok || ro.RolloutID != "stable/10.2" {
 				t.Errorf("Rollout = %+v, %v", ro, ok)
 			}
-			if err := CheckOffer(st, Offer{Channel: "stable", Arch: "x86_64", Version: "10.2", Commit: commitOf("10.2"), Ref: "mxos/10/x86_64/stable"}); err != nil {
+			if err := channelmeta.CheckOffer(st, channelmeta.Offer{Channel: "stable", Arch: "x86_64", Version: "10.2", Commit: commitOf("10.2"), Ref: "mxos/10/x86_64/stable"}); err != nil {
 				t.Errorf("CheckOffer(signed release): %v", err)
 			}
 
 			// The server publishes a third release and halts the rollout;
 			// the device, starting from its cache, follows.
 			later := now.Add(time.Hour)
-			rels := append(testReleases(), Release{Channel: "edu", Arch: "aarch64", Version: "10.2", Ref: "mxos/10/aarch64/edu", Commit: commitOf("edu 10.2")})
+			rels := append(testReleases(), channelmeta.Release{Channel: "edu", Arch: "aarch64", Version: "10.2", Ref: "mxos/10/aarch64/edu", Commit: commitOf("edu 10.2")})
 			if err := f.repo.PublishTargets(rels, []signature.Signer{f.release}, later); err != nil {
 				t.Fatal(err)
 			}
 			halted := testRollout(t)
 			halted.State, halted.HaltReason = rollout.StateHalted, "failure rate 7% > 5% over 1h"
-			if err := f.repo.PublishRollouts([]RolloutState{halted}, later); err != nil {
+			if err := f.repo.PublishRollouts([]channelmeta.RolloutState{halted}, later); err != nil {
 				t.Fatal(err)
 			}
-			c.setNow(later)
+			c.SetNow(later)
 			st2 := mustLoad(t, c)
 			if len(st2.Releases) != 3 || st2.TargetsVersion != 3 || st2.TimestampVersion <= st.TimestampVersion {
 				t.Errorf("after republish: %d releases, targets v%d, timestamp v%d (was v%d)", len(st2.Releases), st2.TargetsVersion, st2.TimestampVersion, st.TimestampVersion)
@@ -113,10 +115,10 @@ func TestRoundTrip(t *testing.T) {
 // Refresh re-signs only what is due, always with a higher version, and
 // prunes old versioned files but never roots.
 func TestRefresh(t *testing.T) {
-	f := newFixture(t, t0, Options{KeepVersions: 2})
+	f := newFixture(t, t0, publish.Options{KeepVersions: 2})
 	f.publish(t, t0)
 	versions := func() [3]int64 {
-		return [3]int64{versionOf(t, f.dir, timestampFile), versionOf(t, f.dir, snapshotFile), versionOf(t, f.dir, rolloutsFile)}
+		return [3]int64{versionOf(t, f.dir, channelmeta.TimestampFile), versionOf(t, f.dir, channelmeta.SnapshotFile), versionOf(t, f.dir, channelmeta.RolloutsFile)}
 	}
 	steps := []struct {
 		at   time.Duration
@@ -172,48 +174,48 @@ func TestRefresh(t *testing.T) {
 
 func TestInitAndKeyChecks(t *testing.T) {
 	rel, onl, other := newSigner(t), newSigner(t), newSigner(t)
-	good := Keys{Root: roleKeys(t, 1, rel), Release: roleKeys(t, 1, rel), Online: roleKeys(t, 1, onl)}
+	good := publish.Keys{Root: roleKeys(t, 1, rel), Release: roleKeys(t, 1, rel), Online: roleKeys(t, 1, onl)}
 	for _, tc := range []struct {
 		name        string
-		keys        Keys
+		keys        publish.Keys
 		rootSigners []signature.Signer
 		relSigners  []signature.Signer
 		want        error
 	}{
-		{"online key is the release key", Keys{Root: good.Root, Release: good.Release, Online: roleKeys(t, 1, rel)}, []signature.Signer{rel}, []signature.Signer{rel}, ErrInvalid},
-		{"online key is a root key", Keys{Root: roleKeys(t, 1, rel, onl), Release: good.Release, Online: good.Online}, []signature.Signer{rel}, []signature.Signer{rel}, ErrInvalid},
-		{"threshold above key count", Keys{Root: roleKeys(t, 2, rel), Release: good.Release, Online: good.Online}, []signature.Signer{rel}, []signature.Signer{rel}, ErrInvalid},
-		{"zero threshold", Keys{Root: good.Root, Release: roleKeys(t, 0, rel), Online: good.Online}, []signature.Signer{rel}, []signature.Signer{rel}, ErrInvalid},
-		{"duplicate key", Keys{Root: roleKeys(t, 1, rel, rel), Release: good.Release, Online: good.Online}, []signature.Signer{rel}, []signature.Signer{rel}, ErrInvalid},
-		{"root threshold 2, one signer", Keys{Root: roleKeys(t, 2, rel, other), Release: good.Release, Online: good.Online}, []signature.Signer{rel}, []signature.Signer{rel}, ErrBadSignature},
-		{"release signer is not the release key", good, []signature.Signer{rel}, []signature.Signer{onl}, ErrBadSignature},
-		{"root threshold 2, two signers", Keys{Root: roleKeys(t, 2, rel, other), Release: good.Release, Online: good.Online}, []signature.Signer{rel, other}, []signature.Signer{rel}, nil},
+		{"online key is the release key", publish.Keys{Root: good.Root, Release: good.Release, Online: roleKeys(t, 1, rel)}, []signature.Signer{rel}, []signature.Signer{rel}, publish.ErrInvalid},
+		{"online key is a root key", publish.Keys{Root: roleKeys(t, 1, rel, onl), Release: good.Release, Online: good.Online}, []signature.Signer{rel}, []signature.Signer{rel}, publish.ErrInvalid},
+		{"threshold above key count", publish.Keys{Root: roleKeys(t, 2, rel), Release: good.Release, Online: good.Online}, []signature.Signer{rel}, []signature.Signer{rel}, publish.ErrInvalid},
+		{"zero threshold", publish.Keys{Root: good.Root, Release: roleKeys(t, 0, rel), Online: good.Online}, []signature.Signer{rel}, []signature.Signer{rel}, publish.ErrInvalid},
+		{"duplicate key", publish.Keys{Root: roleKeys(t, 1, rel, rel), Release: good.Release, Online: good.Online}, []signature.Signer{rel}, []signature.Signer{rel}, publish.ErrInvalid},
+		{"root threshold 2, one signer", publish.Keys{Root: roleKeys(t, 2, rel, other), Release: good.Release, Online: good.Online}, []signature.Signer{rel}, []signature.Signer{rel}, channelmeta.ErrBadSignature},
+		{"release signer is not the release key", good, []signature.Signer{rel}, []signature.Signer{onl}, channelmeta.ErrBadSignature},
+		{"root threshold 2, two signers", publish.Keys{Root: roleKeys(t, 2, rel, other), Release: good.Release, Online: good.Online}, []signature.Signer{rel, other}, []signature.Signer{rel}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "m")
-			err := Init(dir, tc.keys, tc.rootSigners, tc.relSigners, Options{}, t0)
+			err := publish.Init(dir, tc.keys, tc.rootSigners, tc.relSigners, publish.Options{}, t0)
 			if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
 				t.Fatalf("Init: %v, want %v", err, tc.want)
 			}
 			if err != nil {
-				if _, serr := os.Stat(filepath.Join(dir, rootFile)); serr == nil {
+				if _, serr := os.Stat(filepath.Join(dir, channelmeta.RootFile)); serr == nil {
 					t.Error("a refused Init wrote root.json")
 				}
 				return
 			}
 			// The threshold-2 root works end to end.
-			repo, err := Open(dir, []signature.Signer{onl}, Options{})
+			repo, err := publish.Open(dir, []signature.Signer{onl}, publish.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if _, err := repo.Refresh(t0); err != nil {
 				t.Fatal(err)
 			}
-			st := mustLoad(t, dirClient(t, readFile(t, dir, rootFile), dir, t0))
+			st := mustLoad(t, dirClient(t, readFile(t, dir, channelmeta.RootFile), dir, t0))
 			if len(st.Releases) != 0 {
 				t.Errorf("fresh repository has releases %v", st.Releases)
 			}
-			if err := Init(dir, tc.keys, tc.rootSigners, tc.relSigners, Options{}, t0); !errors.Is(err, ErrExists) {
+			if err := publish.Init(dir, tc.keys, tc.rootSigners, tc.relSigners, publish.Options{}, t0); !errors.Is(err, publish.ErrExists) {
 				t.Errorf("second Init: %v, want ErrExists", err)
 			}
 		})
@@ -221,42 +223,42 @@ func TestInitAndKeyChecks(t *testing.T) {
 }
 
 func TestOpenChecksOnlineSigners(t *testing.T) {
-	f := newFixture(t, t0, Options{})
-	if _, err := Open(f.dir, []signature.Signer{f.release}, Options{}); !errors.Is(err, ErrInvalid) {
+	f := newFixture(t, t0, publish.Options{})
+	if _, err := publish.Open(f.dir, []signature.Signer{f.release}, publish.Options{}); !errors.Is(err, publish.ErrInvalid) {
 		t.Errorf("Open with the release key as online key: %v, want ErrInvalid", err)
 	}
-	ro, err := Open(f.dir, nil, Options{})
+	ro, err := publish.Open(f.dir, nil, publish.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ro.Refresh(t0); !errors.Is(err, ErrNoOnlineKey) {
+	if _, err := ro.Refresh(t0); !errors.Is(err, publish.ErrNoOnlineKey) {
 		t.Errorf("Refresh without online key: %v", err)
 	}
-	if err := ro.PublishRollouts(nil, t0); !errors.Is(err, ErrNoOnlineKey) {
+	if err := ro.PublishRollouts(nil, t0); !errors.Is(err, publish.ErrNoOnlineKey) {
 		t.Errorf("PublishRollouts without online key: %v", err)
 	}
 }
 
 // Input records are validated before anything is signed.
 func TestPublishValidation(t *testing.T) {
-	f := newFixture(t, t0, Options{})
+	f := newFixture(t, t0, publish.Options{})
 	f.publish(t, t0)
 	before := snapshotDir(t, f.dir)
-	bad := func(mut func(*Release)) []Release {
+	bad := func(mut func(*channelmeta.Release)) []channelmeta.Release {
 		r := testReleases()
 		mut(&r[1])
 		return r
 	}
-	for name, rels := range map[string][]Release{
-		"short commit":     bad(func(r *Release) { r.Commit = "abc" }),
-		"uppercase commit": bad(func(r *Release) { r.Commit = "A" + r.Commit[1:] }),
-		"slash in version": bad(func(r *Release) { r.Version = "10/2" }),
-		"glob in arch":     bad(func(r *Release) { r.Arch = "x86_*" }),
-		"bad ref":          bad(func(r *Release) { r.Ref = "mxos//stable" }),
-		"bad digest":       bad(func(r *Release) { r.OCIDigest = "md5:00" }),
+	for name, rels := range map[string][]channelmeta.Release{
+		"short commit":     bad(func(r *channelmeta.Release) { r.Commit = "abc" }),
+		"uppercase commit": bad(func(r *channelmeta.Release) { r.Commit = "A" + r.Commit[1:] }),
+		"slash in version": bad(func(r *channelmeta.Release) { r.Version = "10/2" }),
+		"glob in arch":     bad(func(r *channelmeta.Release) { r.Arch = "x86_*" }),
+		"bad ref":          bad(func(r *channelmeta.Release) { r.Ref = "mxos//stable" }),
+		"bad digest":       bad(func(r *channelmeta.Release) { r.OCIDigest = "md5:00" }),
 		"duplicate":        append(testReleases(), testReleases()[0]),
 	} {
-		if err := f.repo.PublishTargets(rels, []signature.Signer{f.release}, t0); !errors.Is(err, ErrInvalid) {
+		if err := f.repo.PublishTargets(rels, []signature.Signer{f.release}, t0); !errors.Is(err, publish.ErrInvalid) {
 			t.Errorf("%s: PublishTargets %v, want ErrInvalid", name, err)
 		}
 	}
@@ -268,13 +270,13 @@ func TestPublishValidation(t *testing.T) {
 	badState := ro
 	badState.State = "exploded"
 	for name, tc := range map[string]struct {
-		states []RolloutState
+		states []channelmeta.RolloutState
 		want   error
 	}{
-		"unsigned version": {[]RolloutState{other}, ErrNotSigned},
-		"no ramp":          {[]RolloutState{noRamp}, ErrInvalid},
-		"bad state":        {[]RolloutState{badState}, ErrInvalid},
-		"two for one arch": {[]RolloutState{ro, ro}, ErrInvalid},
+		"unsigned version": {[]channelmeta.RolloutState{other}, channelmeta.ErrNotSigned},
+		"no ramp":          {[]channelmeta.RolloutState{noRamp}, publish.ErrInvalid},
+		"bad state":        {[]channelmeta.RolloutState{badState}, publish.ErrInvalid},
+		"two for one arch": {[]channelmeta.RolloutState{ro, ro}, publish.ErrInvalid},
 	} {
 		if err := f.repo.PublishRollouts(tc.states, t0); !errors.Is(err, tc.want) {
 			t.Errorf("%s: PublishRollouts %v, want %v", name, err, tc.want)
@@ -286,13 +288,13 @@ func TestPublishValidation(t *testing.T) {
 // Server-side acceptance of uploaded targets refuses what devices would
 // refuse, and more (a delegation that would give the online key releases).
 func TestAcceptTargets(t *testing.T) {
-	f := newFixture(t, t0, Options{})
+	f := newFixture(t, t0, publish.Options{})
 	f.publish(t, t0)
-	root := readFile(t, f.dir, rootFile)
-	cur := readFile(t, f.dir, targetsFile)
+	root := readFile(t, f.dir, channelmeta.RootFile)
+	cur := readFile(t, f.dir, channelmeta.TargetsFile)
 	build := func(signers []signature.Signer, now time.Time) []byte {
 		t.Helper()
-		data, err := BuildTargets(root, cur, testReleases(), []signature.Signer{f.release}, Options{}, now)
+		data, err := publish.BuildTargets(root, cur, testReleases(), []signature.Signer{f.release}, publish.Options{}, now)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -334,37 +336,37 @@ func TestAcceptTargets(t *testing.T) {
 		data []byte
 		want error
 	}{
-		{"signed by the online key", build([]signature.Signer{f.online}, t0), ErrBadSignature},
-		{"signed by nobody", build(nil, t0), ErrBadSignature},
-		{"same version again", cur, ErrRollback},
-		{"expired", build([]signature.Signer{f.release}, t0.Add(-100*24*time.Hour)), ErrExpired},
-		{"garbage", []byte("{\"signed\": 1"), ErrMalformed},
+		{"signed by the online key", build([]signature.Signer{f.online}, t0), channelmeta.ErrBadSignature},
+		{"signed by nobody", build(nil, t0), channelmeta.ErrBadSignature},
+		{"same version again", cur, channelmeta.ErrRollback},
+		{"expired", build([]signature.Signer{f.release}, t0.Add(-100*24*time.Hour)), channelmeta.ErrExpired},
+		{"garbage", []byte("{\"signed\": 1"), channelmeta.ErrMalformed},
 		{"delegates releases too", mutate(func(md *metadata.Metadata[metadata.TargetsType]) {
 			md.Signed.Delegations.Roles[0].Paths = []string{"*"}
-		}), ErrMalformed},
+		}), channelmeta.ErrMalformed},
 		{"delegates to the release key", mutate(func(md *metadata.Metadata[metadata.TargetsType]) {
 			k, _ := metadata.KeyFromPublicKey(pub(t, f.release))
 			id, _ := k.ID()
 			md.Signed.Delegations.Keys = map[string]*metadata.Key{id: k}
 			md.Signed.Delegations.Roles[0].KeyIDs = []string{id}
-		}), ErrMalformed},
+		}), channelmeta.ErrMalformed},
 		{"non-terminating delegation", mutate(func(md *metadata.Metadata[metadata.TargetsType]) {
 			md.Signed.Delegations.Roles[0].Terminating = false
-		}), ErrMalformed},
+		}), channelmeta.ErrMalformed},
 		{"a target outside releases/", mutate(func(md *metadata.Metadata[metadata.TargetsType]) {
 			tf, _ := rolloutTarget(testRollout(t))
 			md.Signed.Targets[tf.Path] = tf
-		}), ErrMalformed},
+		}), channelmeta.ErrMalformed},
 		{"record under another path", mutate(func(md *metadata.Metadata[metadata.TargetsType]) {
 			md.Signed.Targets["releases/stable/x86_64/10.9"] = md.Signed.Targets["releases/stable/x86_64/10.2"]
-		}), ErrMalformed},
+		}), channelmeta.ErrMalformed},
 		{"record edited after hashing", mutate(func(md *metadata.Metadata[metadata.TargetsType]) {
 			tf := md.Signed.Targets["releases/stable/x86_64/10.2"]
-			rel, _ := parseRelease(tf.Path, tf)
+			rel, _ := channelmeta.ParseRelease(tf.Path, tf)
 			rel.Commit = commitOf("evil")
 			evil, _ := releaseTarget(rel)
 			tf.Custom = evil.Custom
-		}), ErrHashMismatch},
+		}), channelmeta.ErrHashMismatch},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := snapshotDir(t, f.dir)
@@ -377,7 +379,7 @@ func TestAcceptTargets(t *testing.T) {
 	if err := f.repo.AcceptTargets(build([]signature.Signer{f.release}, t0), t0); err != nil {
 		t.Fatalf("AcceptTargets(good, pretty-printed): %v", err)
 	}
-	if got := versionOf(t, f.dir, targetsFile); got != 3 {
+	if got := versionOf(t, f.dir, channelmeta.TargetsFile); got != 3 {
 		t.Errorf("targets version %d after accept, want 3", got)
 	}
 }
@@ -394,11 +396,11 @@ func TestKeyFiles(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, sign.Ed25519SecretFile), []byte(secret), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	signers, err := LoadEd25519Signers(dir)
+	signers, err := publish.LoadEd25519Signers(dir)
 	if err != nil || len(signers) != 1 {
 		t.Fatalf("LoadEd25519Signers: %v, %d signers", err, len(signers))
 	}
-	pubs, err := Ed25519PublicKeys(sign.FormatEd25519PublicKeys([]ed25519.PublicKey{pubKey}))
+	pubs, err := publish.Ed25519PublicKeys(sign.FormatEd25519PublicKeys([]ed25519.PublicKey{pubKey}))
 	if err != nil || len(pubs) != 1 {
 		t.Fatalf("Ed25519PublicKeys: %v", err)
 	}
@@ -407,17 +409,17 @@ func TestKeyFiles(t *testing.T) {
 	}
 	// The loaded signer can act as release key end to end.
 	online := newSigner(t)
-	keys := Keys{Root: RoleKeys{Keys: pubs, Threshold: 1}, Release: RoleKeys{Keys: pubs, Threshold: 1}, Online: roleKeys(t, 1, online)}
-	if err := Init(filepath.Join(dir, "m"), keys, signers, signers, Options{}, t0); err != nil {
+	keys := publish.Keys{Root: publish.RoleKeys{Keys: pubs, Threshold: 1}, Release: publish.RoleKeys{Keys: pubs, Threshold: 1}, Online: roleKeys(t, 1, online)}
+	if err := publish.Init(filepath.Join(dir, "m"), keys, signers, signers, publish.Options{}, t0); err != nil {
 		t.Fatalf("Init with file keys: %v", err)
 	}
 	if err := os.Chmod(filepath.Join(dir, sign.Ed25519SecretFile), 0o640); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadEd25519Signers(dir); err == nil {
+	if _, err := publish.LoadEd25519Signers(dir); err == nil {
 		t.Error("LoadEd25519Signers accepted a group-readable secret file")
 	}
-	if _, err := Ed25519Signer(priv[:10]); !errors.Is(err, ErrInvalid) {
+	if _, err := publish.Ed25519Signer(priv[:10]); !errors.Is(err, publish.ErrInvalid) {
 		t.Errorf("Ed25519Signer(short key): %v", err)
 	}
 }

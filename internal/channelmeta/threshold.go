@@ -2,46 +2,16 @@ package channelmeta
 
 import (
 	"fmt"
-	"slices"
 
-	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 )
 
-// k-of-n release signatures. A channel may need releases signed by k
-// different release keys (channel.Channel.Threshold). The keys are the n
-// release keys root names for targets; root's own targets threshold stays
-// what it is (usually 1, so testing needs one signature). A release that
-// needs k carries k in its record (Release.Threshold), and:
-//
-//   - the targets listing it must carry valid signatures by k distinct
-//     release keys of root (TargetsSigners): the server refuses it
-//     otherwise, and devices ignore the release (State.Ignored), so an
-//     offer of it is refused as not signed;
-//   - the release team signs in turn: the first member signs a partly
-//     signed promotion, the next adds a signature (CosignTargets).
-//
-// Limit: the record's threshold is itself release-signed, so one stolen
-// release key can sign a record that says 1 (the server refuses it for a
-// channel whose file says more, a hostile server would not). Raising
-// root's targets threshold to k closes that for every channel at once.
-
-// TargetsSigners counts the distinct release keys (root's targets keys)
-// with a valid signature on targets.
-func TargetsSigners(root, targets []byte) (int, error) {
-	rootMD, err := parseRoot(root)
-	if err != nil {
-		return 0, err
-	}
-	md, err := parseTargets(targets)
-	if err != nil {
-		return 0, err
-	}
-	return countSigners(rootMD, md)
-}
-
-func countSigners(root *metadata.Metadata[metadata.RootType], md *metadata.Metadata[metadata.TargetsType]) (int, error) {
-	ids, _ := roleKeyIDs(root, metadata.TARGETS)
+// CountSigners counts the distinct release keys (root's targets keys)
+// with a valid signature on targets: a release whose record asks for k
+// signatures (Release.Threshold) is accepted only when this is at least k.
+// channelmeta/publish documents k-of-n signing.
+func CountSigners(root *metadata.Metadata[metadata.RootType], md *metadata.Metadata[metadata.TargetsType]) (int, error) {
+	ids, _ := RoleKeyIDs(root, metadata.TARGETS)
 	n := 0
 	for _, id := range ids {
 		k, ok := root.Signed.Keys[id]
@@ -59,39 +29,11 @@ func countSigners(root *metadata.Metadata[metadata.RootType], md *metadata.Metad
 	return n, nil
 }
 
-// CosignTargets adds the signatures of signers (release keys root names
-// that have not signed yet) to targets, without changing what is signed,
-// and returns the new bytes with the number of distinct release keys that
-// now sign them. It refuses a signer that root does not name for targets.
-func CosignTargets(root, targets []byte, signers []signature.Signer) ([]byte, int, error) {
-	rootMD, err := parseRoot(root)
-	if err != nil {
-		return nil, 0, err
+// RoleKeyIDs returns the key IDs and threshold root assigns to role.
+func RoleKeyIDs(root *metadata.Metadata[metadata.RootType], role string) ([]string, int) {
+	r, ok := root.Signed.Roles[role]
+	if !ok || r == nil {
+		return nil, 0
 	}
-	md, err := parseTargets(targets)
-	if err != nil {
-		return nil, 0, err
-	}
-	ids, err := signerIDs(signers)
-	if err != nil {
-		return nil, 0, err
-	}
-	want, _ := roleKeyIDs(rootMD, metadata.TARGETS)
-	for i, s := range signers {
-		if !slices.Contains(want, ids[i]) {
-			return nil, 0, invalidf("key %s is not a release key of the signed root", ids[i])
-		}
-		if slices.ContainsFunc(md.Signatures, func(sg metadata.Signature) bool { return sg.KeyID == ids[i] }) {
-			return nil, 0, invalidf("key %s has already signed", ids[i])
-		}
-		if _, err := md.Sign(s); err != nil {
-			return nil, 0, fmt.Errorf("cosign: %w", err)
-		}
-	}
-	out, err := md.ToBytes(false)
-	if err != nil {
-		return nil, 0, err
-	}
-	n, err := countSigners(rootMD, md)
-	return out, n, err
+	return r.KeyIDs, r.Threshold
 }

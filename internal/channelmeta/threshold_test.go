@@ -1,4 +1,4 @@
-package channelmeta
+package channelmeta_test
 
 import (
 	"errors"
@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"github.com/sigstore/sigstore/pkg/signature"
+
+	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 )
 
 // A release whose record needs two release signatures is listed for
@@ -16,31 +19,31 @@ import (
 func TestReleaseThreshold(t *testing.T) {
 	rel1, rel2, online, stranger := newSigner(t), newSigner(t), newSigner(t), newSigner(t)
 	dir := t.TempDir()
-	keys := Keys{Root: roleKeys(t, 1, rel1), Release: roleKeys(t, 1, rel1, rel2), Online: roleKeys(t, 1, online)}
-	if err := Init(dir, keys, []signature.Signer{rel1}, []signature.Signer{rel1}, Options{}, t0); err != nil {
+	keys := publish.Keys{Root: roleKeys(t, 1, rel1), Release: roleKeys(t, 1, rel1, rel2), Online: roleKeys(t, 1, online)}
+	if err := publish.Init(dir, keys, []signature.Signer{rel1}, []signature.Signer{rel1}, publish.Options{}, t0); err != nil {
 		t.Fatal(err)
 	}
-	repo, err := Open(dir, []signature.Signer{online}, Options{})
+	repo, err := publish.Open(dir, []signature.Signer{online}, publish.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := repo.Refresh(t0); err != nil {
 		t.Fatal(err)
 	}
-	root := readFile(t, dir, rootFile)
+	root := readFile(t, dir, channelmeta.RootFile)
 	rels := testReleases()
 	rels[1].Threshold = 2
-	one, err := BuildTargets(root, readFile(t, dir, targetsFile), rels, []signature.Signer{rel1}, Options{}, t0)
+	one, err := publish.BuildTargets(root, readFile(t, dir, channelmeta.TargetsFile), rels, []signature.Signer{rel1}, publish.Options{}, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, err := TargetsSigners(root, one); err != nil || n != 1 {
+	if n, err := publish.TargetsSigners(root, one); err != nil || n != 1 {
 		t.Fatalf("signers of a singly signed targets: %d %v", n, err)
 	}
-	if _, _, err := CosignTargets(root, one, []signature.Signer{stranger}); !errors.Is(err, ErrInvalid) {
+	if _, _, err := publish.CosignTargets(root, one, []signature.Signer{stranger}); !errors.Is(err, publish.ErrInvalid) {
 		t.Fatalf("cosign by a key root does not name: %v", err)
 	}
-	if _, _, err := CosignTargets(root, one, []signature.Signer{rel1}); !errors.Is(err, ErrInvalid) {
+	if _, _, err := publish.CosignTargets(root, one, []signature.Signer{rel1}); !errors.Is(err, publish.ErrInvalid) {
 		t.Fatalf("cosign by the same key again: %v", err)
 	}
 
@@ -55,17 +58,17 @@ func TestReleaseThreshold(t *testing.T) {
 	if _, ok := st.Lookup("stable", "x86_64", "10.1"); !ok {
 		t.Fatal("release needing 1 signature missing")
 	}
-	err = CheckOffer(st, Offer{Channel: "stable", Arch: "x86_64", Version: "10.2", Commit: rels[1].Commit})
-	if !errors.Is(err, ErrNotSigned) || !strings.Contains(err.Error(), "needs 2 release signatures, has 1") {
+	err = channelmeta.CheckOffer(st, channelmeta.Offer{Channel: "stable", Arch: "x86_64", Version: "10.2", Commit: rels[1].Commit})
+	if !errors.Is(err, channelmeta.ErrNotSigned) || !strings.Contains(err.Error(), "needs 2 release signatures, has 1") {
 		t.Fatalf("offer below threshold: %v", err)
 	}
 
 	// Cosigned by the second release key: listed.
-	next, err := BuildTargets(root, readFile(t, dir, targetsFile), rels, []signature.Signer{rel1}, Options{}, t0.Add(time.Minute))
+	next, err := publish.BuildTargets(root, readFile(t, dir, channelmeta.TargetsFile), rels, []signature.Signer{rel1}, publish.Options{}, t0.Add(time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
-	two, n, err := CosignTargets(root, next, []signature.Signer{rel2})
+	two, n, err := publish.CosignTargets(root, next, []signature.Signer{rel2})
 	if err != nil || n != 2 {
 		t.Fatalf("cosign: %d %v", n, err)
 	}
@@ -73,7 +76,7 @@ func TestReleaseThreshold(t *testing.T) {
 		t.Fatal(err)
 	}
 	st = mustLoad(t, dirClient(t, root, dir, t0.Add(time.Minute)))
-	if err := CheckOffer(st, Offer{Channel: "stable", Arch: "x86_64", Version: "10.2", Commit: rels[1].Commit}); err != nil {
+	if err := channelmeta.CheckOffer(st, channelmeta.Offer{Channel: "stable", Arch: "x86_64", Version: "10.2", Commit: rels[1].Commit}); err != nil {
 		t.Fatalf("offer at threshold: %v", err)
 	}
 }

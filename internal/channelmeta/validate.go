@@ -140,8 +140,8 @@ func CheckFile(role string, data []byte) error {
 }
 
 func checkFile(role string, data []byte) error {
-	if len(data) > maxFileSize {
-		return fmt.Errorf("%d bytes, at most %d", len(data), maxFileSize)
+	if len(data) > MaxFileSize {
+		return fmt.Errorf("%d bytes, at most %d", len(data), MaxFileSize)
 	}
 	var f rawFile
 	if err := json.Unmarshal(data, &f); err != nil {
@@ -155,7 +155,7 @@ func checkFile(role string, data []byte) error {
 	}
 	s := f.Signed
 	wantType := role
-	if role == rolloutsRole {
+	if role == RolloutsRole {
 		wantType = metadata.TARGETS
 	}
 	if s.Type != wantType {
@@ -168,10 +168,10 @@ func checkFile(role string, data []byte) error {
 	case metadata.ROOT:
 		return checkRoot(s)
 	case metadata.TIMESTAMP:
-		return checkMetaMap(s.Meta, []string{snapshotFile}, true)
+		return checkMetaMap(s.Meta, []string{SnapshotFile}, true)
 	case metadata.SNAPSHOT:
-		return checkMetaMap(s.Meta, []string{targetsFile, rolloutsFile}, false)
-	case metadata.TARGETS, rolloutsRole:
+		return checkMetaMap(s.Meta, []string{TargetsFile, RolloutsFile}, false)
+	case metadata.TARGETS, RolloutsRole:
 		if err := checkTargetsMap(s.Targets); err != nil {
 			return err
 		}
@@ -376,12 +376,12 @@ func checkDelegations(role string, d *rawDelegations) error {
 		return fmt.Errorf("delegation %w", err)
 	}
 	if len(d.Roles) > 1 {
-		return fmt.Errorf("%d delegated roles, only %q is accepted", len(d.Roles), rolloutsRole)
+		return fmt.Errorf("%d delegated roles, only %q is accepted", len(d.Roles), RolloutsRole)
 	}
 	for i := range d.Roles {
 		r := &d.Roles[i]
-		if r.Name != rolloutsRole {
-			return fmt.Errorf("delegated role %q, only %q is accepted", short(r.Name), rolloutsRole)
+		if r.Name != RolloutsRole {
+			return fmt.Errorf("delegated role %q, only %q is accepted", short(r.Name), RolloutsRole)
 		}
 		if len(r.PathHashPrefixes) != 0 && string(r.PathHashPrefixes) != "null" {
 			return fmt.Errorf("delegated role %s: path hash prefixes are not accepted", r.Name)
@@ -432,9 +432,9 @@ func (f *checkedFetcher) DownloadFile(url string, maxLength int64, timeout time.
 // that does not verify; a malformed one is treated the same way, without
 // ever reaching go-tuf's verification.
 func (c *Client) checkCache() {
-	for _, name := range []string{rootFile, timestampFile, snapshotFile, targetsFile, rolloutsFile} {
+	for _, name := range []string{RootFile, TimestampFile, SnapshotFile, TargetsFile, RolloutsFile} {
 		p := filepath.Join(c.cfg.CacheDir, name)
-		data, err := readLimited(p, maxFileSize)
+		data, err := readLimited(p, MaxFileSize)
 		if err != nil {
 			if !errors.Is(err, fs.ErrNotExist) {
 				_ = os.Remove(p)

@@ -1,4 +1,4 @@
-package channelmeta
+package channelmeta_test
 
 import (
 	"crypto/ecdsa"
@@ -13,7 +13,9 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
+	"github.com/mxos-linux/mxos-update/internal/channelmeta"
 	"github.com/mxos-linux/mxos-update/internal/channelmeta/metatest"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 )
 
 // TestHostileRolloutsDelegationBadKeyLength: the online key alone (it signs rollouts,
@@ -34,13 +36,13 @@ func TestHostileRolloutsDelegationBadKeyLength(t *testing.T) {
 			s := newScene(t)
 			trusted := snapshotDir(t, s.cache)
 			forgeBadRolloutsDelegation(t, s.mirror, s.now, s.f.online, tc.pinEvil)
-			wantLoadErr(t, s.dev, ErrMalformed, tc.want)
+			wantLoadErr(t, s.dev, channelmeta.ErrMalformed, tc.want)
 			// The online-signed timestamp and snapshot are genuine
 			// signatures by the online key and may be kept; the rollouts
 			// role is not.
-			sameFiles(t, trusted, snapshotDir(t, s.cache), timestampFile, snapshotFile)
+			sameFiles(t, trusted, snapshotDir(t, s.cache), channelmeta.TimestampFile, channelmeta.SnapshotFile)
 			// A fresh device (nothing cached) the same.
-			wantLoadErr(t, dirClient(t, s.f.root, s.mirror, s.now), ErrMalformed, tc.want)
+			wantLoadErr(t, dirClient(t, s.f.root, s.mirror, s.now), channelmeta.ErrMalformed, tc.want)
 		})
 	}
 }
@@ -52,9 +54,9 @@ func TestHostileRootBadKeyLength(t *testing.T) {
 	s := newScene(t)
 	trusted := snapshotDir(t, s.cache)
 	forgeBadKeyRoot(t, s.mirror, s.now, s.f.release)
-	wantLoadErr(t, s.dev, ErrMalformed, "ed25519 public key must be 32 bytes")
+	wantLoadErr(t, s.dev, channelmeta.ErrMalformed, "ed25519 public key must be 32 bytes")
 	sameFiles(t, trusted, snapshotDir(t, s.cache))
-	wantLoadErr(t, dirClient(t, s.f.root, s.mirror, s.now), ErrMalformed, "2.root.json")
+	wantLoadErr(t, dirClient(t, s.f.root, s.mirror, s.now), channelmeta.ErrMalformed, "2.root.json")
 	// Nor does the server accept it.
 	err := s.f.repo.AcceptRoot(readFile(t, s.mirror, "2.root.json"), nil, s.now)
 	if err == nil || !strings.Contains(err.Error(), "32 bytes") {
@@ -119,15 +121,15 @@ func firstKey(m map[string]any) string {
 // TestCheckFile is the table of input rules: each row breaks one rule in
 // an otherwise genuine file and must be refused naming the problem.
 func TestCheckFile(t *testing.T) {
-	f := newFixture(t, t0, Options{})
+	f := newFixture(t, t0, publish.Options{})
 	f.publish(t, t0)
-	root := readFile(t, f.dir, rootFile)
-	targets := readFile(t, f.dir, targetsFile)
-	rollouts := readFile(t, f.dir, rolloutsFile)
-	snap := readFile(t, f.dir, snapshotFile)
-	ts := readFile(t, f.dir, timestampFile)
+	root := readFile(t, f.dir, channelmeta.RootFile)
+	targets := readFile(t, f.dir, channelmeta.TargetsFile)
+	rollouts := readFile(t, f.dir, channelmeta.RolloutsFile)
+	snap := readFile(t, f.dir, channelmeta.SnapshotFile)
+	ts := readFile(t, f.dir, channelmeta.TimestampFile)
 	for role, data := range map[string][]byte{"root": root, "targets": targets, "rollouts": rollouts, "snapshot": snap, "timestamp": ts} {
-		if err := CheckFile(role, data); err != nil {
+		if err := channelmeta.CheckFile(role, data); err != nil {
 			t.Fatalf("genuine %s refused: %v", role, err)
 		}
 	}
@@ -277,7 +279,7 @@ func TestCheckFile(t *testing.T) {
 		{"timestamp: nothing pinned", "timestamp", ts, func(m map[string]any) { obj(m, "signed")["meta"] = map[string]any{} }, "0 files"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := CheckFile(tc.role, edit(t, tc.data, tc.edit))
+			err := channelmeta.CheckFile(tc.role, edit(t, tc.data, tc.edit))
 			if tc.want == "" {
 				if err != nil {
 					t.Fatalf("refused: %v", err)
@@ -287,7 +289,7 @@ func TestCheckFile(t *testing.T) {
 			if err == nil {
 				t.Fatalf("accepted, want an error mentioning %q", tc.want)
 			}
-			if !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), ErrMalformed.Error()) {
+			if !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), channelmeta.ErrMalformed.Error()) {
 				t.Fatalf("error %q: want ErrMalformed mentioning %q", err, tc.want)
 			}
 		})
@@ -296,11 +298,11 @@ func TestCheckFile(t *testing.T) {
 
 // A bad shipped root is refused by NewClient, without a panic.
 func TestNewClientBadRoot(t *testing.T) {
-	f := newFixture(t, t0, Options{})
+	f := newFixture(t, t0, publish.Options{})
 	dir := t.TempDir()
-	writeFile(t, dir, rootFile, f.root)
+	writeFile(t, dir, channelmeta.RootFile, f.root)
 	forgeBadKeyRoot(t, dir, t0, f.release)
-	_, err := NewClient(ClientConfig{TrustedRoot: readFile(t, dir, "2.root.json"), CacheDir: t.TempDir(), Dir: dir})
+	_, err := channelmeta.NewClient(channelmeta.ClientConfig{TrustedRoot: readFile(t, dir, "2.root.json"), CacheDir: t.TempDir(), Dir: dir})
 	if err == nil || !strings.Contains(err.Error(), "32 bytes") {
 		t.Fatalf("NewClient: %v", err)
 	}

@@ -23,7 +23,7 @@
 //	                  sequence number: replays are refused, see AddReport)
 //	pins              (scope, target) → channel, version, created_by/at
 //	reports           id (auto) → device_id, rollout_id, version, event (the
-//	                  report classes of api.Event), error_text, reported_at, seq
+//	                  report classes of event.Event), error_text, reported_at, seq
 //	tokens            id → name (unique among unrevoked), role, hash (unique),
 //	                  created_at/by, revoked_at, device_id (a device token's
 //	                  binding), expires_at

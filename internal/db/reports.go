@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mxos-linux/mxos-update/internal/api"
+	"github.com/mxos-linux/mxos-update/internal/event"
 	"github.com/mxos-linux/mxos-update/internal/rollout"
 )
 
@@ -21,7 +21,7 @@ type Report struct {
 	// Version is the release the event is about: for rolled-back, the one
 	// the device left.
 	Version string
-	Event   api.Event
+	Event   event.Event
 	Error   string
 	At      time.Time
 	// Seq is the device's report sequence number; 0 for reports stored
@@ -32,10 +32,10 @@ type Report struct {
 // ErrReplay: a report's sequence number is not above the device's last.
 var ErrReplay = errors.New("report sequence number already used")
 
-// failureEvents is the SQL list of api.ReleaseFailures.
+// failureEvents is the SQL list of event.ReleaseFailures.
 var failureEvents = func() string {
 	var q []string
-	for _, e := range api.ReleaseFailures {
+	for _, e := range event.ReleaseFailures {
 		q = append(q, "'"+string(e)+"'")
 	}
 	return strings.Join(q, ", ")
@@ -90,7 +90,7 @@ func (q *Queries) AddReport(ctx context.Context, r Report) error {
 // RolloutStats counts the outcomes devices reported for a rollout's
 // release since (inclusive): each device counts once, by its latest
 // outcome event in the window (health-ok is a success; the release
-// failures of api.ReleaseFailures are failures; refusals, download and
+// failures of event.ReleaseFailures are failures; refusals, download and
 // configuration errors and the older agents' failed are no outcome). Only reports naming the rollout and its version
 // count, so a device's health-ok for the release it rolled back to does
 // not pass for a success.
@@ -186,7 +186,7 @@ func (q *Queries) DeviceReports(ctx context.Context, deviceID string, limit int)
 		var ev string
 		var at int64
 		err := r.Scan(&rep.DeviceID, &ro, &rep.Version, &ev, &rep.Error, &at, &rep.Seq)
-		rep.RolloutID, rep.Event, rep.At = ro.String, api.Event(ev), fromMicros(at)
+		rep.RolloutID, rep.Event, rep.At = ro.String, event.Event(ev), fromMicros(at)
 		return rep, err
 	}, `SELECT device_id, rollout_id, version, event, error_text, reported_at, seq FROM reports
 		WHERE device_id = $1 ORDER BY id DESC LIMIT $2`, deviceID, pageLimit(limit))

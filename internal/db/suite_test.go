@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/auth"
+	"github.com/mxos-linux/mxos-update/internal/event"
 	"github.com/mxos-linux/mxos-update/internal/rollout"
 )
 
@@ -123,7 +123,7 @@ func testMigration3(t *testing.T, dsn string) {
 		t.Fatalf("reports after migration: %v, %v", got, err)
 	}
 	// Renumbered in the old order; new reports go after them.
-	if err := s.AddReport(ctx, Report{DeviceID: "pc", Version: "10.2", Event: api.EventHealthOK, At: at(1), Seq: 1}); err != nil {
+	if err := s.AddReport(ctx, Report{DeviceID: "pc", Version: "10.2", Event: event.HealthOK, At: at(1), Seq: 1}); err != nil {
 		t.Fatal(err)
 	}
 	rows, err := s.db.QueryContext(ctx, `SELECT error_text FROM reports ORDER BY id`)
@@ -700,31 +700,31 @@ func testReports(t *testing.T, s *Store) {
 	if err := s.CreateRollout(ctx, newRollout("r1", "stable", "x86_64", "10.2", rollout.StateActive)); err != nil {
 		t.Fatal(err)
 	}
-	rep := func(dev string, ev api.Event, when int) Report {
+	rep := func(dev string, ev event.Event, when int) Report {
 		return Report{DeviceID: dev, RolloutID: "r1", Version: "10.2", Event: ev, At: at(when)}
 	}
-	other := rep("g", api.EventHealthOK, 150)
+	other := rep("g", event.HealthOK, 150)
 	other.Version = "10.1" // healthy again on the old release after rolling back
-	otherRollout := rep("h", api.EventHealthOK, 150)
+	otherRollout := rep("h", event.HealthOK, 150)
 	otherRollout.RolloutID = "r0"
-	noRollout := rep("k", api.EventFailed, 150)
+	noRollout := rep("k", event.Failed, 150)
 	noRollout.RolloutID = ""
 	reports := []Report{
-		rep("a", api.EventDownloadStarted, 100), rep("a", api.EventDeployed, 110), rep("a", api.EventHealthOK, 120),
-		rep("b", api.EventHealthFailed, 110), rep("b", api.EventBootFailed, 130), // counts once
-		rep("c", api.EventRolledBack, 50),                                      // before every window below
-		rep("d", api.EventHealthFailed, 110), rep("d", api.EventHealthOK, 140), // recovered: success
-		rep("e", api.EventHealthOK, 110), rep("e", api.EventRolledBack, 140), // then rolled back: failure
-		rep("f", api.EventDownloadStarted, 110), // no outcome yet
-		rep("g", api.EventRolledBack, 90), other,
+		rep("a", event.DownloadStarted, 100), rep("a", event.Deployed, 110), rep("a", event.HealthOK, 120),
+		rep("b", event.HealthFailed, 110), rep("b", event.BootFailed, 130), // counts once
+		rep("c", event.RolledBack, 50),                                   // before every window below
+		rep("d", event.HealthFailed, 110), rep("d", event.HealthOK, 140), // recovered: success
+		rep("e", event.HealthOK, 110), rep("e", event.RolledBack, 140), // then rolled back: failure
+		rep("f", event.DownloadStarted, 110), // no outcome yet
+		rep("g", event.RolledBack, 90), other,
 		otherRollout, noRollout,
-		rep("i", api.EventHealthFailed, 200), rep("i", api.EventHealthOK, 200), // same time: the later report wins
-		rep("j", api.EventHealthOK, 100), // exactly at the window's start
+		rep("i", event.HealthFailed, 200), rep("i", event.HealthOK, 200), // same time: the later report wins
+		rep("j", event.HealthOK, 100), // exactly at the window's start
 		// Refusals, download and configuration errors and the older
 		// agents' failed are no outcome: they never count (issue 9, 4).
-		rep("n", api.EventRefused, 120), rep("o", api.EventDownloadFailed, 120),
-		rep("p", api.EventConfigError, 120), rep("q", api.EventFailed, 120),
-		rep("r", api.EventHealthOK, 100), rep("r", api.EventRefused, 130), // still a success
+		rep("n", event.Refused, 120), rep("o", event.DownloadFailed, 120),
+		rep("p", event.ConfigError, 120), rep("q", event.Failed, 120),
+		rep("r", event.HealthOK, 100), rep("r", event.Refused, 130), // still a success
 	}
 	for i, r := range reports {
 		if err := s.AddReport(ctx, r); err != nil {
@@ -759,23 +759,23 @@ func testReports(t *testing.T, s *Store) {
 		r    Report
 	}{
 		{"unknown-event", Report{DeviceID: "a", Version: "10.2", Event: "exploded", At: at(1)}},
-		{"no-device", Report{Version: "10.2", Event: api.EventFailed, At: at(1)}},
-		{"no-version", Report{DeviceID: "a", Event: api.EventFailed, At: at(1)}},
-		{"no-time", Report{DeviceID: "a", Version: "10.2", Event: api.EventFailed}},
-		{"bad-utf8", Report{DeviceID: "a", Version: "10.2", Event: api.EventFailed, At: at(1), Error: "\xff"}},
+		{"no-device", Report{Version: "10.2", Event: event.Failed, At: at(1)}},
+		{"no-version", Report{DeviceID: "a", Event: event.Failed, At: at(1)}},
+		{"no-time", Report{DeviceID: "a", Version: "10.2", Event: event.Failed}},
+		{"bad-utf8", Report{DeviceID: "a", Version: "10.2", Event: event.Failed, At: at(1), Error: "\xff"}},
 	}
 	for _, b := range bad {
 		wantErr(t, b.name, s.AddReport(ctx, b.r), ErrInvalid)
 	}
 
 	for i, v := range []string{"10.10", "10.2", "garbage", "10.2", "10.9"} {
-		r := rep("m", api.ReleaseFailures[i%len(api.ReleaseFailures)], 10)
+		r := rep("m", event.ReleaseFailures[i%len(event.ReleaseFailures)], 10)
 		r.Version = v
 		if err := s.AddReport(ctx, r); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for _, ev := range []api.Event{api.EventFailed, api.EventRefused, api.EventDownloadFailed} {
+	for _, ev := range []event.Event{event.Failed, event.Refused, event.DownloadFailed} {
 		r := rep("m", ev, 11)
 		r.Version = "10.11" // refused, never rolled back from
 		if err := s.AddReport(ctx, r); err != nil {
@@ -804,7 +804,7 @@ func testReportSeq(t *testing.T, s *Store) {
 		t.Fatal(err)
 	}
 	rep := func(dev string, seq int64) Report {
-		return Report{DeviceID: dev, Version: "10.2", Event: api.EventHealthOK, At: at(2), Seq: seq}
+		return Report{DeviceID: dev, Version: "10.2", Event: event.HealthOK, At: at(2), Seq: seq}
 	}
 	wantErr(t, "first", s.AddReport(ctx, rep("pc1", 5)), nil)
 	wantErr(t, "replay", s.AddReport(ctx, rep("pc1", 5)), ErrReplay)
@@ -834,7 +834,7 @@ func testReportSeq(t *testing.T, s *Store) {
 	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM reports WHERE device_id = 'pc1'`).Scan(&n); err != nil || n != 3 {
 		t.Errorf("stored %d reports (%v), want 3", n, err)
 	}
-	if reps, err := s.DeviceReports(ctx, "pc1", 2); err != nil || len(reps) != 2 || reps[0].Seq != 100 || reps[1].Seq != 6 || reps[0].Event != api.EventHealthOK {
+	if reps, err := s.DeviceReports(ctx, "pc1", 2); err != nil || len(reps) != 2 || reps[0].Seq != 100 || reps[1].Seq != 6 || reps[0].Event != event.HealthOK {
 		t.Errorf("DeviceReports = %+v, %v", reps, err)
 	}
 }

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxos-linux/mxos-update/internal/channelmeta"
 	"github.com/mxos-linux/mxos-update/internal/channelmeta/metatest"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 )
 
 // Issue 9, failure 2: signed channel metadata naming an ed25519 public key
@@ -28,7 +28,7 @@ func TestUpdaterRefusesMetadataWithBadKeys(t *testing.T) {
 	installed := s.checkDevice()
 	s.publish() // an update is on offer, so the device loads the metadata
 	realURL := regexp.MustCompile(`(?m)^server: (.*)$`).FindStringSubmatch(readString(t, s.config))[1]
-	onlineSigners, err := channelmeta.LoadEd25519Signers(s.online)
+	onlineSigners, err := publish.LoadEd25519Signers(s.online)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,9 @@ import (
 
 	"github.com/mxos-linux/mxos-update/internal/auth"
 	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/oci/bootimage"
+	"github.com/mxos-linux/mxos-update/internal/oci/imagename"
 	"github.com/mxos-linux/mxos-update/internal/oci/ocisig"
 	"github.com/mxos-linux/mxos-update/internal/oci/ocitest"
 	"github.com/mxos-linux/mxos-update/internal/oci/registry"
@@ -70,7 +72,7 @@ func (s *imageSite) signedRelease(t *testing.T, channelName, version string) cha
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	rels, err := channelmeta.ListedReleases(b)
+	rels, err := publish.ListedReleases(b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +224,7 @@ func TestImagePublishPromotePullVerified(t *testing.T) {
 		}
 		cfg, _ := io.ReadAll(f)
 		f.Close()
-		if label, _ := bootimage.CommitLabel(cfg); label != rec.Commit {
+		if label, _ := imagename.CommitLabel(cfg); label != rec.Commit {
 			t.Errorf("%s: ostree.commit label %s, signed commit %s", ch, label, rec.Commit)
 		}
 	}
@@ -398,7 +400,7 @@ func TestImageLocalPublish(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if label, _ := bootimage.CommitLabel(im.Config); label != commit.String() {
+	if label, _ := imagename.CommitLabel(im.Config); label != commit.String() {
 		t.Errorf("label %s, ref at %s", label, commit)
 	}
 	pemOut, err := exec.Command(mxosctl(), "image-key", "--keys", keys.dir).Output()

@@ -14,7 +14,7 @@ import (
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
-	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/release"
 	"github.com/mxos-linux/mxos-update/internal/sign"
@@ -120,7 +120,7 @@ func TestRotateOnlineKey(t *testing.T) {
 	}
 	stop()
 	start("online-b")
-	root, err := channelmeta.RoleInfo("root", []byte(read("mxos-data/metadata/root.json")))
+	root, err := publish.RoleInfo("root", []byte(read("mxos-data/metadata/root.json")))
 	if err != nil || root.Version != 2 {
 		t.Fatalf("server's root after rotate-keys: %+v, %v", root, err)
 	}
@@ -149,7 +149,7 @@ func TestRotateOnlineKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	aTUF, err := channelmeta.LoadEd25519Signers(filepath.Join(dir, "online-a"))
+	aTUF, err := publish.LoadEd25519Signers(filepath.Join(dir, "online-a"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/mxos-linux/mxos-update/internal/oci/bootimage"
+	"github.com/mxos-linux/mxos-update/internal/oci/imagename"
 	"github.com/mxos-linux/mxos-update/internal/oci/ocisig"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 )
@@ -40,7 +41,7 @@ type ImageStep struct {
 
 // Build makes and signs the image of commit on ref. It is not tagged yet.
 func (s *ImageStep) Build(ctx context.Context, repo *ostree.Repo, ref, version string, commit ostree.Checksum) (*bootimage.Image, error) {
-	name, arch, channel, err := bootimage.RepositoryForRef(ref)
+	name, arch, channel, err := imagename.RepositoryForRef(ref)
 	if err != nil {
 		return nil, fmt.Errorf("image: %w", err)
 	}
@@ -61,11 +62,11 @@ func (s *ImageStep) Build(ctx context.Context, repo *ostree.Repo, ref, version s
 // must carry a valid signature of the release key and name fromCommit:
 // the registry is not trusted to hand back what was published.
 func (s *ImageStep) Derive(ctx context.Context, toRef, from, version string, fromCommit, commit ostree.Checksum) (*bootimage.Image, error) {
-	name, _, channel, err := bootimage.RepositoryForRef(toRef)
+	name, _, channel, err := imagename.RepositoryForRef(toRef)
 	if err != nil {
 		return nil, fmt.Errorf("image: %w", err)
 	}
-	src := bootimage.Tags(from, version)[1]
+	src := imagename.Tags(from, version)[1]
 	im, _, _, err := bootimage.Load(ctx, s.Store, s.Blobs, name, src)
 	if err != nil {
 		return nil, fmt.Errorf("image of %s %s: %w", from, version, err)
@@ -77,7 +78,7 @@ func (s *ImageStep) Derive(ctx context.Context, toRef, from, version string, fro
 	if _, err := ocisig.Verify(ctx, s.Store, ocisig.BlobFunc(s.Blobs), name, im.Digest, pub); err != nil {
 		return nil, fmt.Errorf("image of %s %s: %w", from, version, err)
 	}
-	if got, err := bootimage.CommitLabel(im.Config); err != nil || got != fromCommit.String() {
+	if got, err := imagename.CommitLabel(im.Config); err != nil || got != fromCommit.String() {
 		return nil, fmt.Errorf("image of %s %s names commit %q, the release is %s", from, version, got, fromCommit)
 	}
 	out, err := bootimage.Derive(ctx, s.Store, s.Blobs, bootimage.DeriveRequest{Repository: name, From: im.Digest.String(), Commit: commit})
@@ -94,7 +95,7 @@ func (s *ImageStep) Derive(ctx context.Context, toRef, from, version string, fro
 // sign signs im once per tag it will get, so clients whose policy wants
 // the exact reference (matchRepoDigestOrExact) accept either tag.
 func (s *ImageStep) sign(ctx context.Context, im *bootimage.Image, channel, version string) error {
-	for _, tag := range bootimage.Tags(channel, version) {
+	for _, tag := range imagename.Tags(channel, version) {
 		ref := s.Host + "/" + im.Repository + ":" + tag
 		if err := ocisig.Sign(ctx, s.Store, im.Repository, im.Digest, ref, s.Signer); err != nil {
 			return fmt.Errorf("signing image %s: %w", im.Digest, err)
@@ -105,9 +106,9 @@ func (s *ImageStep) sign(ctx context.Context, im *bootimage.Image, channel, vers
 
 // Tag points the channel's tags at im.
 func (s *ImageStep) Tag(ctx context.Context, im *bootimage.Image, ref, version string) error {
-	_, _, channel, err := bootimage.RepositoryForRef(ref)
+	_, _, channel, err := imagename.RepositoryForRef(ref)
 	if err != nil {
 		return fmt.Errorf("image: %w", err)
 	}
-	return bootimage.Tag(ctx, s.Store, im, bootimage.Tags(channel, version)...)
+	return bootimage.Tag(ctx, s.Store, im, imagename.Tags(channel, version)...)
 }

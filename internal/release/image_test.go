@@ -12,7 +12,7 @@ import (
 
 	"github.com/sigstore/sigstore/pkg/signature"
 
-	"github.com/mxos-linux/mxos-update/internal/oci/bootimage"
+	"github.com/mxos-linux/mxos-update/internal/oci/imagename"
 	"github.com/mxos-linux/mxos-update/internal/oci/ocisig"
 	"github.com/mxos-linux/mxos-update/internal/oci/ocitest"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
@@ -74,7 +74,7 @@ func TestImageStepBuildSignTagDerive(t *testing.T) {
 	if !reflect.DeepEqual(d.Layers, im.Layers) {
 		t.Error("layers changed")
 	}
-	if label, _ := bootimage.CommitLabel(d.Config); label != c2.String() {
+	if label, _ := imagename.CommitLabel(d.Config); label != c2.String() {
 		t.Errorf("label %s", label)
 	}
 	if n, err := ocisig.Verify(ctx, store, store.GetBlob, d.Repository, d.Digest, pub); err != nil || n != 2 {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/sign"
 )
@@ -323,7 +324,7 @@ func (r *Remote) signedTargets(ctx context.Context, rec channelmeta.Release) ([]
 	if len(r.MetaSigners) == 0 {
 		return nil, fmt.Errorf("the server publishes signed channel metadata, but no release key was given to sign its targets: %w", ErrNoSigners)
 	}
-	rels, err := channelmeta.ListedReleases(current)
+	rels, err := publish.ListedReleases(current)
 	if err != nil {
 		return nil, fmt.Errorf("the server's signed targets: %w", err)
 	}
@@ -337,7 +338,7 @@ func (r *Remote) signedTargets(ctx context.Context, rec channelmeta.Release) ([]
 		}
 	}
 	out = append(out, rec)
-	data, err := channelmeta.BuildTargets(root, current, out, r.MetaSigners, channelmeta.Options{}, now)
+	data, err := publish.BuildTargets(root, current, out, r.MetaSigners, publish.Options{}, now)
 	if err != nil {
 		return nil, fmt.Errorf("signing targets for %s: %w", rec.Path(), err)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/auth"
 	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/rollout"
 )
@@ -46,8 +47,8 @@ const (
 	metadataInterval = 5 * time.Minute
 	// Offline roles only the release team or root key holders can renew:
 	// warn this long before they expire (channelmeta.RenewWarning).
-	targetsWarnBefore = channelmeta.RenewWarning
-	rootWarnBefore    = channelmeta.RenewWarning
+	targetsWarnBefore = publish.RenewWarning
+	rootWarnBefore    = publish.RenewWarning
 	// maxMetadataUpdate bounds PUT /api/v1/metadata: a root and a targets
 	// file at their size limits, base64-encoded in JSON.
 	maxMetadataUpdate = 16 << 20
@@ -124,7 +125,7 @@ func (h *metadataHandler) read(name string) ([]byte, time.Time, error) {
 
 // metaState is the API's handle on the metadata repository.
 type metaState struct {
-	repo *channelmeta.Repo
+	repo *publish.Repo
 	log  *zap.Logger
 	now  func() time.Time
 
@@ -179,7 +180,7 @@ func (m *metaState) consistent(t *api.Target) bool {
 func (m *metaState) acceptTargets(data []byte, now time.Time) error {
 	if err := m.repo.AcceptTargets(data, now); err != nil {
 		for _, kind := range []error{channelmeta.ErrBadSignature, channelmeta.ErrRollback, channelmeta.ErrExpired,
-			channelmeta.ErrMalformed, channelmeta.ErrInvalid, channelmeta.ErrTooLarge, channelmeta.ErrHashMismatch} {
+			channelmeta.ErrMalformed, publish.ErrInvalid, channelmeta.ErrTooLarge, channelmeta.ErrHashMismatch} {
 			if errors.Is(err, kind) {
 				return api.Errorf(api.CodeBadRequest, "signed targets refused: %v", err)
 			}
@@ -201,7 +202,7 @@ func (m *metaState) checkListed(targets []byte, pl *releasePlan) error {
 		return api.Errorf(api.CodeBadRequest, "signed targets are required: this server publishes signed channel metadata, "+
 			"so a release must come with targets metadata signed by the release key that lists it (mxosctl publish/promote build them)")
 	}
-	rels, err := channelmeta.ListedReleases(targets)
+	rels, err := publish.ListedReleases(targets)
 	if err != nil {
 		return api.Errorf(api.CodeBadRequest, "signed targets: %v", err)
 	}
@@ -239,7 +240,7 @@ func (m *metaState) checkThreshold(targets []byte, r channelmeta.Release, pl *re
 	if err != nil {
 		return fmt.Errorf("reading the signed root: %w", err)
 	}
-	n, err := channelmeta.TargetsSigners(root, targets)
+	n, err := publish.TargetsSigners(root, targets)
 	if err != nil {
 		return api.Errorf(api.CodeBadRequest, "signed targets: %v", err)
 	}
@@ -351,7 +352,7 @@ func (s *Server) metadataLoop(ctx context.Context) {
 // metadataRoutes registers PUT /api/v1/metadata (release role): signed
 // root and targets made offline by mxosctl metadata renew, sign-existing
 // and rotate-keys. The server holds no offline key: it only verifies
-// (channelmeta.AcceptRoot, AcceptTargets) and installs.
+// (publish.Repo.AcceptRoot, AcceptTargets) and installs.
 func (s *Server) metadataRoutes() {
 	if s.meta == nil {
 		return
@@ -419,8 +420,8 @@ func (s *Server) handleMetadataPut(w http.ResponseWriter, r *http.Request) error
 // metadataRefusal turns a refusal about uploaded bytes into bad_request.
 func metadataRefusal(err error) error {
 	for _, kind := range []error{channelmeta.ErrBadSignature, channelmeta.ErrRollback, channelmeta.ErrExpired,
-		channelmeta.ErrMalformed, channelmeta.ErrInvalid, channelmeta.ErrTooLarge, channelmeta.ErrHashMismatch,
-		channelmeta.ErrNeedTargets} {
+		channelmeta.ErrMalformed, publish.ErrInvalid, channelmeta.ErrTooLarge, channelmeta.ErrHashMismatch,
+		publish.ErrNeedTargets} {
 		if errors.Is(err, kind) {
 			return api.Errorf(api.CodeBadRequest, "signed metadata refused: %v", err)
 		}
@@ -436,12 +437,12 @@ func metadataRefusal(err error) error {
 //
 // so that an alert can fire well before an offline role expires.
 type metadataCollector struct {
-	repo    *channelmeta.Repo
+	repo    *publish.Repo
 	expiry  *prometheus.Desc
 	version *prometheus.Desc
 }
 
-func newMetadataCollector(repo *channelmeta.Repo) *metadataCollector {
+func newMetadataCollector(repo *publish.Repo) *metadataCollector {
 	return &metadataCollector{repo: repo,
 		expiry: prometheus.NewDesc("mxos_metadata_expiry_timestamp_seconds",
 			"When each role of the signed channel metadata expires (Unix time).", []string{"role"}, nil),

@@ -19,6 +19,7 @@ import (
 
 	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/client"
 	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
@@ -49,24 +50,24 @@ func newMetaFixture(t *testing.T) *metaFixture {
 	f := &metaFixture{pubFixture: pf, metaDir: filepath.Join(data, "metadata")}
 
 	// What mxosctl metadata init does on the release machine.
-	if f.relSigners, err = channelmeta.LoadEd25519Signers(pf.release.dir); err != nil {
+	if f.relSigners, err = publish.LoadEd25519Signers(pf.release.dir); err != nil {
 		t.Fatal(err)
 	}
-	onlineSigners, err := channelmeta.LoadEd25519Signers(pf.online.dir)
+	onlineSigners, err := publish.LoadEd25519Signers(pf.online.dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	relPubs, _ := channelmeta.PublicKeys(f.relSigners...)
-	onPubs, _ := channelmeta.PublicKeys(onlineSigners...)
-	keys := channelmeta.Keys{Root: channelmeta.RoleKeys{Keys: relPubs, Threshold: 1},
-		Release: channelmeta.RoleKeys{Keys: relPubs, Threshold: 1}, Online: channelmeta.RoleKeys{Keys: onPubs, Threshold: 1}}
-	if err := channelmeta.Init(f.metaDir, keys, f.relSigners, f.relSigners, channelmeta.Options{}, time.Now()); err != nil {
+	relPubs, _ := publish.PublicKeys(f.relSigners...)
+	onPubs, _ := publish.PublicKeys(onlineSigners...)
+	keys := publish.Keys{Root: publish.RoleKeys{Keys: relPubs, Threshold: 1},
+		Release: publish.RoleKeys{Keys: relPubs, Threshold: 1}, Online: publish.RoleKeys{Keys: onPubs, Threshold: 1}}
+	if err := publish.Init(f.metaDir, keys, f.relSigners, f.relSigners, publish.Options{}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if f.rootJSON, err = os.ReadFile(filepath.Join(f.metaDir, "root.json")); err != nil {
 		t.Fatal(err)
 	}
-	meta, err := channelmeta.Open(f.metaDir, onlineSigners, channelmeta.Options{})
+	meta, err := publish.Open(f.metaDir, onlineSigners, publish.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,23 +230,23 @@ func TestSignedChannelMetadata(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	listed, err := channelmeta.ListedReleases(cur)
+	listed, err := publish.ListedReleases(cur)
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := channelmeta.BuildTargets(f.rootJSON, cur, listed, f.relSigners, channelmeta.Options{}, time.Now())
+	other, err := publish.BuildTargets(f.rootJSON, cur, listed, f.relSigners, publish.Options{}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	wrongCommit, err := channelmeta.BuildTargets(f.rootJSON, cur, append(listed, channelmeta.Release{Channel: "testing",
-		Arch: "x86_64", Version: "10.0.2", Ref: testingRef64, Commit: sum.String()}), f.relSigners, channelmeta.Options{}, time.Now())
+	wrongCommit, err := publish.BuildTargets(f.rootJSON, cur, append(listed, channelmeta.Release{Channel: "testing",
+		Arch: "x86_64", Version: "10.0.2", Ref: testingRef64, Commit: sum.String()}), f.relSigners, publish.Options{}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Targets listing an image the request does not name (or the reverse).
-	withImage, err := channelmeta.BuildTargets(f.rootJSON, cur, append(listed, channelmeta.Release{Channel: "testing",
+	withImage, err := publish.BuildTargets(f.rootJSON, cur, append(listed, channelmeta.Release{Channel: "testing",
 		Arch: "x86_64", Version: "10.0.2", Ref: testingRef64, Commit: b2.commit.String(),
-		OCIDigest: "sha256:" + strings.Repeat("ab", 32)}), f.relSigners, channelmeta.Options{}, time.Now())
+		OCIDigest: "sha256:" + strings.Repeat("ab", 32)}), f.relSigners, publish.Options{}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,8 +279,8 @@ func TestSignedChannelMetadata(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stale, err := channelmeta.BuildTargets(f.rootJSON, first, append(listed, channelmeta.Release{Channel: "testing",
-		Arch: "x86_64", Version: "10.0.2", Ref: testingRef64, Commit: b2.commit.String()}), f.relSigners, channelmeta.Options{}, time.Now())
+	stale, err := publish.BuildTargets(f.rootJSON, first, append(listed, channelmeta.Release{Channel: "testing",
+		Arch: "x86_64", Version: "10.0.2", Ref: testingRef64, Commit: b2.commit.String()}), f.relSigners, publish.Options{}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -346,7 +347,7 @@ func TestMetadataPut(t *testing.T) {
 		return b
 	}
 	root, targets := read("root.json"), read("targets.json")
-	renewed, err := channelmeta.BuildTargets(root, targets, nil, f.relSigners, channelmeta.Options{}, time.Now())
+	renewed, err := publish.BuildTargets(root, targets, nil, f.relSigners, publish.Options{}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -428,7 +429,7 @@ func TestMetadataPut(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	mb, _ := io.ReadAll(resp.Body)
-	for _, role := range channelmeta.Roles {
+	for _, role := range publish.Roles {
 		if !strings.Contains(string(mb), `mxos_metadata_expiry_timestamp_seconds{role="`+role+`"}`) {
 			t.Errorf("/metrics has no expiry for %s", role)
 		}
@@ -446,24 +447,24 @@ func TestMetadataExpiryWarning(t *testing.T) {
 		t.Fatal(err)
 	}
 	rel, online := genKeys(t), genKeys(t)
-	relS, err := channelmeta.LoadEd25519Signers(rel.dir)
+	relS, err := publish.LoadEd25519Signers(rel.dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	onS, err := channelmeta.LoadEd25519Signers(online.dir)
+	onS, err := publish.LoadEd25519Signers(online.dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	relPubs, _ := channelmeta.PublicKeys(relS...)
-	onPubs, _ := channelmeta.PublicKeys(onS...)
-	keys := channelmeta.Keys{Root: channelmeta.RoleKeys{Keys: relPubs, Threshold: 1},
-		Release: channelmeta.RoleKeys{Keys: relPubs, Threshold: 1}, Online: channelmeta.RoleKeys{Keys: onPubs, Threshold: 1}}
+	relPubs, _ := publish.PublicKeys(relS...)
+	onPubs, _ := publish.PublicKeys(onS...)
+	keys := publish.Keys{Root: publish.RoleKeys{Keys: relPubs, Threshold: 1},
+		Release: publish.RoleKeys{Keys: relPubs, Threshold: 1}, Online: publish.RoleKeys{Keys: onPubs, Threshold: 1}}
 	dir := filepath.Join(data, "metadata")
-	opts := channelmeta.Options{TargetsExpiry: 20 * 24 * time.Hour}
-	if err := channelmeta.Init(dir, keys, relS, relS, opts, time.Now()); err != nil {
+	opts := publish.Options{TargetsExpiry: 20 * 24 * time.Hour}
+	if err := publish.Init(dir, keys, relS, relS, opts, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	meta, err := channelmeta.Open(dir, onS, opts)
+	meta, err := publish.Open(dir, onS, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

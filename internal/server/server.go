@@ -14,7 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mxos-linux/mxos-update/internal/channel"
-	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/oci/registry"
 	"github.com/mxos-linux/mxos-update/internal/sign"
@@ -76,7 +76,7 @@ type Config struct {
 	// release-signed targets listing them, rollout changes are signed, and
 	// check answers only name signed releases. It must be opened with the
 	// online signers.
-	Metadata *channelmeta.Repo
+	Metadata *publish.Repo
 
 	// Registry turns on the OCI registry at /v2/, stored in DataDir/oci
 	// (registry.go); RegistryOptions tune its GC grace period and upload

@@ -18,7 +18,7 @@ import (
 
 	"github.com/mxos-linux/mxos-update/internal/auth"
 	"github.com/mxos-linux/mxos-update/internal/channel"
-	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/client"
 	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
@@ -103,7 +103,7 @@ type Server struct {
 	// With Metadata: its directory, the repository and the release key as
 	// TUF signers.
 	MetaDir     string
-	Meta        *channelmeta.Repo
+	Meta        *publish.Repo
 	MetaSigners []signature.Signer
 }
 
@@ -187,27 +187,27 @@ func Start(t testing.TB, opts Options) *Server {
 func (s *Server) startMetadata(t testing.TB) {
 	t.Helper()
 	var err error
-	if s.MetaSigners, err = channelmeta.LoadEd25519Signers(s.Release.Dir); err != nil {
+	if s.MetaSigners, err = publish.LoadEd25519Signers(s.Release.Dir); err != nil {
 		t.Fatal(err)
 	}
-	online, err := channelmeta.LoadEd25519Signers(s.Online.Dir)
+	online, err := publish.LoadEd25519Signers(s.Online.Dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	roleKeys := func(signers []signature.Signer) channelmeta.RoleKeys {
-		k, err := channelmeta.PublicKeys(signers...)
+	roleKeys := func(signers []signature.Signer) publish.RoleKeys {
+		k, err := publish.PublicKeys(signers...)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return channelmeta.RoleKeys{Keys: k, Threshold: 1}
+		return publish.RoleKeys{Keys: k, Threshold: 1}
 	}
 	rel := roleKeys(s.MetaSigners)
 	s.MetaDir = filepath.Join(s.Data, "metadata")
-	keys := channelmeta.Keys{Root: rel, Release: rel, Online: roleKeys(online)}
-	if err := channelmeta.Init(s.MetaDir, keys, s.MetaSigners, s.MetaSigners, channelmeta.Options{}, time.Now()); err != nil {
+	keys := publish.Keys{Root: rel, Release: rel, Online: roleKeys(online)}
+	if err := publish.Init(s.MetaDir, keys, s.MetaSigners, s.MetaSigners, publish.Options{}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if s.Meta, err = channelmeta.Open(s.MetaDir, online, channelmeta.Options{}); err != nil {
+	if s.Meta, err = publish.Open(s.MetaDir, online, publish.Options{}); err != nil {
 		t.Fatal(err)
 	}
 }

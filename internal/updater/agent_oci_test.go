@@ -11,6 +11,7 @@ import (
 
 	"github.com/mxos-linux/mxos-update/internal/auth"
 	"github.com/mxos-linux/mxos-update/internal/oci/bootimage"
+	"github.com/mxos-linux/mxos-update/internal/oci/imagename"
 	"github.com/mxos-linux/mxos-update/internal/oci/ocisig"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 )
@@ -45,7 +46,7 @@ func TestAgentOCITransport(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tags := bootimage.Tags("stable", version)
+		tags := imagename.Tags("stable", version)
 		if err := bootimage.Tag(ctx, store, im, tags...); err != nil {
 			t.Fatal(err)
 		}

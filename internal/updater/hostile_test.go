@@ -25,6 +25,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/auth"
 	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/client"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/ostree/pull"
@@ -53,7 +54,7 @@ type hostileEnv struct {
 	ctx       context.Context
 	upstream  string // the honest server
 	proxy     string // what the device talks to
-	meta      *channelmeta.Repo
+	meta      *publish.Repo
 	relMeta   []signature.Signer // release key as TUF signers
 	signers   []sign.Signer      // release key (commits)
 	online    []sign.Signer      // online key (the summary; a thief's)

@@ -51,8 +51,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mxos-linux/mxos-update/internal/commitsig"
-	"github.com/mxos-linux/mxos-update/internal/oci/bootimage"
 	"github.com/mxos-linux/mxos-update/internal/oci/imageio"
+	"github.com/mxos-linux/mxos-update/internal/oci/imagename"
 	"github.com/mxos-linux/mxos-update/internal/oci/ocisig"
 	"github.com/mxos-linux/mxos-update/internal/oci/unpack"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
@@ -133,11 +133,11 @@ func fetchOCI(ctx context.Context, o OCIOptions) (ostree.Checksum, error) {
 	if o.Repo == nil || o.Sysroot == "" || o.Commit.IsZero() || o.Version == "" {
 		return zero, errors.New("incomplete OCI options: repository, sysroot, commit and version are required")
 	}
-	repoName, arch, channel, err := bootimage.RepositoryForRef(o.Ref)
+	repoName, arch, channel, err := imagename.RepositoryForRef(o.Ref)
 	if err != nil {
 		return zero, err
 	}
-	ociArch, err := bootimage.OCIArch(arch)
+	ociArch, err := imagename.OCIArch(arch)
 	if err != nil {
 		return zero, err
 	}
@@ -145,7 +145,7 @@ func fetchOCI(ctx context.Context, o OCIOptions) (ostree.Checksum, error) {
 	if err != nil {
 		return zero, err
 	}
-	tag := bootimage.Tags(channel, o.Version)[1]
+	tag := imagename.Tags(channel, o.Version)[1]
 	src, err := reg.Reference(repoName, tag)
 	if err != nil {
 		return zero, err
@@ -222,11 +222,11 @@ func fetchOCI(ctx context.Context, o OCIOptions) (ostree.Checksum, error) {
 		return zero, fmt.Errorf("%w: layout holds %s, the signed image is %s", ErrImageMismatch, img.ManifestDigest, mdigest)
 	}
 	labels := img.Config.Config.Labels
-	label, hasLabel := labels[bootimage.LabelCommit]
+	label, hasLabel := labels[imagename.LabelCommit]
 	if hasLabel && label != o.Commit.String() {
 		return zero, fmt.Errorf("%w: its ostree.commit label is %s, the server offered %s", ErrImageMismatch, label, o.Commit)
 	}
-	if v, ok := labels[bootimage.LabelVersion]; ok && v != o.Version {
+	if v, ok := labels[imagename.LabelVersion]; ok && v != o.Version {
 		return zero, fmt.Errorf("%w: its version label is %s, the server offered %s", ErrImageMismatch, v, o.Version)
 	}
 	if img.Config.Architecture != ociArch {

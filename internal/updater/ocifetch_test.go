@@ -28,6 +28,7 @@ import (
 
 	"github.com/mxos-linux/mxos-update/internal/oci/bootimage"
 	"github.com/mxos-linux/mxos-update/internal/oci/imageio"
+	"github.com/mxos-linux/mxos-update/internal/oci/imagename"
 	"github.com/mxos-linux/mxos-update/internal/oci/ocisig"
 	"github.com/mxos-linux/mxos-update/internal/oci/ocitest"
 	"github.com/mxos-linux/mxos-update/internal/oci/registry"
@@ -94,7 +95,7 @@ func (s *ociServer) publish(t *testing.T, version, marker string, signImage bool
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := bootimage.Tag(ctx, s.store, im, bootimage.Tags("testing", version)...); err != nil {
+	if err := bootimage.Tag(ctx, s.store, im, imagename.Tags("testing", version)...); err != nil {
 		t.Fatal(err)
 	}
 	if signImage {
@@ -105,7 +106,7 @@ func (s *ociServer) publish(t *testing.T, version, marker string, signImage bool
 
 func (s *ociServer) sign(t *testing.T, d digest.Digest, version string) {
 	t.Helper()
-	ref := s.host + "/mxos/10/x86_64:" + bootimage.Tags("testing", version)[1]
+	ref := s.host + "/mxos/10/x86_64:" + imagename.Tags("testing", version)[1]
 	if err := ocisig.SignImage(context.Background(), s.store, "mxos/10/x86_64", d, ref, s.imageKey); err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +139,7 @@ func (s *ociServer) pushImage(t *testing.T, version string, labels map[string]st
 	m := v1.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: v1.MediaTypeImageManifest,
 		Config: v1.Descriptor{MediaType: v1.MediaTypeImageConfig, Digest: digest.FromBytes(cb), Size: int64(len(cb))}, Layers: layers}
 	mb, _ := json.Marshal(m)
-	d, err := s.store.PutManifest(ctx, repo, bootimage.Tags("testing", version)[1], v1.MediaTypeImageManifest, mb)
+	d, err := s.store.PutManifest(ctx, repo, imagename.Tags("testing", version)[1], v1.MediaTypeImageManifest, mb)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +276,7 @@ func TestFetchOCIRefusals(t *testing.T) {
 
 	hostile := func(ents ...ocitest.Entry) []byte { return ocitest.Tar(t, ents) }
 	labels := func(c ostree.Checksum, v string) map[string]string {
-		return map[string]string{bootimage.LabelCommit: c.String(), bootimage.LabelVersion: v}
+		return map[string]string{imagename.LabelCommit: c.String(), imagename.LabelVersion: v}
 	}
 	cases := []struct {
 		name  string

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"regexp"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -20,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/mxos-linux/mxos-update/internal/oci/content"
+	"github.com/mxos-linux/mxos-update/internal/oci/imagename"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 )
 
@@ -31,22 +31,11 @@ type ContentStore = content.ContentStore
 // what it returns is checked against the digest.
 type BlobFunc func(ctx context.Context, repo string, d digest.Digest) (io.ReadCloser, error)
 
-// Labels (and manifest annotations) the image carries. The keys and values
-// are those ostree-ext writes for encapsulated commits.
-const (
-	LabelCommit   = "ostree.commit"
-	LabelBootable = "ostree.bootable"
-	LabelBootc    = "containers.bootc"
-	LabelVersion  = v1.AnnotationVersion
-)
-
 // LayerMediaType is the media type of every layer.
 const LayerMediaType = v1.MediaTypeImageLayerGzip
 
 // Errors callers decide on.
 var (
-	ErrBadRef      = errors.New("ref is not mxos/<major>/<arch>/<channel>")
-	ErrNotBootable = errors.New("not an MxOS bootable image")
 	// ErrWhiteoutName: a tree path whose name starts with ".wh.", which
 	// every OCI unpacker treats as a deletion marker.
 	ErrWhiteoutName = errors.New("file name starts with \".wh.\"")
@@ -108,57 +97,6 @@ type Image struct {
 // MediaType is the manifest's media type.
 func (im *Image) MediaType() string { return v1.MediaTypeImageManifest }
 
-var (
-	majorRE = regexp.MustCompile(`^[0-9]+$`)
-	tagBad  = regexp.MustCompile(`[^a-zA-Z0-9._-]`)
-)
-
-// RepositoryForRef splits a channel ref mxos/<major>/<arch>/<channel> into
-// the image repository mxos/<major>/<arch>, the arch and the channel.
-func RepositoryForRef(ref string) (repo, arch, channel string, err error) {
-	parts := strings.Split(ref, "/")
-	if len(parts) != 4 || parts[0] != "mxos" || !majorRE.MatchString(parts[1]) || parts[2] == "" || parts[3] == "" {
-		return "", "", "", fmt.Errorf("%w: %q", ErrBadRef, ref)
-	}
-	if _, err := OCIArch(parts[2]); err != nil {
-		return "", "", "", err
-	}
-	if !validComponent(parts[2]) || !validTag(parts[3]) {
-		return "", "", "", fmt.Errorf("%w: %q has characters an image name cannot hold", ErrBadRef, ref)
-	}
-	return strings.Join(parts[:3], "/"), parts[2], parts[3], nil
-}
-
-var componentRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$`)
-var tagRE = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
-
-func validComponent(s string) bool { return componentRE.MatchString(s) }
-func validTag(s string) bool       { return tagRE.MatchString(s) }
-
-// Tags are the tags a release image gets: the channel, and
-// <channel>-<version> with characters a tag cannot hold (such as "+" or
-// "~") replaced by "_".
-func Tags(channel, version string) []string {
-	v := tagBad.ReplaceAllString(channel+"-"+version, "_")
-	if len(v) > 128 {
-		v = v[:128]
-	}
-	return []string{channel, v}
-}
-
-// OCIArch maps an OSTree/RPM arch name to the OCI (GOARCH) one.
-func OCIArch(arch string) (string, error) {
-	switch arch {
-	case "x86_64", "amd64":
-		return "amd64", nil
-	case "aarch64", "arm64":
-		return "arm64", nil
-	case "ppc64le", "s390x", "riscv64":
-		return arch, nil
-	}
-	return "", fmt.Errorf("%w: unknown architecture %q", ErrBadRef, arch)
-}
-
 // Build writes the image of req.Commit into store under req.Repository,
 // by digest only (Tag names it afterwards). Layers already in the store
 // are not uploaded again.
@@ -166,7 +104,7 @@ func Build(ctx context.Context, repo *ostree.Repo, store ContentStore, req Build
 	if !validRepository(req.Repository) {
 		return nil, fmt.Errorf("build image: %q is not a valid repository name", req.Repository)
 	}
-	arch, err := OCIArch(req.Arch)
+	arch, err := imagename.OCIArch(req.Arch)
 	if err != nil {
 		return nil, fmt.Errorf("build image: %w", err)
 	}
@@ -215,10 +153,10 @@ func Build(ctx context.Context, repo *ostree.Repo, store ContentStore, req Build
 
 	created := cm.Time()
 	labels := map[string]string{
-		LabelCommit:   req.Commit.String(),
-		LabelBootable: "true",
-		LabelBootc:    "1",
-		LabelVersion:  req.Version,
+		imagename.LabelCommit:   req.Commit.String(),
+		imagename.LabelBootable: "true",
+		imagename.LabelBootc:    "1",
+		imagename.LabelVersion:  req.Version,
 	}
 	cfg := v1.Image{
 		Created:  &created,
@@ -277,7 +215,7 @@ func writeImage(ctx context.Context, store ContentStore, repo string, cfg v1.Ima
 // image needs (signature, release record) is in place: clients follow tags.
 func Tag(ctx context.Context, store ContentStore, im *Image, tags ...string) error {
 	for _, t := range tags {
-		if !validTag(t) {
+		if !imagename.ValidTag(t) {
 			return fmt.Errorf("tag %q is not a valid OCI tag", t)
 		}
 		d, err := store.PutManifest(ctx, im.Repository, t, im.MediaType(), im.Manifest)
@@ -296,7 +234,7 @@ func validRepository(repo string) bool {
 		return false
 	}
 	for _, c := range strings.Split(repo, "/") {
-		if !validComponent(c) {
+		if !imagename.ValidComponent(c) {
 			return false
 		}
 	}
@@ -326,14 +264,14 @@ func Load(ctx context.Context, store ContentStore, blobs BlobFunc, repo, referen
 		return nil, nil, nil, fmt.Errorf("image %s@%s: the store returned %s", repo, reference, md)
 	}
 	if mt != v1.MediaTypeImageManifest {
-		return nil, nil, nil, fmt.Errorf("image %s:%s: %w: manifest type %q", repo, reference, ErrNotBootable, mt)
+		return nil, nil, nil, fmt.Errorf("image %s:%s: %w: manifest type %q", repo, reference, imagename.ErrNotBootable, mt)
 	}
 	var m v1.Manifest
 	if err := json.Unmarshal(mb, &m); err != nil {
 		return nil, nil, nil, fmt.Errorf("image %s:%s: manifest: %w", repo, reference, err)
 	}
 	if m.Config.MediaType != v1.MediaTypeImageConfig || m.Config.Size > maxConfigSize || m.Config.Size < 0 {
-		return nil, nil, nil, fmt.Errorf("image %s:%s: %w: config %s of %d bytes", repo, reference, ErrNotBootable, m.Config.MediaType, m.Config.Size)
+		return nil, nil, nil, fmt.Errorf("image %s:%s: %w: config %s of %d bytes", repo, reference, imagename.ErrNotBootable, m.Config.MediaType, m.Config.Size)
 	}
 	rc, err := blobs(ctx, repo, m.Config.Digest)
 	if err != nil {
@@ -351,8 +289,8 @@ func Load(ctx context.Context, store ContentStore, blobs BlobFunc, repo, referen
 	if err := json.Unmarshal(cb, &cfg); err != nil {
 		return nil, nil, nil, fmt.Errorf("image %s:%s: config: %w", repo, reference, err)
 	}
-	if _, err := ostree.ParseChecksum(cfg.Config.Labels[LabelCommit]); err != nil {
-		return nil, nil, nil, fmt.Errorf("image %s:%s: %w: no valid %s label", repo, reference, ErrNotBootable, LabelCommit)
+	if _, err := ostree.ParseChecksum(cfg.Config.Labels[imagename.LabelCommit]); err != nil {
+		return nil, nil, nil, fmt.Errorf("image %s:%s: %w: no valid %s label", repo, reference, imagename.ErrNotBootable, imagename.LabelCommit)
 	}
 	im := &Image{Repository: repo, Digest: md, Manifest: mb, Config: cb, Layers: m.Layers}
 	return im, &m, &cfg, nil
@@ -375,27 +313,14 @@ func Derive(ctx context.Context, store ContentStore, blobs BlobFunc, req DeriveR
 	for k, v := range cfg.Config.Labels {
 		labels[k] = v
 	}
-	labels[LabelCommit] = req.Commit.String()
+	labels[imagename.LabelCommit] = req.Commit.String()
 	cfg.Config.Labels = labels
 	ann := map[string]string{}
 	for k, v := range m.Annotations {
 		ann[k] = v
 	}
-	ann[LabelCommit] = req.Commit.String()
+	ann[imagename.LabelCommit] = req.Commit.String()
 	return writeImage(ctx, store, req.Repository, *cfg, m.Layers, ann)
-}
-
-// CommitLabel returns the ostree.commit label of an image config.
-func CommitLabel(config []byte) (string, error) {
-	var cfg v1.Image
-	if err := json.Unmarshal(config, &cfg); err != nil {
-		return "", fmt.Errorf("image config: %w", err)
-	}
-	c, ok := cfg.Config.Labels[LabelCommit]
-	if !ok {
-		return "", fmt.Errorf("%w: no %s label", ErrNotBootable, LabelCommit)
-	}
-	return c, nil
 }
 
 // epoch is every entry's mtime: ostree stores none, and a fixed time keeps

@@ -21,6 +21,7 @@ import (
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/mxos-linux/mxos-update/internal/oci/bootimage"
+	"github.com/mxos-linux/mxos-update/internal/oci/imagename"
 	"github.com/mxos-linux/mxos-update/internal/oci/ocitest"
 	"github.com/mxos-linux/mxos-update/internal/oci/registry"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
@@ -140,7 +141,7 @@ func TestBuildLabelsAndAnnotations(t *testing.T) {
 			t.Errorf("layer type %s", l.MediaType)
 		}
 	}
-	if got, err := bootimage.CommitLabel(im.Config); err != nil || got != c.String() {
+	if got, err := imagename.CommitLabel(im.Config); err != nil || got != c.String() {
 		t.Errorf("CommitLabel = %q, %v", got, err)
 	}
 }
@@ -239,7 +240,7 @@ func TestDeriveReusesLayersAndChangesOnlyTheCommit(t *testing.T) {
 	store := ocitest.NewMemStore()
 	c1 := ocitest.Commit(t, repo, testRef, "10.0.1", t0, ocitest.OSTree())
 	src := build(t, repo, store, c1, "10.0.1")
-	if err := bootimage.Tag(ctx, store, src, bootimage.Tags("testing", "10.0.1")...); err != nil {
+	if err := bootimage.Tag(ctx, store, src, imagename.Tags("testing", "10.0.1")...); err != nil {
 		t.Fatal(err)
 	}
 	puts := store.BlobPuts
@@ -257,7 +258,7 @@ func TestDeriveReusesLayersAndChangesOnlyTheCommit(t *testing.T) {
 	if im.Digest == src.Digest {
 		t.Fatal("same manifest digest")
 	}
-	if got, _ := bootimage.CommitLabel(im.Config); got != promoted.String() {
+	if got, _ := imagename.CommitLabel(im.Config); got != promoted.String() {
 		t.Errorf("commit label %s, want %s", got, promoted)
 	}
 	// Put the old commit back: the configs and manifests must be equal.
@@ -268,7 +269,7 @@ func TestDeriveReusesLayersAndChangesOnlyTheCommit(t *testing.T) {
 			t.Errorf("beyond the commit label:\n%s\n%s", a, pair[1])
 		}
 	}
-	if err := bootimage.Tag(ctx, store, im, bootimage.Tags("stable", "10.0.1")...); err != nil {
+	if err := bootimage.Tag(ctx, store, im, imagename.Tags("stable", "10.0.1")...); err != nil {
 		t.Fatal(err)
 	}
 	tags, _ := store.ListTags(ctx, testRepo)
@@ -308,7 +309,7 @@ func TestDeriveRefusals(t *testing.T) {
 		msg   string
 	}{
 		{"missing tag", store, bootimage.DeriveRequest{Repository: testRepo, From: "nope", Commit: c}, registry.ErrNotFound, ""},
-		{"not bootable", store, bootimage.DeriveRequest{Repository: testRepo, From: "foreign", Commit: c}, bootimage.ErrNotBootable, ""},
+		{"not bootable", store, bootimage.DeriveRequest{Repository: testRepo, From: "foreign", Commit: c}, imagename.ErrNotBootable, ""},
 		{"config tampered", tamperedStore, bootimage.DeriveRequest{Repository: testRepo, From: "testing", Commit: c}, nil, "does not match its digest"},
 		{"no commit", store, bootimage.DeriveRequest{Repository: testRepo, From: src.Digest.String()}, nil, "no commit"},
 	}
@@ -358,43 +359,6 @@ func TestBuildRefusals(t *testing.T) {
 				t.Errorf("tags %v after a refusal", tags)
 			}
 		})
-	}
-}
-
-func TestRepositoryForRef(t *testing.T) {
-	cases := []struct {
-		ref, repo, arch, channel string
-		ok                       bool
-	}{
-		{"mxos/10/x86_64/stable", "mxos/10/x86_64", "x86_64", "stable", true},
-		{"mxos/10/aarch64/edu", "mxos/10/aarch64", "aarch64", "edu", true},
-		{"mxos/10/x86_64", "", "", "", false},
-		{"other/10/x86_64/stable", "", "", "", false},
-		{"mxos/ten/x86_64/stable", "", "", "", false},
-		{"mxos/10/vax/stable", "", "", "", false},
-		{"mxos/10/x86_64/stable/extra", "", "", "", false},
-		{"mxos/10/x86_64/.hidden", "", "", "", false},
-	}
-	for _, tc := range cases {
-		repo, arch, ch, err := bootimage.RepositoryForRef(tc.ref)
-		if (err == nil) != tc.ok || repo != tc.repo || arch != tc.arch || ch != tc.channel {
-			t.Errorf("%s: %q %q %q %v", tc.ref, repo, arch, ch, err)
-		}
-		if err != nil && !errors.Is(err, bootimage.ErrBadRef) {
-			t.Errorf("%s: %v is not ErrBadRef", tc.ref, err)
-		}
-	}
-}
-
-func TestTags(t *testing.T) {
-	cases := map[[2]string][]string{
-		{"stable", "10.0.1"}:       {"stable", "stable-10.0.1"},
-		{"edu", "10.1+build.2~rc"}: {"edu", "edu-10.1_build.2_rc"},
-	}
-	for in, want := range cases {
-		if got := bootimage.Tags(in[0], in[1]); !reflect.DeepEqual(got, want) {
-			t.Errorf("Tags(%q, %q) = %v, want %v", in[0], in[1], got, want)
-		}
 	}
 }
 

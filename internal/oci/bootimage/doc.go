@@ -26,6 +26,8 @@
 // org.opencontainers.image.version), and the same keys are copied into
 // the manifest annotations. It lives in the repository mxos/<major>/<arch>
 // derived from the channel ref, tagged <channel> and <channel>-<version>.
+// Those names and labels are package imagename's, which the device shares
+// without linking this builder.
 //
 // Layers are plain trees, not ostree-ext's "tar format v1" (which also
 // carries the ostree objects): bootc imports such an image as layers, and

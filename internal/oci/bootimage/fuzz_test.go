@@ -10,6 +10,7 @@ import (
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/mxos-linux/mxos-update/internal/oci/bootimage"
+	"github.com/mxos-linux/mxos-update/internal/oci/imagename"
 	"github.com/mxos-linux/mxos-update/internal/oci/ocitest"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 )
@@ -33,7 +34,7 @@ func FuzzLoad(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if _, err := ostree.ParseChecksum(c.Config.Labels[bootimage.LabelCommit]); err != nil {
+		if _, err := ostree.ParseChecksum(c.Config.Labels[imagename.LabelCommit]); err != nil {
 			t.Fatalf("loaded without a valid commit label: %v", err)
 		}
 		var next ostree.Checksum
@@ -42,7 +43,7 @@ func FuzzLoad(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if got, _ := bootimage.CommitLabel(im.Config); got != next.String() {
+		if got, _ := imagename.CommitLabel(im.Config); got != next.String() {
 			t.Fatalf("derived label %s", got)
 		}
 	})

@@ -34,4 +34,9 @@ var (
 	// ErrInvalid: the caller's input was refused (bad name, digest,
 	// manifest, size, range).
 	ErrInvalid = errors.New("invalid input")
+	// ErrUnauthorized: the store wants credentials and got none valid
+	// (HTTP 401).
+	ErrUnauthorized = errors.New("authentication required")
+	// ErrDenied: valid credentials that may not write (HTTP 403).
+	ErrDenied = errors.New("not allowed to push or delete")
 )

@@ -1,5 +1,5 @@
 // Package regclient is a minimal OCI distribution client: the
-// registry.ContentStore methods over HTTP (monolithic blob upload with
+// content.ContentStore methods over HTTP (monolithic blob upload with
 // POST then PUT, HEAD, manifest PUT and GET, tag list), so mxosctl can push
 // images to a remote mxos-server. The API token goes as the password of
 // HTTP basic auth, what the server's registry accepts for pushes.
@@ -24,7 +24,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/mxos-linux/mxos-update/internal/oci/registry"
+	"github.com/mxos-linux/mxos-update/internal/oci/content"
 )
 
 // maxManifest bounds a manifest read; the spec asks registries to accept
@@ -45,7 +45,7 @@ type Client struct {
 	http  *http.Client
 }
 
-var _ registry.ContentStore = (*Client)(nil)
+var _ content.ContentStore = (*Client)(nil)
 
 // New returns a client of the registry at server (http://host:port; the
 // API lives under /v2/). token may be empty for pulls.
@@ -81,19 +81,19 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("registry: %s: %s (%d)", e.Code, e.Message, e.Status)
 }
 
-// Is maps 404 to registry.ErrNotFound, 400 and 413 to registry.ErrInvalid
+// Is maps 404 to content.ErrNotFound, 400 and 413 to content.ErrInvalid
 // (the request was refused: bad name, digest, size or manifest), 401 to
-// registry.ErrUnauthorized and 403 to registry.ErrDenied, as the
+// content.ErrUnauthorized and 403 to content.ErrDenied, as the
 // registry's own store reports them (internal/oci/content/contenttest).
 func (e *Error) Is(target error) bool {
 	switch target {
-	case registry.ErrNotFound:
+	case content.ErrNotFound:
 		return e.Status == http.StatusNotFound
-	case registry.ErrInvalid:
+	case content.ErrInvalid:
 		return e.Status == http.StatusBadRequest || e.Status == http.StatusRequestEntityTooLarge
-	case registry.ErrUnauthorized:
+	case content.ErrUnauthorized:
 		return e.Status == http.StatusUnauthorized
-	case registry.ErrDenied:
+	case content.ErrDenied:
 		return e.Status == http.StatusForbidden
 	}
 	return false
@@ -192,7 +192,7 @@ func (c *Client) PutBlob(ctx context.Context, repo string, d digest.Digest, size
 		if err == nil {
 			resp.Body.Close()
 		}
-		return fmt.Errorf("uploading %s: the content is not the %d bytes declared: %w", d, size, registry.ErrInvalid)
+		return fmt.Errorf("uploading %s: the content is not the %d bytes declared: %w", d, size, content.ErrInvalid)
 	}
 	if err != nil {
 		return fmt.Errorf("uploading %s: %w", d, err)
@@ -358,6 +358,6 @@ func nextLink(resp *http.Response) string {
 	return resp.Request.URL.ResolveReference(ref).String()
 }
 
-// ErrNotFound is registry.ErrNotFound, for callers that only import this
+// ErrNotFound is content.ErrNotFound, for callers that only import this
 // package.
-var ErrNotFound = registry.ErrNotFound
+var ErrNotFound = content.ErrNotFound

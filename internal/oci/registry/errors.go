@@ -2,7 +2,6 @@ package registry
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 
@@ -42,11 +41,13 @@ var (
 	ErrInvalid = content.ErrInvalid
 	// ErrUnauthorized is what an Authorize function returns when the
 	// request carries no valid credentials: the handler answers 401 with
-	// a Basic challenge.
-	ErrUnauthorized = errors.New("authentication required")
+	// a Basic challenge (content.ErrUnauthorized, which the remote client
+	// reports for a 401 too).
+	ErrUnauthorized = content.ErrUnauthorized
 	// ErrDenied is what an Authorize function returns for valid
-	// credentials that may not write: the handler answers 403 DENIED.
-	ErrDenied = errors.New("not allowed to push or delete")
+	// credentials that may not write: the handler answers 403 DENIED
+	// (content.ErrDenied).
+	ErrDenied = content.ErrDenied
 )
 
 // Error is a refusal with its spec code and HTTP status. Its message is

@@ -1,6 +1,10 @@
-package channelmeta
+package publish
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+)
 
 // ListedReleases returns the releases listed in targets metadata bytes,
 // sorted by path, WITHOUT checking any signature or expiry. It is for
@@ -8,7 +12,7 @@ import "fmt"
 // list to re-sign it with the release key (BuildTargets checks the
 // result), and the server matching a release request against the targets
 // it is about to hand to AcceptTargets. Records are still validated.
-func ListedReleases(targets []byte) ([]Release, error) {
+func ListedReleases(targets []byte) ([]channelmeta.Release, error) {
 	md, err := parseTargets(targets)
 	if err != nil {
 		return nil, fmt.Errorf("listed releases: %w", err)

@@ -1,4 +1,4 @@
-package channelmeta
+package publish
 
 import (
 	"crypto"
@@ -12,6 +12,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
+	"github.com/mxos-linux/mxos-update/internal/channelmeta"
 	"github.com/mxos-linux/mxos-update/internal/sign"
 )
 
@@ -223,19 +224,10 @@ func signAll[T metadata.Roles](md *metadata.Metadata[T], signers []signature.Sig
 	return nil
 }
 
-// roleKeyIDs returns the key IDs and threshold root assigns to role.
-func roleKeyIDs(root *metadata.Metadata[metadata.RootType], role string) ([]string, int) {
-	r, ok := root.Signed.Roles[role]
-	if !ok || r == nil {
-		return nil, 0
-	}
-	return r.KeyIDs, r.Threshold
-}
-
 // onlineDelegation builds the targets→rollouts delegation from the online
 // keys root names for timestamp (one source of truth for "the online key").
 func onlineDelegation(root *metadata.Metadata[metadata.RootType]) (*metadata.Delegations, error) {
-	ids, threshold := roleKeyIDs(root, metadata.TIMESTAMP)
+	ids, threshold := channelmeta.RoleKeyIDs(root, metadata.TIMESTAMP)
 	if len(ids) == 0 {
 		return nil, malformedf("root has no timestamp keys")
 	}
@@ -248,11 +240,11 @@ func onlineDelegation(root *metadata.Metadata[metadata.RootType]) (*metadata.Del
 		d.Keys[id] = k
 	}
 	d.Roles = []metadata.DelegatedRole{{
-		Name:        rolloutsRole,
+		Name:        channelmeta.RolloutsRole,
 		KeyIDs:      slices.Clone(ids),
 		Threshold:   threshold,
 		Terminating: true,
-		Paths:       []string{rolloutsPattern},
+		Paths:       []string{channelmeta.RolloutsPattern},
 	}}
 	return d, nil
 }
@@ -263,14 +255,14 @@ func onlineDelegation(root *metadata.Metadata[metadata.RootType]) (*metadata.Del
 func checkDelegation(targets *metadata.Metadata[metadata.TargetsType], root *metadata.Metadata[metadata.RootType]) error {
 	d := targets.Signed.Delegations
 	if d == nil || len(d.Roles) != 1 || d.SuccinctRoles != nil {
-		return malformedf("targets must delegate exactly one role, %q", rolloutsRole)
+		return malformedf("targets must delegate exactly one role, %q", channelmeta.RolloutsRole)
 	}
 	role := d.Roles[0]
-	if role.Name != rolloutsRole || !role.Terminating || len(role.PathHashPrefixes) != 0 ||
-		!slices.Equal(role.Paths, []string{rolloutsPattern}) {
-		return malformedf("targets must delegate %q to %q (terminating)", rolloutsPattern, rolloutsRole)
+	if role.Name != channelmeta.RolloutsRole || !role.Terminating || len(role.PathHashPrefixes) != 0 ||
+		!slices.Equal(role.Paths, []string{channelmeta.RolloutsPattern}) {
+		return malformedf("targets must delegate %q to %q (terminating)", channelmeta.RolloutsPattern, channelmeta.RolloutsRole)
 	}
-	wantIDs, wantThreshold := roleKeyIDs(root, metadata.TIMESTAMP)
+	wantIDs, wantThreshold := channelmeta.RoleKeyIDs(root, metadata.TIMESTAMP)
 	if role.Threshold != wantThreshold || len(role.KeyIDs) != len(wantIDs) {
 		return malformedf("rollouts delegation keys/threshold differ from root's online keys")
 	}

@@ -1,4 +1,4 @@
-package channelmeta
+package publish
 
 import (
 	"crypto/sha256"
@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,6 +18,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
+	"github.com/mxos-linux/mxos-update/internal/channelmeta"
 	"github.com/mxos-linux/mxos-update/internal/storage"
 )
 
@@ -55,28 +57,6 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// File names. With consistent snapshots (always on) devices fetch
-// N.root.json, timestamp.json, N.snapshot.json, N.targets.json and
-// N.rollouts.json; the unversioned copies are for humans and tools.
-const (
-	rootFile      = "root.json"
-	timestampFile = "timestamp.json"
-	snapshotFile  = "snapshot.json"
-	targetsFile   = "targets.json"
-	rolloutsFile  = "rollouts.json"
-)
-
-// Size limits shared by the server (refuses to publish more) and the
-// device (refuses to read more). They are go-tuf's defaults.
-const (
-	defaultRootMax      = 512 << 10
-	defaultTimestampMax = 16 << 10
-	defaultSnapshotMax  = 2_000_000
-	defaultTargetsMax   = 5_000_000
-	// maxFileSize caps any single read, whatever a caller asks for.
-	maxFileSize = 8 << 20
-)
-
 func versioned(v int64, name string) string { return strconv.FormatInt(v, 10) + "." + name }
 
 // Init creates a repository in dir (created if missing): root version 1
@@ -90,7 +70,7 @@ func Init(dir string, keys Keys, rootSigners, releaseSigners []signature.Signer,
 	if err := keys.validate(); err != nil {
 		return fmt.Errorf("init: %w", err)
 	}
-	switch _, err := os.Lstat(filepath.Join(dir, rootFile)); {
+	switch _, err := os.Lstat(filepath.Join(dir, channelmeta.RootFile)); {
 	case err == nil:
 		return fmt.Errorf("init %s: %w", dir, ErrExists)
 	case !errors.Is(err, fs.ErrNotExist):
@@ -104,7 +84,7 @@ func Init(dir string, keys Keys, rootSigners, releaseSigners []signature.Signer,
 		return fmt.Errorf("init: root: %w", err)
 	}
 	if err := root.VerifyDelegate(metadata.ROOT, root); err != nil {
-		return fmt.Errorf("init: root signers do not meet the root threshold: %w: %w", ErrBadSignature, err)
+		return fmt.Errorf("init: root signers do not meet the root threshold: %w: %w", channelmeta.ErrBadSignature, err)
 	}
 	rootBytes, err := root.ToBytes(false)
 	if err != nil {
@@ -121,10 +101,10 @@ func Init(dir string, keys Keys, rootSigners, releaseSigners []signature.Signer,
 		name string
 		data []byte
 	}{
-		{versioned(1, rootFile), rootBytes},
-		{versioned(1, targetsFile), targetsBytes},
-		{targetsFile, targetsBytes},
-		{rootFile, rootBytes}, // last: its presence marks an initialised repo
+		{versioned(1, channelmeta.RootFile), rootBytes},
+		{versioned(1, channelmeta.TargetsFile), targetsBytes},
+		{channelmeta.TargetsFile, targetsBytes},
+		{channelmeta.RootFile, rootBytes}, // last: its presence marks an initialised repo
 	} {
 		if err := writeAtomic(dir, f.name, f.data); err != nil {
 			return fmt.Errorf("init: %w", err)
@@ -165,7 +145,7 @@ func buildRoot(keys Keys, version int64, expires time.Time) (*metadata.Metadata[
 
 // parseRoot parses root metadata and checks it is signed by itself.
 func parseRoot(data []byte) (*metadata.Metadata[metadata.RootType], error) {
-	if err := CheckFile(metadata.ROOT, data); err != nil {
+	if err := channelmeta.CheckFile(metadata.ROOT, data); err != nil {
 		return nil, err
 	}
 	md, err := metadata.Root().FromBytes(data)
@@ -179,10 +159,10 @@ func parseRoot(data []byte) (*metadata.Metadata[metadata.RootType], error) {
 }
 
 func parseTargets(data []byte) (*metadata.Metadata[metadata.TargetsType], error) {
-	if len(data) > defaultTargetsMax {
-		return nil, fmt.Errorf("targets: %w: %d bytes, at most %d", ErrTooLarge, len(data), defaultTargetsMax)
+	if len(data) > channelmeta.DefaultTargetsMax {
+		return nil, fmt.Errorf("targets: %w: %d bytes, at most %d", channelmeta.ErrTooLarge, len(data), channelmeta.DefaultTargetsMax)
 	}
-	if err := CheckFile(metadata.TARGETS, data); err != nil {
+	if err := channelmeta.CheckFile(metadata.TARGETS, data); err != nil {
 		return nil, err
 	}
 	md, err := metadata.Targets().FromBytes(data)
@@ -200,7 +180,7 @@ func parseTargets(data []byte) (*metadata.Metadata[metadata.TargetsType], error)
 // the server checks with AcceptTargets. Pass a root you trust (one that
 // verifies from the shipped keys): the delegation keys are taken from it.
 // A release with a zero PublishedAt gets now.
-func BuildTargets(root, current []byte, releases []Release, signers []signature.Signer, opts Options, now time.Time) ([]byte, error) {
+func BuildTargets(root, current []byte, releases []channelmeta.Release, signers []signature.Signer, opts Options, now time.Time) ([]byte, error) {
 	opts = opts.withDefaults()
 	rootMD, err := parseRoot(root)
 	if err != nil {
@@ -236,14 +216,14 @@ func BuildTargets(root, current []byte, releases []Release, signers []signature.
 		return nil, fmt.Errorf("build targets: %w", err)
 	}
 	if err := rootMD.VerifyDelegate(metadata.TARGETS, md); err != nil {
-		return nil, fmt.Errorf("build targets: signers do not meet root's release-key threshold: %w: %w", ErrBadSignature, err)
+		return nil, fmt.Errorf("build targets: signers do not meet root's release-key threshold: %w: %w", channelmeta.ErrBadSignature, err)
 	}
 	data, err := md.ToBytes(false)
 	if err != nil {
 		return nil, fmt.Errorf("build targets: %w", err)
 	}
-	if len(data) > defaultTargetsMax {
-		return nil, fmt.Errorf("build targets: %w: %d bytes, at most %d; drop old releases", ErrTooLarge, len(data), defaultTargetsMax)
+	if len(data) > channelmeta.DefaultTargetsMax {
+		return nil, fmt.Errorf("build targets: %w: %d bytes, at most %d; drop old releases", channelmeta.ErrTooLarge, len(data), channelmeta.DefaultTargetsMax)
 	}
 	return data, nil
 }
@@ -269,10 +249,10 @@ func RotateRoot(current []byte, keys Keys, signers []signature.Signer, opts Opti
 		return nil, fmt.Errorf("rotate root: %w", err)
 	}
 	if err := cur.VerifyDelegate(metadata.ROOT, next); err != nil {
-		return nil, fmt.Errorf("rotate root: not signed by a threshold of the current root keys: %w: %w", ErrBadSignature, err)
+		return nil, fmt.Errorf("rotate root: not signed by a threshold of the current root keys: %w: %w", channelmeta.ErrBadSignature, err)
 	}
 	if err := next.VerifyDelegate(metadata.ROOT, next); err != nil {
-		return nil, fmt.Errorf("rotate root: not signed by a threshold of the new root keys: %w: %w", ErrBadSignature, err)
+		return nil, fmt.Errorf("rotate root: not signed by a threshold of the new root keys: %w: %w", channelmeta.ErrBadSignature, err)
 	}
 	return next.ToBytes(false)
 }
@@ -294,7 +274,7 @@ type Repo struct {
 // otherwise must be a threshold of root's timestamp and snapshot keys.
 func Open(dir string, online []signature.Signer, opts Options) (*Repo, error) {
 	r := &Repo{Dir: dir, opts: opts.withDefaults(), online: online}
-	data, err := r.read(rootFile, defaultRootMax)
+	data, err := r.read(channelmeta.RootFile, channelmeta.DefaultRootMax)
 	if err != nil {
 		return nil, fmt.Errorf("open channel metadata: %w", err)
 	}
@@ -318,7 +298,7 @@ func checkOnlineSigners(root *metadata.Metadata[metadata.RootType], signers []si
 		return err
 	}
 	for _, role := range []string{metadata.TIMESTAMP, metadata.SNAPSHOT} {
-		want, threshold := roleKeyIDs(root, role)
+		want, threshold := channelmeta.RoleKeyIDs(root, role)
 		n := 0
 		for _, id := range ids {
 			if slices.Contains(want, id) {
@@ -349,50 +329,50 @@ type repoState struct {
 func (r *Repo) load() (*repoState, error) {
 	st := &repoState{}
 	var err error
-	if st.rootRaw, err = r.read(rootFile, defaultRootMax); err != nil {
+	if st.rootRaw, err = r.read(channelmeta.RootFile, channelmeta.DefaultRootMax); err != nil {
 		return nil, err
 	}
 	if st.root, err = parseRoot(st.rootRaw); err != nil {
 		return nil, err
 	}
-	if st.targetsRaw, err = r.read(targetsFile, defaultTargetsMax); err != nil {
+	if st.targetsRaw, err = r.read(channelmeta.TargetsFile, channelmeta.DefaultTargetsMax); err != nil {
 		return nil, err
 	}
 	if st.targets, err = parseTargets(st.targetsRaw); err != nil {
 		return nil, err
 	}
-	if st.rolloutsRaw, err = r.readOptional(rolloutsFile, defaultTargetsMax); err != nil {
+	if st.rolloutsRaw, err = r.readOptional(channelmeta.RolloutsFile, channelmeta.DefaultTargetsMax); err != nil {
 		return nil, err
 	}
 	if st.rolloutsRaw != nil {
-		if err := CheckFile(rolloutsRole, st.rolloutsRaw); err != nil {
+		if err := channelmeta.CheckFile(channelmeta.RolloutsRole, st.rolloutsRaw); err != nil {
 			return nil, err
 		}
 		if st.rollouts, err = metadata.Targets().FromBytes(st.rolloutsRaw); err != nil {
-			return nil, wrapKind(rolloutsFile, err)
+			return nil, wrapKind(channelmeta.RolloutsFile, err)
 		}
 	}
-	if st.snapshotRaw, err = r.readOptional(snapshotFile, defaultSnapshotMax); err != nil {
+	if st.snapshotRaw, err = r.readOptional(channelmeta.SnapshotFile, channelmeta.DefaultSnapshotMax); err != nil {
 		return nil, err
 	}
 	if st.snapshotRaw != nil {
-		if err := CheckFile(metadata.SNAPSHOT, st.snapshotRaw); err != nil {
+		if err := channelmeta.CheckFile(metadata.SNAPSHOT, st.snapshotRaw); err != nil {
 			return nil, err
 		}
 		if st.snapshot, err = metadata.Snapshot().FromBytes(st.snapshotRaw); err != nil {
-			return nil, wrapKind(snapshotFile, err)
+			return nil, wrapKind(channelmeta.SnapshotFile, err)
 		}
 	}
-	tsRaw, err := r.readOptional(timestampFile, defaultTimestampMax)
+	tsRaw, err := r.readOptional(channelmeta.TimestampFile, channelmeta.DefaultTimestampMax)
 	if err != nil {
 		return nil, err
 	}
 	if tsRaw != nil {
-		if err := CheckFile(metadata.TIMESTAMP, tsRaw); err != nil {
+		if err := channelmeta.CheckFile(metadata.TIMESTAMP, tsRaw); err != nil {
 			return nil, err
 		}
 		if st.timestamp, err = metadata.Timestamp().FromBytes(tsRaw); err != nil {
-			return nil, wrapKind(timestampFile, err)
+			return nil, wrapKind(channelmeta.TimestampFile, err)
 		}
 	}
 	return st, nil
@@ -400,7 +380,7 @@ func (r *Repo) load() (*repoState, error) {
 
 // Releases returns the releases in the current targets, sorted by path,
 // e.g. for mxosctl to append a new one before PublishTargets.
-func (r *Repo) Releases() ([]Release, error) {
+func (r *Repo) Releases() ([]channelmeta.Release, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st, err := r.load()
@@ -411,7 +391,7 @@ func (r *Repo) Releases() ([]Release, error) {
 }
 
 // Rollouts returns the rollout states in the current rollouts role.
-func (r *Repo) Rollouts() ([]RolloutState, error) {
+func (r *Repo) Rollouts() ([]channelmeta.RolloutState, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st, err := r.load()
@@ -421,9 +401,9 @@ func (r *Repo) Rollouts() ([]RolloutState, error) {
 	if st.rollouts == nil {
 		return nil, nil
 	}
-	var out []RolloutState
-	for _, p := range sortedKeys(st.rollouts.Signed.Targets) {
-		s, err := parseRollout(p, st.rollouts.Signed.Targets[p])
+	var out []channelmeta.RolloutState
+	for _, p := range slices.Sorted(maps.Keys(st.rollouts.Signed.Targets)) {
+		s, err := channelmeta.ParseRollout(p, st.rollouts.Signed.Targets[p])
 		if err != nil {
 			return nil, err
 		}
@@ -432,10 +412,10 @@ func (r *Repo) Rollouts() ([]RolloutState, error) {
 	return out, nil
 }
 
-func releasesOf(targets *metadata.Metadata[metadata.TargetsType]) ([]Release, error) {
-	var out []Release
-	for _, p := range sortedKeys(targets.Signed.Targets) {
-		rel, err := parseRelease(p, targets.Signed.Targets[p])
+func releasesOf(targets *metadata.Metadata[metadata.TargetsType]) ([]channelmeta.Release, error) {
+	var out []channelmeta.Release
+	for _, p := range slices.Sorted(maps.Keys(targets.Signed.Targets)) {
+		rel, err := channelmeta.ParseRelease(p, targets.Signed.Targets[p])
 		if err != nil {
 			return nil, err
 		}
@@ -448,7 +428,7 @@ func releasesOf(targets *metadata.Metadata[metadata.TargetsType]) ([]Release, er
 // releaseSigners and accepts them: the local form of BuildTargets +
 // AcceptTargets, for a server that holds the release key itself (tests,
 // single-machine setups).
-func (r *Repo) PublishTargets(releases []Release, releaseSigners []signature.Signer, now time.Time) error {
+func (r *Repo) PublishTargets(releases []channelmeta.Release, releaseSigners []signature.Signer, now time.Time) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st, err := r.load()
@@ -491,9 +471,9 @@ func (r *Repo) acceptTargets(st *repoState, data []byte, now time.Time) error {
 		return fmt.Errorf("accept targets: %w", err)
 	}
 	if md.Signed.Version <= st.targets.Signed.Version {
-		return fmt.Errorf("accept targets: %w: version %d, current is %d", ErrRollback, md.Signed.Version, st.targets.Signed.Version)
+		return fmt.Errorf("accept targets: %w: version %d, current is %d", channelmeta.ErrRollback, md.Signed.Version, st.targets.Signed.Version)
 	}
-	if err := r.writeRole(targetsFile, md.Signed.Version, data); err != nil {
+	if err := r.writeRole(channelmeta.TargetsFile, md.Signed.Version, data); err != nil {
 		return err
 	}
 	st.targets, st.targetsRaw = md, data
@@ -507,7 +487,7 @@ func verifyTargets(md *metadata.Metadata[metadata.TargetsType], root *metadata.M
 		return wrapKind("targets", err)
 	}
 	if md.Signed.IsExpired(now) {
-		return fmt.Errorf("targets: %w: expired %s", ErrExpired, md.Signed.Expires.Format(time.RFC3339))
+		return fmt.Errorf("targets: %w: expired %s", channelmeta.ErrExpired, md.Signed.Expires.Format(time.RFC3339))
 	}
 	if err := checkDelegation(md, root); err != nil {
 		return fmt.Errorf("targets: %w", err)
@@ -523,7 +503,7 @@ func verifyTargets(md *metadata.Metadata[metadata.TargetsType], root *metadata.M
 // release in the current targets (ErrNotSigned otherwise): the online key
 // only gates release-signed versions, and a rollout of anything else is a
 // mistake worth refusing early (devices would refuse it anyway).
-func (r *Repo) PublishRollouts(states []RolloutState, now time.Time) error {
+func (r *Repo) PublishRollouts(states []channelmeta.RolloutState, now time.Time) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.online) == 0 {
@@ -546,10 +526,10 @@ func (r *Repo) PublishRollouts(states []RolloutState, now time.Time) error {
 		if _, dup := targets[tf.Path]; dup {
 			return fmt.Errorf("publish rollouts: %w: two rollouts for %s/%s", ErrInvalid, s.Channel, s.Arch)
 		}
-		if !slices.ContainsFunc(releases, func(rel Release) bool {
+		if !slices.ContainsFunc(releases, func(rel channelmeta.Release) bool {
 			return rel.Channel == s.Channel && rel.Arch == s.Arch && rel.Version == s.Version
 		}) {
-			return fmt.Errorf("publish rollouts: %s version %s: %w", tf.Path, s.Version, ErrNotSigned)
+			return fmt.Errorf("publish rollouts: %s version %s: %w", tf.Path, s.Version, channelmeta.ErrNotSigned)
 		}
 		targets[tf.Path] = tf
 	}
@@ -635,7 +615,7 @@ func (r *Repo) converge(st *repoState, now time.Time) ([]string, error) {
 	o := r.opts
 
 	if st.rollouts == nil || renewDue(st.rollouts.Signed.Expires, now, o.RolloutsExpiry) ||
-		st.targets.VerifyDelegate(rolloutsRole, st.rollouts) != nil {
+		st.targets.VerifyDelegate(channelmeta.RolloutsRole, st.rollouts) != nil {
 		targets := map[string]*metadata.TargetFiles{}
 		version := int64(1)
 		if st.rollouts != nil {
@@ -645,12 +625,12 @@ func (r *Repo) converge(st *repoState, now time.Time) ([]string, error) {
 		if err := r.signRollouts(st, targets, version, now); err != nil {
 			return nil, err
 		}
-		resigned = append(resigned, rolloutsRole)
+		resigned = append(resigned, channelmeta.RolloutsRole)
 	}
 
 	wantSnap := map[string]*metadata.MetaFiles{
-		targetsFile:  metaFor(st.targetsRaw, st.targets.Signed.Version),
-		rolloutsFile: metaFor(st.rolloutsRaw, st.rollouts.Signed.Version),
+		channelmeta.TargetsFile:  metaFor(st.targetsRaw, st.targets.Signed.Version),
+		channelmeta.RolloutsFile: metaFor(st.rolloutsRaw, st.rollouts.Signed.Version),
 	}
 	if st.snapshot == nil || !sameMeta(st.snapshot.Signed.Meta, wantSnap) ||
 		renewDue(st.snapshot.Signed.Expires, now, o.SnapshotExpiry) ||
@@ -665,14 +645,14 @@ func (r *Repo) converge(st *repoState, now time.Time) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := r.writeRole(snapshotFile, md.Signed.Version, raw); err != nil {
+		if err := r.writeRole(channelmeta.SnapshotFile, md.Signed.Version, raw); err != nil {
 			return nil, err
 		}
 		st.snapshot, st.snapshotRaw = md, raw
 		resigned = append(resigned, metadata.SNAPSHOT)
 	}
 
-	wantTS := map[string]*metadata.MetaFiles{snapshotFile: metaFor(st.snapshotRaw, st.snapshot.Signed.Version)}
+	wantTS := map[string]*metadata.MetaFiles{channelmeta.SnapshotFile: metaFor(st.snapshotRaw, st.snapshot.Signed.Version)}
 	if st.timestamp == nil || !sameMeta(st.timestamp.Signed.Meta, wantTS) ||
 		renewDue(st.timestamp.Signed.Expires, now, o.TimestampExpiry) ||
 		st.root.VerifyDelegate(metadata.TIMESTAMP, st.timestamp) != nil {
@@ -686,7 +666,7 @@ func (r *Repo) converge(st *repoState, now time.Time) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := writeAtomic(r.Dir, timestampFile, raw); err != nil {
+		if err := writeAtomic(r.Dir, channelmeta.TimestampFile, raw); err != nil {
 			return nil, err
 		}
 		st.timestamp = md
@@ -710,7 +690,7 @@ func (r *Repo) signOnline(md interface {
 		}
 	}
 	if err := root.VerifyDelegate(role, md); err != nil {
-		return nil, fmt.Errorf("sign %s: online signers do not meet root's threshold: %w: %w", role, ErrBadSignature, err)
+		return nil, fmt.Errorf("sign %s: online signers do not meet root's threshold: %w: %w", role, channelmeta.ErrBadSignature, err)
 	}
 	return md.ToBytes(false)
 }
@@ -724,17 +704,17 @@ func (r *Repo) signRollouts(st *repoState, targets map[string]*metadata.TargetFi
 	if err := signAll(md, r.online); err != nil {
 		return fmt.Errorf("sign rollouts: %w", err)
 	}
-	if err := st.targets.VerifyDelegate(rolloutsRole, md); err != nil {
-		return fmt.Errorf("sign rollouts: online signers do not meet the rollouts delegation: %w: %w", ErrBadSignature, err)
+	if err := st.targets.VerifyDelegate(channelmeta.RolloutsRole, md); err != nil {
+		return fmt.Errorf("sign rollouts: online signers do not meet the rollouts delegation: %w: %w", channelmeta.ErrBadSignature, err)
 	}
 	raw, err := md.ToBytes(false)
 	if err != nil {
 		return fmt.Errorf("sign rollouts: %w", err)
 	}
-	if len(raw) > defaultTargetsMax {
-		return fmt.Errorf("sign rollouts: %w: %d bytes", ErrTooLarge, len(raw))
+	if len(raw) > channelmeta.DefaultTargetsMax {
+		return fmt.Errorf("sign rollouts: %w: %d bytes", channelmeta.ErrTooLarge, len(raw))
 	}
-	if err := r.writeRole(rolloutsFile, version, raw); err != nil {
+	if err := r.writeRole(channelmeta.RolloutsFile, version, raw); err != nil {
 		return err
 	}
 	st.rollouts, st.rolloutsRaw = md, raw
@@ -762,10 +742,10 @@ func (r *Repo) acceptRoot(st *repoState, rootData, targetsData []byte, now time.
 	if len(r.online) == 0 {
 		return fmt.Errorf("accept root: %w", ErrNoOnlineKey)
 	}
-	if len(rootData) > defaultRootMax {
-		return fmt.Errorf("accept root: %w: %d bytes", ErrTooLarge, len(rootData))
+	if len(rootData) > channelmeta.DefaultRootMax {
+		return fmt.Errorf("accept root: %w: %d bytes", channelmeta.ErrTooLarge, len(rootData))
 	}
-	if err := CheckFile(metadata.ROOT, rootData); err != nil {
+	if err := channelmeta.CheckFile(metadata.ROOT, rootData); err != nil {
 		return fmt.Errorf("accept root: %w", err)
 	}
 	next, err := metadata.Root().FromBytes(rootData)
@@ -779,10 +759,10 @@ func (r *Repo) acceptRoot(st *repoState, rootData, targetsData []byte, now time.
 		return fmt.Errorf("accept root: not signed by the new root keys: %w", wrapKind("root", err))
 	}
 	if next.Signed.Version != st.root.Signed.Version+1 {
-		return fmt.Errorf("accept root: %w: version %d, want %d", ErrRollback, next.Signed.Version, st.root.Signed.Version+1)
+		return fmt.Errorf("accept root: %w: version %d, want %d", channelmeta.ErrRollback, next.Signed.Version, st.root.Signed.Version+1)
 	}
 	if next.Signed.IsExpired(now) {
-		return fmt.Errorf("accept root: %w", ErrExpired)
+		return fmt.Errorf("accept root: %w", channelmeta.ErrExpired)
 	}
 	if err := checkOnlineSigners(next, r.online); err != nil {
 		return fmt.Errorf("accept root: %w", err)
@@ -796,20 +776,20 @@ func (r *Repo) acceptRoot(st *repoState, rootData, targetsData []byte, now time.
 			return fmt.Errorf("accept root: %w", err)
 		}
 		if newTargets.Signed.Version <= st.targets.Signed.Version {
-			return fmt.Errorf("accept root: targets %w: version %d, current is %d", ErrRollback, newTargets.Signed.Version, st.targets.Signed.Version)
+			return fmt.Errorf("accept root: targets %w: version %d, current is %d", channelmeta.ErrRollback, newTargets.Signed.Version, st.targets.Signed.Version)
 		}
 	} else if err := verifyTargets(st.targets, next, now); err != nil {
 		return fmt.Errorf("accept root: %w: %w", ErrNeedTargets, err)
 	}
-	if err := writeAtomic(r.Dir, versioned(next.Signed.Version, rootFile), rootData); err != nil {
+	if err := writeAtomic(r.Dir, versioned(next.Signed.Version, channelmeta.RootFile), rootData); err != nil {
 		return err
 	}
-	if err := writeAtomic(r.Dir, rootFile, rootData); err != nil {
+	if err := writeAtomic(r.Dir, channelmeta.RootFile, rootData); err != nil {
 		return err
 	}
 	st.root, st.rootRaw = next, rootData
 	if newTargets != nil {
-		if err := r.writeRole(targetsFile, newTargets.Signed.Version, targetsData); err != nil {
+		if err := r.writeRole(channelmeta.TargetsFile, newTargets.Signed.Version, targetsData); err != nil {
 			return err
 		}
 		st.targets, st.targetsRaw = newTargets, targetsData
@@ -892,15 +872,6 @@ func (r *Repo) prune(st *repoState) {
 	}
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
-
 // read reads dir/name, refusing files over max bytes.
 func (r *Repo) read(name string, max int64) ([]byte, error) {
 	data, err := readLimited(filepath.Join(r.Dir, name), max)
@@ -922,6 +893,13 @@ func (r *Repo) readOptional(name string, max int64) ([]byte, error) {
 	return data, nil
 }
 
+// writeAtomic writes dir/name so that readers (the static file server, a
+// mirror's rsync) see either the old or the new complete file.
+func writeAtomic(dir, name string, data []byte) error {
+	return storage.WriteFile(filepath.Join(dir, name), data, 0o644)
+}
+
+// readLimited reads path, refusing files over max bytes.
 func readLimited(path string, max int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -933,13 +911,7 @@ func readLimited(path string, max int64) ([]byte, error) {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
 	if int64(len(data)) > max {
-		return nil, fmt.Errorf("%s: %w: more than %d bytes", path, ErrTooLarge, max)
+		return nil, fmt.Errorf("%s: %w: more than %d bytes", path, channelmeta.ErrTooLarge, max)
 	}
 	return data, nil
-}
-
-// writeAtomic writes dir/name so that readers (the static file server, a
-// mirror's rsync) see either the old or the new complete file.
-func writeAtomic(dir, name string, data []byte) error {
-	return storage.WriteFile(filepath.Join(dir, name), data, 0o644)
 }

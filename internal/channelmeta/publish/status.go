@@ -1,4 +1,4 @@
-package channelmeta
+package publish
 
 import (
 	"encoding/json"
@@ -7,6 +7,8 @@ import (
 
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"github.com/mxos-linux/mxos-update/internal/channelmeta"
 )
 
 // RenewWarning is how long before an offline role (root, targets)
@@ -16,7 +18,7 @@ import (
 const RenewWarning = 30 * 24 * time.Hour
 
 // Roles are the roles of the repository, in the order status lists them.
-var Roles = []string{metadata.ROOT, metadata.TARGETS, rolloutsRole, metadata.SNAPSHOT, metadata.TIMESTAMP}
+var Roles = []string{metadata.ROOT, metadata.TARGETS, channelmeta.RolloutsRole, metadata.SNAPSHOT, metadata.TIMESTAMP}
 
 // RoleStatus is the version and expiry of one role's current file.
 type RoleStatus struct {
@@ -38,7 +40,7 @@ func (s RoleStatus) ExpiresSoon(now time.Time) bool {
 // RoleInfo reads a role file's version and expiry, after CheckFile; it
 // does not verify signatures (callers show status, they do not trust).
 func RoleInfo(role string, data []byte) (RoleStatus, error) {
-	if err := CheckFile(role, data); err != nil {
+	if err := channelmeta.CheckFile(role, data); err != nil {
 		return RoleStatus{}, err
 	}
 	var f struct {
@@ -48,7 +50,7 @@ func RoleInfo(role string, data []byte) (RoleStatus, error) {
 		} `json:"signed"`
 	}
 	if err := json.Unmarshal(data, &f); err != nil {
-		return RoleStatus{}, fmt.Errorf("%s: %w: %v", role, ErrMalformed, err)
+		return RoleStatus{}, fmt.Errorf("%s: %w: %v", role, channelmeta.ErrMalformed, err)
 	}
 	return RoleStatus{Role: role, Version: f.Signed.Version, Expires: f.Signed.Expires}, nil
 }
@@ -60,7 +62,7 @@ func (r *Repo) Status() ([]RoleStatus, error) {
 	defer r.mu.Unlock()
 	var out []RoleStatus
 	for _, role := range Roles {
-		data, err := r.readOptional(role+".json", maxFileSize)
+		data, err := r.readOptional(role+".json", channelmeta.MaxFileSize)
 		if err != nil {
 			return nil, err
 		}
@@ -84,7 +86,7 @@ func RootKeys(root []byte) (Keys, error) {
 		return Keys{}, err
 	}
 	get := func(role string) (RoleKeys, error) {
-		ids, threshold := roleKeyIDs(md, role)
+		ids, threshold := channelmeta.RoleKeyIDs(md, role)
 		rk := RoleKeys{Threshold: threshold}
 		for _, id := range ids {
 			k, ok := md.Signed.Keys[id]
@@ -147,7 +149,7 @@ func VerifyRootSignedBy(root []byte, signers []signature.Signer) error {
 // VerifyTargets checks that targets are signed by a threshold of the
 // release keys root names (expiry is not checked: renew re-signs expired
 // targets) and lists valid releases only.
-func VerifyTargets(root, targets []byte) ([]Release, error) {
+func VerifyTargets(root, targets []byte) ([]channelmeta.Release, error) {
 	rootMD, err := parseRoot(root)
 	if err != nil {
 		return nil, err
@@ -166,7 +168,7 @@ func VerifyTargets(root, targets []byte) ([]Release, error) {
 func (r *Repo) Root() ([]byte, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	data, err := r.read(rootFile, defaultRootMax)
+	data, err := r.read(channelmeta.RootFile, channelmeta.DefaultRootMax)
 	if err != nil {
 		return nil, err
 	}
