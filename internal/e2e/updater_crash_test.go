@@ -656,14 +656,23 @@ func TestKillUpgradeAtEachStep(t *testing.T) {
 		{"local ref synced", fsyncCalls, func(ostree.Checksum) string {
 			return filepath.Join(s.root, "repo", "refs", "heads", filepath.Dir(updaterTestRef))
 		}},
+		{"deployment origin file synced", fsyncCalls, func(c ostree.Checksum) string {
+			return filepath.Join(s.root, "deploy", c.String()+".0.origin.tmp")
+		}},
 		{"deployment origin written", "", func(c ostree.Checksum) string { return filepath.Join(s.root, "deploy", c.String()+".0.origin") }},
 		{"deployment origin synced", fsyncCalls, func(ostree.Checksum) string { return filepath.Join(s.root, "deploy") }},
 		{"deployment renamed into place", "", func(c ostree.Checksum) string { return filepath.Join(s.root, "deploy", c.String()+".0") }},
+		{"updater state file synced", fsyncCalls, func(ostree.Checksum) string { return filepath.Join(s.root, "mxos-updater.json.tmp") }},
 		{"updater state written", "", func(ostree.Checksum) string { return filepath.Join(s.root, "mxos-updater.json") }},
+		// The first fsync of the sysroot directory: the ones after
+		// state.json, previous and current sync the same directory, which
+		// strace -P cannot tell apart; a SIGKILL there leaves what a kill
+		// at the next rename leaves.
+		{"updater state directory synced", fsyncCalls, func(ostree.Checksum) string { return s.root }},
+		{"pending boot file synced", fsyncCalls, func(ostree.Checksum) string { return filepath.Join(s.root, "state.json.tmp") }},
 		{"pending boot recorded", "", func(ostree.Checksum) string { return filepath.Join(s.root, "state.json") }},
 		{"previous moved", "", func(ostree.Checksum) string { return filepath.Join(s.root, "previous") }},
 		{"current moved", "", func(ostree.Checksum) string { return filepath.Join(s.root, "current") }},
-		{"sysroot directory synced", fsyncCalls, func(ostree.Checksum) string { return s.root }},
 	}
 	for _, pt := range points {
 		want := s.publish()
@@ -679,6 +688,16 @@ func TestKillUpgradeAtEachStep(t *testing.T) {
 		t.Logf("reached %q: killed at the %s on %s", pt.name, strings.SplitN(calls, ",", 2)[0], strings.TrimPrefix(p, s.root+"/"))
 		if _, err := os.Lstat(p); err == nil && calls == renameCalls && strings.Contains(p, s.commits[want].String()) {
 			t.Errorf("%s: %s exists although the kill came before its rename", pt.name, p)
+		}
+		if pt.name == "updater state directory synced" {
+			// The kill came after the agent state was renamed in and
+			// before the switch: the point is the one it is named for.
+			if _, err := os.Lstat(filepath.Join(s.root, "mxos-updater.json.tmp")); err == nil {
+				t.Errorf("%s: mxos-updater.json.tmp is still there: the kill came before the state's rename", pt.name)
+			}
+			if cur, _ := os.Readlink(filepath.Join(s.root, "current")); strings.Contains(cur, s.commits[want].String()) {
+				t.Errorf("%s: current already names the new deployment: the kill came after the switch", pt.name)
+			}
 		}
 		s.checkDevice()
 		if t.Failed() {
