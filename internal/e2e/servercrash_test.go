@@ -67,7 +67,7 @@ func (s *serverSite) publish(t testing.TB, url, version, src string) (string, er
 // the first release's timestamp is a year ahead, so the next commit's is
 // its parent's plus one and its checksum the same in every run.
 func TestKillServerAtPublishPoints(t *testing.T) {
-	const crashFiles = 300
+	const crashFiles = 100
 	requireOstreeGPG(t)
 	strace := requireStrace(t)
 	tmpl := &serverSite{data: filepath.Join(t.TempDir(), "data"), release: newKeys(t), online: newKeys(t)}
