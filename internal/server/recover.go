@@ -98,6 +98,11 @@ func Recover(dataDir string, opts registry.Options, now time.Time, log *zap.Logg
 // Anything else that disagrees with the database is logged and left
 // alone. Without online signers nothing is changed: the server could not
 // sign the summary. It returns the refs it moved back.
+//
+// It must run before the server takes requests, and no other server may
+// be publishing into the same repository and database while it runs: for
+// the milliseconds between a live server's ref move and its database
+// commit, that release looks exactly like one cut short.
 func RecoverReleases(ctx context.Context, dataDir string, store *db.Store, set *channel.Set, online []sign.Signer, now time.Time, log *zap.Logger) ([]string, error) {
 	if log == nil {
 		log = zap.NewNop()
