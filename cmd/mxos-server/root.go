@@ -200,6 +200,9 @@ func runServer(ctx context.Context, out io.Writer, g globalOptions, listen strin
 		if cfg.Metadata, err = openMetadata(g.dataDir, keys.online, log); err != nil {
 			return err
 		}
+		if _, err := server.RecoverReleases(ctx, cfg.DataDir, store, set, cfg.OnlineSigners, time.Now(), log); err != nil {
+			return err
+		}
 	}
 	srv, err := server.New(cfg)
 	if err != nil {

@@ -295,31 +295,75 @@ func startServerBinary(t testing.TB, data string, extra ...string) string {
 // the same data directory starts another. stop also runs at cleanup.
 func startServerProcess(t testing.TB, data string, extra ...string) (string, func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	args := append([]string{"--data", data, "--listen", "127.0.0.1:0", "--log-level", "warn"}, extra...)
-	cmd := exec.CommandContext(ctx, mxosServer(), args...)
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 10 * time.Second
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr lockedBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	p := launchServer(t, nil, data, extra...)
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {
-			cancel()
-			err := cmd.Wait() // context.Canceled even after a clean exit
-			if ps := cmd.ProcessState; ps == nil || !ps.Success() {
-				t.Errorf("mxos-server did not stop cleanly on SIGTERM: %v, %v\n%s", ps, err, stderr.String())
+			_ = p.cmd.Process.Signal(syscall.SIGTERM)
+			err := p.wait(10 * time.Second)
+			if ps := p.cmd.ProcessState; ps == nil || !ps.Success() {
+				t.Errorf("mxos-server did not stop cleanly on SIGTERM: %v, %v\n%s", ps, err, p.stderr.String())
 			}
 		})
 	}
 	t.Cleanup(stop)
+	return p.url, stop
+}
+
+// serverProc is a running mxos-server process (possibly under a wrapper
+// such as strace, in its own process group).
+type serverProc struct {
+	url    string // the repository URL it printed
+	cmd    *exec.Cmd
+	stderr *lockedBuffer
+	done   chan struct{}
+	err    error // Wait's, once done is closed
+}
+
+// wait waits up to d for the process to exit (then kills its group) and
+// returns Wait's error.
+func (p *serverProc) wait(d time.Duration) error {
+	select {
+	case <-p.done:
+	case <-time.After(d):
+		killGroup(p.cmd)
+		<-p.done
+	}
+	return p.err
+}
+
+// killedAtPoint waits up to d for a server started under stracePoint and
+// reports whether strace killed it (SIGKILL), as opposed to it exiting by
+// itself or being killed by wait after d: a point never reached, with the
+// server left running, is never taken for one reached.
+func (p *serverProc) killedAtPoint(d time.Duration) (bool, error) {
+	select {
+	case <-p.done:
+		return killed(p.err), p.err
+	case <-time.After(d):
+		err := p.wait(0)
+		return false, fmt.Errorf("still running %s after the request (then killed: %v)", d, err)
+	}
+}
+
+// launchServer starts `mxos-server --data data --listen 127.0.0.1:0`
+// with the extra flags, prefixed by the wrap command line if any, and
+// returns once it printed its URL. The process group is killed at
+// cleanup if it still runs.
+func launchServer(t testing.TB, wrap []string, data string, extra ...string) *serverProc {
+	t.Helper()
+	args := append(append(wrap, mxosServer(), "--data", data, "--listen", "127.0.0.1:0", "--log-level", "warn"), extra...)
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &serverProc{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	cmd.Stderr = p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
 	urls := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -332,14 +376,26 @@ func startServerProcess(t testing.TB, data string, extra ...string) (string, fun
 		}
 		for sc.Scan() { // keep draining
 		}
+		p.err = cmd.Wait()
+		close(p.done)
 	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			killGroup(cmd)
+			<-p.done
+		}
+	})
 	select {
-	case u := <-urls:
-		return u, stop
+	case p.url = <-urls:
+		return p
+	case <-p.done:
+		t.Fatalf("mxos-server exited before it printed its URL: %v\n%s", p.err, p.stderr.String())
 	case <-time.After(20 * time.Second):
-		t.Fatalf("mxos-server printed no URL:\n%s", stderr.String())
-		return "", nil
+		t.Fatalf("mxos-server printed no URL:\n%s", p.stderr.String())
 	}
+	return nil
 }
 
 // TestKillPublishAtCrashPoints stops `mxosctl publish` at every rename and

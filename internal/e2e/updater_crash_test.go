@@ -550,6 +550,86 @@ func TestKillUpgradeAtRandom(t *testing.T) {
 	s.finish(want)
 }
 
+// TestKillBootGCAtCrashPoints stops `mxos-updater boot` through strace
+// (SIGKILL) at each step of removing the oldest deployment after a good
+// boot: the deployment renamed aside, the deploy directory synced, its
+// commit pruned from the local repository, the repository synced before
+// trees and content go, its root dirtree pruned. A point never reached
+// fails the test. After each kill the device must still boot (current and
+// previous complete, the store fscks clean), the next `boot` must finish
+// the clean-up, and the next upgrade must finish.
+func TestKillBootGCAtCrashPoints(t *testing.T) {
+	strace := requireStrace(t)
+	s := newUpdaterSite(t)
+	repo := filepath.Join(s.root, "repo")
+	obj := func(c ostree.Checksum, typ ostree.ObjectType) string {
+		return filepath.Join(repo, ostree.ObjectPath(c, typ))
+	}
+	root := func(c ostree.Checksum) ostree.Checksum {
+		r, err := ostree.Open(repo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cm, err := r.ReadCommit(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cm.RootTree
+	}
+	points := []struct {
+		name  string
+		calls string
+		path  func(old ostree.Checksum) string
+	}{
+		{"old deployment renamed aside", renameCalls, func(c ostree.Checksum) string { return filepath.Join(s.root, "deploy", c.String()+".0") }},
+		{"deploy directory synced", fsyncCalls, func(ostree.Checksum) string { return filepath.Join(s.root, "deploy") }},
+		{"old commit pruned", unlinkCalls, func(c ostree.Checksum) string { return obj(c, ostree.ObjCommit) }},
+		{"commits' removal synced", syncfsCalls, func(ostree.Checksum) string { return filepath.Join(repo, "objects") }},
+		{"old root dirtree pruned", unlinkCalls, func(c ostree.Checksum) string { return obj(root(c), ostree.ObjDirTree) }},
+	}
+	// Two good boots, then an upgrade not yet judged: the next good boot
+	// removes the oldest of three deployments.
+	var versions []string
+	for range 2 {
+		v := s.publish()
+		s.finish(v)
+		versions = append(versions, v)
+	}
+	for _, pt := range points {
+		v := s.publish()
+		s.run("upgrade")
+		versions = append(versions, v)
+		old := s.commits[versions[len(versions)-3]]
+		p := pt.path(old)
+		if _, err := os.Lstat(p); err != nil {
+			t.Fatalf("%s: %s is not there before the boot: %v", pt.name, p, err)
+		}
+		cmd := s.cmd(stracePoint(strace, pt.calls, p), "boot")
+		out, err := cmd.CombinedOutput()
+		if !killed(err) {
+			t.Errorf("%s: crash point never reached: the boot made no %s on %s (%v)\n%s", pt.name, pt.calls, p, err, out)
+			s.run("boot")
+			continue
+		}
+		t.Logf("reached %q: killed at the %s on %s", pt.name, strings.SplitN(pt.calls, ",", 2)[0], strings.TrimPrefix(p, s.root+"/"))
+		if got := s.checkDevice(); got != v {
+			t.Errorf("%s: after the kill the default is %q, want %q", pt.name, got, v)
+		}
+		if t.Failed() {
+			t.Fatalf("killed at %q: the device is broken", pt.name)
+		}
+		s.run("boot")
+		if _, err := os.Lstat(filepath.Join(s.root, "deploy", old.String()+".0")); err == nil {
+			t.Errorf("%s: the next boot did not remove the old deployment", pt.name)
+		}
+		if _, err := os.Lstat(obj(old, ostree.ObjCommit)); err == nil {
+			t.Errorf("%s: the next boot did not prune the old commit", pt.name)
+		}
+		s.checkDevice()
+	}
+	s.finish(s.publish())
+}
+
 // TestKillUpgradeAtEachStep stops the upgrade deterministically at each
 // step that makes something visible or durable: strace kills mxos-updater
 // when it renames a file onto the step's path, or fsyncs the step's
@@ -576,14 +656,23 @@ func TestKillUpgradeAtEachStep(t *testing.T) {
 		{"local ref synced", fsyncCalls, func(ostree.Checksum) string {
 			return filepath.Join(s.root, "repo", "refs", "heads", filepath.Dir(updaterTestRef))
 		}},
+		{"deployment origin file synced", fsyncCalls, func(c ostree.Checksum) string {
+			return filepath.Join(s.root, "deploy", c.String()+".0.origin.tmp")
+		}},
 		{"deployment origin written", "", func(c ostree.Checksum) string { return filepath.Join(s.root, "deploy", c.String()+".0.origin") }},
 		{"deployment origin synced", fsyncCalls, func(ostree.Checksum) string { return filepath.Join(s.root, "deploy") }},
 		{"deployment renamed into place", "", func(c ostree.Checksum) string { return filepath.Join(s.root, "deploy", c.String()+".0") }},
+		{"updater state file synced", fsyncCalls, func(ostree.Checksum) string { return filepath.Join(s.root, "mxos-updater.json.tmp") }},
 		{"updater state written", "", func(ostree.Checksum) string { return filepath.Join(s.root, "mxos-updater.json") }},
+		// The first fsync of the sysroot directory: the ones after
+		// state.json, previous and current sync the same directory, which
+		// strace -P cannot tell apart; a SIGKILL there leaves what a kill
+		// at the next rename leaves.
+		{"updater state directory synced", fsyncCalls, func(ostree.Checksum) string { return s.root }},
+		{"pending boot file synced", fsyncCalls, func(ostree.Checksum) string { return filepath.Join(s.root, "state.json.tmp") }},
 		{"pending boot recorded", "", func(ostree.Checksum) string { return filepath.Join(s.root, "state.json") }},
 		{"previous moved", "", func(ostree.Checksum) string { return filepath.Join(s.root, "previous") }},
 		{"current moved", "", func(ostree.Checksum) string { return filepath.Join(s.root, "current") }},
-		{"sysroot directory synced", fsyncCalls, func(ostree.Checksum) string { return s.root }},
 	}
 	for _, pt := range points {
 		want := s.publish()
@@ -599,6 +688,16 @@ func TestKillUpgradeAtEachStep(t *testing.T) {
 		t.Logf("reached %q: killed at the %s on %s", pt.name, strings.SplitN(calls, ",", 2)[0], strings.TrimPrefix(p, s.root+"/"))
 		if _, err := os.Lstat(p); err == nil && calls == renameCalls && strings.Contains(p, s.commits[want].String()) {
 			t.Errorf("%s: %s exists although the kill came before its rename", pt.name, p)
+		}
+		if pt.name == "updater state directory synced" {
+			// The kill came after the agent state was renamed in and
+			// before the switch: the point is the one it is named for.
+			if _, err := os.Lstat(filepath.Join(s.root, "mxos-updater.json.tmp")); err == nil {
+				t.Errorf("%s: mxos-updater.json.tmp is still there: the kill came before the state's rename", pt.name)
+			}
+			if cur, _ := os.Readlink(filepath.Join(s.root, "current")); strings.Contains(cur, s.commits[want].String()) {
+				t.Errorf("%s: current already names the new deployment: the kill came after the switch", pt.name)
+			}
 		}
 		s.checkDevice()
 		if t.Failed() {

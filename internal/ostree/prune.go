@@ -20,8 +20,9 @@ type PruneStats struct {
 // `ostree prune --refs-only --depth=0` does. Parents of kept commits are
 // not kept. It holds the write lock, so no writer runs meanwhile.
 //
-// Unreachable commits (and their .commitmeta) are deleted first and their
-// trees and content after: a crash part-way leaves only unreachable
+// Unreachable commits (and their .commitmeta) are deleted first, the file
+// system is synced, and their trees and content go after: a crash or a
+// power cut part-way leaves only unreachable
 // leaves, which fsck does not judge and the next Prune removes, and a
 // kept commit never loses an object. A ref or keep commit that is not
 // complete is an error and nothing is deleted.
@@ -95,9 +96,20 @@ func (r *Repo) Prune(ctx context.Context, keep []Checksum) (PruneStats, error) {
 		return 2
 	}
 	sort.SliceStable(victims, func(i, j int) bool { return rank(victims[i].ref.Type) < rank(victims[j].ref.Type) })
+	synced := false
 	for _, v := range victims {
 		if err := ctx.Err(); err != nil {
 			return st, err
+		}
+		// The commits' removal is durable before their trees and content
+		// go, so a power cut never leaves a commit missing objects.
+		if !synced && rank(v.ref.Type) == 2 {
+			if st.Objects > 0 {
+				if err := syncfs(objects); err != nil {
+					return st, fmt.Errorf("prune: sync: %w", err)
+				}
+			}
+			synced = true
 		}
 		fi, err := os.Lstat(v.path)
 		if err != nil {

@@ -260,7 +260,12 @@ func (u *Upload) Commit() error {
 	if err != nil {
 		return fmt.Errorf("commit upload %s: %w", u.id, err)
 	}
-	if err := syncfs(u.dir); err != nil {
+	// The three syncs of the file system go through different directories
+	// of it (tmp/uploads, tmp, objects), so that the e2e crash-point test
+	// can stop the server at each one by path: the session's own
+	// directory has a random name.
+	base := filepath.Join(u.repo.path, filepath.FromSlash(uploadsDir))
+	if err := syncfs(base); err != nil {
 		return fmt.Errorf("commit upload %s: sync: %w", u.id, err)
 	}
 	// Leaves first, commits last, and a commit only once its whole tree is
@@ -281,7 +286,7 @@ func (u *Upload) Commit() error {
 		src, dst := filepath.Join(u.dir, e.Name()), u.repo.objectFile(c, t)
 		if t == ObjCommit {
 			if moved > 0 {
-				if err := syncfs(u.dir); err != nil { // the tree is durable before its commit
+				if err := syncfs(filepath.Join(u.repo.path, "tmp")); err != nil { // the tree is durable before its commit
 					return fmt.Errorf("commit upload %s: sync: %w", u.id, err)
 				}
 			}
@@ -312,7 +317,7 @@ func (u *Upload) Commit() error {
 		moved++
 	}
 	if moved > 0 {
-		if err := syncfs(u.dir); err != nil {
+		if err := syncfs(filepath.Join(u.repo.path, "objects")); err != nil {
 			return fmt.Errorf("commit upload %s: sync: %w", u.id, err)
 		}
 	}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -8,8 +9,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/oci/registry"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
+	"github.com/mxos-linux/mxos-update/internal/release"
+	"github.com/mxos-linux/mxos-update/internal/sign"
 )
 
 // crashedData is a data directory as a crash between the summary's two
@@ -104,5 +108,97 @@ func TestRecoverLeavesALiveWriterAlone(t *testing.T) {
 func TestRecoverEmptyDataDir(t *testing.T) {
 	if _, err := Recover(t.TempDir(), registry.Options{}, time.Now(), nil); err != nil {
 		t.Fatalf("Recover on an empty data directory: %v", err)
+	}
+}
+
+// TestRecoverReleases: a channel ref one commit ahead of its newest
+// recorded release, with a version the database lacks, is what a release
+// cut short leaves; it is moved back and the summary re-signed. Anything
+// else that disagrees with the database is left alone.
+func TestRecoverReleases(t *testing.T) {
+	const ref = "mxos/10/x86_64/testing"
+	ctx := context.Background()
+	keys := filepath.Join(t.TempDir(), "keys")
+	if err := sign.GenerateKeys(keys, sign.GenerateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	signers, err := sign.LoadSigners(keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifiers, err := sign.LoadVerifiers(keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		published []string // versions published, in order
+		recorded  []string // versions the database has
+		wantBack  bool     // the ref moves back to the newest recorded
+	}{
+		{"cut short", []string{"10.0.1", "10.0.2"}, []string{"10.0.1"}, true},
+		{"recorded", []string{"10.0.1", "10.0.2"}, []string{"10.0.1", "10.0.2"}, false},
+		{"no releases recorded (local publishing)", []string{"10.0.1", "10.0.2"}, nil, false},
+		{"two ahead", []string{"10.0.1", "10.0.2", "10.0.3"}, []string{"10.0.1"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			data := t.TempDir()
+			repo, err := ostree.Create(filepath.Join(data, "repo"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			src := filepath.Join(t.TempDir(), "src")
+			p := &release.Publisher{Repo: repo, Signers: signers}
+			commits := map[string]ostree.Checksum{}
+			for _, v := range tt.published {
+				writeFile(t, filepath.Join(src, "etc/os-release"), []byte("VERSION_ID="+v+"\n"))
+				res, err := p.Publish(ctx, release.Request{Ref: ref, Version: v, Source: src})
+				if err != nil {
+					t.Fatal(err)
+				}
+				commits[v] = res.Commit
+			}
+			last := commits[tt.published[len(tt.published)-1]]
+			store, set := openAPI(t, data)
+			for _, v := range tt.recorded {
+				if err := store.AddRelease(ctx, db.Release{Channel: "testing", Arch: "x86_64", Version: v, Ref: ref,
+					Commit: commits[v].String(), PublishedAt: time.Now(), PublishedBy: "test"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			moved, err := RecoverReleases(ctx, data, store, set, signers, time.Now(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := last
+			if tt.wantBack {
+				want = commits[tt.recorded[len(tt.recorded)-1]]
+			}
+			if got, _ := repo.ResolveRef(ref); got != want {
+				t.Errorf("ref is %s after recovery, want %s (moved back: %v)", got, want, moved)
+			}
+			if (len(moved) == 1) != tt.wantBack {
+				t.Errorf("moved back %v, want a move: %v", moved, tt.wantBack)
+			}
+			sum, raw, err := repo.ReadSummary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r, ok := sum.Lookup(ref); !ok || r.Checksum != want {
+				t.Errorf("the summary lists %s, want %s", r.Checksum, want)
+			}
+			sig, err := os.ReadFile(filepath.Join(data, "repo", "summary.sig"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			md, err := ostree.ParseMetadata(sig)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := sign.VerifyAll(verifiers, raw, release.SignatureMap(md)); err != nil {
+				t.Errorf("summary.sig does not sign the summary: %v", err)
+			}
+		})
 	}
 }

@@ -62,7 +62,9 @@
 // nothing Open does not remove; it keeps current, previous, the booted
 // deployment and those created after current (staged for a later switch).
 // internal/e2e's TestKillUpgradeAtRandom and TestKillUpgradeAtEachStep
-// kill `mxos-updater upgrade` at random moments and at each rename.
+// kill `mxos-updater upgrade` at random moments and at each rename;
+// TestKillBootGCAtCrashPoints kills `mxos-updater boot` at each step of
+// GC and of the repository prune that follows it.
 //
 // Relative symlinks that resolve above the deployment root are refused
 // with ErrBadTree, with the same rule as internal/ostree's checkout

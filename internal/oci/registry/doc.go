@@ -73,7 +73,9 @@
 // manifest (sigstore's sha256-<hex>.sig/.att/.sbom and the referrers tag
 // schema sha256-<hex>): attachments follow their subject, so deleting an
 // image collects its signatures. Everything else is removed, then blob
-// links and blobs no live manifest uses. Anything younger than
+// links and blobs no live manifest uses (the removed links are synced
+// before the first blob goes, so a power cut never keeps a link to a
+// deleted blob). Anything younger than
 // Options.GCGrace (default 1 h) is kept, and pushing a blob or a link
 // refreshes its time, so a push in progress (blobs first, manifest last)
 // is never collected. Writes that make content reachable hold a shared
