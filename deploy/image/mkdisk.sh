@@ -21,7 +21,11 @@ REF=${REF:-mxos/10/x86_64/testing}
 VERSION=${VERSION:-10.0.0}
 SIZE=${SIZE:-4G}
 OS=mxos
-KARGS=(--karg=root=LABEL=root --karg=rw --karg=console=ttyS0,115200 --karg=panic=5)
+# systemd.default_timeout_start_sec: under TCG on a busy host, mounting the
+# root or starting journald can take minutes; systemd's default 90 s sent
+# the boot to the emergency shell. New deployments inherit these arguments.
+KARGS=(--karg=root=LABEL=root --karg=rw --karg=console=ttyS0,115200 --karg=panic=5
+  --karg=systemd.default_timeout_start_sec=900)
 log() { echo "mkdisk: $*" >&2; }
 
 work=$(mktemp -d)
