@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -16,7 +17,7 @@ func newDevicesCmd(r *remote) *cobra.Command {
 	cmd := newDevicesListCmd(r, "devices [--channel C] [--group G] [--limit N] [--after ID]")
 	cmd.Short = "List the devices the server knows; manage their identities (subcommands)"
 	cmd.AddCommand(newDevicesListCmd(r, "list [--channel C] [--group G] [--limit N] [--after ID]"),
-		newDevicesIdentitiesCmd(r), newDevicesAuthorizeCmd(r), newDevicesRevokeCmd(r), newDevicesReportsCmd(r))
+		newDevicesIdentitiesCmd(r), newDevicesAuthorizeCmd(r), newDevicesRevokeCmd(r), newDevicesReportsCmd(r), newDevicesShowCmd(r))
 	return cmd
 }
 
@@ -162,9 +163,18 @@ func newDevicesListCmd(r *remote, use string) *cobra.Command {
 				fmt.Fprintf(out, "No devices (%s in all).\n", plural(list.Total, "device", "devices"))
 				return nil
 			}
-			t := newTable(out, "DEVICE", "ARCH", "CHANNEL", "GROUP", "VERSION", "LAST SEEN")
+			ids := make([]string, len(list.Devices))
+			for i, d := range list.Devices {
+				ids[i] = d.ID
+			}
+			status, err := deviceStatuses(cmd.Context(), c, ids)
+			if err != nil {
+				return r.explain(err)
+			}
+			t := newTable(out, "DEVICE", "ARCH", "CHANNEL", "GROUP", "VERSION", "LAST SEEN", "STATUS", "LAST FAILURE")
 			for _, d := range list.Devices {
-				t.row(d.ID, d.Arch, d.Channel, d.Group, d.Version, when(d.LastSeen))
+				st := status[d.ID]
+				t.row(d.ID, d.Arch, d.Channel, d.Group, d.Version, when(d.LastSeen), reportCell(st.Last, false), reportCell(st.LastFailure, true))
 			}
 			t.flush()
 			fmt.Fprintf(out, "Showing %d of %s.\n", len(list.Devices), plural(list.Total, "device", "devices"))
@@ -215,4 +225,112 @@ func newGroupCmd(r *remote) *cobra.Command {
 	cmd.Flags().StringVar(&device, "device", "", "device ID")
 	cmd.Flags().StringVar(&group, "group", "", "group name")
 	return cmd
+}
+
+// deviceStatuses returns the latest report and failure of ids; a server
+// without the device-status route (older than this mxosctl) gives none.
+func deviceStatuses(ctx context.Context, c *client.Client, ids []string) (map[string]api.DeviceStatus, error) {
+	out := map[string]api.DeviceStatus{}
+	list, err := c.DeviceStatuses(ctx, ids)
+	var ae *api.Error
+	if errors.As(err, &ae) && ae.Code == api.CodeNotFound {
+		return out, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range list {
+		out[s.DeviceID] = s
+	}
+	return out, nil
+}
+
+// reportCell is a report in one table cell: "health-ok 10.0.3" or, with
+// its error, "health-failed 10.0.3: sshd did not start" (cut to 60
+// characters; devices show prints it whole).
+func reportCell(r *api.DeviceReport, withError bool) string {
+	if r == nil {
+		return "-"
+	}
+	s := string(r.Event) + " " + r.Version
+	if withError && r.Error != "" {
+		s += ": " + r.Error
+	}
+	if rs := []rune(s); len(rs) > 60 {
+		s = string(rs[:59]) + "…"
+	}
+	return s
+}
+
+func newDevicesShowCmd(r *remote) *cobra.Command {
+	var asJSON bool
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "show ID [--limit N]",
+		Short: "Show one device: where it is, its last report and failure, its report history",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if limit < 0 {
+				return userError("--limit must be 0 (the server's default) or more")
+			}
+			c, err := r.client(cmd)
+			if err != nil {
+				return err
+			}
+			d, err := c.Device(cmd.Context(), args[0], limit)
+			if err != nil {
+				return r.explain(err)
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				d.Reports = nonNil(d.Reports)
+				return printJSON(out, d)
+			}
+			kv := newTable(out, msg.T("Device:"), cell(d.ID))
+			kv.row(msg.T("Architecture:"), d.Arch)
+			kv.row(msg.T("Channel:"), d.Channel)
+			kv.row(msg.T("Group:"), d.Group)
+			kv.row(msg.T("Version:"), d.Version)
+			kv.row(msg.T("Booted commit:"), d.BootedCommit)
+			kv.row(msg.T("First seen:"), when(d.FirstSeen))
+			kv.row(msg.T("Last seen:"), when(d.LastSeen))
+			kv.row(msg.T("Last report:"), reportLine(d.Last))
+			kv.row(msg.T("Last failure:"), reportLine(d.LastFailure))
+			kv.flush()
+			if len(d.Reports) == 0 {
+				say(out, "No reports from %s.", d.ID)
+				return nil
+			}
+			fmt.Fprintln(out)
+			say(out, "Reports, newest first (COUNTED: counts toward auto-halt):")
+			t := newTable(out, "AT", "EVENT", "COUNTED", "VERSION", "ROLLOUT", "ERROR")
+			for _, rep := range d.Reports {
+				counted := msg.T("no")
+				if rep.Counted {
+					counted = msg.T("yes")
+				}
+				t.row(when(rep.At), string(rep.Event), counted, rep.Version, rep.RolloutID, rep.Error)
+			}
+			t.flush()
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().IntVar(&limit, "limit", 0, "at most this many reports (default: the server's, 20)")
+	return cmd
+}
+
+// reportLine is a report on one line, its error whole.
+func reportLine(r *api.DeviceReport) string {
+	if r == nil {
+		return "-"
+	}
+	s := fmt.Sprintf("%s %s, %s", r.Event, r.Version, when(r.At))
+	if r.RolloutID != "" {
+		s += " (rollout " + r.RolloutID + ")"
+	}
+	if r.Error != "" {
+		s += ": " + r.Error
+	}
+	return s
 }

@@ -18,3 +18,11 @@ type DeviceDetail struct {
 	LastFailure *DeviceReport  `json:"last_failure,omitempty"`
 	Reports     []DeviceReport `json:"reports"`
 }
+
+// ManualRollback is the Error of the rolled-back report a device sends
+// when a person rolled it back (`mxos-updater rollback`). It counts toward
+// auto-halt like any rolled-back report, but it does not stop the server
+// from offering that version to the device again: the device's own mark
+// decides, and `mxos-updater unmark` lifts it. Rollbacks by health checks
+// or the boot counter stay final on both sides.
+const ManualRollback = "rolled back by hand"

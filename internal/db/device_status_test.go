@@ -55,3 +55,34 @@ func testDeviceStatuses(t *testing.T, s *Store) {
 		t.Errorf("reports after the lookups: %d %v", len(reps), err)
 	}
 }
+
+// A rollback by hand (api.ManualRollback) does not keep the server from
+// offering the version again; any other release failure does.
+func testManualRollback(t *testing.T, s *Store) {
+	ctx := context.Background()
+	for _, id := range []string{"pc1", "pc2"} {
+		if err := s.UpsertDevice(ctx, device(id, "stable", "", 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, r := range []Report{
+		{DeviceID: "pc1", Version: "10.2", Event: api.EventRolledBack, Error: api.ManualRollback},
+		{DeviceID: "pc2", Version: "10.2", Event: api.EventRolledBack, Error: api.ManualRollback},
+		{DeviceID: "pc2", Version: "10.3", Event: api.EventRolledBack, Error: "rolled back: " + api.ManualRollback},
+		{DeviceID: "pc2", Version: "10.4", Event: api.EventHealthFailed, Error: api.ManualRollback},
+	} {
+		r.At, r.Seq = at(i), int64(i+1)
+		if err := s.AddReport(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := s.RolledBackFrom(ctx, "pc1"); err != nil || len(got) != 0 {
+		t.Errorf("pc1 rolled back by hand only: %v %v", got, err)
+	}
+	if got, err := s.RolledBackFrom(ctx, "pc2"); err != nil || fmt.Sprint(got) != "[10.3 10.4]" {
+		t.Errorf("pc2: %v %v", got, err)
+	}
+	if got, err := s.DevicesWithRollbacks(ctx); err != nil || fmt.Sprint(got) != "[pc2]" {
+		t.Errorf("devices with rollbacks: %v %v", got, err)
+	}
+}

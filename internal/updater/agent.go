@@ -498,7 +498,7 @@ func (a *Agent) Rollback(ctx context.Context) error {
 	if !ok {
 		return i18n.Errorf("nothing is installed, so there is nothing to roll back")
 	}
-	if err := a.Sys.Rollback(ctx, "rolled back by hand"); err != nil {
+	if err := a.Sys.Rollback(ctx, api.ManualRollback); err != nil {
 		return i18n.Errorf("rolling back version %s: %w", cur.Origin.Version, err)
 	}
 	st, err := a.loadState()
@@ -513,7 +513,7 @@ func (a *Agent) Rollback(ctx context.Context) error {
 			return err
 		}
 	}
-	a.report(ctx, api.EventRolledBack, cur.Origin.Version, rolloutID, "rolled back by hand")
+	a.report(ctx, api.EventRolledBack, cur.Origin.Version, rolloutID, api.ManualRollback)
 	a.say("Went back from version %s. Restart the machine to use the previous version.", cur.Origin.Version)
 	a.say("Version %s will not be installed again until you run: mxos-updater unmark %s", cur.Origin.Version, cur.Commit.String())
 	return nil
