@@ -204,7 +204,11 @@ devices, podman, bootc and cosign verify).
 SRC must pass a signature policy: by default only images of this registry
 signed with the release key; --policy FILE uses a containers-policy.json;
 --insecure-policy accepts SRC without a check (images built elsewhere are
-often unsigned: the signature devices trust is the one made here).`,
+often unsigned: the signature devices trust is the one made here).
+
+A channel that gets releases by promotion only (stable, edu) refuses
+imports: import into the channel it promotes from, then promote with
+--image.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if f.channel == "" || f.version == "" {
@@ -212,6 +216,11 @@ often unsigned: the signature devices trust is the one made here).`,
 			}
 			if policyFile != "" && f.insecurePolicy {
 				return userError("use --policy or --insecure-policy, not both")
+			}
+			// stable and edu get releases by promotion only, images too
+			// (mxosctl promote --image tags them there).
+			if err := checkPublishable(cmd, r, f.channel); err != nil {
+				return err
 			}
 			src, err := imageio.ParseReference(args[0])
 			if err != nil {

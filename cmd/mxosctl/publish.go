@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mxos-linux/mxos-update/internal/channel"
+	"github.com/mxos-linux/mxos-update/internal/i18n"
 	"github.com/mxos-linux/mxos-update/internal/oci/bootimage"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/release"
@@ -68,9 +70,9 @@ in a file given with --allow-mode-exceptions: one path in the tree per line
 					return err
 				}
 				opts := ostree.CommitOptions{NoXattrs: noXattrs, SkipSpecial: skipSpecial}
-				return publishRemote(cmd, r, remotePublish{channel: channelName, arch: arch, version: version, keys: keys,
+				return specialHint(publishRemote(cmd, r, remotePublish{channel: channelName, arch: arch, version: version, keys: keys,
 					work: work, ramp: ramp, subject: subject, body: body, source: args[0], opts: opts, quiet: quiet,
-					image: image, imageHost: imageHost, modeExceptions: allow})
+					image: image, imageHost: imageHost, modeExceptions: allow}))
 			}
 			if ref == "" || version == "" {
 				return userError("--ref and --version are required (or --channel to publish to a server)")
@@ -118,7 +120,7 @@ in a file given with --allow-mode-exceptions: one path in the tree per line
 			})
 			bar.done()
 			if err != nil {
-				return err
+				return specialHint(err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Published %s %s as commit %s (%s).\n", ref, version, res.Commit, time.Since(start).Round(time.Millisecond))
 			if step == nil {
@@ -203,4 +205,14 @@ func checkLocalRef(dir, ref string) error {
 		}
 	}
 	return nil
+}
+
+// specialHint says what to do when the tree holds a device node, FIFO or
+// socket, which OSTree cannot store.
+func specialHint(err error) error {
+	var se *ostree.SpecialFileError
+	if errors.As(err, &se) {
+		return i18n.Errorf("%w (publish with --skip-special to leave device nodes, FIFOs and sockets out; the booted system makes its own /dev)", err)
+	}
+	return err
 }
