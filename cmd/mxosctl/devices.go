@@ -41,7 +41,7 @@ func newDevicesIdentitiesCmd(r *remote) *cobra.Command {
 				return printJSON(out, nonNil(list))
 			}
 			if len(list) == 0 {
-				fmt.Fprintln(out, "No device identities.")
+				say(out, "No device identities.")
 				return nil
 			}
 			t := newTable(out, "DEVICE", "STATE", "CREDENTIALS", "EXPIRES", "CHANGED", "BY")
@@ -81,7 +81,7 @@ func newDevicesReportsCmd(r *remote) *cobra.Command {
 				return printJSON(out, nonNil(list))
 			}
 			if len(list) == 0 {
-				fmt.Fprintf(out, "No reports from %s.\n", args[0])
+				say(out, "No reports from %s.", args[0])
 				return nil
 			}
 			t := newTable(out, "AT", "EVENT", "COUNTED", "VERSION", "ROLLOUT", "ERROR")
@@ -104,18 +104,19 @@ func newDevicesReportsCmd(r *remote) *cobra.Command {
 func newDevicesAuthorizeCmd(r *remote) *cobra.Command {
 	return deviceIdentityCmd(r, "authorize ID",
 		"Pre-authorize a device id to enroll once (a new or re-imaged machine); revokes its old credentials",
-		(*client.Client).AuthorizeDevice, "Device %s may enroll once now (%s revoked).\n")
+		(*client.Client).AuthorizeDevice, "Device %s may enroll once now (%s revoked).")
 }
 
 func newDevicesRevokeCmd(r *remote) *cobra.Command {
 	return deviceIdentityCmd(r, "revoke ID",
 		"Revoke every credential of a device; it cannot enroll again until authorized",
-		(*client.Client).RevokeDevice, "Device %s revoked (%s).\n")
+		(*client.Client).RevokeDevice, "Device %s revoked (%s).")
 }
 
 // deviceIdentityCmd is a command that changes one device id's identity
-// through call and says what happened with msg (id, credentials revoked).
-func deviceIdentityCmd(r *remote, use, short string, call func(*client.Client, context.Context, string) (api.DeviceIdentity, error), msg string) *cobra.Command {
+// through call and says what happened with done, a catalog message (id,
+// credentials revoked).
+func deviceIdentityCmd(r *remote, use, short string, call func(*client.Client, context.Context, string) (api.DeviceIdentity, error), done string) *cobra.Command {
 	return &cobra.Command{
 		Use:   use,
 		Short: short,
@@ -129,7 +130,7 @@ func deviceIdentityCmd(r *remote, use, short string, call func(*client.Client, c
 			if err != nil {
 				return r.explain(err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), msg, d.DeviceID, plural(d.Revoked, "credential", "credentials"))
+			say(cmd.OutOrStdout(), done, d.DeviceID, plural(d.Revoked, "credential", "credentials"))
 			return nil
 		},
 	}
@@ -160,7 +161,7 @@ func newDevicesListCmd(r *remote, use string) *cobra.Command {
 				return printJSON(out, list)
 			}
 			if len(list.Devices) == 0 {
-				fmt.Fprintf(out, "No devices (%s in all).\n", plural(list.Total, "device", "devices"))
+				say(out, "No devices (%s in all).", plural(list.Total, "device", "devices"))
 				return nil
 			}
 			ids := make([]string, len(list.Devices))
@@ -177,9 +178,9 @@ func newDevicesListCmd(r *remote, use string) *cobra.Command {
 				t.row(d.ID, d.Arch, d.Channel, d.Group, d.Version, when(d.LastSeen), reportCell(st.Last, false), reportCell(st.LastFailure, true))
 			}
 			t.flush()
-			fmt.Fprintf(out, "Showing %d of %s.\n", len(list.Devices), plural(list.Total, "device", "devices"))
+			say(out, "Showing %d of %s.", len(list.Devices), plural(list.Total, "device", "devices"))
 			if list.Next != "" {
-				fmt.Fprintf(out, "More: mxosctl devices --after %s\n", cell(list.Next))
+				say(out, "More: mxosctl devices --after %s", cell(list.Next))
 			}
 			return nil
 		},
@@ -215,9 +216,9 @@ func newGroupCmd(r *remote) *cobra.Command {
 				return r.explain(err)
 			}
 			if group == "" {
-				fmt.Fprintf(cmd.OutOrStdout(), "Device %s is in no group now.\n", device)
+				say(cmd.OutOrStdout(), "Device %s is in no group now.", device)
 			} else {
-				fmt.Fprintf(cmd.OutOrStdout(), "Device %s is now in group %s.\n", device, group)
+				say(cmd.OutOrStdout(), "Device %s is now in group %s.", device, group)
 			}
 			return nil
 		},

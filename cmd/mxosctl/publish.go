@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"time"
 
@@ -91,7 +90,7 @@ in a file given with --allow-mode-exceptions: one path in the tree per line
 			if image {
 				// Before anything is published: a bad ref or a missing key stops here.
 				if _, _, _, err := bootimage.RepositoryForRef(ref); err != nil {
-					return fmt.Errorf("--image: %w", err)
+					return i18n.Errorf("--image: %w", err)
 				}
 				if step, err = localImageStep(data, keys, imageHost); err != nil {
 					return err
@@ -122,7 +121,7 @@ in a file given with --allow-mode-exceptions: one path in the tree per line
 			if err != nil {
 				return specialHint(err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Published %s %s as commit %s (%s).\n", ref, version, res.Commit, time.Since(start).Round(time.Millisecond))
+			say(cmd.OutOrStdout(), "Published %s %s as commit %s (%s).", ref, version, res.Commit, time.Since(start).Round(time.Millisecond))
 			if step == nil {
 				return nil
 			}
@@ -131,9 +130,9 @@ in a file given with --allow-mode-exceptions: one path in the tree per line
 				err = step.Tag(cmd.Context(), im, ref, version)
 			}
 			if err != nil {
-				return fmt.Errorf("the commit is published, but its image is not: %w", err)
+				return i18n.Errorf("the commit is published, but its image is not: %w", err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Image %s@%s, signed.\n", im.Repository, im.Digest)
+			say(cmd.OutOrStdout(), "Image %s@%s, signed.", im.Repository, im.Digest)
 			return nil
 		},
 	}
@@ -195,7 +194,7 @@ func checkLocalRef(dir, ref string) error {
 	}
 	set, err := channel.LoadDir(dir)
 	if err != nil {
-		return fmt.Errorf("loading channel definitions (%s): %w", flag, err)
+		return i18n.Errorf("loading channel definitions (%s): %w", flag, err)
 	}
 	for _, ch := range set.Channels() {
 		for _, arch := range ch.Arches() {

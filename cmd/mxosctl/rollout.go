@@ -63,10 +63,10 @@ own rollout.`,
 			}
 			out := cmd.OutOrStdout()
 			if len(started) == 0 {
-				fmt.Fprintf(out, "The server started no rollout of %s on %s.\n", req.Version, req.Channel)
+				say(out, "The server started no rollout of %s on %s.", req.Version, req.Channel)
 			}
 			for _, s := range started {
-				fmt.Fprintf(out, "Started rollout %s: %s on %s/%s, ramp %s, now %s at %s.\n",
+				say(out, "Started rollout %s: %s on %s/%s, ramp %s, now %s at %s.",
 					s.ID, s.Version, s.Channel, s.Arch, s.Ramp, s.State, percent(s.Fraction))
 			}
 			return nil
@@ -102,9 +102,9 @@ func newRolloutStatusCmd(r *remote) *cobra.Command {
 			}
 			if len(list) == 0 {
 				if channel != "" {
-					fmt.Fprintf(out, "No rollouts on %s.\n", channel)
+					say(out, "No rollouts on %s.", channel)
 				} else {
-					fmt.Fprintln(out, "No rollouts.")
+					say(out, "No rollouts.")
 				}
 				return nil
 			}
@@ -202,8 +202,8 @@ log.`,
 			if err != nil {
 				return r.explain(err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Rollout %s (%s on %s/%s) %s: now %s at %s.\n",
-				s.ID, s.Version, s.Channel, s.Arch, done, s.State, percent(s.Fraction))
+			say(cmd.OutOrStdout(), "Rollout %s (%s on %s/%s) %s: now %s at %s.",
+				s.ID, s.Version, s.Channel, s.Arch, msg.T(done), s.State, percent(s.Fraction))
 			return nil
 		},
 	}

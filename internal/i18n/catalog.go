@@ -6,11 +6,15 @@ type entry struct{ en, es string }
 
 // messages is the catalog. Spanish is plain Mexican Spanish for a lab
 // technician or an admin: "usted", "equipo" for the machine, "versión".
-var messages = []entry{
+// messages is the whole catalog.
+var messages = append(append([]entry{}, baseMessages...), mxosctlMessages...)
+
+var baseMessages = []entry{
 	// Generic shapes.
 	{"%s", "%s"},
 	{"%w: %w", "%w: %w"},
 	{"%s: %s", "%s: %s"},
+	{"%s: %w", "%s: %w"},
 
 	// mxos-updater: the agent (internal/updater), what the technician reads.
 	{"update refused", "actualización rechazada"},

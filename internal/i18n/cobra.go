@@ -16,20 +16,20 @@ func Localize(root *cobra.Command, p *Printer) {
 			c.InitDefaultVersionFlag()
 			c.InitDefaultHelpCmd()
 		}
-		c.Short = p.T(c.Short)
+		c.Short = p.Text(c.Short)
 		if f := c.Flags().Lookup("help"); f != nil {
 			f.Usage = p.T("help for %s", c.Name())
 		}
 		if f := c.Flags().Lookup("version"); f != nil {
 			f.Usage = p.T("version for %s", c.Name())
 		}
-		c.Flags().VisitAll(func(f *pflag.Flag) { f.Usage = p.T(f.Usage) })
-		c.PersistentFlags().VisitAll(func(f *pflag.Flag) { f.Usage = p.T(f.Usage) })
+		c.Flags().VisitAll(func(f *pflag.Flag) { f.Usage = p.Text(f.Usage) })
+		c.PersistentFlags().VisitAll(func(f *pflag.Flag) { f.Usage = p.Text(f.Usage) })
 		for _, sub := range c.Commands() {
 			walk(sub)
 		}
 	}
 	walk(root)
 	root.SetUsageTemplate(UsageTemplate(p, root.UsageTemplate()))
-	root.SetVersionTemplate(p.T("{{.Name}} version {{.Version}}") + "\n")
+	root.SetVersionTemplate(p.Text("{{.Name}} version {{.Version}}") + "\n")
 }

@@ -145,6 +145,25 @@ func (p *Printer) T(key string, args ...any) string {
 // what the x/text printer understands.
 func noWrap(s string) string { return strings.ReplaceAll(s, "%w", "%v") }
 
+// Text returns the catalog text key in p's language as it is, with no
+// formatting (for help texts, which may hold a literal %).
+func (p *Printer) Text(key string) string {
+	if p.Spanish() {
+		if es, ok := spanish[key]; ok {
+			return es
+		}
+	}
+	return key
+}
+
+var spanish = func() map[string]string {
+	m := make(map[string]string, len(messages))
+	for _, e := range messages {
+		m[e.en] = e.es
+	}
+	return m
+}()
+
 // Say writes T(key, args...) and a newline to w; nothing when w is nil.
 func (p *Printer) Say(w io.Writer, key string, args ...any) {
 	if w != nil {
@@ -224,9 +243,9 @@ func UsageTemplate(p *Printer, tmpl string) string {
 	}
 	for _, h := range usageHeadings {
 		// "Flags:" also ends "Global Flags:"; replace whole lines only.
-		tmpl = strings.ReplaceAll(tmpl, "\n"+h, "\n"+p.T(h))
+		tmpl = strings.ReplaceAll(tmpl, "\n"+h, "\n"+p.Text(h))
 		if strings.HasPrefix(tmpl, h) {
-			tmpl = p.T(h) + tmpl[len(h):]
+			tmpl = p.Text(h) + tmpl[len(h):]
 		}
 	}
 	return tmpl

@@ -12,8 +12,9 @@ import (
 )
 
 // translated lists the code whose texts go through the catalog, and which
-// of its texts: "calls" are the first argument of say, refusef, T and
-// i18n.Errorf and the second of Say; "short" the Short of cobra commands;
+// of its texts: "calls" are the first argument of say (the agent's), refusef,
+// userError, T and i18n.Errorf, and the second of Say and of say(w, key)
+// (mxosctl's); "short" the Short of cobra commands;
 // "flags" the usage (last argument) of pflag definitions.
 var translated = []struct {
 	dir   string
@@ -21,6 +22,7 @@ var translated = []struct {
 }{
 	{"../../internal/updater", []string{"calls"}},
 	{"../../cmd/mxos-updater", []string{"calls", "short", "flags"}},
+	{"../../cmd/mxosctl", []string{"calls", "short", "flags"}},
 }
 
 var flagFunc = regexp.MustCompile(`^(String|Bool|Int|Int64|Uint64|Duration|Float64|StringSlice|StringArray|Count|IntSlice)(Var)?P?$`)
@@ -94,10 +96,10 @@ func sourceMessages(t *testing.T, dir string, kinds []string) []found {
 				}
 				switch {
 				case !want["calls"] || len(n.Args) == 0:
-				case name == "say" || name == "refusef" || name == "T" || name == "Errorf" && pkg == "i18n":
+				case name == "say" && isLiteral(n.Args[0]) || name == "refusef" || name == "userError" || name == "T" || name == "Errorf" && pkg == "i18n":
 					add(n.Args[0])
-				case name == "Say" && len(n.Args) > 1:
-					add(n.Args[1])
+				case (name == "Say" || name == "say") && len(n.Args) > 1:
+					add(n.Args[1]) // say(w, key, ...) in mxosctl
 				}
 				if want["flags"] && flagFunc.MatchString(name) && pkg != "strconv" && pkg != "fmt" && len(n.Args) >= 3 {
 					add(n.Args[len(n.Args)-1])
@@ -128,3 +130,5 @@ func TestSourceMessagesInCatalog(t *testing.T) {
 		}
 	}
 }
+
+func isLiteral(e ast.Expr) bool { _, ok := literal(e); return ok }
