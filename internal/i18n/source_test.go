@@ -96,7 +96,7 @@ func sourceMessages(t *testing.T, dir string, kinds []string) []found {
 				}
 				switch {
 				case !want["calls"] || len(n.Args) == 0:
-				case name == "say" && isLiteral(n.Args[0]) || name == "refusef" || name == "userError" || name == "T" || name == "Errorf" && pkg == "i18n":
+				case name == "say" && isLiteral(n.Args[0]) || name == "refusef" || name == "userError" || name == "bad" || name == "T" || name == "Errorf" && pkg == "i18n":
 					add(n.Args[0])
 				case (name == "Say" || name == "say") && len(n.Args) > 1:
 					add(n.Args[1]) // say(w, key, ...) in mxosctl
