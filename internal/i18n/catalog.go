@@ -103,6 +103,17 @@ var baseMessages = []entry{
 	{"insecure_no_metadata needs online_keys: the directory of the server's public online keys, which sign the summary", "insecure_no_metadata necesita online_keys: el directorio con las llaves públicas en línea del servidor, que firman el resumen"},
 	{"online_keys and trusted_keys must be different directories: only release keys make a commit installable", "online_keys y trusted_keys deben ser directorios distintos: solo las llaves de versiones hacen instalable un commit"},
 
+	{"device credential %s: %w", "credencial del equipo %s: %w"},
+	{"reading the device credential: %w", "al leer la credencial del equipo: %w"},
+	{"device credential %s is damaged; remove it and have an admin run `mxosctl devices authorize %s`", "la credencial del equipo %s está dañada; bórrela y pida a un administrador que ejecute `mxosctl devices authorize %s`"},
+	{"reading the enroll token: %w", "al leer el token de registro: %w"},
+	{"enroll token %s: %w", "token de registro %s: %w"},
+	{"enrolling this machine as %s: %w", "al registrar este equipo como %s: %w"},
+	{"saving the device credential: %w", "al guardar la credencial del equipo: %w"},
+	{"reading the report counter: %w", "al leer el contador de reportes: %w"},
+	{"writing the report counter: %w", "al escribir el contador de reportes: %w"},
+	{"ca_file: %w", "ca_file: %w"},
+
 	// cobra's help, for every command.
 	{"Usage:", "Uso:"},
 	{"Aliases:", "Alias:"},
