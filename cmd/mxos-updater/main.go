@@ -140,10 +140,10 @@ func newRootCmd() *cobra.Command {
 					return err
 				}
 				if resp.Update && resp.Target != nil {
-					p.Say(cmd.OutOrStdout(), "Update available: version %s (%s).", resp.Target.Version, resp.Reason)
+					p.Say(cmd.OutOrStdout(), "Update available: version %s (%s).", resp.Target.Version, p.Reason(resp.Reason))
 					return nil
 				}
-				p.Say(cmd.OutOrStdout(), "No update (%s).", resp.Reason)
+				p.Say(cmd.OutOrStdout(), "No update (%s).", p.Reason(resp.Reason))
 				return &exitCode{code: exitNoUpdate}
 			})},
 		&cobra.Command{Use: "upgrade", Short: "Download and install an offered update", Args: cobra.NoArgs,

@@ -163,3 +163,27 @@ var baseMessages = []entry{
 	{"opening the sysroot: %w", "al abrir el sysroot: %w"},
 	{"opening the local repository: %w", "al abrir el repositorio local: %w"},
 }
+
+// reasons are the server's reason codes (internal/rollout Reason) in
+// plain Spanish; English shows the code itself.
+var reasons = map[string]string{
+	"eligible":      "le toca a este equipo",
+	"barrier":       "primero hay que instalar una versión intermedia",
+	"successor":     "la versión actual no continúa; se ofrece la que la reemplaza",
+	"not-yet":       "todavía no le toca a este equipo",
+	"paused":        "el despliegue está en pausa",
+	"halted":        "el despliegue está detenido",
+	"rolled-back":   "este equipo ya regresó de esa versión",
+	"up-to-date":    "ya está al día",
+	"dead-end":      "la versión actual no tiene camino a la nueva",
+	"invalid-input": "datos inválidos",
+}
+
+// Reason returns a server reason code for people: the code itself in
+// English, plain words in Spanish (the code when unknown).
+func (p *Printer) Reason(code string) string {
+	if es, ok := reasons[code]; ok && p.Spanish() {
+		return es
+	}
+	return code
+}

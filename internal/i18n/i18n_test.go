@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/mxos-linux/mxos-update/internal/rollout"
 )
 
 func TestFromEnv(t *testing.T) {
@@ -137,4 +139,20 @@ func FuzzLocale(f *testing.F) {
 		}
 		_ = AcceptLanguage(s).T("%s", s)
 	})
+}
+
+// Every reason code internal/rollout defines has plain Spanish words.
+func TestReasons(t *testing.T) {
+	for _, r := range []rollout.Reason{rollout.ReasonEligible, rollout.ReasonBarrier, rollout.ReasonSuccessor, rollout.ReasonNotYet,
+		rollout.ReasonPaused, rollout.ReasonHalted, rollout.ReasonRolledBack, rollout.ReasonUpToDate, rollout.ReasonDeadEnd, rollout.ReasonInvalid} {
+		if New(Spanish).Reason(string(r)) == string(r) {
+			t.Errorf("reason %q has no Spanish text", r)
+		}
+		if New(English).Reason(string(r)) != string(r) {
+			t.Errorf("reason %q changed in English", r)
+		}
+	}
+	if New(Spanish).Reason("something-new") != "something-new" {
+		t.Error("an unknown reason is not shown as it is")
+	}
 }

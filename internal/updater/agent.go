@@ -277,7 +277,7 @@ func (a *Agent) Upgrade(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	if !resp.Update || resp.Target == nil {
-		a.say("No update (%s).", resp.Reason)
+		a.say("No update (%s).", a.Lang.Reason(resp.Reason))
 		return false, nil
 	}
 	t := *resp.Target
