@@ -208,8 +208,8 @@ signed with the release key; --policy FILE uses a containers-policy.json;
 often unsigned: the signature devices trust is the one made here).
 
 A channel that gets releases by promotion only (stable, edu) refuses
-imports: import into the channel it promotes from, then promote with
---image.`,
+imports. An import records no release (a release is an OSTree commit):
+publish --image makes a release with its image, promote --image moves both.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if f.channel == "" || f.version == "" {
