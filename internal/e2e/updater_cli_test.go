@@ -2,8 +2,15 @@ package e2e
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -108,4 +115,38 @@ func TestUpdaterCLIContract(t *testing.T) {
 	if !strings.Contains(string(b), "No update") {
 		t.Errorf("LC_ALL=C did not win over LANG:\n%s", b)
 	}
+
+	// A server that offers this machine a release for another arch: the
+	// machine refuses it, and check exits 3.
+	v2 := s.publish()
+	realURL := regexp.MustCompile(`(?m)^server: (.*)$`).FindStringSubmatch(readString(t, s.config))[1]
+	up, err := url.Parse(realURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(up)
+	rp.ModifyResponse = func(resp *http.Response) error {
+		if resp.Request.URL.Path != "/api/v1/check" {
+			return nil
+		}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		body = []byte(strings.Replace(string(body), `"arch":"x86_64"`, `"arch":"aarch64"`, 1))
+		resp.Body, resp.ContentLength = io.NopCloser(strings.NewReader(string(body))), int64(len(body))
+		resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
+		return nil
+	}
+	hostile := httptest.NewServer(rp)
+	defer hostile.Close()
+	orig := readString(t, s.config)
+	if err := os.WriteFile(s.config, []byte(strings.Replace(orig, "server: "+realURL, "server: "+hostile.URL, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	expect("es_MX.UTF-8", 3, "actualización rechazada: el servidor ofreció la versión "+v2+` para "aarch64"`, "check")
+	if err := os.WriteFile(s.config, []byte(orig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	expect("", 0, "Update available: version "+v2, "check")
 }
