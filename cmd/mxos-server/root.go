@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/mxos-linux/mxos-update/internal/buildinfo"
 	"github.com/mxos-linux/mxos-update/internal/channel"
 	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/db"
@@ -46,6 +47,7 @@ func newRootCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:           "mxos-server",
 		Short:         "Serve MxOS updates",
+		Version:       buildinfo.Version(),
 		Long:          "mxos-server serves the MxOS OSTree repository from DIR/repo at /repo/.",
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,

@@ -1,13 +1,13 @@
 package main
 
 import (
-	"fmt"
 	"io"
 	"strconv"
 
 	"github.com/spf13/cobra"
 
 	"github.com/mxos-linux/mxos-update/internal/api"
+	"github.com/mxos-linux/mxos-update/internal/i18n"
 )
 
 func newAuditCmd(r *remote) *cobra.Command {
@@ -44,14 +44,14 @@ other. It exits non-zero when either check fails, so it can run from cron.`,
 			} else {
 				printAudit(out, list)
 				if linkErr != nil {
-					fmt.Fprintf(out, "The entries above do NOT link up: %v.\n", linkErr)
+					say(out, "The entries above do NOT link up: %v.", linkErr)
 				}
 			}
 			if !list.Verified {
-				return fmt.Errorf("the audit log does not verify: %s", cell(list.VerifyError))
+				return i18n.Errorf("the audit log does not verify: %s", cell(list.VerifyError))
 			}
 			if linkErr != nil {
-				return fmt.Errorf("the audit entries do not link up: %w", linkErr)
+				return i18n.Errorf("the audit entries do not link up: %w", linkErr)
 			}
 			return nil
 		},
@@ -65,7 +65,7 @@ other. It exits non-zero when either check fails, so it can run from cron.`,
 
 func printAudit(out io.Writer, list api.AuditList) {
 	if len(list.Entries) == 0 {
-		fmt.Fprintln(out, "No entries.")
+		say(out, "No entries.")
 	} else {
 		t := newTable(out, "SEQ", "TIME", "ACTOR", "ACTION", "SUBJECT", "DETAIL")
 		for _, e := range list.Entries {
@@ -74,9 +74,9 @@ func printAudit(out io.Writer, list api.AuditList) {
 		t.flush()
 	}
 	if list.Verified {
-		fmt.Fprintf(out, "The audit chain verified: %s, head hash %s.\n", plural(int(list.HeadSeq), "entry", "entries"), cell(list.HeadHash))
+		say(out, "The audit chain verified: %s, head hash %s.", plural(int(list.HeadSeq), "entry", "entries"), cell(list.HeadHash))
 	} else {
-		fmt.Fprintf(out, "The audit chain did NOT verify: %s.\n", cell(list.VerifyError))
+		say(out, "The audit chain did NOT verify: %s.", cell(list.VerifyError))
 	}
 }
 
@@ -88,10 +88,10 @@ func checkLinks(entries []api.AuditEntry) error {
 	for i := 1; i < len(entries); i++ {
 		prev, e := entries[i-1], entries[i]
 		if e.Seq != prev.Seq+1 {
-			return fmt.Errorf("entry %d follows entry %d", e.Seq, prev.Seq)
+			return i18n.Errorf("entry %d follows entry %d", e.Seq, prev.Seq)
 		}
 		if e.PrevHash != prev.Hash {
-			return fmt.Errorf("entry %d does not name the hash of entry %d", e.Seq, prev.Seq)
+			return i18n.Errorf("entry %d does not name the hash of entry %d", e.Seq, prev.Seq)
 		}
 	}
 	return nil

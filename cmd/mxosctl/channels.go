@@ -1,8 +1,6 @@
 package main
 
 import (
-	"fmt"
-
 	"github.com/spf13/cobra"
 
 	"github.com/mxos-linux/mxos-update/internal/api"
@@ -31,7 +29,7 @@ func newChannelsCmd(r *remote) *cobra.Command {
 				return printJSON(out, nonNil(list))
 			}
 			if len(list) == 0 {
-				fmt.Fprintln(out, "No channels.")
+				say(out, "No channels.")
 				return nil
 			}
 			t := newTable(out, "CHANNEL", "ARCH", "LATEST", "ROLLOUT", "STATE", "SHARE")

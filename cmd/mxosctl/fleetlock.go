@@ -1,8 +1,6 @@
 package main
 
 import (
-	"fmt"
-
 	"github.com/spf13/cobra"
 )
 
@@ -33,7 +31,7 @@ func newFleetLockCmd(r *remote) *cobra.Command {
 				return printJSON(out, nonNil(locks))
 			}
 			if len(locks) == 0 {
-				fmt.Fprintln(out, "No machine holds a restart slot.")
+				say(out, "No machine holds a restart slot.")
 				return nil
 			}
 			t := newTable(out, "GROUP", "DEVICE", "SINCE", "EXPIRES")
@@ -63,7 +61,7 @@ func newFleetLockCmd(r *remote) *cobra.Command {
 			if err := c.ForceReleaseFleetLock(cmd.Context(), relGroup, device); err != nil {
 				return r.explain(err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Freed the restart slot of %s in group %s.\n", cell(device), cell(relGroup))
+			say(cmd.OutOrStdout(), "Freed the restart slot of %s in group %s.", cell(device), cell(relGroup))
 			return nil
 		},
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mxos-linux/mxos-update/internal/i18n"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/release"
 	"github.com/mxos-linux/mxos-update/internal/sign"
@@ -45,9 +46,9 @@ signed by a key in KEYDIR (public keys are enough).`,
 			for _, e := range rep.Errors {
 				fmt.Fprintln(out, "error:", e)
 			}
-			fmt.Fprintf(out, "Checked %d refs, %d commits, %d objects: %d problems.\n", rep.Refs, rep.Commits, rep.Objects, len(rep.Errors))
+			say(out, "Checked %d refs, %d commits, %d objects: %d problems.", rep.Refs, rep.Commits, rep.Objects, len(rep.Errors))
 			if len(rep.Errors) > 0 {
-				return fmt.Errorf("repository has %d problems", len(rep.Errors))
+				return i18n.Errorf("repository has %d problems", len(rep.Errors))
 			}
 			return nil
 		},

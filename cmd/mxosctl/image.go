@@ -20,6 +20,7 @@ import (
 	"go.podman.io/image/v5/types"
 
 	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
+	"github.com/mxos-linux/mxos-update/internal/i18n"
 	"github.com/mxos-linux/mxos-update/internal/oci/imageio"
 	"github.com/mxos-linux/mxos-update/internal/oci/imagename"
 	"github.com/mxos-linux/mxos-update/internal/oci/ocisig"
@@ -145,11 +146,11 @@ func releaseKeys(dir string) ([][]byte, error) {
 	}
 	b, err := os.ReadFile(filepath.Join(dir, sign.Ed25519PublicFile))
 	if err != nil {
-		return nil, fmt.Errorf("release public key: %w", err)
+		return nil, i18n.Errorf("release public key: %w", err)
 	}
 	pubs, err := publish.Ed25519PublicKeys(b)
 	if err != nil {
-		return nil, fmt.Errorf("release public key: %w", err)
+		return nil, i18n.Errorf("release public key: %w", err)
 	}
 	var pems [][]byte
 	for _, p := range pubs {
@@ -170,7 +171,7 @@ func releaseSigner(dir string) (sigsig.Signer, error) {
 	}
 	signers, err := publish.LoadEd25519Signers(dir)
 	if err != nil {
-		return nil, fmt.Errorf("release key: %w", err)
+		return nil, i18n.Errorf("release key: %w", err)
 	}
 	return imageSigner(signers)
 }
@@ -204,7 +205,11 @@ devices, podman, bootc and cosign verify).
 SRC must pass a signature policy: by default only images of this registry
 signed with the release key; --policy FILE uses a containers-policy.json;
 --insecure-policy accepts SRC without a check (images built elsewhere are
-often unsigned: the signature devices trust is the one made here).`,
+often unsigned: the signature devices trust is the one made here).
+
+A channel that gets releases by promotion only (stable, edu) refuses
+imports. An import records no release (a release is an OSTree commit):
+publish --image makes a release with its image, promote --image moves both.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if f.channel == "" || f.version == "" {
@@ -212,6 +217,11 @@ often unsigned: the signature devices trust is the one made here).`,
 			}
 			if policyFile != "" && f.insecurePolicy {
 				return userError("use --policy or --insecure-policy, not both")
+			}
+			// stable and edu get releases by promotion only, images too
+			// (mxosctl promote --image tags them there).
+			if err := checkPublishable(cmd, r, f.channel); err != nil {
+				return err
 			}
 			src, err := imageio.ParseReference(args[0])
 			if err != nil {
@@ -230,7 +240,7 @@ often unsigned: the signature devices trust is the one made here).`,
 			switch {
 			case policyFile != "":
 				if policy, err = signature.NewPolicyFromFile(policyFile); err != nil {
-					return fmt.Errorf("--policy: %w", err)
+					return i18n.Errorf("--policy: %w", err)
 				}
 			case f.insecurePolicy:
 				policy = imageio.RejectAll()
@@ -266,7 +276,7 @@ often unsigned: the signature devices trust is the one made here).`,
 				Report: report(f.quiet), RemoveSignatures: true})
 			if err != nil {
 				if imageio.IsPolicyDenied(err) && !f.insecurePolicy && policyFile == "" {
-					return fmt.Errorf("%w (the source is not signed with the release key; use --insecure-policy or --policy FILE for images from elsewhere)", err)
+					return i18n.Errorf("%w (the source is not signed with the release key; use --insecure-policy or --policy FILE for images from elsewhere)", err)
 				}
 				return r.explainImage(err)
 			}
@@ -284,7 +294,7 @@ often unsigned: the signature devices trust is the one made here).`,
 			if err := ocisig.Sign(cmd.Context(), rc, s.repo, d, ref, key); err != nil {
 				return r.explainImage(err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Imported %s as %s/%s:%s and :%s (%s), signed.\n",
+			say(cmd.OutOrStdout(), "Imported %s as %s/%s:%s and :%s (%s), signed.",
 				imageio.Name(src), s.reg.Host, s.repo, tags[1], tags[0], d)
 			return nil
 		},
@@ -298,10 +308,10 @@ often unsigned: the signature devices trust is the one made here).`,
 func tagImage(ctx context.Context, rc *regclient.Client, repo string, d fmt.Stringer, tag string) error {
 	mt, body, _, err := rc.GetManifest(ctx, repo, d.String())
 	if err != nil {
-		return fmt.Errorf("reading %s: %w", d, err)
+		return i18n.Errorf("reading %s: %w", d, err)
 	}
 	if _, err := rc.PutManifest(ctx, repo, tag, mt, body); err != nil {
-		return fmt.Errorf("tagging %s: %w", tag, err)
+		return i18n.Errorf("tagging %s: %w", tag, err)
 	}
 	return nil
 }
@@ -363,7 +373,7 @@ in KEYDIR first, unless --insecure-policy. Digests are preserved.`,
 			if err != nil {
 				return r.explainImage(err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Exported %s/%s:%s (%s) to %s.\n", s.reg.Host, s.repo, tag, d, imageio.Name(dst))
+			say(cmd.OutOrStdout(), "Exported %s/%s:%s (%s) to %s.", s.reg.Host, s.repo, tag, d, imageio.Name(dst))
 			return nil
 		},
 	}
@@ -398,7 +408,7 @@ func exportTag(ctx context.Context, r *remote, s *imageSession, f *imageFlags) (
 	case 1:
 		return found[0], nil
 	case 0:
-		return "", fmt.Errorf("no image of version %s in %s", f.version, s.repo)
+		return "", i18n.Errorf("no image of version %s in %s", f.version, s.repo)
 	}
 	return "", userError("version %s is in several channels (%s): add --channel", f.version, strings.Join(found, ", "))
 }
@@ -411,7 +421,7 @@ func (r *remote) explainImage(err error) error {
 	msg := err.Error()
 	switch {
 	case strings.Contains(msg, "unauthorized") && !r.hasToken && os.Getenv("MXOS_TOKEN") == "" && r.token == "":
-		return fmt.Errorf("%w; set MXOS_TOKEN or use --token (a token with the release role)", err)
+		return i18n.Errorf("%w; set MXOS_TOKEN or use --token (a token with the release role)", err)
 	case errors.Is(err, context.Canceled):
 		return err
 	}

@@ -8,7 +8,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/url"
 	"os"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/client"
+	"github.com/mxos-linux/mxos-update/internal/i18n"
 	"github.com/mxos-linux/mxos-update/internal/oci/ocisig"
 	"github.com/mxos-linux/mxos-update/internal/oci/regclient"
 	"github.com/mxos-linux/mxos-update/internal/oci/registry"
@@ -61,13 +61,13 @@ func (r *remote) imageStep(cmd *cobra.Command, signers []signature.Signer, host 
 		return nil, err
 	}
 	if tlsCfg, err := client.TLSConfig(r.caFile); err != nil {
-		return nil, fmt.Errorf("--ca-file or MXOS_CA_FILE: %w", err)
+		return nil, i18n.Errorf("--ca-file or MXOS_CA_FILE: %w", err)
 	} else if tlsCfg != nil {
 		rc.SetTransport(client.Transport(tlsCfg))
 	}
 	if err := rc.Ping(cmd.Context()); err != nil {
 		if errors.Is(err, regclient.ErrNoRegistry) {
-			return nil, fmt.Errorf("%w: start mxos-server with --registry, or publish without --image", err)
+			return nil, i18n.Errorf("%w: start mxos-server with --registry, or publish without --image", err)
 		}
 		return nil, r.explain(err)
 	}
@@ -81,7 +81,7 @@ func (r *remote) imageStep(cmd *cobra.Command, signers []signature.Signer, host 
 func localImageStep(data, keys, host string) (*release.ImageStep, error) {
 	signers, err := publish.LoadEd25519Signers(keys)
 	if err != nil {
-		return nil, fmt.Errorf("image signing key: %w", err)
+		return nil, i18n.Errorf("image signing key: %w", err)
 	}
 	signer, err := imageSigner(signers)
 	if err != nil {
@@ -121,7 +121,7 @@ PEM, from KEYDIR/ed25519.pub: for policy.json (sigstoreSigned keyPath) and
 			}
 			pubs, err := publish.Ed25519PublicKeys(data)
 			if err != nil {
-				return fmt.Errorf("%s: %w", sign.Ed25519PublicFile, err)
+				return i18n.Errorf("%s: %w", sign.Ed25519PublicFile, err)
 			}
 			if len(pubs) == 0 {
 				return userError("%s holds no key", sign.Ed25519PublicFile)

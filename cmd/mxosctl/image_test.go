@@ -16,6 +16,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/oci/imageio/layouttest"
 	"github.com/mxos-linux/mxos-update/internal/oci/ocisig"
+	"github.com/mxos-linux/mxos-update/internal/oci/regclient"
 	"github.com/mxos-linux/mxos-update/internal/oci/registry"
 	"github.com/mxos-linux/mxos-update/internal/oci/unpack"
 	"github.com/mxos-linux/mxos-update/internal/testserver"
@@ -113,19 +114,38 @@ func TestImageImportExport(t *testing.T) {
 		t.Fatalf("dir export manifest: %v", err)
 	}
 
+	// Channels reached by promotion only refuse imports, and nothing is
+	// tagged there.
+	for _, ch := range []string{"edu", "stable"} {
+		out, err := s.run(t, "image", "import", "-q", "dir:"+dirOut, "--channel", ch, "--version", "10.0.1", "--keys", keys, "--insecure-policy")
+		if err == nil || !strings.Contains(err.Error(), "accepts promotions only") {
+			t.Fatalf("import into %s: %v\n%s", ch, err, out)
+		}
+		if _, _, _, err := s.store.GetManifest(context.Background(), "mxos/10/x86_64", ch+"-10.0.1"); err == nil {
+			t.Fatalf("a refused import tagged %s-10.0.1", ch)
+		}
+	}
 	// Import from dir: (the export) as another release, then a signed
 	// re-import from our own registry needs no --insecure-policy.
-	if out, err := s.run(t, "image", "import", "-q", "dir:"+dirOut, "--channel", "edu", "--version", "10.0.1", "--keys", keys, "--insecure-policy"); err != nil {
+	if out, err := s.run(t, "image", "import", "-q", "dir:"+dirOut, "--channel", "testing", "--version", "10.0.2", "--keys", keys, "--insecure-policy"); err != nil {
 		t.Fatalf("import from dir: %v\n%s", err, out)
 	}
-	if got := s.digest(t, "edu-10.0.1"); got != d {
+	if got := s.digest(t, "testing-10.0.2"); got != d {
 		t.Fatalf("dir import changed the digest: %s, want %s", got, d)
 	}
 	src := "docker://" + s.host + "/mxos/10/x86_64:testing"
-	if out, err := s.run(t, "image", "import", "-q", src, "--channel", "stable", "--version", "10.0.1", "--keys", keys); err != nil {
+	if out, err := s.run(t, "image", "import", "-q", src, "--channel", "testing", "--version", "10.0.3", "--keys", keys); err != nil {
 		t.Fatalf("signed import from our registry: %v\n%s", err, out)
 	}
-	// The same version in two channels: export by version is ambiguous.
+	// The same version in two channels (as promote --image tags it):
+	// export by version is ambiguous.
+	rc, err := regclient.New(s.url, s.token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tagImage(context.Background(), rc, "mxos/10/x86_64", d, "stable-10.0.1"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := s.run(t, "image", "export", "-q", "--version", "10.0.1", "--keys", keys, "oci:"+ociOut+":x"); err == nil || !strings.Contains(err.Error(), "--channel") {
 		t.Fatalf("ambiguous version export: %v", err)
 	}

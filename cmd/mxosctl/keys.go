@@ -1,8 +1,6 @@
 package main
 
 import (
-	"fmt"
-
 	"github.com/spf13/cobra"
 
 	"github.com/mxos-linux/mxos-update/internal/sign"
@@ -22,7 +20,7 @@ func newKeysCmd() *cobra.Command {
 			if err := sign.GenerateKeys(dir, sign.GenerateOptions{Name: name, Email: email}); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Keys written to %s. Keep %s and %s secret; share %s and %s.\n",
+			say(cmd.OutOrStdout(), "Keys written to %s. Keep %s and %s secret; share %s and %s.",
 				dir, sign.Ed25519SecretFile, sign.OpenPGPSecretFile, sign.Ed25519PublicFile, sign.OpenPGPPublicFile)
 			return nil
 		},

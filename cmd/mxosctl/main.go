@@ -1,6 +1,7 @@
 // Command mxosctl is the release team's and admins' tool: keys, publishing,
 // repository checks, and (as they are added) promotion, rollouts, pins and
-// the audit log.
+// the audit log. It speaks es-MX or English, as LC_ALL, LC_MESSAGES or LANG
+// say (internal/i18n).
 package main
 
 import (
@@ -16,7 +17,7 @@ func main() {
 	err := newRootCmd().ExecuteContext(ctx)
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "mxosctl:", err)
+		fmt.Fprintln(os.Stderr, "mxosctl:", msg.Error(err))
 		os.Exit(1)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -58,5 +59,29 @@ func TestKeysPublishFsck(t *testing.T) {
 		if _, err := run(t, args...); err == nil {
 			t.Errorf("mxosctl %s succeeded", strings.Join(args, " "))
 		}
+	}
+}
+
+// A tree with a device node or FIFO is refused with the way out: the
+// error names the file and suggests --skip-special, which then works.
+func TestPublishSuggestsSkipSpecial(t *testing.T) {
+	dir := t.TempDir()
+	keys, data, tree := filepath.Join(dir, "keys"), filepath.Join(dir, "data"), filepath.Join(dir, "tree")
+	if err := os.MkdirAll(filepath.Join(tree, "dev"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(tree, "dev", "initctl"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(t, "keys", "generate", "--dir", keys); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"publish", "-q", "--data", data, "--keys", keys, "--ref", "mxos/10/x86_64/testing", "--version", "10.0.1", tree}
+	_, err := run(t, args...)
+	if err == nil || !strings.Contains(err.Error(), "dev/initctl is a FIFO") || !strings.Contains(err.Error(), "--skip-special") {
+		t.Fatalf("publish of a tree with a FIFO: %v", err)
+	}
+	if out, err := run(t, append(args, "--skip-special")...); err != nil || !strings.Contains(out, "Published") {
+		t.Fatalf("publish --skip-special: %v\n%s", err, out)
 	}
 }

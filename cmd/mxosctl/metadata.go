@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"time"
@@ -9,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
+	"github.com/mxos-linux/mxos-update/internal/i18n"
 	"github.com/mxos-linux/mxos-update/internal/sign"
 )
 
@@ -38,7 +38,7 @@ anchor.`,
 			}
 			signers, err := publish.LoadEd25519Signers(keys)
 			if err != nil {
-				return fmt.Errorf("release key (--keys): %w", err)
+				return i18n.Errorf("release key (--keys): %w", err)
 			}
 			releasePubs, err := publish.PublicKeys(signers...)
 			if err != nil {
@@ -46,11 +46,11 @@ anchor.`,
 			}
 			pubFile, err := os.ReadFile(filepath.Join(onlinePub, sign.Ed25519PublicFile))
 			if err != nil {
-				return fmt.Errorf("online public key (--online-pub): %w", err)
+				return i18n.Errorf("online public key (--online-pub): %w", err)
 			}
 			onlinePubs, err := publish.Ed25519PublicKeys(pubFile)
 			if err != nil {
-				return fmt.Errorf("online public key (--online-pub): %w", err)
+				return i18n.Errorf("online public key (--online-pub): %w", err)
 			}
 			// For now the release key doubles as the root key (see
 			// internal/channelmeta): one offline key, threshold 1.
@@ -62,7 +62,7 @@ anchor.`,
 			if err := publish.Init(out, k, signers, signers, publish.Options{}, time.Now()); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Signed channel metadata created in %s. Copy it to the server's DATA/metadata and restart mxos-server with --online-keys; ship %s with the OS.\n",
+			say(cmd.OutOrStdout(), "Signed channel metadata created in %s. Copy it to the server's DATA/metadata and restart mxos-server with --online-keys; ship %s with the OS.",
 				out, filepath.Join(out, "root.json"))
 			return nil
 		},

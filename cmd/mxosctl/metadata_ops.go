@@ -23,6 +23,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/client"
 	"github.com/mxos-linux/mxos-update/internal/commitsig"
+	"github.com/mxos-linux/mxos-update/internal/i18n"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/sign"
 )
@@ -59,7 +60,7 @@ expires (mxosctl metadata renew). The server renews the others itself.`,
 				}
 				rs, err := publish.RoleInfo(role, data)
 				if err != nil {
-					return fmt.Errorf("the server's %s.json: %w", role, err)
+					return i18n.Errorf("the server's %s.json: %w", role, err)
 				}
 				st = append(st, rs)
 			}
@@ -94,7 +95,7 @@ func printRoleStatus(cmd *cobra.Command, st []publish.RoleStatus, asJSON bool) e
 func warnExpiring(cmd *cobra.Command, st []publish.RoleStatus, now time.Time) {
 	for _, rs := range st {
 		if rs.ExpiresSoon(now) {
-			fmt.Fprintf(cmd.ErrOrStderr(), "Warning: signed %s (version %d) expires %s (%s); renew it: mxosctl metadata renew --%s --keys DIR\n",
+			say(cmd.ErrOrStderr(), "Warning: signed %s (version %d) expires %s (%s); renew it: mxosctl metadata renew --%s --keys DIR",
 				rs.Role, rs.Version, rs.Expires.UTC().Format(time.RFC3339), untilText(rs.Expires.Sub(now)), rs.Role)
 		}
 	}
@@ -128,16 +129,17 @@ func trustedServerMeta(ctx context.Context, c *client.Client, rootSigners []sign
 		return nil, nil, nil, userError("the server publishes no signed channel metadata (see mxosctl metadata init)")
 	}
 	if err := publish.VerifyRootSignedBy(root, rootSigners); err != nil {
-		return nil, nil, nil, fmt.Errorf("the server's root.json: %w", err)
+		return nil, nil, nil, i18n.Errorf("the server's root.json: %w", err)
 	}
 	rels, err := publish.VerifyTargets(root, targets)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("the server's targets.json: %w", err)
+		return nil, nil, nil, i18n.Errorf("the server's targets.json: %w", err)
 	}
 	return root, targets, rels, nil
 }
 
-// putMetadata uploads u and prints the roles the server now serves.
+// putMetadata uploads u and prints done (translated) and the roles the
+// server now serves.
 func putMetadata(cmd *cobra.Command, r *remote, c *client.Client, u api.MetadataUpdate, done string) error {
 	roles, err := c.PutMetadata(cmd.Context(), u)
 	if err != nil {
@@ -157,7 +159,7 @@ func loadMetaSigners(dir, flag string) ([]signature.Signer, error) {
 	}
 	s, err := publish.LoadEd25519Signers(dir)
 	if err != nil {
-		return nil, fmt.Errorf("--%s: %w", flag, err)
+		return nil, i18n.Errorf("--%s: %w", flag, err)
 	}
 	return s, nil
 }
@@ -205,16 +207,16 @@ server and mxosctl warn 30 days before either expires.`,
 					return err
 				}
 				if root, err = publish.RotateRoot(root, k, rootSigners, publish.Options{}, now); err != nil {
-					return fmt.Errorf("renewing root: %w", err)
+					return i18n.Errorf("renewing root: %w", err)
 				}
 				u.Root = root
 			}
 			if doTargets {
 				if u.Targets, err = publish.BuildTargets(root, targets, rels, relSigners, publish.Options{}, now); err != nil {
-					return fmt.Errorf("renewing targets: %w", err)
+					return i18n.Errorf("renewing targets: %w", err)
 				}
 			}
-			return putMetadata(cmd, r, c, u, "Renewed the signed channel metadata.")
+			return putMetadata(cmd, r, c, u, msg.T("Renewed the signed channel metadata."))
 		},
 	}
 	f := cmd.Flags()
@@ -244,7 +246,7 @@ release published with metadata on.`,
 			}
 			verifiers, err := sign.LoadVerifiers(keys)
 			if err != nil {
-				return fmt.Errorf("--keys: %w", err)
+				return i18n.Errorf("--keys: %w", err)
 			}
 			c, err := r.client(cmd)
 			if err != nil {
@@ -277,7 +279,7 @@ release published with metadata on.`,
 							continue
 						}
 						if err := checkReleaseCommit(ctx, c, verifiers, rec); err != nil {
-							return fmt.Errorf("release %s: %w", rec.Path(), err)
+							return i18n.Errorf("release %s: %w", rec.Path(), err)
 						}
 						listed[rec.Path()] = true
 						added = append(added, rec)
@@ -286,17 +288,17 @@ release published with metadata on.`,
 			}
 			out := cmd.OutOrStdout()
 			if len(added) == 0 {
-				fmt.Fprintf(out, "All %d releases are already in the signed targets.\n", len(rels))
+				say(out, "All %d releases are already in the signed targets.", len(rels))
 				return nil
 			}
 			for _, rec := range added {
-				fmt.Fprintf(out, "Signing %s %s on %s (commit %s)\n", rec.Version, rec.Arch, rec.Channel, rec.Commit[:12])
+				say(out, "Signing %s %s on %s (commit %s)", rec.Version, rec.Arch, rec.Channel, rec.Commit[:12])
 			}
 			data, err := publish.BuildTargets(root, targets, append(rels, added...), signers, publish.Options{}, metaNow())
 			if err != nil {
-				return fmt.Errorf("signing targets: %w", err)
+				return i18n.Errorf("signing targets: %w", err)
 			}
-			return putMetadata(cmd, r, c, api.MetadataUpdate{Targets: data}, fmt.Sprintf("Signed %d existing releases into the targets.", len(added)))
+			return putMetadata(cmd, r, c, api.MetadataUpdate{Targets: data}, msg.T("Signed %d existing releases into the targets.", len(added)))
 		},
 	}
 	cmd.Flags().StringVar(&keys, "keys", envOr("MXOS_KEYS", ""), "directory with the release key (env MXOS_KEYS)")
@@ -314,21 +316,21 @@ func checkReleaseCommit(ctx context.Context, c *client.Client, verifiers []sign.
 	}
 	cb, err := c.RepoObject(ctx, ostree.ObjectPath(sum, ostree.ObjCommit))
 	if err != nil {
-		return fmt.Errorf("reading its commit: %w", err)
+		return i18n.Errorf("reading its commit: %w", err)
 	}
 	if got := sha256.Sum256(cb); !bytes.Equal(got[:], sum[:]) {
-		return fmt.Errorf("the server's commit object does not match its checksum %s", rec.Commit)
+		return i18n.Errorf("the server's commit object does not match its checksum %s", rec.Commit)
 	}
 	mb, err := c.RepoObject(ctx, ostree.ObjectPath(sum, ostree.ObjCommitMeta))
 	if err != nil {
-		return fmt.Errorf("reading its signatures: %w", err)
+		return i18n.Errorf("reading its signatures: %w", err)
 	}
 	md, err := ostree.ParseMetadata(mb)
 	if err != nil {
-		return fmt.Errorf("its signatures: %w", err)
+		return i18n.Errorf("its signatures: %w", err)
 	}
 	if err := commitsig.Verifier(verifiers)(sum, cb, md); err != nil {
-		return fmt.Errorf("not signed by the release key: %w", err)
+		return i18n.Errorf("not signed by the release key: %w", err)
 	}
 	cm, err := ostree.ParseCommit(cb)
 	if err != nil {
@@ -339,10 +341,10 @@ func checkReleaseCommit(ctx context.Context, c *client.Client, verifiers []sign.
 		bound = bound || b == rec.Ref
 	}
 	if !bound {
-		return fmt.Errorf("its commit is bound to %v, not to %s", cm.RefBindings(), rec.Ref)
+		return i18n.Errorf("its commit is bound to %v, not to %s", cm.RefBindings(), rec.Ref)
 	}
 	if v := cm.Version(); v != rec.Version {
-		return fmt.Errorf("its commit carries version %q, not %q", v, rec.Version)
+		return i18n.Errorf("its commit carries version %q, not %q", v, rec.Version)
 	}
 	return nil
 }
@@ -409,36 +411,36 @@ per line) and restart it, rotate, then remove the old one.`,
 			for _, dir := range addRelease {
 				pubFile, err := os.ReadFile(filepath.Join(dir, sign.Ed25519PublicFile))
 				if err != nil {
-					return fmt.Errorf("--add-release-pub: %w", err)
+					return i18n.Errorf("--add-release-pub: %w", err)
 				}
 				pubs, err := publish.Ed25519PublicKeys(pubFile)
 				if err != nil {
-					return fmt.Errorf("--add-release-pub: %w", err)
+					return i18n.Errorf("--add-release-pub: %w", err)
 				}
 				k.Release.Keys = append(k.Release.Keys, pubs...)
 			}
 			if newOnline != "" {
 				pubFile, err := os.ReadFile(filepath.Join(newOnline, sign.Ed25519PublicFile))
 				if err != nil {
-					return fmt.Errorf("--new-online-pub: %w", err)
+					return i18n.Errorf("--new-online-pub: %w", err)
 				}
 				pubs, err := publish.Ed25519PublicKeys(pubFile)
 				if err != nil {
-					return fmt.Errorf("--new-online-pub: %w", err)
+					return i18n.Errorf("--new-online-pub: %w", err)
 				}
 				k.Online = publish.RoleKeys{Keys: pubs, Threshold: 1}
 			}
 			now := metaNow()
 			next, err := publish.RotateRoot(root, k, rootSigners, publish.Options{}, now)
 			if err != nil {
-				return fmt.Errorf("rotating root: %w", err)
+				return i18n.Errorf("rotating root: %w", err)
 			}
 			nt, err := publish.BuildTargets(next, targets, rels, relSigners, publish.Options{}, now)
 			if err != nil {
-				return fmt.Errorf("re-signing targets for the new root: %w", err)
+				return i18n.Errorf("re-signing targets for the new root: %w", err)
 			}
 			return putMetadata(cmd, r, c, api.MetadataUpdate{Root: next, Targets: nt},
-				"Rotated the keys of the signed channel metadata. Devices follow the new root; ship the server's /metadata/root.json in the next OS image.")
+				msg.T("Rotated the keys of the signed channel metadata. Devices follow the new root; ship the server's /metadata/root.json in the next OS image."))
 		},
 	}
 	f := cmd.Flags()

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -49,7 +48,7 @@ removes it.`,
 			if err != nil {
 				return r.explain(err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Pinned %s %s: %s.\n", p.Scope, p.Target, pinWhat(p))
+			say(cmd.OutOrStdout(), "Pinned %s %s: %s.", p.Scope, p.Target, pinWhat(p))
 			return nil
 		},
 	}
@@ -91,7 +90,7 @@ func newUnpinCmd(r *remote) *cobra.Command {
 			if err := c.DeletePin(cmd.Context(), scope, target); err != nil {
 				return r.explain(err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Removed the pin of %s %s.\n", scope, target)
+			say(cmd.OutOrStdout(), "Removed the pin of %s %s.", scope, target)
 			return nil
 		},
 	}
@@ -120,7 +119,7 @@ func newPinsCmd(r *remote) *cobra.Command {
 				return printJSON(out, nonNil(pins))
 			}
 			if len(pins) == 0 {
-				fmt.Fprintln(out, "No pins.")
+				say(out, "No pins.")
 				return nil
 			}
 			t := newTable(out, "SCOPE", "TARGET", "CHANNEL", "VERSION", "BY", "SINCE")

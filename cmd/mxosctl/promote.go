@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -11,6 +10,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/client"
+	"github.com/mxos-linux/mxos-update/internal/i18n"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/release"
 	"github.com/mxos-linux/mxos-update/internal/sign"
@@ -79,7 +79,7 @@ func remoteSetup(cmd *cobra.Command, r *remote, keys, work string) (*client.Clie
 	// The same ed25519 release key signs the channel metadata's targets.
 	metaSigners, err := publish.LoadEd25519Signers(keys)
 	if err != nil {
-		return nil, nil, fmt.Errorf("release key for signed channel metadata: %w", err)
+		return nil, nil, i18n.Errorf("release key for signed channel metadata: %w", err)
 	}
 	c, err := r.client(cmd)
 	if err != nil {
@@ -122,7 +122,7 @@ func publishRemote(cmd *cobra.Command, r *remote, p remotePublish) error {
 	if err != nil {
 		return r.explain(err)
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "Published %s %s on %s as commit %s.\n", rel.Channel, rel.Version, rel.Arch, sum)
+	say(cmd.OutOrStdout(), "Published %s %s on %s as commit %s.", rel.Channel, rel.Version, rel.Arch, sum)
 	printImage(cmd, rem)
 	return nil
 }
@@ -131,7 +131,7 @@ func publishRemote(cmd *cobra.Command, r *remote, p remotePublish) error {
 func printImage(cmd *cobra.Command, rem *release.Remote) {
 	if rem.Image != nil && rem.Image.Image != nil {
 		im := rem.Image.Image
-		fmt.Fprintf(cmd.OutOrStdout(), "Image %s/%s@%s, signed.\n", rem.Image.Host, im.Repository, im.Digest)
+		say(cmd.OutOrStdout(), "Image %s/%s@%s, signed.", rem.Image.Host, im.Repository, im.Digest)
 	}
 }
 
@@ -188,7 +188,7 @@ layers are reused, nothing else is uploaded.`,
 			if err != nil {
 				return r.explain(err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Promoted %s from %s to %s on %s as commit %s.\n", rel.Version, from, to, rel.Arch, sum)
+			say(cmd.OutOrStdout(), "Promoted %s from %s to %s on %s as commit %s.", rel.Version, from, to, rel.Arch, sum)
 			printImage(cmd, rem)
 			return nil
 		},

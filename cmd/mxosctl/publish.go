@@ -1,7 +1,7 @@
 package main
 
 import (
-	"fmt"
+	"errors"
 	"os"
 	"time"
 
@@ -9,6 +9,7 @@ import (
 
 	"github.com/mxos-linux/mxos-update/internal/channel"
 	"github.com/mxos-linux/mxos-update/internal/oci/imagename"
+	"github.com/mxos-linux/mxos-update/internal/i18n"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/release"
 	"github.com/mxos-linux/mxos-update/internal/sign"
@@ -68,9 +69,9 @@ in a file given with --allow-mode-exceptions: one path in the tree per line
 					return err
 				}
 				opts := ostree.CommitOptions{NoXattrs: noXattrs, SkipSpecial: skipSpecial}
-				return publishRemote(cmd, r, remotePublish{channel: channelName, arch: arch, version: version, keys: keys,
+				return specialHint(publishRemote(cmd, r, remotePublish{channel: channelName, arch: arch, version: version, keys: keys,
 					work: work, ramp: ramp, subject: subject, body: body, source: args[0], opts: opts, quiet: quiet,
-					image: image, imageHost: imageHost, modeExceptions: allow})
+					image: image, imageHost: imageHost, modeExceptions: allow}))
 			}
 			if ref == "" || version == "" {
 				return userError("--ref and --version are required (or --channel to publish to a server)")
@@ -89,7 +90,7 @@ in a file given with --allow-mode-exceptions: one path in the tree per line
 			if image {
 				// Before anything is published: a bad ref or a missing key stops here.
 				if _, _, _, err := imagename.RepositoryForRef(ref); err != nil {
-					return fmt.Errorf("--image: %w", err)
+					return i18n.Errorf("--image: %w", err)
 				}
 				if step, err = localImageStep(data, keys, imageHost); err != nil {
 					return err
@@ -118,9 +119,9 @@ in a file given with --allow-mode-exceptions: one path in the tree per line
 			})
 			bar.done()
 			if err != nil {
-				return err
+				return specialHint(err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Published %s %s as commit %s (%s).\n", ref, version, res.Commit, time.Since(start).Round(time.Millisecond))
+			say(cmd.OutOrStdout(), "Published %s %s as commit %s (%s).", ref, version, res.Commit, time.Since(start).Round(time.Millisecond))
 			if step == nil {
 				return nil
 			}
@@ -129,9 +130,9 @@ in a file given with --allow-mode-exceptions: one path in the tree per line
 				err = step.Tag(cmd.Context(), im, ref, version)
 			}
 			if err != nil {
-				return fmt.Errorf("the commit is published, but its image is not: %w", err)
+				return i18n.Errorf("the commit is published, but its image is not: %w", err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Image %s@%s, signed.\n", im.Repository, im.Digest)
+			say(cmd.OutOrStdout(), "Image %s@%s, signed.", im.Repository, im.Digest)
 			return nil
 		},
 	}
@@ -193,7 +194,7 @@ func checkLocalRef(dir, ref string) error {
 	}
 	set, err := channel.LoadDir(dir)
 	if err != nil {
-		return fmt.Errorf("loading channel definitions (%s): %w", flag, err)
+		return i18n.Errorf("loading channel definitions (%s): %w", flag, err)
 	}
 	for _, ch := range set.Channels() {
 		for _, arch := range ch.Arches() {
@@ -203,4 +204,14 @@ func checkLocalRef(dir, ref string) error {
 		}
 	}
 	return nil
+}
+
+// specialHint says what to do when the tree holds a device node, FIFO or
+// socket, which OSTree cannot store.
+func specialHint(err error) error {
+	var se *ostree.SpecialFileError
+	if errors.As(err, &se) {
+		return i18n.Errorf("%w (publish with --skip-special to leave device nodes, FIFOs and sockets out; the booted system makes its own /dev)", err)
+	}
+	return err
 }

@@ -9,7 +9,6 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -20,6 +19,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/channelmeta"
 	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/commitsig"
+	"github.com/mxos-linux/mxos-update/internal/i18n"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/release"
 	"github.com/mxos-linux/mxos-update/internal/sign"
@@ -77,8 +77,8 @@ func promoteSignOnly(cmd *cobra.Command, rem *release.Remote, path string, thres
 	if err := writeFileDurable(path, append(data, '\n')); err != nil {
 		return err
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "Signed the promotion of %s to %s on %s (1 of %d release signatures) into %s.\n"+
-		"Another release team member adds theirs and submits it: mxosctl release cosign %s --keys DIR\n",
+	say(cmd.OutOrStdout(), "Signed the promotion of %s to %s on %s (1 of %d release signatures) into %s.\n"+
+		"Another release team member adds theirs and submits it: mxosctl release cosign %s --keys DIR",
 		cs.req.Version, cs.req.Channel, cs.req.Arch, threshold, path, path)
 	return nil
 }
@@ -119,11 +119,11 @@ func cosignRelease(cmd *cobra.Command, r *remote, path, keys string) error {
 		return err
 	}
 	if len(raw) > maxPartialFile {
-		return fmt.Errorf("%s: larger than %d bytes", path, maxPartialFile)
+		return i18n.Errorf("%s: larger than %d bytes", path, maxPartialFile)
 	}
 	var p partialRelease
 	if err := json.Unmarshal(raw, &p); err != nil || p.Format != partialFormat {
-		return fmt.Errorf("%s is not a partly signed release (from mxosctl promote --sign-only)", path)
+		return i18n.Errorf("%s is not a partly signed release (from mxosctl promote --sign-only)", path)
 	}
 	req := p.Request
 	signers, err := sign.LoadSigners(keys)
@@ -143,29 +143,29 @@ func cosignRelease(cmd *cobra.Command, r *remote, path, keys string) error {
 	// What is being signed: the commit, as stored on the server.
 	sum, err := ostree.ParseChecksum(req.Commit)
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return i18n.Errorf("%s: %w", path, err)
 	}
 	cb, err := c.RepoObject(ctx, ostree.ObjectPath(sum, ostree.ObjCommit))
 	if err != nil {
-		return r.explain(fmt.Errorf("reading commit %s: %w", req.Commit, err))
+		return r.explain(i18n.Errorf("reading commit %s: %w", req.Commit, err))
 	}
 	if got := sha256.Sum256(cb); !bytes.Equal(got[:], sum[:]) {
-		return fmt.Errorf("the server's commit does not match %s", req.Commit)
+		return i18n.Errorf("the server's commit does not match %s", req.Commit)
 	}
 	cm, err := ostree.ParseCommit(cb)
 	if err != nil {
 		return err
 	}
 	if cm.Version() != req.Version {
-		return fmt.Errorf("commit %s carries version %q, the request says %q", req.Commit, cm.Version(), req.Version)
+		return i18n.Errorf("commit %s carries version %q, the request says %q", req.Commit, cm.Version(), req.Version)
 	}
 	root, err := c.Metadata(ctx, "root.json")
 	if err != nil || root == nil {
-		return r.explain(fmt.Errorf("reading the server's signed root: %v", err))
+		return r.explain(i18n.Errorf("reading the server's signed root: %v", err))
 	}
 	rels, err := publish.VerifyTargets(root, req.Targets)
 	if err != nil {
-		return fmt.Errorf("the partly signed targets: %w", err)
+		return i18n.Errorf("the partly signed targets: %w", err)
 	}
 	var rec *channelmeta.Release
 	for i := range rels {
@@ -174,20 +174,20 @@ func cosignRelease(cmd *cobra.Command, r *remote, path, keys string) error {
 		}
 	}
 	if rec == nil || rec.Commit != req.Commit {
-		return fmt.Errorf("the partly signed targets do not list commit %s as %s %s on %s", req.Commit, req.Version, req.Arch, req.Channel)
+		return i18n.Errorf("the partly signed targets do not list commit %s as %s %s on %s", req.Commit, req.Version, req.Arch, req.Channel)
 	}
 	bound := false
 	for _, b := range cm.RefBindings() {
 		bound = bound || b == rec.Ref
 	}
 	if !bound {
-		return fmt.Errorf("commit %s is not bound to %s", req.Commit, rec.Ref)
+		return i18n.Errorf("commit %s is not bound to %s", req.Commit, rec.Ref)
 	}
 
 	// Add our signatures to the commit and to the targets.
 	md, err := ostree.ParseMetadata(req.Commitmeta)
 	if err != nil {
-		return fmt.Errorf("%s: commit signatures: %w", path, err)
+		return i18n.Errorf("%s: commit signatures: %w", path, err)
 	}
 	if md, err = commitsig.Sign(signers, cb, md); err != nil {
 		return err
@@ -210,14 +210,14 @@ func cosignRelease(cmd *cobra.Command, r *remote, path, keys string) error {
 		if err := writeFileDurable(path, append(data, '\n')); err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "Signed (%d of %d release signatures); pass %s to the next release team member.\n", n, need, path)
+		say(out, "Signed (%d of %d release signatures); pass %s to the next release team member.", n, need, path)
 		return nil
 	}
 	rel, err := c.PublishRelease(ctx, req)
 	if err != nil {
 		return r.explain(err)
 	}
-	fmt.Fprintf(out, "Promoted %s to %s on %s with %d release signatures (commit %s).\n", rel.Version, rel.Channel, rel.Arch, n, req.Commit)
+	say(out, "Promoted %s to %s on %s with %d release signatures (commit %s).", rel.Version, rel.Channel, rel.Arch, n, req.Commit)
 	return nil
 }
 

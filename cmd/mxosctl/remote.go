@@ -21,6 +21,7 @@ import (
 
 	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/client"
+	"github.com/mxos-linux/mxos-update/internal/i18n"
 )
 
 const defaultServer = "http://127.0.0.1:8080"
@@ -67,11 +68,11 @@ func (r *remote) client(cmd *cobra.Command) (*client.Client, error) {
 	r.hasToken = token != ""
 	tlsCfg, err := client.TLSConfig(r.caFile)
 	if err != nil {
-		return nil, fmt.Errorf("--ca-file or MXOS_CA_FILE: %w", err)
+		return nil, i18n.Errorf("--ca-file or MXOS_CA_FILE: %w", err)
 	}
 	c, err := client.New(r.server, token, client.WithUserAgent("mxosctl"), client.WithTLSConfig(tlsCfg))
 	if err != nil {
-		return nil, fmt.Errorf("check --server or MXOS_SERVER, --token or MXOS_TOKEN: %w", err)
+		return nil, i18n.Errorf("check --server or MXOS_SERVER, --token or MXOS_TOKEN: %w", err)
 	}
 	return c, nil
 }
@@ -90,13 +91,13 @@ func (r *remote) explain(err error) error {
 	if errors.As(err, &ae) {
 		se := &serverError{e: ae}
 		if ae.Code == api.CodeUnauthorized && !r.hasToken {
-			return fmt.Errorf("%w; set MXOS_TOKEN or use --token", se)
+			return i18n.Errorf("%w; set MXOS_TOKEN or use --token", se)
 		}
 		return se
 	}
 	var ne *net.OpError
 	if errors.As(err, &ne) && ne.Op == "dial" {
-		return fmt.Errorf("%w (is mxos-server running at %s? see --server)", err, r.server)
+		return i18n.Errorf("%w (is mxos-server running at %s? see --server)", err, r.server)
 	}
 	return err
 }
@@ -143,7 +144,7 @@ func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(v); err != nil {
-		return fmt.Errorf("writing JSON: %w", err)
+		return i18n.Errorf("writing JSON: %w", err)
 	}
 	return nil
 }
@@ -165,7 +166,7 @@ func when(t time.Time) string {
 // plural is "1 device", "2 devices".
 func plural(n int, one, many string) string {
 	if n == 1 {
-		return "1 " + one
+		return "1 " + msg.T(one)
 	}
-	return strconv.Itoa(n) + " " + many
+	return strconv.Itoa(n) + " " + msg.T(many)
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/mxos-linux/mxos-update/internal/api"
 )
@@ -119,7 +120,18 @@ const (
 	 {"id":"lab-01","arch":"x86_64","channel":"edu","group":"lab","version":"10.0.2","first_seen":"2026-03-01T12:00:00Z","last_seen":"2026-03-02T08:30:00Z"},
 	 {"id":"evil\u001b[2J","arch":"x86_64","channel":"edu","first_seen":"2026-03-01T12:00:00Z","last_seen":"2026-03-01T12:00:00Z"}],
 	 "total":9,"next":"lab-02"}`
-	auditJSON = `{"entries":[
+	deviceStatusJSON = `[
+	 {"device_id":"lab-01","last":{"version":"10.0.2","event":"health-ok","at":"2026-03-02T08:30:00Z"},
+	  "last_failure":{"version":"10.0.3","event":"health-failed","counted":true,"error":"required check sshd failed","at":"2026-03-02T08:00:00Z"}},
+	 {"device_id":"evil\u001b[2J","last":{"version":"10.0.3","event":"download-failed","error":"x","at":"2026-03-02T08:30:00Z"},
+	  "last_failure":{"version":"10.0.3","event":"download-failed","error":"dial tcp: connection refused by the school's proxy at 10.0.0.1:3128","at":"2026-03-02T08:30:00Z"}}]`
+	deviceDetailJSON = `{"id":"lab-01","arch":"x86_64","channel":"edu","group":"lab","version":"10.0.2","first_seen":"2026-03-01T12:00:00Z","last_seen":"2026-03-02T08:30:00Z",
+	 "last":{"version":"10.0.2","event":"health-ok","at":"2026-03-02T08:30:00Z"},
+	 "last_failure":{"rollout_id":"r7","version":"10.0.3","event":"health-failed","counted":true,"error":"required check sshd failed","at":"2026-03-02T08:00:00Z"},
+	 "reports":[{"version":"10.0.2","event":"health-ok","at":"2026-03-02T08:30:00Z"},
+	  {"rollout_id":"r7","version":"10.0.3","event":"health-failed","counted":true,"error":"required check sshd failed","at":"2026-03-02T08:00:00Z"}]}`
+	statusQuery = "GET /api/v1/device-status?id=lab-01&id=evil%1B%5B2J"
+	auditJSON   = `{"entries":[
 	 {"seq":4,"actor":"token:ana","action":"pin","subject":"group lab","detail":"{\"channel\":\"edu\"}","at":"2026-03-01T12:00:00Z","prev_hash":"h3","hash":"h4"},
 	 {"seq":5,"actor":"token:ci","action":"rollout.halt","subject":"r7","at":"2026-03-01T13:00:00Z","prev_hash":"h4","hash":"h5"}],
 	 "verified":true,"head_seq":5,"head_hash":"h5"}`
@@ -139,6 +151,8 @@ func TestRemoteCommands(t *testing.T) {
 	f.on("DELETE /api/v1/pins/device/lab-01", 204, "")
 	f.on("GET /api/v1/pins", 200, `[{"scope":"group","target":"lab","channel":"edu","created_by":"token:ana","created_at":"2026-03-01T12:00:00Z"},{"scope":"device","target":"lab-01","version":"10.0.1"}]`)
 	f.on("GET /api/v1/devices", 200, devicesJSON)
+	f.on("GET /api/v1/device-status", 200, deviceStatusJSON)
+	f.on("GET /api/v1/devices/lab-01", 200, deviceDetailJSON)
 	f.on("PUT /api/v1/devices/lab-01/group", 204, "")
 	f.on("GET /api/v1/audit", 200, auditJSON)
 	f.on("POST /api/v1/tokens", 201, `{"id":"t3","name":"ci","role":"release","created_at":"2026-03-01T12:00:00Z","expires_at":"2026-05-30T12:00:00Z","token":"mxos_NEWNEWNEW"}`)
@@ -168,8 +182,8 @@ func TestRemoteCommands(t *testing.T) {
 		{[]string{"rollout", "start", "--channel", "stable", "--version", "10.0.4", "--arch", "x86_64"},
 			[]string{`POST /api/v1/rollouts {"channel":"stable","arch":"x86_64","version":"10.0.4"}`}, nil},
 		{[]string{"rollout", "status", "--channel", "stable"}, []string{"GET /api/v1/rollouts?channel=stable"}, []string{
-			"ID  CHANNEL  ARCH     VERSION  STATE     SHARE  OK  FAILED  RAMP                 UPDATED  REASON",
-			"r7  stable   x86_64   10.0.3   halted    10%    40  9       1%,10%@24h,100%@72h  -        boot loop",
+			"ID  CHANNEL  ARCH     VERSION  STATE     SHARE  OK  FAILED  RAMP                 NEXT STEP  UPDATED  REASON",
+			"r7  stable   x86_64   10.0.3   halted    10%    40  9       1%,10%@24h,100%@72h  -          -        boot loop",
 			"r5  stable   aarch64  10.0.1   complete  100%",
 		}},
 		{[]string{"rollout", "status"}, []string{"GET /api/v1/rollouts"}, nil},
@@ -192,14 +206,24 @@ func TestRemoteCommands(t *testing.T) {
 			"device  lab-01  -        10.0.1   -          -",
 		}},
 		{[]string{"devices", "--channel", "edu", "--group", "lab", "--limit", "2"},
-			[]string{"GET /api/v1/devices?channel=edu&group=lab&limit=2"}, []string{
-				"DEVICE   ARCH    CHANNEL  GROUP  VERSION  LAST SEEN",
-				"lab-01   x86_64  edu      lab    10.0.2   2026-03-02 08:30Z",
+			[]string{"GET /api/v1/devices?channel=edu&group=lab&limit=2", statusQuery}, []string{
+				"DEVICE   ARCH    CHANNEL  GROUP  VERSION  LAST SEEN          STATUS                  LAST FAILURE",
+				"lab-01   x86_64  edu      lab    10.0.2   2026-03-02 08:30Z  health-ok 10.0.2        health-failed 10.0.3: required check sshd failed",
+				"evil[2J  x86_64  edu      -      -        2026-03-01 12:00Z  download-failed 10.0.3  download-failed 10.0.3: dial tcp: connection refused by the…",
 				"evil[2J",
 				"Showing 2 of 9 devices.",
 				"More: mxosctl devices --after lab-02",
 			}},
-		{[]string{"devices", "--after", "lab-02"}, []string{"GET /api/v1/devices?after=lab-02"}, nil},
+		{[]string{"devices", "--after", "lab-02"}, []string{"GET /api/v1/devices?after=lab-02", statusQuery}, nil},
+		{[]string{"devices", "show", "lab-01"}, []string{"GET /api/v1/devices/lab-01"}, []string{
+			"Device:         lab-01",
+			"Group:          lab",
+			"Last report:    health-ok 10.0.2, 2026-03-02 08:30Z",
+			"Last failure:   health-failed 10.0.3, 2026-03-02 08:00Z (rollout r7): required check sshd failed",
+			"AT                 EVENT          COUNTED  VERSION  ROLLOUT  ERROR",
+			"2026-03-02 08:00Z  health-failed  yes      10.0.3   r7       required check sshd failed",
+		}},
+		{[]string{"devices", "show", "lab-01", "--limit", "5"}, []string{"GET /api/v1/devices/lab-01?limit=5"}, nil},
 		{[]string{"group", "--device", "lab-01", "--group", "lab"},
 			[]string{`PUT /api/v1/devices/lab-01/group {"group":"lab"}`}, []string{"Device lab-01 is now in group lab."}},
 		{[]string{"group", "--device", "lab-01", "--group", ""},
@@ -223,7 +247,7 @@ func TestRemoteCommands(t *testing.T) {
 			"old   device  pc1     t2  2026-03-01 12:00Z  -   -                  2026-03-02 12:00Z",
 		}},
 		{[]string{"token", "list", "--all"}, []string{"GET /api/v1/tokens?credentials=1"}, nil},
-		{[]string{"devices", "list", "--group", "lab"}, []string{"GET /api/v1/devices?group=lab"}, nil},
+		{[]string{"devices", "list", "--group", "lab"}, []string{"GET /api/v1/devices?group=lab", statusQuery}, nil},
 		{[]string{"devices", "identities"}, []string{"GET /api/v1/identities"}, []string{
 			"DEVICE  STATE        CREDENTIALS  EXPIRES            CHANGED            BY",
 			"kiosk   bound-token  1            -                  -                  -",
@@ -525,5 +549,33 @@ func TestTokenCreateStdoutIsTheSecret(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "Created release token ci") || strings.Contains(stderr.String(), "mxos_NEW") {
 		t.Fatalf("stderr = %q", stderr.String())
+	}
+}
+
+// rollout status's NEXT STEP: when an active rollout's share next rises,
+// as the server computes it; nothing for other states or the last step.
+func TestNextStep(t *testing.T) {
+	start := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	ramp := "1%,10%@24h,100%@72h"
+	for _, tc := range []struct {
+		state, ramp string
+		start       time.Time
+		now         time.Time
+		want        string
+	}{
+		{"active", ramp, start, start.Add(time.Hour), "10% at 2026-03-02 12:00Z (in 23h0m)"},
+		{"active", ramp, start, start.Add(30 * time.Hour), "100% at 2026-03-04 12:00Z (in 42h0m)"},
+		{"active", ramp, start, start.Add(72*time.Hour - 30*time.Second), "100% at 2026-03-04 12:00Z (in under a minute)"},
+		{"active", ramp, start, start.Add(-time.Minute), "1% at 2026-03-01 12:00Z (in 1m)"},
+		{"active", ramp, start, start.Add(80 * time.Hour), "-"},
+		{"paused", ramp, start, start.Add(time.Hour), "-"},
+		{"halted", ramp, start, start.Add(time.Hour), "-"},
+		{"active", "nonsense", start, start.Add(time.Hour), "-"},
+		{"active", ramp, time.Time{}, start, "-"},
+	} {
+		got := nextStep(api.RolloutStatus{State: tc.state, Ramp: tc.ramp, StartedAt: tc.start}, tc.now)
+		if got != tc.want {
+			t.Errorf("%s %s at +%s: %q, want %q", tc.state, tc.ramp, tc.now.Sub(start), got, tc.want)
+		}
 	}
 }

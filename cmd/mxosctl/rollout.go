@@ -6,6 +6,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -62,10 +63,10 @@ own rollout.`,
 			}
 			out := cmd.OutOrStdout()
 			if len(started) == 0 {
-				fmt.Fprintf(out, "The server started no rollout of %s on %s.\n", req.Version, req.Channel)
+				say(out, "The server started no rollout of %s on %s.", req.Version, req.Channel)
 			}
 			for _, s := range started {
-				fmt.Fprintf(out, "Started rollout %s: %s on %s/%s, ramp %s, now %s at %s.\n",
+				say(out, "Started rollout %s: %s on %s/%s, ramp %s, now %s at %s.",
 					s.ID, s.Version, s.Channel, s.Arch, s.Ramp, s.State, percent(s.Fraction))
 			}
 			return nil
@@ -101,9 +102,9 @@ func newRolloutStatusCmd(r *remote) *cobra.Command {
 			}
 			if len(list) == 0 {
 				if channel != "" {
-					fmt.Fprintf(out, "No rollouts on %s.\n", channel)
+					say(out, "No rollouts on %s.", channel)
 				} else {
-					fmt.Fprintln(out, "No rollouts.")
+					say(out, "No rollouts.")
 				}
 				return nil
 			}
@@ -117,16 +118,51 @@ func newRolloutStatusCmd(r *remote) *cobra.Command {
 }
 
 func printRollouts(out io.Writer, list []api.RolloutStatus) {
-	t := newTable(out, "ID", "CHANNEL", "ARCH", "VERSION", "STATE", "SHARE", "OK", "FAILED", "RAMP", "UPDATED", "REASON")
+	now := time.Now()
+	t := newTable(out, "ID", "CHANNEL", "ARCH", "VERSION", "STATE", "SHARE", "OK", "FAILED", "RAMP", "NEXT STEP", "UPDATED", "REASON")
 	for _, s := range list {
 		reason := s.HaltReason
 		if reason == "" {
 			reason = " " // an empty last column, not "-"
 		}
 		t.row(s.ID, s.Channel, s.Arch, s.Version, s.State, percent(s.Fraction),
-			strconv.Itoa(s.Successes), strconv.Itoa(s.Failures), s.Ramp, when(s.UpdatedAt), reason)
+			strconv.Itoa(s.Successes), strconv.Itoa(s.Failures), s.Ramp, nextStep(s, now), when(s.UpdatedAt), reason)
 	}
 	t.flush()
+}
+
+// nextStep is when an active rollout's ramp next raises its share: "10%
+// at 2026-03-02 12:00Z (in 5h)", computed as the server does
+// (rollout.Ramp.NextChange from the start, which resume shifts past the
+// pause). "-" for a rollout that is paused, halted, complete, or at its
+// last step.
+func nextStep(s api.RolloutStatus, now time.Time) string {
+	if s.State != string(rollout.StateActive) || s.StartedAt.IsZero() {
+		return "-"
+	}
+	ramp, err := rollout.ParseRamp(s.Ramp)
+	if err != nil {
+		return "-"
+	}
+	at, ok := ramp.NextChange(s.StartedAt, now)
+	if !ok {
+		return "-"
+	}
+	steps := ramp.Steps()
+	next := steps[0]
+	if i := ramp.StepAt(s.StartedAt, now); i >= 0 {
+		next = steps[i+1]
+	}
+	return msg.T("%s at %s (in %s)", percent(next.Fraction()), when(at), inDuration(at.Sub(now)))
+}
+
+// inDuration is a wait to the minute: "5h0m", "12m", "under a minute".
+func inDuration(d time.Duration) string {
+	if d < time.Minute {
+		return msg.T("under a minute")
+	}
+	s := d.Truncate(time.Minute).String()
+	return strings.TrimSuffix(s, "0s")
 }
 
 func newRolloutActionCmd(r *remote, action, short, done string) *cobra.Command {
@@ -166,8 +202,8 @@ log.`,
 			if err != nil {
 				return r.explain(err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Rollout %s (%s on %s/%s) %s: now %s at %s.\n",
-				s.ID, s.Version, s.Channel, s.Arch, done, s.State, percent(s.Fraction))
+			say(cmd.OutOrStdout(), "Rollout %s (%s on %s/%s) %s: now %s at %s.",
+				s.ID, s.Version, s.Channel, s.Arch, msg.T(done), s.State, percent(s.Fraction))
 			return nil
 		},
 	}

@@ -61,9 +61,9 @@ it also enrolls at most 250 an hour; ids an admin authorized are exempt).`,
 			fmt.Fprintln(cmd.OutOrStdout(), t.Token)
 			bound := ""
 			if t.DeviceID != "" {
-				bound = " for device " + t.DeviceID
+				bound = msg.T(" for device %s", t.DeviceID)
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "Created %s token %s%s (id %s), valid until %s. It is not shown again.\n",
+			say(cmd.ErrOrStderr(), "Created %s token %s%s (id %s), valid until %s. It is not shown again.",
 				t.Role, t.Name, bound, t.ID, when(t.ExpiresAt))
 			return nil
 		},
@@ -100,7 +100,7 @@ func newTokenListCmd(r *remote) *cobra.Command {
 				return printJSON(out, nonNil(list))
 			}
 			if len(list) == 0 {
-				fmt.Fprintln(out, "No tokens.")
+				say(out, "No tokens.")
 				return nil
 			}
 			t := newTable(out, "NAME", "ROLE", "DEVICE", "ID", "CREATED", "BY", "EXPIRES", "REVOKED")
@@ -132,7 +132,7 @@ func newTokenRevokeCmd(r *remote) *cobra.Command {
 			if err := c.RevokeToken(cmd.Context(), args[0]); err != nil {
 				return r.explain(err)
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "Revoked token %s.\n", args[0])
+			say(cmd.ErrOrStderr(), "Revoked token %s.", args[0])
 			return nil
 		},
 	}

@@ -136,11 +136,17 @@ func votersSince(r Rollout) time.Time {
 	return r.CreatedAt
 }
 
+// notManual leaves out rollbacks a person made ($2 = event.ManualRollback):
+// the device's own mark keeps those from being installed again until
+// `mxos-updater unmark`, so the server may keep offering them.
+const notManual = ` AND NOT (event = 'rolled-back' AND error_text = $2)`
+
 // RolledBackFrom returns the versions a device rolled back from (any
-// release failure), oldest first, each once. Devices never re-target them.
+// release failure but a rollback by hand), oldest first, each once.
+// Devices never re-target them.
 func (q *Queries) RolledBackFrom(ctx context.Context, deviceID string) ([]string, error) {
 	out, err := queryAll(ctx, q.q, "reading rollbacks of "+deviceID, scanString,
-		`SELECT DISTINCT version FROM reports WHERE device_id = $1 AND event IN (`+failureEvents+`)`, deviceID)
+		`SELECT DISTINCT version FROM reports WHERE device_id = $1 AND event IN (`+failureEvents+`)`+notManual, deviceID, event.ManualRollback)
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +175,7 @@ func (q *Queries) RolledBackFrom(ctx context.Context, deviceID string) ([]string
 // so a check of any other device can skip RolledBackFrom.
 func (q *Queries) DevicesWithRollbacks(ctx context.Context) ([]string, error) {
 	out, err := queryAll(ctx, q.q, "listing devices with rollbacks", scanString,
-		`SELECT DISTINCT device_id FROM reports WHERE event IN (`+failureEvents+`)`)
+		`SELECT DISTINCT device_id FROM reports WHERE event IN (`+failureEvents+`)`+strings.Replace(notManual, "$2", "$1", 1), event.ManualRollback)
 	if err != nil {
 		return nil, err
 	}

@@ -58,3 +58,11 @@ func (e Event) ReleaseFailure() bool {
 
 // ReleaseFailures lists the events ReleaseFailure accepts.
 var ReleaseFailures = []Event{HealthFailed, BootFailed, RolledBack}
+
+// ManualRollback is the Error of the rolled-back report a device sends
+// when a person rolled it back (`mxos-updater rollback`). It counts toward
+// auto-halt like any rolled-back report, but it does not stop the server
+// from offering that version to the device again: the device's own mark
+// decides, and `mxos-updater unmark` lifts it. Rollbacks by health checks
+// or the boot counter stay final on both sides.
+const ManualRollback = "rolled back by hand"

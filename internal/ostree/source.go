@@ -119,7 +119,7 @@ func (b *builder) walkDir(root, rel string, inodes map[[2]uint64]*fileSlot) erro
 			if b.opts.SkipSpecial {
 				continue
 			}
-			return fmt.Errorf("%w: %s is a %s; OSTree stores only files, directories and symlinks", ErrUnsupported, p, typeName(st.Mode()))
+			return &SpecialFileError{Path: p, Kind: typeName(st.Mode())}
 		}
 	}
 	return nil
@@ -296,7 +296,7 @@ func (b *builder) readTar(tr *tar.Reader) error {
 			if b.opts.SkipSpecial {
 				continue
 			}
-			return fmt.Errorf("tarball: %w: %s is a device node or FIFO; OSTree stores only files, directories and symlinks", ErrUnsupported, p)
+			return fmt.Errorf("tarball: %w", &SpecialFileError{Path: p, Kind: "device node or FIFO"})
 		default:
 			return fmt.Errorf("tarball: %w: %s has entry type %q", ErrUnsupported, p, hdr.Typeflag)
 		}
@@ -315,3 +315,17 @@ func tarXattrs(hdr *tar.Header) []Xattr {
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
+
+// SpecialFileError is a device node, FIFO or socket in a source, which
+// OSTree cannot store (CommitOptions.SkipSpecial leaves them out). It
+// wraps ErrUnsupported.
+type SpecialFileError struct {
+	Path string // in the tree
+	Kind string // "device node", "FIFO", "socket", "device node or FIFO"
+}
+
+func (e *SpecialFileError) Error() string {
+	return fmt.Sprintf("%v: %s is a %s; OSTree stores only files, directories and symlinks", ErrUnsupported, e.Path, e.Kind)
+}
+
+func (e *SpecialFileError) Unwrap() error { return ErrUnsupported }

@@ -111,6 +111,7 @@ func (s *Server) apiRoutes() {
 	s.publishRoutes()   // publish.go
 	s.fleetLockRoutes() // fleetlock.go
 	s.authRoutes()      // auth.go
+	s.deviceRoutes()    // device_reports.go
 }
 
 // actor names the token behind a request in the audit log.

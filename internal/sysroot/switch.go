@@ -312,3 +312,26 @@ func (s *Sysroot) pruneRepo(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Unmark forgets that commit was rolled back from, so it may be installed
+// again (`mxos-updater unmark`, after a rollback made by hand). It reports
+// whether the commit was marked. It does not change any deployment.
+func (s *Sysroot) Unmark(commit ostree.Checksum) (bool, error) {
+	unlock, err := s.lock()
+	if err != nil {
+		return false, err
+	}
+	defer unlock()
+	st, err := s.loadState()
+	if err != nil {
+		return false, err
+	}
+	if _, bad := st.Bad[commit.String()]; !bad {
+		return false, nil
+	}
+	delete(st.Bad, commit.String())
+	if err := s.saveState(st); err != nil {
+		return false, fmt.Errorf("unmark: %w", err)
+	}
+	return true, nil
+}

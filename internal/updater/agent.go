@@ -14,6 +14,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/client"
 	"github.com/mxos-linux/mxos-update/internal/health"
+	"github.com/mxos-linux/mxos-update/internal/i18n"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/ostree/pull"
 	"github.com/mxos-linux/mxos-update/internal/storage"
@@ -49,8 +50,10 @@ type Agent struct {
 	// Now is the clock (time.Now when nil). The expiry of the channel
 	// metadata is judged by it.
 	Now func() time.Time
-	// Out receives short messages for the technician (discarded when nil).
-	Out io.Writer
+	// Out receives short messages for the technician (discarded when nil),
+	// in Lang's language (English when nil; internal/i18n).
+	Out  io.Writer
+	Lang *i18n.Printer
 	// Reboot restarts the machine after Boot rolled back the running
 	// version (reboot.go); nil only tells the technician to.
 	Reboot func(ctx context.Context) error
@@ -58,18 +61,32 @@ type Agent struct {
 	id identity // credential.go: the device's own credential, report counter
 }
 
-// Status is what Agent.Status reports.
+// Status is what Agent.Status reports (and `mxos-updater status --json`
+// prints). Deployments lists every deployment on disk, oldest first, with
+// what it is to the machine.
 type Status struct {
-	Current  *DeploymentInfo              `json:"current,omitempty"`
-	Previous *DeploymentInfo              `json:"previous,omitempty"`
-	Bad      map[string]sysroot.BadCommit `json:"bad,omitempty"`
+	Current     *DeploymentInfo              `json:"current,omitempty"`
+	Previous    *DeploymentInfo              `json:"previous,omitempty"`
+	Deployments []DeploymentInfo             `json:"deployments"`
+	Bad         map[string]sysroot.BadCommit `json:"bad,omitempty"`
 }
 
-// DeploymentInfo describes one deployment.
+// DeploymentInfo describes one deployment. The marks: Booted is the one
+// the machine runs now (the last boot's); Default the one the next boot
+// starts; Pending the default while it waits for a restart and its health
+// verdict; Staged a deployment made after the default that is not switched
+// on yet (maintenance window, fleet lock); Previous the rollback target;
+// Bad a commit rolled back from.
 type DeploymentInfo struct {
-	Name    string `json:"name"`
-	Commit  string `json:"commit"`
-	Version string `json:"version"`
+	Name     string `json:"name"`
+	Commit   string `json:"commit"`
+	Version  string `json:"version"`
+	Booted   bool   `json:"booted,omitempty"`
+	Default  bool   `json:"default,omitempty"`
+	Pending  bool   `json:"pending,omitempty"`
+	Staged   bool   `json:"staged,omitempty"`
+	Previous bool   `json:"previous,omitempty"`
+	Bad      bool   `json:"bad,omitempty"`
 }
 
 // agentState is the content of StateFile.
@@ -90,11 +107,8 @@ func (a *Agent) now() time.Time {
 	return time.Now()
 }
 
-func (a *Agent) say(format string, args ...any) {
-	if a.Out != nil {
-		fmt.Fprintf(a.Out, format+"\n", args...)
-	}
-}
+// say tells the technician something; format is a catalog message.
+func (a *Agent) say(format string, args ...any) { a.Lang.Say(a.Out, format, args...) }
 
 func (a *Agent) statePath() string { return filepath.Join(a.Sys.Root(), StateFile) }
 
@@ -168,6 +182,31 @@ func (a *Agent) Status(ctx context.Context) (Status, error) {
 	if len(bad) > 0 {
 		s.Bad = bad
 	}
+	list, err := a.Sys.List()
+	if err != nil {
+		return s, fmt.Errorf("listing deployments: %w", err)
+	}
+	booted := ""
+	if b, err := a.Sys.Booted(); err == nil {
+		booted = b.Name
+	}
+	pending, err := a.Sys.PendingBoot()
+	if err != nil {
+		return s, fmt.Errorf("reading the pending boot: %w", err)
+	}
+	s.Deployments = []DeploymentInfo{}
+	afterDefault := false
+	for _, d := range list {
+		di := *info(d)
+		_, di.Bad = bad[di.Commit]
+		di.Booted = d.Name == booted
+		di.Default = s.Current != nil && d.Name == s.Current.Name
+		di.Pending = di.Default && d.Name == pending
+		di.Previous = s.Previous != nil && d.Name == s.Previous.Name
+		di.Staged = afterDefault && !di.Bad
+		afterDefault = afterDefault || di.Default
+		s.Deployments = append(s.Deployments, di)
+	}
 	return s, nil
 }
 
@@ -184,7 +223,7 @@ func (a *Agent) Check(ctx context.Context) (api.CheckResponse, error) {
 // its download.
 func (a *Agent) check(ctx context.Context) (api.CheckResponse, offerTrust, error) {
 	if a.Cfg.InsecureNoMetadata {
-		a.say("%s", InsecureWarning)
+		a.say(InsecureWarning)
 	}
 	req := api.CheckRequest{DeviceID: a.Cfg.DeviceID, Arch: a.Cfg.Arch, Channel: a.Cfg.Channel, Group: a.Cfg.Group}
 	cur, ok, err := a.current()
@@ -200,7 +239,7 @@ func (a *Agent) check(ctx context.Context) (api.CheckResponse, offerTrust, error
 	}
 	resp, err := a.Client.Check(ctx, req)
 	if err != nil {
-		return resp, offerTrust{}, fmt.Errorf("asking the server for updates: %w", err)
+		return resp, offerTrust{}, i18n.Errorf("asking the server for updates: %w", err)
 	}
 	var tr offerTrust
 	if resp.Update && resp.Target != nil {
@@ -238,7 +277,7 @@ func (a *Agent) Upgrade(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	if !resp.Update || resp.Target == nil {
-		a.say("No update (%s).", resp.Reason)
+		a.say("No update (%s).", a.Lang.Reason(resp.Reason))
 		return false, nil
 	}
 	t := *resp.Target
@@ -318,18 +357,18 @@ func (a *Agent) install(ctx context.Context, t api.Target, want ostree.Checksum,
 			got, err = a.Puller.Pull(ctx, a.Repo, t.Ref, opts)
 		}
 		if err != nil {
-			return false, restore(fmt.Errorf("download of %s: %w", t.Version, err))
+			return false, restore(i18n.Errorf("download of %s: %w", t.Version, err))
 		}
 		if got != want {
-			return false, restore(fmt.Errorf("download of %s: got commit %s, the server offered %s", t.Version, got, want))
+			return false, restore(i18n.Errorf("download of %s: got commit %s, the server offered %s", t.Version, got, want))
 		}
 		if err := a.verifyPulled(t, got); err != nil {
-			return false, restore(fmt.Errorf("download of %s: %w", t.Version, err))
+			return false, restore(i18n.Errorf("download of %s: %w", t.Version, err))
 		}
 		a.report(ctx, api.EventDownloadFinished, t.Version, t.RolloutID, "")
 		dep, err = a.Sys.Deploy(ctx, a.Repo, want, sysroot.Origin{Ref: t.Ref, Version: t.Version, Commit: t.Commit})
 		if err != nil {
-			return false, restore(fmt.Errorf("installing %s: %w", t.Version, err))
+			return false, restore(i18n.Errorf("installing %s: %w", t.Version, err))
 		}
 	}
 	if !a.Cfg.Strategy.InWindow(a.now()) {
@@ -339,7 +378,7 @@ func (a *Agent) install(ctx context.Context, t api.Target, want ostree.Checksum,
 	}
 	if staged {
 		if err := a.verifyPulled(t, want); err != nil {
-			return false, fmt.Errorf("installing %s: %w", t.Version, err)
+			return false, i18n.Errorf("installing %s: %w", t.Version, err)
 		}
 	}
 	if !a.fleetLockBeforeSwitch(ctx, t) { // fleetlock.go: a reboot slot of the group
@@ -353,7 +392,7 @@ func (a *Agent) install(ctx context.Context, t api.Target, want ostree.Checksum,
 		return false, err
 	}
 	if err := a.Sys.Switch(ctx, dep); err != nil {
-		return false, fmt.Errorf("switching to %s: %w", t.Version, err)
+		return false, i18n.Errorf("switching to %s: %w", t.Version, err)
 	}
 	a.report(ctx, api.EventDeployed, t.Version, t.RolloutID, "")
 	a.say("Version %s is installed. Restart the machine to use it.", t.Version)
@@ -435,7 +474,7 @@ func (a *Agent) Boot(ctx context.Context) error {
 		return nil
 	}
 	if err := a.Sys.Rollback(ctx, summary); err != nil {
-		return fmt.Errorf("rolling back version %s: %w", cur.Origin.Version, err)
+		return i18n.Errorf("rolling back version %s: %w", cur.Origin.Version, err)
 	}
 	st.Pending = false
 	if err := a.saveState(st); err != nil {
@@ -448,17 +487,19 @@ func (a *Agent) Boot(ctx context.Context) error {
 }
 
 // Rollback goes back to the previous deployment by hand; the abandoned
-// version is marked bad and never installed again.
+// version is marked bad and not installed again until Unmark forgets the
+// mark (a rollback by hand is often a trial, not a verdict on the
+// release; the technician decides).
 func (a *Agent) Rollback(ctx context.Context) error {
 	cur, ok, err := a.current()
 	if err != nil {
 		return err
 	}
 	if !ok {
-		return errors.New("nothing is installed, so there is nothing to roll back")
+		return i18n.Errorf("nothing is installed, so there is nothing to roll back")
 	}
-	if err := a.Sys.Rollback(ctx, "rolled back by hand"); err != nil {
-		return fmt.Errorf("rolling back version %s: %w", cur.Origin.Version, err)
+	if err := a.Sys.Rollback(ctx, api.ManualRollback); err != nil {
+		return i18n.Errorf("rolling back version %s: %w", cur.Origin.Version, err)
 	}
 	st, err := a.loadState()
 	if err != nil {
@@ -472,8 +513,9 @@ func (a *Agent) Rollback(ctx context.Context) error {
 			return err
 		}
 	}
-	a.report(ctx, api.EventRolledBack, cur.Origin.Version, rolloutID, "rolled back by hand")
+	a.report(ctx, api.EventRolledBack, cur.Origin.Version, rolloutID, api.ManualRollback)
 	a.say("Went back from version %s. Restart the machine to use the previous version.", cur.Origin.Version)
+	a.say("Version %s will not be installed again until you run: mxos-updater unmark %s", cur.Origin.Version, cur.Commit.String())
 	return nil
 }
 
@@ -511,4 +553,48 @@ func (a *Agent) refRestorer(ref string) (func(error) error, error) {
 		}
 		return cause
 	}, nil
+}
+
+// Unmark lets a version that was rolled back from be installed again
+// (after `mxos-updater rollback` by hand, or once a fixed build is known
+// to be the same commit). what is a commit checksum, a unique prefix of at
+// least 8 hex digits, or the version of a deployment still on disk. It
+// returns the commit unmarked.
+func (a *Agent) Unmark(ctx context.Context, what string) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	bad, err := a.Sys.BadCommits()
+	if err != nil {
+		return "", fmt.Errorf("reading bad commits: %w", err)
+	}
+	var match []string
+	for c := range bad {
+		if c == what || len(what) >= 8 && len(what) < len(c) && c[:len(what)] == what {
+			match = append(match, c)
+		}
+	}
+	if len(match) == 0 {
+		if list, err := a.Sys.List(); err == nil {
+			for _, d := range list {
+				if _, ok := bad[d.Commit.String()]; ok && d.Origin.Version == what {
+					match = append(match, d.Commit.String())
+				}
+			}
+		}
+	}
+	switch {
+	case len(match) == 0:
+		return "", i18n.Errorf("%s is not a version or commit marked as rolled back (see mxos-updater status)", what)
+	case len(match) > 1:
+		return "", i18n.Errorf("%s matches more than one commit; give more of the checksum", what)
+	}
+	c, err := ostree.ParseChecksum(match[0])
+	if err != nil {
+		return "", err
+	}
+	if _, err := a.Sys.Unmark(c); err != nil {
+		return "", fmt.Errorf("unmarking %s: %w", c, err)
+	}
+	return c.String(), nil
 }

@@ -44,6 +44,8 @@ import (
 //   - Current, Previous and Booted return the default, the rollback target
 //     and the last booted deployment, or sysroot.ErrNoDeployment; List
 //     returns all, oldest first.
+//   - Unmark forgets that a commit was rolled back from (IsBad false
+//     again) and reports whether it was marked; deployments are unchanged.
 //   - GC removes deployments other than the default, the rollback target,
 //     the booted one, those deployed after the default (staged) and the
 //     keep newest others, then what the repositories no longer need.
@@ -72,6 +74,7 @@ type Backend interface {
 	List() ([]sysroot.Deployment, error)
 	IsBad(ostree.Checksum) (bool, error)
 	BadCommits() (map[string]sysroot.BadCommit, error)
+	Unmark(ostree.Checksum) (bool, error)
 	GC(ctx context.Context, keep int) error
 }
 

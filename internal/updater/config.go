@@ -21,8 +21,9 @@
 package updater
 
 import (
+	"github.com/mxos-linux/mxos-update/internal/i18n"
+
 	"bytes"
-	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -126,13 +127,13 @@ func (d *Duration) UnmarshalText(b []byte) error {
 }
 
 // ErrInvalid marks a configuration problem.
-var ErrInvalid = errors.New("invalid updater configuration")
+var ErrInvalid = i18n.Errorf("invalid updater configuration")
 
 // LoadConfig reads, strictly decodes, defaults and validates a config.
 func LoadConfig(path string) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", path, err)
+		return nil, i18n.Errorf("reading %s: %w", path, err)
 	}
 	c, err := ParseConfig(b)
 	if err != nil {
@@ -188,8 +189,8 @@ func (c *Config) setDefaults() {
 
 // Validate reports every problem at once, one per line.
 func (c *Config) Validate() error {
-	var probs []string
-	bad := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(format, args...)) }
+	var probs []any // errors: catalog messages (internal/i18n)
+	bad := func(format string, args ...any) { probs = append(probs, i18n.Errorf(format, args...)) }
 	checkURL := func(what, s string) {
 		u, err := url.Parse(s)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
@@ -261,7 +262,8 @@ func (c *Config) Validate() error {
 		bad("strategy kind %q: use immediate, window or fleet-lock", c.Strategy.Kind)
 	}
 	if len(probs) > 0 {
-		return fmt.Errorf("%w:\n  %s", ErrInvalid, strings.Join(probs, "\n  "))
+		// One problem a line; each is translated where the error is shown.
+		return i18n.Errorf("%w:\n  %w", ErrInvalid, i18n.Errorf(strings.Repeat("%w\n  ", len(probs)-1)+"%w", probs...))
 	}
 	return nil
 }

@@ -27,7 +27,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -36,6 +35,7 @@ import (
 	"time"
 
 	"github.com/mxos-linux/mxos-update/internal/api"
+	"github.com/mxos-linux/mxos-update/internal/i18n"
 	"github.com/mxos-linux/mxos-update/internal/ostree/pull"
 	"github.com/mxos-linux/mxos-update/internal/sysroot"
 )
@@ -118,7 +118,7 @@ func (a *Agent) ensureCredential(ctx context.Context) error {
 func (a *Agent) useCredential(c *credentialFile) error {
 	cl, err := a.Client.WithToken(c.Token)
 	if err != nil {
-		return fmt.Errorf("device credential %s: %w", a.credentialPath(), err)
+		return i18n.Errorf("device credential %s: %w", a.credentialPath(), err)
 	}
 	a.Client, a.id.cred = cl, c
 	return nil
@@ -133,11 +133,11 @@ func (a *Agent) loadCredential() (*credentialFile, error) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("reading the device credential: %w", err)
+		return nil, i18n.Errorf("reading the device credential: %w", err)
 	}
 	var c credentialFile
 	if err := json.Unmarshal(b, &c); err != nil || c.Token == "" {
-		return nil, fmt.Errorf("device credential %s is damaged; remove it and have an admin run `mxosctl devices authorize %s`", p, a.Cfg.DeviceID)
+		return nil, i18n.Errorf("device credential %s is damaged; remove it and have an admin run `mxosctl devices authorize %s`", p, a.Cfg.DeviceID)
 	}
 	if c.DeviceID != a.Cfg.DeviceID {
 		a.say("Ignoring %s: it is the credential of device %q, not %q.", p, c.DeviceID, a.Cfg.DeviceID)
@@ -152,15 +152,15 @@ func (a *Agent) loadCredential() (*credentialFile, error) {
 func (a *Agent) enroll(ctx context.Context) (*credentialFile, error) {
 	b, err := os.ReadFile(a.Cfg.EnrollTokenFile)
 	if err != nil {
-		return nil, fmt.Errorf("reading the enroll token: %w", err)
+		return nil, i18n.Errorf("reading the enroll token: %w", err)
 	}
 	ec, err := a.Client.WithToken(strings.TrimSpace(string(b)))
 	if err != nil {
-		return nil, fmt.Errorf("enroll token %s: %w", a.Cfg.EnrollTokenFile, err)
+		return nil, i18n.Errorf("enroll token %s: %w", a.Cfg.EnrollTokenFile, err)
 	}
 	got, err := ec.Enroll(ctx, a.Cfg.DeviceID)
 	if err != nil {
-		return nil, fmt.Errorf("enrolling this machine as %s: %w", a.Cfg.DeviceID, err)
+		return nil, i18n.Errorf("enrolling this machine as %s: %w", a.Cfg.DeviceID, err)
 	}
 	c := &credentialFile{DeviceID: got.DeviceID, Token: got.Token, IssuedAt: a.now(), ExpiresAt: got.ExpiresAt}
 	if c.ExpiresAt.IsZero() {
@@ -180,10 +180,10 @@ func (a *Agent) saveCredential(c *credentialFile) error {
 	}
 	p := a.credentialPath()
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		return fmt.Errorf("saving the device credential: %w", err)
+		return i18n.Errorf("saving the device credential: %w", err)
 	}
 	if err := writeFileDurable(p, append(b, '\n'), 0o600); err != nil {
-		return fmt.Errorf("saving the device credential: %w", err)
+		return i18n.Errorf("saving the device credential: %w", err)
 	}
 	return nil
 }
@@ -226,11 +226,11 @@ func (a *Agent) nextSeq() (int64, error) {
 	if b, err := os.ReadFile(p); err == nil {
 		last, _ = strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64) // damaged: start from the clock
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return 0, fmt.Errorf("reading the report counter: %w", err)
+		return 0, i18n.Errorf("reading the report counter: %w", err)
 	}
 	seq := max(last+1, a.now().UnixMicro())
 	if err := writeFileDurable(p, []byte(strconv.FormatInt(seq, 10)+"\n"), 0o644); err != nil {
-		return 0, fmt.Errorf("writing the report counter: %w", err)
+		return 0, i18n.Errorf("writing the report counter: %w", err)
 	}
 	return seq, nil
 }

@@ -1,6 +1,8 @@
 package updater
 
 import (
+	"github.com/mxos-linux/mxos-update/internal/i18n"
+
 	"context"
 	"fmt"
 	"io"
@@ -93,10 +95,14 @@ func (r *Runner) defaults() {
 	}
 }
 
+// say tells the technician something; format is a catalog message
+// (internal/i18n), printed in the agent's language.
 func (r *Runner) say(format string, args ...any) {
-	if r.Out != nil {
-		fmt.Fprintf(r.Out, format+"\n", args...)
+	var p *i18n.Printer
+	if r.Agent != nil {
+		p = r.Agent.Lang
 	}
+	p.Say(r.Out, format, args...)
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

@@ -1,11 +1,11 @@
 package updater
 
 import (
-	"fmt"
 	"net/http"
 	"time"
 
 	"github.com/mxos-linux/mxos-update/internal/client"
+	"github.com/mxos-linux/mxos-update/internal/i18n"
 	"github.com/mxos-linux/mxos-update/internal/ostree/pull"
 )
 
@@ -29,7 +29,7 @@ const repoHeaderTimeout = 30 * time.Second
 func (c *Config) Transports() (Transports, error) {
 	cfg, err := client.TLSConfig(c.CAFile)
 	if err != nil {
-		return Transports{}, fmt.Errorf("ca_file: %w", err)
+		return Transports{}, i18n.Errorf("ca_file: %w", err)
 	}
 	t := Transports{API: client.WithTLSConfig(cfg)}
 	if cfg == nil {

@@ -1,9 +1,10 @@
 package updater
 
 import (
+	"github.com/mxos-linux/mxos-update/internal/i18n"
+
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -64,11 +65,11 @@ import (
 const MetadataDir = "channel-metadata"
 
 // ErrRefused wraps every refusal of an offer by the device's own checks.
-var ErrRefused = errors.New("update refused")
+var ErrRefused = i18n.Errorf("update refused")
 
 // refusef builds an ErrRefused error with a message for the technician.
 func refusef(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrRefused, fmt.Sprintf(format, args...))
+	return i18n.Errorf("%w: %w", ErrRefused, i18n.Errorf(format, args...))
 }
 
 // channelsAllowed returns the channels this machine may be moved to.

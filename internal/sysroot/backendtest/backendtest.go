@@ -48,6 +48,7 @@ type Backend interface {
 	List() ([]sysroot.Deployment, error)
 	IsBad(ostree.Checksum) (bool, error)
 	BadCommits() (map[string]sysroot.BadCommit, error)
+	Unmark(ostree.Checksum) (bool, error)
 	GC(ctx context.Context, keep int) error
 }
 
@@ -327,6 +328,22 @@ func testDeploySwitchRollback(t *testing.T, e *env) {
 	e.current(c1)
 	if !e.bad(c2) {
 		t.Error("the bad mark did not survive a restart")
+	}
+
+	// Unmark (after a rollback by hand) forgets the mark, for good, and
+	// changes no deployment; a commit not marked reports false.
+	if ok, err := e.b.Unmark(c2); !ok || err != nil {
+		t.Fatalf("unmark: %v %v", ok, err)
+	}
+	if ok, err := e.b.Unmark(c2); ok || err != nil {
+		t.Errorf("second unmark: %v %v", ok, err)
+	}
+	e.current(c1)
+	if e.bad(c2) {
+		t.Error("still marked after unmark")
+	}
+	if bad, err := e.reopen().IsBad(c2); bad || err != nil {
+		t.Errorf("marked again after a restart: %v %v", bad, err)
 	}
 }
 

@@ -418,3 +418,24 @@ func (s *Sysroot) seedStaging(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Unmark forgets that commit was rolled back from (see sysroot.Unmark).
+func (s *Sysroot) Unmark(commit ostree.Checksum) (bool, error) {
+	unlock, err := s.lock()
+	if err != nil {
+		return false, err
+	}
+	defer unlock()
+	st, err := s.loadState()
+	if err != nil {
+		return false, err
+	}
+	if _, bad := st.Bad[commit.String()]; !bad {
+		return false, nil
+	}
+	delete(st.Bad, commit.String())
+	if err := s.saveState(st); err != nil {
+		return false, fmt.Errorf("unmark: %w", err)
+	}
+	return true, nil
+}
