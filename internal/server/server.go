@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	"go.uber.org/zap"
@@ -310,6 +311,9 @@ func (s *Server) deviceIndexLoop(ctx context.Context) {
 		return
 	}
 	s.log.Info("device index loaded", zap.Int("devices", s.api.updates.IndexedDevices()), zap.Duration("took", time.Since(start)))
+	// The scan's rows are garbage now: give their memory back at once
+	// rather than over the next minutes.
+	debug.FreeOSMemory()
 	t := time.NewTicker(GroupRefreshInterval)
 	defer t.Stop()
 	for {

@@ -196,12 +196,21 @@ func (x *deviceIndex) endScanLocked() {
 func (s *Service) LoadIndex(ctx context.Context) error {
 	x := &s.index
 	x.beginScan()
+	// Sized once: growing a map of a million entries doubles it a few
+	// times and leaves the old tables as garbage.
+	n, err := s.Store.CountDevices(ctx, db.DeviceFilter{})
+	if err != nil {
+		x.mu.Lock()
+		x.endScanLocked()
+		x.mu.Unlock()
+		return fmt.Errorf("loading the device index: %w", err)
+	}
 	var (
-		hexRecs   = map[[16]byte]devRec{}
+		hexRecs   = make(map[[16]byte]devRec, n+n/64)
 		otherRecs = map[string]devRec{}
 		groups    = map[string]string{}
 	)
-	err := s.Store.ScanDevices(ctx, func(d db.Device) error {
+	err = s.Store.ScanDevices(ctx, func(d db.Device) error {
 		r := devRec{state: stateHash(d.Arch, d.Channel, d.BootedCommit, d.Version), seen: d.LastSeen.Unix()}
 		if k, ok := hexKey(d.ID); ok {
 			hexRecs[k] = r
