@@ -27,7 +27,7 @@ func testFleet(t *testing.T, s *Store) {
 	err := s.UpsertDevices(ctx, []Device{
 		{ID: "pc0", Arch: "x86_64", Channel: "stable", Version: "10.0.2", LastSeen: at},             // keeps "lab"
 		{ID: "pc1", Arch: "x86_64", Channel: "edu", Group: "aula", Version: "10.0.1", LastSeen: at}, // joins "aula"
-		{ID: "new", Arch: "aarch64", Channel: "stable", LastSeen: at},                              // inserted
+		{ID: "new", Arch: "aarch64", Channel: "stable", LastSeen: at},                               // inserted
 	})
 	if err != nil {
 		t.Fatal(err)
