@@ -2,8 +2,9 @@ package db
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
+	"strings"
+	"sync"
 )
 
 // Whole-fleet reads and batched writes for a server that keeps what a
@@ -62,44 +63,48 @@ func (q *Queries) GroupedDevices(ctx context.Context, fn func(id, group string) 
 
 // UpsertDevices is UpsertDevice for many devices in one transaction (the
 // enclosing one for a Tx): the batched last-seen writes of a fleet's
-// checks. The devices are nearly always known, so each is first an UPDATE
-// (cheaper than an insert that conflicts, on both engines), prepared once
-// for the batch; a device the UPDATE does not find is inserted.
+// checks. The devices are nearly always known, so they are written by
+// multi-row UPDATEs of upsertChunk devices each (one statement, one round
+// trip to PostgreSQL, for a hundred devices); a chunk in which some
+// device was not found is written again device by device with
+// UpsertDevice, which inserts it.
 func (q *Queries) UpsertDevices(ctx context.Context, devs []Device) error {
+	for _, d := range devs {
+		c := check{what: "device"}
+		c.key("id", d.ID)
+		c.key("arch", d.Arch)
+		c.key("channel", d.Channel)
+		c.optKey("group", d.Group)
+		c.optKey("booted commit", d.BootedCommit)
+		c.optKey("version", d.Version)
+		c.time("last seen", d.LastSeen)
+		if c.err != nil {
+			return c.err
+		}
+	}
 	if len(devs) == 0 {
 		return nil
 	}
 	return q.atomic(ctx, func(q *Queries) error {
-		var upd querier = q.q
-		if p, ok := q.q.(interface {
-			PrepareContext(context.Context, string) (*sql.Stmt, error)
-		}); ok {
-			st, err := p.PrepareContext(ctx, updateDeviceSQL)
+		args := make([]any, 0, upsertChunk*7)
+		for lo := 0; lo < len(devs); lo += upsertChunk {
+			chunk := devs[lo:min(lo+upsertChunk, len(devs))]
+			args = args[:0]
+			for _, d := range chunk {
+				args = append(args, d.ID, d.Arch, d.Channel, d.Group, d.BootedCommit, d.Version, micros(d.LastSeen))
+			}
+			res, err := q.q.ExecContext(ctx, updateDevicesSQL(len(chunk)), args...)
 			if err != nil {
 				return fmt.Errorf("recording devices: %w", err)
 			}
-			defer st.Close()
-			upd = stmtQuerier{st}
-		}
-		for _, d := range devs {
-			c := check{what: "device"}
-			c.key("id", d.ID)
-			c.key("arch", d.Arch)
-			c.key("channel", d.Channel)
-			c.optKey("group", d.Group)
-			c.optKey("booted commit", d.BootedCommit)
-			c.optKey("version", d.Version)
-			c.time("last seen", d.LastSeen)
-			if c.err != nil {
-				return c.err
-			}
-			res, err := upd.ExecContext(ctx, updateDeviceSQL, d.ID, d.Arch, d.Channel, d.Group, d.BootedCommit, d.Version, micros(d.LastSeen))
+			n, err := res.RowsAffected()
 			if err != nil {
-				return fmt.Errorf("recording device %s: %w", d.ID, err)
+				return fmt.Errorf("recording devices: %w", err)
 			}
-			if n, err := res.RowsAffected(); err != nil {
-				return fmt.Errorf("recording device %s: %w", d.ID, err)
-			} else if n == 0 {
+			if int(n) == len(chunk) {
+				continue
+			}
+			for _, d := range chunk {
 				if err := q.UpsertDevice(ctx, d); err != nil {
 					return err
 				}
@@ -109,24 +114,32 @@ func (q *Queries) UpsertDevices(ctx context.Context, devs []Device) error {
 	})
 }
 
-// updateDeviceSQL is upsertDeviceSQL's update, for a device that exists.
-const updateDeviceSQL = `UPDATE devices SET arch = $2, channel = $3,
-		group_name = CASE WHEN $4 = '' THEN group_name ELSE $4 END,
-		booted_commit = $5, version = $6, last_seen = $7
-		WHERE id = $1`
+// upsertChunk is how many devices one UPDATE of UpsertDevices writes.
+const upsertChunk = 100
 
-// stmtQuerier runs one prepared statement whatever query text it is given;
-// only UpsertDevices uses it, for upsertDeviceSQL.
-type stmtQuerier struct{ st *sql.Stmt }
+var updateDevicesText sync.Map // n → SQL
 
-func (s stmtQuerier) ExecContext(ctx context.Context, _ string, args ...any) (sql.Result, error) {
-	return s.st.ExecContext(ctx, args...)
-}
-
-func (s stmtQuerier) QueryContext(ctx context.Context, _ string, args ...any) (*sql.Rows, error) {
-	return s.st.QueryContext(ctx, args...)
-}
-
-func (s stmtQuerier) QueryRowContext(ctx context.Context, _ string, args ...any) *sql.Row {
-	return s.st.QueryRowContext(ctx, args...)
+// updateDevicesSQL is the multi-row UPDATE of n devices (WITH v AS (VALUES …)
+// UPDATE … FROM v: SQLite ≥ 3.33, PostgreSQL). Its texts are built once, so
+// the prepared-statement cache holds at most upsertChunk of them.
+func updateDevicesSQL(n int) string {
+	if s, ok := updateDevicesText.Load(n); ok {
+		return s.(string)
+	}
+	var b strings.Builder
+	b.WriteString(`WITH v (id, arch, channel, grp, commit_hex, version, seen) AS (VALUES `)
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		p := i*7 + 1
+		fmt.Fprintf(&b, "(CAST($%d AS TEXT), CAST($%d AS TEXT), CAST($%d AS TEXT), CAST($%d AS TEXT), CAST($%d AS TEXT), CAST($%d AS TEXT), CAST($%d AS BIGINT))",
+			p, p+1, p+2, p+3, p+4, p+5, p+6)
+	}
+	b.WriteString(`) UPDATE devices SET arch = v.arch, channel = v.channel,
+		group_name = CASE WHEN v.grp = '' THEN devices.group_name ELSE v.grp END,
+		booted_commit = v.commit_hex, version = v.version, last_seen = v.seen
+		FROM v WHERE devices.id = v.id`)
+	s, _ := updateDevicesText.LoadOrStore(n, b.String())
+	return s.(string)
 }

@@ -57,6 +57,24 @@ func testFleet(t *testing.T, s *Store) {
 	if fmt.Sprint(groups) != "map[pc0:lab pc1:aula pc2:lab pc4:lab]" {
 		t.Errorf("grouped devices: %v", groups)
 	}
+	// Batches longer than one UPDATE.
+	var many []Device
+	for i := range 250 {
+		d := Device{ID: fmt.Sprintf("m%03d", i), Arch: "x86_64", Channel: "stable", LastSeen: t0}
+		if err := s.UpsertDevice(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+		d.Version, d.LastSeen = "10.0.3", at
+		many = append(many, d)
+	}
+	if err := s.UpsertDevices(ctx, many); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"m000", "m099", "m100", "m249"} {
+		if d, err := s.GetDevice(ctx, id); err != nil || d.Version != "10.0.3" || !d.LastSeen.Equal(at.Truncate(time.Microsecond)) {
+			t.Errorf("%s after a long batch: %+v %v", id, d, err)
+		}
+	}
 	stop := errors.New("stop")
 	if err := s.ScanDevices(ctx, func(Device) error { return stop }); !errors.Is(err, stop) {
 		t.Errorf("scan did not return fn's error: %v", err)
