@@ -50,13 +50,11 @@ const sqliteFile = "mxos.db"
 // with SQLITE_BUSY_SNAPSHOT. synchronous=NORMAL is safe with WAL: a crash
 // of the process loses nothing; a power loss can lose the last commits but
 // never corrupts the database, and saves an fsync per commit.
-// mmap_size maps up to 2 GiB of the file (SQLite's own limit; a million
-// devices with their credentials take about a quarter of it): reads of
-// pages not in a connection's small page cache are memory reads of the
-// OS page cache instead of a pread each, which was half the cost of a
-// device's first check at fleet size. Mapped pages are the kernel's file
-// cache, shared by every connection, not the process's own memory.
-const sqliteParams = "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_pragma=mmap_size(2147418112)&_txlock=immediate"
+//
+// mmap_size stays 0: every connection of the pool maps the file on its
+// own and faults each page in separately, which at a million devices cost
+// more than the reads it saves (mxos-bench check, README "Checks").
+const sqliteParams = "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate"
 
 // Store is the metadata store: a database connection pool plus the methods
 // of Queries, which run directly on the database. Use Tx for changes that
