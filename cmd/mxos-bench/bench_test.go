@@ -52,7 +52,7 @@ func TestQuick(t *testing.T) {
 			"publish tar (", "publish tar: CPU time", "publish tar: repository size",
 		}},
 		{"pull", []string{"pull (", "pull: server CPU"}},
-		{"check", []string{"check requests/s (2000 devices, c=8)", "check p99 latency", "check p50 latency", "check: server CPU"}},
+		{"check", []string{"check requests/s (2000 devices, SQLite, c=8)", "check p99 latency (SQLite)", "check p50 latency (SQLite)", "check: server CPU (SQLite)", "check: server memory per registered device (SQLite)"}},
 		{"devpull", []string{
 			"devpull cold (", "devpull cold: bytes sent", "devpull cold: requests", "devpull cold: bytes on the wire", "devpull cold: client CPU", "devpull cold: server CPU",
 			"devpull update from release 1 (", "devpull update: bytes sent", "devpull update: requests", "devpull update: bytes on the wire", "devpull update: client CPU", "devpull update: server CPU",
@@ -92,7 +92,11 @@ func TestQuick(t *testing.T) {
 				if !strings.HasPrefix(row.Name, prefix) {
 					t.Errorf("row %d is %q, want %q...", i, row.Name, prefix)
 				}
-				if !(row.Ours > 0 && row.Theirs > 0 && row.Ratio > 0) {
+				if row.Peer == "(none)" { // an absolute figure of ours alone (check memory)
+					if !(row.Ours > 0 && row.Absolute) {
+						t.Errorf("row %q: want an absolute figure > 0: %+v", row.Name, row)
+					}
+				} else if !(row.Ours > 0 && row.Theirs > 0 && row.Ratio > 0) {
 					t.Errorf("row %q: figures must be > 0: ours %v, peer %v, ratio %v", row.Name, row.Ours, row.Theirs, row.Ratio)
 				}
 				if len(row.OursSamples) != 1 || len(row.TheirsSamples) != 1 {

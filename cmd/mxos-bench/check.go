@@ -118,22 +118,116 @@ func runCheck(ctx context.Context, b *bench) error {
 	if err != nil {
 		return err
 	}
-
-	ours, err := b.startCheckServer(ctx, data)
+	ref, err := checkRef(filepath.Join(data, checkChanDir))
 	if err != nil {
 		return err
+	}
+	if err := checkMetadata(data, ref, setup); err != nil {
+		return err
+	}
+	authz := checkAuthz(spec)
+	engines := b.o.databases
+	if len(engines) == 0 {
+		engines = []string{"sqlite"}
 	}
 	peer, err := b.startTrivial(ctx)
 	if err != nil {
 		return err
 	}
-	authz := checkAuthz(spec)
-	for _, s := range []*httpServer{ours, peer} {
-		if err := probeCheck(ctx, s, authz[0], bodies[0]); err != nil {
-			return err
+	if err := probeCheck(ctx, peer, authz[0], bodies[0]); err != nil {
+		return err
+	}
+	peerWalk := newDeviceWalk(spec.Devices, b.o.seed^0x7065)
+	for _, engine := range engines {
+		if err := b.runCheckEngine(ctx, engine, data, chFiles, spec, authz, bodies, peer, peerWalk); err != nil {
+			return fmt.Errorf("%s: %w", engine, err)
 		}
 	}
+	if err := stopServer(peer); err != nil {
+		return err
+	}
+	if r := peerWalk.repeats(); r > 0 {
+		b.report.Notes = append(b.report.Notes, fmt.Sprintf("check: the peer's walk wrapped: %d requests named a device a second time.", r))
+	}
+	b.report.Notes = append(b.report.Notes,
+		"check: the peer is a net/http handler in its own process that decodes the same body and writes a fixed CheckResponse; "+
+			"latency is per request, from sending it to reading the whole answer, in a log-linear histogram (< 0.8% error), "+
+			"median of the rounds' percentiles; the load is closed-loop, so latency ≈ concurrency / throughput.",
+		fmt.Sprintf("check: seeding the store took %.2f s for %d devices (%s devices/s, %d per transaction, through db.UpsertDevice).",
+			setup.SeedSeconds, setup.Devices, formatValue(seedRate), checkBatch))
+	return nil
+}
 
+// runCheckEngine measures our server on one database engine against the
+// peer, alternating rounds, and adds the rows.
+func (b *bench) runCheckEngine(ctx context.Context, engine, data string, chFiles map[string][]byte, spec checkSpec, authz []string, bodies [][]byte, peer *httpServer, peerWalk *deviceWalk) error {
+	var dsn, engineName string
+	var pg *checkPostgres
+	switch engine {
+	case "sqlite":
+		engineName = "SQLite"
+	case "postgres":
+		var err error
+		logf(b.stderr, "check: starting PostgreSQL and copying the store into it")
+		if pg, err = startCheckPostgres(ctx, filepath.Join(b.work, "check-postgres")); err != nil {
+			return err
+		}
+		defer func() {
+			if err := pg.stop(); err != nil {
+				logf(b.stderr, "check: stopping PostgreSQL: %v", err)
+			}
+		}()
+		store, err := db.Open(ctx, pg.dsn, "")
+		if err != nil {
+			return fmt.Errorf("creating the PostgreSQL schema: %w", err)
+		}
+		if err := store.Close(); err != nil {
+			return err
+		}
+		t0 := time.Now()
+		if err := copyToPostgres(ctx, data, pg.dsn); err != nil {
+			return err
+		}
+		logf(b.stderr, "check: copied %d devices to %s in %.1f s", spec.Devices, pg.version, time.Since(t0).Seconds())
+		dsn, engineName = pg.dsn, "PostgreSQL"
+	default:
+		return fmt.Errorf("unknown database %q: use sqlite or postgres", engine)
+	}
+
+	// The memory a server needs without devices: the same server on an
+	// empty store of the same engine.
+	base, err := b.checkBaseMemory(ctx, engine, chFiles)
+	if err != nil {
+		return err
+	}
+	ours, err := b.startCheckServer(ctx, data, dsn)
+	if err != nil {
+		return err
+	}
+	took, err := waitIndexed(ctx, ours, 10*time.Minute)
+	if err != nil {
+		return err
+	}
+	logf(b.stderr, "check: %s: server ready with its device index after %.1f s", engineName, took.Seconds())
+	if err := probeCheck(ctx, ours, authz[0], bodies[0]); err != nil {
+		return err
+	}
+	// What the registered devices cost: ours, ready, against the same
+	// server ready on an empty store. (Memory that grows with the load,
+	// such as connection pools and buffers, is shown after the rounds.)
+	ready, err := readProcMemory(ours.d.cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	serverCPU := func() (time.Duration, error) {
+		c, err := groupCPU(ours.d.cmd.Process.Pid)
+		if err != nil || pg == nil {
+			return c, err
+		}
+		p, err := pg.cpu()
+		return c + p, err
+	}
+	walk := newDeviceWalk(spec.Devices, b.o.seed)
 	peerName := "trivial net/http JSON handler"
 	var oursRate, peerRate, oursP99, peerP99, oursP50, peerP50, oursCPU, peerCPU []float64
 	reasons := map[string]int64{}
@@ -144,63 +238,153 @@ func runCheck(ctx context.Context, b *bench) error {
 			order = []*httpServer{peer, ours}
 		}
 		for _, s := range order {
-			seed := b.o.seed + uint64(round)
+			w, cpu := walk, serverCPU
+			if s == peer {
+				w, cpu = peerWalk, func() (time.Duration, error) { return groupCPU(peer.d.cmd.Process.Pid) }
+			}
 			if b.o.warmup > 0 {
-				if _, err := runCheckPhase(ctx, s, authz, bodies, b.o.concurrency, b.o.warmup, seed^0xabc); err != nil {
+				if _, err := runCheckPhase(ctx, s, authz, bodies, b.o.concurrency, b.o.warmup, w, cpu); err != nil {
 					return err
 				}
 			}
-			cs, err := runCheckPhase(ctx, s, authz, bodies, b.o.concurrency, b.o.duration, seed)
+			cs, err := runCheckPhase(ctx, s, authz, bodies, b.o.concurrency, b.o.duration, w, cpu)
 			if err != nil {
 				return err
 			}
-			rate, cpu := cs.requestsPerSecond(), cs.serverMicrosPerRequest()
+			rate, cpuPer := cs.requestsPerSecond(), cs.serverMicrosPerRequest()
 			p50, p99 := ms(cs.hist.quantile(0.50)), ms(cs.hist.quantile(0.99))
-			logf(b.stderr, "check: round %d/%d %-11s %s requests/s, p50 %.3f ms, p99 %.3f ms, max %.1f ms; server %s CPU-µs/request, client %.2f cores (%d requests)",
-				round+1, b.o.rounds, s.name, formatValue(rate), p50, p99, ms(cs.hist.quantile(1)), formatValue(cpu),
+			logf(b.stderr, "check: %s round %d/%d %-11s %s requests/s, p50 %.3f ms, p99 %.3f ms, max %.1f ms; server %s CPU-µs/request, client %.2f cores (%d requests)",
+				engineName, round+1, b.o.rounds, s.name, formatValue(rate), p50, p99, ms(cs.hist.quantile(1)), formatValue(cpuPer),
 				cs.ClientCPU.Seconds()/cs.Elapsed.Seconds(), cs.Requests)
 			if s == ours {
-				oursRate, oursP50, oursP99, oursCPU = append(oursRate, rate), append(oursP50, p50), append(oursP99, p99), append(oursCPU, cpu)
+				oursRate, oursP50, oursP99, oursCPU = append(oursRate, rate), append(oursP50, p50), append(oursP99, p99), append(oursCPU, cpuPer)
 				for k, v := range cs.reasons {
 					reasons[k] += v
 				}
 				oursAnswers += cs.Requests
 			} else {
-				peerRate, peerP50, peerP99, peerCPU = append(peerRate, rate), append(peerP50, p50), append(peerP99, p99), append(peerCPU, cpu)
+				peerRate, peerP50, peerP99, peerCPU = append(peerRate, rate), append(peerP50, p50), append(peerP99, p99), append(peerCPU, cpuPer)
 			}
 		}
 	}
+	mem, err := readProcMemory(ours.d.cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	perDevice := float64(ready.Anon-base.Anon) / float64(max(1, spec.Devices))
+	target := 0.5
+	if engine == "postgres" {
+		target = 0.4
+	}
 	b.report.Rows = append(b.report.Rows,
-		newRow("check", fmt.Sprintf("check requests/s (%d devices, c=%d)", spec.Devices, b.o.concurrency), "requests/s", peerName, Higher, 0.5, oursRate, peerRate),
-		newAbsoluteRow("check", "check p99 latency", "ms", peerName, Lower, checkP99Limit, oursP99, peerP99),
-		newRow("check", "check p50 latency", "ms", peerName, Lower, 0, oursP50, peerP50),
-		newRow("check", "check: server CPU", "CPU-µs/request", peerName, Lower, 0, oursCPU, peerCPU))
+		newRow("check", fmt.Sprintf("check requests/s (%d devices, %s, c=%d)", spec.Devices, engineName, b.o.concurrency), "requests/s", peerName, Higher, target, oursRate, peerRate),
+		newAbsoluteRow("check", fmt.Sprintf("check p99 latency (%s)", engineName), "ms", peerName, Lower, checkP99Limit, oursP99, peerP99),
+		newRow("check", fmt.Sprintf("check p50 latency (%s)", engineName), "ms", peerName, Lower, 0, oursP50, peerP50),
+		newRow("check", fmt.Sprintf("check: server CPU (%s)", engineName), "CPU-µs/request", peerName, Lower, 0, oursCPU, peerCPU),
+		newAbsoluteRow("check", fmt.Sprintf("check: server memory per registered device (%s)", engineName), "bytes", "(none)", Lower, checkBytesPerDevice+1, []float64{perDevice}, []float64{0}))
 
-	if err := errors.Join(stopServer(ours), stopServer(peer)); err != nil {
+	if err := stopServer(ours); err != nil {
 		return err
 	}
 	// Every body names a registered device: the fleet must not have grown.
-	n, err := countDevices(ctx, data)
+	n, err := countDevices(ctx, data, dsn)
 	if err != nil {
 		return err
 	}
 	if n != spec.Devices {
 		return fmt.Errorf("check: the store holds %d devices after the load, want %d: a request named an unregistered device", n, spec.Devices)
 	}
-
+	fresh := fmt.Sprintf("no device checked twice (%d checks of %d devices)", walk.next.Load(), spec.Devices)
+	if r := walk.repeats(); r > 0 {
+		fresh = fmt.Sprintf("%d of %d checks repeated a device (the walk of %d devices wrapped after %.0f s)", r, walk.next.Load(), spec.Devices,
+			float64(spec.Devices)/max(1, median(oursRate)))
+	}
+	engineDesc := "its SQLite store in the data directory"
+	if pg != nil {
+		engineDesc = pg.version + " on 127.0.0.1 (same machine; shared_buffers=1GB, synchronous_commit=off), CPU of all its processes counted as the server's"
+	}
 	b.report.Notes = append(b.report.Notes,
-		fmt.Sprintf("check: ours is server.New with its SQLite store in a child process: %d registered devices on %s/%s at %s, "+
-			"%s rolled out completely, %s rolling out at 50%% (ramp %s); the channels are the repository's %s/*.yaml. "+
-			"Each request is POST %s/check with that device's own credential and the JSON body of a random registered device (keep-alive, c=%d).",
-			spec.Devices, checkChannel, checkArch, checkOld, checkOld, checkNew, checkRamp, checkChanDir, api.Prefix, b.o.concurrency),
-		fmt.Sprintf("check: all %d answers of ours were 200 with a valid CheckResponse (%s); the store still holds exactly %d devices afterwards.",
-			oursAnswers, formatReasons(reasons), spec.Devices),
-		"check: the peer is a net/http handler in its own process that decodes the same body and writes a fixed CheckResponse; "+
-			"latency is per request, from sending it to reading the whole answer, in a log-linear histogram (< 0.8% error), "+
-			"median of the rounds' percentiles; the load is closed-loop, so latency ≈ concurrency / throughput.",
-		fmt.Sprintf("check: seeding the store took %.2f s for %d devices (%s devices/s, %d per transaction, through db.UpsertDevice).",
-			setup.SeedSeconds, setup.Devices, formatValue(seedRate), checkBatch))
+		fmt.Sprintf("check (%s): ours is %s with %s, signed channel metadata on (DATA/metadata as `mxosctl metadata init` makes it, online key on the server, both releases in release-signed targets): "+
+			"%d registered devices on %s/%s at %s, %s rolled out completely, %s rolling out at 50%% (ramp %s); the channels are the repository's %s/*.yaml. "+
+			"Each request is POST %s/check with the device's own bound credential; devices are taken in a random permutation walked across rounds, so %s (keep-alive, c=%d).",
+			engineName, b.checkServerName(), engineDesc, spec.Devices, checkChannel, checkArch, checkOld, checkOld, checkNew, checkRamp, checkChanDir,
+			api.Prefix, fresh, b.o.concurrency),
+		fmt.Sprintf("check (%s): all %d answers of ours were 200 with a valid CheckResponse (%s); the store still holds exactly %d devices afterwards.",
+			engineName, oursAnswers, formatReasons(reasons), spec.Devices),
+		fmt.Sprintf("check (%s): server memory, ready with its device index: anonymous %.1f MB, file-backed %.1f MB; the same server ready on an empty store: anonymous %.1f MB; "+
+			"per registered device: (anonymous − empty) / devices = %.0f bytes. After the rounds: RSS %.1f MB (anonymous %.1f MB, file-backed %.1f MB). "+
+			"File-backed pages are the kernel's cache of the database file (SQLite maps it).",
+			engineName, float64(ready.Anon)/1e6, float64(ready.File)/1e6, float64(base.Anon)/1e6, perDevice,
+			float64(mem.RSS)/1e6, float64(mem.Anon)/1e6, float64(mem.File)/1e6))
 	return nil
+}
+
+// checkBytesPerDevice is the memory target per registered device.
+const checkBytesPerDevice = 300
+
+func (b *bench) checkServerName() string {
+	if b.o.mxosServer != "" {
+		return b.o.mxosServer
+	}
+	return "server.New in a child process"
+}
+
+// checkBaseMemory starts our server on an empty store of engine, with
+// the same options, and returns its memory once ready.
+func (b *bench) checkBaseMemory(ctx context.Context, engine string, chFiles map[string][]byte) (procMemory, error) {
+	dir := filepath.Join(b.work, "check-empty-"+engine)
+	if err := os.RemoveAll(dir); err != nil {
+		return procMemory{}, err
+	}
+	if err := seedCheckData(ctx, io.Discard, dir, chFiles, checkSpec{Seed: b.o.seed}); err != nil {
+		return procMemory{}, err
+	}
+	setup, err := loadCheckSetup(dir)
+	if err != nil {
+		return procMemory{}, err
+	}
+	ref, err := checkRef(filepath.Join(dir, checkChanDir))
+	if err != nil {
+		return procMemory{}, err
+	}
+	if err := checkMetadata(dir, ref, setup); err != nil {
+		return procMemory{}, err
+	}
+	dsn := ""
+	if engine == "postgres" {
+		pg, err := startCheckPostgres(ctx, filepath.Join(b.work, "check-postgres-empty"))
+		if err != nil {
+			return procMemory{}, err
+		}
+		defer func() { _ = pg.stop() }()
+		dsn = pg.dsn
+	}
+	s, err := b.startCheckServer(ctx, dir, dsn)
+	if err != nil {
+		return procMemory{}, err
+	}
+	if _, err := waitIndexed(ctx, s, time.Minute); err != nil {
+		return procMemory{}, err
+	}
+	m, err := readProcMemory(s.d.cmd.Process.Pid)
+	return m, errors.Join(err, stopServer(s))
+}
+
+// checkRef is the ref of the benchmark's channel.
+func checkRef(chDir string) (string, error) {
+	set, err := channel.LoadDir(chDir)
+	if err != nil {
+		return "", fmt.Errorf("loading channel definitions: %w", err)
+	}
+	ch, err := set.Get(checkChannel)
+	if err != nil {
+		return "", fmt.Errorf("check needs channel %s: %w", checkChannel, err)
+	}
+	ref, ok := ch.Ref(checkArch)
+	if !ok {
+		return "", fmt.Errorf("check needs channel %s to have %s", checkChannel, checkArch)
+	}
+	return ref, nil
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
@@ -484,10 +668,10 @@ func loadCheckSetup(dir string) (checkSetup, error) {
 	return setup, nil
 }
 
-// countDevices opens the store (no server may run on it) and counts the
+// countDevices opens the store (SQLite in data, or dsn) and counts the
 // devices.
-func countDevices(ctx context.Context, data string) (int, error) {
-	store, err := db.Open(ctx, "", data)
+func countDevices(ctx context.Context, data, dsn string) (int, error) {
+	store, err := db.Open(ctx, dsn, data)
 	if err != nil {
 		return 0, fmt.Errorf("check: reopening the store: %w", err)
 	}
@@ -495,22 +679,36 @@ func countDevices(ctx context.Context, data string) (int, error) {
 	return n, errors.Join(err, store.Close())
 }
 
-// startCheckServer starts our server with the update API on data: the
-// --mxos-server binary, or this binary's check-child.
-func (b *bench) startCheckServer(ctx context.Context, data string) (*httpServer, error) {
+// startCheckServer starts our server with the update API on data (and
+// the PostgreSQL database dsn, if not ""), signed channel metadata on:
+// the --mxos-server binary, or this binary's check-child.
+func (b *bench) startCheckServer(ctx context.Context, data, dsn string) (*httpServer, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
 	listen := "127.0.0.1:" + strconv.Itoa(port)
 	chDir := filepath.Join(data, checkChanDir)
+	relKeys, onKeys := checkKeys(data)
 	var cmd *exec.Cmd
 	if b.o.mxosServer != "" {
-		cmd = exec.Command(b.o.mxosServer, "--data", data, "--channels", chDir, "--listen", listen, "--log-level", "warn")
+		args := []string{"--data", data, "--channels", chDir, "--listen", listen, "--log-level", "warn",
+			"--release-keys", relKeys, "--online-keys", onKeys}
+		if dsn != "" {
+			args = append(args, "--database", dsn)
+		}
+		cmd = exec.Command(b.o.mxosServer, args...)
 	} else {
-		args := []string{"check-child", "--data", data, "--channels", chDir, "--listen", listen}
+		args := []string{"check-child", "--data", data, "--channels", chDir, "--listen", listen, "--online-keys", onKeys}
+		if dsn != "" {
+			args = append(args, "--database", dsn)
+		}
 		if b.o.cpuProfile != "" {
-			args = append(args, "--cpuprofile", filepath.Join(b.o.cpuProfile, "server-check.pprof"))
+			name := "server-check.pprof"
+			if dsn != "" {
+				name = "server-check-postgres.pprof"
+			}
+			args = append(args, "--cpuprofile", filepath.Join(b.o.cpuProfile, name))
 		}
 		cmd = exec.Command(b.exe, args...)
 	}
@@ -602,11 +800,11 @@ type checkStats struct {
 	reasons map[string]int64
 }
 
-// runCheckPhase POSTs check requests, each with the body of a random
-// device (the same sequence for every server given the seed), from conc
-// goroutines over keep-alive connections for dur, recording each
-// request's latency. Any failed request or invalid answer fails the phase.
-func runCheckPhase(ctx context.Context, s *httpServer, authz []string, bodies [][]byte, conc int, dur time.Duration, seed uint64) (*checkStats, error) {
+// runCheckPhase POSTs check requests, each with the body of the next
+// device of walk, from conc goroutines over keep-alive connections for
+// dur, recording each request's latency; serverCPU measures the server
+// side. Any failed request or invalid answer fails the phase.
+func runCheckPhase(ctx context.Context, s *httpServer, authz []string, bodies [][]byte, conc int, dur time.Duration, walk *deviceWalk, serverCPU func() (time.Duration, error)) (*checkStats, error) {
 	if err := s.d.exited(); err != nil {
 		return nil, err
 	}
@@ -620,25 +818,23 @@ func runCheckPhase(ctx context.Context, s *httpServer, authz []string, bodies []
 	var mu sync.Mutex
 	total := &checkStats{hist: &latencyHist{}, reasons: map[string]int64{}}
 	var wg sync.WaitGroup
-	pid := s.d.cmd.Process.Pid
-	srv0, err := groupCPU(pid)
+	srv0, err := serverCPU()
 	if err != nil {
 		return nil, err
 	}
 	cli0 := selfCPU()
 	start := time.Now()
-	for w := range conc {
+	for range conc {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rng := rand.New(rand.NewPCG(seed, uint64(w)))
 			var buf bytes.Buffer
 			hist := &latencyHist{}
 			reasons := map[string]int64{}
 			var st loadStats
 			for pctx.Err() == nil {
 				t0 := time.Now()
-				i := rng.IntN(len(bodies))
+				i := walk.take()
 				cr, err := postCheck(pctx, c, url, authz[i], bodies[i], &buf)
 				lat := time.Since(t0)
 				if pctx.Err() != nil {
@@ -673,7 +869,7 @@ func runCheckPhase(ctx context.Context, s *httpServer, authz []string, bodies []
 	wg.Wait()
 	total.Elapsed = time.Since(start)
 	total.ClientCPU = selfCPU() - cli0
-	srv1, err := groupCPU(pid)
+	srv1, err := serverCPU()
 	if err != nil {
 		return total, err
 	}

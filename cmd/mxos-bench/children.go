@@ -18,6 +18,7 @@ import (
 
 	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/channel"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta"
 	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/release"
@@ -149,21 +150,33 @@ func newPublishChildCmd() *cobra.Command {
 }
 
 // newCheckChildCmd is mxos-server with the update API: the store in DATA
-// and the channel definitions in CHANNELS, as runServer sets them up.
+// (or --database), the channel definitions in CHANNELS and, with
+// --online-keys, the signed channel metadata in DATA/metadata, as
+// runServer sets them up.
 func newCheckChildCmd() *cobra.Command {
-	var data, channels, listen string
+	var data, channels, listen, database, onlineKeys string
 	cmd := profiledChild("check-child", "Run our server with the update API as a benchmark child (internal)", cobra.NoArgs, func(cmd *cobra.Command, _ []string) (err error) {
 		log := childLogger()
 		set, err := channel.LoadDir(channels)
 		if err != nil {
 			return fmt.Errorf("check-child: loading channel definitions: %w", err)
 		}
-		store, err := db.Open(cmd.Context(), "", data)
+		store, err := db.Open(cmd.Context(), database, data)
 		if err != nil {
 			return fmt.Errorf("check-child: %w", err)
 		}
 		defer func() { err = errors.Join(err, store.Close()) }()
-		srv, err := server.New(server.Config{DataDir: data, Listen: listen, Logger: log, Store: store, Channels: set})
+		cfg := server.Config{DataDir: data, Listen: listen, Logger: log, Store: store, Channels: set}
+		if onlineKeys != "" {
+			signers, err := channelmeta.LoadEd25519Signers(onlineKeys)
+			if err != nil {
+				return fmt.Errorf("check-child: online keys: %w", err)
+			}
+			if cfg.Metadata, err = channelmeta.Open(filepath.Join(data, "metadata"), signers, channelmeta.Options{}); err != nil {
+				return fmt.Errorf("check-child: signed channel metadata: %w", err)
+			}
+		}
+		srv, err := server.New(cfg)
 		if err != nil {
 			return fmt.Errorf("check-child: %w", err)
 		}
@@ -174,6 +187,8 @@ func newCheckChildCmd() *cobra.Command {
 	f.StringVar(&data, "data", "", "data directory (store and repo/)")
 	f.StringVar(&channels, "channels", "", "directory of channel definitions")
 	f.StringVar(&listen, "listen", "127.0.0.1:0", "address to listen on")
+	f.StringVar(&database, "database", "", "database (as mxos-server --database; default SQLite in DATA)")
+	f.StringVar(&onlineKeys, "online-keys", "", "online key directory: serve DATA/metadata signed with it")
 	return cmd
 }
 

@@ -9,8 +9,11 @@
 //   - pull: stock `ostree pull` of the published commit from mxos-server
 //     against the same pull from nginx;
 //   - check: the update API's POST /api/v1/check on a store with --devices
-//     registered devices against a trivial net/http JSON handler
-//     (requests/s, p50 and p99 latency);
+//     registered devices, each request a device's first check of the run
+//     (checkfair.go), signed channel metadata on, on each of --databases
+//     (SQLite, and a PostgreSQL cluster it starts), against a trivial
+//     net/http JSON handler (requests/s, p50 and p99 latency, server CPU
+//     with the database's, server memory per registered device);
 //   - all: the four in a row, pull reusing what publish made;
 //   - devpull: the updater's pure-Go pull against stock `ostree pull` of
 //     the same two releases from the same server, cold and as an update

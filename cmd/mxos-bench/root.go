@@ -38,6 +38,7 @@ type options struct {
 	ostree       string
 	timeout      time.Duration
 	devices      int
+	databases    []string
 	channels     string
 	distribution string
 }
@@ -56,6 +57,7 @@ var quickDefaults = map[string]string{
 	"large-size":    "4MiB",
 	"timeout":       "2m",
 	"devices":       "2000",
+	"databases":     "sqlite",
 }
 
 // newRootCmd builds the command tree; argv is the command line as given,
@@ -109,6 +111,7 @@ Sizes default to a full run (several minutes); --quick is a smoke-size run.`,
 	pf.StringVar(&o.ostree, "ostree", "ostree", "ostree binary")
 	pf.DurationVar(&o.timeout, "timeout", 30*time.Minute, "limit for each external command (commit, publish, pull)")
 	pf.IntVar(&o.devices, "devices", 100000, "registered devices in the check benchmark's store")
+	pf.StringSliceVar(&o.databases, "databases", []string{"sqlite", "postgres"}, "database engines the check benchmark runs our server on: sqlite, postgres (a local cluster it starts)")
 	pf.StringVar(&o.distribution, "distribution", "", "distribution/distribution v3 registry binary (default: built once from the module proxy into the user cache)")
 	pf.StringVar(&o.channels, "channels", "", "channel definitions for check (default: channels/ of the module root)")
 

@@ -37,7 +37,15 @@ func (q *Queries) UpsertDevice(ctx context.Context, d Device) error {
 	if c.err != nil {
 		return c.err
 	}
-	_, err := q.q.ExecContext(ctx, `INSERT INTO devices
+	_, err := q.q.ExecContext(ctx, upsertDeviceSQL,
+		d.ID, d.Arch, d.Channel, d.Group, d.BootedCommit, d.Version, micros(d.LastSeen))
+	if err != nil {
+		return fmt.Errorf("recording device %s: %w", d.ID, err)
+	}
+	return nil
+}
+
+const upsertDeviceSQL = `INSERT INTO devices
 		(id, arch, channel, group_name, booted_commit, version, first_seen, last_seen)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
 		ON CONFLICT (id) DO UPDATE SET
@@ -46,13 +54,7 @@ func (q *Queries) UpsertDevice(ctx context.Context, d Device) error {
 			group_name = CASE WHEN excluded.group_name = '' THEN devices.group_name ELSE excluded.group_name END,
 			booted_commit = excluded.booted_commit,
 			version = excluded.version,
-			last_seen = excluded.last_seen`,
-		d.ID, d.Arch, d.Channel, d.Group, d.BootedCommit, d.Version, micros(d.LastSeen))
-	if err != nil {
-		return fmt.Errorf("recording device %s: %w", d.ID, err)
-	}
-	return nil
-}
+			last_seen = excluded.last_seen`
 
 const deviceColumns = `id, arch, channel, group_name, booted_commit, version, first_seen, last_seen`
 

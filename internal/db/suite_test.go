@@ -30,6 +30,7 @@ func runStoreSuite(t *testing.T, newDSN func(t *testing.T) string) {
 	t.Run("rollouts", func(t *testing.T) { testRollouts(t, open(t)) })
 	t.Run("rollout-cas-concurrent", func(t *testing.T) { testRolloutCASConcurrent(t, open(t)) })
 	t.Run("devices", func(t *testing.T) { testDevices(t, open(t)) })
+	t.Run("fleet", func(t *testing.T) { testFleet(t, open(t)) })
 	t.Run("pins", func(t *testing.T) { testPins(t, open(t)) })
 	t.Run("reports", func(t *testing.T) { testReports(t, open(t)) })
 	t.Run("tokens", func(t *testing.T) { testTokens(t, open(t)) })

@@ -6,6 +6,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mxos-linux/mxos-update/internal/updates"
 )
 
 // metrics are the server's Prometheus series, on a private registry so
@@ -36,4 +38,22 @@ func newMetrics() *metrics {
 
 func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// deviceIndex exports the state of the update service's device index.
+func (m *metrics) deviceIndex(u *updates.Service) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "mxos_device_index_ready",
+			Help: "1 once every registered device is in the check index (checks then read no device row), else 0.",
+		}, func() float64 {
+			if u.IndexReady() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "mxos_device_index_devices",
+			Help: "Devices in the check index.",
+		}, func() float64 { return float64(u.IndexedDevices()) }))
 }

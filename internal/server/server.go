@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	"go.uber.org/zap"
@@ -154,7 +155,8 @@ func New(cfg Config) (*Server, error) {
 			now = time.Now
 		}
 		s.api = &apiState{store: cfg.Store, channels: cfg.Channels, now: now, log: cfg.Logger.Named("api"), metrics: s.metrics,
-			updates: &updates.Service{Store: cfg.Store, Channels: cfg.Channels, Now: now, Log: cfg.Logger.Named("updates"), CacheTTL: time.Second, DeviceTTL: time.Minute}}
+			updates: &updates.Service{Store: cfg.Store, Channels: cfg.Channels, Now: now, Log: cfg.Logger.Named("updates"), CacheTTL: time.Second}}
+		s.metrics.deviceIndex(s.api.updates) // metrics.go
 	}
 	if cfg.Metadata != nil {
 		if s.metaDir, err = os.OpenRoot(cfg.Metadata.Dir); err != nil {
@@ -249,6 +251,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	go func() { errc <- hs.Serve(ln) }()
 	if s.api != nil {
 		go s.flushLoop(ctx)
+		go s.deviceIndexLoop(ctx)
 	}
 	if s.meta != nil {
 		go s.metadataLoop(ctx)
@@ -287,6 +290,39 @@ func (s *Server) flushLoop(ctx context.Context) {
 		case <-t.C:
 			if err := s.api.updates.Flush(ctx); err != nil && ctx.Err() == nil {
 				s.log.Warn("recording last-seen times", zap.Error(err))
+			}
+		}
+	}
+}
+
+// GroupRefreshInterval is how often the device index re-reads device
+// groups, so that groups set through another replica apply here.
+const GroupRefreshInterval = time.Minute
+
+// deviceIndexLoop loads the update service's device index (checks read
+// device rows until it is loaded), then refreshes its groups every
+// GroupRefreshInterval until ctx ends.
+func (s *Server) deviceIndexLoop(ctx context.Context) {
+	start := time.Now()
+	if err := s.api.updates.LoadIndex(ctx); err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("loading the device index; checks read device rows", zap.Error(err))
+		}
+		return
+	}
+	s.log.Info("device index loaded", zap.Int("devices", s.api.updates.IndexedDevices()), zap.Duration("took", time.Since(start)))
+	// The scan's rows are garbage now: give their memory back at once
+	// rather than over the next minutes.
+	debug.FreeOSMemory()
+	t := time.NewTicker(GroupRefreshInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.api.updates.RefreshGroups(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("refreshing device groups", zap.Error(err))
 			}
 		}
 	}

@@ -23,11 +23,16 @@
 // Checks are the hot path of a fleet, so the service caches per process:
 // rollouts, releases, pins and the set of devices that ever rolled back
 // for CacheTTL (the server uses one second, and clears them itself after
-// every change it makes), and each device's stored state for DeviceTTL (a
-// minute). Last-seen times are kept to LastSeenPrecision and written in
-// batches by Flush. A change made through another replica therefore
-// applies here within those TTLs; a rollback or a halt reported here
-// applies at once.
+// every change it makes), and, in an index loaded once at start
+// (LoadIndex, index.go), what a check needs of every registered device:
+// its group, a hash of its last written state and when it was last seen.
+// A device's first check in an hour therefore reads no device row. The
+// index follows this process's writes and the admin API's change
+// notifications (ForgetDevice) at once, and groups set through another
+// replica within a minute (RefreshGroups). Last-seen times are kept to
+// LastSeenPrecision and written in batches by Flush. A change made
+// through another replica applies here within those times; a rollback or
+// a halt reported here applies at once.
 package updates
 
 import (
@@ -73,9 +78,6 @@ type Service struct {
 	// CacheTTL is how long rollout and release rows are reused between
 	// checks (see ttlCache); 0 disables caching.
 	CacheTTL time.Duration
-	// DeviceTTL is how long a device's stored state is reused between its
-	// checks (0 disables); see devices.
-	DeviceTTL time.Duration
 	// OnRolloutChange, when set, is called after a rollout state change
 	// this service made (the auto-halt in Report) has been committed, so
 	// that the server can re-sign the rollout state it publishes. It must
@@ -89,11 +91,8 @@ type Service struct {
 	releases ttlCache[[3]string, db.Release]
 	pins     ttlCache[struct{}, map[[2]string]db.Pin]
 	rolled   ttlCache[struct{}, map[string]bool]
-	// devices remembers what was last written for each device, so a check
-	// of an unchanged device needs no read; entries live DeviceTTL, the
-	// time within which a group set through another replica applies here.
-	devMu    sync.Mutex
-	devices  map[string]cachedDevice
+	// index holds what checks need of every registered device (index.go).
+	index    deviceIndex
 	initOnce sync.Once
 }
 
@@ -111,42 +110,6 @@ func (s *Service) Invalidate() {
 	s.releases.clear()
 	s.pins.clear()
 	s.rolled.clear()
-}
-
-type cachedDevice struct {
-	d       db.Device
-	expires time.Time
-}
-
-// ForgetDevice drops a device's cached state (its group changed).
-func (s *Service) ForgetDevice(id string) {
-	s.devMu.Lock()
-	delete(s.devices, id)
-	s.devMu.Unlock()
-}
-
-func (s *Service) getDevice(ctx context.Context, id string, now time.Time) (db.Device, error) {
-	if s.DeviceTTL > 0 {
-		s.devMu.Lock()
-		c, ok := s.devices[id]
-		s.devMu.Unlock()
-		if ok && now.Before(c.expires) {
-			return c.d, nil
-		}
-	}
-	return s.Store.GetDevice(ctx, id)
-}
-
-func (s *Service) rememberDevice(d db.Device, now time.Time) {
-	if s.DeviceTTL <= 0 {
-		return
-	}
-	s.devMu.Lock()
-	if s.devices == nil || len(s.devices) > 2_000_000 {
-		s.devices = map[string]cachedDevice{} // bounded; refilled by checks
-	}
-	s.devices[d.ID] = cachedDevice{d: d, expires: now.Add(s.DeviceTTL)}
-	s.devMu.Unlock()
 }
 
 // rolledBack returns the releases a device rolled back from, skipping the
@@ -214,14 +177,14 @@ func (s *Service) Flush(ctx context.Context) error {
 	if len(batch) == 0 {
 		return nil
 	}
-	return s.Store.Tx(ctx, func(tx *db.Tx) error {
-		for _, d := range batch {
-			if err := tx.UpsertDevice(ctx, d); err != nil {
-				return fmt.Errorf("recording last-seen times: %w", err)
-			}
-		}
-		return nil
-	})
+	devs := make([]db.Device, 0, len(batch))
+	for _, d := range batch {
+		devs = append(devs, d)
+	}
+	if err := s.Store.UpsertDevices(ctx, devs); err != nil {
+		return fmt.Errorf("recording last-seen times: %w", err)
+	}
+	return nil
 }
 
 func (s *Service) currentRollout(ctx context.Context, ch, arch string) (db.Rollout, error) {
@@ -269,21 +232,26 @@ func (s *Service) Check(ctx context.Context, req api.CheckRequest) (api.CheckRes
 	}
 	s.init()
 	now := s.now()
-	group := req.Group
-	old, err := s.getDevice(ctx, req.DeviceID, now)
-	known := err == nil
-	if known && old.Group != "" {
-		group = old.Group // admins own groups once set
-	} else if err != nil && !errors.Is(err, db.ErrNotFound) {
+	old, stored, known, err := s.lookupDevice(ctx, req.DeviceID)
+	if err != nil {
 		return api.CheckResponse{}, fmt.Errorf("check %s: %w", req.DeviceID, err)
 	}
+	group := req.Group
+	if stored != "" {
+		group = stored // admins own groups once set
+	}
+	// The group written is "" (keep the stored one) unless the device sets
+	// its first: a queued write must never undo an admin's later change.
 	dev := db.Device{ID: req.DeviceID, Arch: req.Arch, Channel: req.Channel, Group: group,
 		BootedCommit: req.BootedCommit, Version: req.Version, LastSeen: now}
-	unchanged := known && old.Arch == dev.Arch && old.Channel == dev.Channel && old.Group == dev.Group &&
-		old.BootedCommit == dev.BootedCommit && old.Version == dev.Version
+	if stored != "" {
+		dev.Group = ""
+	}
+	rec := devRec{state: stateHash(req.Arch, req.Channel, req.BootedCommit, req.Version), seen: now.Unix()}
+	unchanged := known && old.state == rec.state && stored == group
 	switch {
-	case unchanged && now.Sub(old.LastSeen) < LastSeenPrecision:
-		dev.LastSeen = old.LastSeen // nothing worth writing
+	case unchanged && now.Sub(time.Unix(old.seen, 0)) < LastSeenPrecision:
+		// nothing worth writing
 	case unchanged:
 		s.mu.Lock()
 		if s.pending == nil {
@@ -291,17 +259,13 @@ func (s *Service) Check(ctx context.Context, req api.CheckRequest) (api.CheckRes
 		}
 		s.pending[dev.ID] = dev
 		s.mu.Unlock()
+		s.index.put(dev.ID, rec, "", true)
 	default:
 		if err := s.Store.UpsertDevice(ctx, dev); err != nil {
 			return api.CheckResponse{}, fmt.Errorf("check %s: %w", req.DeviceID, err)
 		}
+		s.index.put(dev.ID, rec, group, false)
 	}
-	if !known || old.FirstSeen.IsZero() {
-		dev.FirstSeen = now
-	} else {
-		dev.FirstSeen = old.FirstSeen
-	}
-	s.rememberDevice(dev, now)
 	devPin, groupPin, err := s.pinsFor(ctx, req.DeviceID, group)
 	if err != nil {
 		return api.CheckResponse{}, fmt.Errorf("check %s: %w", req.DeviceID, err)

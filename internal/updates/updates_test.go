@@ -327,8 +327,11 @@ func TestReportRefusals(t *testing.T) {
 // through the service or announced to it.
 func TestCachesStayCorrect(t *testing.T) {
 	f := newFixture(t)
-	f.svc.CacheTTL, f.svc.DeviceTTL = time.Hour, time.Hour
+	f.svc.CacheTTL = time.Hour
 	ctx := context.Background()
+	if err := f.svc.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
 	f.release(t, "stable", "10.0.1")
 	f.release(t, "stable", "10.0.2")
 	f.rollout(t, "r", "stable", "10.0.2", "100%")
