@@ -44,14 +44,14 @@ func TestQuick(t *testing.T) {
 		rows []string // row name prefixes the table must have
 	}{
 		{"serve", []string{
-			"serve small objects (", "serve small objects: server CPU",
-			"serve large objects (", "serve large objects: server CPU",
+			"serve small objects (", "serve small objects: server CPU", "serve small objects: server peak RSS",
+			"serve large objects (", "serve large objects: server CPU", "serve large objects: server peak RSS",
 		}},
 		{"publish", []string{
-			"publish dir (", "publish dir: CPU time", "publish dir: repository size",
-			"publish tar (", "publish tar: CPU time", "publish tar: repository size",
+			"publish dir (", "publish dir: CPU time", "publish dir: peak RSS", "publish dir: repository size",
+			"publish tar (", "publish tar: CPU time", "publish tar: peak RSS", "publish tar: repository size",
 		}},
-		{"pull", []string{"pull (", "pull: server CPU"}},
+		{"pull", []string{"pull (", "pull: server CPU", "pull: server peak RSS", "pull: ostree client CPU"}},
 		{"check", []string{"check requests/s (2000 devices, SQLite, c=8)", "check p99 latency (SQLite)", "check p50 latency (SQLite)", "check: server CPU (SQLite)", "check: server memory per registered device (SQLite)"}},
 		{"devpull", []string{
 			"devpull cold (", "devpull cold: bytes sent", "devpull cold: requests", "devpull cold: bytes on the wire", "devpull cold: client CPU", "devpull cold: server CPU",

@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/sign"
 )
 
@@ -96,33 +97,33 @@ func checkMetadata(data, ref string, setup checkSetup) error {
 			return fmt.Errorf("check metadata: creating keys: %w", err)
 		}
 	}
-	release, err := channelmeta.LoadEd25519Signers(relDir)
+	release, err := publish.LoadEd25519Signers(relDir)
 	if err != nil {
 		return fmt.Errorf("check metadata: %w", err)
 	}
-	online, err := channelmeta.LoadEd25519Signers(onDir)
+	online, err := publish.LoadEd25519Signers(onDir)
 	if err != nil {
 		return fmt.Errorf("check metadata: %w", err)
 	}
-	relPubs, err := channelmeta.PublicKeys(release...)
+	relPubs, err := publish.PublicKeys(release...)
 	if err != nil {
 		return fmt.Errorf("check metadata: %w", err)
 	}
-	onPubs, err := channelmeta.PublicKeys(online...)
+	onPubs, err := publish.PublicKeys(online...)
 	if err != nil {
 		return fmt.Errorf("check metadata: %w", err)
 	}
-	rel := channelmeta.RoleKeys{Keys: relPubs, Threshold: 1}
-	keys := channelmeta.Keys{Root: rel, Release: rel, Online: channelmeta.RoleKeys{Keys: onPubs, Threshold: 1}}
+	rel := publish.RoleKeys{Keys: relPubs, Threshold: 1}
+	keys := publish.Keys{Root: rel, Release: rel, Online: publish.RoleKeys{Keys: onPubs, Threshold: 1}}
 	tmp := dir + ".tmp"
 	if err := os.RemoveAll(tmp); err != nil {
 		return fmt.Errorf("check metadata: %w", err)
 	}
 	now := time.Now()
-	if err := channelmeta.Init(tmp, keys, release, release, channelmeta.Options{}, now); err != nil {
+	if err := publish.Init(tmp, keys, release, release, publish.Options{}, now); err != nil {
 		return fmt.Errorf("check metadata: %w", err)
 	}
-	repo, err := channelmeta.Open(tmp, online, channelmeta.Options{})
+	repo, err := publish.Open(tmp, online, publish.Options{})
 	if err != nil {
 		return fmt.Errorf("check metadata: %w", err)
 	}

@@ -18,7 +18,7 @@ import (
 
 	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/channel"
-	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/release"
@@ -98,30 +98,9 @@ func serveAndAnnounce(cmd *cobra.Command, srv *server.Server, listen string) err
 	return nil
 }
 
-// newServeChildCmd is mxos-server: it serves DATA/repo and prints the
-// address it listens on as the first line of stdout.
-func newServeChildCmd() *cobra.Command {
-	var data, listen string
-	cmd := profiledChild("serve-child", "Run our server as a benchmark child (internal)", cobra.NoArgs, func(cmd *cobra.Command, _ []string) (err error) {
-		log := childLogger()
-		if err := os.MkdirAll(filepath.Join(data, "repo"), 0o755); err != nil {
-			return fmt.Errorf("creating repository directory: %w", err)
-		}
-		// The registry is on, as in mxos-server's default.
-		srv, err := server.New(server.Config{DataDir: data, Listen: listen, Logger: log, Registry: true})
-		if err != nil {
-			return fmt.Errorf("serve-child: %w", err)
-		}
-		defer srv.Close()
-		return serveAndAnnounce(cmd, srv, listen)
-	})
-	cmd.Flags().StringVar(&data, "data", "", "data directory (serves DATA/repo)")
-	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "address to listen on")
-	return cmd
-}
-
 // newPublishChildCmd is `mxosctl publish`: the same calls with the same
-// defaults (no owner override, xattrs kept, special files refused).
+// defaults (no owner override, xattrs kept, special files refused). The
+// publish benchmark runs it instead of mxosctl only with --cpuprofile.
 func newPublishChildCmd() *cobra.Command {
 	var data, keys, ref, version string
 	cmd := profiledChild("publish-child --data DIR --keys KEYDIR --ref REF --version V SOURCE", "Run our publisher as a benchmark child (internal)", cobra.ExactArgs(1), func(cmd *cobra.Command, args []string) (err error) {
@@ -168,11 +147,11 @@ func newCheckChildCmd() *cobra.Command {
 		defer func() { err = errors.Join(err, store.Close()) }()
 		cfg := server.Config{DataDir: data, Listen: listen, Logger: log, Store: store, Channels: set}
 		if onlineKeys != "" {
-			signers, err := channelmeta.LoadEd25519Signers(onlineKeys)
+			signers, err := publish.LoadEd25519Signers(onlineKeys)
 			if err != nil {
 				return fmt.Errorf("check-child: online keys: %w", err)
 			}
-			if cfg.Metadata, err = channelmeta.Open(filepath.Join(data, "metadata"), signers, channelmeta.Options{}); err != nil {
+			if cfg.Metadata, err = publish.Open(filepath.Join(data, "metadata"), signers, publish.Options{}); err != nil {
 				return fmt.Errorf("check-child: signed channel metadata: %w", err)
 			}
 		}

@@ -25,11 +25,20 @@
 // The machines this runs on are small and noisy, so absolute times mean
 // little: every figure is measured on both sides in the same run, in
 // alternating order (ours, peer, peer, ours, ...), and the median of the
-// rounds is reported. Servers and publishers run as child processes (this
-// binary re-executed with a hidden subcommand, or the binaries given with
-// --mxos-server and --mxosctl), so the load generator never shares a Go
-// scheduler with the server it measures. Children are killed when the
-// benchmark ends, also on errors and on SIGINT/SIGTERM.
+// rounds is reported. serve, pull and publish run the real mxos-server and
+// mxosctl binaries (--mxos-server, --mxosctl, or built from this module
+// with the go tool into WORK/bin), so they measure what users run; check
+// and devpull run this binary re-executed with a hidden subcommand. Either
+// way the load generator never shares a Go scheduler with the server it
+// measures. The peers are tuned as their operators would tune them: nginx
+// as a CDN (sendfile, tcp_nopush, open_file_cache, no access log, a worker
+// per core). Beside every time the report gives the CPU seconds (user +
+// system, from /proc or the child's rusage) and the peak RSS of both
+// sides, and the load average at start and end. Children are killed when
+// the benchmark ends, also on errors and on SIGINT/SIGTERM.
+//
+// cmd/mxos-bench/figures.sh regenerates the README's serve, publish and
+// pull figures in one run.
 package main
 
 import (

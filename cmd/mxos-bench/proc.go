@@ -158,17 +158,26 @@ func (ds *daemons) stopAll() {
 type runResult struct {
 	wall time.Duration
 	cpu  time.Duration // user + system, the command and the children it waited for
-	out  string
+	// maxRSS is the peak resident set of the command, or of the largest
+	// child it waited for (getrusage's ru_maxrss).
+	maxRSS int64
+	out    string
 }
 
 // runTimed runs a command to completion within timeout and measures it.
 // The command gets its own process group, killed whole on timeout or
 // cancellation.
 func runTimed(ctx context.Context, timeout time.Duration, env []string, name string, args ...string) (runResult, error) {
+	return runTimedIn(ctx, "", timeout, env, name, args...)
+}
+
+// runTimedIn is runTimed in directory dir ("" for this one).
+func runTimedIn(ctx context.Context, dir string, timeout time.Duration, env []string, name string, args ...string) (runResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = env
+	cmd.Dir = dir
 	cmd.SysProcAttr = sysProcAttr()
 	cmd.Cancel = func() error {
 		killGroup(cmd.Process.Pid, syscall.SIGKILL)
@@ -183,6 +192,9 @@ func runTimed(ctx context.Context, timeout time.Duration, env []string, name str
 	res := runResult{wall: time.Since(start), out: out.String()}
 	if cmd.ProcessState != nil {
 		res.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			res.maxRSS = ru.Maxrss << 10 // KiB on Linux
+		}
 		killGroup(cmd.Process.Pid, syscall.SIGKILL) // anything it left behind
 	}
 	if err != nil {
@@ -207,49 +219,119 @@ func selfExe() (string, error) {
 // every Linux architecture Go supports.
 const clockTicks = 100
 
-// groupCPU returns the CPU time used so far by every live process in
-// process group pgid: a server and, for nginx, its workers. It sums the
-// nanosecond run times of every thread (/proc/PID/task/TID/schedstat) and
-// falls back to the 10 ms ticks of /proc/PID/stat where schedstat is
-// missing.
-func groupCPU(pgid int) (time.Duration, error) {
+// groupPIDs returns every live process in process group pgid: a server
+// and, for nginx, its workers.
+func groupPIDs(pgid int) ([]string, error) {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
-		return 0, fmt.Errorf("reading /proc: %w", err)
+		return nil, fmt.Errorf("reading /proc: %w", err)
 	}
-	var total time.Duration
+	var pids []string
 	for _, e := range ents {
 		if _, err := strconv.Atoi(e.Name()); err != nil {
 			continue
 		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue // exited meanwhile
-		}
-		// The command name may hold spaces and parentheses: fields are
-		// counted from the last ')'.
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
+		f, ok := procStat(e.Name())
+		if !ok {
 			continue
 		}
-		f := strings.Fields(string(b[i+1:]))
-		// f[0] is field 3 (state); pgrp is field 5, utime 14, stime 15.
-		if len(f) < 13 {
-			continue
+		if pg, err := strconv.Atoi(f[2]); err == nil && pg == pgid {
+			pids = append(pids, e.Name())
 		}
-		if pg, err := strconv.Atoi(f[2]); err != nil || pg != pgid {
-			continue
-		}
-		if d, ok := schedRuntime(e.Name()); ok {
+	}
+	return pids, nil
+}
+
+// procStat returns the fields of /proc/PID/stat after the command name,
+// f[0] being field 3 (state); false if the process is gone.
+func procStat(pid string) ([]string, bool) {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return nil, false // exited meanwhile
+	}
+	// The command name may hold spaces and parentheses: fields are
+	// counted from the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return nil, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// pgrp is field 5, utime 14, stime 15.
+	if len(f) < 13 {
+		return nil, false
+	}
+	return f, true
+}
+
+// groupCPU returns the CPU time used so far by every live process in
+// process group pgid. It sums the nanosecond run times of every thread
+// (/proc/PID/task/TID/schedstat) and falls back to the 10 ms ticks of
+// /proc/PID/stat where schedstat is missing.
+func groupCPU(pgid int) (time.Duration, error) {
+	pids, err := groupPIDs(pgid)
+	if err != nil {
+		return 0, err
+	}
+	var total time.Duration
+	for _, pid := range pids {
+		if d, ok := schedRuntime(pid); ok {
 			total += d
+			continue
+		}
+		f, ok := procStat(pid)
+		if !ok {
 			continue
 		}
 		ut, err1 := strconv.ParseInt(f[11], 10, 64)
 		st, err2 := strconv.ParseInt(f[12], 10, 64)
 		if err1 != nil || err2 != nil {
-			return 0, fmt.Errorf("parsing /proc/%s/stat", e.Name())
+			return 0, fmt.Errorf("parsing /proc/%s/stat", pid)
 		}
 		total += time.Duration(ut+st) * time.Second / clockTicks
+	}
+	return total, nil
+}
+
+// resetPeakRSS restarts the peak-RSS count (VmHWM) of every process in
+// group pgid (clear_refs 5, Linux 4.0+), so groupPeakRSS measures one
+// phase. A failure leaves the peak since the process started, which is
+// only ever higher.
+func resetPeakRSS(pgid int) {
+	pids, err := groupPIDs(pgid)
+	if err != nil {
+		return
+	}
+	for _, pid := range pids {
+		_ = os.WriteFile("/proc/"+pid+"/clear_refs", []byte("5"), 0)
+	}
+}
+
+// groupPeakRSS returns the sum of the peak resident sets (VmHWM) of the
+// processes in group pgid, in bytes: for nginx, master and workers.
+func groupPeakRSS(pgid int) (int64, error) {
+	pids, err := groupPIDs(pgid)
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, pid := range pids {
+		b, err := os.ReadFile("/proc/" + pid + "/status")
+		if err != nil {
+			continue // exited
+		}
+		for line := range strings.Lines(string(b)) {
+			if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+				f := strings.Fields(v)
+				if len(f) >= 1 {
+					kb, err := strconv.ParseInt(f[0], 10, 64)
+					if err != nil {
+						return 0, fmt.Errorf("parsing /proc/%s/status: %w", pid, err)
+					}
+					total += kb << 10
+				}
+				break
+			}
+		}
 	}
 	return total, nil
 }

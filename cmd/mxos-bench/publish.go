@@ -75,7 +75,7 @@ func runPublish(ctx context.Context, b *bench) error {
 		if _, err := readTree(src.path); err != nil {
 			return err
 		}
-		var oursT, peerT, oursCPU, peerCPU, oursSize, peerSize []float64
+		var oursT, peerT, oursCPU, peerCPU, oursSize, peerSize, oursRSS, peerRSS []float64
 		var oursRoot, peerRoot string
 		var oursObjects, peerObjects int
 		for round := range b.o.rounds {
@@ -111,11 +111,12 @@ func runPublish(ctx context.Context, b *bench) error {
 				if err != nil {
 					return fmt.Errorf("%s commit: %w", side, err)
 				}
-				logf(b.stderr, "publish %s: round %d/%d %-6s %.2f s (cpu %.2f s), repo %.1f MB, %d objects",
-					src.kind, round+1, b.o.rounds, side, res.wall.Seconds(), res.cpu.Seconds(), float64(size)/1e6, files)
+				logf(b.stderr, "publish %s: round %d/%d %-6s %.2f s (cpu %.2f s, peak RSS %.1f MB), repo %.1f MB, %d objects",
+					src.kind, round+1, b.o.rounds, side, res.wall.Seconds(), res.cpu.Seconds(), float64(res.maxRSS)/1e6, float64(size)/1e6, files)
 				if side == "ours" {
 					oursT = append(oursT, res.wall.Seconds())
 					oursCPU = append(oursCPU, res.cpu.Seconds())
+					oursRSS = append(oursRSS, float64(res.maxRSS)/1e6)
 					oursSize = append(oursSize, float64(size)/1e6)
 					oursRoot, oursObjects = root, files
 					// The last directory publish is what pull serves;
@@ -137,6 +138,7 @@ func runPublish(ctx context.Context, b *bench) error {
 				} else {
 					peerT = append(peerT, res.wall.Seconds())
 					peerCPU = append(peerCPU, res.cpu.Seconds())
+					peerRSS = append(peerRSS, float64(res.maxRSS)/1e6)
 					peerSize = append(peerSize, float64(size)/1e6)
 					peerRoot, peerObjects = root, files
 					if err := removeAll(dir, b.o.keep); err != nil {
@@ -148,8 +150,9 @@ func runPublish(ctx context.Context, b *bench) error {
 		}
 		name := fmt.Sprintf("publish %s (%s)", src.kind, src.desc)
 		b.report.Rows = append(b.report.Rows,
-			newRow("publish", name, "seconds", peerName, Lower, 1.0, oursT, peerT),
+			newRow("publish", name, "seconds", peerName, Lower, 0.5, oursT, peerT),
 			newRow("publish", fmt.Sprintf("publish %s: CPU time", src.kind), "cpu-seconds", peerName, Lower, 0, oursCPU, peerCPU),
+			newRow("publish", fmt.Sprintf("publish %s: peak RSS", src.kind), "MB", peerName, Lower, 1.5, oursRSS, peerRSS),
 			newRow("publish", fmt.Sprintf("publish %s: repository size", src.kind), "MB on disk", peerName, Lower, 0, oursSize, peerSize),
 		)
 		same := "the same root tree"
@@ -161,29 +164,35 @@ func runPublish(ctx context.Context, b *bench) error {
 			src.kind, same, oursRoot, peerRoot, oursObjects, peerObjects))
 	}
 	b.report.Notes = append(b.report.Notes,
-		"publish: ours is `mxosctl publish` (commit, ed25519 + OpenPGP signatures, ref, signed summary); "+
+		"publish: ours is the `mxosctl publish` binary (commit, ed25519 + OpenPGP signatures, ref, signed summary); "+
 			"ostree is `ostree commit` alone (no signature, no summary); each run into a fresh repository, after a sync.")
 	return nil
 }
 
-// timeOurPublish runs our publisher (mxosctl publish, or this binary's
-// publish-child) into data/repo.
+// timeOurPublish runs `mxosctl publish` (--mxosctl, or built from this
+// module) into data/repo, in data so that no ./channels of the caller's
+// directory applies; with --cpuprofile, this binary's publish-child (the
+// same library calls) instead, to profile it.
 func (b *bench) timeOurPublish(ctx context.Context, data string, src publishSource, round int) (runResult, error) {
 	args := []string{"--data", data, "--keys", b.keys, "--ref", benchRef, "--version", "1"}
 	var exe string
-	if b.o.mxosctl != "" {
-		exe = b.o.mxosctl
+	if b.o.cpuProfile == "" {
+		var err error
+		if exe, err = b.ourBinary(ctx, "mxosctl", b.o.mxosctl); err != nil {
+			return runResult{}, err
+		}
 		args = append(append([]string{"publish"}, args...), "--quiet", src.path)
 	} else {
 		exe = b.exe
 		args = append([]string{"publish-child"}, args...)
-		if b.o.cpuProfile != "" {
-			args = append(args, "--cpuprofile", filepath.Join(b.o.cpuProfile, fmt.Sprintf("publish-%s-%d.pprof", src.kind, round)))
-		}
+		args = append(args, "--cpuprofile", filepath.Join(b.o.cpuProfile, fmt.Sprintf("publish-%s-%d.pprof", src.kind, round)))
 		args = append(args, src.path)
 	}
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		return runResult{}, fmt.Errorf("creating %s: %w", data, err)
+	}
 	syncFS()
-	return runTimed(ctx, b.o.timeout, childEnviron(), exe, args...)
+	return runTimedIn(ctx, data, b.o.timeout, childEnviron(), exe, args...)
 }
 
 // timeOstreeCommit initialises an archive repository (not timed) and times

@@ -46,7 +46,7 @@ func runPull(ctx context.Context, b *bench) error {
 	if err != nil {
 		return err
 	}
-	var oursT, peerT, oursCPU, peerCPU []float64
+	var oursT, peerT, oursCPU, peerCPU, oursRSS, peerRSS, oursCli, peerCli []float64
 	for round := range b.o.rounds {
 		order := []*httpServer{ours, peer}
 		if round%2 == 1 {
@@ -56,6 +56,7 @@ func runPull(ctx context.Context, b *bench) error {
 			if err := s.d.exited(); err != nil {
 				return err
 			}
+			resetPeakRSS(s.d.cmd.Process.Pid)
 			cpu0, err := groupCPU(s.d.cmd.Process.Pid)
 			if err != nil {
 				return err
@@ -68,21 +69,27 @@ func runPull(ctx context.Context, b *bench) error {
 			if err != nil {
 				return err
 			}
+			rss, err := groupPeakRSS(s.d.cmd.Process.Pid)
+			if err != nil {
+				return err
+			}
 			cpu := (cpu1 - cpu0).Seconds()
-			logf(b.stderr, "pull: round %d/%d from %-11s %.2f s (server CPU %.2f s, ostree CPU %.2f s)",
-				round+1, b.o.rounds, s.name, res.wall.Seconds(), cpu, res.cpu.Seconds())
+			logf(b.stderr, "pull: round %d/%d from %-11s %.2f s (server CPU %.2f s, peak RSS %.1f MB; ostree CPU %.2f s)",
+				round+1, b.o.rounds, s.name, res.wall.Seconds(), cpu, float64(rss)/1e6, res.cpu.Seconds())
 			if s == ours {
-				oursT, oursCPU = append(oursT, res.wall.Seconds()), append(oursCPU, cpu)
+				oursT, oursCPU, oursRSS, oursCli = append(oursT, res.wall.Seconds()), append(oursCPU, cpu), append(oursRSS, float64(rss)/1e6), append(oursCli, res.cpu.Seconds())
 			} else {
-				peerT, peerCPU = append(peerT, res.wall.Seconds()), append(peerCPU, cpu)
+				peerT, peerCPU, peerRSS, peerCli = append(peerT, res.wall.Seconds()), append(peerCPU, cpu), append(peerRSS, float64(rss)/1e6), append(peerCli, res.cpu.Seconds())
 			}
 		}
 	}
 	name := fmt.Sprintf("pull (%d objects, %.0f MB)", objects, float64(size)/1e6)
 	peerName := "ostree pull from nginx " + nginxVersion(b.report.Machine.Nginx)
 	b.report.Rows = append(b.report.Rows,
-		newRow("pull", name, "seconds", peerName, Lower, 1.05, oursT, peerT),
-		newRow("pull", "pull: server CPU", "cpu-seconds", peerName, Lower, 0, oursCPU, peerCPU))
+		newRow("pull", name, "seconds", peerName, Lower, 1.0, oursT, peerT),
+		newRow("pull", "pull: server CPU", "cpu-seconds", peerName, Lower, 1.5, oursCPU, peerCPU),
+		newRow("pull", "pull: server peak RSS", "MB", peerName, Lower, 0, oursRSS, peerRSS),
+		newRow("pull", "pull: ostree client CPU", "cpu-seconds", peerName, Lower, 0, oursCli, peerCli))
 	b.report.Notes = append(b.report.Notes, fmt.Sprintf(
 		"pull: `ostree pull` (%s) of commit %s (tree: %s) into a fresh archive repository, gpg-verify=false; every pull checked to end at that commit.",
 		b.report.Machine.Ostree, pub.commit[:12], pub.desc))

@@ -27,6 +27,12 @@ type Machine struct {
 	Kernel    string `json:"kernel,omitempty"`
 	Nginx     string `json:"nginx,omitempty"`
 	Ostree    string `json:"ostree,omitempty"`
+	// CPUModel is /proc/cpuinfo's model name; LoadStart and LoadEnd are
+	// /proc/loadavg's 1, 5 and 15-minute averages when the run started
+	// and ended: other work on the machine moves every figure.
+	CPUModel  string `json:"cpu_model,omitempty"`
+	LoadStart string `json:"load_start,omitempty"`
+	LoadEnd   string `json:"load_end,omitempty"`
 }
 
 // Direction says which way a figure is better.
@@ -123,7 +129,11 @@ func (r *Report) writeHeader(w io.Writer) {
 	fmt.Fprintf(w, "$ %s\n", r.Command)
 	fmt.Fprintf(w, "settings: %s\n", r.Settings)
 	m := r.Machine
-	fmt.Fprintf(w, "machine: %d CPUs, %s, %s", m.CPUs, m.OS, m.GoVersion)
+	fmt.Fprintf(w, "machine: %d CPUs", m.CPUs)
+	if m.CPUModel != "" {
+		fmt.Fprintf(w, " (%s)", m.CPUModel)
+	}
+	fmt.Fprintf(w, ", %s, %s", m.OS, m.GoVersion)
 	if m.Kernel != "" {
 		fmt.Fprintf(w, ", Linux %s", m.Kernel)
 	}
@@ -133,7 +143,7 @@ func (r *Report) writeHeader(w io.Writer) {
 	if m.Ostree != "" {
 		fmt.Fprintf(w, "; ostree %s", m.Ostree)
 	}
-	fmt.Fprintf(w, "\nstarted: %s\n\n", r.Started.Format(time.RFC3339))
+	fmt.Fprintf(w, "\nstarted: %s, load average %s\n\n", r.Started.Format(time.RFC3339), m.LoadStart)
 }
 
 // writeTable prints the rows and notes.
@@ -200,6 +210,8 @@ func (r *Report) writeTable(w io.Writer) error {
 		}
 	}
 	fmt.Fprintf(w, "\nratio = ours/peer, median of the rounds; %d of %d targets met.\n", passed, targets)
+	r.Machine.LoadEnd = loadAverage()
+	fmt.Fprintf(w, "ended: %s, load average %s (started at %s)\n", time.Now().UTC().Format(time.RFC3339), r.Machine.LoadEnd, r.Machine.LoadStart)
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "- %s\n", n)
 	}
@@ -216,4 +228,27 @@ func (r *Report) writeJSON(path string) error {
 		return fmt.Errorf("writing results: %w", err)
 	}
 	return nil
+}
+
+// loadAverage is /proc/loadavg's 1, 5 and 15-minute load averages, or "?".
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "?"
+}
+
+// cpuModel is the first "model name" of /proc/cpuinfo, or "".
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return ""
+	}
+	for line := range strings.Lines(string(b)) {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }

@@ -104,9 +104,9 @@ Sizes default to a full run (several minutes); --quick is a smoke-size run.`,
 	pf.StringVar(&o.work, "work", "", "work directory; generated trees there are reused (default: a temp dir)")
 	pf.BoolVar(&o.keep, "keep", false, "keep the work directory and every repository made")
 	pf.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to this file")
-	pf.StringVar(&o.cpuProfile, "cpuprofile", "", "directory for CPU profiles of our server and publisher children")
-	pf.StringVar(&o.mxosctl, "mxosctl", "", "mxosctl binary to time (default: this binary, same code path)")
-	pf.StringVar(&o.mxosServer, "mxos-server", "", "mxos-server binary to run (default: this binary, same code path)")
+	pf.StringVar(&o.cpuProfile, "cpuprofile", "", "directory for CPU profiles of our server (and publisher: then the in-process publish-child instead of mxosctl)")
+	pf.StringVar(&o.mxosctl, "mxosctl", "", "mxosctl binary to time (default: built from this module's cmd/mxosctl)")
+	pf.StringVar(&o.mxosServer, "mxos-server", "", "mxos-server binary to run (default: built from this module's cmd/mxos-server)")
 	pf.StringVar(&o.nginx, "nginx", "nginx", "nginx binary")
 	pf.StringVar(&o.ostree, "ostree", "ostree", "ostree binary")
 	pf.DurationVar(&o.timeout, "timeout", 30*time.Minute, "limit for each external command (commit, publish, pull)")
@@ -151,7 +151,6 @@ Sizes default to a full run (several minutes); --quick is a smoke-size run.`,
 		sub("all", "serve, publish, pull and check in one run", partServe, partPublish, partPull, partCheck),
 		sub("registry", "our OCI registry vs distribution v3: blob pull MB/s", partRegistry),
 		newDevpullCmd(&o, argv), newDevpullServeChildCmd(), newDevpullChildCmd(),
-		newServeChildCmd(),
 		newPublishChildCmd(),
 		newCheckChildCmd(),
 		newTrivialChildCmd(),

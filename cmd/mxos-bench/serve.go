@@ -73,9 +73,10 @@ func runServe(ctx context.Context, b *bench) error {
 	b.report.Notes = append(b.report.Notes, fmt.Sprintf(
 		"serve: %d sampled paths (objects, config, summary, ref) are byte-identical from mxos-server, nginx and the disk.", len(sample)))
 
-	peerName := "nginx " + nginxVersion(b.report.Machine.Nginx) + ", workers auto"
+	peerName := "nginx " + nginxVersion(b.report.Machine.Nginx) + ", tuned"
 	type phase struct {
 		kind, name, unit string
+		target           float64
 		paths            []string
 		rate             func(loadStats) float64
 		cpuUnit          string
@@ -83,15 +84,17 @@ func runServe(ctx context.Context, b *bench) error {
 	}
 	var phases []phase
 	if slices.Contains(b.o.objects, "small") {
-		phases = append(phases, phase{"small", fmt.Sprintf("serve small objects (%d, c=%d)", len(small), b.o.concurrency), "requests/s", small,
+		phases = append(phases, phase{"small", fmt.Sprintf("serve small objects (%d, c=%d)", len(small), b.o.concurrency), "requests/s", 0.9, small,
 			loadStats.requestsPerSecond, "CPU-µs/request", loadStats.serverMicrosPerRequest})
 	}
 	if slices.Contains(b.o.objects, "large") {
-		phases = append(phases, phase{"large", fmt.Sprintf("serve large objects (%dx%s, c=%d)", len(large), formatSize(spec.LargeSize), b.o.concurrency), "MB/s", large,
+		phases = append(phases, phase{"large", fmt.Sprintf("serve large objects (%dx%s, c=%d)", len(large), formatSize(spec.LargeSize), b.o.concurrency), "MB/s", 1.0, large,
 			loadStats.megabytesPerSecond, "CPU-ms/GB", loadStats.serverMillisPerGB})
 	}
 	for _, ph := range phases {
-		var oursRates, peerRates, oursCPU, peerCPU []float64
+		var oursRates, peerRates, oursCPU, peerCPU, oursRSS, peerRSS []float64
+		resetPeakRSS(ours.d.cmd.Process.Pid)
+		resetPeakRSS(peer.d.cmd.Process.Pid)
 		for round := range b.o.rounds {
 			order := []*httpServer{ours, peer}
 			if round%2 == 1 {
@@ -109,23 +112,31 @@ func runServe(ctx context.Context, b *bench) error {
 					return err
 				}
 				r, cpu := ph.rate(ls), ph.cpu(ls)
+				rss, err := groupPeakRSS(s.d.cmd.Process.Pid)
+				if err != nil {
+					return err
+				}
 				logf(b.stderr, "serve: %s round %d/%d %-11s %s %s; server %s %s, client %.2f cores (%d requests, %.1f MB, %d errors)",
 					ph.name, round+1, b.o.rounds, s.name, formatValue(r), ph.unit, formatValue(cpu), ph.cpuUnit,
 					ls.ClientCPU.Seconds()/ls.Elapsed.Seconds(), ls.Requests, float64(ls.Bytes)/1e6, ls.Errors)
 				if s == ours {
-					oursRates, oursCPU = append(oursRates, r), append(oursCPU, cpu)
+					oursRates, oursCPU, oursRSS = append(oursRates, r), append(oursCPU, cpu), append(oursRSS, float64(rss)/1e6)
 				} else {
-					peerRates, peerCPU = append(peerRates, r), append(peerCPU, cpu)
+					peerRates, peerCPU, peerRSS = append(peerRates, r), append(peerCPU, cpu), append(peerRSS, float64(rss)/1e6)
 				}
 			}
 		}
 		b.report.Rows = append(b.report.Rows,
-			newRow("serve", ph.name, ph.unit, peerName, Higher, 0.9, oursRates, peerRates),
-			newRow("serve", fmt.Sprintf("serve %s objects: server CPU", ph.kind), ph.cpuUnit, peerName, Lower, 0, oursCPU, peerCPU))
+			newRow("serve", ph.name, ph.unit, peerName, Higher, ph.target, oursRates, peerRates),
+			newRow("serve", fmt.Sprintf("serve %s objects: server CPU", ph.kind), ph.cpuUnit, peerName, Lower, 0, oursCPU, peerCPU),
+			newRow("serve", fmt.Sprintf("serve %s objects: server peak RSS", ph.kind), "MB", peerName, Lower, 0, oursRSS, peerRSS))
 	}
 	b.report.Notes = append(b.report.Notes,
 		"serve: load generator and server share the machine's cores; \"server CPU\" is the server processes' own user+system time "+
-			"(nginx: master and workers) per request or per GB, less sensitive to noise than the rates.")
+			"(nginx: master and workers) per request or per GB, less sensitive to noise than the rates; \"peak RSS\" is the sum of the "+
+			"processes' VmHWM over the phase (nginx's sum counts pages its workers share with the master more than once).",
+		"serve: ours is the mxos-server binary with its defaults; nginx has sendfile, tcp_nopush, open_file_cache, access_log off "+
+			"and one worker per core.")
 	return errors.Join(stopServer(ours), stopServer(peer))
 }
 

@@ -88,23 +88,43 @@ func (r *Repo) CheckComplete(commit Checksum) error {
 
 // CheckTreeComplete is CheckComplete for a root dirtree and dirmeta, for
 // checking a commit before it is made visible.
+//
+// It walks the tree depth-first and checks each object as it is reached,
+// remembering only the directories seen: its memory grows with the
+// number of distinct directories, not of files (a file reached twice is
+// looked up twice).
 func (r *Repo) CheckTreeComplete(rootTree, rootMeta Checksum) error {
-	objs, err := r.reachableTree(rootTree, rootMeta)
-	if err != nil {
-		return err
-	}
-	for _, o := range objs {
-		if o.Type == ObjDirMeta {
-			if _, err := r.ReadDirMeta(o.Checksum); err != nil {
+	seen := map[ObjectRef]bool{}
+	var walk func(tree, meta Checksum) error
+	walk = func(tree, meta Checksum) error {
+		if m := (ObjectRef{meta, ObjDirMeta}); !seen[m] {
+			seen[m] = true
+			if _, err := r.ReadDirMeta(meta); err != nil {
 				return err
 			}
-			continue
 		}
-		if !r.HasObject(o.Checksum, o.Type) {
-			return &ObjectError{o.Checksum, o.Type, ErrNotFound}
+		t := ObjectRef{tree, ObjDirTree}
+		if seen[t] {
+			return nil
 		}
+		seen[t] = true
+		dt, err := r.ReadDirTree(tree)
+		if err != nil {
+			return err
+		}
+		for _, f := range dt.Files {
+			if !r.HasObject(f.Checksum, ObjFile) {
+				return &ObjectError{f.Checksum, ObjFile, ErrNotFound}
+			}
+		}
+		for _, d := range dt.Dirs {
+			if err := walk(d.Tree, d.Meta); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
-	return nil
+	return walk(rootTree, rootMeta)
 }
 
 // FsckOptions tunes Fsck.

@@ -35,14 +35,34 @@ type CommitOptions struct {
 
 // mtree is a directory being built in memory; files are hashed by workers
 // and the dirtree objects are written bottom-up once all are known.
+//
+// A directory walk (WriteTreeFromDir) writes each directory as soon as it
+// and its files are done and keeps only its checksums, so what it holds
+// in memory is the path being walked and the few files in flight, not the
+// whole tree. A tar stream may add to any directory until its end, so its
+// tree is written at the end.
 type mtree struct {
 	meta  DirMeta
 	files map[string]*fileSlot
 	dirs  map[string]*mtree
+	// pending counts this directory's files still being stored, and
+	// hardlinks to files another directory's worker is still storing.
+	pending atomic.Int64
+	// written is set once the dirtree and dirmeta are stored as tree and
+	// metaSum; files, dirs and meta are then dropped.
+	written       bool
+	tree, metaSum Checksum
 }
 
 type fileSlot struct {
-	sum Checksum // written by one worker before the group's Wait returns
+	sum  Checksum    // written by one worker before the group's Wait returns
+	done atomic.Bool // set by that worker after sum
+}
+
+// linkWait is a hardlink placed in dir to a file still being stored.
+type linkWait struct {
+	slot *fileSlot
+	dir  *mtree
 }
 
 func newMtree(meta DirMeta) *mtree {
@@ -60,6 +80,13 @@ type builder struct {
 	bytes atomic.Int64
 	// inflight bounds the memory held by buffered file contents.
 	inflight chan struct{}
+	// walked are directories whose walk has ended, oldest first, waiting
+	// for their files to be stored (streaming walks only).
+	walked []*mtree
+	// links are pending hardlinks (streaming walks only).
+	links []linkWait
+	// maxWalked is the longest walked has been.
+	maxWalked int
 }
 
 const (
@@ -147,49 +174,121 @@ func (b *builder) parent(parts []string) (*mtree, error) {
 	return n, nil
 }
 
-// addDir records a directory and its metadata.
-func (b *builder) addDir(p string, meta DirMeta) error {
+// addDir records a directory and its metadata, and returns it.
+func (b *builder) addDir(p string, meta DirMeta) (*mtree, error) {
 	parts, err := cleanPath(p)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	meta = b.fixMeta(meta)
 	if len(parts) == 0 {
 		b.root.meta = meta
-		return nil
+		return b.root, nil
 	}
 	par, err := b.parent(parts)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	name := parts[len(parts)-1]
 	delete(par.files, name) // a later tar entry replaces an earlier one
 	if d, ok := par.dirs[name]; ok {
+		if d.written {
+			return nil, fmt.Errorf("%w: %q: directory already written", ErrBadName, p)
+		}
 		d.meta = meta
-		return nil
+		return d, nil
 	}
-	par.dirs[name] = newMtree(meta)
-	return nil
+	d := newMtree(meta)
+	par.dirs[name] = d
+	return d, nil
 }
 
-// place puts a file slot at p, replacing an earlier file of that name.
-func (b *builder) place(p string, slot *fileSlot) error {
+// place puts a file slot at p, replacing an earlier file of that name,
+// and returns the directory holding it.
+func (b *builder) place(p string, slot *fileSlot) (*mtree, error) {
 	parts, err := cleanPath(p)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(parts) == 0 {
-		return fmt.Errorf("%w: the tree root must be a directory", ErrBadName)
+		return nil, fmt.Errorf("%w: the tree root must be a directory", ErrBadName)
 	}
 	par, err := b.parent(parts)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	name := parts[len(parts)-1]
 	if _, ok := par.dirs[name]; ok {
-		return fmt.Errorf("%w: %q is both a directory and a file", ErrBadName, p)
+		return nil, fmt.Errorf("%w: %q is both a directory and a file", ErrBadName, p)
+	}
+	if par.written {
+		return nil, fmt.Errorf("%w: %q: directory already written", ErrBadName, p)
 	}
 	par.files[name] = slot
+	return par, nil
+}
+
+// placeLink places a hardlink to slot at p: if the file is still being
+// stored, the directory waits for it before being written.
+func (b *builder) placeLink(p string, slot *fileSlot) error {
+	dir, err := b.place(p, slot)
+	if err != nil {
+		return err
+	}
+	if !slot.done.Load() {
+		dir.pending.Add(1)
+		b.links = append(b.links, linkWait{slot, dir})
+	}
+	return nil
+}
+
+// dirWalked queues a directory whose walk has ended and writes those
+// queued directories that are complete, oldest first: a directory is
+// queued after its subdirectories, so they are written before it.
+func (b *builder) dirWalked(n *mtree) error {
+	b.walked = append(b.walked, n)
+	b.maxWalked = max(b.maxWalked, len(b.walked))
+	return b.writeReady()
+}
+
+// writeReady writes the queued directories whose files are all stored.
+func (b *builder) writeReady() error {
+	if len(b.links) > 0 {
+		kept := b.links[:0]
+		for _, l := range b.links {
+			if l.slot.done.Load() {
+				l.dir.pending.Add(-1)
+			} else {
+				kept = append(kept, l)
+			}
+		}
+		clear(b.links[len(kept):])
+		b.links = kept
+	}
+	i := 0
+	for ; i < len(b.walked); i++ {
+		n := b.walked[i]
+		if n.pending.Load() != 0 {
+			break
+		}
+		if err := b.writeDir(n); err != nil {
+			return err
+		}
+	}
+	clear(b.walked[:i])
+	b.walked = b.walked[i:]
+	return nil
+}
+
+// writeDir stores n (its subdirectories are written already) and drops
+// what it held.
+func (b *builder) writeDir(n *mtree) error {
+	tree, meta, err := b.writeTree(n)
+	if err != nil {
+		return err
+	}
+	n.tree, n.metaSum, n.written = tree, meta, true
+	n.files, n.dirs, n.meta = nil, nil, DirMeta{}
 	return nil
 }
 
@@ -210,8 +309,10 @@ func (b *builder) addSymlink(p string, h FileHeader) (*fileSlot, error) {
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
 	slot := &fileSlot{sum: c}
+	slot.done.Store(true)
 	b.files.Add(1)
-	return slot, b.place(p, slot)
+	_, err = b.place(p, slot)
+	return slot, err
 }
 
 // addRegular schedules hashing and storing of a regular file. open is
@@ -222,12 +323,14 @@ func (b *builder) addSymlink(p string, h FileHeader) (*fileSlot, error) {
 func (b *builder) addRegular(p string, h FileHeader, open func() (io.ReadCloser, error), after func()) (*fileSlot, error) {
 	b.fixHeader(&h)
 	slot := &fileSlot{}
-	if err := b.place(p, slot); err != nil {
+	dir, err := b.place(p, slot)
+	if err != nil {
 		return nil, err
 	}
 	if err := b.ctx.Err(); err != nil {
 		return nil, err
 	}
+	dir.pending.Add(1)
 	b.g.Go(func() error {
 		if after != nil {
 			defer after()
@@ -237,6 +340,8 @@ func (b *builder) addRegular(p string, h FileHeader, open func() (io.ReadCloser,
 			return fmt.Errorf("%s: %w", p, err)
 		}
 		slot.sum = c
+		slot.done.Store(true)
+		dir.pending.Add(-1)
 		b.progress(int64(h.Size))
 		return nil
 	})
@@ -254,8 +359,10 @@ func (b *builder) addBuffered(p string, h FileHeader, r io.Reader) (*fileSlot, e
 			return nil, fmt.Errorf("%s: %w", p, err)
 		}
 		slot := &fileSlot{sum: c}
+		slot.done.Store(true)
 		b.progress(int64(h.Size))
-		return slot, b.place(p, slot)
+		_, err = b.place(p, slot)
+		return slot, err
 	}
 	tokens := int(h.Size/inflightUnit) + 1
 	for i := 0; i < tokens; i++ {
@@ -333,9 +440,11 @@ func (b *builder) writeTree(n *mtree) (tree, meta Checksum, err error) {
 		dt.Files = append(dt.Files, TreeFile{Name: name, Checksum: slot.sum})
 	}
 	for name, child := range n.dirs {
-		ct, cm, err := b.writeTree(child)
-		if err != nil {
-			return tree, meta, err
+		ct, cm := child.tree, child.metaSum
+		if !child.written {
+			if ct, cm, err = b.writeTree(child); err != nil {
+				return tree, meta, err
+			}
 		}
 		dt.Dirs = append(dt.Dirs, TreeDir{Name: name, Tree: ct, Meta: cm})
 	}

@@ -24,23 +24,31 @@ import (
 // returns the root dirtree and dirmeta checksums. Symlinks are stored, not
 // followed; hardlinked files are read once.
 func (t *Txn) WriteTreeFromDir(ctx context.Context, dir string, opts CommitOptions) (tree, meta Checksum, err error) {
+	tree, meta, _, err = t.writeTreeFromDir(ctx, dir, opts)
+	return tree, meta, err
+}
+
+// writeTreeFromDir is WriteTreeFromDir; it also returns the most
+// directories held in memory at once, waiting to be written (for tests).
+func (t *Txn) writeTreeFromDir(ctx context.Context, dir string, opts CommitOptions) (tree, meta Checksum, held int, err error) {
 	st, err := os.Lstat(dir)
 	if err != nil {
-		return tree, meta, fmt.Errorf("commit %s: %w", dir, err)
+		return tree, meta, 0, fmt.Errorf("commit %s: %w", dir, err)
 	}
 	if !st.IsDir() {
-		return tree, meta, fmt.Errorf("commit %s: not a directory", dir)
+		return tree, meta, 0, fmt.Errorf("commit %s: not a directory", dir)
 	}
 	rootMeta, err := dirMetaOf(dir, st, opts.NoXattrs)
 	if err != nil {
-		return tree, meta, err
+		return tree, meta, 0, err
 	}
 	b := newBuilder(ctx, t, opts, rootMeta)
 	inodes := map[[2]uint64]*fileSlot{}
 	if err := b.walkDir(dir, "", inodes); err != nil {
-		return tree, meta, firstCause(err, b.g.Wait())
+		return tree, meta, b.maxWalked, firstCause(err, b.g.Wait())
 	}
-	return b.finish()
+	tree, meta, err = b.finish()
+	return tree, meta, b.maxWalked, err
 }
 
 func (b *builder) walkDir(root, rel string, inodes map[[2]uint64]*fileSlot) error {
@@ -73,10 +81,14 @@ func (b *builder) walkDir(root, rel string, inodes map[[2]uint64]*fileSlot) erro
 			if err != nil {
 				return err
 			}
-			if err := b.addDir(p, m); err != nil {
+			d, err := b.addDir(p, m)
+			if err != nil {
 				return err
 			}
 			if err := b.walkDir(root, p, inodes); err != nil {
+				return err
+			}
+			if err := b.dirWalked(d); err != nil {
 				return err
 			}
 		case os.ModeSymlink:
@@ -96,7 +108,7 @@ func (b *builder) walkDir(root, rel string, inodes map[[2]uint64]*fileSlot) erro
 		case 0:
 			key := [2]uint64{uint64(sys.Dev), sys.Ino}
 			if slot, ok := inodes[key]; ok && sys.Nlink > 1 {
-				if err := b.place(p, slot); err != nil {
+				if err := b.placeLink(p, slot); err != nil {
 					return err
 				}
 				continue
@@ -254,7 +266,7 @@ func (b *builder) readTar(tr *tar.Reader) error {
 		uid, gid := uint32(hdr.Uid), uint32(hdr.Gid)
 		switch hdr.Typeflag {
 		case tar.TypeDir:
-			if err := b.addDir(p, DirMeta{UID: uid, GID: gid, Mode: ModeDir | perm, Xattrs: x}); err != nil {
+			if _, err := b.addDir(p, DirMeta{UID: uid, GID: gid, Mode: ModeDir | perm, Xattrs: x}); err != nil {
 				return fmt.Errorf("tarball: %w", err)
 			}
 		case tar.TypeReg: // the reader maps the old TypeRegA to TypeReg
@@ -287,7 +299,7 @@ func (b *builder) readTar(tr *tar.Reader) error {
 			if !ok {
 				return fmt.Errorf("tarball: %w: hardlink %s -> %q names no earlier regular file", ErrBadName, p, truncate(hdr.Linkname))
 			}
-			if err := b.place(p, slot); err != nil {
+			if _, err := b.place(p, slot); err != nil {
 				return fmt.Errorf("tarball: %w", err)
 			}
 			regular[p] = slot

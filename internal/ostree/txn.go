@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 
@@ -27,15 +26,14 @@ type Txn struct {
 	lock  *os.File
 	stage string
 
-	mu     sync.Mutex
-	staged map[stagedKey]string
+	mu sync.Mutex
+	// staged counts objects staged since the last Commit. The staging
+	// directory itself is the list of them (<checksum>.<type>): keeping no
+	// per-object state in memory bounds a publish's memory independently
+	// of the number of files in the tree.
+	staged int64
 	metas  map[Checksum]Metadata
 	closed bool
-}
-
-type stagedKey struct {
-	c Checksum
-	t ObjectType
 }
 
 // Begin takes the write lock, waiting for another writer to finish, and
@@ -64,7 +62,7 @@ func (r *Repo) Begin() (*Txn, error) {
 		lf.Close()
 		return nil, fmt.Errorf("begin transaction: %w", err)
 	}
-	return &Txn{repo: r, lock: lf, stage: stage, staged: map[stagedKey]string{}}, nil
+	return &Txn{repo: r, lock: lf, stage: stage}, nil
 }
 
 // recoverLocked, with the write lock held (so no other writer is alive),
@@ -115,10 +113,15 @@ func (t *Txn) Repo() *Repo { return t.repo }
 
 // HasObject reports whether the object is stored or staged.
 func (t *Txn) HasObject(c Checksum, typ ObjectType) bool {
-	t.mu.Lock()
-	_, ok := t.staged[stagedKey{c, typ}]
-	t.mu.Unlock()
-	return ok || t.repo.HasObject(c, typ)
+	if _, err := os.Lstat(t.stagedPath(c, typ)); err == nil {
+		return true
+	}
+	return t.repo.HasObject(c, typ)
+}
+
+// stagedPath is where an object waits for Commit.
+func (t *Txn) stagedPath(c Checksum, typ ObjectType) string {
+	return filepath.Join(t.stage, c.String()+"."+typ.Ext())
 }
 
 func (t *Txn) tempFile() (*os.File, error) {
@@ -126,13 +129,13 @@ func (t *Txn) tempFile() (*os.File, error) {
 }
 
 func (t *Txn) addStaged(c Checksum, typ ObjectType, tmp string) error {
-	final := filepath.Join(t.stage, c.String()+"."+typ.Ext())
-	if err := os.Rename(tmp, final); err != nil {
+	// Two writers of the same object rename the same bytes to one name.
+	if err := os.Rename(tmp, t.stagedPath(c, typ)); err != nil {
 		os.Remove(tmp)
 		return err
 	}
 	t.mu.Lock()
-	t.staged[stagedKey{c, typ}] = final
+	t.staged++
 	t.mu.Unlock()
 	return nil
 }
@@ -238,7 +241,7 @@ func (t *Txn) WriteFilez(want Checksum, raw io.Reader) error {
 func (t *Txn) Commit() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if len(t.staged) == 0 && len(t.metas) == 0 {
+	if t.staged == 0 && len(t.metas) == 0 {
 		return nil
 	}
 	// The two syncs name different directories of the same file system
@@ -249,32 +252,15 @@ func (t *Txn) Commit() error {
 	}
 	// Objects become visible leaves first and commits last, so a crash in
 	// this loop never leaves a commit whose tree is incomplete: stock
-	// `ostree fsck` checks every commit object, referenced or not.
-	keys := make([]stagedKey, 0, len(t.staged))
-	for k := range t.staged {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool { return visibilityOrder(keys[i].t) < visibilityOrder(keys[j].t) })
+	// `ostree fsck` checks every commit object, referenced or not. One
+	// pass over the staging directory per rank, reading it in batches.
 	made := map[string]bool{}
-	for _, k := range keys {
-		p := t.staged[k]
-		dst := t.repo.objectFile(k.c, k.t)
-		dir := filepath.Dir(dst)
-		if !made[dir] {
-			// Not synced one by one: the syncfs below covers them.
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				return fmt.Errorf("commit transaction: %w", err)
-			}
-			made[dir] = true
-		}
-		if err := os.Chmod(p, 0o644); err != nil {
-			return fmt.Errorf("commit transaction: %w", err)
-		}
-		if err := os.Rename(p, dst); err != nil {
+	for rank := range 3 {
+		if err := t.publishStaged(rank, made); err != nil {
 			return fmt.Errorf("commit transaction: %w", err)
 		}
 	}
-	t.staged = map[stagedKey]string{}
+	t.staged = 0
 	for c, md := range t.metas {
 		if err := t.WriteCommitMeta(c, md); err != nil {
 			return fmt.Errorf("commit transaction: %w", err)
@@ -285,6 +271,60 @@ func (t *Txn) Commit() error {
 		return fmt.Errorf("commit transaction: sync: %w", err)
 	}
 	return nil
+}
+
+// publishStaged renames the staged objects of visibility rank into
+// objects/, creating their objects/XX directories (recorded in made). It
+// reads the staging directory again until a pass finds none, since entries
+// renamed away during a read may make it skip others on some file systems.
+func (t *Txn) publishStaged(rank int, made map[string]bool) error {
+	for {
+		d, err := os.Open(t.stage)
+		if err != nil {
+			return err
+		}
+		moved := 0
+		for {
+			ents, rerr := d.ReadDir(1024)
+			for _, e := range ents {
+				c, typ, ok := parseStagedName(e.Name())
+				if !ok || visibilityOrder(typ) != rank {
+					continue // temporary files of failed writes, other ranks
+				}
+				p := filepath.Join(t.stage, e.Name())
+				dst := t.repo.objectFile(c, typ)
+				if dir := filepath.Dir(dst); !made[dir] {
+					// Not synced one by one: the syncfs after the renames
+					// covers them.
+					if err := os.MkdirAll(dir, 0o755); err != nil {
+						d.Close()
+						return err
+					}
+					made[dir] = true
+				}
+				if err := os.Chmod(p, 0o644); err != nil {
+					d.Close()
+					return err
+				}
+				if err := os.Rename(p, dst); err != nil {
+					d.Close()
+					return err
+				}
+				moved++
+			}
+			if errors.Is(rerr, io.EOF) {
+				break
+			}
+			if rerr != nil {
+				d.Close()
+				return rerr
+			}
+		}
+		d.Close()
+		if moved == 0 {
+			return nil
+		}
+	}
 }
 
 // visibilityOrder ranks object types for Commit: content and dirmeta,

@@ -202,11 +202,16 @@ func CheckTreeModes(ctx context.Context, repo *ostree.Repo, tree ostree.Checksum
 	return &ModeError{Problems: w.problems}
 }
 
+// maxModeCache bounds the modes a walk remembers (about 64 bytes each), so
+// that checking a tree takes memory independent of its number of files;
+// beyond it, a content object reached twice is read twice.
+const maxModeCache = 1 << 14
+
 type modeWalker struct {
 	ctx      context.Context
 	repo     *ostree.Repo
 	allow    ModeExceptions
-	modes    map[ostree.Checksum]uint32 // content objects already read
+	modes    map[ostree.Checksum]uint32 // content objects already read, up to maxModeCache
 	problems []ModeProblem
 }
 
@@ -227,7 +232,9 @@ func (w *modeWalker) dir(p string, tree ostree.Checksum) error {
 			}
 			mode = cr.Header.Mode
 			cr.Close()
-			w.modes[f.Checksum] = mode
+			if len(w.modes) < maxModeCache {
+				w.modes[f.Checksum] = mode
+			}
 		}
 		fp := path.Join(p, f.Name)
 		if prob := CheckMode(fp, mode); prob != "" && !w.allow[fp] {
