@@ -18,6 +18,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/oci/registry"
 	"github.com/mxos-linux/mxos-update/internal/sign"
+	"github.com/mxos-linux/mxos-update/internal/tlogstore"
 	"github.com/mxos-linux/mxos-update/internal/updates"
 )
 
@@ -85,6 +86,10 @@ type Config struct {
 	Registry           bool
 	RegistryOptions    registry.Options
 	RegistryGCInterval time.Duration
+
+	// TransparencyLog, when set, is served at /log/ and every release and
+	// promotion is appended to it before its ref moves (tlog.go).
+	TransparencyLog *tlogstore.Log
 }
 
 // There is deliberately no write timeout: repository objects and deltas can
@@ -205,6 +210,7 @@ func (s *Server) routes() {
 		s.metadataRoutes() // metadata.go
 	}
 	s.registryRoutes()
+	s.logRoutes() // tlog.go
 }
 
 // Handler returns the root handler with all routes and middleware.
