@@ -20,8 +20,10 @@ import (
 // The public release transparency log (Config.TransparencyLog,
 // internal/tlogstore): its directory is served read-only at /log/ as C2SP
 // tlog-tiles (checkpoint revalidated, tiles immutable; .state/ and other
-// dot files never), and releases and promotions are appended to it before
-// their ref moves, so nothing reaches a channel unlogged. A release whose
+// dot files never), and releases and promotions are appended to it, and
+// covered by a published checkpoint (up to tlogstore's checkpoint
+// interval, 1s by default), before their ref moves, so nothing reaches a
+// channel unlogged. A release whose
 // entry cannot be appended is refused; if the release is refused after its
 // entry was appended, the log names a release the server never offered,
 // which a monitor sees as harmless (only the reverse is an alarm).
@@ -122,13 +124,13 @@ func (a *publishAPI) logRelease(ctx context.Context, rel db.Release, ramp string
 		entries = append(entries, tlog.Entry{Kind: tlog.KindRolloutStart, Channel: rel.Channel, Arch: rel.Arch,
 			Version: rel.Version, Ramp: strings.ReplaceAll(ramp, " ", ""), Time: e.Time})
 	}
-	for _, e := range entries {
-		if _, err := l.Append(ctx, e); err != nil {
-			if errors.Is(err, tlog.ErrInvalidEntry) {
-				return api.Errorf(api.CodeBadRequest, "this release cannot be recorded in the transparency log: %v", err)
-			}
-			return err
+	// Published, not only sequenced: the ref must never point at a commit
+	// that the log's current checkpoint does not cover.
+	if _, _, err := l.AppendPublished(ctx, entries...); err != nil {
+		if errors.Is(err, tlog.ErrInvalidEntry) {
+			return api.Errorf(api.CodeBadRequest, "this release cannot be recorded in the transparency log: %v", err)
 		}
+		return err
 	}
 	return nil
 }

@@ -139,18 +139,27 @@ func (l *Log) Append(ctx context.Context, e tlog.Entry) (uint64, error) {
 	return idx.Index, nil
 }
 
-// AppendPublished adds e and waits until a published checkpoint covers
-// it; it returns the index and that checkpoint.
-func (l *Log) AppendPublished(ctx context.Context, e tlog.Entry) (uint64, []byte, error) {
-	b, err := e.Marshal()
-	if err != nil {
-		return 0, nil, err
+// AppendPublished adds entries and waits until published checkpoints
+// cover them all; it returns their indexes and the last checkpoint seen.
+func (l *Log) AppendPublished(ctx context.Context, entries ...tlog.Entry) ([]uint64, []byte, error) {
+	futs := make([]tessera.IndexFuture, len(entries))
+	for i, e := range entries {
+		b, err := e.Marshal()
+		if err != nil {
+			return nil, nil, err
+		}
+		futs[i] = l.app.Add(ctx, tessera.NewEntry(b))
 	}
-	idx, cp, err := l.awaiter.Await(ctx, l.app.Add(ctx, tessera.NewEntry(b)))
-	if err != nil {
-		return 0, nil, fmt.Errorf("transparency log: appending %s entry: %w", e.Kind, err)
+	idxs := make([]uint64, len(entries))
+	var cp []byte
+	for i, f := range futs {
+		idx, c, err := l.awaiter.Await(ctx, f)
+		if err != nil {
+			return nil, nil, fmt.Errorf("transparency log: appending %s entry: %w", entries[i].Kind, err)
+		}
+		idxs[i], cp = idx.Index, c
 	}
-	return idx.Index, cp, nil
+	return idxs, cp, nil
 }
 
 // Close publishes what is pending (within ctx) and stops the appender.

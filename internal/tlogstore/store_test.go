@@ -257,10 +257,11 @@ func BenchmarkAppendProve(b *testing.B) {
 			b.Logf("appended %d entries in %v", size, time.Since(start))
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				idx, raw, err := l.AppendPublished(ctx, entry(size+i))
+				idxs, raw, err := l.AppendPublished(ctx, entry(size+i))
 				if err != nil {
 					b.Fatal(err)
 				}
+				idx := idxs[0]
 				v, _ := tlog.NewVerifier(l.VerifierKey())
 				cp, err := tlog.OpenCheckpoint(raw, v)
 				if err != nil {
