@@ -26,6 +26,7 @@ func TestImportDirection(t *testing.T) {
 		"internal/gvariant": {},
 		"internal/auth":     {},
 		"internal/channel":  {"internal/rollout"},
+		"internal/tlog":     {},
 	}
 	seen := 0
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
@@ -73,9 +74,14 @@ func TestDeviceSideDeps(t *testing.T) {
 	// code too: the device checks signatures with internal/commitsig and
 	// shares only the image naming and signature formats.
 	for _, forbidden := range []string{"internal/server", "internal/db", "internal/updates", "internal/auth",
-		"internal/release", "internal/oci/registry", "internal/oci/regclient"} {
+		"internal/release", "internal/oci/registry", "internal/oci/regclient", "internal/tlogstore", "internal/tlogmon"} {
 		if strings.Contains(deps, "github.com/mxos-linux/mxos-update/"+forbidden+"\n") {
 			t.Errorf("mxos-updater links %s", forbidden)
 		}
+	}
+	// The transparency log's writer; the device checks proofs with
+	// internal/tlog only.
+	if strings.Contains(deps, "github.com/transparency-dev/tessera") {
+		t.Error("mxos-updater links github.com/transparency-dev/tessera")
 	}
 }
