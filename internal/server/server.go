@@ -262,6 +262,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.oci != nil {
 		go s.registryGCLoop(ctx)
 	}
+	if s.cfg.TransparencyLog != nil && s.api != nil {
+		go s.tlogAuditLoop(ctx) // tlog_audit.go
+	}
 
 	select {
 	case err := <-errc:

@@ -120,8 +120,8 @@ var required = map[Kind][]string{
 	KindRolloutHalt:      {"channel", "arch", "version"},
 	KindRolloutResume:    {"channel", "arch", "version"},
 	KindRolloutComplete:  {"channel", "arch", "version"},
-	KindGroupPin:         {"group", "channel", "version"},
-	KindGroupUnpin:       {"group", "channel"},
+	KindGroupPin:         {"group"},
+	KindGroupUnpin:       {"group"},
 	KindKeyRotation:      {"key"},
 	KindMetadataRotation: {},
 }
@@ -129,8 +129,8 @@ var required = map[Kind][]string{
 var allowed = map[Kind][]string{
 	KindRelease:          {"image", "key"},
 	KindPromotion:        {"image", "key"},
-	KindGroupPin:         {"arch"},
-	KindGroupUnpin:       {"arch"},
+	KindGroupPin:         {"channel", "arch", "version"},
+	KindGroupUnpin:       {"channel", "arch"},
 	KindMetadataRotation: {"key"},
 }
 
@@ -313,9 +313,9 @@ func (e Entry) Describe() string {
 		verb := map[Kind]string{KindRolloutPause: "paused", KindRolloutHalt: "halted", KindRolloutResume: "resumed", KindRolloutComplete: "completed"}[e.Kind]
 		s = fmt.Sprintf("%s the rollout of %s %s for %s", verb, e.Channel, e.Version, e.Arch)
 	case KindGroupPin:
-		s = fmt.Sprintf("pinned group %s to %s %s", e.Group, e.Channel, e.Version)
+		s = strings.Join(strings.Fields("pinned group "+e.Group+" to "+e.Channel+" "+e.Version), " ")
 	case KindGroupUnpin:
-		s = fmt.Sprintf("unpinned group %s from %s", e.Group, e.Channel)
+		s = "unpinned group " + e.Group
 	case KindKeyRotation:
 		s = fmt.Sprintf("rotated the release keys to key set %s", e.Key)
 	case KindMetadataRotation:

@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -264,6 +265,40 @@ func writeDurable(file string, b []byte, perm os.FileMode) error {
 		return err
 	}
 	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// LoadSeq reads a counter saved by SaveSeq; a missing file is 0.
+func LoadSeq(file string) (int64, error) {
+	b, err := os.ReadFile(file)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	} else if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%s: not a sequence number", file)
+	}
+	return n, nil
+}
+
+// SaveSeq replaces file with n durably (temp file, fsync, rename, fsync
+// of the directory).
+func SaveSeq(file string, n int64) error {
+	tmp := file + ".tmp"
+	_ = os.Remove(tmp)
+	if err := writeDurable(tmp, []byte(strconv.FormatInt(n, 10)+"\n"), 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, file); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(file))
 	if err != nil {
 		return err
 	}
