@@ -286,8 +286,9 @@ func Parse(b []byte) (Entry, error) {
 }
 
 // KeySetID names a set of release keys in entries: the first 8 bytes, in
-// hex, of SHA-256 over their sorted key ids (sign.Verifier.KeyID), one per
-// line. It changes when the set does, so a key rotation shows in the log.
+// hex, of SHA-256 over their sorted ids, one per line (mxos-server uses
+// "<ostree sign type>:<public key or fingerprint>"). It changes when the
+// set does, so a release key rotation shows in the log.
 func KeySetID(keyIDs []string) string {
 	ids := slices.Clone(keyIDs)
 	slices.Sort(ids)
