@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/sign"
 	"github.com/mxos-linux/mxos-update/internal/tlog"
+	"github.com/mxos-linux/mxos-update/internal/tlogstore"
 )
 
 // The public release transparency log (Config.TransparencyLog,
@@ -36,6 +38,37 @@ func (s *Server) logRoutes() {
 		return
 	}
 	s.mux.Handle("GET "+logPrefix, &logHandler{dir: s.cfg.TransparencyLog.Dir(), log: s.log.Named("tlog")})
+	s.mux.HandleFunc("GET "+logPrefix+"proof", s.handleLogProof)
+}
+
+// handleLogProof answers GET /log/proof?channel=&arch=&commit=&old=N with
+// the tlog.Proof a device checks before installing commit: the newest
+// release or promotion entry of it on channel and arch, its inclusion
+// proof and a consistency proof from size old, at the current
+// checkpoint. 404 when the log has no such entry. Public, like the log.
+func (s *Server) handleLogProof(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var old uint64
+	if v := q.Get("old"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			http.Error(w, "old: not a tree size", http.StatusBadRequest)
+			return
+		}
+		old = n
+	}
+	p, err := s.cfg.TransparencyLog.ProveRelease(r.Context(), q.Get("channel"), q.Get("arch"), q.Get("commit"), old)
+	if errors.Is(err, tlogstore.ErrNotLogged) {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	} else if err != nil {
+		s.log.Error("building a transparency log proof", zap.Error(err))
+		http.Error(w, "transparency log unavailable", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-cache")
+	_, _ = w.Write(p.Marshal())
 }
 
 type logHandler struct {

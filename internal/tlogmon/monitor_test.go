@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -219,5 +221,40 @@ func TestMonitorRefusesFork(t *testing.T) {
 	o.Verifier = v
 	if _, err := Verify(ctx, o, nil); !errors.Is(err, tlog.ErrCheckpoint) {
 		t.Fatalf("other key: %v", err)
+	}
+}
+
+// TestDeviceProofFromServer: /log/proof gives, for the release a device
+// is offered, a proof tlog.CheckOffer accepts; a commit the log does not
+// list gets 404.
+func TestDeviceProofFromServer(t *testing.T) {
+	ts, o, _ := logged(t)
+	stable, err := ts.Repo.ResolveRef(stableRef)
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(q string) (int, []byte) {
+		t.Helper()
+		resp, err := http.Get(ts.URL + "/log/proof?" + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	code, b := get("channel=stable&arch=x86_64&commit=" + stable.String())
+	if code != http.StatusOK || len(b) > 10<<10 {
+		t.Fatalf("proof: %d, %d bytes: %s", code, len(b), b)
+	}
+	p, err := tlog.ParseProof(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tlog.CheckOffer(p, o.Verifier, nil, tlog.Offer{Channel: "stable", Arch: "x86_64", Version: "10.0.1", Commit: stable.String()}); err != nil {
+		t.Fatal(err)
+	}
+	if code, b := get("channel=edu&arch=x86_64&commit=" + stable.String()); code != http.StatusNotFound || !strings.Contains(string(b), "not in the transparency log") {
+		t.Fatalf("unlogged: %d %s", code, b)
 	}
 }

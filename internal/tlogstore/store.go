@@ -32,6 +32,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/transparency-dev/tessera"
@@ -72,6 +73,10 @@ type Log struct {
 	cancel   context.CancelFunc
 	vkey     string
 	origin   string
+
+	mu      sync.Mutex            // guards the release index (prove.go)
+	index   map[releaseKey]uint64 // newest entry of each release
+	indexed uint64                // entries indexed so far
 }
 
 // Open opens (creating if needed) the log in o.Dir and its key.

@@ -51,7 +51,7 @@ func appendN(t testing.TB, l *Log, first, n int) tlog.Checkpoint {
 			t.Fatal(err)
 		}
 	}
-	_, raw, err := l.AppendPublished(ctx, entry(first+n-1))
+	idxs, raw, err := l.AppendPublished(ctx, entry(first+n-1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func appendN(t testing.TB, l *Log, first, n int) tlog.Checkpoint {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cp.Size >= uint64(first+n) {
+		if cp.Size > idxs[0] && cp.Size >= uint64(len(futs)+1) {
 			return cp
 		}
 		time.Sleep(20 * time.Millisecond)
