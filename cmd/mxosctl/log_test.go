@@ -43,7 +43,7 @@ func TestLogShowVerify(t *testing.T) {
 	}
 	pub := filepath.Join(ts.Data, "log-key.pub") // as the server writes it
 	out := must("log", "show", "--log-key", pub)
-	for _, want := range []string{"4 entries (checkpoint signature verified)", "released testing 10.0.1 for x86_64", "promoted 10.0.1 for x86_64 from testing to stable", "started the rollout of stable 10.0.1"} {
+	for _, want := range []string{"entries (checkpoint signature verified)", "rotated the release keys to key set", "released testing 10.0.1 for x86_64", "promoted 10.0.1 for x86_64 from testing to stable", "started the rollout of stable 10.0.1"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("log show lacks %q:\n%s", want, out)
 		}
@@ -54,7 +54,7 @@ func TestLogShowVerify(t *testing.T) {
 	if !strings.Contains(out, "every commit on a channel is in the log") {
 		t.Fatalf("verify:\n%s", out)
 	}
-	if b, err := os.ReadFile(state); err != nil || !strings.HasPrefix(string(b), "test.mxos.example/releases\n4\n") {
+	if b, err := os.ReadFile(state); err != nil || !strings.HasPrefix(string(b), "test.mxos.example/releases\n") {
 		t.Fatalf("remembered checkpoint %q %v", b, err)
 	}
 

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -25,8 +26,12 @@ import (
 
 const tlogAuditBatch = 100
 
-// tlogAuditLoop mirrors until ctx ends.
+// tlogAuditLoop logs a change of the release keys, then mirrors until
+// ctx ends.
 func (s *Server) tlogAuditLoop(ctx context.Context) {
+	if err := s.logReleaseKeys(ctx); err != nil && ctx.Err() == nil {
+		s.log.Warn("recording the release keys in the transparency log", zap.Error(err))
+	}
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -106,4 +111,23 @@ func publicEntry(a db.Entry) (tlog.Entry, bool) {
 		return e, false
 	}
 	return e, true
+}
+
+// logReleaseKeys appends a key-rotation entry when the release key set
+// (Config.TrustedKeys) differs from the one last logged, whose id is kept
+// in DATA/log-release-keys; the first start with keys logs them too.
+func (s *Server) logReleaseKeys(ctx context.Context) error {
+	if len(s.cfg.TrustedKeys) == 0 {
+		return nil
+	}
+	file := filepath.Join(s.cfg.DataDir, "log-release-keys")
+	id := releaseKeySetID(s.cfg.TrustedKeys)
+	if b, err := os.ReadFile(file); err == nil && strings.TrimSpace(string(b)) == id {
+		return nil
+	}
+	e := tlog.Entry{Kind: tlog.KindKeyRotation, Key: id, Time: time.Now().UTC().Truncate(time.Second)}
+	if _, _, err := s.cfg.TransparencyLog.AppendPublished(ctx, e); err != nil {
+		return err
+	}
+	return tlogstore.WriteFile(file, []byte(id+"\n"))
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/transparency-dev/tessera/client"
 
 	"github.com/mxos-linux/mxos-update/internal/db"
+	"github.com/mxos-linux/mxos-update/internal/sign"
 	"github.com/mxos-linux/mxos-update/internal/tlog"
 	"github.com/mxos-linux/mxos-update/internal/tlogstore"
 )
@@ -101,5 +102,53 @@ func TestAuditMirroredToLog(t *testing.T) {
 	sort.Strings(want)
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("log entries:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestReleaseKeysLogged: the release key set is logged at the first
+// start, not again while it stays, and again when it changes.
+func TestReleaseKeysLogged(t *testing.T) {
+	ctx := context.Background()
+	data := newDataDir(t)
+	l, err := tlogstore.Open(ctx, tlogstore.Options{Dir: filepath.Join(data, "log"), KeyFile: filepath.Join(data, "log-key"),
+		CheckpointInterval: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close(ctx) })
+	size := func() uint64 {
+		raw, err := l.Reader().ReadCheckpoint(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _ := tlog.NewVerifier(l.VerifierKey())
+		cp, err := tlog.OpenCheckpoint(raw, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cp.Size
+	}
+	for i, want := range []uint64{1, 1, 2} {
+		dir := genKeys(t).dir
+		if i == 1 {
+			dir = filepath.Join(data, "keys0")
+		}
+		if i == 0 {
+			dir = filepath.Join(data, "keys0")
+			if err := sign.GenerateKeys(dir, sign.GenerateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		trusted, err := sign.LoadVerifiers(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := &Server{cfg: Config{DataDir: data, TransparencyLog: l, TrustedKeys: trusted}}
+		if err := s.logReleaseKeys(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := size(); got != want {
+			t.Fatalf("start %d: log size %d, want %d", i, got, want)
+		}
 	}
 }

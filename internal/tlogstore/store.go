@@ -292,12 +292,17 @@ func LoadSeq(file string) (int64, error) {
 	return n, nil
 }
 
-// SaveSeq replaces file with n durably (temp file, fsync, rename, fsync
-// of the directory).
+// SaveSeq replaces file with n durably.
 func SaveSeq(file string, n int64) error {
+	return WriteFile(file, []byte(strconv.FormatInt(n, 10)+"\n"))
+}
+
+// WriteFile replaces file with b durably (temp file, fsync, rename,
+// fsync of the directory).
+func WriteFile(file string, b []byte) error {
 	tmp := file + ".tmp"
 	_ = os.Remove(tmp)
-	if err := writeDurable(tmp, []byte(strconv.FormatInt(n, 10)+"\n"), 0o644); err != nil {
+	if err := writeDurable(tmp, b, 0o644); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, file); err != nil {
