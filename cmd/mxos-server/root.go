@@ -24,6 +24,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/server"
 	"github.com/mxos-linux/mxos-update/internal/sign"
+	"github.com/mxos-linux/mxos-update/internal/tlogstore"
 )
 
 // globalOptions are shared by the root command and its subcommands.
@@ -67,6 +68,8 @@ func newRootCmd() *cobra.Command {
 	cmd.Flags().StringVar(&listen, "listen", envOr("MXOS_LISTEN", server.DefaultListen), "address to listen on (env MXOS_LISTEN)")
 	cmd.Flags().StringVar(&keys.release, "release-keys", envOr("MXOS_RELEASE_KEYS", ""), "directory of the release public keys published commits must be signed with (env MXOS_RELEASE_KEYS; default ./keys when it holds keys)")
 	cmd.Flags().StringVar(&keys.online, "online-keys", envOr("MXOS_ONLINE_KEYS", ""), "directory of the online secret keys that sign the summary (env MXOS_ONLINE_KEYS; make them with mxosctl keys generate --dir)")
+	cmd.Flags().StringVar(&keys.tlogKey, "tlog-key", envOr("MXOS_TLOG_KEY", ""), "the transparency log's signing key, generated (mode 0600, public key in FILE.pub) when missing (env MXOS_TLOG_KEY; default DIR/log-key)")
+	cmd.Flags().StringVar(&keys.tlogOrigin, "tlog-origin", envOr("MXOS_TLOG_ORIGIN", tlogstore.DefaultOrigin), "the transparency log's name, used when its key is generated (env MXOS_TLOG_ORIGIN)")
 	cmd.Flags().BoolVar(&registry, "registry", envOr("MXOS_REGISTRY", "true") == "true", "serve the OCI registry at /v2/ from DIR/oci (env MXOS_REGISTRY; pushing needs a release token)")
 	cmd.Flags().StringVar(&tlsOpts.cert, "tls-cert", envOr("MXOS_TLS_CERT", ""), "PEM certificate (chain) to serve HTTPS with (env MXOS_TLS_CERT)")
 	cmd.Flags().StringVar(&tlsOpts.key, "tls-key", envOr("MXOS_TLS_KEY", ""), "PEM private key of --tls-cert (env MXOS_TLS_KEY)")
@@ -78,7 +81,8 @@ func newRootCmd() *cobra.Command {
 
 // keyOptions name the key directories of remote publishing.
 type keyOptions struct {
-	release, online string
+	release, online     string
+	tlogKey, tlogOrigin string // tlog.go
 }
 
 // load returns the trusted release keys and the online signers. An
@@ -205,6 +209,10 @@ func runServer(ctx context.Context, out io.Writer, g globalOptions, listen strin
 		if _, err := server.RecoverReleases(ctx, cfg.DataDir, store, set, cfg.OnlineSigners, time.Now(), log); err != nil {
 			return err
 		}
+		if cfg.TransparencyLog, err = keys.openTransparencyLog(ctx, g.dataDir, log); err != nil { // tlog.go
+			return err
+		}
+		defer closeTransparencyLog(cfg.TransparencyLog, log)
 	}
 	srv, err := server.New(cfg)
 	if err != nil {

@@ -31,7 +31,8 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	r := addServerCmds(cmd)
-	cmd.AddCommand(newKeysCmd(), newPublishCmd(r), newFsckCmd(), newPromoteCmd(r), newMetadataCmd(r), newImageKeyCmd(), newImageCmd(r))
+	cmd.AddCommand(newKeysCmd(), newPublishCmd(r), newFsckCmd(), newPromoteCmd(r), newMetadataCmd(r), newImageKeyCmd(), newImageCmd(r),
+		newLogCmd(r)) // log.go
 	i18n.Localize(cmd, msg)
 	return cmd
 }

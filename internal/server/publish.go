@@ -19,6 +19,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/release"
 	"github.com/mxos-linux/mxos-update/internal/rollout"
 	"github.com/mxos-linux/mxos-update/internal/sign"
+	"github.com/mxos-linux/mxos-update/internal/tlogstore"
 )
 
 // Remote publishing (internal/api/publish.go): upload sessions staging
@@ -45,12 +46,13 @@ type publishAPI struct {
 	trusted   []sign.Verifier
 	online    []sign.Signer
 	maxObject int64
+	tlog      *tlogstore.Log // nil without Config.TransparencyLog
 }
 
 // publishRoutes registers the routes of internal/api/publish.go.
 func (s *Server) publishRoutes() {
 	a := &publishAPI{apiState: s.api, dataDir: s.cfg.DataDir, trusted: s.cfg.TrustedKeys,
-		online: s.cfg.OnlineSigners, maxObject: s.cfg.MaxObjectSize}
+		online: s.cfg.OnlineSigners, maxObject: s.cfg.MaxObjectSize, tlog: s.cfg.TransparencyLog}
 	if a.maxObject <= 0 {
 		a.maxObject = DefaultMaxObjectSize
 	}
@@ -371,6 +373,9 @@ func (a *publishAPI) handleReleaseCreate(w http.ResponseWriter, r *http.Request)
 			if err := a.meta.acceptTargets(req.Targets, now); err != nil {
 				return err
 			}
+		}
+		if err := a.logRelease(ctx, rel, pl.ramp); err != nil { // tlog.go
+			return err
 		}
 		if _, err := acc.Accept(ctx, pl.plan.AcceptRequest()); err != nil {
 			return release.AcceptAPIError(err)

@@ -19,6 +19,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/oci/registry"
 	"github.com/mxos-linux/mxos-update/internal/sign"
+	"github.com/mxos-linux/mxos-update/internal/tlogstore"
 	"github.com/mxos-linux/mxos-update/internal/updates"
 )
 
@@ -86,6 +87,10 @@ type Config struct {
 	Registry           bool
 	RegistryOptions    registry.Options
 	RegistryGCInterval time.Duration
+
+	// TransparencyLog, when set, is served at /log/ and every release and
+	// promotion is appended to it before its ref moves (tlog.go).
+	TransparencyLog *tlogstore.Log
 }
 
 // There is deliberately no write timeout: repository objects and deltas can
@@ -207,6 +212,7 @@ func (s *Server) routes() {
 		s.metadataRoutes() // metadata.go
 	}
 	s.registryRoutes()
+	s.logRoutes() // tlog.go
 }
 
 // Handler returns the root handler with all routes and middleware.
@@ -258,6 +264,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	if s.oci != nil {
 		go s.registryGCLoop(ctx)
+	}
+	if s.cfg.TransparencyLog != nil && s.api != nil {
+		go s.tlogAuditLoop(ctx) // tlog_audit.go
 	}
 
 	select {

@@ -25,6 +25,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/release"
 	"github.com/mxos-linux/mxos-update/internal/server"
 	"github.com/mxos-linux/mxos-update/internal/sign"
+	"github.com/mxos-linux/mxos-update/internal/tlogstore"
 )
 
 // Options says what the server has on; the zero value is the update and
@@ -51,6 +52,9 @@ type Options struct {
 	// ChannelsDir replaces this repository's channels/ (e.g. a copy with
 	// one file changed).
 	ChannelsDir string
+	// TransparencyLog turns on the public release log at /log/, in
+	// DATA/log with its key generated in DATA/log-key.
+	TransparencyLog bool
 	// Serve runs Server.Serve on a listener (background loops, metadata
 	// refreshed before the first request) instead of its handler under
 	// httptest.
@@ -105,6 +109,10 @@ type Server struct {
 	MetaDir     string
 	Meta        *publish.Repo
 	MetaSigners []signature.Signer
+
+	// With TransparencyLog: the log and its public key.
+	Log    *tlogstore.Log
+	LogKey string
 }
 
 // ChannelsDir is this repository's channels directory.
@@ -151,6 +159,14 @@ func Start(t testing.TB, opts Options) *Server {
 	if opts.Metadata {
 		s.startMetadata(t)
 		cfg.Metadata = s.Meta
+	}
+	if opts.TransparencyLog {
+		if s.Log, err = tlogstore.Open(ctx, tlogstore.Options{Dir: filepath.Join(s.Data, "log"), KeyFile: filepath.Join(s.Data, "log-key"),
+			Origin: "test.mxos.example/releases", CheckpointInterval: 100 * time.Millisecond}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Log.Close(context.Background()) })
+		cfg.TransparencyLog, s.LogKey = s.Log, s.Log.VerifierKey()
 	}
 	if s.Srv, err = server.New(cfg); err != nil {
 		t.Fatal(err)

@@ -246,6 +246,9 @@ func (a *Agent) check(ctx context.Context) (api.CheckResponse, offerTrust, error
 		if tr, err = a.verifyOffer(ctx, *resp.Target, req.Version, req.BootedCommit); err != nil {
 			return resp, tr, err
 		}
+		if err := a.checkLog(ctx, *resp.Target); err != nil { // tlog.go
+			return resp, tr, err
+		}
 	}
 	return resp, tr, nil
 }

@@ -98,6 +98,11 @@ type Config struct {
 	// certificates of the server, the mirrors and the registry, added to
 	// the system's roots for every request the agent makes.
 	CAFile string `yaml:"ca_file"`
+
+	// LogKey (tlog.go), when set, is the public transparency log's key
+	// (name+hash+base64, or a file holding it): every offered release must
+	// then be proven in the log before it is downloaded.
+	LogKey string `yaml:"log_key"`
 }
 
 // Strategy says when a staged update may switch and reboot.
