@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/mxos-linux/mxos-update/internal/api"
+	"github.com/mxos-linux/mxos-update/internal/event"
 )
 
 // DeviceStatus is what the device list shows of a device's reports: its
@@ -19,8 +19,8 @@ type DeviceStatus struct {
 // problemEvents are the report classes a person should look at: release
 // failures and everything that stopped an update (refusals, download and
 // configuration errors), counted toward auto-halt or not.
-var problemEvents = []api.Event{api.EventRolledBack, api.EventHealthFailed, api.EventBootFailed,
-	api.EventRefused, api.EventDownloadFailed, api.EventConfigError, api.EventFailed}
+var problemEvents = []event.Event{event.RolledBack, event.HealthFailed, event.BootFailed,
+	event.Refused, event.DownloadFailed, event.ConfigError, event.Failed}
 
 // MaxStatusIDs is how many devices DeviceStatuses takes at once.
 const MaxStatusIDs = 1000
@@ -54,7 +54,7 @@ func (q *Queries) DeviceStatuses(ctx context.Context, ids []string) (map[string]
 			var ev string
 			var at int64
 			err := r.Scan(&rep.DeviceID, &ro, &rep.Version, &ev, &rep.Error, &at, &rep.Seq)
-			rep.RolloutID, rep.Event, rep.At = ro.String, api.Event(ev), fromMicros(at)
+			rep.RolloutID, rep.Event, rep.At = ro.String, event.Event(ev), fromMicros(at)
 			return rep, err
 		}, `SELECT device_id, rollout_id, version, event, error_text, reported_at, seq FROM (
 			SELECT device_id, rollout_id, version, event, error_text, reported_at, seq,

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/mxos-linux/mxos-update/internal/api"
+	"github.com/mxos-linux/mxos-update/internal/event"
 )
 
 // DeviceStatuses: the newest report and the newest failure per device,
@@ -18,18 +18,18 @@ func testDeviceStatuses(t *testing.T, s *Store) {
 		}
 	}
 	seq := int64(0)
-	add := func(dev string, ev api.Event, errText string) {
+	add := func(dev string, ev event.Event, errText string) {
 		t.Helper()
 		seq++
 		if err := s.AddReport(ctx, Report{DeviceID: dev, RolloutID: "r1", Version: "10.2", Event: ev, Error: errText, At: at(int(seq)), Seq: seq}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	add("pc1", api.EventDownloadStarted, "")
-	add("pc1", api.EventHealthFailed, "sshd did not start")
-	add("pc1", api.EventHealthOK, "")
-	add("pc2", api.EventRefused, "older than installed")
-	add("pc2", api.EventDownloadStarted, "")
+	add("pc1", event.DownloadStarted, "")
+	add("pc1", event.HealthFailed, "sshd did not start")
+	add("pc1", event.HealthOK, "")
+	add("pc2", event.Refused, "older than installed")
+	add("pc2", event.DownloadStarted, "")
 	got, err := s.DeviceStatuses(ctx, []string{"pc1", "pc2", "pc3", "ghost", "x'); DROP TABLE reports; --"})
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +56,7 @@ func testDeviceStatuses(t *testing.T, s *Store) {
 	}
 }
 
-// A rollback by hand (api.ManualRollback) does not keep the server from
+// A rollback by hand (event.ManualRollback) does not keep the server from
 // offering the version again; any other release failure does.
 func testManualRollback(t *testing.T, s *Store) {
 	ctx := context.Background()
@@ -66,10 +66,10 @@ func testManualRollback(t *testing.T, s *Store) {
 		}
 	}
 	for i, r := range []Report{
-		{DeviceID: "pc1", Version: "10.2", Event: api.EventRolledBack, Error: api.ManualRollback},
-		{DeviceID: "pc2", Version: "10.2", Event: api.EventRolledBack, Error: api.ManualRollback},
-		{DeviceID: "pc2", Version: "10.3", Event: api.EventRolledBack, Error: "rolled back: " + api.ManualRollback},
-		{DeviceID: "pc2", Version: "10.4", Event: api.EventHealthFailed, Error: api.ManualRollback},
+		{DeviceID: "pc1", Version: "10.2", Event: event.RolledBack, Error: event.ManualRollback},
+		{DeviceID: "pc2", Version: "10.2", Event: event.RolledBack, Error: event.ManualRollback},
+		{DeviceID: "pc2", Version: "10.3", Event: event.RolledBack, Error: "rolled back: " + event.ManualRollback},
+		{DeviceID: "pc2", Version: "10.4", Event: event.HealthFailed, Error: event.ManualRollback},
 	} {
 		r.At, r.Seq = at(i), int64(i+1)
 		if err := s.AddReport(ctx, r); err != nil {

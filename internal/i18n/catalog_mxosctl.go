@@ -3,6 +3,13 @@ package i18n
 // mxosctlMessages are mxosctl's texts: help, messages and errors for the
 // release team and admins.
 var mxosctlMessages = []entry{
+	// log (the public transparency log)
+	{"Read and monitor the public release transparency log", "Lee y vigila la bitácora pública de transparencia de versiones"},
+	{"the log's public key (name+hash+base64), or a file holding it, e.g. the server's DATA/log-key.pub (env MXOS_LOG_KEY)", "la llave pública de la bitácora (nombre+hash+base64), o un archivo que la contenga, p. ej. DATA/log-key.pub del servidor (variable MXOS_LOG_KEY)"},
+	{"List the log's entries in plain words", "Lista las entradas de la bitácora en palabras sencillas"},
+	{"Monitor the log: signature, consistency with the last run, every entry against the repository", "Vigila la bitácora: firma, consistencia con la revisión anterior y cada entrada contra el repositorio"},
+	{"channel definitions, to map refs to channels (env MXOS_CHANNELS; default ./channels when it exists)", "definiciones de canales, para relacionar refs con canales (variable MXOS_CHANNELS; por omisión ./channels si existe)"},
+	{"file remembering the newest verified checkpoint (default $XDG_STATE_HOME/mxos/tlog/ORIGIN/checkpoint)", "archivo que recuerda el checkpoint verificado más reciente (por omisión $XDG_STATE_HOME/mxos/tlog/ORIGIN/checkpoint)"},
 	// audit
 	{"Print the audit log and whether its hash chain verifies", "Muestra la bitácora de auditoría y si su cadena de hashes se verifica"},
 	{"--after and --limit must be 0 or more", "--after y --limit deben ser 0 o más"},
