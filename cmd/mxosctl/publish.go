@@ -78,7 +78,8 @@ in a file given with --allow-mode-exceptions: one path in the tree per line
 			if keys == "" {
 				return userError("--keys is required: the directory with the signing keys")
 			}
-			if err := checkLocalRef(channelsDir, ref); err != nil {
+			deltas, err := checkLocalRef(channelsDir, ref)
+			if err != nil {
 				return err
 			}
 			signers, err := sign.LoadSigners(keys)
@@ -110,7 +111,8 @@ in a file given with --allow-mode-exceptions: one path in the tree per line
 			}
 			bar := newProgress(os.Stderr, quiet)
 			opts.Progress = bar.update
-			p := &release.Publisher{Repo: repo, Signers: signers, Log: newLogger(verbose)}
+			p := &release.Publisher{Repo: repo, Signers: signers, Log: newLogger(verbose),
+				Deltas: &release.DeltaPolicy{Sources: deltas}}
 			start := time.Now()
 			res, err := p.Publish(cmd.Context(), release.Request{
 				Ref: ref, Version: version, Subject: subject, Body: body, Source: args[0], Options: opts,
@@ -181,26 +183,31 @@ func checkPublishable(cmd *cobra.Command, r *remote, name string) error {
 
 // checkLocalRef refuses a local publish to the ref of a channel reached
 // only by promotion, according to the channel definitions in dir (or
-// ./channels when it exists; none found: nothing to check).
-func checkLocalRef(dir, ref string) error {
+// ./channels when it exists; none found: nothing to check). It returns
+// how many previous releases get a static delta: the channel's
+// static_deltas, or channel.DefaultStaticDeltas.
+func checkLocalRef(dir, ref string) (int, error) {
 	flag := "--channels"
 	if dir == "" {
 		st, err := os.Stat("channels")
 		if err != nil || !st.IsDir() {
-			return nil
+			return channel.DefaultStaticDeltas, nil
 		}
 		dir, flag = "channels", "./channels"
 	}
 	set, err := channel.LoadDir(dir)
 	if err != nil {
-		return fmt.Errorf("loading channel definitions (%s): %w", flag, err)
+		return 0, fmt.Errorf("loading channel definitions (%s): %w", flag, err)
 	}
 	for _, ch := range set.Channels() {
 		for _, arch := range ch.Arches() {
-			if r, _ := ch.Ref(arch); r == ref && ch.PromotesFrom != "" {
-				return release.PromotionOnlyError(ch.Name, ch.PromotesFrom)
+			if r, _ := ch.Ref(arch); r == ref {
+				if ch.PromotesFrom != "" {
+					return 0, release.PromotionOnlyError(ch.Name, ch.PromotesFrom)
+				}
+				return ch.DeltaSources(), nil
 			}
 		}
 	}
-	return nil
+	return channel.DefaultStaticDeltas, nil
 }

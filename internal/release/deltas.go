@@ -1,0 +1,29 @@
+package release
+
+import (
+	"context"
+	"time"
+
+	"github.com/mxos-linux/mxos-update/internal/ostree"
+	"github.com/mxos-linux/mxos-update/internal/ostree/delta"
+)
+
+// DeltaPolicy says which static deltas a release gets: one from each of
+// the Sources previous releases of its ref (the channel's static_deltas,
+// default delta.DefaultSources) and one from scratch. They are generated
+// after the commit is signed (the superblock carries the signatures) and
+// before the ref moves; the summary written next lists them, and drops
+// the deltas to releases the ref has moved past.
+type DeltaPolicy struct {
+	Sources int
+	// Timeout bounds the generation; 0 is delta.DefaultTimeout.
+	Timeout time.Duration
+}
+
+// generate is a no-op on a nil policy.
+func (p *DeltaPolicy) generate(ctx context.Context, repo *ostree.Repo, commit ostree.Checksum, now time.Time) ([]ostree.DeltaID, error) {
+	if p == nil {
+		return nil, nil
+	}
+	return delta.ForRelease(ctx, repo, commit, max(p.Sources, 0), p.Timeout, now)
+}
