@@ -130,13 +130,19 @@ func (s *Superblock) Marshal() ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("superblock: commit: %w", err)
 	}
-	md := ostree.Metadata{}
+	// Part headers are written little-endian whatever the parsed
+	// superblock announced; ostree.endianness keeps its place (libostree
+	// writes it after user metadata, before the commitmeta).
+	le := gvariant.DictEntry{Key: endiannessKey, Value: gvariant.Variant{Type: "y", Value: uint8('l')}}
+	md := ostree.Metadata{le}
 	for _, e := range s.Metadata {
-		if k, _ := e.Key.(string); k != endiannessKey {
-			md = append(md, e)
+		if k, _ := e.Key.(string); k == endiannessKey {
+			md = md[1:]
+			md = append(md, le)
+			continue
 		}
+		md = append(md, e)
 	}
-	md = append(md, gvariant.DictEntry{Key: endiannessKey, Value: gvariant.Variant{Type: "y", Value: uint8('l')}})
 	parts := make([]any, len(s.Parts))
 	for i, p := range s.Parts {
 		c := p.Checksum
@@ -301,3 +307,5 @@ func (o opReader) varint() (uint64, error) {
 func varMeta(md ostree.Metadata) gvariant.Variant {
 	return gvariant.Variant{Type: ostree.MetadataType, Value: []gvariant.DictEntry(md)}
 }
+
+func sumOf(b []byte) ostree.Checksum { return sha256.Sum256(b) }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ulikunitz/xz"
 
+	"github.com/mxos-linux/mxos-update/internal/gvariant"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/storage"
 )
@@ -98,7 +99,8 @@ func generate(ctx context.Context, repo *ostree.Repo, id ostree.DeltaID, now tim
 
 	sb := &Superblock{Timestamp: uint64(now.Unix()), From: id.From, To: id.To, Commit: commit}
 	if md != nil {
-		sb.Metadata = ostree.Metadata{{Key: id.CommitMetaKey(), Value: varMeta(md)}}
+		sb.Metadata = ostree.Metadata{{Key: endiannessKey, Value: gvariant.Variant{Type: "y", Value: uint8('l')}},
+			{Key: id.CommitMetaKey(), Value: varMeta(md)}}
 	}
 	pb := newPartBuilder()
 	flush := func() error {
