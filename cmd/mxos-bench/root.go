@@ -77,6 +77,8 @@ table of figures and ratios (ours/peer) with the target of each row:
            distribution/distribution v3 serving the same blobs
   all      the four in a row (registry and devpull run on their own)
   devpull  our device pull vs ostree pull of the same commits from our server
+  deltas   our static deltas vs ostree static-delta generate and vs loose
+           objects of the same update: bytes
 
 Sizes default to a full run (several minutes); --quick is a smoke-size run.`,
 		SilenceUsage:  true,
@@ -148,6 +150,7 @@ Sizes default to a full run (several minutes); --quick is a smoke-size run.`,
 		sub("all", "serve, publish, pull and check in one run", partServe, partPublish, partPull, partCheck),
 		sub("registry", "our OCI registry vs distribution v3: blob pull MB/s", partRegistry),
 		newDevpullCmd(&o, argv), newDevpullServeChildCmd(), newDevpullChildCmd(),
+		newDeltasCmd(&o, argv),
 		newServeChildCmd(),
 		newPublishChildCmd(),
 		newCheckChildCmd(),
