@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/rand"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,6 +52,13 @@ func TestStockPullStaticDeltas(t *testing.T) {
 	src := filepath.Join(t.TempDir(), "src")
 	// The 9 MiB file is larger than delta.MaxInlineObject: a fallback.
 	makeRichTree(t, src, treeSpec{bigSize: 9 << 20, seed: 7})
+	lib := make([]byte, 256<<10)
+	if _, err := rand.Read(lib); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "usr/lib/libdemo.so"), lib, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	v1 := s.publishDeltas(t, "10.0.1", src)
 	if len(v1.Deltas) != 1 || !v1.Deltas[0].From.IsZero() {
 		t.Fatalf("first release got deltas %v, want only the one from scratch", v1.Deltas)
@@ -78,9 +86,26 @@ func TestStockPullStaticDeltas(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(src, "usr/bin/nuevo"), []byte("#!/bin/sh\necho nuevo\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// A changed library goes as ranges of the old one (open, read-source,
+	// write, close), which stock ostree applies from its own copy.
+	lib2 := append(append(append([]byte{}, lib[:5000]...), "parche"...), lib[5000:]...)
+	if err := os.WriteFile(filepath.Join(src, "usr/lib/libdemo.so"), lib2, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	v2 := s.publishDeltas(t, "10.0.2", src)
 	if len(v2.Deltas) != 2 {
 		t.Fatalf("second release got deltas %v, want from 10.0.1 and from scratch", v2.Deltas)
+	}
+	var size int64
+	upd := ostree.DeltaID{From: v1.Commit, To: v2.Commit}
+	ents, _ := os.ReadDir(filepath.Join(s.repoDir(), filepath.FromSlash(upd.Dir())))
+	for _, e := range ents {
+		if fi, err := e.Info(); err == nil {
+			size += fi.Size()
+		}
+	}
+	if size == 0 || size > 32<<10 {
+		t.Errorf("the update's delta is %d bytes; a 6-byte change to a 256 KiB file should take a few KiB", size)
 	}
 	counter.reset()
 	out = c.mustRun("pull", "--require-static-deltas", "origin", testRef)
@@ -96,9 +121,9 @@ func TestStockPullStaticDeltas(t *testing.T) {
 	}
 	dst := filepath.Join(t.TempDir(), "co")
 	c.mustRun("checkout", "-U", remoteRef, dst)
-	for rel, want := range map[string]string{"etc/motd": "Bienvenido a MxOS 10.0.2\n", "usr/bin/nuevo": "#!/bin/sh\necho nuevo\n"} {
+	for rel, want := range map[string]string{"etc/motd": "Bienvenido a MxOS 10.0.2\n", "usr/bin/nuevo": "#!/bin/sh\necho nuevo\n", "usr/lib/libdemo.so": string(lib2)} {
 		if b, err := os.ReadFile(filepath.Join(dst, rel)); err != nil || string(b) != want {
-			t.Errorf("%s in the checkout: %q, %v; want %q", rel, b, err, want)
+			t.Errorf("%s in the checkout: %d bytes, %v; want the %d bytes published", rel, len(b), err, len(want))
 		}
 	}
 

@@ -79,11 +79,19 @@ type PartObject struct {
 	Header *ostree.FileHeader // content objects only
 }
 
+// Source returns the uncompressed content of a regular file the client
+// already has (the read source of 'r' operations), at most limit bytes.
+type Source func(c ostree.Checksum, limit int64) ([]byte, error)
+
 // Objects runs the part's operations and returns the objects they make, in
 // the header's order, each checked against its name: nothing is returned
-// unless every object of the part verifies. Only 'S' operations are
-// applied (ErrUnsupported for the others).
-func (p *Payload) Objects(h PartHeader) ([]PartObject, error) {
+// unless every object of the part verifies. 'S' makes an object from the
+// payload; 'o', 'w', 'r', 'R' and 'c' build a regular file from payload
+// bytes and ranges of a file the client has (src; nil refuses them);
+// 'B' (bsdiff) is ErrUnsupported. The objects one part makes may not
+// exceed MaxPayloadSize bytes in all (libostree's declared sizes are not
+// exact enough to hold them to).
+func (p *Payload) Objects(h PartHeader, src Source) ([]PartObject, error) {
 	ops := opReader{bytes.NewReader(p.Ops)}
 	out := make([]PartObject, 0, len(h.Objects))
 	slice := func(off, n uint64) ([]byte, error) {
@@ -92,38 +100,16 @@ func (p *Payload) Objects(h PartHeader) ([]PartObject, error) {
 		}
 		return p.Data[off : off+n], nil
 	}
-	for ops.r.Len() > 0 {
-		op, _ := ops.r.ReadByte()
-		if op != OpSpliceClose {
-			switch op {
-			case OpOpen, OpWrite, OpSetRead, OpUnsetRead, OpClose, OpBspatch:
-				return nil, fmt.Errorf("%w: opcode %q", ErrUnsupported, op)
-			}
-			return nil, fmt.Errorf("%w: unknown opcode %d", ErrBadDelta, op)
+	var made uint64
+	grow := func(n uint64) error {
+		made += n
+		if made > MaxPayloadSize || made < n {
+			return fmt.Errorf("%w: part makes more than %d bytes of objects", ErrTooLarge, MaxPayloadSize)
 		}
-		if len(out) == len(h.Objects) {
-			return nil, fmt.Errorf("%w: more operations than objects", ErrBadDelta)
-		}
-		o := PartObject{Object: h.Objects[len(out)]}
-		if o.Type.IsMetadata() {
-			n, err := ops.varint()
-			if err != nil {
-				return nil, err
-			}
-			off, err := ops.varint()
-			if err != nil {
-				return nil, err
-			}
-			if o.Data, err = slice(off, n); err != nil {
-				return nil, err
-			}
-			if sha256.Sum256(o.Data) != o.Checksum {
-				return nil, fmt.Errorf("%w: %s %s does not match its name", ErrBadDelta, o.Type, o.Checksum)
-			}
-			out = append(out, o)
-			continue
-		}
-		var args [4]uint64
+		return nil
+	}
+	varints := func(n int) ([]uint64, error) {
+		args := make([]uint64, n)
 		for i := range args {
 			v, err := ops.varint()
 			if err != nil {
@@ -131,40 +117,183 @@ func (p *Payload) Objects(h PartHeader) ([]PartObject, error) {
 			}
 			args[i] = v
 		}
-		if args[0] >= uint64(len(p.Modes)) || args[1] >= uint64(len(p.Xattrs)) {
+		return args, nil
+	}
+	header := func(mi, xi uint64) (*ostree.FileHeader, error) {
+		if mi >= uint64(len(p.Modes)) || xi >= uint64(len(p.Xattrs)) {
 			return nil, fmt.Errorf("%w: mode or xattr index out of range", ErrBadDelta)
 		}
-		data, err := slice(args[3], args[2])
-		if err != nil {
-			return nil, err
-		}
-		m := p.Modes[args[0]]
-		fh := &ostree.FileHeader{UID: m.UID, GID: m.GID, Mode: m.Mode, Xattrs: p.Xattrs[args[1]]}
+		m := p.Modes[mi]
+		return &ostree.FileHeader{UID: m.UID, GID: m.GID, Mode: m.Mode, Xattrs: p.Xattrs[xi]}, nil
+	}
+	finish := func(o PartObject) error {
 		var content io.Reader
-		switch m.Mode & ostree.ModeTypeMask {
-		case ostree.ModeSymlink:
-			if len(data) == 0 || bytes.IndexByte(data, 0) >= 0 {
-				return nil, fmt.Errorf("%w: bad symlink target", ErrBadDelta)
-			}
-			fh.SymlinkTarget = string(data)
-		case ostree.ModeRegular:
-			fh.Size = uint64(len(data))
-			o.Data = data
-			content = bytes.NewReader(data)
-		default:
-			return nil, fmt.Errorf("%w: content mode %o", ErrBadDelta, m.Mode)
+		if !o.Header.IsSymlink() {
+			content = bytes.NewReader(o.Data)
 		}
-		c, err := ostree.ContentChecksum(fh, content)
+		c, err := ostree.ContentChecksum(o.Header, content)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrBadDelta, err)
+			return fmt.Errorf("%w: %v", ErrBadDelta, err)
 		}
 		if c != o.Checksum {
-			return nil, fmt.Errorf("%w: file %s does not match its name", ErrBadDelta, o.Checksum)
+			return fmt.Errorf("%w: file %s does not match its name", ErrBadDelta, o.Checksum)
 		}
-		o.Header = fh
-		out = append(out, o)
+		return nil
 	}
-	if len(out) != len(h.Objects) {
+	var open *PartObject // the file 'o' opened
+	var size uint64      // its declared size
+	var source []byte    // the read source's content, while set
+	next := func() (PartObject, error) {
+		if len(out) == len(h.Objects) {
+			return PartObject{}, fmt.Errorf("%w: more operations than objects", ErrBadDelta)
+		}
+		return PartObject{Object: h.Objects[len(out)]}, nil
+	}
+	for ops.r.Len() > 0 {
+		op, _ := ops.r.ReadByte()
+		switch op {
+		case OpSpliceClose:
+			if open != nil {
+				return nil, fmt.Errorf("%w: 'S' while a file is open", ErrBadDelta)
+			}
+			o, err := next()
+			if err != nil {
+				return nil, err
+			}
+			if o.Type.IsMetadata() {
+				a, err := varints(2)
+				if err != nil {
+					return nil, err
+				}
+				if o.Data, err = slice(a[1], a[0]); err != nil {
+					return nil, err
+				}
+				if err := grow(a[0]); err != nil {
+					return nil, err
+				}
+				if sha256.Sum256(o.Data) != o.Checksum {
+					return nil, fmt.Errorf("%w: %s %s does not match its name", ErrBadDelta, o.Type, o.Checksum)
+				}
+				out = append(out, o)
+				continue
+			}
+			a, err := varints(4)
+			if err != nil {
+				return nil, err
+			}
+			if o.Header, err = header(a[0], a[1]); err != nil {
+				return nil, err
+			}
+			data, err := slice(a[3], a[2])
+			if err != nil {
+				return nil, err
+			}
+			if err := grow(a[2]); err != nil {
+				return nil, err
+			}
+			switch o.Header.Mode & ostree.ModeTypeMask {
+			case ostree.ModeSymlink:
+				if len(data) == 0 || bytes.IndexByte(data, 0) >= 0 {
+					return nil, fmt.Errorf("%w: bad symlink target", ErrBadDelta)
+				}
+				o.Header.SymlinkTarget = string(data)
+			case ostree.ModeRegular:
+				o.Header.Size = uint64(len(data))
+				o.Data = data
+			default:
+				return nil, fmt.Errorf("%w: content mode %o", ErrBadDelta, o.Header.Mode)
+			}
+			if err := finish(o); err != nil {
+				return nil, err
+			}
+			out = append(out, o)
+		case OpOpen:
+			if open != nil {
+				return nil, fmt.Errorf("%w: 'o' while a file is open", ErrBadDelta)
+			}
+			o, err := next()
+			if err != nil {
+				return nil, err
+			}
+			if o.Type != ostree.ObjFile {
+				return nil, fmt.Errorf("%w: 'o' for a %s object", ErrBadDelta, o.Type)
+			}
+			a, err := varints(3)
+			if err != nil {
+				return nil, err
+			}
+			if o.Header, err = header(a[0], a[1]); err != nil {
+				return nil, err
+			}
+			if o.Header.Mode&ostree.ModeTypeMask != ostree.ModeRegular {
+				return nil, fmt.Errorf("%w: 'o' for a file of mode %o", ErrBadDelta, o.Header.Mode)
+			}
+			if err := grow(a[2]); err != nil {
+				return nil, err
+			}
+			size = a[2]
+			o.Header.Size = size
+			o.Data = make([]byte, 0, size)
+			open = &o
+		case OpWrite:
+			a, err := varints(2)
+			if err != nil {
+				return nil, err
+			}
+			if open == nil {
+				return nil, fmt.Errorf("%w: 'w' with no open file", ErrBadDelta)
+			}
+			if a[0] > size-uint64(len(open.Data)) {
+				return nil, fmt.Errorf("%w: 'w' past the file's declared size", ErrBadDelta)
+			}
+			var b []byte
+			if source != nil {
+				if a[1] > uint64(len(source)) || a[0] > uint64(len(source))-a[1] {
+					return nil, fmt.Errorf("%w: 'w' reads past the read source", ErrBadDelta)
+				}
+				b = source[a[1] : a[1]+a[0]]
+			} else if b, err = slice(a[1], a[0]); err != nil {
+				return nil, err
+			}
+			open.Data = append(open.Data, b...)
+		case OpSetRead:
+			a, err := varints(1)
+			if err != nil {
+				return nil, err
+			}
+			cb, err := slice(a[0], 32)
+			if err != nil {
+				return nil, err
+			}
+			if src == nil {
+				return nil, fmt.Errorf("%w: read source without a local repository", ErrUnsupported)
+			}
+			var c ostree.Checksum
+			copy(c[:], cb)
+			if source, err = src(c, MaxPayloadSize); err != nil {
+				return nil, fmt.Errorf("read source %s: %w", c, err)
+			}
+		case OpUnsetRead:
+			source = nil
+		case OpClose:
+			if open == nil {
+				return nil, fmt.Errorf("%w: 'c' with no open file", ErrBadDelta)
+			}
+			if uint64(len(open.Data)) != size {
+				return nil, fmt.Errorf("%w: file closed at %d of its %d bytes", ErrBadDelta, len(open.Data), size)
+			}
+			if err := finish(*open); err != nil {
+				return nil, err
+			}
+			out = append(out, *open)
+			open, source = nil, nil
+		case OpBspatch:
+			return nil, fmt.Errorf("%w: opcode %q", ErrUnsupported, op)
+		default:
+			return nil, fmt.Errorf("%w: unknown opcode %d", ErrBadDelta, op)
+		}
+	}
+	if open != nil || len(out) != len(h.Objects) {
 		return nil, fmt.Errorf("%w: %d operations for %d objects", ErrBadDelta, len(out), len(h.Objects))
 	}
 	return out, nil

@@ -3,6 +3,8 @@ package delta
 import (
 	"bytes"
 	"errors"
+	"io"
+	"strings"
 	"os"
 	"path/filepath"
 	"testing"
@@ -51,7 +53,7 @@ func TestLibostreeDelta(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	objs, err := p.Objects(sb.Parts[0])
+	objs, err := p.Objects(sb.Parts[0], nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,10 +76,30 @@ func TestLibostreeDelta(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// libostree made C2's changed file from C1's with a read-source op:
-	// not applied here, the caller pulls loose objects.
-	if _, err := ip.Objects(in.Parts[0]); !errors.Is(err, ErrUnsupported) {
-		t.Fatalf("inline part ops: %v, want ErrUnsupported", err)
+	// libostree made C2's changed file from C1's (hello.filez) with a
+	// bsdiff patch: not applied here, the caller pulls loose objects.
+	if _, err := ip.Objects(in.Parts[0], nil); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("inline part ops without a read source: %v, want ErrUnsupported", err)
+	}
+	if _, err = ip.Objects(in.Parts[0], goldenSource(t)); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "'B'") {
+		t.Fatalf("inline part ops: %v, want ErrUnsupported for bsdiff", err)
+	}
+}
+
+// goldenSource serves the content of the golden .filez objects.
+func goldenSource(t testing.TB) Source {
+	return func(c ostree.Checksum, limit int64) ([]byte, error) {
+		for _, name := range []string{"hello.filez", "link.filez", "xattr.filez"} {
+			cr, err := ostree.OpenFilez(bytes.NewReader(readGolden(t, name)), c)
+			if err != nil {
+				continue
+			}
+			b, err := io.ReadAll(cr)
+			if err == nil {
+				return b, nil
+			}
+		}
+		return nil, ostree.ErrNotFound
 	}
 }
 
@@ -128,7 +150,7 @@ func TestPartChecks(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p, err := OpenPart(tc.b, tc.h)
 			if err == nil {
-				_, err = p.Objects(tc.h)
+				_, err = p.Objects(tc.h, nil)
 			}
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("err = %v, want %v", err, tc.want)
@@ -185,7 +207,7 @@ func FuzzPart(f *testing.F) {
 		if err != nil {
 			return
 		}
-		out, err := p.Objects(h)
+		out, err := p.Objects(h, nil)
 		if err != nil {
 			return
 		}

@@ -70,7 +70,21 @@ func generate(ctx context.Context, repo *ostree.Repo, id ostree.DeltaID, now tim
 		return err
 	}
 	skip := map[ostree.ObjectRef]bool{}
+	var oldFiles map[string]ostree.Checksum // path → object in From
+	newPaths := map[ostree.Checksum]string{}
 	if !id.From.IsZero() {
+		if oldFiles, err = filePaths(repo, id.From); err != nil {
+			return err
+		}
+		nf, err := filePaths(repo, id.To)
+		if err != nil {
+			return err
+		}
+		for p, c := range nf {
+			if q, ok := newPaths[c]; !ok || p < q {
+				newPaths[c] = p
+			}
+		}
 		if err := repo.CheckComplete(id.From); err != nil {
 			return fmt.Errorf("from: %w", err)
 		}
@@ -135,6 +149,15 @@ func generate(ctx context.Context, repo *ostree.Repo, id ostree.DeltaID, now tim
 			pb.addMetadata(o, b)
 			continue
 		}
+		if old, ok := oldFiles[newPaths[o.Checksum]]; ok && old != o.Checksum {
+			done, err := tryDiff(repo, &pb, o, old, flush)
+			if err != nil {
+				return err
+			}
+			if done {
+				continue
+			}
+		}
 		cr, err := repo.OpenContent(o.Checksum)
 		if err != nil {
 			return err
@@ -195,6 +218,36 @@ func generate(ctx context.Context, repo *ostree.Repo, id ostree.DeltaID, now tim
 	return storage.SyncDir(filepath.Dir(final))
 }
 
+// tryDiff adds regular file o as a diff over the client's file old when
+// both are small enough to be inline and enough of o is found in old.
+func tryDiff(repo *ostree.Repo, pb **partBuilder, o ostree.ObjectRef, old ostree.Checksum, flush func() error) (bool, error) {
+	h, data, err := readContent(repo, o.Checksum)
+	if err != nil || data == nil {
+		return false, err
+	}
+	_, od, err := readContent(repo, old)
+	if err != nil || od == nil {
+		return false, err
+	}
+	segs := diff(od, data)
+	if segs == nil {
+		return false, nil
+	}
+	lit := 32
+	for _, s := range segs {
+		if !s.Copy {
+			lit += s.N
+		}
+	}
+	if len((*pb).data)+lit > MaxPartPayload {
+		if err := flush(); err != nil { // replaces *pb
+			return false, err
+		}
+	}
+	(*pb).addDiff(o, h, old, data, segs)
+	return true, nil
+}
+
 // partBuilder collects one part's objects.
 type partBuilder struct {
 	p       Payload
@@ -220,20 +273,7 @@ func (pb *partBuilder) addMetadata(o ostree.ObjectRef, b []byte) {
 }
 
 func (pb *partBuilder) addContent(o ostree.ObjectRef, h *ostree.FileHeader, content io.Reader) error {
-	m := Mode{h.UID, h.GID, h.Mode}
-	mi, ok := pb.modes[m]
-	if !ok {
-		mi = len(pb.p.Modes)
-		pb.modes[m] = mi
-		pb.p.Modes = append(pb.p.Modes, m)
-	}
-	key := fmt.Sprintf("%q", h.Xattrs)
-	xi, ok := pb.xattrs[key]
-	if !ok {
-		xi = len(pb.p.Xattrs)
-		pb.xattrs[key] = xi
-		pb.p.Xattrs = append(pb.p.Xattrs, h.Xattrs)
-	}
+	mi, xi := pb.index(h)
 	off := len(pb.data)
 	if h.IsSymlink() {
 		pb.data = append(pb.data, h.SymlinkTarget...)

@@ -112,7 +112,7 @@ func (s *session) applyDelta(ctx context.Context, txn *ostree.Txn, id ostree.Del
 			if err != nil {
 				return err
 			}
-			objs, err = p.Objects(h)
+			objs, err = p.Objects(h, localSource(dst))
 			return err
 		})
 		if err != nil {
@@ -123,4 +123,20 @@ func (s *session) applyDelta(ctx context.Context, txn *ostree.Txn, id ostree.Del
 		}
 	}
 	return nil
+}
+
+// localSource reads the read sources of a delta part from dst: regular
+// files only, verified as they are read, at most limit bytes.
+func localSource(dst *ostree.Repo) delta.Source {
+	return func(c ostree.Checksum, limit int64) ([]byte, error) {
+		cr, err := dst.OpenContent(c)
+		if err != nil {
+			return nil, err
+		}
+		defer cr.Close()
+		if cr.Header.IsSymlink() || cr.Header.Size > uint64(limit) {
+			return nil, fmt.Errorf("%w: not a regular file of at most %d bytes", delta.ErrBadDelta, limit)
+		}
+		return io.ReadAll(cr)
+	}
 }

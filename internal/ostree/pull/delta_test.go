@@ -45,7 +45,7 @@ func newDeltaSite(t *testing.T) *deltaSite {
 		pub: &release.Publisher{Repo: repo, Signers: f.signers, Deltas: &release.DeltaPolicy{Sources: 2}}}
 	for name, body := range map[string]string{
 		"etc/os-release": "NAME=MxOS\n",
-		"usr/bin/hello":  strings.Repeat("hello world\n", 5000),
+		"usr/bin/hello":  string(noise(64 << 10)),
 		"usr/lib/a/one":  "one\n",
 		"usr/share/e":    "",
 	} {
@@ -154,7 +154,14 @@ func TestPullUsesStaticDeltas(t *testing.T) {
 
 	s.write(t, "etc/os-release", "NAME=MxOS\nVERSION=10.0.2\n")
 	s.write(t, "usr/lib/a/two", "two\n")
+	// A changed binary: sent as ranges of the old one plus the new bytes.
+	hello := noise(64 << 10)
+	hello = append(append(append([]byte{}, hello[:1000]...), "parche 10.0.2"...), hello[1000:]...)
+	s.write(t, "usr/bin/hello", string(hello))
 	v2 := s.publish(t, "10.0.2")
+	if n := partBytes(t, s, ostree.DeltaID{From: v1.Commit, To: v2.Commit}); n > 8<<10 {
+		t.Errorf("the update's parts are %d bytes for a 13-byte change of a 64 KiB file", n)
+	}
 	l = deltaLog{}
 	before := h.count("/objects/") - h.count(".commit")
 	c, err = s.puller(url, &l).Pull(context.Background(), dst, stable, Options{Current: v1.Commit, MinTimestamp: 1})
@@ -168,6 +175,40 @@ func TestPullUsesStaticDeltas(t *testing.T) {
 		t.Errorf("the update fetched %d loose objects besides the commit", n)
 	}
 	fsckClean(t, dst, s)
+	out := filepath.Join(t.TempDir(), "co")
+	if err := dst.Checkout(context.Background(), c, out, ostree.CheckoutOptions{AllowEscapingSymlinks: true}); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(out, "usr/bin/hello")); err != nil || !bytes.Equal(b, hello) {
+		t.Errorf("usr/bin/hello after the update differs from the published one (%v)", err)
+	}
+}
+
+// noise is n deterministic incompressible bytes.
+func noise(n int) []byte {
+	b := make([]byte, n)
+	x := uint64(0x9e3779b97f4a7c15)
+	for i := range b {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		b[i] = byte(x)
+	}
+	return b
+}
+
+// partBytes sums the part files of a stored delta.
+func partBytes(t *testing.T, s *deltaSite, id ostree.DeltaID) int {
+	t.Helper()
+	sb, err := delta.ParseSuperblock(s.file(t, id.SuperblockPath()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for i := range sb.Parts {
+		n += len(s.file(t, id.PartPath(i)))
+	}
+	return n
 }
 
 // resign serves a summary whose ostree.static-deltas names digest for id,
