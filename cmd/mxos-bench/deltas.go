@@ -55,8 +55,14 @@ func runDeltas(ctx context.Context, b *bench) error {
 		return err
 	}
 	src1 := srcs[0]
-	src2, err := b.nextRelease(ctx, src1)
-	if err != nil {
+	var src2 publishSource
+	if b.o.tree2 != "" {
+		p, err := filepath.Abs(b.o.tree2)
+		if err != nil {
+			return fmt.Errorf("--tree2: %w", err)
+		}
+		src2 = publishSource{kind: "tree2", path: p, desc: p}
+	} else if src2, err = b.nextRelease(ctx, src1); err != nil {
 		return err
 	}
 	data, err := b.scratchDir("deltas-server")
@@ -133,7 +139,7 @@ func runDeltas(ctx context.Context, b *bench) error {
 			tc.label, float64(ours)/1e6, oursTime, float64(theirs)/1e6, res.wall.Seconds(), float64(loose)/1e6)
 	}
 	b.report.Notes = append(b.report.Notes,
-		fmt.Sprintf("deltas: release 1 is %s; release 2 changes every 20th regular file and adds %d files (the devpull pair), both published with our publisher.", src1.desc, release2NewFiles),
+		deltasPairNote(b.o.tree2, src1.desc, src2.desc),
 		"deltas: bytes are the superblock plus every part file; loose objects are the stored .commit, .commitmeta, .dirtree, .dirmeta and .filez files a loose pull of the same update fetches. "+
 			"Ours sends changed files whole (no rollsum or bsdiff yet); ostree's generator diffs them against the old release. Generation time: ours in-process, ostree as a command.")
 	return nil
@@ -180,4 +186,11 @@ func looseBytes(repo *ostree.Repo, id ostree.DeltaID) (int64, error) {
 		}
 	}
 	return n, nil
+}
+
+func deltasPairNote(tree2, desc1, desc2 string) string {
+	if tree2 != "" {
+		return fmt.Sprintf("deltas: release 1 is %s, release 2 is %s, both published with our publisher.", desc1, desc2)
+	}
+	return fmt.Sprintf("deltas: release 1 is %s; release 2 changes every 20th regular file and adds %d files (the devpull pair), both published with our publisher.", desc1, release2NewFiles)
 }

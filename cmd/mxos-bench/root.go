@@ -26,6 +26,7 @@ type options struct {
 	largeSize    byteSize
 	objects      []string
 	tree         string
+	tree2        string
 	tar          bool
 	seed         uint64
 	work         string
@@ -99,6 +100,7 @@ Sizes default to a full run (several minutes); --quick is a smoke-size run.`,
 	pf.Var(&o.largeSize, "large-size", "size of each large file in the serve repository")
 	pf.StringSliceVar(&o.objects, "objects", []string{"small", "large"}, "serve phases to run: small, large or both")
 	pf.StringVar(&o.tree, "tree", "", "publish this directory or tarball instead of a generated tree")
+	pf.StringVar(&o.tree2, "tree2", "", "deltas: release 2 is this directory or tarball instead of --tree with every 20th file changed")
 	pf.BoolVar(&o.tar, "tar", true, "also publish the generated tree as a tarball (--tree=tar=FILE)")
 	pf.Uint64Var(&o.seed, "seed", 1, "seed of the generated trees")
 	pf.StringVar(&o.work, "work", "", "work directory; generated trees there are reused (default: a temp dir)")
