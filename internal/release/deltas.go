@@ -13,7 +13,10 @@ import (
 // default delta.DefaultSources) and one from scratch. They are generated
 // after the commit is signed (the superblock carries the signatures) and
 // before the ref moves; the summary written next lists them, and drops
-// the deltas to releases the ref has moved past.
+// the deltas to releases the ref has moved past. Generation runs under the
+// repository's write lock (serving goes on; another publish waits) and
+// stops at Timeout: the release is published with the deltas made so
+// far, the update deltas first, the one from scratch last.
 type DeltaPolicy struct {
 	Sources int
 	// Timeout bounds the generation; 0 is delta.DefaultTimeout.
