@@ -141,7 +141,7 @@ func runDeltas(ctx context.Context, b *bench) error {
 	b.report.Notes = append(b.report.Notes,
 		deltasPairNote(b.o.tree2, src1.desc, src2.desc),
 		"deltas: bytes are the superblock plus every part file; loose objects are the stored .commit, .commitmeta, .dirtree, .dirmeta and .filez files a loose pull of the same update fetches. "+
-			"Ours sends changed files whole (no rollsum or bsdiff yet); ostree's generator diffs them against the old release. Generation time: ours in-process, ostree as a command.")
+			"Ours sends a changed file as ranges of the old one plus new bytes (no bsdiff); ostree's generator uses rollsum and bsdiff. Generation time: ours in-process, ostree as a command.")
 	return nil
 }
 
