@@ -51,9 +51,12 @@ type Channel struct {
 	// --sign-only, then mxosctl release cosign). 0 in the file means 1.
 	Threshold int `yaml:"threshold"`
 	// StaticDeltas is how many previous releases of the channel get a
-	// static delta to each new release (besides the one from scratch);
-	// unset means DefaultStaticDeltas, 0 only the delta from scratch.
+	// static delta to each new release; unset means DefaultStaticDeltas,
+	// 0 none.
 	StaticDeltas *int `yaml:"static_deltas"`
+	// StaticDeltaFromScratch adds a delta from scratch to each release
+	// (default off: it is slow to make; see release.DeltaPolicy).
+	StaticDeltaFromScratch bool `yaml:"static_delta_from_scratch"`
 }
 
 // DefaultStaticDeltas is Channel.StaticDeltas when the file does not set

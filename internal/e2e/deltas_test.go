@@ -16,7 +16,7 @@ import (
 // previous releases, as mxosctl publish and the server do by default.
 func (s *site) publishDeltas(t testing.TB, version, source string) *release.Result {
 	t.Helper()
-	p := &release.Publisher{Repo: s.repo, Signers: s.keys.signers, Deltas: &release.DeltaPolicy{Sources: 2}}
+	p := &release.Publisher{Repo: s.repo, Signers: s.keys.signers, Deltas: &release.DeltaPolicy{Sources: 2, Scratch: true}}
 	res, err := p.Publish(context.Background(), release.Request{Ref: testRef, Version: version, Source: source})
 	if err != nil {
 		t.Fatalf("publish %s: %v", version, err)

@@ -11,11 +11,11 @@ import (
 
 // ForRelease generates the deltas of a newly published commit: from each
 // of its n previous releases (its parent, grandparent, …, as long as they
-// are complete in repo) and from scratch. It stops at timeout (0:
+// are complete in repo) and, with scratch, from scratch. It stops at timeout (0:
 // DefaultTimeout); the deltas already written stay. It returns the deltas
 // written and, joined, what failed: a failed delta is only a missed
 // saving, clients then pull loose objects.
-func ForRelease(ctx context.Context, repo *ostree.Repo, commit ostree.Checksum, n int, timeout time.Duration, now time.Time) ([]ostree.DeltaID, error) {
+func ForRelease(ctx context.Context, repo *ostree.Repo, commit ostree.Checksum, n int, scratch bool, timeout time.Duration, now time.Time) ([]ostree.DeltaID, error) {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
@@ -34,7 +34,9 @@ func ForRelease(ctx context.Context, repo *ostree.Repo, commit ostree.Checksum, 
 		}
 		ids = append(ids, ostree.DeltaID{From: c, To: commit})
 	}
-	ids = append(ids, ostree.DeltaID{To: commit})
+	if scratch {
+		ids = append(ids, ostree.DeltaID{To: commit})
+	}
 	var done []ostree.DeltaID
 	var errs []error
 	for _, id := range ids {

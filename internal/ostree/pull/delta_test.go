@@ -42,7 +42,7 @@ func newDeltaSite(t *testing.T) *deltaSite {
 		t.Fatal(err)
 	}
 	s := &deltaSite{f: f, dir: dir, src: filepath.Join(dir, "tree"),
-		pub: &release.Publisher{Repo: repo, Signers: f.signers, Deltas: &release.DeltaPolicy{Sources: 2}}}
+		pub: &release.Publisher{Repo: repo, Signers: f.signers, Deltas: &release.DeltaPolicy{Sources: 2, Scratch: true}}}
 	for name, body := range map[string]string{
 		"etc/os-release": "NAME=MxOS\n",
 		"usr/bin/hello":  string(noise(64 << 10)),
