@@ -57,6 +57,10 @@ func TestQuick(t *testing.T) {
 			"devpull cold (", "devpull cold: bytes sent", "devpull cold: requests", "devpull cold: bytes on the wire", "devpull cold: client CPU", "devpull cold: server CPU",
 			"devpull update from release 1 (", "devpull update: bytes sent", "devpull update: requests", "devpull update: bytes on the wire", "devpull update: client CPU", "devpull update: server CPU",
 		}},
+		{"deltas", []string{
+			"delta update 1→2: bytes", "delta update 1→2 vs loose-object pull", "delta update 1→2: generation",
+			"delta from scratch: bytes", "delta from scratch vs loose-object pull", "delta from scratch: generation",
+		}},
 		// Builds distribution v3 with the go tool on first use (cached).
 		{"registry", []string{"registry blob pulls 1 MB (", "registry blob pulls 1 MB: server CPU", "registry blob pulls 8 MB (", "registry blob pulls 8 MB: server CPU"}},
 	}

@@ -18,6 +18,9 @@
 //   - devpull: the updater's pure-Go pull against stock `ostree pull` of
 //     the same two releases from the same server, cold and as an update
 //     (time, bytes sent, requests);
+//   - deltas: the size of our static deltas against `ostree static-delta
+//     generate` on the same pair of releases, and against the loose
+//     objects of the same update;
 //   - registry: blob pulls (1 MB and 100 MB) from our OCI registry against
 //     distribution/distribution v3 (built once with the go tool) serving
 //     the same blobs.

@@ -26,6 +26,7 @@ type options struct {
 	largeSize    byteSize
 	objects      []string
 	tree         string
+	tree2        string
 	tar          bool
 	seed         uint64
 	work         string
@@ -79,6 +80,8 @@ table of figures and ratios (ours/peer) with the target of each row:
            distribution/distribution v3 serving the same blobs
   all      the four in a row (registry and devpull run on their own)
   devpull  our device pull vs ostree pull of the same commits from our server
+  deltas   our static deltas vs ostree static-delta generate and vs loose
+           objects of the same update: bytes
 
 Sizes default to a full run (several minutes); --quick is a smoke-size run.`,
 		SilenceUsage:  true,
@@ -99,6 +102,7 @@ Sizes default to a full run (several minutes); --quick is a smoke-size run.`,
 	pf.Var(&o.largeSize, "large-size", "size of each large file in the serve repository")
 	pf.StringSliceVar(&o.objects, "objects", []string{"small", "large"}, "serve phases to run: small, large or both")
 	pf.StringVar(&o.tree, "tree", "", "publish this directory or tarball instead of a generated tree")
+	pf.StringVar(&o.tree2, "tree2", "", "deltas: release 2 is this directory or tarball instead of --tree with every 20th file changed")
 	pf.BoolVar(&o.tar, "tar", true, "also publish the generated tree as a tarball (--tree=tar=FILE)")
 	pf.Uint64Var(&o.seed, "seed", 1, "seed of the generated trees")
 	pf.StringVar(&o.work, "work", "", "work directory; generated trees there are reused (default: a temp dir)")
@@ -151,6 +155,7 @@ Sizes default to a full run (several minutes); --quick is a smoke-size run.`,
 		sub("all", "serve, publish, pull and check in one run", partServe, partPublish, partPull, partCheck),
 		sub("registry", "our OCI registry vs distribution v3: blob pull MB/s", partRegistry),
 		newDevpullCmd(&o, argv), newDevpullServeChildCmd(), newDevpullChildCmd(),
+		newDeltasCmd(&o, argv),
 		newPublishChildCmd(),
 		newCheckChildCmd(),
 		newTrivialChildCmd(),

@@ -79,7 +79,8 @@ in a file given with --allow-mode-exceptions: one path in the tree per line
 			if keys == "" {
 				return userError("--keys is required: the directory with the signing keys")
 			}
-			if err := checkLocalRef(channelsDir, ref); err != nil {
+			deltas, err := checkLocalRef(channelsDir, ref)
+			if err != nil {
 				return err
 			}
 			signers, err := sign.LoadSigners(keys)
@@ -111,7 +112,8 @@ in a file given with --allow-mode-exceptions: one path in the tree per line
 			}
 			bar := newProgress(os.Stderr, quiet)
 			opts.Progress = bar.update
-			p := &release.Publisher{Repo: repo, Signers: signers, Log: newLogger(verbose)}
+			p := &release.Publisher{Repo: repo, Signers: signers, Log: newLogger(verbose),
+				Deltas: &release.DeltaPolicy{Sources: deltas.Sources, Scratch: deltas.Scratch}}
 			start := time.Now()
 			res, err := p.Publish(cmd.Context(), release.Request{
 				Ref: ref, Version: version, Subject: subject, Body: body, Source: args[0], Options: opts,
@@ -182,28 +184,34 @@ func checkPublishable(cmd *cobra.Command, r *remote, name string) error {
 
 // checkLocalRef refuses a local publish to the ref of a channel reached
 // only by promotion, according to the channel definitions in dir (or
-// ./channels when it exists; none found: nothing to check).
-func checkLocalRef(dir, ref string) error {
+// ./channels when it exists; none found: nothing to check). It returns
+// the channel's static delta policy: its static_deltas (or
+// channel.DefaultStaticDeltas) and static_delta_from_scratch.
+func checkLocalRef(dir, ref string) (release.DeltaPolicy, error) {
+	def := release.DeltaPolicy{Sources: channel.DefaultStaticDeltas}
 	flag := "--channels"
 	if dir == "" {
 		st, err := os.Stat("channels")
 		if err != nil || !st.IsDir() {
-			return nil
+			return def, nil
 		}
 		dir, flag = "channels", "./channels"
 	}
 	set, err := channel.LoadDir(dir)
 	if err != nil {
-		return i18n.Errorf("loading channel definitions (%s): %w", flag, err)
+		return def, i18n.Errorf("loading channel definitions (%s): %w", flag, err)
 	}
 	for _, ch := range set.Channels() {
 		for _, arch := range ch.Arches() {
-			if r, _ := ch.Ref(arch); r == ref && ch.PromotesFrom != "" {
-				return release.PromotionOnlyError(ch.Name, ch.PromotesFrom)
+			if r, _ := ch.Ref(arch); r == ref {
+				if ch.PromotesFrom != "" {
+					return def, release.PromotionOnlyError(ch.Name, ch.PromotesFrom)
+				}
+				return release.DeltaPolicy{Sources: ch.DeltaSources(), Scratch: ch.StaticDeltaFromScratch}, nil
 			}
 		}
 	}
-	return nil
+	return def, nil
 }
 
 // specialHint says what to do when the tree holds a device node, FIFO or

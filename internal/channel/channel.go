@@ -50,6 +50,28 @@ type Channel struct {
 	// two release team members sign a promotion (mxosctl promote
 	// --sign-only, then mxosctl release cosign). 0 in the file means 1.
 	Threshold int `yaml:"threshold"`
+	// StaticDeltas is how many previous releases of the channel get a
+	// static delta to each new release; unset means DefaultStaticDeltas,
+	// 0 none.
+	StaticDeltas *int `yaml:"static_deltas"`
+	// StaticDeltaFromScratch adds a delta from scratch to each release
+	// (default off: it is slow to make; see release.DeltaPolicy).
+	StaticDeltaFromScratch bool `yaml:"static_delta_from_scratch"`
+}
+
+// DefaultStaticDeltas is Channel.StaticDeltas when the file does not set
+// it; MaxStaticDeltas bounds it.
+const (
+	DefaultStaticDeltas = 2
+	MaxStaticDeltas     = 16
+)
+
+// DeltaSources is the channel's static_deltas, or its default.
+func (c *Channel) DeltaSources() int {
+	if c.StaticDeltas == nil {
+		return DefaultStaticDeltas
+	}
+	return *c.StaticDeltas
 }
 
 // MaxThreshold bounds Channel.Threshold.
@@ -165,6 +187,9 @@ func (c *Channel) Validate() error {
 		}
 	}
 
+	if n := c.StaticDeltas; n != nil && (*n < 0 || *n > MaxStaticDeltas) {
+		bad("static_deltas %d must be between 0 and %d (previous releases that get a delta to each new one)", *n, MaxStaticDeltas)
+	}
 	if c.Threshold < 0 || c.Threshold > MaxThreshold {
 		bad("threshold %d must be between 1 and %d (release signatures a release needs)", c.Threshold, MaxThreshold)
 	}

@@ -55,6 +55,10 @@ func TestShippedChannels(t *testing.T) {
 		}
 	}
 	stable, _ := set.Get("stable")
+	edu, _ := set.Get("edu")
+	if stable.DeltaSources() != DefaultStaticDeltas || edu.DeltaSources() != 3 {
+		t.Errorf("static deltas: stable %d (want the default %d), edu %d (want 3)", stable.DeltaSources(), DefaultStaticDeltas, edu.DeltaSources())
+	}
 	if stable.Rollout.Ramp != "1%,10%@24h,50%@48h,100%@72h" || stable.Rollout.Window != 24*time.Hour {
 		t.Errorf("stable rollout = %+v", stable.Rollout)
 	}
@@ -148,6 +152,8 @@ func TestValidate(t *testing.T) {
 		{"negative threshold", func(c *Channel) { c.Rollout.HaltThreshold = -0.1 }, "rollout.halt_threshold -0.1"},
 		{"negative signature threshold", func(c *Channel) { c.Threshold = -1 }, "threshold -1 must be between 1 and 16"},
 		{"signature threshold too high", func(c *Channel) { c.Threshold = 17 }, "threshold 17 must be between 1 and 16"},
+		{"negative static deltas", func(c *Channel) { n := -1; c.StaticDeltas = &n }, "static_deltas -1 must be between 0 and 16"},
+		{"too many static deltas", func(c *Channel) { n := 17; c.StaticDeltas = &n }, "static_deltas 17 must be between 0 and 16"},
 		{"zero min samples", func(c *Channel) { c.Rollout.MinSamples = 0 }, "rollout.min_samples 0 must be at least 1"},
 		{"no window", func(c *Channel) { c.Rollout.Window = 0 }, "rollout.window 0s must be positive"},
 		{"bad barrier version", func(c *Channel) { c.Barriers[0].Version = "v10.2" }, "barriers[0].version: invalid release version"},

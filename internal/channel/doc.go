@@ -33,6 +33,12 @@
 //   - Rollout defaults are a ramp string (rollout.ParseRamp), a halt
 //     threshold in (0, 1], a minimum sample size ≥ 1 and the window over
 //     which device reports are counted.
+//   - static_deltas is how many previous releases of the channel get a
+//     static delta to each new one (0..16; unset means 2): lab machines
+//     off for days benefit from a larger value, at the cost of generation
+//     time and disk on the server. static_delta_from_scratch (default
+//     false) adds one from scratch, for machines installed over the
+//     network; it is slow to make (pure-Go xz, inside the publish lock).
 //   - Barriers and dead ends carry a reason shown to admins and devices.
 //     A release cannot be both, and a dead end's successor must be newer.
 package channel

@@ -141,17 +141,27 @@ type reqCounter struct {
 	objects    atomic.Int64 // GET /repo/objects/… other than .commitmeta
 	commitmeta atomic.Int64
 	total      atomic.Int64
+	deltas     atomic.Int64 // GET /repo/deltas/… (superblocks and parts)
+	fromDeltas atomic.Int64 // of which deltas from a commit (not from scratch)
 }
 
 func (c *reqCounter) reset() {
 	c.objects.Store(0)
 	c.commitmeta.Store(0)
 	c.total.Store(0)
+	c.deltas.Store(0)
+	c.fromDeltas.Store(0)
 }
 
 func (c *reqCounter) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c.total.Add(1)
+		if rest, ok := strings.CutPrefix(r.URL.Path, "/repo/deltas/"); ok && r.Method == http.MethodGet {
+			c.deltas.Add(1)
+			if strings.Contains(rest, "-") {
+				c.fromDeltas.Add(1)
+			}
+		}
 		if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/repo/objects/") {
 			if strings.HasSuffix(r.URL.Path, ".commitmeta") {
 				c.commitmeta.Add(1)

@@ -93,12 +93,22 @@ const (
 )
 
 // BuildSummary lists every ref of the repository as libostree's
-// `ostree summary -u` does.
+// `ostree summary -u` does, and every stored static delta (under
+// ostree.static-deltas, with ostree.summary.indexed-deltas set) when there
+// are any.
 func (r *Repo) BuildSummary(now time.Time) (*Summary, error) {
 	refs, err := r.ListRefs()
 	if err != nil {
 		return nil, err
 	}
+	deltas, err := r.ListDeltas()
+	if err != nil {
+		return nil, err
+	}
+	return r.buildSummary(now, refs, deltas)
+}
+
+func (r *Repo) buildSummary(now time.Time, refs map[string]Checksum, deltas map[DeltaID]Checksum) (*Summary, error) {
 	s := &Summary{}
 	for name, c := range refs {
 		b, err := r.ReadMetadata(c, ObjCommit)
@@ -120,6 +130,11 @@ func (r *Repo) BuildSummary(now time.Time) (*Summary, error) {
 		{Key: summaryLastModified, Value: Uint64BEVar(uint64(now.Unix()))},
 		{Key: summaryMode, Value: StringVar("archive-z2")},
 		{Key: summaryTombstones, Value: gvariant.Variant{Type: "b", Value: false}},
+	}
+	if len(deltas) > 0 {
+		s.Metadata = append(s.Metadata,
+			gvariant.DictEntry{Key: SummaryStaticDeltas, Value: deltasVariant(sortedDeltaIDs(deltas), deltas)},
+			gvariant.DictEntry{Key: summaryIndexedDeltas, Value: gvariant.Variant{Type: "b", Value: true}})
 	}
 	return s, nil
 }
@@ -143,8 +158,24 @@ const summaryNext = "tmp/summary-next"
 // window, but ostree 2022.7 judges a GPG summary.sig by its first
 // signature, so no order serves both summaries
 // (e2e TestStockPullRejectsSummarySigWithExtraSignature).
+//
+// Static deltas are listed too: first the deltas no client should take are
+// removed (those ending at a commit no ref names any more, and those
+// starting from a commit that is gone), then delta-indexes/ is rewritten
+// for the rest, then the summary names them with their superblock digests.
 func (t *Txn) WriteSummary(now time.Time, sign func(summary []byte) (Metadata, error)) error {
-	s, err := t.repo.BuildSummary(now)
+	refs, err := t.repo.ListRefs()
+	if err != nil {
+		return err
+	}
+	deltas, err := t.repo.pruneDeltas(refs)
+	if err != nil {
+		return fmt.Errorf("summary: %w", err)
+	}
+	if err := t.repo.writeDeltaIndexes(t.stage, deltas); err != nil {
+		return fmt.Errorf("summary: %w", err)
+	}
+	s, err := t.repo.buildSummary(now, refs, deltas)
 	if err != nil {
 		return err
 	}

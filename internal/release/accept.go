@@ -24,6 +24,9 @@ type Acceptor struct {
 	Online []sign.Signer
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// Deltas, when set, makes each accepted release get static deltas
+	// (deltas.go); nil generates none.
+	Deltas *DeltaPolicy
 }
 
 // AcceptRequest names a stored commit and the ref it should become.
@@ -103,6 +106,7 @@ func (a *Acceptor) Accept(ctx context.Context, req AcceptRequest) (*Result, erro
 	if err := txn.WriteCommitMeta(req.Commit, md); err != nil {
 		return nil, fmt.Errorf("accept: %w", err)
 	}
+	res.Deltas, res.DeltaErr = a.Deltas.generate(ctx, a.Repo, req.Commit, now())
 	if err := txn.SetRef(req.Ref, req.Commit); err != nil {
 		return nil, fmt.Errorf("accept: %w", err)
 	}

@@ -61,6 +61,9 @@ type Publisher struct {
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 	Log *zap.Logger
+	// Deltas, when set, makes each publish generate static deltas
+	// (deltas.go); nil generates none.
+	Deltas *DeltaPolicy
 }
 
 // Request describes one publish.
@@ -83,6 +86,11 @@ type Result struct {
 	Commit    ostree.Checksum
 	Parent    ostree.Checksum
 	Timestamp time.Time
+	// Deltas are the static deltas made for the release; DeltaErr says
+	// which could not be made (the release is published regardless:
+	// clients then pull loose objects).
+	Deltas   []ostree.DeltaID
+	DeltaErr error
 }
 
 // Errors callers decide on.
@@ -176,6 +184,10 @@ func (p *Publisher) Publish(ctx context.Context, req Request) (*Result, error) {
 	}
 	if err := txn.WriteCommitMeta(commit, sigs); err != nil {
 		return nil, fmt.Errorf("publish: %w", err)
+	}
+	res.Deltas, res.DeltaErr = p.Deltas.generate(ctx, p.Repo, commit, now())
+	if res.DeltaErr != nil {
+		log.Warn("static deltas", zap.Error(res.DeltaErr))
 	}
 	if err := txn.SetRef(req.Ref, commit); err != nil {
 		return nil, fmt.Errorf("publish: %w", err)

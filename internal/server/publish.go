@@ -332,7 +332,8 @@ func (a *publishAPI) handleReleaseCreate(w http.ResponseWriter, r *http.Request)
 	who := actor(r)
 	rel := db.Release{Channel: pl.ch.Name, Arch: req.Arch, Version: req.Version, Ref: pl.ref, Commit: pl.commit.String(),
 		PublishedAt: now, PublishedBy: who, PromotedFrom: req.PromotedFrom, OCIDigest: req.OCIDigest}
-	acc := &release.Acceptor{Repo: repo, Trusted: a.trusted, Online: a.online, Now: a.now}
+	acc := &release.Acceptor{Repo: repo, Trusted: a.trusted, Online: a.online, Now: a.now,
+		Deltas: &release.DeltaPolicy{Sources: pl.ch.DeltaSources(), Scratch: pl.ch.StaticDeltaFromScratch}}
 	moved := false
 	err = a.store.Tx(ctx, func(tx *db.Tx) error {
 		if err := tx.AddRelease(ctx, rel); err != nil {

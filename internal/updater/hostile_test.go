@@ -142,8 +142,10 @@ func newHostileEnv(t *testing.T) *hostileEnv {
 		t.Fatal(err)
 	}
 	e.agent = &Agent{Cfg: cfg, Client: dev, Sys: sys, Repo: e.local, Out: e.out,
+		// These attacks target loose objects, so static deltas are off
+		// (hostile deltas: internal/ostree/pull TestPullRefusesHostileDeltas).
 		Puller: &pull.Puller{URLs: cfg.Mirrors, Verifiers: e.verifier, MaxObjectSize: 1 << 20,
-			Timeout: 30 * time.Second, Grace: 500 * time.Millisecond, MinBytesPerSecond: 4096}}
+			Timeout: 30 * time.Second, Grace: 500 * time.Millisecond, MinBytesPerSecond: 4096, NoDeltas: true}}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Log(e.out.String())

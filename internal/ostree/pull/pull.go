@@ -24,6 +24,11 @@
 //     every content object is decompressed and checked against its name by
 //     ostree.Txn.WriteFilez before it is staged.
 //
+// A static delta the signed summary lists for the commit is tried first
+// (delta.go): its parts are bounded and checked like objects, every object
+// it makes must hash to its name, and whatever it did not bring (or all
+// of it, when it is missing or bad) is then fetched as loose objects.
+//
 // Objects the destination already has are not fetched (they are found by
 // listing its object directories once, not by a stat per object), so a
 // pull interrupted after some objects were committed resumes where it
@@ -191,6 +196,12 @@ type Puller struct {
 	// Progress, when set, is called from any goroutine with the number of
 	// objects fetched so far and the number known to be needed.
 	Progress func(done, total int)
+	// NoDeltas turns static deltas off: only loose objects are pulled.
+	NoDeltas bool
+	// OnDelta, when set, hears which static delta a pull used and, when
+	// it was dropped for loose objects, why (err wraps the package delta
+	// and ostree errors).
+	OnDelta func(id ostree.DeltaID, err error)
 }
 
 // Options tunes one pull.
@@ -267,6 +278,19 @@ func (p *Puller) Pull(ctx context.Context, dst *ostree.Repo, ref string, opts Op
 	}
 	defer txn.Close()
 	complete := dst.HasObject(c, ostree.ObjCommit) && dst.CheckComplete(c) == nil
+	if !complete && !p.NoDeltas {
+		if id, want, ok := chooseDelta(dst, ref, v.sum, c, opts); ok {
+			derr := s.applyDelta(ctx, txn, id, want, v.raw)
+			// The delta's objects, each verified, go into objects/ so
+			// that the walk below finds them; no ref names them yet.
+			if err := txn.Commit(); err != nil {
+				return zero, fmt.Errorf("pull %s: %w", ref, err)
+			}
+			if p.OnDelta != nil {
+				p.OnDelta(id, derr)
+			}
+		}
+	}
 	if !complete {
 		werr := s.walk(ctx, txn, commit.RootTree, commit.RootMeta)
 		if werr == nil {
@@ -386,6 +410,7 @@ type view struct {
 	commit      *ostree.Commit
 	md          ostree.Metadata
 	fetchedMeta bool // md came from a mirror, not from dst
+	sum         *ostree.Summary
 }
 
 // choose asks the mirrors in order for their view of ref and returns the
@@ -427,7 +452,7 @@ func (s *session) viewFrom(ctx context.Context, dst *ostree.Repo, ref string, op
 		return nil, err
 	}
 	s.prefer.Store(int64(k))
-	v := &view{sref: sref}
+	v := &view{sref: sref, sum: sum}
 	v.raw, v.commit, v.md, v.fetchedMeta, err = s.commit(ctx, dst, ref, sref)
 	if err == nil {
 		err = checkPolicy(ref, c, v.commit, opts)
