@@ -46,7 +46,7 @@ type Remote struct {
 	Signers []sign.Signer
 	// MetaSigners are the same release key(s) as TUF signers; they sign
 	// the channel metadata's targets when the server publishes signed
-	// channel metadata (channelmeta.LoadEd25519Signers on the key dir).
+	// channel metadata (publish.LoadEd25519Signers on the key dir).
 	MetaSigners []signature.Signer
 	Now         func() time.Time
 	// Progress, when set, is told how many objects have been uploaded.

@@ -15,7 +15,6 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/auth"
 	"github.com/mxos-linux/mxos-update/internal/channel"
 	"github.com/mxos-linux/mxos-update/internal/db"
-	"github.com/mxos-linux/mxos-update/internal/rollout"
 	"github.com/mxos-linux/mxos-update/internal/updates"
 )
 
@@ -120,29 +119,18 @@ func actor(r *http.Request) string {
 	return "token:" + t.Name
 }
 
-// writeError maps domain errors to the API's stable codes. Unexpected
+// writeError maps domain errors to the API's stable codes (errorCodes,
+// apierrors.go). Unexpected
 // errors are logged and answered without detail.
 func (a *apiState) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *api.Error
-	switch {
-	case errors.As(err, &ae):
-	case errors.Is(err, db.ErrNotFound):
-		ae = api.Errorf(api.CodeNotFound, "%s", err.Error())
-	case errors.Is(err, db.ErrReplay):
-		ae = api.Errorf(api.CodeReplay, "%s", err.Error())
-	case errors.Is(err, db.ErrVersionOrder):
-		ae = api.Errorf(api.CodeVersionOrder, "%s", err.Error())
-	case errors.Is(err, db.ErrDuplicate):
-		ae = api.Errorf(api.CodeDuplicate, "%s", err.Error())
-	case errors.Is(err, db.ErrConflict):
-		ae = api.Errorf(api.CodeConflict, "%s", err.Error())
-	case errors.Is(err, db.ErrInvalid):
-		ae = api.Errorf(api.CodeBadRequest, "%s", err.Error())
-	case errors.Is(err, rollout.ErrIllegalTransition):
-		ae = api.Errorf(api.CodeRolloutState, "%s", err.Error())
-	default:
-		a.log.Error("request failed", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
-		ae = api.Errorf(api.CodeInternal, "internal error")
+	if !errors.As(err, &ae) {
+		if code, ok := codeOf(anyRequest, err); ok {
+			ae = api.Errorf(code, "%s", err.Error())
+		} else {
+			a.log.Error("request failed", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
+			ae = api.Errorf(api.CodeInternal, "internal error")
+		}
 	}
 	writeJSON(w, ae.Code.HTTPStatus(), api.ErrorBody{Error: ae})
 }

@@ -73,7 +73,7 @@ func (a *apiState) authorize(r *http.Request, perms []auth.Permission) (db.Token
 	}
 	t, err := a.lookupToken(r.Context(), auth.Hash(tok))
 	if errors.Is(err, db.ErrNotFound) {
-		return db.Token{}, api.Errorf(api.CodeUnauthorized, "unknown or revoked token")
+		return db.Token{}, refuse(tokenRequest, err, "unknown or revoked token")
 	}
 	if err != nil {
 		return db.Token{}, fmt.Errorf("looking up token: %w", err)
@@ -108,9 +108,9 @@ func (a *apiState) forDevice(r *http.Request, id string) error {
 		bound, err := a.store.BindTokenDevice(r.Context(), t.ID, id, a.now())
 		switch {
 		case errors.Is(err, db.ErrConflict):
-			return api.Errorf(api.CodeForbidden, "device %s was revoked; an admin must authorize it again", id)
+			return refuse(tokenRequest, err, "device %s was revoked; an admin must authorize it again", id)
 		case errors.Is(err, db.ErrNotFound):
-			return api.Errorf(api.CodeUnauthorized, "unknown or revoked token")
+			return refuse(tokenRequest, err, "unknown or revoked token")
 		case err != nil:
 			return err
 		}
@@ -235,7 +235,7 @@ func (a *apiState) handleEnroll(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Retry-After", strconv.Itoa(int(EnrollWindow/time.Second)))
 	}
 	if errors.Is(err, db.ErrConflict) {
-		return api.Errorf(api.CodeEnrolled, "device %s is already enrolled, known or revoked; an admin must authorize it to enroll again (mxosctl devices authorize %s)", req.DeviceID, req.DeviceID)
+		return refuse(enrollRequest, err, "device %s is already enrolled, known or revoked; an admin must authorize it to enroll again (mxosctl devices authorize %s)", req.DeviceID, req.DeviceID)
 	}
 	if err != nil {
 		return err
@@ -314,7 +314,7 @@ func (a *apiState) handleRotate(w http.ResponseWriter, r *http.Request) error {
 		return err
 	})
 	if errors.Is(err, db.ErrConflict) {
-		return api.Errorf(api.CodeForbidden, "device %s was revoked", old.DeviceID)
+		return refuse(tokenRequest, err, "device %s was revoked", old.DeviceID)
 	}
 	if err != nil {
 		return err

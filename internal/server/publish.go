@@ -90,7 +90,7 @@ func (a *publishAPI) openUpload(r *http.Request) (*ostree.Upload, error) {
 	}
 	u, err := repo.OpenUpload(r.PathValue("id"))
 	if errors.Is(err, ostree.ErrNoUpload) {
-		return nil, api.Errorf(api.CodeNotFound, "no upload session %q (sessions end when committed or after a day idle)", trunc(r.PathValue("id")))
+		return nil, refuse(uploadRequest, err, "no upload session %q (sessions end when committed or after a day idle)", trunc(r.PathValue("id")))
 	}
 	return u, err
 }
@@ -167,17 +167,15 @@ func (a *publishAPI) handleUploadObject(w http.ResponseWriter, r *http.Request) 
 	if err != nil {
 		return err
 	}
-	err = u.Put(c, t, r.Body, limit)
-	switch {
-	case err == nil:
-	case errors.Is(err, ostree.ErrTooLarge):
-		return api.Errorf(api.CodeTooLarge, "%v", err)
-	case errors.Is(err, ostree.ErrCorrupt), errors.Is(err, ostree.ErrBadName):
-		return api.Errorf(api.CodeBadRequest, "%v", err)
-	case errors.Is(err, ostree.ErrNoUpload):
-		return api.Errorf(api.CodeNotFound, "upload session %s ended", u.ID())
-	default:
-		return fmt.Errorf("receiving %s: %w", r.PathValue("name"), err)
+	if err := u.Put(c, t, r.Body, limit); err != nil {
+		code, ok := codeOf(uploadRequest, err)
+		switch {
+		case !ok:
+			return fmt.Errorf("receiving %s: %w", r.PathValue("name"), err)
+		case errors.Is(err, ostree.ErrNoUpload):
+			return api.Errorf(code, "upload session %s ended", u.ID())
+		}
+		return api.Errorf(code, "%v", err)
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -190,7 +188,7 @@ func (a *publishAPI) handleUploadCommit(w http.ResponseWriter, r *http.Request) 
 	}
 	err = u.Commit()
 	if errors.Is(err, ostree.ErrNoUpload) {
-		return api.Errorf(api.CodeNotFound, "upload session %s ended", u.ID())
+		return refuse(uploadRequest, err, "upload session %s ended", u.ID())
 	}
 	if err != nil {
 		return err
@@ -337,11 +335,8 @@ func (a *publishAPI) handleReleaseCreate(w http.ResponseWriter, r *http.Request)
 	moved := false
 	err = a.store.Tx(ctx, func(tx *db.Tx) error {
 		if err := tx.AddRelease(ctx, rel); err != nil {
-			switch {
-			case errors.Is(err, db.ErrDuplicate):
-				return api.Errorf(api.CodeDuplicateVersion, "%v", err)
-			case errors.Is(err, db.ErrVersionOrder):
-				return api.Errorf(api.CodeVersionOrder, "%v", err)
+			if errors.Is(err, db.ErrDuplicate) || errors.Is(err, db.ErrVersionOrder) {
+				return refuse(releaseRequest, err, "%v", err)
 			}
 			return err
 		}
@@ -351,7 +346,7 @@ func (a *publishAPI) handleReleaseCreate(w http.ResponseWriter, r *http.Request)
 				State: rollout.StateActive, CreatedAt: now, CreatedBy: who}
 			if err := tx.CreateRollout(ctx, ro); err != nil {
 				if errors.Is(err, db.ErrConflict) {
-					return api.Errorf(api.CodeConflict, "%v", err)
+					return refuse(releaseRequest, err, "%v", err)
 				}
 				return err
 			}

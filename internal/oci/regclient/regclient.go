@@ -7,6 +7,34 @@
 // It is hand-written rather than containers/image's docker transport
 // because that one pushes whole images by copying from another transport,
 // and building and signing here needs blob- and manifest-level writes.
+//
+// # Why not go-containerregistry
+//
+// go-containerregistry (v0.21.6) is in the module graph, and its
+// pkg/v1/remote does what this package does (Get, Head, List, Put,
+// WriteLayer), so it was weighed and not taken, for now:
+//
+//   - The contract is content.ContentStore, checked by the shared suite
+//     internal/oci/content/contenttest against this client, the registry's
+//     own store and the test store. remote works on v1.Image, v1.Layer and
+//     name.Reference values, so an adapter of about the same size as this
+//     client would still be needed: a raw blob of known digest and size
+//     wrapped as a v1.Layer, its transport.Error statuses mapped to
+//     content.ErrNotFound, ErrInvalid, ErrUnauthorized and ErrDenied as
+//     Error.Is does here.
+//   - Limits: this client reads at most 4 MiB of a manifest (what the
+//     distribution spec asks registries to accept) and 64 KiB of an error
+//     body; remote reads manifests up to 100 MiB.
+//   - Uploads: this client sends a blob in one POST and PUT with its
+//     digest and length, which the server checks before anything is
+//     visible; remote streams with POST, PATCH and PUT.
+//   - mxosctl links only go-containerregistry's name and v1 types today
+//     (through sigstore); remote would add its transport (token
+//     exchange, retries) to the release tool. The device never links
+//     either: it pulls with containers/image.
+//
+// Revisit if this client grows past blob and manifest transfer (mounts,
+// chunked resumable uploads, token auth against other registries).
 package regclient
 
 import (
