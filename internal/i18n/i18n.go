@@ -190,12 +190,14 @@ func (p *Printer) Error(err error) string {
 		return err.Error()
 	}
 	// Text before the first translatable layer (plain fmt.Errorf context)
-	// stays as it is.
+	// stays as it is. When plain text also follows it (fmt.Errorf("%w:
+	// detail", ErrRefused)), translating only that layer would drop the
+	// detail: the whole text is kept as it is.
 	full, own := err.Error(), e.Error()
-	prefix := strings.TrimSuffix(full, own)
-	if prefix == full {
-		prefix = ""
+	if !strings.HasSuffix(full, own) {
+		return full
 	}
+	prefix := strings.TrimSuffix(full, own)
 	args := make([]any, len(e.args))
 	copy(args, e.args)
 	return prefix + p.T(e.key, args...)

@@ -126,6 +126,18 @@ func TestErrors(t *testing.T) {
 	if got := New(Spanish).T("Update to %s refused: %v", "10.0.1", inner); !strings.Contains(got, "actualización rechazada: el servidor") {
 		t.Errorf("catalog error: %q", got)
 	}
+	// A catalog error wrapped inside plain text with a detail after it
+	// (fmt.Errorf("%w: detail", ErrRefused)) keeps the detail: the merged
+	// tree printed only "update refused" for every metadata refusal.
+	mid := fmt.Errorf("%w: the signed channel metadata could not be verified: %w", refused, errors.New("meta lists \"evil.json\""))
+	for _, p := range []*Printer{New(English), New(Spanish)} {
+		if got := p.Error(mid); got != mid.Error() {
+			t.Errorf("%v: %q, want the whole text %q", p.Lang(), got, mid.Error())
+		}
+		if got := p.T("Update to %s refused: %v", "10.0.1", mid); !strings.Contains(got, `meta lists "evil.json"`) {
+			t.Errorf("%v: the refusal lost its detail: %q", p.Lang(), got)
+		}
+	}
 }
 
 func FuzzLocale(f *testing.F) {

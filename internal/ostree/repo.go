@@ -31,7 +31,11 @@ func Create(dir string) (*Repo, error) {
 	if r, err := Open(dir); err == nil {
 		return r, nil
 	}
-	for _, d := range []string{"", "objects", "refs/heads", "refs/remotes", "refs/mirrors", "tmp", "state", "extensions"} {
+	// deltas/ and delta-indexes/ are made here rather than by the first
+	// static delta, so a publish never syncs the repository directory
+	// itself before its summary rename (the crash points tell them apart
+	// by path).
+	for _, d := range []string{"", "objects", "refs/heads", "refs/remotes", "refs/mirrors", "tmp", "state", "extensions", "deltas", "delta-indexes"} {
 		if err := mkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return nil, fmt.Errorf("create repository: %w", err)
 		}

@@ -54,8 +54,11 @@ func TestWriteTreeFromDirStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Without streaming every one of the 132 directories is held to the
-	// end; with it, only those whose files are still being stored.
-	if limit := 24; held > limit {
+	// end; with it, only those whose files (or hardlink sources) are still
+	// being stored. How many that is depends on scheduling (24 was passed
+	// by 26 on a loaded machine), so the bound is half: a walk that does
+	// not stream still fails it.
+	if limit := (dirs + dirs/10) / 2; held > limit {
 		t.Errorf("the walk held %d directories at once, want at most %d of %d", held, limit, dirs+dirs/10)
 	}
 

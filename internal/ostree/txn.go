@@ -66,7 +66,8 @@ func (r *Repo) Begin() (*Txn, error) {
 }
 
 // recoverLocked, with the write lock held (so no other writer is alive),
-// removes the staging directories of crashed writers and finishes a
+// removes the staging directories of crashed writers (objects, and static
+// deltas being made) and finishes a
 // summary swap a crash cut short: until then clients may see a summary
 // with the wrong signature.
 func (r *Repo) recoverLocked() error {
@@ -76,7 +77,7 @@ func (r *Repo) recoverLocked() error {
 	}
 	if ents, err := os.ReadDir(tmp); err == nil {
 		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), "staging-") {
+			if strings.HasPrefix(e.Name(), "staging-") || strings.HasPrefix(e.Name(), "delta-") { // delta/generate.go
 				os.RemoveAll(filepath.Join(tmp, e.Name()))
 			}
 		}
