@@ -103,6 +103,11 @@ type Config struct {
 	// (name+hash+base64, or a file holding it): every offered release must
 	// then be proven in the log before it is downloaded.
 	LogKey string `yaml:"log_key"`
+	// LogWitnesses (tlog.go): witness verifier keys (or files holding
+	// one); with log_key, the log's checkpoint must carry cosignatures of
+	// at least LogWitnessThreshold of them (0: all).
+	LogWitnesses        []string `yaml:"log_witnesses"`
+	LogWitnessThreshold int      `yaml:"log_witness_threshold"`
 }
 
 // Strategy says when a staged update may switch and reboot.
@@ -313,5 +318,11 @@ func (c *Config) validateTrust(bad func(string, ...any)) {
 		bad("insecure_no_metadata needs online_keys: the directory of the server's public online keys, which sign the summary")
 	case c.InsecureNoMetadata && filepath.Clean(c.OnlineKeys) == filepath.Clean(c.TrustedKeys):
 		bad("online_keys and trusted_keys must be different directories: only release keys make a commit installable")
+	}
+	if len(c.LogWitnesses) > 0 && c.LogKey == "" {
+		bad("log_witnesses needs log_key: the witnesses vouch for the transparency log's checkpoints")
+	}
+	if c.LogWitnessThreshold < 0 || c.LogWitnessThreshold > len(c.LogWitnesses) {
+		bad("log_witness_threshold is %d, but %d witnesses are listed", c.LogWitnessThreshold, len(c.LogWitnesses))
 	}
 }
