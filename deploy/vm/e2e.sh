@@ -198,7 +198,15 @@ fi
 start=$SECONDS
 boot_vm run
 if wait_for "MXOS-VM booted version=10.0.0"; then
-  pass "boot: 10.0.0 boots from the image ($((SECONDS - start)) s)"
+  boot_s=$((SECONDS - start))
+  pass "boot: 10.0.0 boots from the image ($boot_s s)"
+  # Each later wait spans a download, a deploy and a boot or two: on a
+  # host slow enough that one boot took over a quarter of the default
+  # bound, the bound grows with it (4 boots), unless it was set.
+  if [ -z "${MXOS_VM_BOOT_TIMEOUT:-}" ] && [ $((4 * boot_s)) -gt "$BOOT_TIMEOUT" ]; then
+    BOOT_TIMEOUT=$((4 * boot_s))
+    log "slow host (boot $boot_s s): waiting up to $BOOT_TIMEOUT s per step"
+  fi
 else
   fail "boot: 10.0.0 did not boot"; echo "vm: $passed passed, $failed failed"; exit 1
 fi
