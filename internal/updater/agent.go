@@ -59,6 +59,12 @@ type Agent struct {
 	Reboot func(ctx context.Context) error
 
 	id identity // credential.go: the device's own credential, report counter
+
+	// offline: an install from a bundle (bundle.go); reports are queued,
+	// never sent (reportqueue.go). metaDir: the bundle's channel
+	// metadata, the only metadata source while it is set.
+	offline bool
+	metaDir string
 }
 
 // Status is what Agent.Status reports (and `mxos-updater status --json`
@@ -241,6 +247,8 @@ func (a *Agent) check(ctx context.Context) (api.CheckResponse, offerTrust, error
 	if err != nil {
 		return resp, offerTrust{}, i18n.Errorf("asking the server for updates: %w", err)
 	}
+	// The server answers again: reports that waited go now.
+	_ = a.flushReports(ctx) // reportqueue.go; what fails stays queued
 	var tr offerTrust
 	if resp.Update && resp.Target != nil {
 		if tr, err = a.verifyOffer(ctx, *resp.Target, req.Version, req.BootedCommit); err != nil {
