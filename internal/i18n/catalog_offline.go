@@ -21,6 +21,12 @@ var offlineMessages = []entry{
 	{"The server cannot be reached; the report (%s) will be sent later.", "No se puede llegar al servidor; el reporte (%s) se enviará después."},
 	{"The server refused a saved report (%s); it is dropped: %v", "El servidor rechazó un reporte guardado (%s); se descarta: %v"},
 
+	// deciding without the server
+	{"Could not remember the server's answer: %v", "No se pudo guardar la respuesta del servidor: %v"},
+	{"The server cannot be reached, and it last held this machine (%s); waiting for it.", "No se puede llegar al servidor, y la última vez dejó detenido este equipo (%s); se espera al servidor."},
+	{"The server cannot be reached, and the saved channel metadata cannot be used: %v", "No se puede llegar al servidor, y los metadatos del canal guardados no se pueden usar: %v"},
+	{"The server cannot be reached (%v); deciding from the signed channel metadata.", "No se puede llegar al servidor (%v); se decide con los metadatos firmados del canal."},
+
 	// mxosctl bundle create
 	{"Make update bundles for machines without a network (USB sticks)", "Hace paquetes de actualización para equipos sin red (memorias USB)"},
 	{"Write a self-contained update bundle of a channel's current release", "Escribe un paquete de actualización completo con la versión actual de un canal"},
