@@ -25,6 +25,7 @@ const (
 func newBundleCmd(r *remote) *cobra.Command {
 	cmd := &cobra.Command{Use: "bundle", Short: "Make update bundles for machines without a network (USB sticks)"}
 	var channel, arch, version, out, keys, root string
+	var from []string
 	var quiet bool
 	create := &cobra.Command{
 		Use:   "create --channel CHANNEL --arch ARCH --out DIR",
@@ -58,7 +59,7 @@ before going to the school.`,
 			bar := newProgress(os.Stderr, quiet)
 			m, err := bundle.Create(cmd.Context(), bundle.CreateOptions{Server: r.server, HTTP: hc,
 				Channel: channel, Arch: arch, Version: version, TrustedRoot: rootJSON, ReleaseKeys: verifiers,
-				Out: out, Progress: bar.count})
+				Out: out, Progress: bar.count, FromReleases: from})
 			bar.done()
 			if err != nil {
 				return i18n.Errorf("making the bundle: %w", err)
@@ -75,6 +76,7 @@ before going to the school.`,
 	f.StringVar(&out, "out", "", "new or empty directory to write the bundle to")
 	f.StringVar(&keys, "trusted-keys", envOr("MXOS_TRUSTED_KEYS", shippedKeys), "release public keys, as machines ship them (env MXOS_TRUSTED_KEYS)")
 	f.StringVar(&root, "trusted-root", envOr("MXOS_TRUSTED_ROOT", shippedRoot), "the signed metadata's root.json, as machines ship it (env MXOS_TRUSTED_ROOT)")
+	f.StringArrayVar(&from, "from-release", nil, "make a smaller bundle with only the changes from this release of the channel (repeat for several); it installs only on machines that run one of them")
 	f.BoolVar(&quiet, "quiet", false, "no progress counter")
 	cmd.AddCommand(create)
 	return cmd

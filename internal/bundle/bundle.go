@@ -12,7 +12,11 @@
 //	                       signatures) and every object its tree reaches,
 //	                       the ref mxos/<major>/<arch>/<channel>, and the
 //	                       server's own summary and summary.sig, byte for
-//	                       byte (signed by the online key)
+//	                       byte (signed by the online key); in a delta
+//	                       bundle (Manifest.From, `--from-release`), the
+//	                       commit, its .commitmeta and the server's static
+//	                       deltas from the named releases (superblock,
+//	                       parts, fallback objects) instead of the tree
 //	DIR/metadata/          the signed channel metadata (TUF), as the server
 //	                       serves it at /metadata/: N.root.json (the whole
 //	                       rotation chain), timestamp.json, N.snapshot.json,
@@ -86,7 +90,21 @@ type Manifest struct {
 	// Commit is the release's commit checksum (64 lowercase hex digits).
 	Commit  string    `json:"commit"`
 	Created time.Time `json:"created"`
+	// From, when not empty, makes a delta bundle: repo/ then holds the
+	// commit, its signatures and static deltas from these releases only
+	// (no loose objects), and installs only on a machine that runs one of
+	// them.
+	From []Base `json:"from,omitempty"`
 }
+
+// Base is a release a delta bundle starts from.
+type Base struct {
+	Version string `json:"version"`
+	Commit  string `json:"commit"`
+}
+
+// MaxBases bounds Manifest.From.
+const MaxBases = 16
 
 var segmentRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,63}$`)
 
@@ -113,10 +131,26 @@ func (m *Manifest) Validate() error {
 	if len(parts) != 4 || parts[0] != "mxos" || parts[1] == "" || parts[2] != m.Arch || parts[3] != m.Channel {
 		return bad("ref %q is not mxos/<major>/%s/%s", short(m.Ref), m.Arch, m.Channel)
 	}
-	if c, err := ostree.ParseChecksum(m.Commit); err != nil || c.String() != m.Commit {
+	if !isCommit(m.Commit) {
 		return bad("commit %q is not 64 lowercase hex digits", short(m.Commit))
 	}
+	if len(m.From) > MaxBases {
+		return bad("%d releases to start from, at most %d", len(m.From), MaxBases)
+	}
+	for _, b := range m.From {
+		if _, err := rollout.ParseVersion(b.Version); err != nil {
+			return bad("from version %q: %v", short(b.Version), err)
+		}
+		if !isCommit(b.Commit) || b.Commit == m.Commit {
+			return bad("from commit %q is not another 64 lowercase hex digits", short(b.Commit))
+		}
+	}
 	return nil
+}
+
+func isCommit(s string) bool {
+	c, err := ostree.ParseChecksum(s)
+	return err == nil && c.String() == s
 }
 
 // ParseManifest decodes and validates a manifest: strict JSON (unknown

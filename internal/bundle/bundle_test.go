@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ func goodManifest() Manifest {
 
 func TestManifestRoundTrip(t *testing.T) {
 	m := goodManifest()
+	m.From = []Base{{Version: "10.0.1", Commit: strings.Repeat("ab", 32)}}
 	b, err := m.Marshal()
 	if err != nil {
 		t.Fatal(err)
@@ -26,7 +28,7 @@ func TestManifestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if *got != m {
+	if !reflect.DeepEqual(*got, m) {
 		t.Errorf("round trip: %+v, want %+v", *got, m)
 	}
 }
@@ -48,6 +50,8 @@ func TestParseManifestRefuses(t *testing.T) {
 		{"ref for another channel", strings.Replace(string(b), "x86_64/edu", "x86_64/stable", 1), "not mxos/<major>/x86_64/edu"},
 		{"ref for another arch", strings.Replace(string(b), "mxos/10/x86_64", "mxos/10/aarch64", 1), "not mxos/<major>/x86_64/edu"},
 		{"channel with a slash", strings.Replace(string(b), `"channel": "edu"`, `"channel": "../edu"`, 1), "channel"},
+		{"from itself", strings.Replace(string(b), `"created"`, `"from": [{"version": "10.0.2", "commit": "`+goodCommit+`"}], "created"`, 1), "from commit"},
+		{"from a bad version", strings.Replace(string(b), `"created"`, `"from": [{"version": "", "commit": "`+strings.Repeat("ab", 32)+`"}], "created"`, 1), "from version"},
 		{"too large", string(b) + strings.Repeat(" ", MaxManifestSize), "larger than"},
 	}
 	for _, c := range cases {

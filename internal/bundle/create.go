@@ -1,7 +1,9 @@
 package bundle
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +18,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/commitsig"
 	"github.com/mxos-linux/mxos-update/internal/httplimit"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
+	"github.com/mxos-linux/mxos-update/internal/ostree/delta"
 	"github.com/mxos-linux/mxos-update/internal/ostree/pull"
 	"github.com/mxos-linux/mxos-update/internal/rollout"
 	"github.com/mxos-linux/mxos-update/internal/sign"
@@ -44,6 +47,11 @@ type CreateOptions struct {
 	Now func() time.Time
 	// Progress hears the pull's progress (objects done, total known).
 	Progress func(done, total int)
+	// FromReleases, when not empty, makes a delta bundle: the server's
+	// static deltas from these versions of the channel instead of the
+	// whole tree (much smaller; it installs only on machines running one
+	// of them).
+	FromReleases []string
 }
 
 // maxRoots bounds the root rotation chain copied (go-tuf follows at most
@@ -107,12 +115,19 @@ func Create(ctx context.Context, opts CreateOptions) (*Manifest, error) {
 		return nil, fmt.Errorf("the repository summary of %s: %w", opts.Server, err)
 	}
 	p := &pull.Puller{URLs: []string{base + "/repo"}, HTTP: hc, Progress: opts.Progress}
-	got, err := p.Pull(ctx, repo, rel.Ref, pull.Options{ExpectCommit: rel.Commit, SummaryKeys: onlineKeys, CommitKeys: opts.ReleaseKeys})
-	if err != nil {
-		return nil, fmt.Errorf("downloading version %s: %w", rel.Version, err)
-	}
-	if got.String() != rel.Commit {
-		return nil, fmt.Errorf("downloading version %s: got commit %s, the signed metadata lists %s", rel.Version, got, rel.Commit)
+	var bases []Base
+	if len(opts.FromReleases) > 0 {
+		if bases, err = deltaBundle(ctx, p, hc, base+"/repo", repo, st, rel, sum, opts); err != nil {
+			return nil, err
+		}
+	} else {
+		got, err := p.Pull(ctx, repo, rel.Ref, pull.Options{ExpectCommit: rel.Commit, SummaryKeys: onlineKeys, CommitKeys: opts.ReleaseKeys})
+		if err != nil {
+			return nil, fmt.Errorf("downloading version %s: %w", rel.Version, err)
+		}
+		if got.String() != rel.Commit {
+			return nil, fmt.Errorf("downloading version %s: got commit %s, the signed metadata lists %s", rel.Version, got, rel.Commit)
+		}
 	}
 	for name, b := range map[string][]byte{"summary": sum, "summary.sig": sig} {
 		if err := storage.WriteFile(filepath.Join(repo.Path(), name), b, 0o644); err != nil {
@@ -120,7 +135,7 @@ func Create(ctx context.Context, opts CreateOptions) (*Manifest, error) {
 		}
 	}
 	m := &Manifest{Format: Format, Channel: rel.Channel, Arch: rel.Arch, Version: rel.Version, Ref: rel.Ref,
-		Commit: rel.Commit, Created: now().UTC().Truncate(time.Second)}
+		Commit: rel.Commit, Created: now().UTC().Truncate(time.Second), From: bases}
 	b, err := m.Marshal()
 	if err != nil {
 		return nil, err
@@ -306,4 +321,128 @@ func checkSummary(sum, sig []byte, keys []sign.Verifier, rel channelmeta.Release
 			"(if one was published just now, try again in a moment)", rel.Ref, r.Checksum, rel.Version, rel.Commit)
 	}
 	return nil
+}
+
+// deltaBundle copies into repo the release's commit and signatures and,
+// for each of opts.FromReleases, the static delta the signed summary
+// lists from it: the superblock (its digest the summary's), every part
+// (size and SHA-256 the superblock's) and every fallback object (checked
+// against its name). It returns the bases for the manifest.
+func deltaBundle(ctx context.Context, p *pull.Puller, hc *http.Client, repoURL string, repo *ostree.Repo,
+	st *channelmeta.State, rel channelmeta.Release, sum []byte, opts CreateOptions) ([]Base, error) {
+	to, err := ostree.ParseChecksum(rel.Commit)
+	if err != nil {
+		return nil, err
+	}
+	s, err := ostree.ParseSummary(sum)
+	if err != nil {
+		return nil, err
+	}
+	listed, err := ostree.ParseDeltaIndex(s.Metadata)
+	if err != nil {
+		return nil, fmt.Errorf("the summary's deltas: %w", err)
+	}
+	raw, err := p.GetObject(ctx, to, ostree.ObjCommit)
+	if err != nil {
+		return nil, fmt.Errorf("version %s: %w", rel.Version, err)
+	}
+	mdRaw, err := p.GetObject(ctx, to, ostree.ObjCommitMeta)
+	if err != nil {
+		return nil, fmt.Errorf("version %s: signatures: %w", rel.Version, err)
+	}
+	md, err := ostree.ParseMetadata(mdRaw)
+	if err != nil {
+		return nil, fmt.Errorf("version %s: signatures: %w", rel.Version, err)
+	}
+	if err := sign.VerifyAll(opts.ReleaseKeys, raw, commitsig.SignatureMap(md)); err != nil {
+		return nil, fmt.Errorf("version %s: %w", rel.Version, err)
+	}
+	txn, err := repo.Begin()
+	if err != nil {
+		return nil, err
+	}
+	defer txn.Close()
+	if _, err := txn.WriteMetadata(ostree.ObjCommit, raw, to); err != nil {
+		return nil, err
+	}
+	var bases []Base
+	for _, v := range opts.FromReleases {
+		from, ok := st.Lookup(rel.Channel, rel.Arch, v)
+		if !ok {
+			return nil, fmt.Errorf("--from-release %s: the signed channel metadata lists no version %s of %s for %s", v, v, rel.Channel, rel.Arch)
+		}
+		fc, err := ostree.ParseChecksum(from.Commit)
+		if err != nil || from.Commit == rel.Commit {
+			return nil, fmt.Errorf("--from-release %s: not another commit than version %s", v, rel.Version)
+		}
+		id := ostree.DeltaID{From: fc, To: to}
+		digest, ok := listed[id]
+		if !ok {
+			return nil, fmt.Errorf("--from-release %s: the server has no static delta from %s to %s (it makes them from the last releases of a channel)", v, v, rel.Version)
+		}
+		if err := copyDelta(ctx, hc, repoURL, repo, txn, id, digest, raw); err != nil {
+			return nil, fmt.Errorf("--from-release %s: %w", v, err)
+		}
+		bases = append(bases, Base{Version: v, Commit: from.Commit})
+	}
+	if err := txn.Commit(); err != nil {
+		return nil, err
+	}
+	if err := txn.WriteCommitMeta(to, md); err != nil {
+		return nil, err
+	}
+	return bases, txn.Close()
+}
+
+// copyDelta copies one static delta, checked as a device checks it.
+func copyDelta(ctx context.Context, hc *http.Client, repoURL string, repo *ostree.Repo, txn *ostree.Txn,
+	id ostree.DeltaID, digest ostree.Checksum, commit []byte) error {
+	put := func(rel string, b []byte) error {
+		return storage.WriteFile(filepath.Join(repo.Path(), filepath.FromSlash(rel)), b, 0o644)
+	}
+	sbRaw, err := get(ctx, hc, repoURL+"/"+id.SuperblockPath(), delta.MaxSuperblockSize)
+	if err != nil {
+		return err
+	}
+	if sha256.Sum256(sbRaw) != digest {
+		return errors.New("the superblock does not match the signed summary")
+	}
+	sb, err := delta.ParseSuperblock(sbRaw)
+	if err != nil {
+		return err
+	}
+	if sb.ID() != id || string(sb.Commit) != string(commit) {
+		return fmt.Errorf("the superblock is for %s, not %s", sb.ID().Name(), id.Name())
+	}
+	for i, h := range sb.Parts {
+		if h.Size > delta.MaxPartSize {
+			return fmt.Errorf("part %d: %d bytes (limit %d)", i, h.Size, delta.MaxPartSize)
+		}
+		b, err := get(ctx, hc, repoURL+"/"+id.PartPath(i), int64(h.Size))
+		if err != nil {
+			return err
+		}
+		if uint64(len(b)) != h.Size || ostree.Checksum(sha256.Sum256(b)) != h.Checksum {
+			return fmt.Errorf("part %d does not match its superblock", i)
+		}
+		if err := put(id.PartPath(i), b); err != nil {
+			return err
+		}
+	}
+	for _, f := range sb.Fallbacks {
+		b, err := get(ctx, hc, repoURL+"/"+ostree.ObjectPath(f.Checksum, f.Type), int64(f.Size)+1)
+		if err != nil {
+			return fmt.Errorf("fallback object %s: %w", f.Checksum, err)
+		}
+		if f.Type == ostree.ObjFile {
+			err = txn.WriteFilez(f.Checksum, bytes.NewReader(b))
+		} else {
+			_, err = txn.WriteMetadata(f.Type, b, f.Checksum)
+		}
+		if err != nil {
+			return fmt.Errorf("fallback object %s: %w", f.Checksum, err)
+		}
+	}
+	// The superblock last: a delta is only listed as whole.
+	return put(id.SuperblockPath(), sbRaw)
 }

@@ -39,11 +39,11 @@ func TestUSBBundleOffline(t *testing.T) {
 	}
 	server, keys, root := field("server"), field("trusted_keys"), field("trusted_root")
 	work := t.TempDir()
-	create := func(name string) string {
+	create := func(name string, extra ...string) string {
 		t.Helper()
 		out := filepath.Join(work, name)
 		// As the README says, with the trust roots the machines ship.
-		c := exec.Command(mxosctl(), "--server", server, "bundle", "create", "--channel", "testing", "--arch", "x86_64", "--out", out)
+		c := exec.Command(mxosctl(), append([]string{"--server", server, "bundle", "create", "--channel", "testing", "--arch", "x86_64", "--out", out}, extra...)...)
 		c.Env = append(os.Environ(), "MXOS_TRUSTED_KEYS="+keys, "MXOS_TRUSTED_ROOT="+root, "LANG=C")
 		b, err := c.CombinedOutput()
 		if err != nil || !strings.Contains(string(b), "written to "+out) {
@@ -112,6 +112,16 @@ func TestUSBBundleOffline(t *testing.T) {
 	// The stick from the last visit is older than what now runs.
 	expect("C", 1, "this bundle holds version "+v1+", older than the installed "+v2, "upgrade", "--from", old)
 	expect("es_MX.UTF-8", 1, "este paquete trae la versión "+v1+", más antigua que la instalada "+v2, "upgrade", "--from", old)
+
+	// The next visit brings only the changes: a delta bundle from v2.
+	v3 := s.publish()
+	small := create("usb-"+v3+"-from-"+v2, "--from-release", v2)
+	expect("C", 1, "this bundle holds only the changes from version "+v1, "upgrade", "--from", create("usb-"+v3+"-from-"+v1, "--from-release", v1))
+	expect("C", 0, "Restart the machine to use it", "upgrade", "--from", small)
+	if v := current(); v != v3 {
+		t.Fatalf("after the delta bundle the machine runs %s, want %s", v, v3)
+	}
+	s.checkDevice()
 
 	queued := func() int {
 		ents, _ := os.ReadDir(filepath.Join(s.root, updater.ReportQueueDir))

@@ -16,6 +16,7 @@ var offlineMessages = []entry{
 	{"this bundle holds version %s, older than the installed %s", "este paquete trae la versión %s, más antigua que la instalada %s"},
 	{"the bundle's signed channel metadata does not allow version %s as it is in the bundle: %v", "los metadatos firmados del paquete no permiten la versión %s tal como viene en el paquete: %v"},
 	{"the rollout of version %s is halted (%s); it is not installed", "el despliegue de la versión %s está detenido (%s); no se instala"},
+	{"this bundle holds only the changes from version %s, and this machine runs %s: use a full bundle (made without --from-release)", "este paquete solo trae los cambios desde la versión %s, y este equipo tiene %s: use un paquete completo (hecho sin --from-release)"},
 	// the report queue
 	{"saving the report for later: %w", "al guardar el reporte para después: %w"},
 	{"The server cannot be reached; the report (%s) will be sent later.", "No se puede llegar al servidor; el reporte (%s) se enviará después."},
@@ -43,4 +44,5 @@ var offlineMessages = []entry{
 	{"release public keys, as machines ship them (env MXOS_TRUSTED_KEYS)", "llaves públicas de versiones, como las traen los equipos (variable MXOS_TRUSTED_KEYS)"},
 	{"the signed metadata's root.json, as machines ship it (env MXOS_TRUSTED_ROOT)", "el root.json de los metadatos firmados, como lo traen los equipos (variable MXOS_TRUSTED_ROOT)"},
 	{"no progress counter", "sin contador de avance"},
+	{"make a smaller bundle with only the changes from this release of the channel (repeat for several); it installs only on machines that run one of them", "hacer un paquete más chico con solo los cambios desde esta versión del canal (repítalo para varias); se instala solo en equipos que tengan una de ellas"},
 }

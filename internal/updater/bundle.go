@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/bundle"
@@ -72,7 +73,7 @@ func (a *Agent) UpgradeFrom(ctx context.Context, dir string) (bool, error) {
 	cfg := *a.Cfg
 	cfg.Transport, cfg.Strategy = TransportOSTree, Strategy{Kind: "immediate"}
 	a.Cfg = &cfg
-	a.Puller = &pull.Puller{URLs: []string{"file:///"}, Verifiers: savedPuller.Verifiers, Progress: savedPuller.Progress,
+	a.Puller = &pull.Puller{URLs: []string{"file:///"}, Verifiers: savedPuller.Verifiers, Progress: savedPuller.Progress, OnDelta: savedPuller.OnDelta,
 		HTTP: &http.Client{Transport: http.NewFileTransportFS(root.FS())}}
 	a.offline, a.metaDir = true, filepath.Join(dir, bundle.MetadataDir)
 	defer func() { a.Cfg, a.Puller, a.offline, a.metaDir = savedCfg, savedPuller, false, "" }()
@@ -80,6 +81,9 @@ func (a *Agent) UpgradeFrom(ctx context.Context, dir string) (bool, error) {
 	t := api.Target{Channel: m.Channel, Arch: m.Arch, Version: m.Version, Ref: m.Ref, Commit: m.Commit}
 	a.say("Bundle %s: version %s of channel %s for %s.", dir, m.Version, m.Channel, m.Arch)
 	tr, err := a.verifyBundle(ctx, &t)
+	if err == nil && len(m.From) > 0 {
+		err = a.checkBases(m)
+	}
 	if err != nil {
 		if errors.Is(err, ErrRefused) {
 			a.report(ctx, api.EventRefused, t.Version, t.RolloutID, err.Error())
@@ -172,4 +176,26 @@ func damaged(err error) bool {
 		}
 	}
 	return false
+}
+
+// checkBases: a delta bundle (package bundle, Manifest.From) installs
+// only on a machine that runs one of the releases its deltas start from.
+func (a *Agent) checkBases(m *bundle.Manifest) error {
+	cur, ok, err := a.current()
+	if err != nil {
+		return err
+	}
+	var versions []string
+	for _, b := range m.From {
+		if ok && b.Commit == cur.Commit.String() {
+			return nil
+		}
+		versions = append(versions, b.Version)
+	}
+	running := "nothing"
+	if ok {
+		running = cur.Origin.Version
+	}
+	return refusef("this bundle holds only the changes from version %s, and this machine runs %s: use a full bundle (made without --from-release)",
+		strings.Join(versions, ", "), running)
 }

@@ -304,3 +304,70 @@ func extendExpiry(t *testing.T, p string) {
 		t.Fatal(err)
 	}
 }
+
+// A delta bundle (--from-release): only the commit, its signatures and
+// the server's static delta from the named release, no loose objects. It
+// installs on a machine that runs that release, through every check, and
+// is refused on one that runs another.
+func TestBundleDelta(t *testing.T) {
+	e := newHostileEnv(t)
+	e.release("10.0.3", map[string]string{"usr/share/new": "new in 10.0.3\n"})
+	root, err := os.ReadFile(e.agent.Cfg.TrustedRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk := func(from ...string) string {
+		dir := filepath.Join(t.TempDir(), "usb")
+		if _, err := bundle.Create(e.ctx, bundle.CreateOptions{Server: e.upstream, Channel: "stable", Arch: "x86_64",
+			TrustedRoot: root, ReleaseKeys: e.verifier, Out: dir, FromReleases: from}); err != nil {
+			t.Fatalf("delta bundle from %v: %v", from, err)
+		}
+		return dir
+	}
+	fromOld := mk("10.0.1")
+	dir := mk("10.0.2")
+	m, err := bundle.Open(dir)
+	if err != nil || len(m.From) != 1 || m.From[0].Version != "10.0.2" || m.From[0].Commit != e.commits["stable/10.0.2"] {
+		t.Fatalf("manifest %+v %v", m, err)
+	}
+	var loose, deltaFiles int
+	filepath.Walk(filepath.Join(dir, "repo"), func(p string, info os.FileInfo, err error) error {
+		switch {
+		case err != nil || info.IsDir():
+		case strings.Contains(p, "/objects/") && !strings.HasSuffix(p, ".commit") && !strings.HasSuffix(p, ".commitmeta"):
+			loose++
+		case strings.Contains(p, "/deltas/"):
+			deltaFiles++
+		}
+		return nil
+	})
+	if loose != 0 || deltaFiles < 2 {
+		t.Errorf("delta bundle holds %d loose objects and %d delta files; want none and a superblock with parts", loose, deltaFiles)
+	}
+
+	if _, err := e.agent.channelState(e.ctx); err != nil { // warm the cache, as in TestBundleRefused
+		t.Fatal(err)
+	}
+	e.noNetwork()
+	defer e.setHook(nil)
+	before := e.snapshot()
+	if changed, err := e.agent.UpgradeFrom(e.ctx, fromOld); err == nil || changed ||
+		!strings.Contains(err.Error(), "this bundle holds only the changes from version 10.0.1, and this machine runs 10.0.2") {
+		t.Fatalf("delta bundle from another release: changed=%v err=%v", changed, err)
+	}
+	if b, a := fmt.Sprintf("%+v", before), fmt.Sprintf("%+v", e.snapshot()); b != a {
+		t.Errorf("the refused bundle changed the device:\nbefore %s\nafter  %s", b, a)
+	}
+	var used []string
+	e.agent.Puller.OnDelta = func(id ostree.DeltaID, err error) { used = append(used, fmt.Sprint(id.Name(), err)) }
+	if changed, err := e.agent.UpgradeFrom(e.ctx, dir); err != nil || !changed {
+		t.Fatalf("delta bundle: changed=%v err=%v\n%s", changed, err, e.out)
+	}
+	if st, _ := e.agent.Status(e.ctx); st.Current == nil || st.Current.Version != "10.0.3" {
+		t.Fatalf("not on 10.0.3: %+v", st.Current)
+	}
+	if want := e.commits["stable/10.0.2"] + "-" + e.commits["stable/10.0.3"] + "<nil>"; len(used) != 1 || used[0] != want {
+		t.Errorf("deltas used: %v, want %s", used, want)
+	}
+	e.fsck()
+}
