@@ -178,3 +178,53 @@ func TestUSBBundleOffline(t *testing.T) {
 		t.Errorf("reports in the wrong order: %v", events)
 	}
 }
+
+// A machine whose update server is down decides from the signed channel
+// metadata alone, with the server's rule: here the channel's barrier
+// (10.0.1, carried in the signed rollout record) comes before the current
+// release. The real mxos-updater talks to a proxy whose update API
+// fails while the signed files still come (as from a school mirror).
+func TestOfflineDecisionBarrier(t *testing.T) {
+	chDir := filepath.Join(t.TempDir(), "channels")
+	copyDir(t, "../../channels", chDir)
+	f, err := os.OpenFile(filepath.Join(chDir, "testing.yaml"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("\nbarriers:\n  - version: \"10.0.1\"\n    reason: brings the new signing key\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	s := newUpdaterSiteChannels(t, chDir)
+	v1 := s.publish()
+	v2 := s.publish()
+	if v1 != "10.0.1" || v2 != "10.0.2" {
+		t.Fatalf("published %s and %s", v1, v2)
+	}
+	cfg := readString(t, s.config)
+	server := regexp.MustCompile(`(?m)^server: (.*)$`).FindStringSubmatch(cfg)[1]
+	up, err := url.Parse(server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(up)
+	px := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/api/") {
+			http.Error(w, "bad gateway", http.StatusBadGateway)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	defer px.Close()
+	if err := os.WriteFile(s.config, []byte(strings.Replace(cfg, "server: "+server, "server: "+px.URL, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// check, not upgrade: the pull takes the commit the signed summary
+	// names for the branch, so a barrier older than the branch's head
+	// cannot be downloaded, online or not (a limit of the puller, not of
+	// the decision).
+	out, code := s.runLocale("C", "check")
+	if code != 0 || !strings.Contains(out, "deciding from the signed channel metadata") || !strings.Contains(out, "Update available: version "+v1) {
+		t.Fatalf("check without the server: exit %d\n%s", code, out)
+	}
+}
