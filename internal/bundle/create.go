@@ -62,7 +62,7 @@ const maxRoots = 64
 // manifest. The metadata is verified from opts.TrustedRoot and the commit
 // pulled with every check of a device update before the manifest is
 // written; on error the directory holds no manifest.
-func Create(ctx context.Context, opts CreateOptions) (*Manifest, error) {
+func Create(ctx context.Context, opts CreateOptions) (_ *Manifest, err error) {
 	now := time.Now
 	if opts.Now != nil {
 		now = opts.Now
@@ -75,6 +75,16 @@ func Create(ctx context.Context, opts CreateOptions) (*Manifest, error) {
 	if err := emptyDir(opts.Out); err != nil {
 		return nil, err
 	}
+	// A failed bundle leaves the directory empty again, ready for the
+	// next try (it was empty before).
+	defer func() {
+		if err != nil {
+			ents, _ := os.ReadDir(opts.Out)
+			for _, e := range ents {
+				os.RemoveAll(filepath.Join(opts.Out, e.Name()))
+			}
+		}
+	}()
 	metaDir := filepath.Join(opts.Out, MetadataDir)
 	if err := copyMetadata(ctx, hc, base+"/metadata/", metaDir); err != nil {
 		return nil, err

@@ -15,6 +15,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/bundle"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
+	"github.com/mxos-linux/mxos-update/internal/testserver"
 )
 
 // makeBundle writes a bundle of version (empty: the channel's current
@@ -370,4 +371,53 @@ func TestBundleDelta(t *testing.T) {
 		t.Errorf("deltas used: %v, want %s", used, want)
 	}
 	e.fsck()
+}
+
+// What bundle create refuses, at the office, before anyone carries it: a
+// version the signed metadata does not list, a delta from a release the
+// server has none from, a folder already in use, metadata that does not
+// verify with the trust roots the machines ship. A failed bundle leaves
+// its folder empty.
+func TestBundleCreateRefuses(t *testing.T) {
+	e := newHostileEnv(t)
+	root, err := os.ReadFile(e.agent.Cfg.TrustedRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := filepath.Join(t.TempDir(), "used")
+	os.MkdirAll(used, 0o755)
+	os.WriteFile(filepath.Join(used, "photo.jpg"), []byte("x"), 0o644)
+	cases := []struct {
+		name string
+		mod  func(o *bundle.CreateOptions)
+		want string
+	}{
+		{"unknown version", func(o *bundle.CreateOptions) { o.Version = "10.9.9" }, "lists no version 10.9.9 of stable"},
+		{"another arch", func(o *bundle.CreateOptions) { o.Arch = "aarch64" }, "lists no release of stable for aarch64"},
+		{"no such base", func(o *bundle.CreateOptions) { o.FromReleases = []string{"9.0"} }, "--from-release 9.0"},
+		{"no delta from itself", func(o *bundle.CreateOptions) { o.FromReleases = []string{"10.0.2"} }, "not another commit"},
+		{"folder in use", func(o *bundle.CreateOptions) { o.Out = used }, "is not empty"},
+		{"release keys of someone else", func(o *bundle.CreateOptions) { o.ReleaseKeys = testserver.GenerateKeys(t).Verifiers }, "downloading version 10.0.2"},
+		{"metadata expired", func(o *bundle.CreateOptions) {
+			o.Now = func() time.Time { return time.Now().Add(8 * 24 * time.Hour) }
+		}, "expired"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			o := bundle.CreateOptions{Server: e.upstream, Channel: "stable", Arch: "x86_64", TrustedRoot: root,
+				ReleaseKeys: e.verifier, Out: filepath.Join(t.TempDir(), "usb")}
+			c.mod(&o)
+			_, err := bundle.Create(e.ctx, o)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want one saying %q", err, c.want)
+			}
+			if o.Out != used {
+				if ents, _ := os.ReadDir(o.Out); len(ents) != 0 {
+					t.Errorf("the failed bundle left %d entries in %s", len(ents), o.Out)
+				}
+			} else if ents, _ := os.ReadDir(used); len(ents) != 1 {
+				t.Errorf("the folder in use was changed: %d entries", len(ents))
+			}
+		})
+	}
 }
