@@ -17,6 +17,7 @@ var offlineMessages = []entry{
 	{"the bundle's signed channel metadata does not allow version %s as it is in the bundle: %v", "los metadatos firmados del paquete no permiten la versión %s tal como viene en el paquete: %v"},
 	{"the rollout of version %s is halted (%s); it is not installed", "el despliegue de la versión %s está detenido (%s); no se instala"},
 	{"this bundle holds only the changes from version %s, and this machine runs %s: use a full bundle (made without --from-release)", "este paquete solo trae los cambios desde la versión %s, y este equipo tiene %s: use un paquete completo (hecho sin --from-release)"},
+	{"this bundle's signed metadata is older than what this machine has already seen (it was online since the bundle was made); make a new bundle: %w", "los metadatos firmados de este paquete son más viejos que los que este equipo ya vio (estuvo en línea después de que se hizo el paquete); haga un paquete nuevo: %w"},
 	// the report queue
 	{"saving the report for later: %w", "al guardar el reporte para después: %w"},
 	{"The server cannot be reached; the report (%s) will be sent later.", "No se puede llegar al servidor; el reporte (%s) se enviará después."},

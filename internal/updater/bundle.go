@@ -148,6 +148,9 @@ func (a *Agent) verifyBundle(ctx context.Context, t *api.Target) (offerTrust, er
 	if errors.As(err, &se) {
 		return tr, refusef("the bundle's signed channel metadata does not allow version %s as it is in the bundle: %v", t.Version, se.err)
 	}
+	if errors.Is(err, channelmeta.ErrRollback) {
+		return tr, refusef("this bundle's signed metadata is older than what this machine has already seen (it was online since the bundle was made); make a new bundle: %w", err)
+	}
 	if err != nil {
 		return tr, err
 	}

@@ -421,3 +421,25 @@ func TestBundleCreateRefuses(t *testing.T) {
 		})
 	}
 }
+
+// A stick made before the machine last saw newer signed metadata (it was
+// online since) is a metadata rollback: refused, with what to do.
+func TestBundleOlderMetadataThanSeen(t *testing.T) {
+	e := newHostileEnv(t)
+	e.release("10.0.3", nil)
+	dir := e.makeBundle("stable", "")
+	e.publish("10.0.4", nil) // the server signs newer metadata
+	if _, err := e.agent.channelState(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := e.snapshot()
+	e.noNetwork()
+	defer e.setHook(nil)
+	changed, err := e.agent.UpgradeFrom(e.ctx, dir)
+	if err == nil || changed || !strings.Contains(err.Error(), "older than what this machine has already seen") {
+		t.Fatalf("changed=%v err=%v", changed, err)
+	}
+	if b, a := fmt.Sprintf("%+v", before), fmt.Sprintf("%+v", e.snapshot()); b != a {
+		t.Errorf("the bundle changed the device:\nbefore %s\nafter  %s", b, a)
+	}
+}
