@@ -103,6 +103,13 @@ func TestUSBBundleOffline(t *testing.T) {
 		t.Fatalf("after the tampered bundle the machine runs %s", v)
 	}
 
+	// A stick for another channel or another architecture.
+	writeConfig(strings.Replace(offline, "channel: testing", "channel: stable", 1))
+	expect("C", 1, "this bundle is for channel testing on x86_64, but this machine follows stable on x86_64", "upgrade", "--from", usb)
+	writeConfig(strings.Replace(offline, "arch: x86_64", "arch: aarch64", 1))
+	expect("es_MX.UTF-8", 1, "este paquete es para el canal testing en x86_64, pero este equipo sigue testing en aarch64", "upgrade", "--from", usb)
+	writeConfig(offline)
+
 	// The good stick installs, with no network.
 	expect("es_MX.UTF-8", 0, "Reinicie el equipo para usarla", "upgrade", "--from", usb)
 	if v := current(); v != v2 {
