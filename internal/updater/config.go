@@ -16,6 +16,11 @@
 // or a power loss (see install), and a good boot removes deployments that
 // are neither current, previous nor staged (sysroot.GC).
 //
+// Offline: UpgradeFrom installs from an update bundle on a USB stick with
+// the same checks (bundle.go); without the server the agent decides from
+// the signed channel metadata (offline.go); reports the server cannot take
+// wait in a durable queue and are sent once it answers (reportqueue.go).
+//
 // The configuration is one strictly decoded YAML file (unknown keys are an
 // error, so a typo fails at install time rather than at 3 a.m.).
 package updater
