@@ -103,6 +103,7 @@ func (s *Server) apiRoutes() {
 	h("DELETE "+p+"/pins/{scope}/{target}", adm, a.handleDeletePin)
 	h("GET "+p+"/devices", []auth.Permission{auth.PermReadDevices}, a.handleDevices)
 	h("PUT "+p+"/devices/{id}/group", adm, a.handleSetGroup)
+	h("GET "+p+"/reports/timeline", []auth.Permission{auth.PermRollout, auth.PermReadDevices}, a.handleReportTimeline)
 	h("GET "+p+"/audit", []auth.Permission{auth.PermReadAudit}, a.handleAudit)
 	h("GET "+p+"/tokens", []auth.Permission{auth.PermManageTokens}, a.handleTokens)
 	h("POST "+p+"/tokens", []auth.Permission{auth.PermManageTokens, auth.PermCreateReleaseTokens}, a.handleTokenCreate)
