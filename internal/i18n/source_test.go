@@ -23,6 +23,7 @@ var translated = []struct {
 	{"../../internal/updater", []string{"calls"}},
 	{"../../cmd/mxos-updater", []string{"calls", "short", "flags"}},
 	{"../../cmd/mxosctl", []string{"calls", "short", "flags"}},
+	{"../../internal/console", []string{"calls"}}, // its templates: internal/console's TestTemplateTextsInCatalog
 }
 
 var flagFunc = regexp.MustCompile(`^(String|Bool|Int|Int64|Uint64|Duration|Float64|StringSlice|StringArray|Count|IntSlice)(Var)?P?$`)
