@@ -148,3 +148,8 @@ func (b *browser) signIn(token string) string {
 	}
 	return page
 }
+
+func (f *fleet) now() time.Time { return time.Now() }
+
+// waitTokenCache outlasts the server's token cache (one second).
+func waitTokenCache() { time.Sleep(1100 * time.Millisecond) }
