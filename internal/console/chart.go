@@ -49,6 +49,7 @@ const (
 	chartTop    = 10
 	chartBottom = 30
 	chartLeft   = 36
+	chartRight  = 20
 )
 
 // series is one stack layer: its label, CSS class or fill, and a value
@@ -74,7 +75,7 @@ func stacked(label string, since time.Time, bucket time.Duration, n int, ss []se
 	plotH := float64(chartH - chartTop - chartBottom)
 	c.Baseline = float64(chartH - chartBottom)
 	c.MaxY = chartTop
-	step := float64(chartW-chartLeft) / float64(n)
+	step := float64(chartW-chartLeft-chartRight) / float64(n)
 	w := math.Max(step*0.8, 1)
 	for i := range n {
 		x := chartLeft + float64(i)*step + (step-w)/2

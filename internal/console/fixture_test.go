@@ -41,7 +41,7 @@ func newFleet(t *testing.T) *fleet {
 			t.Fatal(err)
 		}
 	}
-	ros, err := s.Client(t, auth.RoleRelease).StartRollout(ctx, api.RolloutStartRequest{Channel: "testing", Version: "10.0.2", Ramp: "100%"})
+	ros, err := s.Client(t, auth.RoleRelease).StartRollout(ctx, api.RolloutStartRequest{Channel: "testing", Version: "10.0.2", Ramp: "50%,100%@24h"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,3 +153,5 @@ func (f *fleet) now() time.Time { return time.Now() }
 
 // waitTokenCache outlasts the server's token cache (one second).
 func waitTokenCache() { time.Sleep(1100 * time.Millisecond) }
+
+type apiPin = api.Pin

@@ -576,6 +576,7 @@ var funcs = template.FuncMap{
 	"short":  short,
 	"failed": isFailure,
 	"add":    func(a, b float64) float64 { return a + b },
+	"dur":    dur,
 }
 
 // when formats a time for people: UTC, to the minute.
@@ -603,4 +604,17 @@ func short(s string) string {
 // errors, which do not).
 func isFailure(e api.Event) bool {
 	return e.ReleaseFailure() || e == event.Failed || e == event.Refused || e == event.DownloadFailed || e == event.ConfigError
+}
+
+// dur formats a policy window: "48h", "90m", "1h30m".
+func dur(d time.Duration) string {
+	s := d.String()
+	s = strings.TrimSuffix(s, "0s")
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	if s == "" {
+		return "0s"
+	}
+	return s
 }
