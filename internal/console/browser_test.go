@@ -102,6 +102,35 @@ func (c *chrome) fail(step string, err error) {
 	c.t.Fatalf("%s: %v (page %s; screenshot: %s; all screenshots in %s)", step, err, url, file, c.shots)
 }
 
+// waitFor polls until an element matching the CSS selector exists in a
+// fully loaded page, across the navigation a form's submission starts
+// (queries made while the old document is replaced can fail; they are
+// retried). On timeout it fails as run.
+func (c *chrome) waitFor(step, css string) {
+	c.t.Helper()
+	expr := fmt.Sprintf(`document.readyState === "complete" && !!document.querySelector(%q)`, css)
+	deadline := time.Now().Add(60 * time.Second)
+	var last error
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](expr))
+		cancel()
+		if err == nil && ok {
+			return
+		}
+		last = err
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.fail(step, fmt.Errorf("no %s after 60s (last error: %v)", css, last))
+}
+
+// click clicks an element, then waits for css on the page that follows.
+func (c *chrome) click(step string, sel chromedp.Action[chromedp.Void], css string) {
+	c.t.Helper()
+	c.run(step, sel)
+	c.waitFor(step, css)
+}
+
 // page navigates to a console path and waits for its heading.
 func (c *chrome) page(path string) {
 	c.t.Helper()
@@ -219,8 +248,8 @@ func (c *chrome) shoot(name string) {
 func (c *chrome) signIn(token string) {
 	c.t.Helper()
 	c.page("/console/login")
-	c.run("sign in", chromedp.SendKeys(chromedp.ID("#token"), token), chromedp.Click(chromedp.ID("signin")),
-		chromedp.WaitVisible(chromedp.CSS(".channel")))
+	c.run("sign in", chromedp.SendKeys(chromedp.ID("#token"), token))
+	c.click("sign in", chromedp.Click(chromedp.ID("signin")), ".channel")
 }
 
 // TestBrowser drives the console in Debian's chromium as the release
@@ -245,12 +274,12 @@ func TestBrowser(t *testing.T) {
 	c.expect(ro, "1 healthy, 1 failed")
 	c.checkA11y("channels page")
 	c.shoot("channels")
-	c.run("pause", chromedp.Click(chromedp.ID("pause-"+f.rollout)), chromedp.WaitVisible(chromedp.ID("resume-"+f.rollout)))
+	c.click("pause", chromedp.Click(chromedp.ID("pause-"+f.rollout)), "#resume-"+f.rollout)
 	c.expect("#flash", "paused")
 	if st := f.rolloutState(t); st != "paused" {
 		c.fail("pause", fmt.Errorf("the API says the rollout is %s", st))
 	}
-	c.run("resume", chromedp.Click(chromedp.ID("resume-"+f.rollout)), chromedp.WaitVisible(chromedp.ID("pause-"+f.rollout)))
+	c.click("resume", chromedp.Click(chromedp.ID("resume-"+f.rollout)), "#pause-"+f.rollout)
 	c.expect("#flash", "active")
 	if st := f.rolloutState(t); st != "active" {
 		c.fail("resume", fmt.Errorf("the API says the rollout is %s", st))
@@ -261,24 +290,24 @@ func TestBrowser(t *testing.T) {
 		c.shoot(p)
 	}
 	c.expect("#chain", "verifies")
-	c.run("sign out", chromedp.Click(chromedp.Search(`//button[normalize-space()="Sign out"]`)), chromedp.WaitVisible(chromedp.ID("token")))
+	c.click("sign out", chromedp.Click(chromedp.Search(`//button[normalize-space()="Sign out"]`)), "#token")
 
 	// An admin.
 	c.signIn(f.Tokens[auth.RoleAdmin])
 	c.page("/console/devices")
 	c.checkA11y("devices page")
 	c.shoot("devices")
-	c.run("filter failed", chromedp.SetValue(chromedp.ID("f-status"), "failed"), chromedp.Click(chromedp.ID("filter")),
-		chromedp.WaitVisible(chromedp.CSS(`a[href="/console/devices/d-bad"]`)))
-	c.run("open d-bad", chromedp.Click(chromedp.CSS(`a[href="/console/devices/d-bad"]`)), chromedp.WaitVisible(chromedp.ID("h-reports")))
+	c.run("filter failed", chromedp.SetValue(chromedp.ID("f-status"), "failed"))
+	c.click("filter failed", chromedp.Click(chromedp.ID("filter")), `#f-status option[value="failed"][selected]`)
+	c.click("open d-bad", chromedp.Click(chromedp.CSS(`a[href="/console/devices/d-bad"]`)), "#h-reports")
 	c.run("open the failed report", chromedp.Click(chromedp.CSS("#report-0 summary")), chromedp.WaitVisible(chromedp.CSS("#report-0 pre")))
 	c.expect("#report-0 pre", failText)
 	c.checkA11y("device page")
 	c.shoot("device")
-	c.run("pin", chromedp.SetValue(chromedp.ID("pin-channel"), "stable"), chromedp.Click(chromedp.ID("pin-submit")),
-		chromedp.WaitVisible(chromedp.ID("pin-warnings")))
+	c.run("pin", chromedp.SetValue(chromedp.ID("pin-channel"), "stable"))
+	c.click("pin", chromedp.Click(chromedp.ID("pin-submit")), "#pin-warnings")
 	c.expect("#pin-warnings", "follows testing")
-	c.run("pin anyway", chromedp.Click(chromedp.ID("pin-submit")), chromedp.WaitVisible(chromedp.CSS(".flash")))
+	c.click("pin anyway", chromedp.Click(chromedp.ID("pin-submit")), ".flash")
 	pins, err := f.Client(t, auth.RoleAdmin).Pins(c.ctx)
 	if err != nil || !slices.ContainsFunc(pins, func(p apiPin) bool { return p.Scope == "device" && p.Target == "d-bad" && p.Channel == "stable" }) {
 		c.fail("pin", fmt.Errorf("pins after pinning: %+v, %v", pins, err))
@@ -291,8 +320,8 @@ func TestBrowser(t *testing.T) {
 
 	// Spanish.
 	c.page("/console/devices/d-bad")
-	c.run("switch to Spanish", chromedp.SetValue(chromedp.ID("lang-select"), "es"), chromedp.Click(chromedp.ID("lang-apply")),
-		chromedp.WaitVisible(chromedp.CSS(`html[lang="es-MX"]`)))
+	c.run("switch to Spanish", chromedp.SetValue(chromedp.ID("lang-select"), "es"))
+	c.click("switch to Spanish", chromedp.Click(chromedp.ID("lang-apply")), `html[lang="es-MX"]`)
 	c.expect("h1", "Equipo d-bad")
 	c.expect("#h-reports", "Historial de reportes")
 	c.page("/console/channels")

@@ -234,8 +234,9 @@ func (c *Console) releasesPage(q *req) error {
 			if err != nil {
 				return err
 			}
-			slices.Reverse(rels) // newest first
-			groups = append(groups, group{cs.Name, as.Arch, rels})
+			if len(rels) > 0 { // newest first, as the API lists them
+				groups = append(groups, group{cs.Name, as.Arch, rels})
+			}
 		}
 	}
 	c.render(q, "releases", q.p.T("Releases"), map[string]any{"Groups": groups, "Names": names, "Selected": sel})

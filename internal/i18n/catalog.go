@@ -7,7 +7,7 @@ type entry struct{ en, es string }
 // messages is the catalog. Spanish is plain Mexican Spanish for a lab
 // technician or an admin: "usted", "equipo" for the machine, "versión".
 // messages is the whole catalog.
-var messages = append(append(append([]entry{}, baseMessages...), mxosctlMessages...), consoleMessages...)
+var messages = append(append(append(append([]entry{}, baseMessages...), mxosctlMessages...), consoleMessages...), serverMessages...)
 
 var baseMessages = []entry{
 	// Generic shapes.
