@@ -30,6 +30,7 @@ import "time"
 //	                                               TokenCreateRequest → TokenCreated
 //	DELETE /api/v1/tokens/{name}          admin    → 204
 //	POST   /api/v1/registry/gc            release  → the registry's GC figures (also daily)
+//	POST   /api/v1/images                 release  ImageImportRequest → ImageImport (mxosctl image import)
 const Prefix = "/api/v1"
 
 // Release is a published release of one channel and architecture.

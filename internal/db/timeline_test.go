@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,5 +46,27 @@ func testReportTimeline(t *testing.T, s *Store) {
 	}
 	if _, err := s.ReportTimeline(ctx, "", at(0), time.Second); !errors.Is(err, ErrInvalid) {
 		t.Errorf("a one-second bucket: %v, want ErrInvalid", err)
+	}
+}
+
+func testReleaseImage(t *testing.T, s *Store) {
+	ctx := context.Background()
+	if err := s.AddRelease(ctx, release("testing", "x86_64", "10.0.1")); err != nil {
+		t.Fatal(err)
+	}
+	d1, d2 := "sha256:"+strings.Repeat("1", 64), "sha256:"+strings.Repeat("2", 64)
+	if err := s.SetReleaseImage(ctx, "testing", "x86_64", "10.0.9", d1); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown release: %v, want ErrNotFound", err)
+	}
+	for range 2 { // the same digest again is fine
+		if err := s.SetReleaseImage(ctx, "testing", "x86_64", "10.0.1", d1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.SetReleaseImage(ctx, "testing", "x86_64", "10.0.1", d2); !errors.Is(err, ErrConflict) {
+		t.Errorf("another image: %v, want ErrConflict", err)
+	}
+	if r, err := s.GetRelease(ctx, "testing", "x86_64", "10.0.1"); err != nil || r.OCIDigest != d1 {
+		t.Errorf("release after: %+v, %v", r, err)
 	}
 }

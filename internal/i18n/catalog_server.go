@@ -80,4 +80,12 @@ var serverMessages = []entry{
 	{"upload session %s ended", "la sesión de carga %s terminó"},
 	{"version %q is not valid", "la versión %q no es válida"},
 	{"version is required", "falta version"},
+	{"channel %s accepts promotions only (from %s): use mxosctl promote --image", "el canal %s solo acepta promociones (desde %s): use mxosctl promote --image"},
+	{"digest must be sha256: and 64 hex digits", "digest debe ser sha256: y 64 dígitos hexadecimales"},
+	{"%s %s on %s already has image %s", "%s %s en %s ya tiene la imagen %s"},
+
+	// mxosctl image import, after the server recorded the import.
+	{"Recorded as the image of release %s (%s) on %s.", "Se registró como la imagen de la versión %s (%s) en %s."},
+	{"Recorded in the audit log. %s is not a release of %s (%s) yet: devices are offered its image once it is published (mxosctl publish).",
+		"Se registró en la bitácora de auditoría. %s todavía no es una versión publicada de %s (%s): los equipos recibirán su imagen cuando se publique (mxosctl publish)."},
 }

@@ -105,6 +105,7 @@ func (s *Server) apiRoutes() {
 	h("DELETE "+p+"/pins/{scope}/{target}", adm, a.handleDeletePin)
 	h("GET "+p+"/devices", []auth.Permission{auth.PermReadDevices}, a.handleDevices)
 	h("PUT "+p+"/devices/{id}/group", adm, a.handleSetGroup)
+	h("POST "+p+"/images", []auth.Permission{auth.PermPublish}, a.handleImageImport) // api_images.go
 	h("GET "+p+"/reports/timeline", []auth.Permission{auth.PermRollout, auth.PermReadDevices}, a.handleReportTimeline)
 	h("GET "+p+"/audit", []auth.Permission{auth.PermReadAudit}, a.handleAudit)
 	h("GET "+p+"/tokens", []auth.Permission{auth.PermManageTokens}, a.handleTokens)
