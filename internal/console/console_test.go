@@ -15,7 +15,8 @@ func TestPages(t *testing.T) {
 		t.Fatalf("signed out: %s to %q, want a redirect to the sign-in page", resp.Status, resp.Header.Get("Location"))
 	}
 	page := b.signIn(f.Tokens[auth.RoleAdmin])
-	for _, want := range []string{"testing", "10.0.2", "50% of devices offered now", "Next step: 100% on ", "1 healthy, 1 failed", f.rollout} {
+	for _, want := range []string{"testing", "10.0.2", "50% of devices offered now", "Next step: 100% on ", "1 healthy, 1 failed", f.rollout,
+		"over the last 14 days: healthy 1, failed 1", "healthy): 10.0.1 1, 10.0.2 1"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("channels page lacks %q", want)
 		}
