@@ -41,7 +41,7 @@ func newChrome(t *testing.T, f *fleet) *chrome {
 		chromedp.WindowSize(1280, 900), chromedp.UserDataDir(t.TempDir()))
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelC := chromedp.NewContext(actx)
-	ctx, cancelT := context.WithTimeout(ctx, 4*time.Minute)
+	ctx, cancelT := context.WithTimeout(ctx, 6*time.Minute)
 	t.Cleanup(func() { cancelT(); cancelC(); cancelA() })
 	c := &chrome{t: t, f: f, ctx: ctx, shots: shots}
 	// The browser lives as long as the context of the first run: start
