@@ -60,9 +60,20 @@ func newChrome(t *testing.T, f *fleet) *chrome {
 // run runs a step's actions; on error it saves a screenshot and fails.
 func (c *chrome) run(step string, actions ...chromedp.Action[chromedp.Void]) {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(c.ctx, 60*time.Second)
-	defer cancel()
-	if err := chromedp.Do(ctx, actions...); err != nil {
+	var err error
+	for range 3 {
+		ctx, cancel := context.WithTimeout(c.ctx, 60*time.Second)
+		err = chromedp.Do(ctx, actions...)
+		cancel()
+		// -32000 "No node with given id": chromedp's copy of a document
+		// just replaced by a navigation was stale; the step failed
+		// before it acted, so it is safe to run again.
+		if err == nil || !strings.Contains(err.Error(), "(-32000)") {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err != nil {
 		c.fail(step, err)
 	}
 }
@@ -154,7 +165,22 @@ func (c *chrome) page(path string) {
 // text returns the text of the first element matching sel.
 func (c *chrome) text(sel string) string {
 	c.t.Helper()
-	return value(c, "read "+sel, chromedp.Text(chromedp.CSS(sel), chromedp.NodeVisible))
+	// Read with JavaScript, not a DOM query: chromedp's node ids of a
+	// document that was just replaced can be stale for a moment.
+	expr := fmt.Sprintf(`(() => { const e = document.querySelector(%q); return e ? e.innerText : null; })()`, sel)
+	var last error
+	for range 50 {
+		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+		s, err := chromedp.Run(ctx, chromedp.Evaluate[*string](expr))
+		cancel()
+		if err == nil && s != nil {
+			return *s
+		}
+		last = err
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.fail("read "+sel, fmt.Errorf("no %s (last error: %v)", sel, last))
+	return ""
 }
 
 // expect fails (with a screenshot) unless the element's text contains want.
@@ -327,4 +353,5 @@ func TestBrowser(t *testing.T) {
 	c.page("/console/channels")
 	c.expect("nav", "Canales")
 	c.checkA11y("channels page in Spanish")
+	c.shoot("channels-es")
 }

@@ -1,7 +1,9 @@
 package console_test
 
 import (
+	"context"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -44,5 +46,56 @@ func TestPages(t *testing.T) {
 	}
 	if _, page := b.get("/console/devices?status=failed"); strings.Contains(page, ">d-ok<") {
 		t.Error("the failed filter shows d-ok")
+	}
+}
+
+// TestPinWarnings: the pin form warns before pinning an unknown device,
+// an empty group, a version the channel never published or a channel the
+// device does not follow, pins nothing until confirmed, and then pins
+// through the API (audited as the signed-in token).
+func TestPinWarnings(t *testing.T) {
+	f := newFleet(t)
+	b := f.browser(t)
+	page := b.signIn(f.Tokens[auth.RoleAdmin])
+	tok := csrf(t, page)
+	for _, tc := range []struct {
+		form url.Values
+		want string
+	}{
+		{url.Values{"scope": {"device"}, "target": {"ghost"}, "version": {"10.0.1"}}, "No device ghost has checked in yet."},
+		{url.Values{"scope": {"group"}, "target": {"lab-9"}, "channel": {"testing"}}, "No device is in group lab-9."},
+		{url.Values{"scope": {"device"}, "target": {"d-ok"}, "version": {"10.0.7"}}, "Version 10.0.7 is not published on testing."},
+		{url.Values{"scope": {"device"}, "target": {"d-ok"}, "channel": {"stable"}}, "Device d-ok follows testing: it moves to stable only if its allowed_channels lists it"},
+	} {
+		tc.form.Set("csrf", tok)
+		resp, body := b.do(http.MethodPost, "/console/pins", tc.form)
+		if resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(body, tc.want) || !strings.Contains(body, "Pin anyway") {
+			t.Errorf("%v: %s, want a warning %q\n%s", tc.form, resp.Status, tc.want, body)
+		}
+	}
+	adm := f.Client(t, auth.RoleAdmin)
+	if pins, err := adm.Pins(context.Background()); err != nil || len(pins) != 0 {
+		t.Fatalf("pins before any confirmation: %v, %v", pins, err)
+	}
+	form := url.Values{"csrf": {tok}, "scope": {"group"}, "target": {"lab-1"}, "version": {"10.0.1"}}
+	if resp, body := b.do(http.MethodPost, "/console/pins", form); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("a pin with nothing to warn about: %s\n%s", resp.Status, body)
+	}
+	form = url.Values{"csrf": {tok}, "scope": {"device"}, "target": {"d-ok"}, "channel": {"stable"}, "confirm": {"1"}}
+	if resp, body := b.do(http.MethodPost, "/console/pins", form); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("a confirmed pin: %s\n%s", resp.Status, body)
+	}
+	pins, err := adm.Pins(context.Background())
+	if err != nil || len(pins) != 2 {
+		t.Fatalf("pins: %+v, %v", pins, err)
+	}
+	for _, p := range pins {
+		if p.CreatedBy != "token:t-admin" {
+			t.Errorf("pin %+v not made by token:t-admin", p)
+		}
+	}
+	_, page = b.get("/console/pins")
+	if !strings.Contains(page, "lab-1") || !strings.Contains(page, "d-ok") {
+		t.Error("the pins page does not list the new pins")
 	}
 }
