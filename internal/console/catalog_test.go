@@ -17,7 +17,7 @@ import (
 // i18n's TestSourceMessagesInCatalog too).
 func TestTemplateTextsInCatalog(t *testing.T) {
 	tmplRE := regexp.MustCompile(`\$\.T ("(?:[^"\\]|\\.)*")`)
-	goRE := regexp.MustCompile(`(?:c\.refuse\([^"\n]*|\{"[a-z]+", )("(?:[^"\\]|\\.)*")`)
+	goRE := regexp.MustCompile(`(?:c\.refuse\([^\n]*?http\.Status\w+, |\{"[a-z]+", )("(?:[^"\\]|\\.)*")`)
 	n := 0
 	check := func(where, quoted string) {
 		s, err := strconv.Unquote(quoted)

@@ -72,6 +72,11 @@ type Config struct {
 	// expiry; roles expiring within MetadataWarn are shown on every page.
 	Metadata     func() ([]api.MetadataRole, error)
 	MetadataWarn time.Duration
+	// Denied, when set, is told of every refused request (401 and 403:
+	// failed sign-ins, missing roles, bad CSRF tokens, cross-site
+	// requests) with the signed-in token's name, if any, and an English
+	// reason; the server audits them as auth.denied like the API's.
+	Denied func(r *http.Request, token string, status int, reason string)
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 	Log *zap.Logger
@@ -119,7 +124,7 @@ func New(cfg Config) (*Console, error) {
 	c.routes()
 	cop := http.NewCrossOriginProtection()
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c.refuse(w, r, http.StatusForbidden, "This request came from another site and was refused.")
+		c.refuse(w, r, "", http.StatusForbidden, "This request came from another site and was refused.")
 	}))
 	c.h = securityHeaders(cop.Handler(c.mux))
 	return c, nil
@@ -237,20 +242,22 @@ func (c *Console) cookie(r *http.Request, name, value string, maxAge time.Durati
 func (c *Console) checkForm(q *req) bool {
 	q.r.Body = http.MaxBytesReader(q.w, q.r.Body, maxForm)
 	if err := q.r.ParseForm(); err != nil {
-		c.refuse(q.w, q.r, http.StatusBadRequest, "The form could not be read.")
+		c.refuse(q.w, q.r, q.who.Name, http.StatusBadRequest, "The form could not be read.")
 		return false
 	}
 	got := q.r.PostForm.Get("csrf")
 	ck, err := q.r.Cookie(csrfCookie)
 	if err != nil || got == "" || !hmac.Equal([]byte(got), []byte(csrfToken(ck.Value, q.token))) {
-		c.refuse(q.w, q.r, http.StatusForbidden, "This form has expired or did not come from this console. Reload the page and try again.")
+		c.refuse(q.w, q.r, q.who.Name, http.StatusForbidden, "This form has expired or did not come from this console. Reload the page and try again.")
 		return false
 	}
 	return true
 }
 
-// refuse writes a short page for a refused request.
-func (c *Console) refuse(w http.ResponseWriter, r *http.Request, status int, msg string) {
+// refuse writes a short page for a refused request, and reports 401s and
+// 403s to Config.Denied. who is the signed-in token's name, if any.
+func (c *Console) refuse(w http.ResponseWriter, r *http.Request, who string, status int, msg string) {
+	c.denied(r, who, status, msg)
 	p, _ := language(r)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
@@ -265,14 +272,14 @@ func (c *Console) handle(pattern string, perm auth.Permission, fn func(*req) err
 		q := c.newReq(w, r)
 		if q.token == "" {
 			if r.Method == http.MethodPost {
-				c.refuse(w, r, http.StatusForbidden, "Sign in first.")
+				c.refuse(w, r, "", http.StatusForbidden, "Sign in first.")
 				return
 			}
 			http.Redirect(w, r, Prefix+"login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
 			return
 		}
 		if perm != "" && !q.who.Can(perm) {
-			c.refuse(w, r, http.StatusForbidden, "Your role cannot do this.")
+			c.refuse(w, r, q.who.Name, http.StatusForbidden, "Your role cannot do this.")
 			return
 		}
 		if r.Method == http.MethodPost && !c.checkForm(q) {
@@ -406,4 +413,11 @@ func safeNext(s string) string {
 		return s
 	}
 	return Prefix + "channels"
+}
+
+// denied reports a 401 or 403 to Config.Denied.
+func (c *Console) denied(r *http.Request, who string, status int, reason string) {
+	if c.cfg.Denied != nil && (status == http.StatusUnauthorized || status == http.StatusForbidden) {
+		c.cfg.Denied(r, who, status, reason)
+	}
 }

@@ -65,6 +65,23 @@ func TestFormsRefuseCrossSite(t *testing.T) {
 	if resp, _ := anon.do(http.MethodPost, path, url.Values{"csrf": {csrf(t, login)}}); resp.StatusCode != http.StatusForbidden {
 		t.Errorf("signed out: %s, want 403", resp.Status)
 	}
+	// Each refusal is audited, with the signed-in token where known.
+	entries, err := f.Store.ListAudit(context.Background(), 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	denied := 0
+	for _, e := range entries {
+		if e.Action == "auth.denied" && e.Subject == "POST "+path {
+			denied++
+			if e.Actor != "token:t-release" && e.Actor != "anonymous" {
+				t.Errorf("denied entry %+v: actor", e)
+			}
+		}
+	}
+	if denied != 7 { // the six above and the signed-out one
+		t.Errorf("%d auth.denied entries for the refused pauses, want 7", denied)
+	}
 	resp, body := b.do(http.MethodPost, path, url.Values{"csrf": {good}}, "Origin", f.URL, "Sec-Fetch-Site", "same-origin")
 	if resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("same-site pause: %s\n%s", resp.Status, body)

@@ -37,7 +37,9 @@
 // and it changes at sign-in. Before that, net/http's CrossOriginProtection
 // refuses any state-changing request a browser marks as cross-site
 // (Sec-Fetch-Site) or whose Origin is not this host. Refusals are 403 and
-// change nothing.
+// change nothing. Refused sign-ins (401) and every 403 are audited as
+// auth.denied by the server, within the API's rate limit of those
+// entries.
 //
 // # What a role sees
 //

@@ -79,6 +79,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		msg = q.p.T("Only release and admin tokens can sign in to the console.")
 	}
 	if msg != "" {
+		c.denied(r, who.Name, http.StatusUnauthorized, "console sign-in refused: "+failReason(tok, err, who))
 		w.WriteHeader(http.StatusUnauthorized)
 		q.token = ""
 		c.render(q, "login", q.p.T("Sign in"), map[string]any{"Next": next, "Error": msg})
@@ -100,7 +101,7 @@ func (c *Console) setLang(w http.ResponseWriter, r *http.Request) {
 	}
 	lang := r.PostForm.Get("lang")
 	if lang != "es" && lang != "en" {
-		c.refuse(w, r, http.StatusBadRequest, "Unknown language.")
+		c.refuse(w, r, q.who.Name, http.StatusBadRequest, "Unknown language.")
 		return
 	}
 	http.SetCookie(w, c.cookie(r, langCookie, lang, 365*24*time.Hour))
@@ -200,7 +201,7 @@ func (c *Console) rolloutAction(q *req) error {
 	id, action := q.r.PathValue("id"), q.r.PathValue("action")
 	reason := strings.TrimSpace(q.r.PostForm.Get("reason"))
 	if action == string(rollout.ActionHalt) && reason == "" {
-		c.refuse(q.w, q.r, http.StatusBadRequest, "A halt needs a reason.")
+		c.refuse(q.w, q.r, q.who.Name, http.StatusBadRequest, "A halt needs a reason.")
 		return nil
 	}
 	st, err := q.api.RolloutAction(q.ctx, id, action, reason)
@@ -618,4 +619,16 @@ func dur(d time.Duration) string {
 		return "0s"
 	}
 	return s
+}
+
+// failReason is a refused sign-in's reason for the audit log (English,
+// never the token).
+func failReason(tok string, err error, who Identity) string {
+	switch {
+	case tok == "":
+		return "no token"
+	case err != nil:
+		return "unknown, revoked, expired or malformed token"
+	}
+	return "the " + string(who.Role) + " role cannot sign in"
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 
 	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/auth"
@@ -17,7 +18,16 @@ import (
 
 func (s *Server) consoleRoutes() error {
 	cfg := console.Config{API: s.mux, Channels: s.cfg.Channels, Identify: s.api.identify, Now: s.api.now,
-		Log: s.log.Named("console"), MetadataWarn: publish.RenewWarning}
+		Log: s.log.Named("console"), MetadataWarn: publish.RenewWarning,
+		// Refusals are audited as auth.denied, within the same rate
+		// limit as the API's (auth.go).
+		Denied: func(r *http.Request, token string, status int, reason string) {
+			code := api.CodeForbidden
+			if status == http.StatusUnauthorized {
+				code = api.CodeUnauthorized
+			}
+			s.api.auditDenied(r, db.Token{Name: token}, api.Errorf(code, "%s", reason))
+		}}
 	if s.cfg.Metadata != nil {
 		repo := s.cfg.Metadata
 		cfg.Metadata = func() ([]api.MetadataRole, error) {
