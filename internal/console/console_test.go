@@ -99,3 +99,29 @@ func TestPinWarnings(t *testing.T) {
 		t.Error("the pins page does not list the new pins")
 	}
 }
+
+// TestSpanish: with Accept-Language es-MX the console and the API errors
+// it shows are in Spanish; the switch's cookie overrides the header.
+func TestSpanish(t *testing.T) {
+	f := newFleet(t)
+	b := f.browser(t)
+	b.lang = "es-MX,es;q=0.9"
+	page := b.signIn(f.Tokens[auth.RoleAdmin])
+	for _, w := range []string{`lang="es-MX"`, "Canales", "1 sanos, 1 con falla"} {
+		if !strings.Contains(page, w) {
+			t.Errorf("channels page in Spanish lacks %q", w)
+		}
+	}
+	_, page = b.get("/console/tokens")
+	resp, body := b.do(http.MethodPost, "/console/tokens", url.Values{"csrf": {csrf(t, page)}, "name": {"x"}, "role": {"admin"}, "expires": {"forever"}})
+	if resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(body, "vencimiento:") {
+		t.Errorf("token with a bad expiry: %s, want the API's Spanish error\n%s", resp.Status, body)
+	}
+	resp, _ = b.do(http.MethodPost, "/console/lang", url.Values{"csrf": {csrf(t, page)}, "lang": {"en"}, "next": {"/console/channels"}})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("language switch: %s", resp.Status)
+	}
+	if _, page = b.get("/console/channels"); !strings.Contains(page, ">Channels<") || strings.Contains(page, "Canales") {
+		t.Error("after switching to English the channels page is not in English")
+	}
+}
