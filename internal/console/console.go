@@ -53,10 +53,6 @@ type Identity struct {
 // Can reports whether the identity's role has permission p.
 func (id Identity) Can(p auth.Permission) bool { return id.Role != "" && auth.Allowed(id.Role, p) }
 
-// ErrNotPerson is returned by New's Identify hook users for device and
-// enroll tokens, which cannot sign in.
-var ErrNotPerson = errors.New("only release and admin tokens can sign in to the console")
-
 // Config is what the console needs from the server.
 type Config struct {
 	// API serves /api/v1 (the server's own routes); the console calls it
@@ -190,7 +186,7 @@ func acceptFor(lang string) string {
 func (c *Console) newReq(w http.ResponseWriter, r *http.Request) *req {
 	p, lang := language(r)
 	q := &req{w: w, r: r, p: p, lang: lang}
-	q.ctx = withLang(r.Context(), acceptFor(lang))
+	q.ctx = withCaller(r.Context(), acceptFor(lang), r.RemoteAddr)
 	secret := ""
 	if ck, err := r.Cookie(csrfCookie); err == nil && len(ck.Value) >= 32 {
 		secret = ck.Value

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
+	"io/fs"
 	"net/http"
 	"net/url"
 	"slices"
@@ -24,7 +25,7 @@ const maxDevices = 1000
 
 func (c *Console) routes() {
 	p := Prefix
-	static, _ := fsSub(staticFS, "static")
+	static, _ := fs.Sub(staticFS, "static")
 	c.mux.Handle("GET "+p+"static/", http.StripPrefix(p+"static/", http.FileServerFS(static)))
 	c.mux.HandleFunc("GET "+p+"{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, p+"channels", http.StatusSeeOther)

@@ -1,5 +1,0 @@
-package console
-
-import "io/fs"
-
-func fsSub(f fs.FS, dir string) (fs.FS, error) { return fs.Sub(f, dir) }
