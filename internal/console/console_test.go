@@ -29,7 +29,7 @@ func TestPages(t *testing.T) {
 		"/console/devices?status=failed": {"d-bad"},
 		"/console/devices/d-bad":         {failText, "health-failed"},
 		"/console/pins":                  {"New pin"},
-		"/console/locks":                 {"No machine holds"},
+		"/console/locks":                 {"d-old", "lab-1", "Release the slot of d-old in lab-1"},
 		"/console/tokens":                {"t-release", "t-admin"},
 		"/console/audit":                 {"The audit chain verifies", "rollout.start"},
 	} {

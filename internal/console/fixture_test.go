@@ -20,7 +20,8 @@ import (
 
 // fleet is a running mxos-server with two releases on testing, a rollout
 // of the second, and devices that reported on it: d-ok healthy, d-bad
-// failed its health checks (with error text), d-old still on 10.0.1.
+// failed its health checks (with error text), d-old still on 10.0.1 and
+// holding a restart slot of group lab-1.
 type fleet struct {
 	*testserver.Server
 	rollout string
@@ -72,6 +73,11 @@ func newFleet(t *testing.T) *fleet {
 		}
 		if err := adm.SetDeviceGroup(ctx, d.id, "lab-1"); err != nil {
 			t.Fatal(err)
+		}
+		if d.id == "d-old" { // waiting to restart into an update
+			if _, err := dc.AcquireFleetLock(ctx, api.FleetLockRequest{DeviceID: d.id, Group: "lab-1", Slots: 2}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	return f
