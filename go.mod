@@ -2,7 +2,15 @@ module github.com/mxos-linux/mxos-update
 
 go 1.26.0
 
-require github.com/hanwen/go-fuse/v2 v2.12.1
+require (
+	github.com/chromedp/chromedp v0.23.1
+	github.com/hanwen/go-fuse/v2 v2.12.1
+)
+
+require (
+	github.com/chromedp/cdproto v0.160.1 // indirect
+	github.com/go-json-experiment/json v0.0.0-20260213210345-44df1a37e875 // indirect
+)
 
 require (
 	cyphar.com/go-pathrs v0.2.5 // indirect

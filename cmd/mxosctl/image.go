@@ -19,6 +19,7 @@ import (
 	"go.podman.io/image/v5/signature"
 	"go.podman.io/image/v5/types"
 
+	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/i18n"
 	"github.com/mxos-linux/mxos-update/internal/oci/imageio"
@@ -208,8 +209,12 @@ signed with the release key; --policy FILE uses a containers-policy.json;
 often unsigned: the signature devices trust is the one made here).
 
 A channel that gets releases by promotion only (stable, edu) refuses
-imports. An import records no release (a release is an OSTree commit):
-publish --image makes a release with its image, promote --image moves both.`,
+imports. The server records each import in the audit log (image.import)
+and, when version V is published on C for the architecture and has no
+image yet, records the image as that release's (a release is a signed
+OSTree commit: an image of a version not published is offered to no
+device). publish --image makes a release with its image, promote --image
+moves both.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if f.channel == "" || f.version == "" {
@@ -296,6 +301,22 @@ publish --image makes a release with its image, promote --image moves both.`,
 			}
 			say(cmd.OutOrStdout(), "Imported %s as %s/%s:%s and :%s (%s), signed.",
 				imageio.Name(src), s.reg.Host, s.repo, tags[1], tags[0], d)
+			// The server records the import in the audit log, and the
+			// image as the release's when that version is published.
+			ac, err := r.client(cmd)
+			if err != nil {
+				return err
+			}
+			rec, err := ac.ImageImported(cmd.Context(), api.ImageImportRequest{Channel: f.channel, Arch: f.arch, Version: f.version,
+				Digest: d.String(), Source: imageio.Name(src)})
+			if err != nil {
+				return r.explain(err)
+			}
+			if rec.Release != nil {
+				say(cmd.OutOrStdout(), "Recorded as the image of release %s (%s) on %s.", f.version, f.arch, f.channel)
+			} else {
+				say(cmd.OutOrStdout(), "Recorded in the audit log. %s is not a release of %s (%s) yet: devices are offered its image once it is published (mxosctl publish).", f.version, f.channel, f.arch)
+			}
 			return nil
 		},
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,8 +13,11 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/auth"
 	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
+	"github.com/mxos-linux/mxos-update/internal/client"
+	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/oci/imageio/layouttest"
 	"github.com/mxos-linux/mxos-update/internal/oci/ocisig"
 	"github.com/mxos-linux/mxos-update/internal/oci/regclient"
@@ -28,6 +32,7 @@ import (
 type imageServer struct {
 	url, host, token string
 	store            *registry.Store
+	ts               *testserver.Server
 }
 
 func startImageServer(t *testing.T) *imageServer {
@@ -35,7 +40,7 @@ func startImageServer(t *testing.T) *imageServer {
 	ts := testserver.Start(t, testserver.Options{Registry: true, Serve: true, Roles: []auth.Role{auth.RoleRelease}})
 	t.Setenv("MXOS_TOKEN", "")
 	t.Setenv("MXOS_SERVER", "")
-	return &imageServer{url: ts.URL, host: ts.Host, token: ts.Tokens[auth.RoleRelease], store: ts.Srv.Registry()}
+	return &imageServer{url: ts.URL, host: ts.Host, token: ts.Tokens[auth.RoleRelease], store: ts.Srv.Registry(), ts: ts}
 }
 
 func (s *imageServer) run(t *testing.T, args ...string) (string, error) {
@@ -292,5 +297,71 @@ func TestImageSkopeoInterop(t *testing.T) {
 	}
 	if got := digest.FromString(sk("inspect", "--raw", "dir:"+dir)); got != d {
 		t.Fatalf("skopeo reads %s from the export, want %s", got, d)
+	}
+}
+
+// TestImageImportRecordsRelease: an import is audited (image.import, by
+// the token that made it); when the version is a published release of
+// the channel, the image becomes that release's, and another image for
+// it later is refused. The server refuses imports into channels reached
+// by promotion even when the CLI's own check is bypassed.
+func TestImageImportRecordsRelease(t *testing.T) {
+	s := startImageServer(t)
+	ctx := context.Background()
+	keys := filepath.Join(t.TempDir(), "keys")
+	if _, err := run(t, "keys", "generate", "--dir", keys); err != nil {
+		t.Fatal(err)
+	}
+	store := s.ts.Store
+	if err := store.AddRelease(ctx, db.Release{Channel: "testing", Arch: "x86_64", Version: "10.0.1", Ref: "mxos/10/x86_64/testing",
+		Commit: strings.Repeat("a", 64), PublishedAt: time.Now(), PublishedBy: "token:t-release"}); err != nil {
+		t.Fatal(err)
+	}
+	layout, _ := testLayout(t)
+	out, err := s.run(t, "image", "import", "-q", "oci:"+layout+":v1", "--channel", "testing", "--version", "10.0.1", "--keys", keys, "--insecure-policy")
+	if err != nil || !strings.Contains(out, "Recorded as the image of release 10.0.1") {
+		t.Fatalf("import: %v\n%s", err, out)
+	}
+	d := s.digest(t, "testing-10.0.1")
+	if rel, err := store.GetRelease(ctx, "testing", "x86_64", "10.0.1"); err != nil || rel.OCIDigest != d.String() {
+		t.Fatalf("release after the import: %+v, %v; want image %s", rel, err, d)
+	}
+	out, err = s.run(t, "image", "import", "-q", "oci:"+layout+":v1", "--channel", "testing", "--version", "10.0.2", "--keys", keys, "--insecure-policy")
+	if err != nil || !strings.Contains(out, "is not a release of testing") {
+		t.Fatalf("import of an unpublished version: %v\n%s", err, out)
+	}
+	entries, err := store.ListAudit(ctx, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var imports []string
+	for _, e := range entries {
+		if e.Action == "image.import" {
+			imports = append(imports, e.Actor+" "+e.Subject)
+			if !strings.Contains(e.Detail, d.String()) {
+				t.Errorf("audit entry %+v lacks the digest %s", e, d)
+			}
+		}
+	}
+	if want := []string{"token:t-release testing/x86_64/10.0.1", "token:t-release testing/x86_64/10.0.2"}; strings.Join(imports, ",") != strings.Join(want, ",") {
+		t.Errorf("image.import entries %q, want %q", imports, want)
+	}
+
+	// Another image for a release that has one is refused by the server.
+	c, err := client.New(s.url, s.token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := "sha256:" + strings.Repeat("b", 64)
+	if _, err := c.ImageImported(ctx, api.ImageImportRequest{Channel: "testing", Arch: "x86_64", Version: "10.0.1", Digest: other}); !errors.Is(err, &api.Error{Code: api.CodeConflict}) {
+		t.Errorf("a second image for 10.0.1: %v, want conflict", err)
+	}
+	for _, ch := range []string{"stable", "edu"} {
+		if _, err := c.ImageImported(ctx, api.ImageImportRequest{Channel: ch, Arch: "x86_64", Version: "10.0.1", Digest: other}); !errors.Is(err, &api.Error{Code: api.CodePromotion}) {
+			t.Errorf("recording an import into %s: %v, want promotion_not_allowed", ch, err)
+		}
+	}
+	if rel, _ := store.GetRelease(ctx, "testing", "x86_64", "10.0.1"); rel.OCIDigest != d.String() {
+		t.Errorf("refused requests changed the release's image to %s", rel.OCIDigest)
 	}
 }

@@ -23,12 +23,14 @@ import "time"
 //	GET    /api/v1/identities             admin    → []DeviceIdentity
 //	PUT    /api/v1/identities/{id}        admin    → DeviceIdentity (authorize: may enroll once)
 //	DELETE /api/v1/identities/{id}        admin    → DeviceIdentity (revoke its credentials)
+//	GET    /api/v1/reports/timeline       release, admin ?rollout=&days= → ReportTimeline
 //	GET    /api/v1/audit                  release, admin ?after=&limit= → AuditList
 //	GET    /api/v1/tokens                 admin    ?credentials=1 → []TokenInfo
 //	POST   /api/v1/tokens                 admin; release for release tokens only
 //	                                               TokenCreateRequest → TokenCreated
 //	DELETE /api/v1/tokens/{name}          admin    → 204
 //	POST   /api/v1/registry/gc            release  → the registry's GC figures (also daily)
+//	POST   /api/v1/images                 release  ImageImportRequest → ImageImport (mxosctl image import)
 const Prefix = "/api/v1"
 
 // Release is a published release of one channel and architecture.
@@ -227,4 +229,25 @@ type TokenInfo struct {
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
 	// MaxDevices: an enroll token's cap (0: the server's default).
 	MaxDevices int `json:"max_devices,omitempty"`
+}
+
+// ReportCount is one cell of GET /api/v1/reports/timeline: in the bucket
+// starting at Start, Reports reports of Event about Version, from Devices
+// distinct devices.
+type ReportCount struct {
+	Start   time.Time `json:"start"`
+	Version string    `json:"version"`
+	Event   Event     `json:"event"`
+	Reports int       `json:"reports"`
+	Devices int       `json:"devices"`
+}
+
+// ReportTimeline is GET /api/v1/reports/timeline's answer: report counts
+// in buckets of Bucket seconds from Since, all rollouts' or one's
+// (?rollout=ID), for ?days=N (1 to 90, default 14; hourly buckets for up
+// to 2 days, else daily).
+type ReportTimeline struct {
+	Since  time.Time     `json:"since"`
+	Bucket int64         `json:"bucket_seconds"`
+	Counts []ReportCount `json:"counts"`
 }

@@ -78,7 +78,16 @@ func (c Code) HTTPStatus() int {
 type Error struct {
 	Code    Code   `json:"code"`
 	Message string `json:"message"`
+
+	// format and args made Message (Errorf): the server translates the
+	// message through its catalog by Accept-Language (Format).
+	format string
+	args   []any
 }
+
+// Format returns the format and arguments Errorf made the message from
+// ("" for an Error built otherwise, such as one decoded from JSON).
+func (e *Error) Format() (string, []any) { return e.format, e.args }
 
 func (e *Error) Error() string { return fmt.Sprintf("%s: %s", e.Code, e.Message) }
 
@@ -90,7 +99,7 @@ func (e *Error) Is(target error) bool {
 
 // Errorf builds an *Error.
 func Errorf(code Code, format string, args ...any) *Error {
-	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...), format: format, args: args}
 }
 
 // ErrorBody is the JSON body of every error response.

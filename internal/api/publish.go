@@ -61,3 +61,22 @@ type ReleaseRequest struct {
 	// without starting a rollout.
 	Ramp string `json:"ramp,omitempty"`
 }
+
+// ImageImportRequest is POST /api/v1/images (release role), sent by
+// mxosctl image import after it copied and signed an image: the audit log
+// records the import, and the release of that channel, arch and version,
+// if published, gets the image as its bootable image.
+type ImageImportRequest struct {
+	Channel string `json:"channel"`
+	Arch    string `json:"arch"`
+	Version string `json:"version"`
+	Digest  string `json:"digest"`           // sha256:<hex> manifest digest
+	Source  string `json:"source,omitempty"` // where it came from, for the audit log
+}
+
+// ImageImport answers POST /api/v1/images: the release the image now
+// belongs to, nil when that version is not (yet) published on the
+// channel (devices are offered images only of releases).
+type ImageImport struct {
+	Release *Release `json:"release,omitempty"`
+}

@@ -152,3 +152,12 @@ func pathParts(parts ...string) (string, error) {
 	}
 	return b.String(), nil
 }
+
+// ImageImported records an imported image (mxosctl image import): an
+// audit entry, and the image of the release of that version if published.
+func (c *Client) ImageImported(ctx context.Context, req api.ImageImportRequest) (api.ImageImport, error) {
+	var out api.ImageImport
+	what := fmt.Sprintf("recording the image of %s %s on %s", req.Arch, req.Version, req.Channel)
+	err := c.do(ctx, request{what: what, method: http.MethodPost, path: "/images", in: req, out: &out})
+	return out, err
+}

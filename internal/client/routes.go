@@ -201,3 +201,18 @@ func (c *Client) RevokeToken(ctx context.Context, name string) error {
 	}
 	return c.do(ctx, request{what: what, method: http.MethodDelete, path: "/tokens/" + n})
 }
+
+// ReportTimeline reads report counts over the last days (0: the server's
+// default), of one rollout or ("") of all.
+func (c *Client) ReportTimeline(ctx context.Context, rolloutID string, days int) (api.ReportTimeline, error) {
+	q := url.Values{}
+	if rolloutID != "" {
+		q.Set("rollout", rolloutID)
+	}
+	if days > 0 {
+		q.Set("days", strconv.Itoa(days))
+	}
+	var out api.ReportTimeline
+	err := c.do(ctx, request{what: "reading the report timeline", method: http.MethodGet, path: "/reports/timeline", query: q, out: &out})
+	return out, err
+}

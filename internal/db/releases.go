@@ -201,3 +201,34 @@ func (q *Queries) LatestRelease(ctx context.Context, channel, arch string) (Rele
 	}
 	return rs[0], nil
 }
+
+// SetReleaseImage records digest as the bootable image of a release that
+// has none yet (the same digest again is a no-op). ErrNotFound: no such
+// release; ErrConflict: it already has another image.
+func (q *Queries) SetReleaseImage(ctx context.Context, channel, arch, version, digest string) error {
+	what := fmt.Sprintf("recording the image of release %s/%s %s", channel, arch, version)
+	c := check{what: what}
+	c.key("image digest", digest)
+	if c.err != nil {
+		return c.err
+	}
+	return q.atomic(ctx, func(q *Queries) error {
+		r, err := q.GetRelease(ctx, channel, arch, version)
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		switch r.OCIDigest {
+		case digest:
+			return nil
+		case "":
+		default:
+			return fmt.Errorf("%s: %w: it already has image %s", what, ErrConflict, r.OCIDigest)
+		}
+		_, err = q.q.ExecContext(ctx, `UPDATE releases SET oci_digest = $4 WHERE channel = $1 AND arch = $2 AND version = $3`,
+			channel, arch, version, digest)
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		return nil
+	})
+}

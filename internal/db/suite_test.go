@@ -35,6 +35,8 @@ func runStoreSuite(t *testing.T, newDSN func(t *testing.T) string) {
 	t.Run("reports", func(t *testing.T) { testReports(t, open(t)) })
 	t.Run("tokens", func(t *testing.T) { testTokens(t, open(t)) })
 	t.Run("report-seq", func(t *testing.T) { testReportSeq(t, open(t)) })
+	t.Run("report-timeline", func(t *testing.T) { testReportTimeline(t, open(t)) })
+	t.Run("release-image", func(t *testing.T) { testReleaseImage(t, open(t)) })
 	t.Run("device-status", func(t *testing.T) { testDeviceStatuses(t, open(t)) })
 	t.Run("manual-rollback", func(t *testing.T) { testManualRollback(t, open(t)) })
 	t.Run("identities", func(t *testing.T) { testIdentities(t, open(t)) })

@@ -1,6 +1,6 @@
 // Package i18n owns the words people read: the es-MX and English message
-// catalog of mxosctl and mxos-updater (and, when internal/server adopts it,
-// the API's error messages), and the choice of language.
+// catalog of mxosctl, mxos-updater, mxos-server's API error messages and
+// the web console, and the choice of language.
 //
 // Keys are the English texts themselves (the golang.org/x/text/message
 // convention), so a message missing from the catalog still prints in
@@ -17,11 +17,13 @@
 // the detail of an error from deep inside (a checksum, an HTTP status) is
 // shown as it is, inside a translated sentence.
 //
-// mxos-server's API error messages are ready to join: a handler picks the
-// printer with AcceptLanguage(r.Header.Get("Accept-Language")) and writes
-// api.Error{Code: code, Message: p.T(key, args...)}, keys being catalog
-// messages (clients branch on Code, never on Message). internal/server
-// does not do this yet; its error table is being reorganized.
+// mxos-server's API error messages are translated by Accept-Language:
+// internal/server's writeError looks up the format api.Errorf was given
+// (catalog_server.go) and formats it again in es-MX when the request
+// prefers Spanish; a message the catalog lacks stays English. Clients
+// branch on the error code, never on the message. The web console
+// (internal/console, catalog_console.go) picks its language from its
+// switch's cookie, else Accept-Language, and asks the API in the same one.
 //
 // Not translated (yet): cobra's own errors ("unknown command", argument
 // counts), pflag's "(default ...)" and "[flags]", commands' Long help,

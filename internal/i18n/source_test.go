@@ -23,6 +23,12 @@ var translated = []struct {
 	{"../../internal/updater", []string{"calls"}},
 	{"../../cmd/mxos-updater", []string{"calls", "short", "flags"}},
 	{"../../cmd/mxosctl", []string{"calls", "short", "flags"}},
+	{"../../internal/console", []string{"calls"}}, // its templates: internal/console's TestTemplateTextsInCatalog
+	// mxos-server's API error messages (api.Errorf, refuse), translated
+	// by Accept-Language in internal/server's writeError.
+	{"../../internal/server", []string{"api"}},
+	{"../../internal/api", []string{"api"}},
+	{"../../internal/updates", []string{"api"}},
 }
 
 var flagFunc = regexp.MustCompile(`^(String|Bool|Int|Int64|Uint64|Duration|Float64|StringSlice|StringArray|Count|IntSlice)(Var)?P?$`)
@@ -100,6 +106,13 @@ func sourceMessages(t *testing.T, dir string, kinds []string) []found {
 					add(n.Args[0])
 				case (name == "Say" || name == "say") && len(n.Args) > 1:
 					add(n.Args[1]) // say(w, key, ...) in mxosctl
+				}
+				if want["api"] && len(n.Args) > 1 && (name == "Errorf" && (pkg == "api" || pkg == "") || name == "refuse" && len(n.Args) > 2) {
+					if name == "refuse" {
+						add(n.Args[2])
+					} else {
+						add(n.Args[1])
+					}
 				}
 				if want["flags"] && flagFunc.MatchString(name) && pkg != "strconv" && pkg != "fmt" && len(n.Args) >= 3 {
 					add(n.Args[len(n.Args)-1])

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/auth"
 	"github.com/mxos-linux/mxos-update/internal/channel"
 	"github.com/mxos-linux/mxos-update/internal/db"
+	"github.com/mxos-linux/mxos-update/internal/i18n"
 	"github.com/mxos-linux/mxos-update/internal/updates"
 )
 
@@ -103,6 +105,8 @@ func (s *Server) apiRoutes() {
 	h("DELETE "+p+"/pins/{scope}/{target}", adm, a.handleDeletePin)
 	h("GET "+p+"/devices", []auth.Permission{auth.PermReadDevices}, a.handleDevices)
 	h("PUT "+p+"/devices/{id}/group", adm, a.handleSetGroup)
+	h("POST "+p+"/images", []auth.Permission{auth.PermPublish}, a.handleImageImport) // api_images.go
+	h("GET "+p+"/reports/timeline", []auth.Permission{auth.PermRollout, auth.PermReadDevices}, a.handleReportTimeline)
 	h("GET "+p+"/audit", []auth.Permission{auth.PermReadAudit}, a.handleAudit)
 	h("GET "+p+"/tokens", []auth.Permission{auth.PermManageTokens}, a.handleTokens)
 	h("POST "+p+"/tokens", []auth.Permission{auth.PermManageTokens, auth.PermCreateReleaseTokens}, a.handleTokenCreate)
@@ -132,7 +136,19 @@ func (a *apiState) writeError(w http.ResponseWriter, r *http.Request, err error)
 			ae = api.Errorf(api.CodeInternal, "internal error")
 		}
 	}
-	writeJSON(w, ae.Code.HTTPStatus(), api.ErrorBody{Error: ae})
+	writeJSON(w, ae.Code.HTTPStatus(), api.ErrorBody{Error: localize(r, ae)})
+}
+
+// localize answers ae's message in the language the request's
+// Accept-Language asks for (es-MX or English), through the i18n catalog;
+// a message the catalog lacks stays in English. The code never changes.
+func localize(r *http.Request, ae *api.Error) *api.Error {
+	p := i18n.AcceptLanguage(r.Header.Get("Accept-Language"))
+	format, args := ae.Format()
+	if !p.Spanish() || format == "" || !i18n.Has(format) {
+		return ae
+	}
+	return &api.Error{Code: ae.Code, Message: p.T(format, slices.Clone(args)...)}
 }
 
 // writeList answers 200 with items in their API form: a JSON array,

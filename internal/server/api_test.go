@@ -146,6 +146,8 @@ func TestAuthMatrix(t *testing.T) {
 		{"PUT", "/api/v1/identities/d9", nil, []string{"admin"}, ""},
 		{"DELETE", "/api/v1/identities/d9", nil, []string{"admin"}, ""},
 		{"GET", "/api/v1/audit", nil, []string{"release", "admin"}, ""},
+		{"GET", "/api/v1/reports/timeline?days=3", nil, []string{"release", "admin"}, ""},
+		{"POST", "/api/v1/images", api.ImageImportRequest{Channel: "testing", Arch: "x86_64", Version: "10.0.1", Digest: "sha256:" + strings.Repeat("1", 64)}, []string{"release"}, ""},
 		{"GET", "/api/v1/tokens", nil, []string{"admin"}, ""},
 		{"POST", "/api/v1/tokens", api.TokenCreateRequest{Name: "x", Role: "device"}, []string{"admin"}, ""},
 		{"POST", "/api/v1/tokens", api.TokenCreateRequest{Name: "y", Role: "enroll"}, []string{"admin"}, ""},
@@ -230,6 +232,12 @@ func TestBadRequestsChangeNothing(t *testing.T) {
 		{"token-bad-role", adm, "POST", "/api/v1/tokens", api.TokenCreateRequest{Name: "x", Role: "root"}, api.CodeBadRequest},
 		{"token-duplicate", adm, "POST", "/api/v1/tokens", api.TokenCreateRequest{Name: "t-admin", Role: "admin"}, api.CodeDuplicate},
 		{"devices-bad-limit", adm, "GET", "/api/v1/devices?limit=0", nil, api.CodeBadRequest},
+		{"timeline-bad-days", adm, "GET", "/api/v1/reports/timeline?days=91", nil, api.CodeBadRequest},
+		{"timeline-unknown-rollout", rel, "GET", "/api/v1/reports/timeline?rollout=nope", nil, api.CodeNotFound},
+		{"image-bad-digest", rel, "POST", "/api/v1/images", api.ImageImportRequest{Channel: "testing", Arch: "x86_64", Version: "10.0.1", Digest: "sha256:xyz"}, api.CodeBadRequest},
+		{"image-unknown-channel", rel, "POST", "/api/v1/images", api.ImageImportRequest{Channel: "beta", Arch: "x86_64", Version: "10.0.1", Digest: "sha256:" + strings.Repeat("1", 64)}, api.CodeUnknownChannel},
+		{"image-promotion-only", rel, "POST", "/api/v1/images", api.ImageImportRequest{Channel: "stable", Arch: "x86_64", Version: "10.0.1", Digest: "sha256:" + strings.Repeat("1", 64)}, api.CodePromotion},
+		{"image-unknown-arch", rel, "POST", "/api/v1/images", api.ImageImportRequest{Channel: "testing", Arch: "mips", Version: "10.0.1", Digest: "sha256:" + strings.Repeat("1", 64)}, api.CodeUnknownArch},
 	}
 	ctx := context.Background()
 	seq, _, _ := f.store.AuditHead(ctx)

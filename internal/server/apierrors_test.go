@@ -98,3 +98,40 @@ func TestWriteError(t *testing.T) {
 		}
 	}
 }
+
+// TestErrorMessagesByLanguage: the API answers its error messages in
+// es-MX when Accept-Language prefers Spanish, in English otherwise, with
+// the same code and status.
+func TestErrorMessagesByLanguage(t *testing.T) {
+	a := &apiState{log: zap.NewNop()}
+	for _, tc := range []struct {
+		lang string
+		err  error
+		want string
+	}{
+		{"", api.Errorf(api.CodeUnknownChannel, "unknown channel %q", "beta"), `unknown channel "beta"`},
+		{"en-US,es;q=0.5", api.Errorf(api.CodeUnknownChannel, "unknown channel %q", "beta"), `unknown channel "beta"`},
+		{"es-MX,es;q=0.9", api.Errorf(api.CodeUnknownChannel, "unknown channel %q", "beta"), `canal desconocido "beta"`},
+		{"es", api.Errorf(api.CodeForbidden, "the %s role cannot do this", "admin"), "el rol admin no puede hacer esto"},
+		{"es", fmt.Errorf("open /secret: %w", ostree.ErrCorrupt), "error interno"},
+		{"es", api.Errorf(api.CodeBadRequest, "a message the catalog lacks %d", 7), "a message the catalog lacks 7"},
+	} {
+		rec := httptest.NewRecorder()
+		r := httptest.NewRequest("GET", "/api/v1/x", nil)
+		if tc.lang != "" {
+			r.Header.Set("Accept-Language", tc.lang)
+		}
+		a.writeError(rec, r, tc.err)
+		var body api.ErrorBody
+		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || body.Error == nil {
+			t.Fatalf("%v: body %q: %v", tc.err, rec.Body, err)
+		}
+		var ae *api.Error
+		if errors.As(tc.err, &ae) && (body.Error.Code != ae.Code || rec.Code != ae.Code.HTTPStatus()) {
+			t.Errorf("%s %v: %d %s, want the code %s unchanged", tc.lang, tc.err, rec.Code, body.Error.Code, ae.Code)
+		}
+		if body.Error.Message != tc.want {
+			t.Errorf("Accept-Language %q, %v: message %q, want %q", tc.lang, tc.err, body.Error.Message, tc.want)
+		}
+	}
+}

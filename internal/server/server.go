@@ -191,6 +191,12 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	s.routes()
+	if s.api != nil {
+		if err := s.consoleRoutes(); err != nil { // console.go
+			_ = s.Close()
+			return nil, err
+		}
+	}
 	s.handler = s.logRequests(s.withRegistry(rejectUncleanPaths(s.mux)))
 	return s, nil
 }
