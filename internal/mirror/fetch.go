@@ -118,8 +118,11 @@ func (s *syncer) fetchDelta(ctx context.Context, id ostree.DeltaID, want ostree.
 	if err := storage.SyncDir(stage); err != nil {
 		return err
 	}
-	if err := s.repo.RemoveDelta(id); err != nil {
-		return err
+	if _, err := os.Stat(final); err == nil {
+		// Re-signed upstream: same pair, a new superblock.
+		if err := s.repo.RemoveDelta(id); err != nil {
+			return err
+		}
 	}
 	if err := storage.MkdirAll(filepath.Dir(final), 0o755); err != nil {
 		return err
