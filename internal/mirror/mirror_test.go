@@ -325,7 +325,9 @@ func TestSyncRefusesBadUpstream(t *testing.T) {
 		{"content object", flip(func(p string) bool {
 			return strings.HasSuffix(p, ".filez") || strings.HasPrefix(p, "/repo/deltas/") && !strings.HasSuffix(p, "superblock")
 		}), nil},
-		{"delta part", flip(func(p string) bool { return strings.HasPrefix(p, "/repo/deltas/") && !strings.HasSuffix(p, "superblock") }), mirror.ErrDelta},
+		{"delta part", flip(func(p string) bool {
+			return strings.HasPrefix(p, "/repo/deltas/") && !strings.HasSuffix(p, "superblock")
+		}), mirror.ErrDelta},
 		{"delta superblock", flip(func(p string) bool { return strings.HasSuffix(p, "/superblock") }), mirror.ErrDelta},
 		{"older timestamp (replayed)", func(p string, b []byte) []byte {
 			if p == "/metadata/timestamp.json" {
