@@ -78,7 +78,7 @@ type updaterSite struct {
 	rollout  string
 	commits  map[string]ostree.Checksum
 	ts       *testserver.Server // the server (mirror_chain_test.go makes more devices)
-	next     int // next patch version to publish
+	next     int                // next patch version to publish
 }
 
 // memTempDir is a temporary directory on tmpfs when the machine has one.
