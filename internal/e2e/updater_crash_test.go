@@ -77,8 +77,8 @@ type updaterSite struct {
 	src      string // the release tree, mutated per version
 	rollout  string
 	commits  map[string]ostree.Checksum
-	ts       *testserver.Server // the server (mirror_chain_test.go makes more devices)
-	next     int                // next patch version to publish
+	ts       *testserver.Server
+	next     int // next patch version to publish
 }
 
 // memTempDir is a temporary directory on tmpfs when the machine has one.
