@@ -100,7 +100,12 @@ func Prepare(dir string) (*ostree.Repo, error) {
 // /repo.
 func BaseURL(s string) (string, error) {
 	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+	if err == nil && u.User != nil {
+		// Never echo a password.
+		return "", errors.New("upstream: a user name or password in the URL is not supported")
+	}
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "" || u.User != nil ||
+		u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.HasSuffix(u.Host, ":") {
 		return "", fmt.Errorf("upstream %q: want http(s)://host[:port][/path]", s)
 	}
 	base := strings.TrimRight(u.String(), "/")

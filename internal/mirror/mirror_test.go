@@ -437,6 +437,8 @@ func TestBaseURL(t *testing.T) {
 		{"ftp://x", ""},
 		{"updates.example.mx", ""},
 		{"https://x/?a=b", ""},
+		{"https://x/?", ""},
+		{"https://user:secret@x/", ""},
 	} {
 		got, err := mirror.BaseURL(tc.in)
 		if (err != nil) != (tc.want == "") || got != tc.want {
