@@ -91,6 +91,9 @@ func (o mirrorOptions) config(dataDir string, log *zap.Logger) (mirror.Config, e
 	if err != nil {
 		return cfg, fmt.Errorf("--trusted-root: %w", err)
 	}
+	if err := mirror.CheckRoot(root); err != nil {
+		return cfg, fmt.Errorf("--trusted-root %s: %w", o.trustedRoot, err)
+	}
 	keys, err := sign.LoadVerifiers(o.trustedKeys)
 	if err != nil {
 		return cfg, fmt.Errorf("--trusted-keys: %w", err)
@@ -104,6 +107,12 @@ func runMirror(ctx context.Context, out io.Writer, g globalOptions, o mirrorOpti
 		return err
 	}
 	defer func() { _ = log.Sync() }()
+	if !o.once {
+		// Before anything is read: a refused address changes nothing.
+		if err := o.tls.checkListen(o.listen); err != nil {
+			return err
+		}
+	}
 	cfg, err := o.config(g.dataDir, log)
 	if err != nil {
 		return err
@@ -115,9 +124,6 @@ func runMirror(ctx context.Context, out io.Writer, g globalOptions, o mirrorOpti
 		}
 		fmt.Fprintln(out, describe(res))
 		return nil
-	}
-	if err := o.tls.checkListen(o.listen); err != nil {
-		return err
 	}
 	var tlsCfg *tls.Config
 	if o.tls.enabled() {

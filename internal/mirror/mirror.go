@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/mxos-linux/mxos-update/internal/channelmeta"
 	"github.com/mxos-linux/mxos-update/internal/commitsig"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/ostree/pull"
@@ -113,6 +114,12 @@ func BaseURL(s string) (string, error) {
 	return strings.TrimRight(base, "/"), nil
 }
 
+// CheckRoot checks that root is a root.json signed by its own keys.
+func CheckRoot(root []byte) error {
+	_, err := channelmeta.NewClient(channelmeta.ClientConfig{TrustedRoot: root, CacheDir: "-", Dir: "-"})
+	return err
+}
+
 // Sync brings the mirror up to date with the upstream, as the package
 // documentation describes. On error nothing a device reads has moved.
 func Sync(ctx context.Context, cfg Config) (*Result, error) {
@@ -122,6 +129,9 @@ func Sync(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	if len(cfg.ReleaseKeys) == 0 {
 		return nil, fmt.Errorf("mirror: no release keys: %w", sign.ErrNoKeys)
+	}
+	if err := CheckRoot(cfg.TrustedRoot); err != nil {
+		return nil, fmt.Errorf("mirror: %w", err)
 	}
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
