@@ -253,9 +253,18 @@ func TestMirrorChain(t *testing.T) {
 		t.Logf("%s", strings.TrimSpace(out))
 	}
 
+	// The school's network: counts what the machines get from the mirror.
+	mu, err := url.Parse(m.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lanCount := &reqCounter{}
+	lan := httptest.NewServer(lanCount.wrap(httputil.NewSingleHostReverseProxy(mu)))
+	t.Cleanup(lan.Close)
+
 	devs := make([]*updaterSite, chainDevices)
 	for i := range devs {
-		devs[i] = s.device(fmt.Sprintf("lab1-pc%02d", i+1), g.srv.URL, v0, m.url+"/repo", g.srv.URL+"/repo")
+		devs[i] = s.device(fmt.Sprintf("lab1-pc%02d", i+1), g.srv.URL, v0, lan.URL+"/repo", g.srv.URL+"/repo")
 	}
 	few := devs[:4]
 	v1 := s.publish()
@@ -293,10 +302,18 @@ func TestMirrorChain(t *testing.T) {
 	t.Run("upstream stopped after the sync", func(t *testing.T) {
 		g.stopped.Store(true)
 		defer g.stopped.Store(false)
+		lanCount.reset()
 		expectAll(devs, v1)
 		if n := g.refused.Load(); n != 0 {
 			t.Errorf("the machines asked the stopped upstream %d times: the mirror did not serve everything", n)
 		}
+		// Each machine took the static delta from v0 (superblock and
+		// part) from the mirror.
+		if n := lanCount.fromDeltas.Load(); n < 2*chainDevices {
+			t.Errorf("the machines fetched %d delta files from the mirror, want at least %d", n, 2*chainDevices)
+		}
+		t.Logf("from the mirror: %d requests, %d delta files, %d loose objects",
+			lanCount.total.Load(), lanCount.fromDeltas.Load(), lanCount.objects.Load())
 		// Stock ostree, verifying the summary (online key) and the
 		// commit (release key) with GPG, from the mirror alone.
 		requireOstreeGPG(t)
@@ -313,7 +330,7 @@ func TestMirrorChain(t *testing.T) {
 		if err := os.WriteFile(keyring, pubs, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		c := newClient(t, env, m.url+"/repo", gpgRemote(keyring)...)
+		c := newClient(t, env, lan.URL+"/repo", gpgRemote(keyring)...)
 		c.mustRun("pull", "origin", updaterTestRef)
 		if got := c.revParse("origin:" + updaterTestRef); got != s.commits[v1].String() {
 			t.Fatalf("stock pull from the mirror: %s, want %s", got, s.commits[v1])
