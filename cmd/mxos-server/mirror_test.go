@@ -56,3 +56,38 @@ func TestMirrorFlags(t *testing.T) {
 		})
 	}
 }
+
+// TestShippedMirrorUnit: the shipped unit's command line parses, names
+// everything a mirror needs and may listen where it says.
+func TestShippedMirrorUnit(t *testing.T) {
+	b, err := os.ReadFile("../../deploy/systemd/mxos-mirror.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var args []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "ExecStart=/usr/bin/mxos-server "); ok {
+			args = strings.Fields(v)
+		}
+	}
+	if len(args) == 0 || args[0] != "mirror" {
+		t.Fatalf("the unit does not run mxos-server mirror: %q", args)
+	}
+	cmd, rest, err := newRootCmd().Find(args)
+	if err != nil || cmd.Name() != "mirror" {
+		t.Fatalf("find: %v %v", cmd, err)
+	}
+	if err := cmd.ParseFlags(rest); err != nil {
+		t.Fatalf("the unit's flags: %v", err)
+	}
+	for _, f := range []string{"upstream", "trusted-root", "trusted-keys", "data"} {
+		if v, _ := cmd.Flags().GetString(f); v == "" || !cmd.Flags().Changed(f) {
+			t.Errorf("the unit gives no --%s", f)
+		}
+	}
+	listen, _ := cmd.Flags().GetString("listen")
+	insecure, _ := cmd.Flags().GetBool("insecure-http")
+	if err := (tlsOptions{insecureHTTP: insecure}).checkListen(listen); err != nil {
+		t.Fatalf("the shipped unit would not start: %v", err)
+	}
+}
