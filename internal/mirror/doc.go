@@ -48,8 +48,11 @@
 // file is written durably (temp file, fsync, rename, fsync of the
 // directory). A failed sync moves nothing and the mirror keeps serving
 // its last complete copy; objects already verified stay, so the next
-// sync resumes. Objects and deltas no mirrored ref needs any more are
-// pruned after the swap.
+// sync resumes. After the swap, deltas the new summary does not list and
+// the refs of channels no longer kept are removed; the objects of the
+// commits the previous summary named stay until the next sync (a machine
+// that read that summary just before the swap can finish downloading),
+// then are pruned.
 //
 // # Decisions
 //

@@ -168,6 +168,10 @@ func Sync(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	prev, err := repo.ListRefs()
+	if err != nil {
+		return nil, fmt.Errorf("mirror: %w", err)
+	}
 	res := &Result{Refs: map[string]ostree.Checksum{}, Metadata: meta.state.TimestampVersion}
 	puller := &pull.Puller{URLs: []string{base + "/" + RepoDir}, HTTP: cfg.HTTP}
 	for _, r := range refs {
@@ -213,8 +217,18 @@ func Sync(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		stored[id] = listed[id]
 	}
-	// Deltas of superseded releases, or no longer listed, go first: the
-	// indexes written with the summary must not name them.
+	if err := txn.PutSummary(sumBytes, sigBytes, stored); err != nil {
+		return nil, fmt.Errorf("mirror: %w", err)
+	}
+	res.Deltas = len(stored)
+	if err := s.publishMetadata(meta); err != nil {
+		return nil, err
+	}
+	// What the new summary no longer names goes after the swap: deltas of
+	// superseded releases at once (no summary lists them now), the refs
+	// of channels no longer kept, and the objects of the commits the
+	// previous summary named one sync later, so a machine that read it
+	// just before the swap can finish its download here.
 	have, err := repo.ListDeltas()
 	if err != nil {
 		return nil, fmt.Errorf("mirror: %w", err)
@@ -226,17 +240,21 @@ func Sync(ctx context.Context, cfg Config) (*Result, error) {
 			}
 		}
 	}
-	if err := txn.PutSummary(sumBytes, sigBytes, stored); err != nil {
-		return nil, fmt.Errorf("mirror: %w", err)
+	var keep []ostree.Checksum
+	for ref, c := range prev {
+		if _, ok := res.Refs[ref]; !ok {
+			if err := txn.DeleteRef(ref); err != nil {
+				return nil, fmt.Errorf("mirror: %w", err)
+			}
+		}
+		if repo.HasObject(c, ostree.ObjCommit) && repo.CheckComplete(c) == nil {
+			keep = append(keep, c)
+		}
 	}
 	if err := txn.Close(); err != nil {
 		return nil, fmt.Errorf("mirror: %w", err)
 	}
-	res.Deltas = len(stored)
-	if err := s.publishMetadata(meta); err != nil {
-		return nil, err
-	}
-	if st, err := repo.Prune(ctx, nil); err != nil {
+	if st, err := repo.Prune(ctx, keep); err != nil {
 		cfg.Log.Warn("pruning the mirror's repository", zap.Error(err))
 	} else if st.Objects > 0 {
 		cfg.Log.Info("pruned objects no mirrored ref needs", zap.Int("objects", st.Objects), zap.Int64("bytes", st.Bytes))

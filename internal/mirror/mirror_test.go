@@ -168,7 +168,8 @@ func deviceLoad(t testing.TB, u *upstream, base string, want ostree.Checksum) (*
 // static delta, and a device with only the shipped root and release keys
 // loads the metadata and pulls the release from the mirror alone (the
 // upstream stopped). A second sync after a new release moves everything
-// forward and prunes the superseded release's objects and deltas.
+// forward and removes the superseded release's deltas at once and its
+// objects one sync later.
 func TestSyncServesWhatDevicesRead(t *testing.T) {
 	u := newUpstream(t)
 	u.publish()
@@ -215,8 +216,8 @@ func TestSyncServesWhatDevicesRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if repo.HasObject(c1, ostree.ObjCommit) {
-		t.Errorf("the superseded commit %s was not pruned", c1)
+	if !repo.HasObject(c1, ostree.ObjCommit) || repo.CheckComplete(c1) != nil {
+		t.Errorf("the commit the previous summary named, %s, was pruned at once", c1)
 	}
 	have, err := repo.ListDeltas()
 	if err != nil {
@@ -232,6 +233,13 @@ func TestSyncServesWhatDevicesRead(t *testing.T) {
 	}
 	if _, got, err := deviceLoad(t, u, s.url, c2); err != nil || got != c2 {
 		t.Fatalf("device pull of the second release: %s, %v", got, err)
+	}
+	s.sync(t)
+	if repo.HasObject(c1, ostree.ObjCommit) {
+		t.Errorf("the superseded commit %s was not pruned by the next sync", c1)
+	}
+	if !repo.HasObject(c2, ostree.ObjCommit) || repo.CheckComplete(c2) != nil {
+		t.Errorf("the current commit %s is not complete", c2)
 	}
 }
 
@@ -444,5 +452,45 @@ func TestBaseURL(t *testing.T) {
 		if (err != nil) != (tc.want == "") || got != tc.want {
 			t.Errorf("BaseURL(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
 		}
+	}
+}
+
+// TestSyncInterrupted: a sync cut off while it fetches a static delta
+// (the mirror stopped, the link dropped) leaves what the mirror serves as
+// it was and no staged files; the next sync resumes and completes.
+func TestSyncInterrupted(t *testing.T) {
+	u := newUpstream(t)
+	u.publish()
+	h := newHostile(t, u.ts.URL)
+	s := newSite(t, h.srv.URL, u)
+	s.sync(t)
+	before := s.served(t)
+	_, c1 := u.publish()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	h.set(func(p string, b []byte) []byte {
+		if strings.HasPrefix(p, "/repo/deltas/") && !strings.HasSuffix(p, "superblock") {
+			cancel()
+		}
+		return b
+	})
+	if _, err := mirror.Sync(ctx, s.cfg); err == nil {
+		t.Fatal("an interrupted sync succeeded")
+	}
+	if s.served(t) != before {
+		t.Error("what the mirror serves changed after an interrupted sync")
+	}
+	ents, err := os.ReadDir(filepath.Join(s.cfg.Dir, mirror.RepoDir, "tmp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "delta-") {
+			t.Errorf("staged delta left behind: %s", e.Name())
+		}
+	}
+	h.set(nil)
+	if res := s.sync(t); res.Refs[testRef] != c1 || res.Deltas == 0 {
+		t.Fatalf("the next sync: %+v", res)
 	}
 }
