@@ -168,15 +168,20 @@ func runMirror(ctx context.Context, out io.Writer, g globalOptions, o mirrorOpti
 func syncLoop(ctx context.Context, cfg mirror.Config, interval time.Duration, log *zap.Logger) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var expires time.Time // of the copy served, once a sync succeeded
 	for {
 		res, err := mirror.Sync(ctx, cfg)
 		switch {
 		case ctx.Err() != nil:
 			return
+		case err != nil && expires.IsZero():
+			log.Warn("sync failed; serving what the data directory holds", zap.Error(err))
 		case err != nil:
-			log.Warn("sync failed; still serving the last verified copy", zap.Error(err))
+			log.Warn("sync failed; still serving the last verified copy, which machines refuse after it expires",
+				zap.Time("expires", expires), zap.Error(err))
 		default:
-			log.Info(describe(res))
+			expires = res.Expires
+			log.Info(describe(res), zap.Time("expires", expires))
 		}
 		select {
 		case <-ctx.Done():

@@ -77,6 +77,9 @@ type Result struct {
 	Deltas int
 	// Metadata is the version of the timestamp served.
 	Metadata int64
+	// Expires is when the metadata served expires: machines refuse this
+	// mirror's copy after it unless a later sync renews it.
+	Expires time.Time
 }
 
 // Prepare makes the data directory's repository, metadata and state
@@ -172,7 +175,7 @@ func Sync(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mirror: %w", err)
 	}
-	res := &Result{Refs: map[string]ostree.Checksum{}, Metadata: meta.state.TimestampVersion}
+	res := &Result{Refs: map[string]ostree.Checksum{}, Metadata: meta.state.TimestampVersion, Expires: meta.state.Expires}
 	puller := &pull.Puller{URLs: []string{base + "/" + RepoDir}, HTTP: cfg.HTTP}
 	for _, r := range refs {
 		opts := pull.Options{SummaryKeys: online, CommitKeys: cfg.ReleaseKeys, ExpectCommit: r.Checksum.String()}
