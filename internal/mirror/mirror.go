@@ -1,9 +1,11 @@
 package mirror
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"net/url"
 	"os"
@@ -82,14 +84,31 @@ type Result struct {
 	Expires time.Time
 }
 
+// ErrNotMirror: the data directory holds an update server's data.
+var ErrNotMirror = errors.New("not a mirror's data directory")
+
 // Prepare makes the data directory's repository, metadata and state
-// directories, and finishes a summary swap a crash cut short.
+// directories, and finishes a summary swap a crash cut short. It refuses
+// a directory that holds an update server's data (a repository or a
+// database but no mirror state): a sync would replace its summary and
+// its signed metadata.
 func Prepare(dir string) (*ostree.Repo, error) {
+	if _, err := os.Stat(filepath.Join(dir, StateDir)); errors.Is(err, fs.ErrNotExist) {
+		for _, n := range []string{RepoDir, MetadataDir, "mxos.db"} {
+			if _, err := os.Stat(filepath.Join(dir, n)); err == nil {
+				return nil, fmt.Errorf("mirror: %s: %w: it holds %s but no %s/ (an update server's data?); give the mirror its own --data",
+					dir, ErrNotMirror, n, StateDir)
+			}
+		}
+	}
+	if err := storage.MkdirAll(filepath.Join(dir, StateDir), 0o755); err != nil {
+		return nil, fmt.Errorf("mirror: %w", err)
+	}
 	repo, err := ostree.Create(filepath.Join(dir, RepoDir))
 	if err != nil {
 		return nil, fmt.Errorf("mirror: %w", err)
 	}
-	for _, d := range []string{MetadataDir, StateDir} {
+	for _, d := range []string{MetadataDir} {
 		if err := storage.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return nil, fmt.Errorf("mirror: %w", err)
 		}
@@ -220,8 +239,14 @@ func Sync(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		stored[id] = listed[id]
 	}
-	if err := txn.PutSummary(sumBytes, sigBytes, stored); err != nil {
-		return nil, fmt.Errorf("mirror: %w", err)
+	// An unchanged summary was swapped in whole by an earlier sync, after
+	// its indexes: nothing to write.
+	oldSum, _ := os.ReadFile(filepath.Join(repo.Path(), "summary"))
+	oldSig, _ := os.ReadFile(filepath.Join(repo.Path(), "summary.sig"))
+	if !bytes.Equal(oldSum, sumBytes) || !bytes.Equal(oldSig, sigBytes) {
+		if err := txn.PutSummary(sumBytes, sigBytes, stored); err != nil {
+			return nil, fmt.Errorf("mirror: %w", err)
+		}
 	}
 	res.Deltas = len(stored)
 	if err := s.publishMetadata(meta); err != nil {

@@ -176,8 +176,8 @@ func TestSyncServesWhatDevicesRead(t *testing.T) {
 	v1, c1 := u.publish()
 	s := newSite(t, u.ts.URL, u)
 	res := s.sync(t)
-	if res.Refs[testRef] != c1 || res.Deltas == 0 {
-		t.Fatalf("sync result %+v, want %s at %s with a delta", res, testRef, c1)
+	if res.Refs[testRef] != c1 || res.Deltas == 0 || !res.Expires.After(time.Now()) {
+		t.Fatalf("sync result %+v, want %s at %s with a delta, expiring later", res, testRef, c1)
 	}
 	for _, p := range []string{"/repo/summary", "/repo/summary.sig", "/metadata/timestamp.json", "/metadata/1.root.json"} {
 		if !bytes.Equal(get(t, s.url, p), get(t, u.ts.URL, p)) {
@@ -492,5 +492,27 @@ func TestSyncInterrupted(t *testing.T) {
 	h.set(nil)
 	if res := s.sync(t); res.Refs[testRef] != c1 || res.Deltas == 0 {
 		t.Fatalf("the next sync: %+v", res)
+	}
+}
+
+// TestPrepareRefusesServerData: pointed at an update server's data
+// directory by mistake, the mirror refuses before writing anything.
+func TestPrepareRefusesServerData(t *testing.T) {
+	u := newUpstream(t)
+	u.publish()
+	before := get(t, u.ts.URL, "/repo/summary")
+	_, err := mirror.Prepare(u.ts.Data)
+	if !errors.Is(err, mirror.ErrNotMirror) {
+		t.Fatalf("Prepare on a server's data: %v", err)
+	}
+	cfg := mirror.Config{Upstream: u.ts.URL, Dir: u.ts.Data, TrustedRoot: u.root, ReleaseKeys: u.ts.Release.Verifiers}
+	if _, err := mirror.Sync(context.Background(), cfg); !errors.Is(err, mirror.ErrNotMirror) {
+		t.Fatalf("Sync into a server's data: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(u.ts.Data, mirror.StateDir)); err == nil {
+		t.Error("the refused sync made mirror/ in the server's data")
+	}
+	if !bytes.Equal(get(t, u.ts.URL, "/repo/summary"), before) {
+		t.Error("the server's summary changed")
 	}
 }
