@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/ostree/pull"
 	"github.com/mxos-linux/mxos-update/internal/sign"
@@ -231,6 +232,8 @@ func upgradeAll(devs []*updaterSite) ([]string, []error) {
 //     past the mirror. Then the mirror's metadata is older than what they
 //     have seen (a rollback) for the next release: refused again until
 //     the mirror syncs, after which they update from the mirror alone.
+//  4. The mirror's metadata has expired (it stopped syncing): the
+//     machines wait with the upstream stopped, update with it back.
 func TestMirrorChain(t *testing.T) {
 	s := newUpdaterSite(t)
 	v0 := "10.0.0"
@@ -420,4 +423,57 @@ func TestMirrorChain(t *testing.T) {
 		}
 		g.stopped.Store(false)
 	})
+
+	t.Run("expired mirror metadata", func(t *testing.T) {
+		v5 := s.publish()
+		syncOnce()
+		// The copy of a mirror that stopped syncing, past its expiry: the
+		// upstream's online key signed it, but its time has passed.
+		expireMetadata(t, s, filepath.Join(mdata, "metadata"))
+		g.stopped.Store(true)
+		expectWait(few, "10.0.4", "expired")
+		g.stopped.Store(false)
+		expectAll(few, v5)
+	})
+}
+
+// expireMetadata replaces the channel metadata in dir with a newer,
+// correctly signed copy whose timestamp expired an hour ago: the
+// upstream's metadata re-signed by its online key with a clock two hours
+// back and a one-hour timestamp lifetime.
+func expireMetadata(t testing.TB, s *updaterSite, dir string) {
+	t.Helper()
+	scratch := filepath.Join(t.TempDir(), "metadata")
+	copyDir(t, s.metaDir, scratch)
+	online, err := publish.LoadEd25519Signers(s.online)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := publish.Open(scratch, online, publish.Options{RolloutsExpiry: 10 * 365 * 24 * time.Hour, TimestampExpiry: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := repo.Refresh(time.Now().Add(-2 * time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.TimestampExpires.Before(time.Now()) {
+		t.Fatalf("the re-signed timestamp expires at %s (test broken)", res.TimestampExpires)
+	}
+	ents, err := os.ReadDir(scratch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(scratch, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
