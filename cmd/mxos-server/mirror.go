@@ -198,6 +198,10 @@ func describe(res *mirror.Result) string {
 		refs = append(refs, fmt.Sprintf("%s at %.12s", r, c))
 	}
 	sort.Strings(refs)
-	return fmt.Sprintf("Synced: %s; %d static deltas; channel metadata timestamp version %d",
-		strings.Join(refs, ", "), res.Deltas, res.Metadata)
+	left := ""
+	if n := len(res.DeltaErrors); n > 0 {
+		left = fmt.Sprintf(" (%d left out: %v)", n, errors.Join(res.DeltaErrors...))
+	}
+	return fmt.Sprintf("Synced: %s; %d static deltas%s; channel metadata timestamp version %d",
+		strings.Join(refs, ", "), res.Deltas, left, res.Metadata)
 }

@@ -38,8 +38,11 @@
 //     superblock gives. Each delta is staged under repo/tmp/delta-* and
 //     renamed into deltas/ whole. (The objects inside parts are checked
 //     by every device that applies them; the mirror does not unpack
-//     them.) delta-indexes/ is regenerated from what was stored: the
-//     indexes are not signed.
+//     them.) A delta that is missing or fails a check is left out, with
+//     a warning (Result.DeltaErrors), as a device leaves it out: the
+//     mirror has every object of the commit, verified, and machines
+//     fetch those instead. delta-indexes/ is regenerated from what was
+//     stored: the indexes are not signed.
 //
 // Only then does anything a device reads move, in this order: the refs
 // (by the pull, after each commit is complete), the summary and

@@ -79,6 +79,10 @@ type Result struct {
 	Deltas int
 	// Metadata is the version of the timestamp served.
 	Metadata int64
+	// DeltaErrors say why static deltas the summary lists were left out
+	// (each wraps ErrDelta or the fetch error); machines fetch the
+	// commit's objects from the mirror instead.
+	DeltaErrors []error
 	// Expires is when the metadata served expires: machines refuse this
 	// mirror's copy after it unless a later sync renews it.
 	Expires time.Time
@@ -234,8 +238,17 @@ func Sync(ctx context.Context, cfg Config) (*Result, error) {
 		if !tips[id.To] {
 			continue
 		}
-		if err := s.fetchDelta(ctx, id, listed[id]); err != nil {
-			return nil, fmt.Errorf("mirror: delta %s: %w", id.Name(), err)
+		err := s.fetchDelta(ctx, id, listed[id])
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("mirror: delta %s: %w", id.Name(), ctx.Err())
+		}
+		if err != nil {
+			// As a device does: a missing or bad delta only costs bytes.
+			// The mirror has every object of the commit, verified; the
+			// machines fetch those instead.
+			cfg.Log.Warn("static delta left out", zap.String("delta", id.Name()), zap.Error(err))
+			res.DeltaErrors = append(res.DeltaErrors, fmt.Errorf("delta %s: %w", id.Name(), err))
+			continue
 		}
 		stored[id] = listed[id]
 	}

@@ -333,10 +333,6 @@ func TestSyncRefusesBadUpstream(t *testing.T) {
 		{"content object", flip(func(p string) bool {
 			return strings.HasSuffix(p, ".filez") || strings.HasPrefix(p, "/repo/deltas/") && !strings.HasSuffix(p, "superblock")
 		}), nil},
-		{"delta part", flip(func(p string) bool {
-			return strings.HasPrefix(p, "/repo/deltas/") && !strings.HasSuffix(p, "superblock")
-		}), mirror.ErrDelta},
-		{"delta superblock", flip(func(p string) bool { return strings.HasSuffix(p, "/superblock") }), mirror.ErrDelta},
 		{"older timestamp (replayed)", func(p string, b []byte) []byte {
 			if p == "/metadata/timestamp.json" {
 				return oldTimestamp
@@ -371,6 +367,49 @@ func TestSyncRefusesBadUpstream(t *testing.T) {
 	h.set(nil)
 	if res := s.sync(t); res.Refs[testRef] != c1 {
 		t.Fatalf("sync after the upstream recovered: %+v", res)
+	}
+}
+
+// TestSyncLeavesOutBadDeltas: a delta whose part or superblock does not
+// match what the signed summary and the superblock say is left out (as a
+// device leaves it out), the rest of the sync goes on, and a device
+// pulls the release from the mirror alone, as loose objects.
+func TestSyncLeavesOutBadDeltas(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		match func(string) bool
+	}{
+		{"part", func(p string) bool {
+			return strings.HasPrefix(p, "/repo/deltas/") && !strings.HasSuffix(p, "superblock")
+		}},
+		{"superblock", func(p string) bool { return strings.HasSuffix(p, "/superblock") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := newUpstream(t)
+			u.publish()
+			h := newHostile(t, u.ts.URL)
+			s := newSite(t, h.srv.URL, u)
+			s.sync(t)
+			_, c1 := u.publish()
+			// The mirror's own pull checks the delta as a device does and
+			// falls back to loose objects too.
+			h.set(flip(tc.match))
+			res := s.sync(t)
+			if res.Refs[testRef] != c1 || res.Deltas != 0 || len(res.DeltaErrors) != 1 || !errors.Is(res.DeltaErrors[0], mirror.ErrDelta) {
+				t.Fatalf("sync: %+v, want %s with the delta left out for ErrDelta", res, c1)
+			}
+			repo, err := ostree.Open(filepath.Join(s.cfg.Dir, mirror.RepoDir))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if have, err := repo.ListDeltas(); err != nil || len(have) != 0 {
+				t.Fatalf("deltas stored: %v %v", have, err)
+			}
+			h.set(nil)
+			if _, got, err := deviceLoad(t, u, s.url, c1); err != nil || got != c1 {
+				t.Fatalf("device pull from the mirror without the delta: %s, %v", got, err)
+			}
+		})
 	}
 }
 
