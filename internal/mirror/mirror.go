@@ -185,6 +185,9 @@ func Sync(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(meta.state.OnlineKeys) == 0 {
+		return nil, fmt.Errorf("mirror: %w: the trusted root names no Ed25519 online key to check the summary with", ErrMetadata)
+	}
 	online := []sign.Verifier{sign.NewEd25519Verifier(meta.state.OnlineKeys)}
 	sumBytes, sigBytes, sum, err := s.fetchSummary(ctx, online)
 	if err != nil {
