@@ -70,6 +70,7 @@ func newRootCmd() *cobra.Command {
 	cmd.Flags().StringVar(&keys.online, "online-keys", envOr("MXOS_ONLINE_KEYS", ""), "directory of the online secret keys that sign the summary (env MXOS_ONLINE_KEYS; make them with mxosctl keys generate --dir)")
 	cmd.Flags().StringVar(&keys.tlogKey, "tlog-key", envOr("MXOS_TLOG_KEY", ""), "the transparency log's signing key, generated (mode 0600, public key in FILE.pub) when missing (env MXOS_TLOG_KEY; default DIR/log-key)")
 	cmd.Flags().StringVar(&keys.tlogOrigin, "tlog-origin", envOr("MXOS_TLOG_ORIGIN", tlogstore.DefaultOrigin), "the transparency log's name, used when its key is generated (env MXOS_TLOG_ORIGIN)")
+	cmd.Flags().StringVar(&keys.tlogWitnessPolicy, "tlog-witness-policy", envOr("MXOS_TLOG_WITNESS_POLICY", ""), "a C2SP tlog-policy file naming the witnesses that must cosign each log checkpoint before it is published (env MXOS_TLOG_WITNESS_POLICY)")
 	cmd.Flags().BoolVar(&registry, "registry", envOr("MXOS_REGISTRY", "true") == "true", "serve the OCI registry at /v2/ from DIR/oci (env MXOS_REGISTRY; pushing needs a release token)")
 	cmd.Flags().StringVar(&tlsOpts.cert, "tls-cert", envOr("MXOS_TLS_CERT", ""), "PEM certificate (chain) to serve HTTPS with (env MXOS_TLS_CERT)")
 	cmd.Flags().StringVar(&tlsOpts.key, "tls-key", envOr("MXOS_TLS_KEY", ""), "PEM private key of --tls-cert (env MXOS_TLS_KEY)")
@@ -84,6 +85,7 @@ func newRootCmd() *cobra.Command {
 type keyOptions struct {
 	release, online     string
 	tlogKey, tlogOrigin string // tlog.go
+	tlogWitnessPolicy   string // tlog.go
 }
 
 // load returns the trusted release keys and the online signers. An

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -12,13 +14,21 @@ import (
 
 // openTransparencyLog opens the public release log in DIR/log, served at
 // /log/, with its key from --tlog-key (DIR/log-key by default, generated
-// at first start).
+// at first start), and the witnesses of --tlog-witness-policy.
 func (k keyOptions) openTransparencyLog(ctx context.Context, dataDir string, log *zap.Logger) (*tlogstore.Log, error) {
 	key := k.tlogKey
 	if key == "" {
 		key = filepath.Join(dataDir, "log-key")
 	}
-	l, err := tlogstore.Open(ctx, tlogstore.Options{Dir: filepath.Join(dataDir, "log"), KeyFile: key, Origin: k.tlogOrigin})
+	o := tlogstore.Options{Dir: filepath.Join(dataDir, "log"), KeyFile: key, Origin: k.tlogOrigin}
+	if k.tlogWitnessPolicy != "" {
+		p, err := os.ReadFile(k.tlogWitnessPolicy)
+		if err != nil {
+			return nil, fmt.Errorf("transparency log: witness policy: %w", err)
+		}
+		o.WitnessPolicy = p
+	}
+	l, err := tlogstore.Open(ctx, o)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@
 //	mxos-updater status     show the installed versions
 //	mxos-updater check      ask the server whether an update is offered
 //	mxos-updater upgrade    download, verify and install an offered update
+//	                        (--from DIR: from an update bundle, no network)
 //	mxos-updater rollback   go back to the previous version
 //	mxos-updater unmark V   let a version rolled back from be installed again
 //	mxos-updater boot       boot-time step: count the boot, run health checks,
@@ -146,11 +147,7 @@ func newRootCmd() *cobra.Command {
 				p.Say(cmd.OutOrStdout(), "No update (%s).", p.Reason(resp.Reason))
 				return &exitCode{code: exitNoUpdate}
 			})},
-		&cobra.Command{Use: "upgrade", Short: "Download and install an offered update", Args: cobra.NoArgs,
-			RunE: withAgent(func(cmd *cobra.Command, a *updater.Agent) error {
-				_, err := a.Upgrade(cmd.Context())
-				return err
-			})},
+		newUpgradeCmd(withAgent),
 		&cobra.Command{Use: "rollback", Short: "Go back to the previous version", Args: cobra.NoArgs,
 			RunE: withAgent(func(cmd *cobra.Command, a *updater.Agent) error {
 				return a.Rollback(cmd.Context())
@@ -182,6 +179,25 @@ func newRootCmd() *cobra.Command {
 	})
 	i18n.Localize(root, p)
 	return root
+}
+
+// newUpgradeCmd installs an offered update, or with --from DIR the one
+// in an update bundle (a USB stick; internal/updater/bundle.go), with no
+// network.
+func newUpgradeCmd(withAgent func(func(*cobra.Command, *updater.Agent) error) func(*cobra.Command, []string) error) *cobra.Command {
+	var from string
+	cmd := &cobra.Command{Use: "upgrade [--from DIR]", Short: "Download and install an offered update", Args: cobra.NoArgs}
+	cmd.Flags().StringVar(&from, "from", "", "install from the update bundle in DIR (made by mxosctl bundle create), without the network")
+	cmd.RunE = withAgent(func(cmd *cobra.Command, a *updater.Agent) error {
+		var err error
+		if from != "" {
+			_, err = a.UpgradeFrom(cmd.Context(), from)
+		} else {
+			_, err = a.Upgrade(cmd.Context())
+		}
+		return err
+	})
+	return cmd
 }
 
 // newBootCmd is the boot-time step. After rolling back the running

@@ -54,6 +54,7 @@ func addServerCmds(root *cobra.Command) *remote {
 		newReleaseCmd(r),   // release.go
 		newAuditCmd(r),
 		newTokenCmd(r),
+		newBundleCmd(r), // bundle.go
 	)
 	return r
 }

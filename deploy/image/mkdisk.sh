@@ -3,7 +3,8 @@
 # repository (e.g. the server's DATA/repo after `mxosctl publish`) on a
 # new BIOS/MBR disk image, as an installer would:
 #
-#   partition 1  ext4 "boot" (512 MiB): BLS entries, kernels, grub, grubenv
+#   partition 1  ext4 "boot" (512 MiB), no journal (mkfs-boot.sh says why):
+#                BLS entries, kernels, grub, grubenv
 #   partition 2  ext4 "root": the OSTree sysroot (ostree/repo, ostree/deploy/mxos)
 #
 # The deployment is made with stock `ostree admin deploy` (stateroot mxos)
@@ -51,7 +52,7 @@ bootoff=$((2048 * 512)) bootsize=$((1048576 * 512))
 rootoff=$((1050624 * 512))
 boot=$(losetup -f --show -o "$bootoff" --sizelimit "$bootsize" "$OUT.tmp"); loops+=("$boot")
 root=$(losetup -f --show -o "$rootoff" "$OUT.tmp"); loops+=("$root")
-mkfs.ext4 -q -L boot -O ^metadata_csum_seed "$boot"
+"$(dirname "$0")/mkfs-boot.sh" "$boot"
 mkfs.ext4 -q -L root "$root"
 mkdir -p "$mnt"
 mount "$root" "$mnt"

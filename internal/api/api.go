@@ -45,6 +45,9 @@ const (
 	CodeEnrollCap  Code = "enroll_cap_reached"
 	CodeEnrollRate Code = "enroll_rate_limited"
 	CodeInternal   Code = "internal"
+	// CodeUnavailable: a service the request needs did not answer (the
+	// transparency log's witnesses); the same request may succeed later.
+	CodeUnavailable Code = "unavailable"
 )
 
 // HTTPStatus is the status a code is served with.
@@ -62,6 +65,8 @@ func (c Code) HTTPStatus() int {
 		return http.StatusTooManyRequests
 	case CodeNotFound:
 		return http.StatusNotFound
+	case CodeUnavailable:
+		return http.StatusServiceUnavailable
 	case CodeDuplicate, CodeDuplicateVersion, CodeVersionOrder, CodePromotion, CodeRolloutState, CodeConflict, CodeFleetLockBusy,
 		CodeReplay, CodeEnrolled:
 		return http.StatusConflict

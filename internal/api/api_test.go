@@ -76,7 +76,7 @@ func TestErrorJSONAndStatus(t *testing.T) {
 	}
 	statuses := map[Code]int{
 		CodeBadRequest: 400, CodeUnauthorized: 401, CodeForbidden: 403, CodeNotFound: 404,
-		CodeDuplicateVersion: 409, CodeTooLarge: 413, CodeInternal: 500, Code("new"): 500,
+		CodeDuplicateVersion: 409, CodeTooLarge: 413, CodeInternal: 500, CodeUnavailable: 503, Code("new"): 500,
 	}
 	for c, want := range statuses {
 		if got := c.HTTPStatus(); got != want {

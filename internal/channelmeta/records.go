@@ -69,6 +69,31 @@ type RolloutState struct {
 	// zero for a pending rollout.
 	StartedAt  time.Time `json:"started_at,omitzero"`
 	HaltReason string    `json:"halt_reason,omitempty"`
+	// Barriers and DeadEnds are the channel's update graph (channels/*.yaml,
+	// rollout.Graph), so that a device that cannot reach the server decides
+	// from the signed record as the server would (Graph). Absent in records
+	// of servers before them: no barriers, no dead ends.
+	Barriers []string  `json:"barriers,omitempty"`
+	DeadEnds []DeadEnd `json:"dead_ends,omitempty"`
+}
+
+// DeadEnd is a release nothing is offered from but Successor (none when
+// empty); see rollout.DeadEnd.
+type DeadEnd struct {
+	Version   string `json:"version"`
+	Successor string `json:"successor,omitempty"`
+}
+
+// maxGraph bounds the barriers and dead ends of one record.
+const maxGraph = 256
+
+// Graph returns the record's update graph for rollout.Decide.
+func (s RolloutState) Graph() rollout.Graph {
+	g := rollout.Graph{Barriers: append([]string(nil), s.Barriers...)}
+	for _, d := range s.DeadEnds {
+		g.DeadEnds = append(g.DeadEnds, rollout.DeadEnd{Version: d.Version, Successor: d.Successor})
+	}
+	return g
 }
 
 // Path is the rollout's TUF target path: rollouts/<channel>/<arch>.
@@ -147,6 +172,19 @@ func (s RolloutState) Validate() error {
 	}
 	if s.State != rollout.StatePending && s.StartedAt.IsZero() {
 		return fmt.Errorf("rollout %s: state %s needs started_at", s.Path(), s.State)
+	}
+	if len(s.Barriers) > maxGraph || len(s.DeadEnds) > maxGraph {
+		return fmt.Errorf("rollout %s: more than %d barriers or dead ends", s.Path(), maxGraph)
+	}
+	for _, v := range s.Barriers {
+		if !versionRE.MatchString(v) {
+			return fmt.Errorf("rollout %s: barrier %q: want letters, digits and ._+~- (at most 128)", s.Path(), v)
+		}
+	}
+	for _, d := range s.DeadEnds {
+		if !versionRE.MatchString(d.Version) || (d.Successor != "" && !versionRE.MatchString(d.Successor)) {
+			return fmt.Errorf("rollout %s: dead end %q → %q: want letters, digits and ._+~- (at most 128)", s.Path(), d.Version, d.Successor)
+		}
 	}
 	if len(s.HaltReason) > maxHaltReason || !utf8.ValidString(s.HaltReason) ||
 		strings.IndexFunc(s.HaltReason, unicode.IsControl) >= 0 {

@@ -86,6 +86,9 @@ func TestRoundTrip(t *testing.T) {
 			}
 			halted := testRollout(t)
 			halted.State, halted.HaltReason = rollout.StateHalted, "failure rate 7% > 5% over 1h"
+			// The channel's update graph travels with the signed record.
+			halted.Barriers = []string{"10.1"}
+			halted.DeadEnds = []channelmeta.DeadEnd{{Version: "9.9", Successor: "10.1"}}
 			if err := f.repo.PublishRollouts([]channelmeta.RolloutState{halted}, later); err != nil {
 				t.Fatal(err)
 			}
@@ -94,7 +97,8 @@ func TestRoundTrip(t *testing.T) {
 			if len(st2.Releases) != 3 || st2.TargetsVersion != 3 || st2.TimestampVersion <= st.TimestampVersion {
 				t.Errorf("after republish: %d releases, targets v%d, timestamp v%d (was v%d)", len(st2.Releases), st2.TargetsVersion, st2.TimestampVersion, st.TimestampVersion)
 			}
-			if ro, _ := st2.Rollout("stable", "x86_64"); ro.State != rollout.StateHalted || ro.HaltReason != halted.HaltReason {
+			if ro, _ := st2.Rollout("stable", "x86_64"); ro.State != rollout.StateHalted || ro.HaltReason != halted.HaltReason ||
+				!reflect.DeepEqual(ro.Graph(), rollout.Graph{Barriers: []string{"10.1"}, DeadEnds: []rollout.DeadEnd{{Version: "9.9", Successor: "10.1"}}}) {
 				t.Errorf("rollout after halt: %+v", ro)
 			}
 			edu, ok := st2.Lookup("edu", "aarch64", "10.2")
@@ -269,6 +273,10 @@ func TestPublishValidation(t *testing.T) {
 	noRamp.Ramp = rollout.Ramp{}
 	badState := ro
 	badState.State = "exploded"
+	badBarrier := ro
+	badBarrier.Barriers = []string{"10/1"}
+	badDeadEnd := ro
+	badDeadEnd.DeadEnds = []channelmeta.DeadEnd{{Version: "9.9", Successor: "*"}}
 	for name, tc := range map[string]struct {
 		states []channelmeta.RolloutState
 		want   error
@@ -276,6 +284,8 @@ func TestPublishValidation(t *testing.T) {
 		"unsigned version": {[]channelmeta.RolloutState{other}, channelmeta.ErrNotSigned},
 		"no ramp":          {[]channelmeta.RolloutState{noRamp}, publish.ErrInvalid},
 		"bad state":        {[]channelmeta.RolloutState{badState}, publish.ErrInvalid},
+		"bad barrier":      {[]channelmeta.RolloutState{badBarrier}, publish.ErrInvalid},
+		"bad dead end":     {[]channelmeta.RolloutState{badDeadEnd}, publish.ErrInvalid},
 		"two for one arch": {[]channelmeta.RolloutState{ro, ro}, publish.ErrInvalid},
 	} {
 		if err := f.repo.PublishRollouts(tc.states, t0); !errors.Is(err, tc.want) {

@@ -95,13 +95,17 @@ func memTempDir(t testing.TB) string {
 	return d
 }
 
-func newUpdaterSite(t testing.TB) *updaterSite {
+func newUpdaterSite(t testing.TB) *updaterSite { return newUpdaterSiteChannels(t, "") }
+
+// newUpdaterSiteChannels is newUpdaterSite with the server's channel
+// definitions from channelsDir (this repository's when empty).
+func newUpdaterSiteChannels(t testing.TB, channelsDir string) *updaterSite {
 	t.Helper()
 	ctx := context.Background()
 	// Set up as the README says: the online key signs the summary, the
 	// device trusts the release keys and root.json.
 	ts := testserver.Start(t, testserver.Options{DataDir: memTempDir(t), Metadata: true, OnlineSummaryKey: true, Serve: true,
-		Roles: []auth.Role{auth.RoleRelease, auth.RoleDevice}})
+		Roles: []auth.Role{auth.RoleRelease, auth.RoleDevice}, ChannelsDir: channelsDir})
 	rel, relMeta, metaDir, tokens, url := keySetOf(ts.Release), ts.MetaSigners, ts.MetaDir, ts.Tokens, ts.URL
 	admin := ts.Client(t, auth.RoleRelease)
 	work, err := ostree.Create(filepath.Join(memTempDir(t), "work"))

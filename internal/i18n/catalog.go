@@ -7,7 +7,7 @@ type entry struct{ en, es string }
 // messages is the catalog. Spanish is plain Mexican Spanish for a lab
 // technician or an admin: "usted", "equipo" for the machine, "versión".
 // messages is the whole catalog.
-var messages = append(append([]entry{}, baseMessages...), mxosctlMessages...)
+var messages = append(append(append([]entry{}, baseMessages...), mxosctlMessages...), offlineMessages...)
 
 var baseMessages = []entry{
 	// Generic shapes.
@@ -102,6 +102,8 @@ var baseMessages = []entry{
 	{"insecure_no_metadata and trusted_root exclude each other: remove insecure_no_metadata to check the signed channel metadata", "insecure_no_metadata y trusted_root se excluyen: quite insecure_no_metadata para revisar los metadatos firmados"},
 	{"insecure_no_metadata needs online_keys: the directory of the server's public online keys, which sign the summary", "insecure_no_metadata necesita online_keys: el directorio con las llaves públicas en línea del servidor, que firman el resumen"},
 	{"online_keys and trusted_keys must be different directories: only release keys make a commit installable", "online_keys y trusted_keys deben ser directorios distintos: solo las llaves de versiones hacen instalable un commit"},
+	{"log_witnesses needs log_key: the witnesses vouch for the transparency log's checkpoints", "log_witnesses necesita log_key: los testigos avalan los puntos de control del registro de transparencia"},
+	{"log_witness_threshold is %d, but %d witnesses are listed", "log_witness_threshold es %d, pero hay %d testigos en la lista"},
 
 	{"device credential %s: %w", "credencial del equipo %s: %w"},
 	{"reading the device credential: %w", "al leer la credencial del equipo: %w"},

@@ -282,6 +282,12 @@ func (a *apiState) publishRollouts(ctx context.Context) error {
 			if ro.State != rollout.StatePending {
 				st.StartedAt = ro.StartedAt
 			}
+			// The update graph, for devices that decide without the server.
+			g := ch.Graph()
+			st.Barriers = g.Barriers
+			for _, d := range g.DeadEnds {
+				st.DeadEnds = append(st.DeadEnds, channelmeta.DeadEnd{Version: d.Version, Successor: d.Successor})
+			}
 			states = append(states, st)
 		}
 	}

@@ -262,6 +262,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		// rollout state may have changed while the server was down.
 		s.refreshMetadata(ctx)
 	}
+	if s.cfg.TransparencyLog != nil && s.api != nil {
+		if err := s.clampAuditMark(ctx); err != nil { // tlog_audit.go
+			s.log.Warn("checking the transparency log's audit mark", zap.Error(err))
+		}
+	}
 	hs := s.httpServer()
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()

@@ -163,6 +163,9 @@ func (a *publishAPI) logRelease(ctx context.Context, rel db.Release, ramp string
 		if errors.Is(err, tlog.ErrInvalidEntry) {
 			return api.Errorf(api.CodeBadRequest, "this release cannot be recorded in the transparency log: %v", err)
 		}
+		if errors.Is(err, tlogstore.ErrWitnesses) {
+			return api.Errorf(api.CodeUnavailable, "not published: %v; try again when the witnesses answer", err)
+		}
 		return err
 	}
 	return nil

@@ -22,7 +22,9 @@ import (
 // number kept in DATA/log-audit-seq) every second, so the API handlers
 // need no change; the entries keep the audit entry's time. A crash
 // between an append and saving the number may log an event twice, which
-// a reader sees as the same event (same time and fields).
+// a reader sees as the same event (same time and fields). A mark past
+// the audit log's end (a database restored from an older backup) is
+// brought back to that end at start (clampAuditMark).
 
 const tlogAuditBatch = 100
 
@@ -44,6 +46,26 @@ func (s *Server) tlogAuditLoop(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// clampAuditMark runs when the server starts, before it answers: a
+// database restored from a backup taken before the mirror's mark was
+// saved ends below that mark, and its next events would take numbers
+// already marked as mirrored and never reach the log. The mark comes
+// back to the audit log's end (everything up to it was mirrored).
+func (s *Server) clampAuditMark(ctx context.Context) error {
+	seqFile := filepath.Join(s.cfg.DataDir, "log-audit-seq")
+	mark, err := tlogstore.LoadSeq(seqFile)
+	if err != nil {
+		return err
+	}
+	head, _, err := s.cfg.Store.AuditHead(ctx)
+	if err != nil || mark <= head {
+		return err
+	}
+	s.log.Warn("the audit log ends before the transparency log's mark (restored from a backup?); mirroring from its end",
+		zap.Int64("mark", mark), zap.Int64("audit_head", head))
+	return tlogstore.SaveSeq(seqFile, head)
 }
 
 // mirrorAudit appends the public audit events not yet mirrored.

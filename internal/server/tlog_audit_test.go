@@ -103,6 +103,26 @@ func TestAuditMirroredToLog(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("log entries:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+
+	// A database restored from an older backup than the mark: its next
+	// event still reaches the log.
+	if err := tlogstore.SaveSeq(filepath.Join(data, "log-audit-seq"), 1000); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.clampAuditMark(ctx); err != nil { // as Serve does first
+		t.Fatal(err)
+	}
+	audit(db.Entry{Actor: "token:ana", Action: "rollout.pause", Subject: "stable/x86_64/10.2", Detail: `{"rollout":"r1"}`})
+	if err := s.mirrorAudit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	raw, err = l.Reader().ReadCheckpoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cp, err = tlog.OpenCheckpoint(raw, v); err != nil || cp.Size != uint64(len(want))+1 {
+		t.Fatalf("after a mark past the audit log's end: log size %d (%v), want %d: the new event was not mirrored", cp.Size, err, len(want)+1)
+	}
 }
 
 // TestReleaseKeysLogged: the release key set is logged at the first

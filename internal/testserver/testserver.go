@@ -55,6 +55,10 @@ type Options struct {
 	// TransparencyLog turns on the public release log at /log/, in
 	// DATA/log with its key generated in DATA/log-key.
 	TransparencyLog bool
+	// LogKeyFile, when set, is the log's key file (else DATA/log-key);
+	// LogWitnessPolicy the witnesses that must cosign its checkpoints.
+	LogKeyFile       string
+	LogWitnessPolicy []byte
 	// Serve runs Server.Serve on a listener (background loops, metadata
 	// refreshed before the first request) instead of its handler under
 	// httptest.
@@ -161,8 +165,12 @@ func Start(t testing.TB, opts Options) *Server {
 		cfg.Metadata = s.Meta
 	}
 	if opts.TransparencyLog {
-		if s.Log, err = tlogstore.Open(ctx, tlogstore.Options{Dir: filepath.Join(s.Data, "log"), KeyFile: filepath.Join(s.Data, "log-key"),
-			Origin: "test.mxos.example/releases", CheckpointInterval: 100 * time.Millisecond}); err != nil {
+		keyFile := opts.LogKeyFile
+		if keyFile == "" {
+			keyFile = filepath.Join(s.Data, "log-key")
+		}
+		if s.Log, err = tlogstore.Open(ctx, tlogstore.Options{Dir: filepath.Join(s.Data, "log"), KeyFile: keyFile,
+			Origin: "test.mxos.example/releases", CheckpointInterval: 100 * time.Millisecond, WitnessPolicy: opts.LogWitnessPolicy, WitnessWait: 5 * time.Second}); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = s.Log.Close(context.Background()) })

@@ -19,6 +19,14 @@
 //     refused, as ssh does. The key's name is the log's origin.
 //   - Re-adding identical bytes may return the earlier index (tessera's
 //     in-memory antispam); uniqueness of releases is the database's job.
+//   - Witnesses (Options.WitnessPolicy, C2SP tlog-policy text as tessera
+//     reads it: `witness NAME VKEY URL`, `group NAME K|any|all MEMBERS`,
+//     `quorum NAME`): tessera sends each new checkpoint to the witnesses
+//     (C2SP tlog-witness) and publishes it only with the cosignatures the
+//     policy needs, never without them (no fail-open: devices that
+//     require witnesses would refuse it anyway). While the witnesses do
+//     not answer, nothing new is published, and AppendPublished gives up
+//     after Options.WitnessWait, so a release waits rather than goes out unseen.
 package tlogstore
 
 import (
@@ -61,18 +69,37 @@ type Options struct {
 	// CheckpointInterval (DefaultCheckpointInterval when zero; tessera's
 	// minimum is 100ms).
 	CheckpointInterval time.Duration
+	// WitnessPolicy, when set, is the witnesses that must cosign every
+	// published checkpoint (see the package doc).
+	WitnessPolicy []byte
+	// WitnessWait bounds how long AppendPublished waits for a cosigned
+	// checkpoint (DefaultWitnessWait when zero).
+	WitnessWait time.Duration
 }
+
+// ErrWitnesses: no checkpoint with the cosignatures the witness policy
+// needs was published in time.
+var ErrWitnesses = errors.New("the transparency log's witnesses did not cosign a checkpoint")
+
+// DefaultWitnessWait bounds how long AppendPublished waits for a
+// checkpoint when witnesses must cosign it.
+const DefaultWitnessWait = 2 * time.Minute
+
+// witnessTimeout bounds one round of asking the witnesses.
+const witnessTimeout = 10 * time.Second
 
 // Log is an open, appendable log.
 type Log struct {
-	dir      string
-	app      *tessera.Appender
-	shutdown func(context.Context) error
-	reader   tessera.LogReader
-	awaiter  *tessera.PublicationAwaiter
-	cancel   context.CancelFunc
-	vkey     string
-	origin   string
+	dir         string
+	app         *tessera.Appender
+	shutdown    func(context.Context) error
+	reader      tessera.LogReader
+	awaiter     *tessera.PublicationAwaiter
+	cancel      context.CancelFunc
+	witnessed   bool
+	witnessWait time.Duration
+	vkey        string
+	origin      string
 
 	mu      sync.Mutex            // guards the release index (prove.go)
 	index   map[releaseKey]uint64 // newest entry of each release
@@ -110,12 +137,23 @@ func Open(ctx context.Context, o Options) (*Log, error) {
 		WithCheckpointInterval(o.CheckpointInterval).
 		WithBatching(256, 50*time.Millisecond).
 		WithAntispam(tessera.DefaultAntispamInMemorySize, nil)
+	if len(o.WitnessPolicy) > 0 {
+		g, err := tessera.NewWitnessGroupFromPolicy(o.WitnessPolicy)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("transparency log: witness policy: %w", err)
+		}
+		opts = opts.WithWitnesses(g, &tessera.WitnessOptions{Timeout: witnessTimeout})
+		if o.WitnessWait <= 0 {
+			o.WitnessWait = DefaultWitnessWait
+		}
+	}
 	app, shutdown, reader, err := tessera.NewAppender(bg, drv, opts)
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("transparency log: opening %s: %w", o.Dir, err)
 	}
-	return &Log{dir: o.Dir, app: app, shutdown: shutdown, reader: reader, cancel: cancel, vkey: vkey, origin: signer.Name(),
+	return &Log{dir: o.Dir, app: app, shutdown: shutdown, reader: reader, cancel: cancel, vkey: vkey, origin: signer.Name(), witnessed: len(o.WitnessPolicy) > 0, witnessWait: o.WitnessWait,
 		awaiter: tessera.NewPublicationAwaiter(bg, reader.ReadCheckpoint, 50*time.Millisecond)}, nil
 }
 
@@ -148,6 +186,11 @@ func (l *Log) Append(ctx context.Context, e tlog.Entry) (uint64, error) {
 // AppendPublished adds entries and waits until published checkpoints
 // cover them all; it returns their indexes and the last checkpoint seen.
 func (l *Log) AppendPublished(ctx context.Context, entries ...tlog.Entry) ([]uint64, []byte, error) {
+	if _, ok := ctx.Deadline(); !ok && l.witnessed {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, l.witnessWait)
+		defer cancel()
+	}
 	futs := make([]tessera.IndexFuture, len(entries))
 	for i, e := range entries {
 		b, err := e.Marshal()
@@ -160,6 +203,9 @@ func (l *Log) AppendPublished(ctx context.Context, entries ...tlog.Entry) ([]uin
 	var cp []byte
 	for i, f := range futs {
 		idx, c, err := l.awaiter.Await(ctx, f)
+		if err != nil && l.witnessed && ctx.Err() != nil {
+			return nil, nil, fmt.Errorf("%w within %s (%s entry)", ErrWitnesses, l.witnessWait, entries[i].Kind)
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("transparency log: appending %s entry: %w", entries[i].Kind, err)
 		}

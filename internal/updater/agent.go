@@ -59,6 +59,12 @@ type Agent struct {
 	Reboot func(ctx context.Context) error
 
 	id identity // credential.go: the device's own credential, report counter
+
+	// offline: an install from a bundle (bundle.go); reports are queued,
+	// never sent (reportqueue.go). metaDir: the bundle's channel
+	// metadata, the only metadata source while it is set.
+	offline bool
+	metaDir string
 }
 
 // Status is what Agent.Status reports (and `mxos-updater status --json`
@@ -238,12 +244,27 @@ func (a *Agent) check(ctx context.Context) (api.CheckResponse, offerTrust, error
 		return api.CheckResponse{}, offerTrust{}, err
 	}
 	resp, err := a.Client.Check(ctx, req)
+	offline := false
+	if unreachable(err) { // offline.go: decide from the signed metadata
+		r, ok, done := a.decideOffline(ctx, req, err)
+		defer done()
+		if ok {
+			resp, err, offline = r, nil, true
+		}
+	}
 	if err != nil {
 		return resp, offerTrust{}, i18n.Errorf("asking the server for updates: %w", err)
 	}
+	if !offline {
+		a.rememberAnswer(resp.Reason)
+		// The server answers again: reports that waited go now.
+		_ = a.flushReports(ctx) // reportqueue.go; what fails stays queued
+	}
 	var tr offerTrust
 	if resp.Update && resp.Target != nil {
-		if tr, err = a.verifyOffer(ctx, *resp.Target, req.Version, req.BootedCommit); err != nil {
+		tr, err = a.verifyOffer(ctx, *resp.Target, req.Version, req.BootedCommit)
+		tr.offline = offline
+		if err != nil {
 			return resp, tr, err
 		}
 		if err := a.checkLog(ctx, *resp.Target); err != nil { // tlog.go
@@ -272,6 +293,10 @@ func (a *Agent) report(ctx context.Context, ev api.Event, version, rolloutID, er
 // returns whether a new deployment was made the default.
 func (a *Agent) Upgrade(ctx context.Context) (bool, error) {
 	resp, tr, err := a.check(ctx)
+	if tr.offline { // decided without the server: its reports wait (reportqueue.go)
+		a.offline = true
+		defer func() { a.offline = false }()
+	}
 	if err != nil {
 		if errors.Is(err, ErrRefused) && resp.Target != nil {
 			a.report(ctx, api.EventRefused, resp.Target.Version, resp.Target.RolloutID, err.Error())

@@ -16,6 +16,11 @@
 // or a power loss (see install), and a good boot removes deployments that
 // are neither current, previous nor staged (sysroot.GC).
 //
+// Offline: UpgradeFrom installs from an update bundle on a USB stick with
+// the same checks (bundle.go); without the server the agent decides from
+// the signed channel metadata (offline.go); reports the server cannot take
+// wait in a durable queue and are sent once it answers (reportqueue.go).
+//
 // The configuration is one strictly decoded YAML file (unknown keys are an
 // error, so a typo fails at install time rather than at 3 a.m.).
 package updater
@@ -103,6 +108,11 @@ type Config struct {
 	// (name+hash+base64, or a file holding it): every offered release must
 	// then be proven in the log before it is downloaded.
 	LogKey string `yaml:"log_key"`
+	// LogWitnesses (tlog.go): witness verifier keys (or files holding
+	// one); with log_key, the log's checkpoint must carry cosignatures of
+	// at least LogWitnessThreshold of them (0: all).
+	LogWitnesses        []string `yaml:"log_witnesses"`
+	LogWitnessThreshold int      `yaml:"log_witness_threshold"`
 }
 
 // Strategy says when a staged update may switch and reboot.
@@ -313,5 +323,11 @@ func (c *Config) validateTrust(bad func(string, ...any)) {
 		bad("insecure_no_metadata needs online_keys: the directory of the server's public online keys, which sign the summary")
 	case c.InsecureNoMetadata && filepath.Clean(c.OnlineKeys) == filepath.Clean(c.TrustedKeys):
 		bad("online_keys and trusted_keys must be different directories: only release keys make a commit installable")
+	}
+	if len(c.LogWitnesses) > 0 && c.LogKey == "" {
+		bad("log_witnesses needs log_key: the witnesses vouch for the transparency log's checkpoints")
+	}
+	if c.LogWitnessThreshold < 0 || c.LogWitnessThreshold > len(c.LogWitnesses) {
+		bad("log_witness_threshold is %d, but %d witnesses are listed", c.LogWitnessThreshold, len(c.LogWitnesses))
 	}
 }

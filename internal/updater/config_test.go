@@ -62,6 +62,8 @@ func TestConfigRefusals(t *testing.T) {
 		{"insecure-and-root", base + "insecure_no_metadata: true\nonline_keys: /o\n", "exclude each other"},
 		{"insecure-no-online-keys", strings.Replace(base, "trusted_root: /k/root.json\n", "insecure_no_metadata: true\n", 1), "needs online_keys"},
 		{"insecure-online-is-release", strings.Replace(base, "trusted_root: /k/root.json\n", "insecure_no_metadata: true\nonline_keys: /k/\n", 1), "different directories"},
+		{"witnesses-no-log-key", base + "log_witnesses: [w.example+01234567+AQ==]\n", "log_witnesses needs log_key"},
+		{"witness-threshold-too-high", base + "log_key: l\nlog_witnesses: [w]\nlog_witness_threshold: 2\n", "log_witness_threshold is 2, but 1 witnesses"},
 		{"insecure-not-bool", strings.Replace(base, "trusted_root: /k/root.json\n", "insecure_no_metadata: yes please\nonline_keys: /o\n", 1), "into bool"},
 	}
 	for _, c := range cases {

@@ -68,6 +68,8 @@ type identity struct {
 	cred   *credentialFile
 	seqMu  sync.Mutex
 	seqSet bool
+	// queueMu guards the report queue (reportqueue.go).
+	queueMu sync.Mutex
 }
 
 func (a *Agent) credentialPath() string {
@@ -236,16 +238,33 @@ func (a *Agent) nextSeq() (int64, error) {
 }
 
 // sendReport sends one report with the next sequence number.
+// A report that cannot reach the server now (no answer, or a server
+// error), or any report of an offline install (upgrade --from), waits in
+// the durable queue (reportqueue.go), behind the reports already there.
 func (a *Agent) sendReport(ctx context.Context, req api.ReportRequest) error {
-	if err := a.ensureCredential(ctx); err != nil {
-		return err
-	}
 	seq, err := a.nextSeq()
 	if err != nil {
 		return err
 	}
 	req.Seq = seq
-	return a.Client.Report(ctx, req)
+	if a.offline {
+		return a.queueReport(req)
+	}
+	if err := a.ensureCredential(ctx); err != nil {
+		if unreachable(err) {
+			return a.queueReport(req)
+		}
+		return err
+	}
+	if err := a.flushReports(ctx); err != nil {
+		return a.queueReport(req)
+	}
+	if err := a.Client.Report(ctx, req); unreachable(err) {
+		return a.queueReport(req)
+	} else if err != nil {
+		return err
+	}
+	return nil
 }
 
 // failureClass is the report class of an update that failed before the

@@ -53,9 +53,17 @@ func (a *Agent) metadataState(ctx context.Context, accept func(*channelmeta.Stat
 	var worst error   // a verification failure says more than a network one
 	var refused error // a verified refusal says more than either
 	var stale []string
-	for _, u := range a.metadataURLs() {
-		c, err := channelmeta.NewClient(channelmeta.ClientConfig{TrustedRoot: root, CacheDir: cache, URL: u,
-			HTTPClient: a.MetaHTTP, Now: a.now, UserAgent: "mxos-updater"})
+	sources := a.metadataURLs()
+	if a.metaDir != "" {
+		sources = []string{a.metaDir}
+	}
+	for _, u := range sources {
+		cc := channelmeta.ClientConfig{TrustedRoot: root, CacheDir: cache, URL: u,
+			HTTPClient: a.MetaHTTP, Now: a.now, UserAgent: "mxos-updater"}
+		if a.metaDir != "" { // a bundle (bundle.go): its metadata directory only
+			cc.URL, cc.Dir = "", a.metaDir
+		}
+		c, err := channelmeta.NewClient(cc)
 		if err != nil {
 			return nil, fmt.Errorf("channel metadata: %w", err)
 		}

@@ -28,7 +28,9 @@ import (
 // forked or rolled-back log are refusals (ErrRefused): nothing is
 // downloaded. A fork keeps the remembered checkpoint and saves the other
 // one in LogCheckpointFile+".fork" as evidence. Without log_key the check
-// is off.
+// is off. With log_witnesses, the checkpoint must also carry cosignatures
+// of log_witness_threshold of those witnesses (all when 0): fewer is a
+// refusal too, and the checkpoint is not remembered.
 
 // LogCheckpointFile holds the largest log checkpoint the agent has seen.
 const LogCheckpointFile = "mxos-updater-log-checkpoint"
@@ -45,6 +47,10 @@ func (a *Agent) checkLog(ctx context.Context, t api.Target) error {
 	v, err := tlog.NewVerifier(key)
 	if err != nil {
 		return fmt.Errorf("log_key: %w", err)
+	}
+	witnesses, err := a.witnessPolicy()
+	if err != nil {
+		return err
 	}
 	state := filepath.Join(a.Sys.Root(), LogCheckpointFile)
 	remembered, err := os.ReadFile(state)
@@ -91,6 +97,9 @@ func (a *Agent) checkLog(ctx context.Context, t api.Target) error {
 	if err != nil {
 		return fmt.Errorf("%w: version %s: %v", ErrRefused, t.Version, err)
 	}
+	if err := witnesses.Check(p.Checkpoint); err != nil {
+		return fmt.Errorf("%w: version %s: transparency log: %v", ErrRefused, t.Version, err)
+	}
 	next, err := tlog.CheckOffer(p, v, remembered, tlog.Offer{Channel: t.Channel, Arch: t.Arch, Version: t.Version, Commit: t.Commit})
 	if err != nil {
 		if errors.Is(err, tlog.ErrFork) {
@@ -104,4 +113,22 @@ func (a *Agent) checkLog(ctx context.Context, t api.Target) error {
 		}
 	}
 	return nil
+}
+
+// witnessPolicy reads log_witnesses (keys, or files holding one) and
+// log_witness_threshold.
+func (a *Agent) witnessPolicy() (tlog.WitnessPolicy, error) {
+	keys := make([]string, 0, len(a.Cfg.LogWitnesses))
+	for _, k := range a.Cfg.LogWitnesses {
+		k = strings.TrimSpace(k)
+		if b, err := os.ReadFile(k); err == nil {
+			k = strings.TrimSpace(string(b))
+		}
+		keys = append(keys, k)
+	}
+	p, err := tlog.NewWitnessPolicy(keys, a.Cfg.LogWitnessThreshold)
+	if err != nil {
+		return p, fmt.Errorf("log_witnesses: %w", err)
+	}
+	return p, nil
 }

@@ -122,6 +122,9 @@ func checkVersion(t api.Target, installed, installedCommit string) error {
 type offerTrust struct {
 	// summaryKeys check the repository summary: the online keys.
 	summaryKeys []sign.Verifier
+	// offline: the offer was decided from the signed metadata because the
+	// server could not be reached (offline.go).
+	offline bool
 }
 
 // summaryKeys returns the keys the repository summary must be signed

@@ -12,11 +12,11 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/testtool"
 )
 
-// bootOnLoop makes a throw-away sysroot whose /boot is its own ext4 file
-// system on a loop device, as on a real disk (deploy/image/mkdisk.sh),
-// with a GRUB environment block; it returns the sysroot and the image
-// file behind /boot.
-func bootOnLoop(t *testing.T) (*Sysroot, string) {
+// bootOnLoop makes a throw-away sysroot whose /boot is its own file
+// system on a loop device, made by mkfs (a command line whose last
+// argument, the image file, is added), with a GRUB environment block; it
+// returns the sysroot and the image file behind /boot.
+func bootOnLoop(t *testing.T, mkfs ...string) (*Sysroot, string) {
 	t.Helper()
 	testtool.Require(t, "ostree")
 	requireRoot(t)
@@ -42,7 +42,7 @@ func bootOnLoop(t *testing.T) (*Sysroot, string) {
 	if err := os.Truncate(img, 64<<20); err != nil {
 		t.Fatal(err)
 	}
-	run("mkfs.ext4", "-q", "-L", "boot", img)
+	run(mkfs[0], append(mkfs[1:], img)...)
 	loop, err := exec.Command("losetup", "-f", "--show", img).Output()
 	if err != nil {
 		testtool.Skip(t, "no loop device: "+err.Error())
@@ -79,6 +79,9 @@ func grubView(t *testing.T, img string) (loader, env string) {
 		t.Fatalf("debugfs stat /loader: %v: %s", err, out)
 	}
 	m := fastLink.FindSubmatch(out)
+	if m == nil && strings.Contains(string(out), "File not found") {
+		m = [][]byte{nil, []byte("(nothing)")}
+	}
 	if m == nil {
 		t.Fatalf("debugfs: /loader is not a symlink:\n%s", out)
 	}
@@ -94,9 +97,12 @@ func grubView(t *testing.T, img string) (loader, env string) {
 // sees. The VM's power-cut step found the opposite: a fall-back's
 // undeploy lived only in the ext4 journal, and after the cut GRUB booted
 // the abandoned release again with the counter disarmed.
+//
+// The /boot here has a journal (ext4's default, as many images have);
+// the MxOS image's has none (TestImageBootFSShowsStockDeploy).
 func TestBootLoaderSeesChangesWithoutJournal(t *testing.T) {
 	ctx := context.Background()
-	s, img := bootOnLoop(t)
+	s, img := bootOnLoop(t, "mkfs.ext4", "-q", "-L", "boot")
 	check := func(when string) {
 		t.Helper()
 		want, err := os.Readlink(filepath.Join(s.Path(), "boot", "loader"))
@@ -133,5 +139,82 @@ func TestBootLoaderSeesChangesWithoutJournal(t *testing.T) {
 	check("rollback from 2.0")
 	if cur := mustCurrent(t, s); cur.Name == d2.Name {
 		t.Fatalf("2.0 is still the default after the rollback")
+	}
+}
+
+// TestImageBootFSShowsStockDeploy: on the boot file system the MxOS image
+// makes (deploy/image/mkfs-boot.sh), GRUB sees what stock `ostree admin
+// deploy` did as soon as it returns, before this package freezes /boot.
+// The VM's power-cut step found the window this closes: Debian 12's
+// ostree renames /boot/loader with only an fsync, then removes the old
+// /ostree/boot.N links on the root; on a journaled /boot a cut there left
+// GRUB on entries whose links were gone and the machine in the emergency
+// shell. With mkfs-boot.sh's journal turned back on this test fails.
+func TestImageBootFSShowsStockDeploy(t *testing.T) {
+	ctx := context.Background()
+	s, img := bootOnLoop(t, filepath.Join(moduleRoot(t), "deploy", "image", "mkfs-boot.sh"))
+	for _, version := range []string{"1.0", "2.0", "3.0"} {
+		c := commitTree(t, s, version, true)
+		if _, err := s.run(ctx, "pull-local", "--untrusted", "--repo="+s.SysrootRepoPath(), s.RepoPath(), c.String()); err != nil {
+			t.Fatal(err)
+		}
+		// Stock ostree, not s.admin: nothing of ours runs after it.
+		if _, err := s.run(ctx, "admin", "deploy", "--sysroot="+s.Path(), "--os="+s.stateroot, "--retain", c.String()); err != nil {
+			t.Fatalf("ostree admin deploy %s: %v", version, err)
+		}
+		want, err := os.Readlink(filepath.Join(s.Path(), "boot", "loader"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := grubView(t, img)
+		if got != want {
+			t.Fatalf("deploy of %s: without the journal /boot/loader points to %s, Linux sees %s: a power cut now boots entries whose /ostree/boot links are gone", version, got, want)
+		}
+		// Every entry GRUB would offer names a boot link the root has.
+		entries, err := filepath.Glob(filepath.Join(s.Path(), "boot", want, "entries", "*.conf"))
+		if err != nil || len(entries) == 0 {
+			t.Fatalf("deploy of %s: no boot entries in %s (%v)", version, want, err)
+		}
+		for _, e := range entries {
+			b, err := os.ReadFile(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			link := bootLinkOf(t, string(b))
+			if _, err := os.Stat(filepath.Join(s.Path(), link)); err != nil {
+				t.Fatalf("deploy of %s: entry %s names %s: %v", version, filepath.Base(e), link, err)
+			}
+		}
+	}
+}
+
+var ostreeKarg = regexp.MustCompile(`(?m)^options .*\bostree=(\S+)`)
+
+// bootLinkOf returns the ostree= argument of a BLS entry.
+func bootLinkOf(t *testing.T, entry string) string {
+	t.Helper()
+	m := ostreeKarg.FindStringSubmatch(entry)
+	if m == nil {
+		t.Fatalf("no ostree= argument in the boot entry:\n%s", entry)
+	}
+	return m[1]
+}
+
+// moduleRoot walks up from the package directory to go.mod.
+func moduleRoot(t *testing.T) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("go.mod not found above the package directory")
+		}
+		dir = parent
 	}
 }
