@@ -31,13 +31,18 @@ const chainDevices = 20
 
 // gate stands in front of the upstream server. Stopped, it answers 503
 // for the repository and the channel metadata (everything a mirror
-// copies) and counts those requests; the update API still answers, since
-// deciding without the server is the offline part of issue 12.
+// copies) and counts those requests; the update API still answers, so
+// the server offers its newest release and the machines must judge the
+// mirror's copy against it. With down also set, the API answers 503 too:
+// the whole upstream is stopped and the machines decide from the signed
+// metadata alone (internal/updater, offline.go).
 type gate struct {
-	srv     *httptest.Server
-	stopped atomic.Bool
-	refused atomic.Int64 // requests refused while stopped
-	repo    atomic.Int64 // repository and metadata requests passed on
+	srv        *httptest.Server
+	stopped    atomic.Bool
+	down       atomic.Bool
+	refused    atomic.Int64 // repository and metadata requests refused
+	apiRefused atomic.Int64 // API requests refused while down
+	repo       atomic.Int64 // repository and metadata requests passed on
 }
 
 func newGate(t testing.TB, upstream string) *gate {
@@ -55,6 +60,10 @@ func newGate(t testing.TB, upstream string) *gate {
 				return
 			}
 			g.repo.Add(1)
+		} else if g.down.Load() {
+			g.apiRefused.Add(1)
+			http.Error(w, "upstream stopped", http.StatusServiceUnavailable)
+			return
 		}
 		rp.ServeHTTP(w, r)
 	}))
@@ -219,10 +228,15 @@ func upgradeAll(devs []*updaterSite) ([]string, []error) {
 // upstream → `mxos-server mirror` → 20 `mxos-updater` machines.
 //
 //  1. The mirror syncs a release (and its static delta), then the
-//     upstream's repository and metadata stop: all 20 machines update
-//     from the mirror, and the upstream is asked for nothing. Stock
+//     upstream stops (API included): all 20 machines decide from the
+//     mirror's signed metadata and update from the mirror. Stock
 //     `ostree pull` with GPG verification of the summary and the commit
 //     pulls from the mirror too, and `ostree fsck` is clean.
+//
+// In steps 2 to 4 "stopped" leaves the upstream's API answering, so it
+// offers its newest release and the machines must judge the mirror's
+// copy against that offer.
+//
 //  2. The mirror serves tampered objects and delta parts of the next
 //     release: with the upstream stopped the machines refuse and keep
 //     their version (they wait); with the upstream back they take the bad
@@ -304,11 +318,16 @@ func TestMirrorChain(t *testing.T) {
 
 	t.Run("upstream stopped after the sync", func(t *testing.T) {
 		g.stopped.Store(true)
+		g.down.Store(true)
 		defer g.stopped.Store(false)
+		defer g.down.Store(false)
 		lanCount.reset()
 		expectAll(devs, v1)
 		if n := g.refused.Load(); n != 0 {
 			t.Errorf("the machines asked the stopped upstream %d times: the mirror did not serve everything", n)
+		}
+		if n := g.apiRefused.Load(); n < chainDevices {
+			t.Errorf("the stopped upstream's API was asked %d times, want at least one per machine (test broken)", n)
 		}
 		// Each machine took the static delta from v0 (superblock and
 		// part) from the mirror.
