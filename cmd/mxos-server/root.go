@@ -77,6 +77,7 @@ func newRootCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&tlsOpts.insecureHTTP, "insecure-http", envOr("MXOS_INSECURE_HTTP", "") == "true",
 		"serve plain HTTP on a non-loopback address, for a TLS-terminating proxy in front (env MXOS_INSECURE_HTTP)")
 	cmd.AddCommand(newTokenCmd(&g))
+	cmd.AddCommand(newMirrorCmd(&g))
 	return cmd
 }
 

@@ -77,6 +77,7 @@ type updaterSite struct {
 	src      string // the release tree, mutated per version
 	rollout  string
 	commits  map[string]ostree.Checksum
+	ts       *testserver.Server
 	next     int // next patch version to publish
 }
 
@@ -111,7 +112,7 @@ func newUpdaterSiteChannels(t testing.TB, channelsDir string) *updaterSite {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &updaterSite{t: t, ctx: ctx, admin: admin, verifier: rel.verifiers, commits: map[string]ostree.Checksum{},
+	s := &updaterSite{t: t, ctx: ctx, admin: admin, verifier: rel.verifiers, commits: map[string]ostree.Checksum{}, ts: ts,
 		metaDir: metaDir, online: ts.Online.Dir,
 		rem: &release.Remote{Server: admin, Work: work, Signers: rel.signers, MetaSigners: relMeta}}
 

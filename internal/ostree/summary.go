@@ -198,6 +198,12 @@ func (t *Txn) WriteSummary(now time.Time, sign func(summary []byte) (Metadata, e
 	if _, ok := files["summary.sig"]; !ok {
 		files["unsigned"] = nil
 	}
+	return t.swapSummary(files)
+}
+
+// swapSummary journals files (summary, and summary.sig or the "unsigned"
+// marker) under tmp/summary-next and moves them into place.
+func (t *Txn) swapSummary(files map[string][]byte) error {
 	stage := filepath.Join(t.stage, "summary-next")
 	if err := os.Mkdir(stage, 0o755); err != nil {
 		return fmt.Errorf("summary: %w", err)

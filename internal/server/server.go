@@ -79,6 +79,10 @@ type Config struct {
 	// check answers only name signed releases. It must be opened with the
 	// online signers.
 	Metadata *publish.Repo
+	// MetadataDir, when Metadata is nil, is a directory of channel
+	// metadata served read-only at /metadata/: a school mirror's verified
+	// copy (internal/mirror), which signs nothing.
+	MetadataDir string
 
 	// Registry turns on the OCI registry at /v2/, stored in DataDir/oci
 	// (registry.go); RegistryOptions tune its GC grace period and upload
@@ -184,6 +188,12 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.metrics.reg.MustRegister(newMetadataCollector(cfg.Metadata)) // metadata.go
 	}
+	if cfg.Metadata == nil && cfg.MetadataDir != "" {
+		if s.metaDir, err = os.OpenRoot(cfg.MetadataDir); err != nil {
+			_ = s.repo.close()
+			return nil, fmt.Errorf("opening the channel metadata directory: %w", err)
+		}
+	}
 	if cfg.Registry {
 		if err := s.openRegistry(); err != nil {
 			_ = s.Close()
@@ -210,7 +220,7 @@ func (s *Server) routes() {
 	// from the mux.
 	s.mux.Handle("GET "+repoPrefix, s.repo)
 	s.mux.Handle("GET /metrics", s.metrics.handler())
-	if s.meta != nil {
+	if s.metaDir != nil {
 		s.mux.Handle("GET "+metadataPrefix, &metadataHandler{root: s.metaDir, log: s.log.Named("metadata")})
 	}
 	if s.api != nil {
