@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mxos-linux/mxos-update/internal/oci/registry"
+	"github.com/mxos-linux/mxos-update/internal/server"
 	"github.com/mxos-linux/mxos-update/internal/storage/object"
 	"github.com/mxos-linux/mxos-update/internal/storage/s3store"
 	"github.com/mxos-linux/mxos-update/internal/storage/storageconfig"
@@ -15,32 +16,46 @@ import (
 // blobPrefix is where the registry's blobs live in a bucket.
 const blobPrefix = "oci/blobs/"
 
-// openStorage reads the storage file (--storage) and returns the blob
-// store the registry should use: nil (its directory in --data) without a
-// file or for kind dir, the bucket for kind s3. The bucket must exist and
-// answer, or the server does not start.
-func openStorage(ctx context.Context, path string, log *zap.Logger) (registry.BlobStore, error) {
+// openStorage reads the storage file (--storage) and, for kind s3, puts
+// the registry's blobs and the served repository in the bucket (cfg's
+// RegistryOptions.Blobs, RepoStore, RepoRedirect). Without a file or for
+// kind dir nothing changes. The bucket must exist and answer, or the
+// server does not start.
+func openStorage(ctx context.Context, path string, cfg *server.Config, log *zap.Logger) error {
+	blobs, repo, redirect, err := loadStorage(ctx, path, log)
+	if err != nil {
+		return err
+	}
+	if blobs != nil {
+		cfg.RegistryOptions.Blobs = blobs
+	}
+	cfg.RepoStore, cfg.RepoRedirect = repo, redirect
+	return nil
+}
+
+func loadStorage(ctx context.Context, path string, log *zap.Logger) (registry.BlobStore, object.Store, bool, error) {
 	if path == "" {
-		return nil, nil
+		return nil, nil, false, nil
 	}
 	c, err := storageconfig.Load(path)
 	if err != nil {
-		return nil, fmt.Errorf("--storage: %w", err)
+		return nil, nil, false, fmt.Errorf("--storage: %w", err)
 	}
 	st, err := c.Open(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("--storage %s: %w", path, err)
+		return nil, nil, false, fmt.Errorf("--storage %s: %w", path, err)
 	}
 	if st == nil {
-		log.Info("storage: registry blobs in the data directory")
-		return nil, nil
+		log.Info("storage: everything in the data directory")
+		return nil, nil, false, nil
 	}
 	if s3, ok := st.(*s3store.Store); ok {
-		log.Info("storage: registry blobs in S3", zap.String("where", s3.Config().String()), zap.String("prefix", blobPrefix))
+		log.Info("storage: registry blobs and the served repository in S3", zap.String("where", s3.Config().String()),
+			zap.String("serve", c.Serve))
 	}
 	b, err := object.NewBlobs(st, blobPrefix)
 	if err != nil {
-		return nil, err
+		return nil, nil, false, err
 	}
-	return b, nil
+	return b, st, c.Serve == storageconfig.ServeRedirect, nil
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mxos-linux/mxos-update/internal/storage/s3store"
 	"github.com/mxos-linux/mxos-update/internal/storage/storagetest"
 )
 
@@ -63,6 +64,23 @@ func TestStorageFlag(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(data, "oci", "blobs")); err == nil {
 		t.Fatal("--storage s3, yet the registry made data/oci/blobs")
+	}
+	// The repository was mirrored at start and /repo/ comes from the bucket.
+	st, err := s3store.New(context.Background(), bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Stat(context.Background(), "repo/config")
+	if err != nil {
+		t.Fatalf("repo/config is not in the bucket: %v", err)
+	}
+	resp, err = http.Get(base + "/repo/config")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("ETag") != info.ETag {
+		t.Fatalf("GET /repo/config: %d, ETag %q; the bucket's is %q", resp.StatusCode, resp.Header.Get("ETag"), info.ETag)
 	}
 	cancel()
 	select {

@@ -12,15 +12,19 @@
 //	  prefix: ""               # optional, a key ending in "/" to share a bucket
 //	  access_key_file: /etc/mxos/s3/access-key
 //	  secret_key_file: /etc/mxos/s3/secret-key
+//	  serve: stream            # /repo/ file contents: "stream" (default) or "redirect"
 //
 // The credentials are never in the file itself, only the names of files
 // holding them (one line each; mode 0600 or stricter is expected, as for
 // the server's other keys), so the file can be shown and committed. Their
 // contents never appear in errors or logs.
 //
-// What lives in the bucket: the OCI registry's blobs (under oci/blobs/).
-// The registry's repository metadata, upload sessions and the OSTree
-// repository stay in --data for now (see README, "Storage").
+// What lives in the bucket: the OCI registry's blobs (under oci/blobs/)
+// and a mirror of the OSTree repository (under repo/), from which /repo/
+// is served; serve: redirect answers file contents and delta parts with
+// presigned URLs instead of streaming them. The registry's repository
+// metadata, its upload sessions and the repository that publishing
+// writes stay in --data (see README, "Storage").
 package storageconfig
 
 import (
@@ -58,7 +62,14 @@ type Config struct {
 	Prefix        string `yaml:"prefix"`
 	AccessKeyFile string `yaml:"access_key_file"`
 	SecretKeyFile string `yaml:"secret_key_file"`
+	Serve         string `yaml:"serve"`
 }
+
+// Serve modes.
+const (
+	ServeStream   = "stream"
+	ServeRedirect = "redirect"
+)
 
 type file struct {
 	Storage *Config `yaml:"storage"`
@@ -87,13 +98,16 @@ func Parse(data []byte) (Config, error) {
 func (c Config) Validate() error {
 	switch c.Kind {
 	case KindDir:
-		if c.Endpoint != "" || c.Bucket != "" || c.Prefix != "" || c.Region != "" || c.AccessKeyFile != "" || c.SecretKeyFile != "" {
+		if c.Endpoint != "" || c.Bucket != "" || c.Prefix != "" || c.Region != "" || c.AccessKeyFile != "" || c.SecretKeyFile != "" || c.Serve != "" {
 			return fmt.Errorf("%w: kind dir takes no other settings", ErrInvalid)
 		}
 		return nil
 	case KindS3:
 	default:
 		return fmt.Errorf("%w: kind %q: use dir or s3", ErrInvalid, c.Kind)
+	}
+	if c.Serve != "" && c.Serve != ServeStream && c.Serve != ServeRedirect {
+		return fmt.Errorf("%w: serve %q: use stream or redirect", ErrInvalid, c.Serve)
 	}
 	var missing []string
 	for _, f := range []struct{ name, v string }{{"bucket", c.Bucket}, {"access_key_file", c.AccessKeyFile}, {"secret_key_file", c.SecretKeyFile}} {
