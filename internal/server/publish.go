@@ -335,6 +335,11 @@ func (a *publishAPI) handleReleaseCreate(w http.ResponseWriter, r *http.Request)
 		Deltas: &release.DeltaPolicy{Sources: pl.ch.DeltaSources(), Scratch: pl.ch.StaticDeltaFromScratch}}
 	moved := false
 	err = a.store.Tx(ctx, func(tx *db.Tx) error {
+		// One publish or promotion at a time across every server on this
+		// database (a no-op on SQLite, whose write lock already is that).
+		if err := tx.LockCluster(ctx, db.LockPublish); err != nil {
+			return err
+		}
 		if err := tx.AddRelease(ctx, rel); err != nil {
 			if errors.Is(err, db.ErrDuplicate) || errors.Is(err, db.ErrVersionOrder) {
 				return refuse(releaseRequest, err, "%v", err)
