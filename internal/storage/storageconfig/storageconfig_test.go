@@ -55,6 +55,17 @@ func TestParse(t *testing.T) {
 	}
 }
 
+// TestShippedExample: the example in deploy/ is valid as shipped.
+func TestShippedExample(t *testing.T) {
+	c, err := storageconfig.Load("../../../deploy/storage/s3.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Kind != storageconfig.KindS3 || c.Bucket == "" || c.Serve != storageconfig.ServeStream {
+		t.Fatalf("example parsed as %+v", c)
+	}
+}
+
 func FuzzParse(f *testing.F) {
 	f.Add([]byte("storage:\n  kind: s3\n  bucket: b\n  access_key_file: /a\n  secret_key_file: /s\n"))
 	f.Add([]byte("storage: {kind: dir}\n"))
