@@ -35,6 +35,7 @@ type globalOptions struct {
 	logLevel  string
 	logFormat string
 	cpuProf   string
+	storage   string // --storage: the storage file (storage.go)
 }
 
 // newRootCmd builds the mxos-server command. Running it without a
@@ -65,6 +66,7 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&g.cpuProf, "cpuprofile", "", "write a CPU profile of the server to this file (for benchmarks)")
 	_ = pf.MarkHidden("cpuprofile")
 	pf.StringVar(&g.logFormat, "log-format", "console", "log format: console or json")
+	cmd.Flags().StringVar(&g.storage, "storage", envOr("MXOS_STORAGE", ""), "storage file: kind dir (default, everything in --data) or s3 (registry blobs and the served repository in a bucket) (env MXOS_STORAGE)")
 	cmd.Flags().StringVar(&listen, "listen", envOr("MXOS_LISTEN", server.DefaultListen), "address to listen on (env MXOS_LISTEN)")
 	cmd.Flags().StringVar(&keys.release, "release-keys", envOr("MXOS_RELEASE_KEYS", ""), "directory of the release public keys published commits must be signed with (env MXOS_RELEASE_KEYS; default ./keys when it holds keys)")
 	cmd.Flags().StringVar(&keys.online, "online-keys", envOr("MXOS_ONLINE_KEYS", ""), "directory of the online secret keys that sign the summary (env MXOS_ONLINE_KEYS; make them with mxosctl keys generate --dir)")
@@ -180,6 +182,9 @@ func runServer(ctx context.Context, out io.Writer, g globalOptions, listen strin
 		return err
 	}
 	cfg := server.Config{DataDir: g.dataDir, Listen: listen, Logger: log, Registry: registry}
+	if err := openStorage(ctx, g.storage, &cfg, log); err != nil { // storage.go
+		return err
+	}
 	if _, err := server.Recover(cfg.DataDir, cfg.RegistryOptions, time.Now(), log); err != nil {
 		return err
 	}
@@ -222,6 +227,11 @@ func runServer(ctx context.Context, out io.Writer, g globalOptions, listen strin
 		return err
 	}
 	defer srv.Close()
+	// With --storage s3, the bucket gets what was published while the
+	// server was down (a no-op otherwise).
+	if err := srv.MirrorRepo(ctx); err != nil {
+		return err
+	}
 
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", listen)

@@ -46,6 +46,7 @@ func runStoreSuite(t *testing.T, newDSN func(t *testing.T) string) {
 	t.Run("audit-tamper", func(t *testing.T) { testAuditTamper(t, open) })
 	t.Run("audit-input", func(t *testing.T) { testAuditInput(t, open(t)) })
 	t.Run("tx", func(t *testing.T) { testTx(t, open(t)) })
+	t.Run("cluster-lock", func(t *testing.T) { testClusterLock(t, newDSN(t)) })
 	t.Run("input", func(t *testing.T) { testInput(t, open(t)) })
 }
 

@@ -24,6 +24,9 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/oci/registry"
 	"github.com/mxos-linux/mxos-update/internal/server"
+	"github.com/mxos-linux/mxos-update/internal/storage/object"
+	"github.com/mxos-linux/mxos-update/internal/storage/s3store"
+	"github.com/mxos-linux/mxos-update/internal/storage/storagetest"
 )
 
 // registryServer is an in-process mxos-server with the registry on, a
@@ -41,6 +44,13 @@ type registryServer struct {
 // Tokens are created once per data directory and kept in tokens.json, so
 // a restarted server accepts the same ones.
 func startRegistryServer(t *testing.T, dataDir string) *registryServer {
+	t.Helper()
+	return startRegistryServerWith(t, dataDir, registry.Options{})
+}
+
+// startRegistryServerWith is startRegistryServer with registry options
+// (an S3 blob store).
+func startRegistryServerWith(t *testing.T, dataDir string, opts registry.Options) *registryServer {
 	t.Helper()
 	ctx := context.Background()
 	if err := os.MkdirAll(filepath.Join(dataDir, "repo"), 0o755); err != nil {
@@ -79,7 +89,7 @@ func startRegistryServer(t *testing.T, dataDir string) *registryServer {
 			t.Fatal(err)
 		}
 	}
-	srv, err := server.New(server.Config{DataDir: dataDir, Store: store, Channels: set, Registry: true})
+	srv, err := server.New(server.Config{DataDir: dataDir, Store: store, Channels: set, Registry: true, RegistryOptions: opts})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,8 +135,40 @@ func conformanceBinary(t *testing.T) string {
 // TestRegistryConformance runs the OCI distribution-spec conformance
 // suite, every area on, against the real server with a release token.
 func TestRegistryConformance(t *testing.T) {
+	runRegistryConformance(t, startRegistryServer(t, t.TempDir()))
+}
+
+// TestRegistryConformanceS3 runs the same suite with the registry's blobs
+// in a bucket of a real S3 server (versitygw), as mxos-server --storage
+// with kind s3 sets it up.
+func TestRegistryConformanceS3(t *testing.T) {
+	srv := storagetest.StartS3(t)
+	st, err := s3store.New(context.Background(), srv.Bucket(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blobs, err := object.NewBlobs(st, "oci/blobs/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := t.TempDir()
+	runRegistryConformance(t, startRegistryServerWith(t, data, registry.Options{Blobs: blobs}))
+	n := 0
+	if err := st.List(context.Background(), "oci/blobs/", func(object.Info) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 {
+		t.Fatal("the conformance suite's blobs are not in the bucket")
+	}
+	if _, err := os.Stat(filepath.Join(data, "oci", "blobs")); err == nil {
+		t.Fatal("blobs were stored in the data directory too")
+	}
+	t.Logf("%d blobs in the bucket", n)
+}
+
+func runRegistryConformance(t *testing.T, rs *registryServer) {
+	t.Helper()
 	bin := conformanceBinary(t)
-	rs := startRegistryServer(t, t.TempDir())
 	results := t.TempDir()
 	cmd := exec.Command(bin)
 	cmd.Dir = t.TempDir() // no stray oci-conformance.yaml

@@ -47,12 +47,13 @@ type publishAPI struct {
 	online    []sign.Signer
 	maxObject int64
 	tlog      *tlogstore.Log // nil without Config.TransparencyLog
+	repoStore *storeRepo     // nil without Config.RepoStore
 }
 
 // publishRoutes registers the routes of internal/api/publish.go.
 func (s *Server) publishRoutes() {
 	a := &publishAPI{apiState: s.api, dataDir: s.cfg.DataDir, trusted: s.cfg.TrustedKeys,
-		online: s.cfg.OnlineSigners, maxObject: s.cfg.MaxObjectSize, tlog: s.cfg.TransparencyLog}
+		online: s.cfg.OnlineSigners, maxObject: s.cfg.MaxObjectSize, tlog: s.cfg.TransparencyLog, repoStore: s.repoStore}
 	if a.maxObject <= 0 {
 		a.maxObject = DefaultMaxObjectSize
 	}
@@ -334,6 +335,11 @@ func (a *publishAPI) handleReleaseCreate(w http.ResponseWriter, r *http.Request)
 		Deltas: &release.DeltaPolicy{Sources: pl.ch.DeltaSources(), Scratch: pl.ch.StaticDeltaFromScratch}}
 	moved := false
 	err = a.store.Tx(ctx, func(tx *db.Tx) error {
+		// One publish or promotion at a time across every server on this
+		// database (a no-op on SQLite, whose write lock already is that).
+		if err := tx.LockCluster(ctx, db.LockPublish); err != nil {
+			return err
+		}
 		if err := tx.AddRelease(ctx, rel); err != nil {
 			if errors.Is(err, db.ErrDuplicate) || errors.Is(err, db.ErrVersionOrder) {
 				return refuse(releaseRequest, err, "%v", err)
@@ -385,6 +391,12 @@ func (a *publishAPI) handleReleaseCreate(w http.ResponseWriter, r *http.Request)
 				zap.String("commit", rel.Commit), zap.String("version", rel.Version), zap.Error(err))
 		}
 		return err
+	}
+	if a.repoStore != nil { // repostore.go: the bucket holds the release before the API answers
+		if err := a.repoStore.mirror(ctx); err != nil {
+			a.log.Error("release accepted but not yet in object storage", zap.String("version", rel.Version), zap.Error(err))
+			return err
+		}
 	}
 	a.updates.Invalidate() // checks must see the new release and rollout
 	if a.meta != nil {

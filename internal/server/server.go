@@ -19,6 +19,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/oci/registry"
 	"github.com/mxos-linux/mxos-update/internal/sign"
+	"github.com/mxos-linux/mxos-update/internal/storage/object"
 	"github.com/mxos-linux/mxos-update/internal/tlogstore"
 	"github.com/mxos-linux/mxos-update/internal/updates"
 )
@@ -92,6 +93,14 @@ type Config struct {
 	RegistryOptions    registry.Options
 	RegistryGCInterval time.Duration
 
+	// RepoStore, when set, serves /repo/ from this object store (an S3
+	// bucket) instead of DataDir/repo, which publishing still writes and
+	// which is mirrored to the store (repostore.go). RepoRedirect answers
+	// content-addressed files with a presigned redirect instead of a
+	// stream.
+	RepoStore    object.Store
+	RepoRedirect bool
+
 	// TransparencyLog, when set, is served at /log/ and every release and
 	// promotion is appended to it before its ref moves (tlog.go).
 	TransparencyLog *tlogstore.Log
@@ -128,16 +137,18 @@ func (c *Config) setDefaults() {
 // Server is mxos-server's HTTP server. Create it with New; it is safe for
 // concurrent use.
 type Server struct {
-	cfg     Config
-	log     *zap.Logger
-	repo    *repoHandler
-	mux     *http.ServeMux
-	handler http.Handler
-	api     *apiState
-	metrics *metrics
-	meta    *metaState // nil without Config.Metadata
-	metaDir *os.Root
-	oci     *ociState // nil without Config.Registry
+	cfg  Config
+	log  *zap.Logger
+	repo *repoHandler
+	// repoStore serves /repo/ from Config.RepoStore; nil without one.
+	repoStore *storeRepo
+	mux       *http.ServeMux
+	handler   http.Handler
+	api       *apiState
+	metrics   *metrics
+	meta      *metaState // nil without Config.Metadata
+	metaDir   *os.Root
+	oci       *ociState // nil without Config.Registry
 }
 
 // New opens DataDir/repo (which must exist) and builds the routes.
@@ -152,11 +163,12 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("opening repository directory: %w", err)
 	}
 	s := &Server{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		repo:    newRepoHandler(root, cfg.Logger.Named("repo"), cfg.ObjectMemory),
-		mux:     http.NewServeMux(),
-		metrics: newMetrics(),
+		cfg:       cfg,
+		log:       cfg.Logger,
+		repo:      newRepoHandler(root, cfg.Logger.Named("repo"), cfg.ObjectMemory),
+		repoStore: newStoreRepo(cfg),
+		mux:       http.NewServeMux(),
+		metrics:   newMetrics(),
 	}
 	if cfg.Store != nil && cfg.Channels != nil {
 		now := cfg.Now
@@ -218,7 +230,11 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET /readyz", s.handleReadyz)
 	// "GET" also matches HEAD; other methods get 405 with an Allow header
 	// from the mux.
-	s.mux.Handle("GET "+repoPrefix, s.repo)
+	if s.repoStore != nil {
+		s.mux.Handle("GET "+repoPrefix, s.repoStore)
+	} else {
+		s.mux.Handle("GET "+repoPrefix, s.repo)
+	}
 	s.mux.Handle("GET /metrics", s.metrics.handler())
 	if s.metaDir != nil {
 		s.mux.Handle("GET "+metadataPrefix, &metadataHandler{root: s.metaDir, log: s.log.Named("metadata")})

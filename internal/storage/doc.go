@@ -35,6 +35,10 @@
 // digest, so no caller-supplied string ever becomes a path by itself.
 //
 // S3-compatible object storage (DESIGN.md, "embedded by default,
-// distributed when outgrown") will be a second implementation of the same
-// operations; it is not written yet.
+// distributed when outgrown") lives in the subpackages: object (the Store
+// interface, a directory backend, a blob store with this one's method set
+// on any Store), s3store (the S3 backend), storageconfig (the server's
+// --storage file) and storagetest (the conformance suite and a real S3
+// server for tests). This package stays free of them: the device agent
+// links it for WriteFile.
 package storage

@@ -25,6 +25,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/release"
 	"github.com/mxos-linux/mxos-update/internal/server"
 	"github.com/mxos-linux/mxos-update/internal/sign"
+	"github.com/mxos-linux/mxos-update/internal/storage/object"
 	"github.com/mxos-linux/mxos-update/internal/tlogstore"
 )
 
@@ -59,6 +60,12 @@ type Options struct {
 	// LogWitnessPolicy the witnesses that must cosign its checkpoints.
 	LogKeyFile       string
 	LogWitnessPolicy []byte
+	// RepoStore serves /repo/ from this object store (an S3 bucket),
+	// mirrored from the data directory after every release;
+	// RepoRedirect answers content-addressed files with presigned
+	// redirects (server.Config).
+	RepoStore    object.Store
+	RepoRedirect bool
 	// Serve runs Server.Serve on a listener (background loops, metadata
 	// refreshed before the first request) instead of its handler under
 	// httptest.
@@ -139,7 +146,8 @@ func Start(t testing.TB, opts Options) *Server {
 	}
 	s.Release = GenerateKeys(t)
 	s.Publisher = &release.Publisher{Repo: s.Repo, Signers: s.Release.Signers}
-	cfg := server.Config{DataDir: s.Data, TrustedKeys: s.Release.Verifiers, OnlineSigners: s.Release.Signers, Registry: opts.Registry}
+	cfg := server.Config{DataDir: s.Data, TrustedKeys: s.Release.Verifiers, OnlineSigners: s.Release.Signers, Registry: opts.Registry,
+		RepoStore: opts.RepoStore, RepoRedirect: opts.RepoRedirect}
 	if opts.OnlineSummaryKey || opts.Metadata {
 		s.Online = GenerateKeys(t)
 	}

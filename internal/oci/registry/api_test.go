@@ -195,8 +195,9 @@ func TestReferrers(t *testing.T) {
 	}
 }
 
-func TestBlobGet(t *testing.T) {
-	tr := newTestReg(t)
+func TestBlobGet(t *testing.T) { testBlobGet(t, newTestReg(t)) }
+
+func testBlobGet(t *testing.T, tr *testReg) {
 	data := []byte("0123456789abcdefghij")
 	d := tr.pushBlob("r", data)
 	r := tr.do("GET", "/v2/r/blobs/"+d.String(), nil, "Range: bytes=5-9")

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +16,8 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/mxos-linux/mxos-update/internal/storage/object"
 )
 
 // testAuthorize accepts "Bearer good", denies "Bearer device" and asks
@@ -34,6 +37,8 @@ type testReg struct {
 	dir   string
 	store *Store
 	url   string
+	// objects is the bucket holding the blobs when they are not in dir.
+	objects object.Store
 }
 
 func newTestReg(t *testing.T) *testReg {
@@ -168,6 +173,15 @@ func (tr *testReg) files() []string {
 	})
 	if err != nil {
 		tr.t.Fatal(err)
+	}
+	if tr.objects != nil {
+		err := tr.objects.List(context.Background(), "", func(i object.Info) error {
+			out = append(out, "bucket:"+i.Key)
+			return nil
+		})
+		if err != nil {
+			tr.t.Fatal(err)
+		}
 	}
 	slices.Sort(out)
 	return out

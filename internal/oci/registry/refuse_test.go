@@ -12,7 +12,9 @@ import (
 
 // TestRefusals sends each kind of bad request the registry refuses and
 // checks the spec error code and that nothing was stored.
-func TestRefusals(t *testing.T) {
+func TestRefusals(t *testing.T) { testRefusals(t, newTestReg) }
+
+func testRefusals(t *testing.T, newTestReg func(*testing.T) *testReg) {
 	blob := []byte("the real blob")
 	good := digest.FromBytes(blob)
 	other := digest.FromBytes([]byte("other"))

@@ -44,13 +44,46 @@ type Options struct {
 	// UploadTTL is how long an idle upload session is kept. Default
 	// DefaultUploadTTL.
 	UploadTTL time.Duration
+	// Blobs, when set, holds the blob bytes instead of DIR/blobs: an S3
+	// bucket through object.Blobs. Repository metadata (links, tags,
+	// manifest records) and upload sessions stay in DIR.
+	Blobs BlobStore
+}
+
+// BlobStore is where blob bytes live: the directory store
+// (storage.Blobs, the default) or object.Blobs on an S3 bucket. Its
+// errors wrap storage's (ErrNotFound, ErrDigestMismatch, ErrSizeMismatch,
+// ErrBadDigest).
+type BlobStore interface {
+	// Put stores r under d once its digest and size (-1: any) match.
+	Put(d digest.Digest, size int64, r io.Reader) error
+	// PutFile moves a local file (an upload's data) into the store.
+	PutFile(d digest.Digest, size int64, path string) error
+	// Open reads the blob; an *os.File for the directory store, so
+	// blob GETs use sendfile.
+	Open(d digest.Digest) (io.ReadSeekCloser, error)
+	Stat(d digest.Digest) (fs.FileInfo, error)
+	Touch(d digest.Digest) error
+	Delete(d digest.Digest) error
+	Walk(fn func(d digest.Digest, fi fs.FileInfo) error) error
+}
+
+// dirBlobs is the directory store with Open returning the interface.
+type dirBlobs struct{ *storage.Blobs }
+
+func (b dirBlobs) Open(d digest.Digest) (io.ReadSeekCloser, error) {
+	f, err := b.Blobs.Open(d)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
 }
 
 // Store is the registry's content on disk (see the package doc for the
 // layout). It is safe for concurrent use within one process.
 type Store struct {
 	dir   string
-	blobs *storage.Blobs
+	blobs BlobStore
 	tmp   string
 	opts  Options
 
@@ -74,11 +107,15 @@ func Open(dir string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("opening registry %s: %w", dir, err)
 		}
 	}
-	b, err := storage.OpenBlobs(filepath.Join(dir, "blobs"))
-	if err != nil {
-		return nil, fmt.Errorf("opening registry: %w", err)
+	if opts.Blobs != nil {
+		s.blobs = opts.Blobs
+	} else {
+		b, err := storage.OpenBlobs(filepath.Join(dir, "blobs"))
+		if err != nil {
+			return nil, fmt.Errorf("opening registry: %w", err)
+		}
+		s.blobs = dirBlobs{b}
 	}
-	s.blobs = b
 	// Temporary files of atomic writes a crash interrupted.
 	if ents, err := os.ReadDir(s.tmp); err == nil {
 		for _, e := range ents {
@@ -92,7 +129,7 @@ func Open(dir string, opts Options) (*Store, error) {
 func (s *Store) Dir() string { return s.dir }
 
 // Blobs is the underlying blob store.
-func (s *Store) Blobs() *storage.Blobs { return s.blobs }
+func (s *Store) Blobs() BlobStore { return s.blobs }
 
 func (s *Store) repoDir(name string) string {
 	return filepath.Join(s.dir, "repos", filepath.FromSlash(name))
