@@ -39,6 +39,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -181,6 +183,8 @@ func (s *Service) Flush(ctx context.Context) error {
 	for _, d := range batch {
 		devs = append(devs, d)
 	}
+	// In key order, the B-tree descents of a batch share their pages.
+	slices.SortFunc(devs, func(a, b db.Device) int { return strings.Compare(a.ID, b.ID) })
 	if err := s.Store.UpsertDevices(ctx, devs); err != nil {
 		return fmt.Errorf("recording last-seen times: %w", err)
 	}
