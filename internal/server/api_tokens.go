@@ -166,7 +166,7 @@ func (a *apiState) handleTokenRevoke(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return err
 	}
-	a.forgetTokens() // again after the commit: a lookup in between may have cached it
+	a.tokensChanged(r.Context()) // again after the commit: a lookup in between may have cached it
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
