@@ -24,15 +24,21 @@
 // change can never be served from memory. The feed keeps an hour of
 // changes (pruned by Sync every ten minutes).
 //
-// Memory: one 56-byte map slot per credential (32-byte hash, 16-byte
-// packed device id, 8-byte expiry), in a map without pointers that the
-// garbage collector does not scan.
+// Memory: 56 bytes per credential (32-byte hash, 16-byte packed device
+// id, 8-byte expiry) in one array sorted by hash, made by Load and
+// searched by bisection, which the garbage collector does not scan;
+// credentials added after the load go to a map beside it (also without
+// pointers). Dropped credentials of the array are marked, not removed.
 package credindex
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"fmt"
+	"math"
+	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -52,7 +58,16 @@ const (
 // rec is an indexed credential.
 type rec struct {
 	dev     [16]byte
-	expires int64 // Unix microseconds; 0: never
+	expires int64 // Unix microseconds; 0: never; dropped: a dropped entry of base
+}
+
+// dropped marks an entry of base whose token was dropped.
+const dropped = math.MinInt64
+
+// entry is a credential of the array made by Load.
+type entry struct {
+	key [32]byte
+	rec
 }
 
 // Credential is what the index knows of a token.
@@ -69,8 +84,9 @@ type Index struct {
 	Now   func() time.Time
 
 	mu     sync.RWMutex
-	m      map[[32]byte]rec
-	ready  bool // loaded, and the last Sync succeeded
+	base   []entry          // sorted by key
+	extra  map[[32]byte]rec // added after Load
+	ready  bool             // loaded, and the last Sync succeeded
 	gen    uint64
 	recent map[[32]byte]drop // tokens dropped within the last 2 × Lookback
 
@@ -127,7 +143,7 @@ func (x *Index) Get(hash []byte) (Credential, bool) {
 		return Credential{}, false
 	}
 	x.mu.RLock()
-	r, ok := x.m[k]
+	r, ok := x.getLocked(k)
 	ready := x.ready
 	x.mu.RUnlock()
 	if !ok || !ready {
@@ -138,6 +154,23 @@ func (x *Index) Get(hash []byte) (Credential, bool) {
 		c.ExpiresAt = time.UnixMicro(r.expires).UTC()
 	}
 	return c, true
+}
+
+// find returns the index of k in base, or -1.
+func (x *Index) find(k [32]byte) int {
+	i, ok := slices.BinarySearchFunc(x.base, k, func(e entry, k [32]byte) int { return bytes.Compare(e.key[:], k[:]) })
+	if !ok {
+		return -1
+	}
+	return i
+}
+
+func (x *Index) getLocked(k [32]byte) (rec, bool) {
+	if i := x.find(k); i >= 0 && x.base[i].expires != dropped {
+		return x.base[i].rec, true
+	}
+	r, ok := x.extra[k]
+	return r, ok
 }
 
 // Ticket is taken before reading a token from the database and given to
@@ -182,7 +215,14 @@ func (x *Index) Add(t Ticket, hash []byte, c Credential) {
 	if d, ok := x.recent[k]; ok && d.gen > t.gen {
 		return
 	}
-	x.m[k] = r
+	if i := x.find(k); i >= 0 {
+		x.base[i].rec = r
+		return
+	}
+	if x.extra == nil {
+		x.extra = map[[32]byte]rec{}
+	}
+	x.extra[k] = r
 }
 
 // Len is the number of indexed credentials.
@@ -192,7 +232,13 @@ func (x *Index) Len() int {
 	}
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	return len(x.m)
+	n := len(x.extra)
+	for i := range x.base {
+		if x.base[i].expires != dropped {
+			n++
+		}
+	}
+	return n
 }
 
 // Ready reports whether Get answers from memory.
@@ -213,38 +259,48 @@ func (x *Index) Load(ctx context.Context) error {
 	defer x.syncMu.Unlock()
 	start := x.now()
 	t := x.Begin()
-	n, err := x.Store.CountLiveTokens(ctx, "device", start)
-	if err != nil {
-		return fmt.Errorf("loading device credentials: %w", err)
-	}
-	m := make(map[[32]byte]rec, n)
-	err = x.Store.ScanDeviceCredentials(ctx, start, func(c db.DeviceCredential) error {
+	// Not sized by a count first: counting live tokens is a scan of its
+	// own, slower than this one.
+	var base []entry
+	err := x.Store.ScanDeviceCredentials(ctx, start, func(c db.DeviceCredential) error {
 		k, ok := key(c.Hash)
 		dev, isHex := packDevice(c.DeviceID)
 		if !ok || !isHex {
 			return nil
 		}
-		r := rec{dev: dev}
+		e := entry{key: k, rec: rec{dev: dev}}
 		if !c.ExpiresAt.IsZero() {
-			r.expires = c.ExpiresAt.UnixMicro()
+			e.expires = c.ExpiresAt.UnixMicro()
 		}
-		m[k] = r
+		base = append(base, e)
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("loading device credentials: %w", err)
 	}
+	slices.SortFunc(base, func(a, b entry) int { return bytes.Compare(a.key[:], b.key[:]) })
+	base = slices.Clip(slices.Clone(base)) // exactly its size: the appends' spare room goes
+	// The scan's garbage (its rows, the grown array) is given back now,
+	// not over the next minutes.
+	debug.FreeOSMemory()
 	x.mu.Lock()
+	x.base, x.extra = base, nil
 	for k, d := range x.recent {
 		if d.gen > t.gen {
-			delete(m, k)
+			x.dropKeyLocked(k)
 		}
 	}
-	x.m = m
 	x.ready = true
 	x.mu.Unlock()
 	x.lastSync = start
 	return nil
+}
+
+func (x *Index) dropKeyLocked(k [32]byte) {
+	if i := x.find(k); i >= 0 {
+		x.base[i].expires = dropped
+	}
+	delete(x.extra, k)
 }
 
 // Sync drops every token the feed names since a minute before the last
@@ -293,7 +349,7 @@ func (x *Index) dropLocked(hashes [][]byte, now time.Time) {
 	}
 	for _, h := range hashes {
 		if k, ok := key(h); ok {
-			delete(x.m, k)
+			x.dropKeyLocked(k)
 			x.recent[k] = drop{gen: x.gen, at: now}
 		}
 	}

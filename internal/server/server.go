@@ -364,7 +364,6 @@ func (s *Server) credentialLoop(ctx context.Context) {
 		}
 	}
 	s.log.Info("credential index loaded", zap.Int("credentials", x.Len()), zap.Duration("took", time.Since(start)))
-	debug.FreeOSMemory()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	failing := time.Time{}
