@@ -120,7 +120,7 @@ func (q *Queries) UpsertDevices(ctx context.Context, devs []Device) error {
 }
 
 func (q *Queries) execCount(ctx context.Context, query string, args []any) (int, error) {
-	res, err := q.q.ExecContext(ctx, query, args...)
+	res, err := q.execPrepared(ctx, query, args...)
 	if err != nil {
 		return 0, fmt.Errorf("recording devices: %w", err)
 	}
