@@ -337,6 +337,40 @@ func (x *Index) Sync(ctx context.Context) error {
 	return nil
 }
 
+// Drop drops the tokens with these hashes at once: the caller changed
+// them (revoked one, cut its life), whatever its clock says.
+func (x *Index) Drop(hashes ...[]byte) {
+	if x == nil {
+		return
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.dropLocked(hashes, x.now())
+}
+
+// DropDevice drops every credential of device id (a walk of the whole
+// index: for an admin's revocation, not for requests).
+func (x *Index) DropDevice(id string) {
+	dev, ok := packDevice(id)
+	if x == nil || !ok {
+		return
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var hashes [][]byte
+	for i := range x.base {
+		if x.base[i].dev == dev && x.base[i].expires != dropped {
+			hashes = append(hashes, x.base[i].key[:])
+		}
+	}
+	for k, r := range x.extra {
+		if r.dev == dev {
+			hashes = append(hashes, bytes.Clone(k[:]))
+		}
+	}
+	x.dropLocked(hashes, x.now())
+}
+
 func (x *Index) dropLocked(hashes [][]byte, now time.Time) {
 	x.gen++
 	if x.recent == nil {

@@ -96,14 +96,32 @@ func TestIndex(t *testing.T) {
 		t.Fatal("Sync kept a credential whose life a rotation cut")
 	}
 
+	// The caller's own changes, dropped at once without the feed: a
+	// device's credentials wherever they are (loaded or added later).
+	mint(t, s, "e", strings.Repeat("3", 32), exp)
+	x.Add(x.Begin(), hashOf("e"), Credential{DeviceID: strings.Repeat("3", 32), ExpiresAt: exp})
+	x.DropDevice(strings.Repeat("2", 32))
+	x.Drop(hashOf("e"))
+	if _, ok := x.Get(hashOf("d")); ok {
+		t.Fatal("DropDevice kept the device's credential")
+	}
+	if _, ok := x.Get(hashOf("e")); ok {
+		t.Fatal("Drop kept the credential")
+	}
+
 	// The feed cannot be read: nothing is answered from memory.
+	mint(t, s, "f", strings.Repeat("4", 32), exp)
+	x.Add(x.Begin(), hashOf("f"), Credential{DeviceID: strings.Repeat("4", 32), ExpiresAt: exp})
+	if _, ok := x.Get(hashOf("f")); !ok {
+		t.Fatal("a fresh read was not indexed")
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if err := x.Sync(ctx); err == nil {
 		t.Fatal("Sync on a closed store succeeded")
 	}
-	if _, ok := x.Get(hashOf("d")); ok || x.Ready() {
+	if _, ok := x.Get(hashOf("f")); ok || x.Ready() {
 		t.Fatal("the index answered after a failed Sync")
 	}
 }

@@ -87,7 +87,9 @@ func (a *apiState) forgetTokens() {
 }
 
 // tokensChanged is called after this server revoked tokens or cut their
-// lives: the next request already sees the change.
+// lives (and dropped them from the credential index itself, whatever
+// the clock): the next request already sees the change, and the feed is
+// read at once for changes made elsewhere.
 func (a *apiState) tokensChanged(ctx context.Context) {
 	a.forgetTokens()
 	if err := a.creds.Sync(context.WithoutCancel(ctx)); err != nil {

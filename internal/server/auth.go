@@ -344,6 +344,7 @@ func (a *apiState) handleRotate(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	a.creds.Drop(old.Hash) // its life was cut: read it again
 	a.tokensChanged(r.Context())
 	writeJSON(w, http.StatusCreated, api.Credential{DeviceID: old.DeviceID, Token: plain, ExpiresAt: next.ExpiresAt})
 	return nil
@@ -392,6 +393,7 @@ func (a *apiState) handleIdentityChange(w http.ResponseWriter, r *http.Request) 
 	if err != nil {
 		return err
 	}
+	a.creds.DropDevice(id)
 	a.tokensChanged(r.Context())
 	st := db.IdentityAuthorized
 	if action == "device.revoke" {
