@@ -28,7 +28,10 @@
 // id, 8-byte expiry) in one array sorted by hash, made by Load and
 // searched by bisection, which the garbage collector does not scan;
 // credentials added after the load go to a map beside it (also without
-// pointers). Dropped credentials of the array are marked, not removed.
+// pointers). Dropped credentials of the array are marked, not removed;
+// when an eighth of the index is marked or added (credential rotation
+// does both), the server loads it again (Stale, Load) while the old one
+// keeps answering.
 package credindex
 
 import (
@@ -90,6 +93,10 @@ type Index struct {
 	gen    uint64
 	recent map[[32]byte]drop // tokens dropped within the last 2 × Lookback
 
+	nDropped int  // dropped entries of base
+	loading  bool // a Load is scanning: recent is not pruned
+
+	loadMu    sync.Mutex // one Load at a time
 	syncMu    sync.Mutex // one Sync at a time
 	lastSync  time.Time  // start of the last successful Sync (our clock)
 	lastPrune time.Time
@@ -252,11 +259,21 @@ func (x *Index) Ready() bool {
 }
 
 // Load reads every live bound device credential into the index and
-// makes it ready. Changes made while it scans are caught by the Syncs
-// after it, which read the feed from a minute before the scan began.
+// makes it ready; run again, it compacts the index (see Stale) while the
+// old one keeps answering and Syncs go on. Changes made while it scans
+// are dropped again from the new array when it is swapped in (if a Sync
+// or Drop saw them) or by the Syncs after it.
 func (x *Index) Load(ctx context.Context) error {
-	x.syncMu.Lock()
-	defer x.syncMu.Unlock()
+	x.loadMu.Lock() // one Load at a time; Syncs go on while it scans
+	defer x.loadMu.Unlock()
+	x.mu.Lock()
+	x.loading = true // keep every drop from now on in recent
+	x.mu.Unlock()
+	defer func() {
+		x.mu.Lock()
+		x.loading = false
+		x.mu.Unlock()
+	}()
 	start := x.now()
 	t := x.Begin()
 	// Not sized by a count first: counting live tokens is a scan of its
@@ -283,8 +300,12 @@ func (x *Index) Load(ctx context.Context) error {
 	// The scan's garbage (its rows, the grown array) is given back now,
 	// not over the next minutes.
 	debug.FreeOSMemory()
+	x.syncMu.Lock()
+	defer x.syncMu.Unlock()
 	x.mu.Lock()
-	x.base, x.extra = base, nil
+	// Swap in the new array, then drop again what every Sync (or Drop)
+	// since the scan began dropped: the scan may have read it before.
+	x.base, x.extra, x.nDropped = base, nil, 0
 	for k, d := range x.recent {
 		if d.gen > t.gen {
 			x.dropKeyLocked(k)
@@ -292,15 +313,31 @@ func (x *Index) Load(ctx context.Context) error {
 	}
 	x.ready = true
 	x.mu.Unlock()
-	x.lastSync = start
+	if start.After(x.lastSync) {
+		x.lastSync = start
+	}
 	return nil
 }
 
 func (x *Index) dropKeyLocked(k [32]byte) {
-	if i := x.find(k); i >= 0 {
+	if i := x.find(k); i >= 0 && x.base[i].expires != dropped {
 		x.base[i].expires = dropped
+		x.nDropped++
 	}
 	delete(x.extra, k)
+}
+
+// Stale reports whether a Load would make the index much smaller: an
+// eighth of it is dropped entries of the array or credentials added
+// after the load (credential rotation turns one into the other, so
+// without a reload the index would grow with every rotation).
+func (x *Index) Stale() bool {
+	if x == nil {
+		return false
+	}
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.ready && x.nDropped+len(x.extra) > max(1024, len(x.base)/8)
 }
 
 // Sync drops every token the feed names since a minute before the last
@@ -377,7 +414,7 @@ func (x *Index) dropLocked(hashes [][]byte, now time.Time) {
 		x.recent = map[[32]byte]drop{}
 	}
 	for k, d := range x.recent {
-		if now.Sub(d.at) > 2*Lookback {
+		if !x.loading && now.Sub(d.at) > 2*Lookback {
 			delete(x.recent, k)
 		}
 	}

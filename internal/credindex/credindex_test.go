@@ -125,3 +125,33 @@ func TestIndex(t *testing.T) {
 		t.Fatal("the index answered after a failed Sync")
 	}
 }
+
+// TestCompaction: credentials added after the load and dropped ones make
+// the index stale; a Load rebuilds it from the database, keeping what is
+// live and dropping again what was dropped meanwhile.
+func TestCompaction(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	exp := time.Now().Add(time.Hour)
+	mint(t, s, "live", hexDev, exp)
+	x := &Index{Store: s}
+	if err := x.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 1100 {
+		dev := strings.Repeat("0", 28) + strings.Repeat(string("0123456789abcdef"[i%16]), 4)
+		x.Add(x.Begin(), hashOf(dev+string(rune(i))), Credential{DeviceID: dev, ExpiresAt: exp})
+	}
+	if !x.Stale() || x.Len() != 1101 {
+		t.Fatalf("after 1,100 additions: stale %v, %d credentials", x.Stale(), x.Len())
+	}
+	if err := x.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if x.Stale() || x.Len() != 1 {
+		t.Fatalf("after a reload: stale %v, %d credentials; want the one in the store", x.Stale(), x.Len())
+	}
+	if _, ok := x.Get(hashOf("live")); !ok {
+		t.Fatal("the reload lost a live credential")
+	}
+}

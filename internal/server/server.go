@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -367,6 +368,7 @@ func (s *Server) credentialLoop(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	failing := time.Time{}
+	var compacting atomic.Bool
 	for {
 		select {
 		case <-ctx.Done():
@@ -377,6 +379,16 @@ func (s *Server) credentialLoop(ctx context.Context) {
 		switch {
 		case err == nil:
 			failing = time.Time{}
+			if x.Stale() && compacting.CompareAndSwap(false, true) {
+				// Rotations leave dropped and added credentials behind:
+				// rebuild the array while the index keeps answering.
+				go func() {
+					defer compacting.Store(false)
+					if err := x.Load(ctx); err != nil && ctx.Err() == nil {
+						s.log.Warn("compacting the credential index", zap.Error(err))
+					}
+				}()
+			}
 		case ctx.Err() != nil:
 			return
 		case failing.IsZero():
