@@ -292,10 +292,19 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-// flushLoop writes queued last-seen times every second until ctx ends;
-// Close writes the rest.
+// LastSeenFlushInterval is how often queued last-seen times are written.
+// Each write is one transaction; a longer interval makes fewer of them
+// and lets more devices share a written page (at a million devices, 5 s
+// cost about a third less CPU per check than 1 s in mxos-bench check).
+// Last-seen times are kept to the minute (updates.LastSeenPrecision),
+// so the delay is not seen; a crash loses at most this much of them,
+// and each device's next check records it again.
+const LastSeenFlushInterval = 5 * time.Second
+
+// flushLoop writes queued last-seen times every LastSeenFlushInterval
+// until ctx ends; Close writes the rest.
 func (s *Server) flushLoop(ctx context.Context) {
-	t := time.NewTicker(time.Second)
+	t := time.NewTicker(LastSeenFlushInterval)
 	defer t.Stop()
 	for {
 		select {

@@ -69,7 +69,7 @@ const (
 //
 // A check of a known device whose state did not change only records when
 // it was last seen; those updates are queued and written in one
-// transaction by Flush (the server calls it every second and at shutdown),
+// transaction by Flush (the server calls it every 5 seconds and at shutdown),
 // so checks do not queue behind each other for the database's write lock.
 // New devices and changed ones are written at once.
 type Service struct {
