@@ -410,7 +410,11 @@ func waitIndexed(ctx context.Context, s *httpServer, limit time.Duration) (time.
 			_, _ = buf.ReadFrom(resp.Body)
 			resp.Body.Close()
 			body := buf.String()
-			if !strings.Contains(body, "mxos_device_index_ready") || strings.Contains(body, "\nmxos_device_index_ready 1") {
+			// Both in-memory indexes (devices, credentials) when the
+			// server has them.
+			devices := !strings.Contains(body, "mxos_device_index_ready") || strings.Contains(body, "\nmxos_device_index_ready 1")
+			creds := !strings.Contains(body, "mxos_credential_index_ready") || strings.Contains(body, "\nmxos_credential_index_ready 1")
+			if devices && creds {
 				return time.Since(start), nil
 			}
 		}

@@ -93,15 +93,20 @@ func (q *Queries) UpsertDevices(ctx context.Context, devs []Device) error {
 			for _, d := range chunk {
 				args = append(args, d.ID, d.Arch, d.Channel, d.Group, d.BootedCommit, d.Version, micros(d.LastSeen))
 			}
-			res, err := q.q.ExecContext(ctx, updateDevicesSQL(len(chunk)), args...)
+			// Nearly always only the last-seen time changed: an UPDATE that
+			// sets nothing else leaves the indexes on channel and group
+			// alone (one page written per device instead of three).
+			n, err := q.execCount(ctx, touchDevicesSQL(len(chunk)), args)
 			if err != nil {
-				return fmt.Errorf("recording devices: %w", err)
+				return err
 			}
-			n, err := res.RowsAffected()
-			if err != nil {
-				return fmt.Errorf("recording devices: %w", err)
+			if n == len(chunk) {
+				continue
 			}
-			if int(n) == len(chunk) {
+			if n, err = q.execCount(ctx, updateDevicesSQL(len(chunk)), args); err != nil {
+				return err
+			}
+			if n == len(chunk) {
 				continue
 			}
 			for _, d := range chunk {
@@ -114,16 +119,45 @@ func (q *Queries) UpsertDevices(ctx context.Context, devs []Device) error {
 	})
 }
 
+func (q *Queries) execCount(ctx context.Context, query string, args []any) (int, error) {
+	res, err := q.execPrepared(ctx, query, args...)
+	if err != nil {
+		return 0, fmt.Errorf("recording devices: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("recording devices: %w", err)
+	}
+	return int(n), nil
+}
+
 // upsertChunk is how many devices one UPDATE of UpsertDevices writes.
 const upsertChunk = 100
 
-var updateDevicesText sync.Map // n → SQL
+var updateDevicesText, touchDevicesText sync.Map // n → SQL
 
 // updateDevicesSQL is the multi-row UPDATE of n devices (WITH v AS (VALUES …)
 // UPDATE … FROM v: SQLite ≥ 3.33, PostgreSQL). Its texts are built once, so
 // the prepared-statement cache holds at most upsertChunk of them.
 func updateDevicesSQL(n int) string {
-	if s, ok := updateDevicesText.Load(n); ok {
+	return devicesSQL(&updateDevicesText, n, `UPDATE devices SET arch = v.arch, channel = v.channel,
+		group_name = CASE WHEN v.grp = '' THEN devices.group_name ELSE v.grp END,
+		booted_commit = v.commit_hex, version = v.version, last_seen = v.seen
+		FROM v WHERE devices.id = v.id`)
+}
+
+// touchDevicesSQL is updateDevicesSQL for devices whose stored row
+// already holds everything but the last-seen time: it sets only
+// last_seen, and only where the rest matches.
+func touchDevicesSQL(n int) string {
+	return devicesSQL(&touchDevicesText, n, `UPDATE devices SET last_seen = v.seen
+		FROM v WHERE devices.id = v.id AND devices.arch = v.arch AND devices.channel = v.channel
+		AND devices.booted_commit = v.commit_hex AND devices.version = v.version
+		AND (v.grp = '' OR devices.group_name = v.grp)`)
+}
+
+func devicesSQL(cache *sync.Map, n int, update string) string {
+	if s, ok := cache.Load(n); ok {
 		return s.(string)
 	}
 	var b strings.Builder
@@ -136,10 +170,8 @@ func updateDevicesSQL(n int) string {
 		fmt.Fprintf(&b, "(CAST($%d AS TEXT), CAST($%d AS TEXT), CAST($%d AS TEXT), CAST($%d AS TEXT), CAST($%d AS TEXT), CAST($%d AS TEXT), CAST($%d AS BIGINT))",
 			p, p+1, p+2, p+3, p+4, p+5, p+6)
 	}
-	b.WriteString(`) UPDATE devices SET arch = v.arch, channel = v.channel,
-		group_name = CASE WHEN v.grp = '' THEN devices.group_name ELSE v.grp END,
-		booted_commit = v.commit_hex, version = v.version, last_seen = v.seen
-		FROM v WHERE devices.id = v.id`)
-	s, _ := updateDevicesText.LoadOrStore(n, b.String())
+	b.WriteString(") ")
+	b.WriteString(update)
+	s, _ := cache.LoadOrStore(n, b.String())
 	return s.(string)
 }

@@ -32,6 +32,15 @@ func testFleet(t *testing.T, s *Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A batch whose rows all hold the same state: only what differs in a
+	// row (its last-seen time, a first group) is written.
+	err = s.UpsertDevices(ctx, []Device{
+		{ID: "pc2", Arch: "x86_64", Channel: "stable", Version: "10.0.1", LastSeen: at},               // only seen again
+		{ID: "pc3", Arch: "x86_64", Channel: "stable", Group: "lab", Version: "10.0.1", LastSeen: at}, // joins "lab"
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	seen := map[string]Device{}
 	if err := s.ScanDevices(ctx, func(d Device) error { seen[d.ID] = d; return nil }); err != nil {
 		t.Fatal(err)
@@ -42,7 +51,9 @@ func testFleet(t *testing.T, s *Store) {
 	for id, want := range map[string]Device{
 		"pc0": {Group: "lab", Channel: "stable", Version: "10.0.2", LastSeen: at},
 		"pc1": {Group: "aula", Channel: "edu", Version: "10.0.1", LastSeen: at},
-		"pc2": {Group: "lab", Channel: "stable", Version: "10.0.1", LastSeen: t0},
+		"pc2": {Group: "lab", Channel: "stable", Version: "10.0.1", LastSeen: at},
+		"pc3": {Group: "lab", Channel: "stable", Version: "10.0.1", LastSeen: at},
+		"pc4": {Group: "lab", Channel: "stable", Version: "10.0.1", LastSeen: t0},
 		"new": {Channel: "stable", LastSeen: at},
 	} {
 		got := seen[id]
@@ -54,7 +65,7 @@ func testFleet(t *testing.T, s *Store) {
 	if err := s.GroupedDevices(ctx, func(id, g string) error { groups[id] = g; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(groups) != "map[pc0:lab pc1:aula pc2:lab pc4:lab]" {
+	if fmt.Sprint(groups) != "map[pc0:lab pc1:aula pc2:lab pc3:lab pc4:lab]" {
 		t.Errorf("grouped devices: %v", groups)
 	}
 	// Batches longer than one UPDATE.

@@ -66,6 +66,9 @@ func (q *Queries) setIdentity(ctx context.Context, id string, st IdentityState, 
 
 // revokeDeviceTokens revokes every live token bound to the device.
 func (q *Queries) revokeDeviceTokens(ctx context.Context, id string, at time.Time) (int, error) {
+	if err := q.noteTokenChange(ctx, `SELECT hash, CAST($2 AS BIGINT) FROM tokens WHERE device_id = $1 AND revoked_at IS NULL`, id, micros(at)); err != nil {
+		return 0, fmt.Errorf("revoking the credentials of device %s: %w", id, err)
+	}
 	res, err := q.q.ExecContext(ctx, `UPDATE tokens SET revoked_at = $2 WHERE device_id = $1 AND revoked_at IS NULL`, id, micros(at))
 	if err != nil {
 		return 0, fmt.Errorf("revoking the credentials of device %s: %w", id, err)
@@ -180,6 +183,10 @@ func (q *Queries) RotateDeviceCredential(ctx context.Context, old, next Token, g
 			return err
 		}
 		end := micros(next.CreatedAt.Add(grace))
+		if err := q.noteTokenChange(ctx, `SELECT hash, CAST($2 AS BIGINT) FROM tokens
+			WHERE id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)`, old.ID, end); err != nil {
+			return fmt.Errorf("rotating the credential of device %s: %w", old.DeviceID, err)
+		}
 		_, err = q.q.ExecContext(ctx, `UPDATE tokens SET expires_at = $2
 			WHERE id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)`, old.ID, end)
 		if err != nil {

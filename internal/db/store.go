@@ -92,6 +92,25 @@ type Queries struct {
 	// for a Store, the enclosing one for a Tx. Multi-statement methods use
 	// it so they are all-or-nothing either way.
 	atomic func(ctx context.Context, fn func(*Queries) error) error
+	// In a transaction: the transaction and the store's statement cache,
+	// for execPrepared.
+	tx   *sql.Tx
+	prep *preparedDB
+}
+
+// execPrepared is q.q.ExecContext through a statement prepared once per
+// connection, in a transaction too: for the large statements run many
+// times (the batched last-seen writes), whose parsing would otherwise
+// cost as much as running them.
+func (q *Queries) execPrepared(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if q.tx == nil || q.prep == nil {
+		return q.q.ExecContext(ctx, query, args...)
+	}
+	st, err := q.prep.stmt(ctx, query)
+	if err != nil {
+		return q.q.ExecContext(ctx, query, args...)
+	}
+	return q.tx.StmtContext(ctx, st).ExecContext(ctx, args...)
 }
 
 // querier is what *sql.DB and *sql.Tx have in common.
@@ -222,7 +241,7 @@ func (s *Store) inTx(ctx context.Context, fn func(*Queries) error) error {
 			_ = sqlTx.Rollback() // the error that made us roll back matters more
 		}
 	}()
-	q := &Queries{q: sqlTx, d: s.d}
+	q := &Queries{q: sqlTx, d: s.d, tx: sqlTx, prep: s.prepared}
 	q.atomic = func(_ context.Context, fn func(*Queries) error) error { return fn(q) }
 	if err := fn(q); err != nil {
 		return err

@@ -218,6 +218,9 @@ func (q *Queries) RevokeToken(ctx context.Context, idOrName string, at time.Time
 		} else if n == 0 {
 			return fmt.Errorf("revoking token %q: %w: revoked concurrently", idOrName, ErrNotFound)
 		}
+		if err := q.noteTokenChange(ctx, `VALUES (CAST($1 AS TEXT), CAST($2 AS BIGINT))`, hex.EncodeToString(t.Hash), micros(at)); err != nil {
+			return fmt.Errorf("revoking token %q: %w", idOrName, err)
+		}
 		t.RevokedAt = fromMicros(micros(at))
 		return nil
 	})

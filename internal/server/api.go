@@ -15,6 +15,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/auth"
 	"github.com/mxos-linux/mxos-update/internal/channel"
+	"github.com/mxos-linux/mxos-update/internal/credindex"
 	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/i18n"
 	"github.com/mxos-linux/mxos-update/internal/updates"
@@ -40,6 +41,9 @@ type apiState struct {
 	// it; a revocation made through another replica applies within the TTL.
 	tokMu  sync.Mutex
 	tokens map[[32]byte]cachedToken
+	// creds holds every live bound device credential (internal/credindex):
+	// a device's check or report reads no token row.
+	creds *credindex.Index
 
 	denied denials // auth.go: the audit rate limit of denied requests
 }
@@ -61,9 +65,13 @@ func (a *apiState) lookupToken(ctx context.Context, hash []byte) (db.Token, erro
 	if ok && now.Before(c.expires) {
 		return c.t, nil
 	}
+	ticket := a.creds.Begin()
 	t, err := a.store.TokenByHash(ctx, hash)
 	if err != nil {
 		return t, err
+	}
+	if t.Role == auth.RoleDevice && t.DeviceID != "" {
+		a.creds.Add(ticket, hash, credindex.Credential{DeviceID: t.DeviceID, ExpiresAt: t.ExpiresAt})
 	}
 	a.tokMu.Lock()
 	if a.tokens == nil || len(a.tokens) > 100000 {
@@ -80,6 +88,19 @@ func (a *apiState) forgetTokens() {
 	a.tokMu.Unlock()
 }
 
+// tokensChanged is called after this server revoked tokens or cut their
+// lives (and dropped them from the credential index itself, whatever
+// the clock): the next request already sees the change, and the feed is
+// read at once for changes made elsewhere.
+func (a *apiState) tokensChanged(ctx context.Context) {
+	a.forgetTokens()
+	if err := a.creds.Sync(context.WithoutCancel(ctx)); err != nil {
+		// The index stops answering until a Sync succeeds: nothing
+		// revoked is accepted meanwhile.
+		a.log.Warn("reading token changes", zap.Error(err))
+	}
+}
+
 type ctxKey int
 
 const tokenKey ctxKey = 0
@@ -91,11 +112,12 @@ func (s *Server) apiRoutes() {
 	h := func(pattern string, perm []auth.Permission, fn func(http.ResponseWriter, *http.Request) error) {
 		s.mux.Handle(pattern, a.authed(perm, fn))
 	}
-	dev := []auth.Permission{auth.PermDevice}
 	rel := []auth.Permission{auth.PermRollout}
 	adm := []auth.Permission{auth.PermPin}
-	h("POST "+p+"/check", dev, a.handleCheck)
-	h("POST "+p+"/report", dev, a.handleReport)
+	// A device's check and report need only its credential's binding and
+	// expiry, which the credential index holds.
+	s.mux.Handle("POST "+p+"/check", a.authedDevice(a.handleCheck))
+	s.mux.Handle("POST "+p+"/report", a.authedDevice(a.handleReport))
 	h("GET "+p+"/channels", []auth.Permission{auth.PermReadChannels}, a.handleChannels)
 	h("GET "+p+"/rollouts", []auth.Permission{auth.PermRollout, auth.PermReadAudit}, a.handleRollouts)
 	h("POST "+p+"/rollouts", rel, a.handleRolloutStart)

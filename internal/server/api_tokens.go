@@ -145,11 +145,13 @@ func (a *apiState) handleTokenRevoke(w http.ResponseWriter, r *http.Request) err
 	name := r.PathValue("name")
 	now := a.now()
 	who := actor(r)
+	var revoked []byte
 	err := a.store.Tx(r.Context(), func(tx *db.Tx) error {
 		t, err := tx.RevokeToken(r.Context(), name, now)
 		if err != nil {
 			return err
 		}
+		revoked = t.Hash
 		if t.Role == auth.RoleAdmin && !t.Expired(now) {
 			n, err := tx.CountLiveTokens(r.Context(), auth.RoleAdmin, now)
 			if err != nil {
@@ -166,7 +168,8 @@ func (a *apiState) handleTokenRevoke(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return err
 	}
-	a.forgetTokens() // again after the commit: a lookup in between may have cached it
+	a.creds.Drop(revoked)
+	a.tokensChanged(r.Context()) // again after the commit: a lookup in between may have cached it
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

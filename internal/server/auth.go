@@ -45,8 +45,27 @@ type denials struct {
 // check or from fn, and every enrollment refused for an enroll token's
 // limits (403, 429) is audited as auth.denied (rate-limited).
 func (a *apiState) authed(perms []auth.Permission, fn func(http.ResponseWriter, *http.Request) error) http.Handler {
+	return a.authedWith(func(r *http.Request) (db.Token, error) { return a.authorize(r, perms) }, fn)
+}
+
+// authedDevice is authed for the routes of a device acting for itself
+// (check, report): the credential comes from the credential index when
+// it holds it, as a db.Token with only Role, DeviceID and ExpiresAt set.
+func (a *apiState) authedDevice(fn func(http.ResponseWriter, *http.Request) error) http.Handler {
+	perms := []auth.Permission{auth.PermDevice}
+	return a.authedWith(func(r *http.Request) (db.Token, error) {
+		if tok, err := auth.FromHeader(r.Header.Get("Authorization")); err == nil {
+			if c, ok := a.creds.Get(auth.Hash(tok)); ok && !(db.Token{ExpiresAt: c.ExpiresAt}).Expired(a.now()) {
+				return db.Token{Role: auth.RoleDevice, DeviceID: c.DeviceID, ExpiresAt: c.ExpiresAt}, nil
+			}
+		}
+		return a.authorize(r, perms)
+	}, fn)
+}
+
+func (a *apiState) authedWith(authz func(*http.Request) (db.Token, error), fn func(http.ResponseWriter, *http.Request) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		t, err := a.authorize(r, perms)
+		t, err := authz(r)
 		if err == nil {
 			r = r.WithContext(context.WithValue(r.Context(), tokenKey, t))
 			err = fn(w, r)
@@ -55,6 +74,12 @@ func (a *apiState) authed(perms []auth.Permission, fn func(http.ResponseWriter, 
 			var ae *api.Error
 			if errors.As(err, &ae) && (ae.Code == api.CodeUnauthorized || ae.Code == api.CodeForbidden ||
 				ae.Code == api.CodeEnrollCap || ae.Code == api.CodeEnrollRate) {
+				if t.Name == "" && t.Role != "" {
+					// From the credential index: the audit names the token.
+					if full, ferr := a.authorize(r, nil); ferr == nil {
+						t = full
+					}
+				}
 				a.auditDenied(r, t, ae)
 			}
 			a.writeError(w, r, err)
@@ -319,7 +344,8 @@ func (a *apiState) handleRotate(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	a.forgetTokens()
+	a.creds.Drop(old.Hash) // its life was cut: read it again
+	a.tokensChanged(r.Context())
 	writeJSON(w, http.StatusCreated, api.Credential{DeviceID: old.DeviceID, Token: plain, ExpiresAt: next.ExpiresAt})
 	return nil
 }
@@ -367,7 +393,8 @@ func (a *apiState) handleIdentityChange(w http.ResponseWriter, r *http.Request) 
 	if err != nil {
 		return err
 	}
-	a.forgetTokens()
+	a.creds.DropDevice(id)
+	a.tokensChanged(r.Context())
 	st := db.IdentityAuthorized
 	if action == "device.revoke" {
 		st = db.IdentityRevoked

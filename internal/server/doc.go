@@ -41,6 +41,15 @@
 // (forDevice), enrollment and rotation, and the rate-limited audit of
 // every denied (401, 403) request.
 //
+// A device's check and report are authorized from the credential index
+// (internal/credindex: every live bound device credential in memory,
+// loaded at start, following the token change feed every second and at
+// once after this server's own revocations and rotations), so a fleet's
+// checks read no token row; a credential the index does not hold is read
+// from the database and then indexed. Other routes read their token
+// (cached for a second). A revocation through this server applies to the
+// next request, through any other process within a second.
+//
 // Enrollment limits (issue 9): an enroll token is baked into images, so
 // anyone holding one can enroll invented ids, get a credential for each
 // and report release failures. Two defences, both small. First, one

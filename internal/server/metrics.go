@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/mxos-linux/mxos-update/internal/credindex"
 	"github.com/mxos-linux/mxos-update/internal/updates"
 )
 
@@ -56,4 +57,22 @@ func (m *metrics) deviceIndex(u *updates.Service) {
 			Name: "mxos_device_index_devices",
 			Help: "Devices in the check index.",
 		}, func() float64 { return float64(u.IndexedDevices()) }))
+}
+
+// credentialIndex exports the state of the device credential index.
+func (m *metrics) credentialIndex(x *credindex.Index) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "mxos_credential_index_ready",
+			Help: "1 while device credentials are authorized from memory (loaded, and following the token change feed), else 0.",
+		}, func() float64 {
+			if x.Ready() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "mxos_credential_index_credentials",
+			Help: "Device credentials in the credential index.",
+		}, func() float64 { return float64(x.Len()) }))
 }

@@ -39,6 +39,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -67,7 +69,7 @@ const (
 //
 // A check of a known device whose state did not change only records when
 // it was last seen; those updates are queued and written in one
-// transaction by Flush (the server calls it every second and at shutdown),
+// transaction by Flush (the server calls it every 5 seconds and at shutdown),
 // so checks do not queue behind each other for the database's write lock.
 // New devices and changed ones are written at once.
 type Service struct {
@@ -181,6 +183,8 @@ func (s *Service) Flush(ctx context.Context) error {
 	for _, d := range batch {
 		devs = append(devs, d)
 	}
+	// In key order, the B-tree descents of a batch share their pages.
+	slices.SortFunc(devs, func(a, b db.Device) int { return strings.Compare(a.ID, b.ID) })
 	if err := s.Store.UpsertDevices(ctx, devs); err != nil {
 		return fmt.Errorf("recording last-seen times: %w", err)
 	}
