@@ -24,8 +24,13 @@ else
 fi
 umask 022
 tar -C "$DATA" -xf "$BACKUP/data.tar"
-tar -tf "$BACKUP/secrets.tar" | grep -qx log-key && tar -C "$DATA" -xf "$BACKUP/secrets.tar" log-key
-if tar -tf "$BACKUP/secrets.tar" | grep -qvx log-key; then
+# The list is read whole: grep -q ending a pipe early would make tar fail
+# with SIGPIPE under pipefail.
+members=$(tar -tf "$BACKUP/secrets.tar")
+if grep -qx log-key <<<"$members"; then
+  tar -C "$DATA" -xf "$BACKUP/secrets.tar" log-key
+fi
+if grep -qvx log-key <<<"$members"; then
   mkdir -p "$KEYS_PARENT"
   tar -C "$KEYS_PARENT" -xf "$BACKUP/secrets.tar" --exclude=log-key
 fi

@@ -24,36 +24,10 @@ import (
 func TestBackupRestore(t *testing.T) {
 	testtool.Require(t, "sqlite3")
 	dir := t.TempDir()
-	root := filepath.Join(moduleRootDir(t), "deploy", "backup")
-	run := func(env []string, name string, args ...string) string {
-		t.Helper()
-		cmd := exec.Command(name, args...)
-		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), env...)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
-	write := func(rel, body string) {
-		t.Helper()
-		p := filepath.Join(dir, rel)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	copyFile := func(from, to string) {
-		t.Helper()
-		b, err := os.ReadFile(filepath.Join(dir, from))
-		if err != nil {
-			t.Fatal(err)
-		}
-		write(to, string(b))
-	}
+	root := filepath.Join(testtool.ModuleRoot(t), "deploy", "backup")
+	w := workDir{t, dir}
+	run, write := w.run, w.write
+	copyFile := func(from, to string) { t.Helper(); write(to, w.read(from)) }
 
 	run(nil, mxosctl(), "keys", "generate", "--dir", "keys")
 	run(nil, mxosctl(), "keys", "generate", "--dir", "online-keys")
@@ -174,21 +148,4 @@ func exitCode(err error) int {
 		return ee.ExitCode()
 	}
 	return -1
-}
-
-// moduleRootDir walks up from the package directory to go.mod.
-func moduleRootDir(t *testing.T) string {
-	t.Helper()
-	d, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for ; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d
-		}
-		if d == filepath.Dir(d) {
-			t.Fatal("go.mod not found")
-		}
-	}
 }

@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -35,40 +34,8 @@ import (
 // and its deployments and refs stay as they were.
 func TestDeviceSetUpAsREADMESays(t *testing.T) {
 	dir := t.TempDir()
-	try := func(env []string, name string, args ...string) (string, error) {
-		t.Helper()
-		cmd := exec.Command(name, args...)
-		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), env...)
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
-	run := func(env []string, name string, args ...string) string {
-		t.Helper()
-		out, err := try(env, name, args...)
-		if err != nil {
-			t.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out)
-		}
-		return out
-	}
-	write := func(rel, body string) {
-		t.Helper()
-		p := filepath.Join(dir, rel)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	read := func(rel string) string {
-		t.Helper()
-		b, err := os.ReadFile(filepath.Join(dir, rel))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(b)
-	}
+	w := workDir{t, dir}
+	try, run, write, read := w.try, w.run, w.write, w.read
 
 	run(nil, mxosctl(), "keys", "generate", "--dir", "keys")
 	run(nil, mxosctl(), "keys", "generate", "--dir", "online-keys")

@@ -20,7 +20,7 @@ var earlyExitPipe = regexp.MustCompile(`\|\s*(head\b|grep\s+(-\S*[qml]|--quiet|-
 // reader that exits early (failure 1 of issue 10: `ostree --version |
 // head -2` stopped about 2 runs in 5).
 func TestCIRunHasNoEarlyExitPipes(t *testing.T) {
-	script := filepath.Join(moduleRoot(t), ".ci", "run")
+	script := filepath.Join(ModuleRoot(t), ".ci", "run")
 	b, err := os.ReadFile(script)
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +56,7 @@ func TestCIRunWithStubTools(t *testing.T) {
 	work := t.TempDir()
 	root := filepath.Join(work, "repo")
 	bin := filepath.Join(work, "bin")
-	src, err := os.ReadFile(filepath.Join(moduleRoot(t), ".ci", "run"))
+	src, err := os.ReadFile(filepath.Join(ModuleRoot(t), ".ci", "run"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,25 +27,6 @@ type skipCall struct {
 	direct bool   // a testing.TB method called outside this package
 }
 
-// moduleRoot walks up from the package directory to go.mod.
-func moduleRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the package directory")
-		}
-		dir = parent
-	}
-}
-
 // skipCalls lists the calls in the Go files under root that can skip a
 // test: direct Skip/Skipf/SkipNow method calls and calls of this
 // package's skip helpers. Only this package's own non-test source may
@@ -110,7 +91,7 @@ func skipCalls(t *testing.T, root string) []skipCall {
 // and fails on a direct t.Skip, t.Skipf or t.SkipNow (or b., f.): those
 // skip silently under CI, where testtool.Skip fails instead.
 func TestNoDirectSkips(t *testing.T) {
-	calls := skipCalls(t, moduleRoot(t))
+	calls := skipCalls(t, ModuleRoot(t))
 	helpers := 0
 	for _, c := range calls {
 		if c.direct {

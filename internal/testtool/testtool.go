@@ -19,6 +19,7 @@ import (
 	"flag"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"testing"
 )
@@ -136,5 +137,25 @@ func CapFuzzMinimize(targets []string, limit string) {
 			}
 			return
 		}
+	}
+}
+
+// ModuleRoot walks up from the test's package directory to go.mod: where
+// tests find the repository's scripts and files (.ci/run, deploy/).
+func ModuleRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("go.mod not found above the package directory")
+		}
+		dir = parent
 	}
 }

@@ -152,7 +152,7 @@ func TestBootLoaderSeesChangesWithoutJournal(t *testing.T) {
 // shell. With mkfs-boot.sh's journal turned back on this test fails.
 func TestImageBootFSShowsStockDeploy(t *testing.T) {
 	ctx := context.Background()
-	s, img := bootOnLoop(t, filepath.Join(moduleRoot(t), "deploy", "image", "mkfs-boot.sh"))
+	s, img := bootOnLoop(t, filepath.Join(testtool.ModuleRoot(t), "deploy", "image", "mkfs-boot.sh"))
 	for _, version := range []string{"1.0", "2.0", "3.0"} {
 		c := commitTree(t, s, version, true)
 		if _, err := s.run(ctx, "pull-local", "--untrusted", "--repo="+s.SysrootRepoPath(), s.RepoPath(), c.String()); err != nil {
@@ -198,23 +198,4 @@ func bootLinkOf(t *testing.T, entry string) string {
 		t.Fatalf("no ostree= argument in the boot entry:\n%s", entry)
 	}
 	return m[1]
-}
-
-// moduleRoot walks up from the package directory to go.mod.
-func moduleRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the package directory")
-		}
-		dir = parent
-	}
 }
