@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -17,8 +16,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/release"
@@ -623,94 +620,4 @@ func mustResolve(t testing.TB, repo *ostree.Repo) ostree.Checksum {
 		t.Fatal(err)
 	}
 	return c
-}
-
-// killWatcher kills a process group when a file whose name matches
-// appears (is created, or renamed into) one of the watched directories.
-type killWatcher struct {
-	t     testing.TB
-	f     *os.File
-	match *regexp.Regexp
-	done  chan struct{}
-	path  string // what matched
-
-	mu   sync.Mutex
-	dirs map[int32]string
-}
-
-func newKillWatcher(t testing.TB, repoDir, dir string, match *regexp.Regexp) *killWatcher {
-	t.Helper()
-	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
-	if err != nil {
-		t.Fatalf("inotify: %v", err)
-	}
-	w := &killWatcher{t: t, f: os.NewFile(uintptr(fd), "inotify"), dirs: map[int32]string{}, match: match, done: make(chan struct{})}
-	var dirs []string
-	if dir == "objects/*" {
-		dirs, _ = filepath.Glob(filepath.Join(repoDir, "objects", "??"))
-		dirs = append(dirs, filepath.Join(repoDir, "objects"))
-	} else {
-		dirs = []string{filepath.Join(repoDir, dir)}
-	}
-	for _, d := range dirs {
-		if err := w.add(d); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return w
-}
-
-func (w *killWatcher) add(dir string) error {
-	wd, err := unix.InotifyAddWatch(int(w.f.Fd()), dir, unix.IN_CREATE|unix.IN_MOVED_TO|unix.IN_ONLYDIR)
-	if err != nil {
-		return fmt.Errorf("watch %s: %w", dir, err)
-	}
-	w.mu.Lock()
-	w.dirs[int32(wd)] = dir
-	w.mu.Unlock()
-	return nil
-}
-
-// start watches in the background for cmd, which must have been started.
-// Temporary files (".tmp-…") match when created, objects when renamed in.
-func (w *killWatcher) start(cmd *exec.Cmd) {
-	go func() {
-		defer close(w.done)
-		buf := make([]byte, 64<<10)
-		for {
-			n, err := w.f.Read(buf)
-			if err != nil {
-				return // closed
-			}
-			for off := 0; off+unix.SizeofInotifyEvent <= n; {
-				wd := int32(binary.NativeEndian.Uint32(buf[off:]))
-				mask := binary.NativeEndian.Uint32(buf[off+4:])
-				nameLen := int(binary.NativeEndian.Uint32(buf[off+12:]))
-				name := string(bytes.TrimRight(buf[off+unix.SizeofInotifyEvent:off+unix.SizeofInotifyEvent+nameLen], "\x00"))
-				off += unix.SizeofInotifyEvent + nameLen
-				w.mu.Lock()
-				dir := w.dirs[wd]
-				w.mu.Unlock()
-				if mask&unix.IN_ISDIR != 0 {
-					if filepath.Base(dir) == "objects" {
-						_ = w.add(filepath.Join(dir, name)) // a new objects/XX
-					}
-					continue
-				}
-				tmp := strings.HasPrefix(name, ".tmp-")
-				if w.match.MatchString(name) && (tmp && mask&unix.IN_CREATE != 0 || !tmp && mask&unix.IN_MOVED_TO != 0) {
-					killGroup(cmd)
-					w.path = filepath.Join(dir, name)
-					return
-				}
-			}
-		}
-	}()
-}
-
-// stop ends the watch and returns the path that triggered the kill, or "".
-func (w *killWatcher) stop() string {
-	w.f.Close()
-	<-w.done
-	return w.path
 }

@@ -63,11 +63,10 @@ type credentialFile struct {
 
 // identity is the agent's credential state (guarded by mu).
 type identity struct {
-	mu     sync.Mutex
-	ready  bool
-	cred   *credentialFile
-	seqMu  sync.Mutex
-	seqSet bool
+	mu    sync.Mutex
+	ready bool
+	cred  *credentialFile
+	seqMu sync.Mutex
 	// queueMu guards the report queue (reportqueue.go).
 	queueMu sync.Mutex
 }

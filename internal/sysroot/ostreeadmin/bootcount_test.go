@@ -62,8 +62,8 @@ func TestGrubBootCounter(t *testing.T) {
 	}
 
 	// Switch arms the counter.
-	c2, d2 := commitTree(t, s, "2.0", true), sysroot.Deployment{}
-	d2 = deploy(t, s, c2, "2.0")
+	c2 := commitTree(t, s, "2.0", true)
+	d2 := deploy(t, s, c2, "2.0")
 	if err := s.Switch(ctx, d2); err != nil {
 		t.Fatal(err)
 	}
