@@ -25,8 +25,13 @@ OS=mxos
 # systemd.default_timeout_start_sec: under TCG on a busy host, mounting the
 # root or starting journald can take minutes; systemd's default 90 s sent
 # the boot to the emergency shell. New deployments inherit these arguments.
+# fsck.repair=yes: /boot has no journal (mkfs-boot.sh), so after a power
+# cut e2fsck may find what its preen mode will not fix alone (a power cut
+# in the VM test left "Unattached inode"): systemd-fsck then failed, /boot
+# was not mounted and the machine stopped in the emergency shell. An
+# unattended machine repairs (e2fsck -y) and goes on.
 KARGS=(--karg=root=LABEL=root --karg=rw --karg=console=ttyS0,115200 --karg=panic=5
-  --karg=systemd.default_timeout_start_sec=900)
+  --karg=systemd.default_timeout_start_sec=900 --karg=fsck.repair=yes)
 log() { echo "mkdisk: $*" >&2; }
 
 work=$(mktemp -d)
