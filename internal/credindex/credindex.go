@@ -115,21 +115,6 @@ func (x *Index) now() time.Time {
 	return time.Now()
 }
 
-// packDevice packs a 32-hex-digit lowercase id into 16 bytes.
-func packDevice(id string) ([16]byte, bool) {
-	var k [16]byte
-	if len(id) != 32 {
-		return k, false
-	}
-	for i := 0; i < 32; i++ {
-		if c := id[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return k, false
-		}
-	}
-	_, err := hex.Decode(k[:], []byte(id))
-	return k, err == nil
-}
-
 func key(hash []byte) ([32]byte, bool) {
 	var k [32]byte
 	if len(hash) != len(k) {
@@ -206,7 +191,7 @@ func (x *Index) Add(t Ticket, hash []byte, c Credential) {
 		return
 	}
 	k, ok := key(hash)
-	dev, isHex := packDevice(c.DeviceID)
+	dev, isHex := db.PackHexID(c.DeviceID)
 	if !ok || !isHex {
 		return
 	}
@@ -281,7 +266,7 @@ func (x *Index) Load(ctx context.Context) error {
 	var base []entry
 	err := x.Store.ScanDeviceCredentials(ctx, start, func(c db.DeviceCredential) error {
 		k, ok := key(c.Hash)
-		dev, isHex := packDevice(c.DeviceID)
+		dev, isHex := db.PackHexID(c.DeviceID)
 		if !ok || !isHex {
 			return nil
 		}
@@ -388,7 +373,7 @@ func (x *Index) Drop(hashes ...[]byte) {
 // DropDevice drops every credential of device id (a walk of the whole
 // index: for an admin's revocation, not for requests).
 func (x *Index) DropDevice(id string) {
-	dev, ok := packDevice(id)
+	dev, ok := db.PackHexID(id)
 	if x == nil || !ok {
 		return
 	}

@@ -2,7 +2,6 @@ package updates
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -67,21 +66,6 @@ func stateHash(arch, channel, commit, version string) uint64 {
 	return h.Sum64()
 }
 
-// hexKey packs a 32-hex-digit lowercase id into 16 bytes.
-func hexKey(id string) ([16]byte, bool) {
-	var k [16]byte
-	if len(id) != 32 {
-		return k, false
-	}
-	for i := 0; i < 32; i++ {
-		if c := id[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return k, false
-		}
-	}
-	_, err := hex.Decode(k[:], []byte(id))
-	return k, err == nil
-}
-
 func (x *deviceIndex) initLocked() {
 	if x.hex == nil {
 		x.hex = map[[16]byte]devRec{}
@@ -98,7 +82,7 @@ func (x *deviceIndex) get(id string) (devRec, string, bool) {
 	defer x.mu.RUnlock()
 	var r devRec
 	var ok bool
-	if k, isHex := hexKey(id); isHex {
+	if k, isHex := db.PackHexID(id); isHex {
 		r, ok = x.hex[k]
 	} else {
 		r, ok = x.other[id]
@@ -126,7 +110,7 @@ func (x *deviceIndex) internLocked(g string) uint32 {
 }
 
 func (x *deviceIndex) putRecLocked(id string, r devRec) {
-	if k, isHex := hexKey(id); isHex {
+	if k, isHex := db.PackHexID(id); isHex {
 		x.hex[k] = r
 	} else {
 		x.other[id] = r
@@ -163,7 +147,7 @@ func (x *deviceIndex) remove(id string) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.initLocked()
-	if k, isHex := hexKey(id); isHex {
+	if k, isHex := db.PackHexID(id); isHex {
 		delete(x.hex, k)
 	} else {
 		delete(x.other, id)
@@ -212,7 +196,7 @@ func (s *Service) LoadIndex(ctx context.Context) error {
 	)
 	err = s.Store.ScanDevices(ctx, func(d db.Device) error {
 		r := devRec{state: stateHash(d.Arch, d.Channel, d.BootedCommit, d.Version), seen: d.LastSeen.Unix()}
-		if k, ok := hexKey(d.ID); ok {
+		if k, ok := db.PackHexID(d.ID); ok {
 			hexRecs[k] = r
 		} else {
 			otherRecs[d.ID] = r
