@@ -17,6 +17,14 @@ const (
 	// MaxMetadataSize bounds commit, dirtree, dirmeta and commitmeta objects
 	// (libostree's OSTREE_MAX_METADATA_SIZE is 10 MiB in 2022.7, 128 MiB now).
 	MaxMetadataSize = 128 << 20
+
+	// What a device's pull accepts (internal/ostree/pull): every writer
+	// refuses larger metadata, so no release can be published that no
+	// device would install (DeviceLimit).
+	MaxCommitSize    = 16 << 20
+	MaxDirTreeSize   = 8 << 20 // about 100,000 entries in one directory
+	MaxDirMetaSize   = 256 << 10
+	MaxSignatureSize = 64 << 10 // summary.sig and .commitmeta
 	// maxFileHeaderSize bounds the GVariant header of a content object.
 	maxFileHeaderSize = 1 << 20
 	// compressionLevel matches ostree's archive default (zlib level 6).
@@ -229,4 +237,20 @@ func (cr *ContentReader) Close() error {
 		}
 	}
 	return err
+}
+
+// DeviceLimit is the size of the largest object of type t a device
+// accepts, or 0 for content objects (bounded by the server's settings).
+func DeviceLimit(t ObjectType) int64 {
+	switch t {
+	case ObjCommit:
+		return MaxCommitSize
+	case ObjDirTree:
+		return MaxDirTreeSize
+	case ObjDirMeta:
+		return MaxDirMetaSize
+	case ObjCommitMeta:
+		return MaxSignatureSize
+	}
+	return 0
 }

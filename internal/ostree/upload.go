@@ -110,6 +110,9 @@ func (u *Upload) Has(c Checksum, t ObjectType) bool {
 // checkMetadataObject checks that data parses as a metadata object of type
 // typ: a malformed object must not be stored even under its right name.
 func checkMetadataObject(typ ObjectType, data []byte) error {
+	if limit := DeviceLimit(typ); limit > 0 && int64(len(data)) > limit {
+		return fmt.Errorf("%w: a %s of %d bytes is larger than devices accept (%d bytes)", ErrTooLarge, typ, len(data), limit)
+	}
 	var err error
 	switch typ {
 	case ObjCommit:

@@ -3,7 +3,9 @@ package ostree
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -282,5 +284,52 @@ func TestUploadCommitWithoutTreeRefused(t *testing.T) {
 	}
 	if dst.HasObject(c, ObjCommit) {
 		t.Fatal("the commit became visible without its tree")
+	}
+}
+
+// A dirtree larger than devices accept (ostree.DeviceLimit) parses, but
+// neither an upload nor a local write may store it: a release holding it
+// could be published and then refused by every device.
+func TestMetadataPastDeviceLimitRefused(t *testing.T) {
+	var d DirTree
+	for i := 0; int64(i)*40 <= MaxDirTreeSize; i++ {
+		d.Files = append(d.Files, TreeFile{Name: fmt.Sprintf("file-%07d", i), Checksum: Checksum{byte(i), byte(i >> 8), byte(i >> 16)}})
+	}
+	data, err := d.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int64(len(data)) <= MaxDirTreeSize {
+		t.Fatalf("test dirtree is %d bytes, not past the limit", len(data))
+	}
+	c := Checksum(sha256.Sum256(data))
+	r := newRepo(t)
+	u, err := r.NewUpload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = u.Put(c, ObjDirTree, bytes.NewReader(data), MaxMetadataSize)
+	if !errors.Is(err, ErrTooLarge) || u.Has(c, ObjDirTree) {
+		t.Errorf("upload: err = %v, staged %v; want ErrTooLarge, nothing staged", err, u.Has(c, ObjDirTree))
+	}
+	txn, err := r.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer txn.Close()
+	if _, err := txn.WriteMetadata(ObjDirTree, data, c); !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "larger than devices accept") {
+		t.Errorf("local write: err = %v, want ErrTooLarge saying devices refuse it", err)
+	}
+	if r.HasObject(c, ObjDirTree) || txn.HasObject(c, ObjDirTree) {
+		t.Error("the dirtree was stored")
+	}
+	// Just under the limit is still accepted.
+	d.Files = d.Files[:len(d.Files)/2]
+	small, err := d.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := txn.WriteMetadata(ObjDirTree, small, Checksum{}); err != nil {
+		t.Errorf("a dirtree of %d bytes refused: %v", len(small), err)
 	}
 }

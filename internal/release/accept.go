@@ -133,8 +133,8 @@ func (a *Acceptor) check(ctx context.Context, req AcceptRequest) (*Result, ostre
 	if err := r.CheckComplete(req.Commit); err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", ErrIncomplete, err)
 	}
-	if len(req.Commitmeta) > ostree.MaxMetadataSize {
-		return nil, nil, fmt.Errorf("%w: commitmeta is larger than %d bytes", ErrBadCommit, ostree.MaxMetadataSize)
+	if limit := ostree.DeviceLimit(ostree.ObjCommitMeta); int64(len(req.Commitmeta)) > limit {
+		return nil, nil, fmt.Errorf("%w: commitmeta is larger than devices accept (%d bytes)", ErrBadCommit, limit)
 	}
 	md, err := ostree.ParseMetadata(req.Commitmeta)
 	if err != nil {

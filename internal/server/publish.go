@@ -159,7 +159,7 @@ func (a *publishAPI) handleUploadObject(w http.ResponseWriter, r *http.Request) 
 	}
 	limit := a.maxObject
 	if t.IsMetadata() {
-		limit = ostree.MaxMetadataSize
+		limit = ostree.DeviceLimit(t)
 	}
 	if r.ContentLength > limit {
 		return api.Errorf(api.CodeTooLarge, "a %s object may be at most %d bytes", t, limit)

@@ -153,11 +153,13 @@ const (
 	smallRead   = 1 << 20
 	maxBigReads = 2
 
-	MaxSummarySize   = 10 << 20
-	MaxSignatureSize = 64 << 10 // summary.sig and .commitmeta
-	MaxCommitSize    = 16 << 20 // or the size the signed summary gives, if smaller
-	MaxDirTreeSize   = 8 << 20
-	MaxDirMetaSize   = 256 << 10
+	MaxSummarySize = 10 << 20
+	// The per-object caps live in ostree, where every writer also keeps to
+	// them (ostree.DeviceLimit).
+	MaxSignatureSize = ostree.MaxSignatureSize // summary.sig and .commitmeta
+	MaxCommitSize    = ostree.MaxCommitSize    // or the size the signed summary gives, if smaller
+	MaxDirTreeSize   = ostree.MaxDirTreeSize
+	MaxDirMetaSize   = ostree.MaxDirMetaSize
 )
 
 // Puller fetches commits from a set of mirrors. The zero value of every
