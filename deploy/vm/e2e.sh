@@ -317,5 +317,13 @@ if step 4; then
   [ "$cutok" -eq "$CUTS" ] && pass "4: $cutok power cuts: ostree fsck clean after each, then booted the old release $((cutok - newboots)) times and the new one $newboots times, never neither"
 fi
 stop_vm
+# Where the time went, from the device's own reports (their times are the
+# guest's clock): the first download of each release, and from its end to
+# the switch (pull-local, ostree admin deploy, the switch's second deploy).
+sqlite3 -separator ' ' "$work/data/mxos.db" "SELECT version,
+    (MIN(CASE WHEN event='download-finished' THEN reported_at END) - MIN(CASE WHEN event='download-started' THEN reported_at END)) / 1000000,
+    (MIN(CASE WHEN event='deployed' THEN reported_at END) - MIN(CASE WHEN event='download-finished' THEN reported_at END)) / 1000000
+  FROM reports WHERE device_id='vm-01' GROUP BY version ORDER BY MIN(reported_at)" 2>/dev/null |
+  while read -r v dl inst; do log "$v: download ${dl:-?} s, deploy and switch ${inst:-?} s"; done
 echo "vm: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
