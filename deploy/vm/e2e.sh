@@ -128,7 +128,7 @@ trusted_keys: /usr/share/mxos-update/keys
 trusted_root: /usr/share/mxos-update/keys/root.json
 health_dir: /usr/lib/mxos-updater/health
 interval: 1m
-jitter: 5s
+jitter: 10s
 strategy:
   kind: immediate
 CFG

