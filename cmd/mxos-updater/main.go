@@ -54,6 +54,9 @@ import (
 
 const defaultConfig = "/etc/mxos-updater/config.yaml"
 
+// The `ostree` backend installs an update with one ostree admin deploy.
+var _ updater.DeploySwitcher = (*ostreeadmin.Sysroot)(nil)
+
 // Exit codes of `check`.
 const (
 	exitNoUpdate = 77

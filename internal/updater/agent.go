@@ -394,6 +394,9 @@ func (a *Agent) install(ctx context.Context, t api.Target, want ostree.Checksum,
 			return false, restore(i18n.Errorf("download of %s: %w", t.Version, err))
 		}
 		a.report(ctx, api.EventDownloadFinished, t.Version, t.RolloutID, "")
+		if ds, ok := a.Sys.(DeploySwitcher); ok && a.Cfg.Strategy.Kind != "fleet-lock" && a.Cfg.Strategy.InWindow(a.now()) {
+			return a.deploySwitch(ctx, ds, t, want, restore)
+		}
 		dep, err = a.Sys.Deploy(ctx, a.Repo, want, sysroot.Origin{Ref: t.Ref, Version: t.Version, Commit: t.Commit})
 		if err != nil {
 			return false, restore(i18n.Errorf("installing %s: %w", t.Version, err))
@@ -421,6 +424,24 @@ func (a *Agent) install(ctx context.Context, t api.Target, want ostree.Checksum,
 	}
 	if err := a.Sys.Switch(ctx, dep); err != nil {
 		return false, i18n.Errorf("switching to %s: %w", t.Version, err)
+	}
+	a.report(ctx, api.EventDeployed, t.Version, t.RolloutID, "")
+	a.say("Version %s is installed. Restart the machine to use it.", t.Version)
+	return true, nil
+}
+
+// deploySwitch installs and switches in one backend step (DeploySwitcher),
+// saving the agent state when the backend has recorded its pending boot
+// and before the default moves, the order install keeps between Deploy
+// and Switch.
+func (a *Agent) deploySwitch(ctx context.Context, ds DeploySwitcher, t api.Target, want ostree.Checksum, restore func(error) error) (bool, error) {
+	st := agentState{Version: t.Version, Commit: t.Commit, RolloutID: t.RolloutID, Pending: true}
+	_, err := ds.DeploySwitch(ctx, a.Repo, want, sysroot.Origin{Ref: t.Ref, Version: t.Version, Commit: t.Commit}, func(name string) error {
+		st.Deployment = name
+		return a.saveState(st)
+	})
+	if err != nil {
+		return false, restore(i18n.Errorf("installing %s: %w", t.Version, err))
 	}
 	a.report(ctx, api.EventDeployed, t.Version, t.RolloutID, "")
 	a.say("Version %s is installed. Restart the machine to use it.", t.Version)

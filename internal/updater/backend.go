@@ -52,7 +52,9 @@ import (
 //
 // Call order, as Agent uses it: an update is IsBad(target) (refuse), pull
 // into RepoPath, Deploy (or reuse a complete deployment from List),
-// save the agent state, Switch; the machine restarts. At boot:
+// save the agent state, Switch (or, on a DeploySwitcher switching at
+// once, DeploySwitch, which saves the agent state through its callback);
+// the machine restarts. At boot:
 // BootAttempt first, then PendingBoot to see whether the default is on
 // trial, the health checks, then MarkGood and GC(ctx, 0), or Rollback.
 // `mxos-updater rollback` is Rollback alone. Every method may be called
@@ -79,3 +81,15 @@ type Backend interface {
 }
 
 var _ Backend = (*sysroot.Sysroot)(nil)
+
+// DeploySwitcher is a Backend that can make a commit the default in one
+// step, cheaper than Deploy then Switch (the `ostree` backend: one `ostree
+// admin deploy` instead of two and an undeploy). Before the default moves
+// it records its own pending boot and calls recorded with the new
+// deployment's name, where the agent saves its state, as it does between
+// Deploy and Switch; if the name changes, recorded is called again.
+// The agent uses it when it would switch right away: the strategy's window
+// is open and no fleet lock has to be taken between the two.
+type DeploySwitcher interface {
+	DeploySwitch(ctx context.Context, repo *ostree.Repo, commit ostree.Checksum, origin sysroot.Origin, recorded func(name string) error) (sysroot.Deployment, error)
+}

@@ -41,6 +41,12 @@
 //     the next free serial, so the deployment keeps its name; a ref
 //     mxos-updater/COMMIT keeps the commit from being pruned in between.
 //     The cost is a second checkout (hardlinks from ostree/repo).
+//   - DeploySwitch (what the agent uses when it would switch at once:
+//     strategy immediate, or inside its window, and no fleet lock): the
+//     pull-local, the pending boot and boot counter recorded, then one
+//     `ostree admin deploy --retain` as the default. One checkout instead
+//     of Deploy's plus Switch's, and no undeploy: in the VM test under TCG
+//     the pair took most of an update's time.
 //   - Rollback: `ostree admin undeploy` of the abandoned deployment (and of
 //     any staged between it and the previous one), which leaves the
 //     previous deployment the default with its name. ostree refuses to
