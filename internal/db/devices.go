@@ -145,16 +145,18 @@ func (q *Queries) SetDeviceGroup(ctx context.Context, id, group string) error {
 	if c.err != nil {
 		return c.err
 	}
-	res, err := q.q.ExecContext(ctx, `UPDATE devices SET group_name = $2 WHERE id = $1`, id, group)
-	if err != nil {
-		return fmt.Errorf("setting group of device %s: %w", id, err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return fmt.Errorf("setting group of device %s: %w", id, err)
-	} else if n == 0 {
-		return fmt.Errorf("setting group of device %s: %w", id, ErrNotFound)
-	}
-	return nil
+	return q.atomic(ctx, func(q *Queries) error {
+		res, err := q.q.ExecContext(ctx, `UPDATE devices SET group_name = $2 WHERE id = $1`, id, group)
+		if err != nil {
+			return fmt.Errorf("setting group of device %s: %w", id, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("setting group of device %s: %w", id, err)
+		} else if n == 0 {
+			return fmt.Errorf("setting group of device %s: %w", id, ErrNotFound)
+		}
+		return q.noteChange(ctx, ChangeGroup, id)
+	})
 }
 
 // Group is a group name and how many devices it has.
