@@ -30,4 +30,3 @@ func TestPostgres(t *testing.T) {
 	pgtest.Database(t) // the server starts (or is missing) before the suite's subtests
 	runStoreSuite(t, func(t *testing.T) string { return pgtest.Database(t) })
 }
-
