@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/mxos-linux/mxos-update/internal/changefeed"
 	"github.com/mxos-linux/mxos-update/internal/channel"
 	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/credindex"
@@ -179,7 +180,7 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.api = &apiState{store: cfg.Store, channels: cfg.Channels, now: now, log: cfg.Logger.Named("api"), metrics: s.metrics,
 			updates: &updates.Service{Store: cfg.Store, Channels: cfg.Channels, Now: now, Log: cfg.Logger.Named("updates"), CacheTTL: time.Second},
-			creds:   &credindex.Index{Store: cfg.Store}}
+			creds:   &credindex.Index{Store: cfg.Store}, changes: &changefeed.Follower{Store: cfg.Store}}
 		s.metrics.deviceIndex(s.api.updates)   // metrics.go
 		s.metrics.credentialIndex(s.api.creds) // metrics.go
 	}
@@ -297,9 +298,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	if s.api != nil {
+		s.api.changes.Start() // before the device index loads: changes from now on apply
 		go s.flushLoop(ctx)
 		go s.deviceIndexLoop(ctx)
 		go s.credentialLoop(ctx)
+		go s.changeLoop(ctx) // changes.go
 	}
 	if s.meta != nil {
 		go s.metadataLoop(ctx)
@@ -355,8 +358,10 @@ func (s *Server) flushLoop(ctx context.Context) {
 	}
 }
 
-// GroupRefreshInterval is how often the device index re-reads device
-// groups, so that groups set through another replica apply here.
+// GroupRefreshInterval is how often the device index re-reads every
+// device's group. Groups an admin sets through any replica arrive within
+// a second through the cache change feed (changes.go); this catches the
+// rest (a device's own check naming a new group through another replica).
 const GroupRefreshInterval = time.Minute
 
 // deviceIndexLoop loads the update service's device index (checks read
