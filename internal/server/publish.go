@@ -340,6 +340,15 @@ func (a *publishAPI) handleReleaseCreate(w http.ResponseWriter, r *http.Request)
 		if err := tx.LockCluster(ctx, db.LockPublish); err != nil {
 			return err
 		}
+		// With the repository in a bucket, build on what the bucket has
+		// (another replica may have published since): repostore.go.
+		var view *syncView
+		if a.repoStore != nil {
+			var err error
+			if view, err = a.repoStore.sync(ctx, repo); err != nil {
+				return err
+			}
+		}
 		if err := tx.AddRelease(ctx, rel); err != nil {
 			if errors.Is(err, db.ErrDuplicate) || errors.Is(err, db.ErrVersionOrder) {
 				return refuse(releaseRequest, err, "%v", err)
@@ -383,6 +392,14 @@ func (a *publishAPI) handleReleaseCreate(w http.ResponseWriter, r *http.Request)
 			return release.AcceptAPIError(err)
 		}
 		moved = true
+		// The bucket holds the release before the lock is let go and the
+		// API answers; a failure rolls the release back (the local ref
+		// stays moved, and RecoverReleases moves it back at the next start).
+		if a.repoStore != nil {
+			if err := a.repoStore.mirror(ctx, view); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
 	if err != nil {
@@ -391,12 +408,6 @@ func (a *publishAPI) handleReleaseCreate(w http.ResponseWriter, r *http.Request)
 				zap.String("commit", rel.Commit), zap.String("version", rel.Version), zap.Error(err))
 		}
 		return err
-	}
-	if a.repoStore != nil { // repostore.go: the bucket holds the release before the API answers
-		if err := a.repoStore.mirror(ctx); err != nil {
-			a.log.Error("release accepted but not yet in object storage", zap.String("version", rel.Version), zap.Error(err))
-			return err
-		}
 	}
 	a.updates.Invalidate() // checks must see the new release and rollout
 	if a.meta != nil {

@@ -73,6 +73,9 @@ type Config struct {
 	// summary. Without both the publishing endpoints refuse every request.
 	TrustedKeys   []sign.Verifier
 	OnlineSigners []sign.Signer
+	// OnlineVerifiers are the online keys' public halves: with RepoStore,
+	// they verify the summary another replica wrote to the bucket.
+	OnlineVerifiers []sign.Verifier
 	// MaxObjectSize caps one uploaded content object (DefaultMaxObjectSize
 	// when zero); metadata objects are capped at ostree.MaxMetadataSize.
 	MaxObjectSize int64

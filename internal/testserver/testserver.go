@@ -151,8 +151,9 @@ func Start(t testing.TB, opts Options) *Server {
 	if opts.OnlineSummaryKey || opts.Metadata {
 		s.Online = GenerateKeys(t)
 	}
+	cfg.OnlineVerifiers = s.Release.Verifiers
 	if opts.OnlineSummaryKey {
-		cfg.OnlineSigners = s.Online.Signers
+		cfg.OnlineSigners, cfg.OnlineVerifiers = s.Online.Signers, s.Online.Verifiers
 	}
 	if !opts.RepoOnly {
 		if s.Store, err = db.Open(ctx, "", s.Data); err != nil {
