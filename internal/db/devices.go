@@ -189,3 +189,20 @@ func (q *Queries) ListGroups(ctx context.Context) ([]Group, error) {
 	}
 	return out, nil
 }
+
+// VersionCount is how many registered devices follow a channel on one
+// version ("" for devices that reported none).
+type VersionCount struct {
+	Channel, Version string
+	Devices          int
+}
+
+// DeviceVersionCounts counts the registered devices by channel and
+// version (one scan of the devices table: for metrics, not requests).
+func (q *Queries) DeviceVersionCounts(ctx context.Context) ([]VersionCount, error) {
+	return queryAll(ctx, q.q, "counting devices by version", func(r *sql.Rows) (VersionCount, error) {
+		var c VersionCount
+		err := r.Scan(&c.Channel, &c.Version, &c.Devices)
+		return c, err
+	}, `SELECT channel, version, COUNT(*) FROM devices GROUP BY channel, version ORDER BY channel, version`)
+}

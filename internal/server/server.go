@@ -106,6 +106,9 @@ type Config struct {
 	// stream.
 	RepoStore    object.Store
 	RepoRedirect bool
+	// StorageErrors, when set, counts the object store's failures
+	// (object.CountErrors), exported as mxos_storage_errors_total.
+	StorageErrors func() int64
 
 	// TransparencyLog, when set, is served at /log/ and every release and
 	// promotion is appended to it before its ref moves (tlog.go).
@@ -186,6 +189,8 @@ func New(cfg Config) (*Server, error) {
 			creds:   &credindex.Index{Store: cfg.Store}, changes: &changefeed.Follower{Store: cfg.Store}}
 		s.metrics.deviceIndex(s.api.updates)   // metrics.go
 		s.metrics.credentialIndex(s.api.creds) // metrics.go
+		s.metrics.reg.MustRegister(newFleetCollector(s.api))
+		s.metrics.errorCounter("mxos_db_errors_total", "Database statements and transactions that failed (not counting expected answers: no rows, duplicates, conflicts).", cfg.Store.Errors)
 	}
 	if cfg.Metadata != nil {
 		if s.metaDir, err = os.OpenRoot(cfg.Metadata.Dir); err != nil {
@@ -227,7 +232,10 @@ func New(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
-	s.handler = s.logRequests(s.withRegistry(rejectUncleanPaths(s.mux)))
+	if cfg.StorageErrors != nil {
+		s.metrics.errorCounter("mxos_storage_errors_total", "Object storage calls that failed (not counting expected answers: not found, lost conditional writes).", cfg.StorageErrors)
+	}
+	s.handler = s.instrument(s.logRequests(s.withRegistry(rejectUncleanPaths(recordRoute(s.mux)))))
 	return s, nil
 }
 
