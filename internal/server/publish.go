@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -388,15 +389,25 @@ func (a *publishAPI) handleReleaseCreate(w http.ResponseWriter, r *http.Request)
 		if err := a.logRelease(ctx, rel, pl.ramp); err != nil { // tlog.go
 			return err
 		}
+		prev, prevErr := repo.ResolveRef(pl.ref)
+		if prevErr != nil && !errors.Is(prevErr, ostree.ErrNotFound) {
+			return prevErr
+		}
 		if _, err := acc.Accept(ctx, pl.plan.AcceptRequest()); err != nil {
 			return release.AcceptAPIError(err)
 		}
 		moved = true
 		// The bucket holds the release before the lock is let go and the
-		// API answers; a failure rolls the release back (the local ref
-		// stays moved, and RecoverReleases moves it back at the next start).
+		// API answers. If it cannot, the release is rolled back, and so
+		// is the local ref (else a later mirror would publish a release
+		// the database does not record).
 		if a.repoStore != nil {
 			if err := a.repoStore.mirror(ctx, view); err != nil {
+				if rerr := restoreRef(repo, pl.ref, prev, prevErr == nil, a.online, now); rerr != nil {
+					a.log.Error("restoring the ref after a failed mirror", zap.String("ref", pl.ref), zap.Error(rerr))
+				} else {
+					moved = false
+				}
 				return err
 			}
 		}
@@ -438,4 +449,26 @@ func decodeLimit(w http.ResponseWriter, r *http.Request, v any, limit int64) err
 		return api.Errorf(api.CodeBadRequest, "invalid JSON: data after the object")
 	}
 	return nil
+}
+
+// restoreRef points ref back at prev (or removes it when it had none)
+// and re-signs the summary.
+func restoreRef(repo *ostree.Repo, ref string, prev ostree.Checksum, had bool, online []sign.Signer, now time.Time) error {
+	txn, err := repo.Begin()
+	if err != nil {
+		return err
+	}
+	defer txn.Close()
+	if had {
+		err = txn.SetRef(ref, prev)
+	} else {
+		err = txn.DeleteRef(ref)
+	}
+	if err != nil {
+		return err
+	}
+	if err := txn.WriteSummary(now, func(b []byte) (ostree.Metadata, error) { return release.SignData(online, b, nil) }); err != nil {
+		return err
+	}
+	return txn.Close()
 }
