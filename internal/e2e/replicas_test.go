@@ -187,7 +187,9 @@ func TestReplicasPublishConcurrently(t *testing.T) {
 
 	// A copy of A's repository as it is now, for a replica started later
 	// on this stale copy.
-	copyDir(t, filepath.Join(r.w.dir, "data-0", "repo"), filepath.Join(r.w.dir, "data-2", "repo"))
+	for _, d := range []string{"data-2", "data-3"} {
+		copyDir(t, filepath.Join(r.w.dir, "data-0", "repo"), filepath.Join(r.w.dir, d, "repo"))
+	}
 
 	var wg sync.WaitGroup
 	outs, errs := make([]string, 2), make([]error, 2)
@@ -268,6 +270,13 @@ func TestReplicasPublishConcurrently(t *testing.T) {
 		t.Error("a replica starting on a stale data directory changed the bucket's summary")
 	}
 	checkSummary("after a replica started on a stale data directory")
+	// So does a replica that only serves (no online keys: it cannot
+	// publish, so it does not sync either).
+	startServerBinary(t, filepath.Join(r.w.dir, "data-3"), "--database", r.dsn, "--release-keys", filepath.Join(r.w.dir, "keys"),
+		"--channels", testserver.ChannelsDir(), "--storage", conf)
+	if !bytes.Equal(summary(a), before) {
+		t.Error("a serving replica starting on a stale data directory changed the bucket's summary")
+	}
 	for ref, want := range heads {
 		got, err := os.ReadFile(filepath.Join(r.w.dir, "data-2", "repo", "refs", "heads", ref))
 		if err != nil || strings.TrimSpace(string(got)) != want {

@@ -140,6 +140,16 @@ func (s *Server) MirrorRepo(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("mirroring the repository: %w", err)
 		}
+		if len(s.cfg.OnlineSigners) == 0 || len(s.cfg.TrustedKeys) == 0 {
+			// A server that cannot publish (a replica that only serves)
+			// never changes a bucket that has a repository; it fills an
+			// empty one from its data directory, as a single server does.
+			if _, err := s.repoStore.store.Stat(ctx, repoStorePrefix+"summary"); err == nil {
+				return nil
+			} else if !errors.Is(err, object.ErrNotFound) {
+				return fmt.Errorf("reading the repository in object storage: %w", err)
+			}
+		}
 		view, err := s.repoStore.sync(ctx, repo)
 		if err != nil {
 			return err
