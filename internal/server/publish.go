@@ -20,6 +20,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/release"
 	"github.com/mxos-linux/mxos-update/internal/rollout"
 	"github.com/mxos-linux/mxos-update/internal/sign"
+	"github.com/mxos-linux/mxos-update/internal/storage/object"
 	"github.com/mxos-linux/mxos-update/internal/tlogstore"
 )
 
@@ -335,6 +336,16 @@ func (a *publishAPI) handleReleaseCreate(w http.ResponseWriter, r *http.Request)
 	acc := &release.Acceptor{Repo: repo, Trusted: a.trusted, Online: a.online, Now: a.now,
 		Deltas: &release.DeltaPolicy{Sources: pl.ch.DeltaSources(), Scratch: pl.ch.StaticDeltaFromScratch}}
 	moved := false
+	// The release's objects go to the bucket before the lock is taken
+	// (content-addressed, so any time is safe); under it only what the
+	// release changes is written.
+	var present *object.Present
+	if a.repoStore != nil {
+		present = &object.Present{}
+		if err := a.repoStore.mirrorObjects(ctx, present); err != nil {
+			return err
+		}
+	}
 	err = a.store.Tx(ctx, func(tx *db.Tx) error {
 		// One publish or promotion at a time across every server on this
 		// database (a no-op on SQLite, whose write lock already is that).
@@ -402,7 +413,7 @@ func (a *publishAPI) handleReleaseCreate(w http.ResponseWriter, r *http.Request)
 		// is the local ref (else a later mirror would publish a release
 		// the database does not record).
 		if a.repoStore != nil {
-			if err := a.repoStore.mirror(ctx, view); err != nil {
+			if err := a.repoStore.mirror(ctx, view, present); err != nil {
 				if rerr := restoreRef(repo, pl.ref, prev, prevErr == nil, a.online, now); rerr != nil {
 					a.log.Error("restoring the ref after a failed mirror", zap.String("ref", pl.ref), zap.Error(rerr))
 				} else {

@@ -56,7 +56,9 @@ import (
 // own change, and the mirror replaces those files only if they are still
 // the versions it read (object.MirrorExpecting: If-Match, If-None-Match
 // for refs the bucket did not have), so a writer with a stale view fails
-// instead of overwriting newer files. A ref the writer has newer than the
+// instead of overwriting newer files. The release's objects are copied
+// before the lock is taken (mirrorObjects), so the lock is held only for
+// the small files a release changes. A ref the writer has newer than the
 // bucket (a release recorded and accepted here whose mirror failed) is
 // kept and mirrored. Static deltas another replica made stay in the
 // bucket but are not pulled, so a summary written here lists only the
@@ -98,19 +100,36 @@ func (h *storeRepo) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+func immutableRepoPath(p string) bool {
+	k, status := classifyRepoPath(p)
+	return status == 0 && k == kindImmutable
+}
+
+// mirrorObjects copies the repository's content-addressed files the
+// store lacks (no lock needed: they never change), recording them in
+// present. A publish runs it before taking the cluster lock, so that the
+// bulk of a release is not uploaded while the lock (and, on SQLite, the
+// database's write lock) is held.
+func (h *storeRepo) mirrorObjects(ctx context.Context, present *object.Present) error {
+	st, err := object.MirrorObjects(ctx, h.store, repoStorePrefix, h.dir, immutableRepoPath, present)
+	if err != nil {
+		return fmt.Errorf("copying the repository's objects to object storage: %w", err)
+	}
+	h.log.Debug("repository objects copied to object storage", zap.Int("created", st.Created), zap.Int64("bytes", st.Bytes))
+	return nil
+}
+
 // mirror copies the repository's new and changed files to the store;
-// with a sync's view, only onto the versions that sync read.
-func (h *storeRepo) mirror(ctx context.Context, view *syncView) error {
+// with a sync's view, only onto the versions that sync read. Immutable
+// files in present (may be nil) are taken as stored.
+func (h *storeRepo) mirror(ctx context.Context, view *syncView, present *object.Present) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var expect map[string]string
 	if view != nil {
 		expect = view.expect
 	}
-	st, err := object.MirrorExpecting(ctx, h.store, repoStorePrefix, h.dir, func(p string) bool {
-		k, status := classifyRepoPath(p)
-		return status == 0 && k == kindImmutable
-	}, expect)
+	st, err := object.MirrorExpecting(ctx, h.store, repoStorePrefix, h.dir, immutableRepoPath, expect, present)
 	if err != nil {
 		return fmt.Errorf("mirroring the repository to object storage: %w", err)
 	}
@@ -130,7 +149,7 @@ func (s *Server) MirrorRepo(ctx context.Context) error {
 		return nil
 	}
 	if s.cfg.Store == nil {
-		return s.repoStore.mirror(ctx, nil)
+		return s.repoStore.mirror(ctx, nil, nil)
 	}
 	return s.cfg.Store.Tx(ctx, func(tx *db.Tx) error {
 		if err := tx.LockCluster(ctx, db.LockPublish); err != nil {
@@ -171,7 +190,7 @@ func (s *Server) MirrorRepo(ctx context.Context) error {
 				return fmt.Errorf("mirroring the repository: %w", err)
 			}
 		}
-		return s.repoStore.mirror(ctx, view)
+		return s.repoStore.mirror(ctx, view, nil)
 	})
 }
 

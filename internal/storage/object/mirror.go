@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"sync"
 
 	"golang.org/x/sync/errgroup"
 )
@@ -39,7 +40,46 @@ var mirrorSkip = map[string]bool{"tmp": true, "state": true, "lock": true}
 // tmp/ and state/ are skipped. Nothing is deleted from dst (pruning the
 // bucket is a separate step).
 func Mirror(ctx context.Context, dst Store, prefix, dir string, immutable func(rel string) bool) (MirrorStats, error) {
-	return MirrorExpecting(ctx, dst, prefix, dir, immutable, nil)
+	return MirrorExpecting(ctx, dst, prefix, dir, immutable, nil, nil)
+}
+
+// Present remembers immutable files a mirror found in or put into the
+// store, so that a later mirror of the same directory soon after (the
+// part of a publish done under a lock, after the bulk was copied before
+// it) does not ask the store about each again. Safe for concurrent use;
+// the zero value is empty. Keep one only as long as nothing deletes from
+// the store.
+type Present struct {
+	mu sync.Mutex
+	m  map[string]bool
+}
+
+func (p *Present) has(k string) bool {
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.m[k]
+}
+
+func (p *Present) add(k string) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		p.m = map[string]bool{}
+	}
+	p.m[k] = true
+}
+
+// MirrorObjects is the first step of Mirror alone: it copies the
+// immutable files dst lacks, and changes no mutable file, so it needs no
+// lock. present (may be nil) records what is in dst afterwards.
+func MirrorObjects(ctx context.Context, dst Store, prefix, dir string, immutable func(rel string) bool, present *Present) (MirrorStats, error) {
+	return mirror(ctx, dst, prefix, dir, immutable, nil, present, true)
 }
 
 // MirrorExpecting is Mirror for a writer that read the store's mutable
@@ -50,8 +90,13 @@ func Mirror(ctx context.Context, dst Store, prefix, dir string, immutable func(r
 // writer whose view is stale fails with ErrPrecondition instead of
 // overwriting newer files; in particular every local file under refs/
 // that is not in expect must be absent from the store. Other mutable
-// files are compared and replaced as Mirror does.
-func MirrorExpecting(ctx context.Context, dst Store, prefix, dir string, immutable func(rel string) bool, expect map[string]string) (MirrorStats, error) {
+// files are compared and replaced as Mirror does. Immutable files in
+// present (may be nil) are taken as stored.
+func MirrorExpecting(ctx context.Context, dst Store, prefix, dir string, immutable func(rel string) bool, expect map[string]string, present *Present) (MirrorStats, error) {
+	return mirror(ctx, dst, prefix, dir, immutable, expect, present, false)
+}
+
+func mirror(ctx context.Context, dst Store, prefix, dir string, immutable func(rel string) bool, expect map[string]string, present *Present, objectsOnly bool) (MirrorStats, error) {
 	var st MirrorStats
 	root, err := os.OpenRoot(dir)
 	if err != nil {
@@ -98,9 +143,15 @@ func MirrorExpecting(ctx context.Context, dst Store, prefix, dir string, immutab
 	}
 	results := make([]res, len(fixed))
 	for i, p := range fixed {
+		if present.has(p) {
+			continue
+		}
 		g.Go(func() error {
 			created, n, err := mirrorFixed(gctx, dst, prefix+p, root, p)
 			results[i] = res{created, n}
+			if err == nil {
+				present.add(p)
+			}
 			return err
 		})
 	}
@@ -114,6 +165,9 @@ func MirrorExpecting(ctx context.Context, dst Store, prefix, dir string, immutab
 		} else {
 			st.Unchanged++
 		}
+	}
+	if objectsOnly {
+		return st, nil
 	}
 	// summary.sig before summary (the order ostree writes them).
 	if len(last) == 2 {

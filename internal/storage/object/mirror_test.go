@@ -215,7 +215,7 @@ func TestMirrorExpecting(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			_, err := object.MirrorExpecting(ctx, dst, "repo/", ahead, immutable, tc.expect)
+			_, err := object.MirrorExpecting(ctx, dst, "repo/", ahead, immutable, tc.expect, nil)
 			if !errors.Is(err, object.ErrPrecondition) {
 				t.Fatalf("stale mirror: %v, want ErrPrecondition", err)
 			}
@@ -236,12 +236,58 @@ func TestMirrorExpecting(t *testing.T) {
 		})
 	}
 	seen = map[string]string{"summary": etag("repo/summary"), "summary.sig": etag("repo/summary.sig"), "refs/heads/a": etag("repo/refs/heads/a")}
-	if _, err := object.MirrorExpecting(ctx, dst, "repo/", ahead, immutable, seen); err != nil {
+	if _, err := object.MirrorExpecting(ctx, dst, "repo/", ahead, immutable, seen, nil); err != nil {
 		t.Fatalf("current mirror: %v", err)
 	}
 	for k, v := range map[string]string{"repo/summary": "s2", "repo/summary.sig": "sig2", "repo/refs/heads/b": "2\n"} {
 		if got := get(t, dst, k); got != v {
 			t.Errorf("%s = %q, want %q", k, got, v)
 		}
+	}
+}
+
+// statCounter counts Stat calls.
+type statCounter struct {
+	object.Store
+	n int
+}
+
+func (s *statCounter) Stat(ctx context.Context, key string) (object.Info, error) {
+	s.n++
+	return s.Store.Stat(ctx, key)
+}
+
+// TestMirrorObjects: the first step alone copies the immutable files and
+// no mutable one; a mirror given what it found does not ask the store
+// about those files again, and still writes the mutable ones.
+func TestMirrorObjects(t *testing.T) {
+	ctx := context.Background()
+	src := t.TempDir()
+	writeTree(t, src, map[string]string{"objects/ab/cdef.filez": "content", "objects/ab/0123.dirtree": "tree",
+		"refs/heads/a": "1\n", "summary": "s1", "summary.sig": "sig1"})
+	dir, err := object.NewDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := &statCounter{Store: dir}
+	var present object.Present
+	st, err := object.MirrorObjects(ctx, dst, "repo/", src, immutable, &present)
+	if err != nil || st.Created != 2 {
+		t.Fatalf("MirrorObjects: %+v, %v; want 2 created", st, err)
+	}
+	for _, k := range []string{"repo/refs/heads/a", "repo/summary", "repo/summary.sig"} {
+		if _, err := dir.Stat(ctx, k); !errors.Is(err, object.ErrNotFound) {
+			t.Errorf("%s after MirrorObjects: %v, want not found", k, err)
+		}
+	}
+	dst.n = 0
+	if _, err := object.MirrorExpecting(ctx, dst, "repo/", src, immutable, nil, &present); err != nil {
+		t.Fatal(err)
+	}
+	if dst.n != 0 {
+		t.Errorf("the mirror asked the store about %d files it was told are there", dst.n)
+	}
+	if got := get(t, dir, "repo/summary"); got != "s1" {
+		t.Errorf("summary = %q", got)
 	}
 }
