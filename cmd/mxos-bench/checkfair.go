@@ -10,10 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"os/exec"
-	"os/user"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -24,6 +21,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/channelmeta"
 	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/sign"
+	"github.com/mxos-linux/mxos-update/internal/testtool/pgtest"
 )
 
 // What makes the check benchmark fair (issue 10): every check is a
@@ -147,108 +145,34 @@ func checkMetadata(data, ref string, setup checkSetup) error {
 
 // checkPostgres is a running PostgreSQL cluster for the check benchmark.
 type checkPostgres struct {
+	*pgtest.Cluster
 	dsn     string
-	dataDir string
 	version string
-	stop    func() error
 }
 
-// findPostgresBin returns the directory of initdb, pg_ctl and postgres:
-// Debian's /usr/lib/postgresql/<major>/bin (newest first), else PATH.
-func findPostgresBin() (string, error) {
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	sort.Slice(dirs, func(i, j int) bool {
-		a, _ := strconv.Atoi(filepath.Base(filepath.Dir(dirs[i])))
-		b, _ := strconv.Atoi(filepath.Base(filepath.Dir(dirs[j])))
-		return a > b
-	})
-	if p, err := exec.LookPath("initdb"); err == nil {
-		dirs = append(dirs, filepath.Dir(p))
-	}
-	for _, d := range dirs {
-		if fileExists(filepath.Join(d, "initdb")) && fileExists(filepath.Join(d, "pg_ctl")) && fileExists(filepath.Join(d, "postgres")) {
-			return d, nil
-		}
-	}
-	return "", errors.New("check --databases postgres: PostgreSQL server binaries not found (apt-get install postgresql)")
-}
+func (p *checkPostgres) stop() error { return p.Stop() }
 
-// startCheckPostgres starts a fresh cluster in dir on 127.0.0.1, tuned as
-// a small dedicated server would be: shared_buffers large enough for the
-// whole fleet, synchronous_commit off (like the SQLite store's
-// synchronous=NORMAL, a crash may lose the last commits, never
-// consistency). As root it runs as the postgres user.
+// startCheckPostgres starts a fresh cluster in dir on 127.0.0.1
+// (internal/testtool/pgtest), tuned as a small dedicated server would
+// be: shared_buffers large enough for the whole fleet,
+// synchronous_commit off (like the SQLite store's synchronous=NORMAL, a
+// crash may lose the last commits, never consistency). As root it runs
+// as the postgres user.
 func startCheckPostgres(ctx context.Context, dir string) (*checkPostgres, error) {
-	bin, err := findPostgresBin()
+	c, err := pgtest.Start(ctx, pgtest.Options{Dir: dir, Env: childEnviron(),
+		Settings: []string{"shared_buffers=1GB", "synchronous_commit=off"}})
+	if errors.Is(err, pgtest.ErrMissing) {
+		return nil, fmt.Errorf("check --databases postgres: %w", err)
+	}
 	if err != nil {
 		return nil, err
 	}
-	if err := os.RemoveAll(dir); err != nil {
-		return nil, fmt.Errorf("postgres: %w", err)
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("postgres: %w", err)
-	}
-	var wrap []string
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			return nil, fmt.Errorf("postgres: running as root needs the postgres user: %w", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		if err := os.Chown(dir, uid, gid); err != nil {
-			return nil, fmt.Errorf("postgres: %w", err)
-		}
-		wrap = []string{"runuser", "-u", "postgres", "--"}
-	}
-	run := func(name string, args ...string) error {
-		argv := append(append(wrap[:len(wrap):len(wrap)], filepath.Join(bin, name)), args...)
-		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-		cmd.Dir = dir
-		cmd.Env = append(childEnviron(), "LC_ALL=C")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("%s: %w\n%s", strings.Join(argv, " "), err, out)
-		}
-		return nil
-	}
-	data := filepath.Join(dir, "data")
-	if err := run("initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"); err != nil {
-		return nil, fmt.Errorf("postgres: %w", err)
-	}
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -k %s -c shared_buffers=1GB -c synchronous_commit=off -c max_connections=200", port, dir)
-	if err := run("pg_ctl", "-D", data, "-l", filepath.Join(dir, "server.log"), "-o", opts, "-w", "-t", "120", "start"); err != nil {
-		log, _ := os.ReadFile(filepath.Join(dir, "server.log"))
-		return nil, fmt.Errorf("postgres: %w\n%s", err, log)
-	}
-	out, _ := exec.Command(filepath.Join(bin, "postgres"), "--version").Output()
-	return &checkPostgres{
-		dsn:     fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port),
-		dataDir: data, version: strings.TrimSpace(string(out)),
-		stop: func() error {
-			return run("pg_ctl", "-D", data, "-m", "fast", "-w", "stop")
-		},
-	}, nil
-}
-
-// postmasterPID reads the cluster's postmaster.pid.
-func (p *checkPostgres) postmasterPID() (int, error) {
-	b, err := os.ReadFile(filepath.Join(p.dataDir, "postmaster.pid"))
-	if err != nil {
-		return 0, fmt.Errorf("postgres: %w", err)
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	return strconv.Atoi(strings.TrimSpace(line))
+	return &checkPostgres{Cluster: c, dsn: c.DSN, version: c.Version}, nil
 }
 
 // cpu is the CPU time of the postmaster and all its children.
 func (p *checkPostgres) cpu() (time.Duration, error) {
-	pid, err := p.postmasterPID()
+	pid, err := p.PostmasterPID()
 	if err != nil {
 		return 0, err
 	}

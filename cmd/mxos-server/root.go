@@ -211,6 +211,12 @@ func runServer(ctx context.Context, out io.Writer, g globalOptions, listen strin
 		if cfg.TrustedKeys, cfg.OnlineSigners, err = keys.load(log); err != nil {
 			return err
 		}
+		if cfg.RepoStore != nil && keys.online != "" {
+			// Replicas sharing the bucket verify each other's summaries.
+			if cfg.OnlineVerifiers, err = sign.LoadVerifiers(keys.online); err != nil {
+				log.Warn("no public online keys in --online-keys: releases another server put in the bucket cannot be verified here, so publishing through this server fails once there are any", zap.Error(err))
+			}
+		}
 		if cfg.Metadata, err = openMetadata(g.dataDir, keys.online, log); err != nil {
 			return err
 		}

@@ -30,6 +30,9 @@ func openStorage(ctx context.Context, path string, cfg *server.Config, log *zap.
 		cfg.RegistryOptions.Blobs = blobs
 	}
 	cfg.RepoStore, cfg.RepoRedirect = repo, redirect
+	if c, ok := repo.(object.Counted); ok {
+		cfg.StorageErrors = c.Errors
+	}
 	return nil
 }
 
@@ -53,6 +56,7 @@ func loadStorage(ctx context.Context, path string, log *zap.Logger) (registry.Bl
 		log.Info("storage: registry blobs and the served repository in S3", zap.String("where", s3.Config().String()),
 			zap.String("serve", c.Serve))
 	}
+	st = object.CountErrors(st) // mxos_storage_errors_total
 	b, err := object.NewBlobs(st, blobPrefix)
 	if err != nil {
 		return nil, nil, false, err

@@ -145,16 +145,18 @@ func (q *Queries) SetDeviceGroup(ctx context.Context, id, group string) error {
 	if c.err != nil {
 		return c.err
 	}
-	res, err := q.q.ExecContext(ctx, `UPDATE devices SET group_name = $2 WHERE id = $1`, id, group)
-	if err != nil {
-		return fmt.Errorf("setting group of device %s: %w", id, err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return fmt.Errorf("setting group of device %s: %w", id, err)
-	} else if n == 0 {
-		return fmt.Errorf("setting group of device %s: %w", id, ErrNotFound)
-	}
-	return nil
+	return q.atomic(ctx, func(q *Queries) error {
+		res, err := q.q.ExecContext(ctx, `UPDATE devices SET group_name = $2 WHERE id = $1`, id, group)
+		if err != nil {
+			return fmt.Errorf("setting group of device %s: %w", id, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("setting group of device %s: %w", id, err)
+		} else if n == 0 {
+			return fmt.Errorf("setting group of device %s: %w", id, ErrNotFound)
+		}
+		return q.noteChange(ctx, ChangeGroup, id)
+	})
 }
 
 // Group is a group name and how many devices it has.
@@ -186,4 +188,21 @@ func (q *Queries) ListGroups(ctx context.Context) ([]Group, error) {
 		return nil, fmt.Errorf("listing groups: %w", err)
 	}
 	return out, nil
+}
+
+// VersionCount is how many registered devices follow a channel on one
+// version ("" for devices that reported none).
+type VersionCount struct {
+	Channel, Version string
+	Devices          int
+}
+
+// DeviceVersionCounts counts the registered devices by channel and
+// version (one scan of the devices table: for metrics, not requests).
+func (q *Queries) DeviceVersionCounts(ctx context.Context) ([]VersionCount, error) {
+	return queryAll(ctx, q.q, "counting devices by version", func(r *sql.Rows) (VersionCount, error) {
+		var c VersionCount
+		err := r.Scan(&c.Channel, &c.Version, &c.Devices)
+		return c, err
+	}, `SELECT channel, version, COUNT(*) FROM devices GROUP BY channel, version ORDER BY channel, version`)
 }

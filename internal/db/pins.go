@@ -54,30 +54,34 @@ func (q *Queries) SetPin(ctx context.Context, p Pin) error {
 	if c.err != nil {
 		return c.err
 	}
-	_, err := q.q.ExecContext(ctx, `INSERT INTO pins (scope, target, channel, version, created_by, created_at)
+	return q.atomic(ctx, func(q *Queries) error {
+		_, err := q.q.ExecContext(ctx, `INSERT INTO pins (scope, target, channel, version, created_by, created_at)
 		VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT (scope, target) DO UPDATE SET
 			channel = excluded.channel, version = excluded.version,
 			created_by = excluded.created_by, created_at = excluded.created_at`,
-		string(p.Scope), p.Target, p.Channel, p.Version, p.CreatedBy, micros(p.CreatedAt))
-	if err != nil {
-		return fmt.Errorf("setting %s pin %s: %w", p.Scope, p.Target, err)
-	}
-	return nil
+			string(p.Scope), p.Target, p.Channel, p.Version, p.CreatedBy, micros(p.CreatedAt))
+		if err != nil {
+			return fmt.Errorf("setting %s pin %s: %w", p.Scope, p.Target, err)
+		}
+		return q.noteChange(ctx, ChangePin, string(p.Scope)+":"+p.Target)
+	})
 }
 
 // DeletePin removes a pin, or returns ErrNotFound.
 func (q *Queries) DeletePin(ctx context.Context, scope PinScope, target string) error {
-	res, err := q.q.ExecContext(ctx, `DELETE FROM pins WHERE scope = $1 AND target = $2`, string(scope), target)
-	if err != nil {
-		return fmt.Errorf("deleting %s pin %s: %w", scope, target, err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return fmt.Errorf("deleting %s pin %s: %w", scope, target, err)
-	} else if n == 0 {
-		return fmt.Errorf("%s pin %s: %w", scope, target, ErrNotFound)
-	}
-	return nil
+	return q.atomic(ctx, func(q *Queries) error {
+		res, err := q.q.ExecContext(ctx, `DELETE FROM pins WHERE scope = $1 AND target = $2`, string(scope), target)
+		if err != nil {
+			return fmt.Errorf("deleting %s pin %s: %w", scope, target, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("deleting %s pin %s: %w", scope, target, err)
+		} else if n == 0 {
+			return fmt.Errorf("%s pin %s: %w", scope, target, ErrNotFound)
+		}
+		return q.noteChange(ctx, ChangePin, string(scope)+":"+target)
+	})
 }
 
 const pinColumns = `scope, target, channel, version, created_by, created_at`

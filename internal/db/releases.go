@@ -99,7 +99,7 @@ func (q *Queries) AddRelease(ctx context.Context, r Release) error {
 		if err != nil {
 			return fmt.Errorf("adding release %s %s: %w", where, r.Version, err)
 		}
-		return nil
+		return q.noteChange(ctx, ChangeRelease, where+"/"+r.Version)
 	})
 }
 
@@ -229,6 +229,6 @@ func (q *Queries) SetReleaseImage(ctx context.Context, channel, arch, version, d
 		if err != nil {
 			return fmt.Errorf("%s: %w", what, err)
 		}
-		return nil
+		return q.noteChange(ctx, ChangeRelease, channel+"/"+arch+"/"+version)
 	})
 }

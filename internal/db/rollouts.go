@@ -106,7 +106,7 @@ func (q *Queries) CreateRollout(ctx context.Context, r Rollout) error {
 		case err != nil:
 			return fmt.Errorf("creating rollout %s: %w", r.ID, err)
 		}
-		return nil
+		return q.noteChange(ctx, ChangeRollout, r.Channel+"/"+r.Arch)
 	})
 }
 
@@ -242,6 +242,6 @@ func (q *Queries) SetRolloutState(ctx context.Context, id string, from, to rollo
 		} else if n == 0 {
 			return fmt.Errorf("rollout %s: %w: its state changed meanwhile", id, ErrConflict)
 		}
-		return nil
+		return q.noteChange(ctx, ChangeRollout, cur.Channel+"/"+cur.Arch)
 	})
 }

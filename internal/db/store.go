@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -74,6 +75,7 @@ type Store struct {
 	Queries
 	db       *sql.DB
 	prepared *preparedDB
+	errs     atomic.Int64 // errcount.go
 }
 
 // Tx is a transaction: the methods of Queries, run inside it. It is valid
@@ -170,7 +172,7 @@ func Open(ctx context.Context, dsn, dataDir string) (*Store, error) {
 	}
 	s := &Store{db: db}
 	s.prepared = &preparedDB{db: db}
-	s.Queries = Queries{q: s.prepared, d: d, atomic: s.inTx}
+	s.Queries = Queries{q: countErrs{s.prepared, &s.errs}, d: d, atomic: s.inTx}
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("connecting to %s metadata store: %w", d, err)
@@ -233,6 +235,9 @@ func (s *Store) Tx(ctx context.Context, fn func(tx *Tx) error) error {
 func (s *Store) inTx(ctx context.Context, fn func(*Queries) error) error {
 	sqlTx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
+		if failure(err) {
+			s.errs.Add(1)
+		}
 		return fmt.Errorf("beginning transaction: %w", err)
 	}
 	committed := false
@@ -241,12 +246,15 @@ func (s *Store) inTx(ctx context.Context, fn func(*Queries) error) error {
 			_ = sqlTx.Rollback() // the error that made us roll back matters more
 		}
 	}()
-	q := &Queries{q: sqlTx, d: s.d, tx: sqlTx, prep: s.prepared}
+	q := &Queries{q: countErrs{sqlTx, &s.errs}, d: s.d, tx: sqlTx, prep: s.prepared}
 	q.atomic = func(_ context.Context, fn func(*Queries) error) error { return fn(q) }
 	if err := fn(q); err != nil {
 		return err
 	}
 	if err := sqlTx.Commit(); err != nil {
+		if failure(err) {
+			s.errs.Add(1)
+		}
 		return fmt.Errorf("committing transaction: %w", err)
 	}
 	committed = true

@@ -41,6 +41,8 @@ func runStoreSuite(t *testing.T, newDSN func(t *testing.T) string) {
 	t.Run("manual-rollback", func(t *testing.T) { testManualRollback(t, open(t)) })
 	t.Run("identities", func(t *testing.T) { testIdentities(t, open(t)) })
 	t.Run("credential-feed", func(t *testing.T) { testCredentialFeed(t, open(t)) })
+	t.Run("cache-change-feed", func(t *testing.T) { testCacheChangeFeed(t, open(t)) })
+	t.Run("metrics-queries", func(t *testing.T) { testMetricsQueries(t, open(t)) })
 	t.Run("fleet-locks", func(t *testing.T) { testFleetLocks(t, open(t)) })
 	t.Run("fleet-locks-concurrent", func(t *testing.T) { testFleetLocksConcurrent(t, open(t)) })
 	t.Run("audit-concurrent", func(t *testing.T) { testAuditConcurrent(t, open(t)) })

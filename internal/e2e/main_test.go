@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/mxos-linux/mxos-update/internal/testtool"
+	"github.com/mxos-linux/mxos-update/internal/testtool/pgtest"
 )
 
 // binDir holds mxosctl and mxos-server, built once by TestMain.
@@ -31,6 +32,7 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	binDir = dir
+	defer pgtest.StopShared()
 	return m.Run()
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/auth"
+	"github.com/mxos-linux/mxos-update/internal/changefeed"
 	"github.com/mxos-linux/mxos-update/internal/channel"
 	"github.com/mxos-linux/mxos-update/internal/credindex"
 	"github.com/mxos-linux/mxos-update/internal/db"
@@ -44,6 +45,9 @@ type apiState struct {
 	// creds holds every live bound device credential (internal/credindex):
 	// a device's check or report reads no token row.
 	creds *credindex.Index
+	// changes follows the cache change feed (changes.go): pins, rollouts,
+	// releases and groups changed through any replica.
+	changes *changefeed.Follower
 
 	denied denials // auth.go: the audit rate limit of denied requests
 }

@@ -52,7 +52,7 @@ func (a *apiState) handleReport(w http.ResponseWriter, r *http.Request) error {
 	if err := a.updates.Report(r.Context(), req); err != nil {
 		return err
 	}
-	a.metrics.reports.WithLabelValues(string(req.Event)).Inc()
+	a.metrics.reports.WithLabelValues(string(req.Event), reportClass(req.Event)).Inc()
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -320,7 +320,7 @@ func TestAutoHaltOverHTTP(t *testing.T) {
 	}
 	// Metrics count what happened.
 	code, body = f.do(t, "", "GET", "/metrics", nil)
-	if code != 200 || !strings.Contains(string(body), `mxos_update_reports_total{event="rolled-back"}`) {
+	if code != 200 || !strings.Contains(string(body), `mxos_update_reports_total{class="release-failure",event="rolled-back"}`) {
 		t.Fatalf("metrics: %d\n%.500s", code, body)
 	}
 	if strings.Contains(string(body), "aula-") || strings.Contains(string(body), "mxos_") && strings.Contains(string(body), f.tokens["device"]) {

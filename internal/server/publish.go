@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/release"
 	"github.com/mxos-linux/mxos-update/internal/rollout"
 	"github.com/mxos-linux/mxos-update/internal/sign"
+	"github.com/mxos-linux/mxos-update/internal/storage/object"
 	"github.com/mxos-linux/mxos-update/internal/tlogstore"
 )
 
@@ -334,11 +336,30 @@ func (a *publishAPI) handleReleaseCreate(w http.ResponseWriter, r *http.Request)
 	acc := &release.Acceptor{Repo: repo, Trusted: a.trusted, Online: a.online, Now: a.now,
 		Deltas: &release.DeltaPolicy{Sources: pl.ch.DeltaSources(), Scratch: pl.ch.StaticDeltaFromScratch}}
 	moved := false
+	// The release's objects go to the bucket before the lock is taken
+	// (content-addressed, so any time is safe); under it only what the
+	// release changes is written.
+	var present *object.Present
+	if a.repoStore != nil {
+		present = &object.Present{}
+		if err := a.repoStore.mirrorObjects(ctx, present); err != nil {
+			return err
+		}
+	}
 	err = a.store.Tx(ctx, func(tx *db.Tx) error {
 		// One publish or promotion at a time across every server on this
 		// database (a no-op on SQLite, whose write lock already is that).
 		if err := tx.LockCluster(ctx, db.LockPublish); err != nil {
 			return err
+		}
+		// With the repository in a bucket, build on what the bucket has
+		// (another replica may have published since): repostore.go.
+		var view *syncView
+		if a.repoStore != nil {
+			var err error
+			if view, err = a.repoStore.sync(ctx, repo); err != nil {
+				return err
+			}
 		}
 		if err := tx.AddRelease(ctx, rel); err != nil {
 			if errors.Is(err, db.ErrDuplicate) || errors.Is(err, db.ErrVersionOrder) {
@@ -379,10 +400,28 @@ func (a *publishAPI) handleReleaseCreate(w http.ResponseWriter, r *http.Request)
 		if err := a.logRelease(ctx, rel, pl.ramp); err != nil { // tlog.go
 			return err
 		}
+		prev, prevErr := repo.ResolveRef(pl.ref)
+		if prevErr != nil && !errors.Is(prevErr, ostree.ErrNotFound) {
+			return prevErr
+		}
 		if _, err := acc.Accept(ctx, pl.plan.AcceptRequest()); err != nil {
 			return release.AcceptAPIError(err)
 		}
 		moved = true
+		// The bucket holds the release before the lock is let go and the
+		// API answers. If it cannot, the release is rolled back, and so
+		// is the local ref (else a later mirror would publish a release
+		// the database does not record).
+		if a.repoStore != nil {
+			if err := a.repoStore.mirror(ctx, view, present); err != nil {
+				if rerr := restoreRef(repo, pl.ref, prev, prevErr == nil, a.online, now); rerr != nil {
+					a.log.Error("restoring the ref after a failed mirror", zap.String("ref", pl.ref), zap.Error(rerr))
+				} else {
+					moved = false
+				}
+				return err
+			}
+		}
 		return nil
 	})
 	if err != nil {
@@ -391,12 +430,6 @@ func (a *publishAPI) handleReleaseCreate(w http.ResponseWriter, r *http.Request)
 				zap.String("commit", rel.Commit), zap.String("version", rel.Version), zap.Error(err))
 		}
 		return err
-	}
-	if a.repoStore != nil { // repostore.go: the bucket holds the release before the API answers
-		if err := a.repoStore.mirror(ctx); err != nil {
-			a.log.Error("release accepted but not yet in object storage", zap.String("version", rel.Version), zap.Error(err))
-			return err
-		}
 	}
 	a.updates.Invalidate() // checks must see the new release and rollout
 	if a.meta != nil {
@@ -427,4 +460,26 @@ func decodeLimit(w http.ResponseWriter, r *http.Request, v any, limit int64) err
 		return api.Errorf(api.CodeBadRequest, "invalid JSON: data after the object")
 	}
 	return nil
+}
+
+// restoreRef points ref back at prev (or removes it when it had none)
+// and re-signs the summary.
+func restoreRef(repo *ostree.Repo, ref string, prev ostree.Checksum, had bool, online []sign.Signer, now time.Time) error {
+	txn, err := repo.Begin()
+	if err != nil {
+		return err
+	}
+	defer txn.Close()
+	if had {
+		err = txn.SetRef(ref, prev)
+	} else {
+		err = txn.DeleteRef(ref)
+	}
+	if err != nil {
+		return err
+	}
+	if err := txn.WriteSummary(now, func(b []byte) (ostree.Metadata, error) { return release.SignData(online, b, nil) }); err != nil {
+		return err
+	}
+	return txn.Close()
 }

@@ -53,7 +53,11 @@ type pubFixture struct {
 	clock                    time.Time
 }
 
-func newPubFixture(t *testing.T) *pubFixture {
+func newPubFixture(t *testing.T) *pubFixture { t.Helper(); return newPubFixtureWith(t, nil) }
+
+// newPubFixtureWith is newPubFixture with the server's config changed by
+// edit (nil: none).
+func newPubFixtureWith(t *testing.T, edit func(*Config)) *pubFixture {
 	t.Helper()
 	data := t.TempDir()
 	repo, err := ostree.Create(filepath.Join(data, "repo"))
@@ -67,8 +71,12 @@ func newPubFixture(t *testing.T) *pubFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(Config{DataDir: data, Store: store, Channels: set, TrustedKeys: trusted, OnlineSigners: f.online.signers,
-		MaxObjectSize: 1 << 20})
+	cfg := Config{DataDir: data, Store: store, Channels: set, TrustedKeys: trusted, OnlineSigners: f.online.signers,
+		MaxObjectSize: 1 << 20}
+	if edit != nil {
+		edit(&cfg)
+	}
+	srv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

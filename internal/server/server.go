@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/mxos-linux/mxos-update/internal/changefeed"
 	"github.com/mxos-linux/mxos-update/internal/channel"
 	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/credindex"
@@ -72,6 +73,9 @@ type Config struct {
 	// summary. Without both the publishing endpoints refuse every request.
 	TrustedKeys   []sign.Verifier
 	OnlineSigners []sign.Signer
+	// OnlineVerifiers are the online keys' public halves: with RepoStore,
+	// they verify the summary another replica wrote to the bucket.
+	OnlineVerifiers []sign.Verifier
 	// MaxObjectSize caps one uploaded content object (DefaultMaxObjectSize
 	// when zero); metadata objects are capped at ostree.MaxMetadataSize.
 	MaxObjectSize int64
@@ -102,6 +106,9 @@ type Config struct {
 	// stream.
 	RepoStore    object.Store
 	RepoRedirect bool
+	// StorageErrors, when set, counts the object store's failures
+	// (object.CountErrors), exported as mxos_storage_errors_total.
+	StorageErrors func() int64
 
 	// TransparencyLog, when set, is served at /log/ and every release and
 	// promotion is appended to it before its ref moves (tlog.go).
@@ -179,9 +186,11 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.api = &apiState{store: cfg.Store, channels: cfg.Channels, now: now, log: cfg.Logger.Named("api"), metrics: s.metrics,
 			updates: &updates.Service{Store: cfg.Store, Channels: cfg.Channels, Now: now, Log: cfg.Logger.Named("updates"), CacheTTL: time.Second},
-			creds:   &credindex.Index{Store: cfg.Store}}
+			creds:   &credindex.Index{Store: cfg.Store}, changes: &changefeed.Follower{Store: cfg.Store}}
 		s.metrics.deviceIndex(s.api.updates)   // metrics.go
 		s.metrics.credentialIndex(s.api.creds) // metrics.go
+		s.metrics.reg.MustRegister(newFleetCollector(s.api))
+		s.metrics.errorCounter("mxos_db_errors_total", "Database statements and transactions that failed (not counting expected answers: no rows, duplicates, conflicts).", cfg.Store.Errors)
 	}
 	if cfg.Metadata != nil {
 		if s.metaDir, err = os.OpenRoot(cfg.Metadata.Dir); err != nil {
@@ -223,7 +232,10 @@ func New(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
-	s.handler = s.logRequests(s.withRegistry(rejectUncleanPaths(s.mux)))
+	if cfg.StorageErrors != nil {
+		s.metrics.errorCounter("mxos_storage_errors_total", "Object storage calls that failed (not counting expected answers: not found, lost conditional writes).", cfg.StorageErrors)
+	}
+	s.handler = s.instrument(s.logRequests(s.withRegistry(rejectUncleanPaths(recordRoute(s.mux)))))
 	return s, nil
 }
 
@@ -297,9 +309,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	if s.api != nil {
+		s.api.changes.Start() // before the device index loads: changes from now on apply
 		go s.flushLoop(ctx)
 		go s.deviceIndexLoop(ctx)
 		go s.credentialLoop(ctx)
+		go s.changeLoop(ctx) // changes.go
 	}
 	if s.meta != nil {
 		go s.metadataLoop(ctx)
@@ -355,8 +369,10 @@ func (s *Server) flushLoop(ctx context.Context) {
 	}
 }
 
-// GroupRefreshInterval is how often the device index re-reads device
-// groups, so that groups set through another replica apply here.
+// GroupRefreshInterval is how often the device index re-reads every
+// device's group. Groups an admin sets through any replica arrive within
+// a second through the cache change feed (changes.go); this catches the
+// rest (a device's own check naming a new group through another replica).
 const GroupRefreshInterval = time.Minute
 
 // deviceIndexLoop loads the update service's device index (checks read

@@ -147,12 +147,17 @@ func Start(t testing.TB, opts Options) *Server {
 	s.Release = GenerateKeys(t)
 	s.Publisher = &release.Publisher{Repo: s.Repo, Signers: s.Release.Signers}
 	cfg := server.Config{DataDir: s.Data, TrustedKeys: s.Release.Verifiers, OnlineSigners: s.Release.Signers, Registry: opts.Registry,
-		RepoStore: opts.RepoStore, RepoRedirect: opts.RepoRedirect}
+		RepoRedirect: opts.RepoRedirect}
+	if opts.RepoStore != nil { // counted, as mxos-server --storage does
+		c := object.CountErrors(opts.RepoStore)
+		cfg.RepoStore, cfg.StorageErrors = c, c.Errors
+	}
 	if opts.OnlineSummaryKey || opts.Metadata {
 		s.Online = GenerateKeys(t)
 	}
+	cfg.OnlineVerifiers = s.Release.Verifiers
 	if opts.OnlineSummaryKey {
-		cfg.OnlineSigners = s.Online.Signers
+		cfg.OnlineSigners, cfg.OnlineVerifiers = s.Online.Signers, s.Online.Verifiers
 	}
 	if !opts.RepoOnly {
 		if s.Store, err = db.Open(ctx, "", s.Data); err != nil {

@@ -21,9 +21,9 @@ import (
 // It is loaded once by a scan of the devices table (LoadIndex) and kept
 // current by this process's own writes: checks, and the change
 // notifications of the admin API (ForgetDevice after a group change).
-// Groups set through another replica arrive with RefreshGroups (the
-// server runs it every minute), so they apply within a minute, as the
-// device cache they replace did.
+// Groups an admin sets through another replica arrive with ForgetDevice
+// too, from the cache change feed (the server reads it every second);
+// RefreshGroups (every minute) catches the rest.
 //
 // Memory: a device whose id is 32 hex digits (a machine-id, what the
 // updater sends) is a 16-byte key and a 16-byte value in a map without

@@ -28,8 +28,11 @@
 // its group, a hash of its last written state and when it was last seen.
 // A device's first check in an hour therefore reads no device row. The
 // index follows this process's writes and the admin API's change
-// notifications (ForgetDevice) at once, and groups set through another
-// replica within a minute (RefreshGroups). Last-seen times are kept to
+// notifications (ForgetDevice) at once; the server applies changes made
+// through other replicas from the cache change feed (internal/changefeed:
+// Invalidate, ForgetDevice) within a second, and re-reads every group
+// each minute (RefreshGroups) for group changes the feed does not carry
+// (a device's own check naming a group). Last-seen times are kept to
 // LastSeenPrecision and written in batches by Flush. A change made
 // through another replica applies here within those times; a rollback or
 // a halt reported here applies at once.

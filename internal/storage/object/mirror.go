@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"sync"
 
 	"golang.org/x/sync/errgroup"
 )
@@ -39,6 +40,63 @@ var mirrorSkip = map[string]bool{"tmp": true, "state": true, "lock": true}
 // tmp/ and state/ are skipped. Nothing is deleted from dst (pruning the
 // bucket is a separate step).
 func Mirror(ctx context.Context, dst Store, prefix, dir string, immutable func(rel string) bool) (MirrorStats, error) {
+	return MirrorExpecting(ctx, dst, prefix, dir, immutable, nil, nil)
+}
+
+// Present remembers immutable files a mirror found in or put into the
+// store, so that a later mirror of the same directory soon after (the
+// part of a publish done under a lock, after the bulk was copied before
+// it) does not ask the store about each again. Safe for concurrent use;
+// the zero value is empty. Keep one only as long as nothing deletes from
+// the store.
+type Present struct {
+	mu sync.Mutex
+	m  map[string]bool
+}
+
+func (p *Present) has(k string) bool {
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.m[k]
+}
+
+func (p *Present) add(k string) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		p.m = map[string]bool{}
+	}
+	p.m[k] = true
+}
+
+// MirrorObjects is the first step of Mirror alone: it copies the
+// immutable files dst lacks, and changes no mutable file, so it needs no
+// lock. present (may be nil) records what is in dst afterwards.
+func MirrorObjects(ctx context.Context, dst Store, prefix, dir string, immutable func(rel string) bool, present *Present) (MirrorStats, error) {
+	return mirror(ctx, dst, prefix, dir, immutable, nil, present, true)
+}
+
+// MirrorExpecting is Mirror for a writer that read the store's mutable
+// files earlier (under a lock) and built its copy on them: expect maps a
+// path (relative to prefix) to the ETag it read, "" for a file that was
+// absent. Such a file is replaced only if the store still holds the
+// version expected (If-Match on it, or If-None-Match: * for ""), so a
+// writer whose view is stale fails with ErrPrecondition instead of
+// overwriting newer files; in particular every local file under refs/
+// that is not in expect must be absent from the store. Other mutable
+// files are compared and replaced as Mirror does. Immutable files in
+// present (may be nil) are taken as stored.
+func MirrorExpecting(ctx context.Context, dst Store, prefix, dir string, immutable func(rel string) bool, expect map[string]string, present *Present) (MirrorStats, error) {
+	return mirror(ctx, dst, prefix, dir, immutable, expect, present, false)
+}
+
+func mirror(ctx context.Context, dst Store, prefix, dir string, immutable func(rel string) bool, expect map[string]string, present *Present, objectsOnly bool) (MirrorStats, error) {
 	var st MirrorStats
 	root, err := os.OpenRoot(dir)
 	if err != nil {
@@ -85,9 +143,15 @@ func Mirror(ctx context.Context, dst Store, prefix, dir string, immutable func(r
 	}
 	results := make([]res, len(fixed))
 	for i, p := range fixed {
+		if present.has(p) {
+			continue
+		}
 		g.Go(func() error {
 			created, n, err := mirrorFixed(gctx, dst, prefix+p, root, p)
 			results[i] = res{created, n}
+			if err == nil {
+				present.add(p)
+			}
 			return err
 		})
 	}
@@ -102,12 +166,23 @@ func Mirror(ctx context.Context, dst Store, prefix, dir string, immutable func(r
 			st.Unchanged++
 		}
 	}
+	if objectsOnly {
+		return st, nil
+	}
 	// summary.sig before summary (the order ostree writes them).
 	if len(last) == 2 {
 		last = []string{"summary.sig", "summary"}
 	}
 	for _, p := range append(mutable, last...) {
-		changed, created, n, err := mirrorMutable(ctx, dst, prefix+p, root, p)
+		exp, strict := expect[p]
+		if expect != nil && strings.HasPrefix(p, "refs/") && !strict {
+			strict = true // a ref the writer did not see in the store must not be there
+		}
+		var want *string
+		if strict {
+			want = &exp
+		}
+		changed, created, n, err := mirrorMutable(ctx, dst, prefix+p, root, p, want)
 		if err != nil {
 			return st, fmt.Errorf("mirror %s: %w", dir, err)
 		}
@@ -150,7 +225,9 @@ func mirrorFixed(ctx context.Context, dst Store, key string, root *os.Root, p st
 // of large repositories are a few MiB).
 const maxMutable = 256 << 20
 
-func mirrorMutable(ctx context.Context, dst Store, key string, root *os.Root, p string) (changed, created bool, n int64, err error) {
+// mirrorMutable replaces key with the local file p if they differ. With
+// want, the store must hold the version *want names ("" absent).
+func mirrorMutable(ctx context.Context, dst Store, key string, root *os.Root, p string, want *string) (changed, created bool, n int64, err error) {
 	local, err := readAllLimit(root, p)
 	if err != nil {
 		return false, false, 0, err
@@ -159,6 +236,9 @@ func mirrorMutable(ctx context.Context, dst Store, key string, root *os.Root, p 
 	r, err := dst.Get(ctx, key)
 	switch {
 	case errors.Is(err, ErrNotFound):
+		if want != nil && *want != "" {
+			return false, false, 0, fmt.Errorf("%s: %w: removed since it was read", key, ErrPrecondition)
+		}
 		c.IfNoneMatch = true
 	case err != nil:
 		return false, false, 0, err
@@ -171,6 +251,9 @@ func mirrorMutable(ctx context.Context, dst Store, key string, root *os.Root, p 
 		}
 		if bytes.Equal(remote, local) {
 			return false, false, 0, nil
+		}
+		if want != nil && *want != etag {
+			return false, false, 0, fmt.Errorf("%s: %w: it is not the version this copy was built on", key, ErrPrecondition)
 		}
 		c.IfMatch = etag
 	}

@@ -172,3 +172,122 @@ func TestServe(t *testing.T) {
 		t.Fatalf("PUT: %d", resp.StatusCode)
 	}
 }
+
+// TestMirrorExpecting: a writer whose copy was built on the store's
+// files as it read them replaces them; one whose view is stale (the
+// summary or a ref changed since, or a ref appeared that it never saw)
+// fails with ErrPrecondition and leaves the store as it was.
+func TestMirrorExpecting(t *testing.T) {
+	ctx := context.Background()
+	dst, err := object.NewDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := t.TempDir()
+	writeTree(t, first, map[string]string{"refs/heads/a": "1\n", "summary": "s1", "summary.sig": "sig1"})
+	if _, err := object.Mirror(ctx, dst, "repo/", first, immutable); err != nil {
+		t.Fatal(err)
+	}
+	etag := func(key string) string {
+		t.Helper()
+		i, err := dst.Stat(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return i.ETag
+	}
+	seen := map[string]string{"summary": etag("repo/summary"), "summary.sig": etag("repo/summary.sig"), "refs/heads/a": etag("repo/refs/heads/a")}
+	ahead := t.TempDir() // built on what the store holds: ref a kept, ref b added
+	writeTree(t, ahead, map[string]string{"refs/heads/a": "1\n", "refs/heads/b": "2\n", "summary": "s2", "summary.sig": "sig2"})
+
+	for _, tc := range []struct {
+		name   string
+		expect map[string]string
+		files  map[string]string // written to the store by another writer first
+	}{
+		{"summary replaced meanwhile", seen, map[string]string{"repo/summary": "s-other"}},
+		{"ref moved meanwhile", seen, map[string]string{"repo/refs/heads/a": "9\n"}},
+		{"ref never seen appeared", seen, map[string]string{"repo/refs/heads/b": "7\n"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.files {
+				if _, err := dst.Put(ctx, k, strings.NewReader(v), int64(len(v)), object.Condition{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err := object.MirrorExpecting(ctx, dst, "repo/", ahead, immutable, tc.expect, nil)
+			if !errors.Is(err, object.ErrPrecondition) {
+				t.Fatalf("stale mirror: %v, want ErrPrecondition", err)
+			}
+			for k, v := range tc.files {
+				if got := get(t, dst, k); got != v {
+					t.Errorf("%s = %q after a refused mirror, want %q", k, got, v)
+				}
+			}
+			// Put the store back as the writer saw it.
+			for k, v := range map[string]string{"repo/summary": "s1", "repo/refs/heads/a": "1\n"} {
+				if _, err := dst.Put(ctx, k, strings.NewReader(v), int64(len(v)), object.Condition{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := dst.Delete(ctx, "repo/refs/heads/b"); err != nil && !errors.Is(err, object.ErrNotFound) {
+				t.Fatal(err)
+			}
+		})
+	}
+	seen = map[string]string{"summary": etag("repo/summary"), "summary.sig": etag("repo/summary.sig"), "refs/heads/a": etag("repo/refs/heads/a")}
+	if _, err := object.MirrorExpecting(ctx, dst, "repo/", ahead, immutable, seen, nil); err != nil {
+		t.Fatalf("current mirror: %v", err)
+	}
+	for k, v := range map[string]string{"repo/summary": "s2", "repo/summary.sig": "sig2", "repo/refs/heads/b": "2\n"} {
+		if got := get(t, dst, k); got != v {
+			t.Errorf("%s = %q, want %q", k, got, v)
+		}
+	}
+}
+
+// statCounter counts Stat calls.
+type statCounter struct {
+	object.Store
+	n int
+}
+
+func (s *statCounter) Stat(ctx context.Context, key string) (object.Info, error) {
+	s.n++
+	return s.Store.Stat(ctx, key)
+}
+
+// TestMirrorObjects: the first step alone copies the immutable files and
+// no mutable one; a mirror given what it found does not ask the store
+// about those files again, and still writes the mutable ones.
+func TestMirrorObjects(t *testing.T) {
+	ctx := context.Background()
+	src := t.TempDir()
+	writeTree(t, src, map[string]string{"objects/ab/cdef.filez": "content", "objects/ab/0123.dirtree": "tree",
+		"refs/heads/a": "1\n", "summary": "s1", "summary.sig": "sig1"})
+	dir, err := object.NewDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := &statCounter{Store: dir}
+	var present object.Present
+	st, err := object.MirrorObjects(ctx, dst, "repo/", src, immutable, &present)
+	if err != nil || st.Created != 2 {
+		t.Fatalf("MirrorObjects: %+v, %v; want 2 created", st, err)
+	}
+	for _, k := range []string{"repo/refs/heads/a", "repo/summary", "repo/summary.sig"} {
+		if _, err := dir.Stat(ctx, k); !errors.Is(err, object.ErrNotFound) {
+			t.Errorf("%s after MirrorObjects: %v, want not found", k, err)
+		}
+	}
+	dst.n = 0
+	if _, err := object.MirrorExpecting(ctx, dst, "repo/", src, immutable, nil, &present); err != nil {
+		t.Fatal(err)
+	}
+	if dst.n != 0 {
+		t.Errorf("the mirror asked the store about %d files it was told are there", dst.n)
+	}
+	if got := get(t, dir, "repo/summary"); got != "s1" {
+		t.Errorf("summary = %q", got)
+	}
+}
