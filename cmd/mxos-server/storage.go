@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mxos-linux/mxos-update/internal/oci/registry"
+	"github.com/mxos-linux/mxos-update/internal/ostree/pull"
 	"github.com/mxos-linux/mxos-update/internal/server"
 	"github.com/mxos-linux/mxos-update/internal/storage/object"
 	"github.com/mxos-linux/mxos-update/internal/storage/s3store"
@@ -29,7 +30,7 @@ func openStorage(ctx context.Context, path string, cfg *server.Config, log *zap.
 	if blobs != nil {
 		cfg.RegistryOptions.Blobs = blobs
 	}
-	cfg.RepoStore, cfg.RepoRedirect = repo, redirect
+	cfg.RepoStore, cfg.RepoRedirect, cfg.RepoFetch = repo, redirect, pull.FetchVerified
 	if c, ok := repo.(object.Counted); ok {
 		cfg.StorageErrors = c.Errors
 	}

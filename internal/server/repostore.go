@@ -15,7 +15,6 @@ import (
 
 	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
-	"github.com/mxos-linux/mxos-update/internal/ostree/pull"
 	"github.com/mxos-linux/mxos-update/internal/release"
 	"github.com/mxos-linux/mxos-update/internal/sign"
 	"github.com/mxos-linux/mxos-update/internal/storage/object"
@@ -78,6 +77,8 @@ type storeRepo struct {
 	// Keys that verify what sync pulls from the bucket: release keys
 	// (commits) and the online keys' public halves (summary).
 	trusted, online []sign.Verifier
+	// fetch brings another server's release in, verified (Config.RepoFetch).
+	fetch RepoFetchFunc
 }
 
 func (h *storeRepo) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -244,7 +245,7 @@ func (h *storeRepo) sync(ctx context.Context, repo *ostree.Repo) (*syncView, err
 	if err != nil {
 		return fail(err)
 	}
-	b, err := io.ReadAll(io.LimitReader(r, pull.MaxSummarySize+1))
+	b, err := io.ReadAll(io.LimitReader(r, maxSummarySize+1))
 	r.Close()
 	if err != nil {
 		return fail(err)
@@ -253,7 +254,7 @@ func (h *storeRepo) sync(ctx context.Context, repo *ostree.Repo) (*syncView, err
 	if err != nil {
 		return fail(fmt.Errorf("summary: %w", err))
 	}
-	puller := &pull.Puller{URLs: []string{storeURL}, HTTP: &http.Client{Transport: storeTransport{h.store}}, NoDeltas: true}
+	hc := &http.Client{Transport: storeTransport{h.store}}
 	inBucket := map[string]bool{}
 	for _, ref := range sum.Refs {
 		inBucket[ref.Name] = true
@@ -273,11 +274,13 @@ func (h *storeRepo) sync(ctx context.Context, repo *ostree.Repo) (*syncView, err
 				continue
 			}
 		}
+		if h.fetch == nil {
+			return fail(errors.New("another server published here and this server cannot fetch releases (Config.RepoFetch unset)"))
+		}
 		if len(h.online) == 0 || len(h.trusted) == 0 {
 			return fail(errors.New("another server published here: verifying its releases needs the release keys (--release-keys) and the online keys' public halves in --online-keys"))
 		}
-		if _, err := puller.Pull(ctx, repo, ref.Name, pull.Options{ExpectCommit: ref.Checksum.String(),
-			SummaryKeys: h.online, CommitKeys: h.trusted}); err != nil {
+		if err := h.fetch(ctx, repo, storeURL, hc, ref.Name, ref.Checksum, h.online, h.trusted); err != nil {
 			return fail(err)
 		}
 		v.pulled = append(v.pulled, ref.Name)
@@ -336,12 +339,24 @@ func (t storeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
+// maxSummarySize bounds a summary read from the bucket (the device
+// puller's own bound).
+const maxSummarySize = 10 << 20
+
+// RepoFetchFunc brings ref's commit want from the repository at url
+// (reached through hc) into repo, checked as a device checks it: the
+// summary signed by summaryKeys, the commit by commitKeys, every object by
+// its name. internal/ostree/pull provides it (pull.FetchVerified); the
+// server takes it as a value because pull's tests start servers, so server
+// cannot import pull.
+type RepoFetchFunc func(ctx context.Context, repo *ostree.Repo, url string, hc *http.Client, ref string, want ostree.Checksum, summaryKeys, commitKeys []sign.Verifier) error
+
 func newStoreRepo(cfg Config) *storeRepo {
 	if cfg.RepoStore == nil {
 		return nil
 	}
 	return &storeRepo{store: cfg.RepoStore, redirect: cfg.RepoRedirect, dir: filepath.Join(cfg.DataDir, "repo"), log: cfg.Logger.Named("repo"),
-		trusted: cfg.TrustedKeys, online: cfg.OnlineVerifiers}
+		trusted: cfg.TrustedKeys, online: cfg.OnlineVerifiers, fetch: cfg.RepoFetch}
 }
 
 // bulk reports whether a content-addressed path is file content or a

@@ -106,6 +106,9 @@ type Config struct {
 	// stream.
 	RepoStore    object.Store
 	RepoRedirect bool
+	// RepoFetch verifies and brings in releases another server wrote to
+	// RepoStore (pull.FetchVerified); needed when several servers publish.
+	RepoFetch RepoFetchFunc
 	// StorageErrors, when set, counts the object store's failures
 	// (object.CountErrors), exported as mxos_storage_errors_total.
 	StorageErrors func() int64

@@ -22,6 +22,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/client"
 	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
+	"github.com/mxos-linux/mxos-update/internal/ostree/pull"
 	"github.com/mxos-linux/mxos-update/internal/release"
 	"github.com/mxos-linux/mxos-update/internal/server"
 	"github.com/mxos-linux/mxos-update/internal/sign"
@@ -150,7 +151,7 @@ func Start(t testing.TB, opts Options) *Server {
 		RepoRedirect: opts.RepoRedirect}
 	if opts.RepoStore != nil { // counted, as mxos-server --storage does
 		c := object.CountErrors(opts.RepoStore)
-		cfg.RepoStore, cfg.StorageErrors = c, c.Errors
+		cfg.RepoStore, cfg.StorageErrors, cfg.RepoFetch = c, c.Errors, pull.FetchVerified
 	}
 	if opts.OnlineSummaryKey || opts.Metadata {
 		s.Online = GenerateKeys(t)

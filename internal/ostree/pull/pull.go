@@ -981,3 +981,14 @@ func (p *Puller) GetObject(ctx context.Context, c ostree.Checksum, t ostree.Obje
 	}
 	return b, nil
 }
+
+// FetchVerified pulls ref from the repository at url through hc into repo
+// and requires its commit to be want: the summary checked with
+// summaryKeys, the commit with commitKeys, every object by its name, no
+// static deltas. It is what a server sharing a bucket uses to take in a
+// release another server published (server.Config.RepoFetch).
+func FetchVerified(ctx context.Context, repo *ostree.Repo, url string, hc *http.Client, ref string, want ostree.Checksum, summaryKeys, commitKeys []sign.Verifier) error {
+	p := &Puller{URLs: []string{url}, HTTP: hc, NoDeltas: true}
+	_, err := p.Pull(ctx, repo, ref, Options{ExpectCommit: want.String(), SummaryKeys: summaryKeys, CommitKeys: commitKeys})
+	return err
+}
