@@ -223,7 +223,7 @@ func New(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
-	s.handler = s.logRequests(s.withRegistry(rejectUncleanPaths(s.mux)))
+	s.handler = s.logRequests(s.withRegistry(rejectUncleanPaths(s.repoFirst(s.mux))))
 	return s, nil
 }
 
