@@ -437,10 +437,12 @@ type openRate struct {
 	why       string
 }
 
-// checkOpenConns bounds the connections of an open-loop phase: arrivals
-// that find all of them busy wait for one, and that wait counts in their
-// latency.
-const checkOpenConns = 1024
+// checkOpenConns bounds the keep-alive connections of an open-loop phase:
+// arrivals that find all of them busy wait for one, and that wait counts
+// in their latency. (Without a bound, a stall of the machine makes the
+// client dial hundreds of connections at once, and the dialling, not the
+// server, dominates what follows.)
+const checkOpenConns = 64
 
 // runCheckOpen measures latency the way a fleet loads the server: devices
 // check independently, so requests arrive at a rate that does not slow
@@ -466,12 +468,17 @@ func (b *bench) runCheckOpen(ctx context.Context, engineName string, or openRate
 				w, cpu = peerWalk, func() (time.Duration, error) { return groupCPU(peer.d.cmd.Process.Pid) }
 			}
 			seed := b.o.seed + uint64(round)
+			// One pool per phase, warmed up by the warmup: the measured
+			// arrivals find the connections open, as in the closed loop.
+			tr := newTransport(checkOpenConns)
 			if b.o.warmup > 0 {
-				if _, err := runCheckOpenPhase(ctx, s, authz, bodies, rate, b.o.warmup, seed^0xabc, w, cpu); err != nil {
+				if _, err := runCheckOpenPhase(ctx, s, tr, authz, bodies, rate, b.o.warmup, seed^0xabc, w, cpu); err != nil {
+					tr.CloseIdleConnections()
 					return nil, err
 				}
 			}
-			cs, err := runCheckOpenPhase(ctx, s, authz, bodies, rate, b.o.duration, seed, w, cpu)
+			cs, err := runCheckOpenPhase(ctx, s, tr, authz, bodies, rate, b.o.duration, seed, w, cpu)
+			tr.CloseIdleConnections()
 			if err != nil {
 				return nil, err
 			}
@@ -501,19 +508,17 @@ func (b *bench) runCheckOpen(ctx context.Context, engineName string, or openRate
 
 // runCheckOpenPhase sends checks with Poisson arrivals at rate per second
 // for dur (the arrival times drawn from seed), each from its own
-// goroutine, over at most checkOpenConns keep-alive connections, and
+// goroutine, over tr's at most checkOpenConns keep-alive connections, and
 // records each latency from the scheduled arrival. Any failed request or
 // invalid answer fails the phase; so do arrivals still unanswered 10 s
 // after the phase.
-func runCheckOpenPhase(ctx context.Context, s *httpServer, authz []string, bodies [][]byte, rate float64, dur time.Duration, seed uint64, walk *deviceWalk, serverCPU func() (time.Duration, error)) (*checkStats, error) {
+func runCheckOpenPhase(ctx context.Context, s *httpServer, tr *http.Transport, authz []string, bodies [][]byte, rate float64, dur time.Duration, seed uint64, walk *deviceWalk, serverCPU func() (time.Duration, error)) (*checkStats, error) {
 	if err := s.d.exited(); err != nil {
 		return nil, err
 	}
 	if rate <= 0 {
 		return nil, fmt.Errorf("open loop: rate %v", rate)
 	}
-	tr := newTransport(checkOpenConns)
-	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr}
 	url := s.base + api.Prefix + "/check"
 	rctx, cancel := context.WithTimeout(ctx, dur+10*time.Second)

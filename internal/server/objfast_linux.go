@@ -77,8 +77,12 @@ func (h *repoHandler) serveObject(w http.ResponseWriter, r *http.Request, name s
 		h.serveOnce(w, r, name, fd, size, modtime)
 		return true
 	}
-	e := h.objs.newEntry(os.NewFile(uintptr(fd), name), name, size, modtime, now)
-	h.objs.load(e)
+	// Second request: cache it, in memory if it fits (the raw descriptor
+	// is then closed), else open.
+	e := h.objs.newEntry(nil, name, size, modtime, now)
+	if !h.objs.loadFD(e, fd) {
+		e.f = os.NewFile(uintptr(fd), name)
+	}
 	if !h.objs.add(name, e) {
 		defer h.objs.discard(e)
 	}
@@ -107,6 +111,23 @@ func (h *repoHandler) serveOnce(w http.ResponseWriter, r *http.Request, name str
 		return
 	}
 	writeBody(w, r, b)
+}
+
+// loadFD reads a fresh entry's bytes from the raw descriptor fd into
+// memory if the budget allows, and then closes fd; false (fd still open,
+// nothing reserved) otherwise. Call it before add.
+func (c *objCache) loadFD(e *cachedObject, fd int) bool {
+	if e.size > memObjectMax || !c.reserve(e.size) {
+		return false
+	}
+	data := make([]byte, e.size)
+	if err := preadFull(fd, data); err != nil {
+		c.mem.Add(-e.size)
+		return false
+	}
+	_ = syscall.Close(fd)
+	e.data = data
+	return true
 }
 
 // preadFull fills b from the start of fd.
