@@ -52,7 +52,8 @@ func TestQuick(t *testing.T) {
 			"publish tar (", "publish tar: CPU time", "publish tar: peak RSS", "publish tar: repository size",
 		}},
 		{"pull", []string{"pull (", "pull: server CPU", "pull: server peak RSS", "pull: ostree client CPU"}},
-		{"check", []string{"check requests/s (2000 devices, SQLite, c=8)", "check p99 latency (SQLite)", "check p50 latency (SQLite)", "check: server CPU (SQLite)", "check: server memory per registered device (SQLite)"}},
+		{"check", []string{"check requests/s (2000 devices, SQLite, c=8)", "check p99 latency (SQLite)", "check p50 latency (SQLite)", "check: server CPU (SQLite)", "check: server memory per registered device (SQLite)",
+			"check p99 latency, open loop at ", "check p50 latency, open loop at ", "check answered/s, open loop at "}},
 		{"devpull", []string{
 			"devpull cold (", "devpull cold: bytes sent", "devpull cold: requests", "devpull cold: bytes on the wire", "devpull cold: client CPU", "devpull cold: server CPU",
 			"devpull update from release 1 (", "devpull update: bytes sent", "devpull update: requests", "devpull update: bytes on the wire", "devpull update: client CPU", "devpull update: server CPU",
@@ -117,7 +118,10 @@ func TestQuick(t *testing.T) {
 				if p99 := rep.Rows[1]; !p99.Absolute || p99.Target != checkP99Limit || p99.Unit != "ms" {
 					t.Errorf("p99 row: want an absolute target of %d ms, got %+v", checkP99Limit, p99)
 				}
-				if !strings.Contains(out, "< 10 ms") || !strings.Contains(out, "were 200 with a valid CheckResponse") {
+				if p99 := rep.Rows[5]; !p99.Absolute || p99.Target != checkP99Limit || !strings.HasSuffix(p99.Name, "(SQLite)") {
+					t.Errorf("open-loop p99 row: want an absolute target of %d ms, got %+v", checkP99Limit, p99)
+				}
+				if !strings.Contains(out, "< 10 ms") || !strings.Contains(out, "were 200 with a valid CheckResponse") || !strings.Contains(out, "Poisson arrivals") {
 					t.Error("table lacks the p99 target or the answer check")
 				}
 			}

@@ -270,6 +270,23 @@ func (b *bench) runCheckEngine(ctx context.Context, engine, data string, chFiles
 			}
 		}
 	}
+	var openRows []Row
+	var rates []openRate
+	if b.o.checkEvery > 0 {
+		rates = append(rates, openRate{float64(spec.Devices) / b.o.checkEvery.Seconds(),
+			fmt.Sprintf("the fleet's own rate, %d devices each checking every %s", spec.Devices, b.o.checkEvery)})
+	}
+	if b.o.openRate > 0 {
+		rates = append(rates, openRate{b.o.openRate * median(peerRate),
+			fmt.Sprintf("--open-rate %.2f of the trivial handler's closed-loop rate", b.o.openRate)})
+	}
+	for _, r := range rates {
+		rows, err := b.runCheckOpen(ctx, engineName, r, ours, peer, authz, bodies, walk, peerWalk, serverCPU)
+		if err != nil {
+			return err
+		}
+		openRows = append(openRows, rows...)
+	}
 	mem, err := readProcMemory(ours.d.cmd.Process.Pid)
 	if err != nil {
 		return err
@@ -285,6 +302,7 @@ func (b *bench) runCheckEngine(ctx context.Context, engine, data string, chFiles
 		newRow("check", fmt.Sprintf("check p50 latency (%s)", engineName), "ms", peerName, Lower, 0, oursP50, peerP50),
 		newRow("check", fmt.Sprintf("check: server CPU (%s)", engineName), "CPU-µs/request", peerName, Lower, 0, oursCPU, peerCPU),
 		newAbsoluteRow("check", fmt.Sprintf("check: server memory per registered device (%s)", engineName), "bytes", "(none)", Lower, checkBytesPerDevice+1, []float64{perDevice}, []float64{0}))
+	b.report.Rows = append(b.report.Rows, openRows...)
 
 	if err := stopServer(ours); err != nil {
 		return err

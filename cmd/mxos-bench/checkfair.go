@@ -13,11 +13,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/mxos-linux/mxos-update/internal/api"
 	"github.com/mxos-linux/mxos-update/internal/channelmeta"
 	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/sign"
@@ -351,4 +353,154 @@ func waitIndexed(ctx context.Context, s *httpServer, limit time.Duration) (time.
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// openRate is an open-loop phase's arrival rate and where it comes from.
+type openRate struct {
+	perSecond float64
+	why       string
+}
+
+// checkOpenConns bounds the keep-alive connections of an open-loop phase:
+// arrivals that find all of them busy wait for one, and that wait counts
+// in their latency. (Without a bound, a stall of the machine makes the
+// client dial hundreds of connections at once, and the dialling, not the
+// server, dominates what follows.)
+const checkOpenConns = 64
+
+// runCheckOpen measures latency the way a fleet loads the server: devices
+// check independently, so requests arrive at a rate that does not slow
+// down when the server does (an open loop), unlike the closed loop of
+// runCheckPhase, where 32 clients each wait for their answer and the
+// latency is mostly the queue the clients themselves keep full. Arrivals
+// are Poisson at rate per second, the same sequence for both servers,
+// alternating rounds as the closed loop does; each latency is measured
+// from the request's scheduled arrival, so a server (or client) that falls
+// behind is charged for the wait (no coordinated omission).
+func (b *bench) runCheckOpen(ctx context.Context, engineName string, or openRate, ours, peer *httpServer, authz []string, bodies [][]byte, walk, peerWalk *deviceWalk, oursCPU func() (time.Duration, error)) ([]Row, error) {
+	rate := or.perSecond
+	var oursP50, peerP50, oursP99, peerP99, oursRate, peerRate []float64
+	var oursN, peerN int64
+	for round := range b.o.rounds {
+		order := []*httpServer{ours, peer}
+		if round%2 == 1 {
+			order = []*httpServer{peer, ours}
+		}
+		for _, s := range order {
+			w, cpu := walk, oursCPU
+			if s == peer {
+				w, cpu = peerWalk, func() (time.Duration, error) { return groupCPU(peer.d.cmd.Process.Pid) }
+			}
+			seed := b.o.seed + uint64(round)
+			// One pool per phase, warmed up by the warmup: the measured
+			// arrivals find the connections open, as in the closed loop.
+			tr := newTransport(checkOpenConns)
+			if b.o.warmup > 0 {
+				if _, err := runCheckOpenPhase(ctx, s, tr, authz, bodies, rate, b.o.warmup, seed^0xabc, w, cpu); err != nil {
+					tr.CloseIdleConnections()
+					return nil, err
+				}
+			}
+			cs, err := runCheckOpenPhase(ctx, s, tr, authz, bodies, rate, b.o.duration, seed, w, cpu)
+			tr.CloseIdleConnections()
+			if err != nil {
+				return nil, err
+			}
+			got, p50, p99 := cs.requestsPerSecond(), ms(cs.hist.quantile(0.50)), ms(cs.hist.quantile(0.99))
+			logf(b.stderr, "check: %s open loop at %s/s, round %d/%d %-11s %s answered/s, p50 %.3f ms, p99 %.3f ms, max %.1f ms; server %s CPU-µs/request",
+				engineName, formatValue(rate), round+1, b.o.rounds, s.name, formatValue(got), p50, p99, ms(cs.hist.quantile(1)), formatValue(cs.serverMicrosPerRequest()))
+			if s == ours {
+				oursP50, oursP99, oursRate, oursN = append(oursP50, p50), append(oursP99, p99), append(oursRate, got), oursN+cs.Requests
+			} else {
+				peerP50, peerP99, peerRate, peerN = append(peerP50, p50), append(peerP99, p99), append(peerRate, got), peerN+cs.Requests
+			}
+		}
+	}
+	peerName := "trivial net/http JSON handler"
+	r := formatValue(rate)
+	b.report.Notes = append(b.report.Notes, fmt.Sprintf(
+		"check (%s), open loop: Poisson arrivals at %s checks/s (%s), the same arrival times for both servers, "+
+			"each latency from the request's scheduled arrival to the whole answer (a late client or server is charged the wait), up to %d connections; "+
+			"%d answers of ours and %d of the peer's over the rounds.",
+		engineName, r, or.why, checkOpenConns, oursN, peerN))
+	return []Row{
+		newAbsoluteRow("check", fmt.Sprintf("check p99 latency, open loop at %s/s (%s)", r, engineName), "ms", peerName, Lower, checkP99Limit, oursP99, peerP99),
+		newRow("check", fmt.Sprintf("check p50 latency, open loop at %s/s (%s)", r, engineName), "ms", peerName, Lower, 0, oursP50, peerP50),
+		newRow("check", fmt.Sprintf("check answered/s, open loop at %s/s (%s)", r, engineName), "requests/s", peerName, Higher, 0, oursRate, peerRate),
+	}, nil
+}
+
+// runCheckOpenPhase sends checks with Poisson arrivals at rate per second
+// for dur (the arrival times drawn from seed), each from its own
+// goroutine, over tr's at most checkOpenConns keep-alive connections, and
+// records each latency from the scheduled arrival. Any failed request or
+// invalid answer fails the phase; so do arrivals still unanswered 10 s
+// after the phase.
+func runCheckOpenPhase(ctx context.Context, s *httpServer, tr *http.Transport, authz []string, bodies [][]byte, rate float64, dur time.Duration, seed uint64, walk *deviceWalk, serverCPU func() (time.Duration, error)) (*checkStats, error) {
+	if err := s.d.exited(); err != nil {
+		return nil, err
+	}
+	if rate <= 0 {
+		return nil, fmt.Errorf("open loop: rate %v", rate)
+	}
+	c := &http.Client{Transport: tr}
+	url := s.base + api.Prefix + "/check"
+	rctx, cancel := context.WithTimeout(ctx, dur+10*time.Second)
+	defer cancel()
+
+	var mu sync.Mutex
+	total := &checkStats{hist: &latencyHist{}, reasons: map[string]int64{}}
+	var wg sync.WaitGroup
+	rng := rand.New(rand.NewPCG(seed, 0x6f70656e))
+	srv0, err := serverCPU()
+	if err != nil {
+		return nil, err
+	}
+	cli0 := selfCPU()
+	start := time.Now()
+	for at := time.Duration(0); at < dur && rctx.Err() == nil; at += time.Duration(rng.ExpFloat64() / rate * 1e9) {
+		due := start.Add(at)
+		if d := time.Until(due); d > 0 {
+			time.Sleep(d)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var buf bytes.Buffer
+			i := walk.take()
+			cr, err := postCheck(rctx, c, url, authz[i], bodies[i], &buf)
+			lat := time.Since(due)
+			mu.Lock()
+			defer mu.Unlock()
+			total.Bytes += int64(buf.Len())
+			if err != nil {
+				total.Errors++
+				if total.FirstErr == nil {
+					total.FirstErr = err
+				}
+				return
+			}
+			total.Requests++
+			total.hist.record(lat)
+			total.reasons[cr.Reason]++
+		}()
+	}
+	wg.Wait()
+	total.Elapsed = time.Since(start)
+	total.ClientCPU = selfCPU() - cli0
+	srv1, err := serverCPU()
+	if err != nil {
+		return total, err
+	}
+	total.ServerCPU = srv1 - srv0
+	if err := ctx.Err(); err != nil {
+		return total, fmt.Errorf("interrupted: %w", err)
+	}
+	if total.Errors > 0 {
+		return total, fmt.Errorf("%s: open loop: %d of %d check requests failed, first: %w", s.name, total.Errors, total.Requests+total.Errors, total.FirstErr)
+	}
+	if total.Requests == 0 {
+		return total, fmt.Errorf("%s: no answer in %s", s.name, dur)
+	}
+	return total, nil
 }

@@ -13,7 +13,10 @@
 //     (checkfair.go), signed channel metadata on, on each of --databases
 //     (SQLite, and a PostgreSQL cluster it starts), against a trivial
 //     net/http JSON handler (requests/s, p50 and p99 latency, server CPU
-//     with the database's, server memory per registered device);
+//     with the database's, server memory per registered device), then
+//     open-loop: Poisson arrivals at the fleet's own rate (--check-every)
+//     and at --open-rate of the trivial handler's, latency from each
+//     request's scheduled arrival (checkfair.go);
 //   - all: the four in a row, pull reusing what publish made;
 //   - devpull: the updater's pure-Go pull against stock `ostree pull` of
 //     the same two releases from the same server, cold and as an update

@@ -40,6 +40,8 @@ type options struct {
 	timeout      time.Duration
 	devices      int
 	databases    []string
+	openRate     float64
+	checkEvery   time.Duration
 	channels     string
 	distribution string
 }
@@ -59,6 +61,7 @@ var quickDefaults = map[string]string{
 	"timeout":       "2m",
 	"devices":       "2000",
 	"databases":     "sqlite",
+	"check-every":   "0s",
 }
 
 // newRootCmd builds the command tree; argv is the command line as given,
@@ -116,6 +119,8 @@ Sizes default to a full run (several minutes); --quick is a smoke-size run.`,
 	pf.DurationVar(&o.timeout, "timeout", 30*time.Minute, "limit for each external command (commit, publish, pull)")
 	pf.IntVar(&o.devices, "devices", 100000, "registered devices in the check benchmark's store")
 	pf.StringSliceVar(&o.databases, "databases", []string{"sqlite", "postgres"}, "database engines the check benchmark runs our server on: sqlite, postgres (a local cluster it starts)")
+	pf.Float64Var(&o.openRate, "open-rate", 0.25, "check: also send checks open-loop (Poisson arrivals, as independent devices do) at this fraction of the trivial handler's closed-loop rate, and report the latency (0: skip)")
+	pf.DurationVar(&o.checkEvery, "check-every", time.Hour, "check: also send checks open-loop at the rate of a fleet of --devices each checking this often (0: skip)")
 	pf.StringVar(&o.distribution, "distribution", "", "distribution/distribution v3 registry binary (default: built once from the module proxy into the user cache)")
 	pf.StringVar(&o.channels, "channels", "", "channel definitions for check (default: channels/ of the module root)")
 
@@ -187,6 +192,10 @@ func (o *options) validate() error {
 		return errors.New("--timeout must be positive")
 	case o.devices < 1 || o.devices > 10_000_000:
 		return errors.New("--devices must be between 1 and 10000000")
+	case o.openRate < 0 || o.openRate > 1:
+		return errors.New("--open-rate must be between 0 and 1")
+	case o.checkEvery < 0 || (o.checkEvery > 0 && o.checkEvery < time.Second):
+		return errors.New("--check-every must be 0 or at least 1s")
 	case len(o.objects) == 0:
 		return errors.New("--objects must name small, large or both")
 	}

@@ -17,8 +17,10 @@
 //     and anything but regular files are never served.
 //   - Small content-addressed objects may be served from a cache of open
 //     descriptors or, up to 16 KiB each and Config.ObjectMemory in all, of
-//     their bytes (objCache): their bytes are fixed by their names. A
-//     deleted object is served for at most about two minutes more.
+//     their bytes (objCache): their bytes are fixed by their names. An
+//     object enters the cache on its second request; the first (every
+//     request of a pull) is openat, fstat, pread, close. A deleted object
+//     is served for at most about two minutes more.
 //   - Small bodies that do not fit net/http's 4 KiB connection buffer with
 //     their headers are sent with TCP_CORK set (writeBody), so the response
 //     leaves in one burst rather than two; sendfile responses are never

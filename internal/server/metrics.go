@@ -99,6 +99,8 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 			switch p := r.URL.Path; {
 			case p == "/v2" || strings.HasPrefix(p, "/v2/"):
 				route = "/v2/"
+			case strings.HasPrefix(p, repoPrefix) && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+				route = "GET " + repoPrefix // served before the mux (repoFirst)
 			default:
 				route = "unmatched" // refused before routing, or no route
 			}

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"path"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -33,6 +34,23 @@ func rejectUncleanPaths(next http.Handler) http.Handler {
 			return
 		}
 		next.ServeHTTP(w, r)
+	})
+}
+
+// repoFirst sends GET and HEAD requests under /repo/ straight to the
+// repository handler, as the mux's "GET /repo/" pattern would, without the
+// mux's pattern matching: they are nearly every request a pull makes.
+func (s *Server) repoFirst(mux http.Handler) http.Handler {
+	var repo http.Handler = s.repo
+	if s.repoStore != nil {
+		repo = s.repoStore
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if (r.Method == http.MethodGet || r.Method == http.MethodHead) && strings.HasPrefix(r.URL.Path, repoPrefix) {
+			repo.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
 	})
 }
 

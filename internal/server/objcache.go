@@ -1,6 +1,7 @@
 package server
 
 import (
+	"hash/maphash"
 	"net/http"
 	"os"
 	"strconv"
@@ -22,13 +23,27 @@ const (
 	// memory (up to Config.ObjectMemory in all) instead of an open
 	// descriptor: a hit then costs no system call before the write.
 	memObjectMax = 16 << 10
+	// doorSlots is the size of the admission filter (see objCache.seen):
+	// 8 bytes each, 512 KiB in all.
+	doorSlots = 1 << 16
 )
+
+// doorSeed hashes object names for the admission filter.
+var doorSeed = maphash.MakeSeed()
 
 // objCache keeps small content-addressed objects open, like nginx's
 // open_file_cache: a hit costs one pread instead of openat, fstat, pread
 // and close, which is most of the system calls of a request. Objects of at
 // most memObjectMax bytes keep their bytes instead, within a total of
 // memMax bytes, so a hit costs no pread either.
+//
+// Admission: an object enters the cache on its second request, not its
+// first (a "doorkeeper", as in TinyLFU). A pull asks for each object once,
+// and a fleet asks for the objects of a release many times: caching on
+// the first request would spend an allocation, a copy and a cache slot on
+// every object of every pull, evicting the objects that are asked for
+// again. The filter is a fixed table of name hashes; a collision only
+// delays an admission by one request.
 //
 // Only immutable objects are cached. Their bytes are fixed by their name,
 // so a cached descriptor always serves the right content; the atomic
@@ -39,7 +54,8 @@ const (
 // open. Bytes in memory are never written after the entry is published,
 // so responses may share them; eviction only releases their accounting.
 type objCache struct {
-	m      sync.Map // name → *cachedObject
+	door   [doorSlots]atomic.Uint64 // see seen
+	m      sync.Map                 // name → *cachedObject
 	n      atomic.Int64
 	max    int64
 	mem    atomic.Int64 // bytes reserved by entries holding data
@@ -139,6 +155,18 @@ func (c *objCache) evictMem(n int64) {
 		}
 		return want > 0
 	})
+}
+
+// seen records a request for name and reports whether it was (probably)
+// requested before: the second request of an object admits it.
+func (c *objCache) seen(name string) bool {
+	h := maphash.String(doorSeed, name) | 1 // never 0, the empty slot
+	slot := &c.door[h%doorSlots]
+	if slot.Load() == h {
+		return true
+	}
+	slot.Store(h)
+	return false
 }
 
 // get returns the live entry for name, or nil.

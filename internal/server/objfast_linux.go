@@ -23,10 +23,11 @@ import (
 // slash, no "..", and cannot be a symlink: the open cannot leave the
 // directory, which is exactly what os.Root would do for this last step.
 //
-// Speed: small objects stay in h.objs, in memory or open, so a repeated
-// object costs no system call but the write, or one pread; the first
-// request uses raw descriptors, skipping the epoll registration attempt
-// package os makes on every open.
+// Speed: small objects asked for a second time stay in h.objs, in memory
+// or open, so a repeated object costs no system call but the write, or one
+// pread. The first request of an object (all of them in a pull, which asks
+// for each object once) uses a raw descriptor and a pooled buffer: openat,
+// fstat, pread, close, no allocation for the object and no cache entry.
 func (h *repoHandler) serveObject(w http.ResponseWriter, r *http.Request, name string) bool {
 	now := time.Now()
 	if e := h.objs.get(name, now); e != nil {
@@ -56,10 +57,10 @@ func (h *repoHandler) serveObject(w http.ResponseWriter, r *http.Request, name s
 		_ = syscall.Close(fd)
 		return false
 	}
-	f := os.NewFile(uintptr(fd), name)
 	size, modtime := st.Size, time.Unix(st.Mtim.Unix())
 
 	if size > copyMax {
+		f := os.NewFile(uintptr(fd), name)
 		defer f.Close()
 		if writeHeaders(w, r, kindImmutable, nameETag(name), size, modtime) {
 			if r.Method == http.MethodHead {
@@ -70,13 +71,80 @@ func (h *repoHandler) serveObject(w http.ResponseWriter, r *http.Request, name s
 		}
 		return true
 	}
-	e := h.objs.newEntry(f, name, size, modtime, now)
-	h.objs.load(e)
+	if !h.objs.seen(name) {
+		// First request: nothing cached, no *os.File (whose constructor
+		// costs an fcntl and an epoll_ctl on a non-blocking descriptor).
+		h.serveOnce(w, r, name, fd, size, modtime)
+		return true
+	}
+	// Second request: cache it, in memory if it fits (the raw descriptor
+	// is then closed), else open.
+	e := h.objs.newEntry(nil, name, size, modtime, now)
+	if !h.objs.loadFD(e, fd) {
+		e.f = os.NewFile(uintptr(fd), name)
+	}
 	if !h.objs.add(name, e) {
 		defer h.objs.discard(e)
 	}
 	h.serveCached(w, r, name, e)
 	return true
+}
+
+// serveOnce answers from the raw descriptor fd of a small object (size ≤
+// copyMax) and closes it: openat, fstat, pread, close and the writes are
+// all the system calls of the request.
+func (h *repoHandler) serveOnce(w http.ResponseWriter, r *http.Request, name string, fd int, size int64, modtime time.Time) {
+	defer func() { _ = syscall.Close(fd) }()
+	if !writeHeaders(w, r, kindImmutable, nameETag(name), size, modtime) {
+		return
+	}
+	if r.Method == http.MethodHead || size == 0 {
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	p := bufPool.Get().(*[]byte)
+	defer bufPool.Put(p)
+	b := (*p)[:size]
+	if err := preadFull(fd, b); err != nil {
+		h.log.Error("reading repository file failed", zap.String("path", name), zap.Error(err))
+		writeStatus(w, http.StatusInternalServerError)
+		return
+	}
+	writeBody(w, r, b)
+}
+
+// loadFD reads a fresh entry's bytes from the raw descriptor fd into
+// memory if the budget allows, and then closes fd; false (fd still open,
+// nothing reserved) otherwise. Call it before add.
+func (c *objCache) loadFD(e *cachedObject, fd int) bool {
+	if e.size > memObjectMax || !c.reserve(e.size) {
+		return false
+	}
+	data := make([]byte, e.size)
+	if err := preadFull(fd, data); err != nil {
+		c.mem.Add(-e.size)
+		return false
+	}
+	_ = syscall.Close(fd)
+	e.data = data
+	return true
+}
+
+// preadFull fills b from the start of fd.
+func preadFull(fd int, b []byte) error {
+	for off := 0; off < len(b); {
+		n, err := syscall.Pread(fd, b[off:], int64(off))
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err != nil:
+			return err
+		case n == 0:
+			return io.ErrUnexpectedEOF
+		}
+		off += n
+	}
+	return nil
 }
 
 // serveCached answers from an open small object.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -167,7 +168,7 @@ func TestObjCacheMemoryContent(t *testing.T) {
 	s := newTestServer(t, data)
 	base := startServer(t, s)
 	for name, want := range objs {
-		for range 2 { // the miss, then the hit
+		for range 3 { // the first request, the one that caches, a hit
 			resp, body := do(t, http.MethodGet, base+"/repo/"+name)
 			if resp.StatusCode != http.StatusOK || !bytes.Equal(body, want) {
 				t.Fatalf("%s: status %d, %d bytes, want %d", name, resp.StatusCode, len(body), len(want))
@@ -205,11 +206,13 @@ func TestObjCacheMemoryTTL(t *testing.T) {
 		resp, body := do(t, http.MethodGet, base+"/repo/"+name)
 		return resp.StatusCode, string(body)
 	}
-	if st, body := get(pruned); st != http.StatusOK || body != "pruned" {
-		t.Fatalf("pruned object before: %d %q", st, body)
-	}
-	if st, body := get(replaced); st != http.StatusOK || body != "old" {
-		t.Fatalf("replaced object before: %d %q", st, body)
+	for range 2 { // the first request, then the one that caches
+		if st, body := get(pruned); st != http.StatusOK || body != "pruned" {
+			t.Fatalf("pruned object before: %d %q", st, body)
+		}
+		if st, body := get(replaced); st != http.StatusOK || body != "old" {
+			t.Fatalf("replaced object before: %d %q", st, body)
+		}
 	}
 	if got := s.repo.objs.mem.Load(); got != int64(len("pruned")+len("old")) {
 		t.Fatalf("%d bytes in memory, want %d", got, len("pruned")+len("old"))
@@ -233,5 +236,38 @@ func TestObjCacheMemoryTTL(t *testing.T) {
 			t.Fatalf("%d bytes still in memory after the sweeps", s.repo.objs.mem.Load())
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestObjCacheAdmitsOnSecondRequest: the first request of an object is
+// served without caching it (a pull asks for each object once); the
+// second caches it; both answer the file's bytes with the same headers.
+func TestObjCacheAdmitsOnSecondRequest(t *testing.T) {
+	data := newDataDir(t)
+	objs := writeObjects(t, data, 4, 1, 4<<10, memObjectMax, 30<<10)
+	s := newTestServer(t, data)
+	base := startServer(t, s)
+	for name, want := range objs {
+		var first http.Header
+		for i := range 2 {
+			resp, body := do(t, http.MethodGet, base+"/repo/"+name)
+			if resp.StatusCode != http.StatusOK || !bytes.Equal(body, want) {
+				t.Fatalf("%s request %d: status %d, %d bytes, want %d", name, i+1, resp.StatusCode, len(body), len(want))
+			}
+			resp.Header.Del("Date")
+			if i == 0 {
+				first = resp.Header
+				if e := s.repo.objs.get(name, time.Now()); e != nil {
+					t.Fatalf("%s (%d bytes) cached by its first request", name, len(want))
+				}
+				continue
+			}
+			if !reflect.DeepEqual(resp.Header, first) {
+				t.Errorf("%s: headers differ between the first and the cached answer:\n%v\n%v", name, first, resp.Header)
+			}
+			if e := s.repo.objs.get(name, time.Now()); e == nil {
+				t.Errorf("%s (%d bytes) not cached by its second request", name, len(want))
+			}
+		}
 	}
 }

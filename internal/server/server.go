@@ -238,7 +238,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.StorageErrors != nil {
 		s.metrics.errorCounter("mxos_storage_errors_total", "Object storage calls that failed (not counting expected answers: not found, lost conditional writes).", cfg.StorageErrors)
 	}
-	s.handler = s.instrument(s.logRequests(s.withRegistry(rejectUncleanPaths(recordRoute(s.mux)))))
+	s.handler = s.instrument(s.logRequests(s.withRegistry(rejectUncleanPaths(s.repoFirst(recordRoute(s.mux))))))
 	return s, nil
 }
 
