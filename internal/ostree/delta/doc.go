@@ -23,7 +23,8 @@
 // (8 MiB) is a fallback the client fetches loose, so a part never holds
 // more than 24 MiB of object bytes and generation holds at most one part
 // (and its compressed copy) in memory. Parts are xz-compressed
-// (compression byte 'x'; CRC64, 8 MiB dictionary): the one compression
+// (compression byte 'x'; CRC64, a dictionary the size of the payload,
+// 64 KiB to 8 MiB): the one compression
 // both ostree 2022.7 and 2025.2 read for any part size (uncompressed parts
 // over 16 KiB hit libostree's mmap-offset bug). Generation of one
 // release's deltas stops after DefaultTimeout; it runs in the publishing

@@ -37,9 +37,21 @@ const (
 	DefaultSources = 2
 )
 
-// xzConfig is the encoder every part uses: xz container, CRC64, 8 MiB
-// dictionary (ostree's clients decode with a 100 MiB memory limit).
-var xzConfig = xz.WriterConfig{DictCap: 8 << 20, CheckSum: xz.CRC64}
+// xzConfig is the encoder every part uses: xz container, CRC64, a
+// dictionary of at most 8 MiB (ostree's clients decode with a 100 MiB
+// memory limit), and no larger than the payload: a decoder allocates and
+// clears the dictionary the stream declares, which for the usual small
+// update part cost more CPU than decoding it.
+func xzConfig(payload int) xz.WriterConfig {
+	dict := min(max(payload, minDict), maxDict)
+	return xz.WriterConfig{DictCap: dict, CheckSum: xz.CRC64}
+}
+
+// Dictionary bounds of xzConfig.
+const (
+	minDict = 64 << 10
+	maxDict = 8 << 20
+)
 
 // Generate writes the static delta id into repo: from id.From (zero:
 // from scratch) to id.To, both complete in repo. An existing delta with
@@ -306,7 +318,8 @@ func (pb *partBuilder) finish(path string) (PartHeader, error) {
 	}
 	var out bytes.Buffer
 	out.WriteByte(CompXZ)
-	w, err := xzConfig.NewWriter(&out)
+	cfg := xzConfig(len(raw))
+	w, err := cfg.NewWriter(&out)
 	if err != nil {
 		return PartHeader{}, err
 	}
