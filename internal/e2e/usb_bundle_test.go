@@ -211,10 +211,15 @@ func TestOfflineDecisionBarrier(t *testing.T) {
 	if err := os.WriteFile(s.config, []byte(strings.Replace(cfg, "server: "+server, "server: "+px.URL, 1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// The download of a barrier behind the branch's head, online:
-	// TestBarrierBehindHead.
 	out, code := s.runLocale("C", "check")
 	if code != 0 || !strings.Contains(out, "deciding from the signed channel metadata") || !strings.Contains(out, "Update available: version "+v1) {
 		t.Fatalf("check without the server: exit %d\n%s", code, out)
+	}
+	// And installs it, although the branch's head is already 10.0.2: the
+	// commit the signed metadata lists is downloaded by its checksum
+	// (online: TestBarrierBehindHead).
+	out = s.run("upgrade")
+	if got := s.checkDevice(); got != v1 {
+		t.Fatalf("after the upgrade without the server the device runs %q, want the barrier %s\n%s", got, v1, out)
 	}
 }
