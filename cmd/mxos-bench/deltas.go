@@ -172,7 +172,7 @@ func runDeltas(ctx context.Context, b *bench) error {
 	b.report.Notes = append(b.report.Notes,
 		deltasPairNote(b.o.tree2, src1.desc, src2.desc),
 		"deltas: bytes are the superblock plus every part file; loose objects are the stored .commit, .commitmeta, .dirtree, .dirmeta and .filez files a loose pull of the same update fetches. "+
-			"Ours sends a changed file as ranges of the old one plus new bytes (no bsdiff); ostree's generator uses rollsum and bsdiff. Generation time: ours in-process, ostree as a command.",
+			"Ours sends a changed file, and a new one with a same-named file in release 1, as ranges of that file plus new bytes (no bsdiff), compressed by the system's xz when installed; ostree's generator uses rollsum and bsdiff. Generation time: ours in-process (with its xz child), ostree as a command.",
 		"deltas: apply rows: the update 1→2 pulled from mxos-server on 127.0.0.1 into a copy of a repository holding release 1 (pulled by the same client), alternating rounds, medians. "+
 			"Ours is the device puller (devpull-child --require-delta: it fails unless it applied the delta, every part and object checked) applying our delta; "+
 			"the peer is `ostree pull --require-static-deltas` (gpg-verify=true, gpg-verify-summary=true) into a bare-user repository (ostree 2022.7 applies no delta into an archive one; ours writes an archive repository, compressing every file it makes) applying `ostree static-delta generate`'s delta of the same pair, served by a second mxos-server on a copy of the repository whose signed summary lists that delta instead. "+
