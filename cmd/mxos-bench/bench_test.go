@@ -61,6 +61,8 @@ func TestQuick(t *testing.T) {
 		{"deltas", []string{
 			"delta update 1→2: bytes", "delta update 1→2 vs loose-object pull", "delta update 1→2: generation",
 			"delta from scratch: bytes", "delta from scratch vs loose-object pull", "delta from scratch: generation",
+			"delta apply 1→2: our puller, our delta", "delta apply 1→2: our puller, client CPU", "delta apply 1→2: our puller, bytes sent",
+			"delta apply 1→2: ostree pull, our delta", "delta apply 1→2: ostree pull of our delta, client CPU",
 		}},
 		// Builds distribution v3 with the go tool on first use (cached).
 		{"registry", []string{"registry blob pulls 1 MB (", "registry blob pulls 1 MB: server CPU", "registry blob pulls 8 MB (", "registry blob pulls 8 MB: server CPU"}},

@@ -142,7 +142,7 @@ func runDevpull(ctx context.Context, b *bench) error {
 		if err != nil {
 			return err
 		}
-		if _, err := b.devpullOnce(ctx, srv, side, dir, c1, ""); err != nil {
+		if _, err := b.devpullOnce(ctx, srv, side, dir, c1, "", pullHow{}); err != nil {
 			return fmt.Errorf("seeding release 1: %w", err)
 		}
 		seeds[side] = dir
@@ -197,7 +197,7 @@ func runDevpull(ctx context.Context, b *bench) error {
 				if warm {
 					seed = seeds[side]
 				}
-				s, err := b.devpullOnce(ctx, srv, side, dir, c2, seed)
+				s, err := b.devpullOnce(ctx, srv, side, dir, c2, seed, pullHow{})
 				if err != nil {
 					return err
 				}
@@ -250,9 +250,21 @@ func runDevpull(ctx context.Context, b *bench) error {
 	return stopServer(srv.httpServer)
 }
 
+// pullHow tunes one measured pull.
+type pullHow struct {
+	// requireDelta: the pull must apply a static delta (ostree pull
+	// --require-static-deltas; our puller fails when it used none or
+	// dropped it for loose objects).
+	requireDelta bool
+	// bareUser: stock ostree pulls into a bare-user repository instead of
+	// an archive one (ostree 2022.7 applies no delta into an archive
+	// repository).
+	bareUser bool
+}
+
 // devpullOnce pulls commit want into dir with one client, starting from a
 // copy of seed when seed is not empty, and measures the pull alone.
-func (b *bench) devpullOnce(ctx context.Context, srv *devpullServer, side devpullSide, dir, want, seed string) (devpullSample, error) {
+func (b *bench) devpullOnce(ctx context.Context, srv *devpullServer, side devpullSide, dir, want, seed string, how pullHow) (devpullSample, error) {
 	env := childEnviron()
 	url := strings.TrimSuffix(srv.base, "/")
 	var args []string
@@ -266,7 +278,11 @@ func (b *bench) devpullOnce(ctx context.Context, srv *devpullServer, side devpul
 	case sideOstree:
 		if seed == "" {
 			repoArg := "--repo=" + dir
-			if _, err := runTimed(ctx, b.o.timeout, env, b.o.ostree, repoArg, "init", "--mode=archive"); err != nil {
+			mode := "--mode=archive"
+			if how.bareUser {
+				mode = "--mode=bare-user"
+			}
+			if _, err := runTimed(ctx, b.o.timeout, env, b.o.ostree, repoArg, "init", mode); err != nil {
 				return devpullSample{}, err
 			}
 			if _, err := runTimed(ctx, b.o.timeout, env, b.o.ostree, repoArg, "remote", "add",
@@ -283,8 +299,14 @@ func (b *bench) devpullOnce(ctx context.Context, srv *devpullServer, side devpul
 			}
 		}
 		exe, args = b.o.ostree, []string{"--repo=" + dir, "pull", pullRemote, benchRef}
+		if how.requireDelta {
+			args = append(args, "--require-static-deltas")
+		}
 	case sideOurs:
 		exe, args = b.exe, []string{"devpull-child", "--repo", dir, "--keys", b.keys, "--url", url, "--ref", benchRef}
+		if how.requireDelta {
+			args = append(args, "--require-delta")
+		}
 		if b.o.cpuProfile != "" {
 			args = append(args, "--cpuprofile", filepath.Join(b.o.cpuProfile, "devpull-"+filepath.Base(dir)+".pprof"))
 		}
@@ -722,6 +744,7 @@ func newDevpullServeChildCmd() *cobra.Command {
 // pinned keys, the mirror URL and the default Puller settings.
 func newDevpullChildCmd() *cobra.Command {
 	var repoDir, keys, url, ref string
+	var requireDelta bool
 	cmd := profiledChild("devpull-child", "Run our device pull as a benchmark child (internal)", cobra.NoArgs, func(cmd *cobra.Command, _ []string) (err error) {
 		verifiers, err := sign.LoadVerifiers(keys)
 		if err != nil {
@@ -732,9 +755,19 @@ func newDevpullChildCmd() *cobra.Command {
 			return fmt.Errorf("devpull-child: %w", err)
 		}
 		p := &pull.Puller{URLs: []string{url}, Verifiers: verifiers}
+		used := errors.New("no static delta listed for the pull")
+		p.OnDelta = func(id ostree.DeltaID, err error) {
+			used = err
+			if err != nil {
+				used = fmt.Errorf("static delta %s dropped: %w", id.Name(), err)
+			}
+		}
 		c, err := p.Pull(cmd.Context(), repo, ref, pull.Options{})
 		if err != nil {
 			return fmt.Errorf("devpull-child: %w", err)
+		}
+		if requireDelta && used != nil {
+			return fmt.Errorf("devpull-child: --require-delta: %w", used)
 		}
 		_, err = fmt.Fprintln(cmd.OutOrStdout(), c)
 		return err
@@ -744,5 +777,6 @@ func newDevpullChildCmd() *cobra.Command {
 	f.StringVar(&keys, "keys", "", "directory with the public keys")
 	f.StringVar(&url, "url", "", "repository base URL")
 	f.StringVar(&ref, "ref", "", "ref to pull")
+	f.BoolVar(&requireDelta, "require-delta", false, "fail unless the pull applied a static delta")
 	return cmd
 }

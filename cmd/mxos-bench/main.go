@@ -23,7 +23,8 @@
 //     (time, bytes sent, requests);
 //   - deltas: the size of our static deltas against `ostree static-delta
 //     generate` on the same pair of releases, and against the loose
-//     objects of the same update;
+//     objects of the same update; and the time to apply the update delta,
+//     our device puller against `ostree pull --require-static-deltas`;
 //   - registry: blob pulls (1 MB and 100 MB) from our OCI registry against
 //     distribution/distribution v3 (built once with the go tool) serving
 //     the same blobs.

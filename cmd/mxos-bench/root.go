@@ -27,6 +27,7 @@ type options struct {
 	objects      []string
 	tree         string
 	tree2        string
+	noScratch    bool
 	tar          bool
 	seed         uint64
 	work         string
@@ -84,7 +85,8 @@ table of figures and ratios (ours/peer) with the target of each row:
   all      the four in a row (registry and devpull run on their own)
   devpull  our device pull vs ostree pull of the same commits from our server
   deltas   our static deltas vs ostree static-delta generate and vs loose
-           objects of the same update: bytes
+           objects of the same update: bytes, and apply time against
+           ostree pull --require-static-deltas
 
 Sizes default to a full run (several minutes); --quick is a smoke-size run.`,
 		SilenceUsage:  true,

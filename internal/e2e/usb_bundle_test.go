@@ -192,22 +192,7 @@ func TestUSBBundleOffline(t *testing.T) {
 // release. The real mxos-updater talks to a proxy whose update API
 // fails while the signed files still come (as from a school mirror).
 func TestOfflineDecisionBarrier(t *testing.T) {
-	chDir := filepath.Join(t.TempDir(), "channels")
-	copyDir(t, "../../channels", chDir)
-	f, err := os.OpenFile(filepath.Join(chDir, "testing.yaml"), os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteString("\nbarriers:\n  - version: \"10.0.1\"\n    reason: brings the new signing key\n"); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	s := newUpdaterSiteChannels(t, chDir)
-	v1 := s.publish()
-	v2 := s.publish()
-	if v1 != "10.0.1" || v2 != "10.0.2" {
-		t.Fatalf("published %s and %s", v1, v2)
-	}
+	s, v1, _ := newBarrierSite(t)
 	cfg := readString(t, s.config)
 	server := regexp.MustCompile(`(?m)^server: (.*)$`).FindStringSubmatch(cfg)[1]
 	up, err := url.Parse(server)
@@ -226,12 +211,15 @@ func TestOfflineDecisionBarrier(t *testing.T) {
 	if err := os.WriteFile(s.config, []byte(strings.Replace(cfg, "server: "+server, "server: "+px.URL, 1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// check, not upgrade: the pull takes the commit the signed summary
-	// names for the branch, so a barrier older than the branch's head
-	// cannot be downloaded, online or not (a limit of the puller, not of
-	// the decision).
 	out, code := s.runLocale("C", "check")
 	if code != 0 || !strings.Contains(out, "deciding from the signed channel metadata") || !strings.Contains(out, "Update available: version "+v1) {
 		t.Fatalf("check without the server: exit %d\n%s", code, out)
+	}
+	// And installs it, although the branch's head is already 10.0.2: the
+	// commit the signed metadata lists is downloaded by its checksum
+	// (online: TestBarrierBehindHead).
+	out = s.run("upgrade")
+	if got := s.checkDevice(); got != v1 {
+		t.Fatalf("after the upgrade without the server the device runs %q, want the barrier %s\n%s", got, v1, out)
 	}
 }

@@ -359,7 +359,7 @@ func (a *Agent) install(ctx context.Context, t api.Target, want ostree.Checksum,
 		a.report(ctx, api.EventDownloadStarted, t.Version, t.RolloutID, "")
 		// Each key for its role: the online keys for the summary, the
 		// release keys (trusted_keys) for the commit.
-		opts := pull.Options{ExpectCommit: t.Commit, SummaryKeys: tr.summaryKeys, CommitKeys: a.Puller.Verifiers}
+		opts := pull.Options{ExpectCommit: t.Commit, ByChecksum: tr.signedCommit, SummaryKeys: tr.summaryKeys, CommitKeys: a.Puller.Verifiers}
 		if len(opts.SummaryKeys) == 0 || len(opts.CommitKeys) == 0 {
 			return false, fmt.Errorf("download of %s: no summary or release keys", t.Version)
 		}

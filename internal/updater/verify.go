@@ -51,7 +51,11 @@ import (
 //     e.g. a second build signed by mistake, or the same version promoted
 //     to another channel) is refused in every mode. A move to another
 //     channel therefore takes effect with that channel's next version.
-//  4. After the pull (which checks the summary and commit signatures, the
+//  4. The pull takes the offered commit by its checksum when the signed
+//     metadata listed it (step 2) and the repository's signed summary
+//     names a newer head: a barrier release the device must install
+//     first is older than the branch's head. After the pull (which
+//     checks the summary and commit signatures, the
 //     ref binding, the timestamp and every object), the stored commit is
 //     read back and must be bound to the offered ref and carry the offered
 //     version.
@@ -125,6 +129,11 @@ type offerTrust struct {
 	// offline: the offer was decided from the signed metadata because the
 	// server could not be reached (offline.go).
 	offline bool
+	// signedCommit: the offered commit is the one the release-signed
+	// channel targets list for the version, so the pull may take it by
+	// its checksum when the repository's head has moved past it (a
+	// barrier release; pull.Options.ByChecksum).
+	signedCommit bool
 }
 
 // summaryKeys returns the keys the repository summary must be signed
@@ -221,6 +230,7 @@ func (a *Agent) verifyOffer(ctx context.Context, t api.Target, installed, instal
 	if tr.summaryKeys, err = a.summaryKeys(st); err != nil {
 		return tr, err
 	}
+	tr.signedCommit = st != nil
 	return tr, nil
 }
 

@@ -143,6 +143,12 @@ func (p *Payload) Objects(h PartHeader, src Source) ([]PartObject, error) {
 	var open *PartObject // the file 'o' opened
 	var size uint64      // its declared size
 	var source []byte    // the read source's content, while set
+	// The last read source loaded: a file sent as many ranges of an old
+	// one sets and unsets the same source between its literal writes, and
+	// reading (and decompressing) the old file each time made applying
+	// such a delta quadratic.
+	var cachedSum ostree.Checksum
+	var cached []byte
 	next := func() (PartObject, error) {
 		if len(out) == len(h.Objects) {
 			return PartObject{}, fmt.Errorf("%w: more operations than objects", ErrBadDelta)
@@ -270,9 +276,16 @@ func (p *Payload) Objects(h PartHeader, src Source) ([]PartObject, error) {
 			}
 			var c ostree.Checksum
 			copy(c[:], cb)
-			if source, err = src(c, MaxPayloadSize); err != nil {
-				return nil, fmt.Errorf("read source %s: %w", c, err)
+			if cached == nil || c != cachedSum {
+				if cached, err = src(c, MaxPayloadSize); err != nil {
+					return nil, fmt.Errorf("read source %s: %w", c, err)
+				}
+				if cached == nil {
+					cached = []byte{}
+				}
+				cachedSum = c
 			}
+			source = cached
 		case OpUnsetRead:
 			source = nil
 		case OpClose:

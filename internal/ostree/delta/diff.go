@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"path"
+	"sort"
 
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 )
@@ -16,12 +18,94 @@ import (
 // extended byte by byte both ways: an O(old + new) scan, good for the
 // usual package update (text and binaries with inserted or shifted
 // sections). No bsdiff.
+//
+// A new file (no file at its path in the client's release) is tried
+// against the client's files of the same name elsewhere in the tree, as
+// libostree's generator does for bsdiff: a package's
+// /usr/share/doc/P/copyright mostly repeats the license texts of the other
+// packages' copyright files. At most maxSimilar of them are diffed, those
+// closest in size (of the first maxSimilarHeaders found), and the one
+// leaving the fewest new bytes is used.
 const (
 	diffBlock = 32
 	// diffMinShare: a diff is used only when at least this share of the
 	// new file is copied; otherwise the file is sent whole.
 	diffMinShare = 4
+	// maxSimilar bounds the files of the same name a new file is diffed
+	// against; maxSimilarHeaders the ones whose size is read to pick them.
+	maxSimilar        = 4
+	maxSimilarHeaders = 64
 )
+
+// byBaseName indexes the regular files and symlinks of a tree by base
+// name, each object once, in path order.
+func byBaseName(files map[string]ostree.Checksum) map[string][]ostree.Checksum {
+	paths := make([]string, 0, len(files))
+	for p := range files {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	out := map[string][]ostree.Checksum{}
+	seen := map[ostree.Checksum]bool{}
+	for _, p := range paths {
+		c := files[p]
+		if seen[c] {
+			continue
+		}
+		seen[c] = true
+		name := path.Base(p)
+		out[name] = append(out[name], c)
+	}
+	return out
+}
+
+// diffSources returns the client's files to try a diff of the new file
+// at path p against: the file at the same path when it changed, else
+// those of the same base name closest in size.
+func diffSources(repo *ostree.Repo, old map[string]ostree.Checksum, byName map[string][]ostree.Checksum, p string, obj ostree.Checksum) []ostree.Checksum {
+	if p == "" || old == nil {
+		return nil
+	}
+	if c, ok := old[p]; ok {
+		if c == obj {
+			return nil
+		}
+		return []ostree.Checksum{c}
+	}
+	cands := byName[path.Base(p)]
+	if len(cands) == 0 {
+		return nil
+	}
+	if len(cands) > maxSimilarHeaders {
+		cands = cands[:maxSimilarHeaders]
+	}
+	newSize, ok := objectSize(repo, obj)
+	if !ok {
+		return nil
+	}
+	type cand struct {
+		c    ostree.Checksum
+		dist uint64
+	}
+	var cs []cand
+	for _, c := range cands {
+		n, ok := objectSize(repo, c)
+		if !ok {
+			continue
+		}
+		d := n - newSize
+		if n < newSize {
+			d = newSize - n
+		}
+		cs = append(cs, cand{c, d})
+	}
+	sort.SliceStable(cs, func(i, j int) bool { return cs[i].dist < cs[j].dist })
+	var out []ostree.Checksum
+	for i := 0; i < len(cs) && i < maxSimilar; i++ {
+		out = append(out, cs[i].c)
+	}
+	return out
+}
 
 // segment is a range of the new file: copied from old[Off:Off+N], or
 // (Copy false) new[Off:Off+N] sent as is.
@@ -150,6 +234,18 @@ func (pb *partBuilder) addDiff(o ostree.ObjectRef, h *ostree.FileHeader, old ost
 	pb.ops = append(pb.ops, OpClose)
 	pb.objects = append(pb.objects, Object{o.Type, o.Checksum})
 	pb.usize += uint64(len(data))
+}
+
+// objectSize is the size of regular file c, when it can be diffed (at
+// most MaxInlineObject).
+func objectSize(repo *ostree.Repo, c ostree.Checksum) (uint64, bool) {
+	cr, err := repo.OpenContent(c)
+	if err != nil {
+		return 0, false
+	}
+	defer cr.Close()
+	h := cr.Header
+	return h.Size, !h.IsSymlink() && h.Size <= MaxInlineObject
 }
 
 // readContent reads a regular file's content (at most MaxInlineObject).

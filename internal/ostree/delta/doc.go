@@ -14,16 +14,19 @@
 // "deltas/<path>/commitmeta" as libostree expects. Each object is one
 // 'S' (open-splice-and-close) operation over its whole bytes: metadata
 // objects as stored, content objects as their uncompressed bytes (or
-// symlink target) with a (uid, gid, mode) and xattrs index. No rollsum or
-// bsdiff yet: unchanged files are never sent (they are in F), changed ones
-// are sent whole.
+// symlink target) with a (uid, gid, mode) and xattrs index. Unchanged
+// files are never sent (they are in F); a changed file, and a new one with
+// a file of the same name elsewhere in F, may instead be sent as ranges of
+// that file plus new bytes (diff.go). No bsdiff.
 //
 // Bounds: a part carries at most MaxPartPayload (16 MiB) of object bytes
 // plus one object, and a content object larger than MaxInlineObject
 // (8 MiB) is a fallback the client fetches loose, so a part never holds
 // more than 24 MiB of object bytes and generation holds at most one part
-// (and its compressed copy) in memory. Parts are xz-compressed
-// (compression byte 'x'; CRC64, 8 MiB dictionary): the one compression
+// (and its compressed copy) in memory; the system's xz, when it compresses
+// (compress.go), needs about 100 MB more for a full part. Parts are
+// xz-compressed (compression byte 'x'; CRC64, a dictionary the size of
+// the payload, 64 KiB to 8 MiB): the one compression
 // both ostree 2022.7 and 2025.2 read for any part size (uncompressed parts
 // over 16 KiB hit libostree's mmap-offset bug). Generation of one
 // release's deltas stops after DefaultTimeout; it runs in the publishing

@@ -108,7 +108,8 @@ func xzPart(t testing.TB, raw []byte, objs []Object, usize uint64) ([]byte, Part
 	t.Helper()
 	var out bytes.Buffer
 	out.WriteByte(CompXZ)
-	w, err := xzConfig.NewWriter(&out)
+	cfg := xzConfig(len(raw))
+	w, err := cfg.NewWriter(&out)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,9 +37,21 @@ const (
 	DefaultSources = 2
 )
 
-// xzConfig is the encoder every part uses: xz container, CRC64, 8 MiB
-// dictionary (ostree's clients decode with a 100 MiB memory limit).
-var xzConfig = xz.WriterConfig{DictCap: 8 << 20, CheckSum: xz.CRC64}
+// xzConfig is the encoder every part uses: xz container, CRC64, a
+// dictionary of at most 8 MiB (ostree's clients decode with a 100 MiB
+// memory limit), and no larger than the payload: a decoder allocates and
+// clears the dictionary the stream declares, which for the usual small
+// update part cost more CPU than decoding it.
+func xzConfig(payload int) xz.WriterConfig {
+	dict := min(max(payload, minDict), maxDict)
+	return xz.WriterConfig{DictCap: dict, CheckSum: xz.CRC64}
+}
+
+// Dictionary bounds of xzConfig.
+const (
+	minDict = 64 << 10
+	maxDict = 8 << 20
+)
 
 // Generate writes the static delta id into repo: from id.From (zero:
 // from scratch) to id.To, both complete in repo. An existing delta with
@@ -71,6 +83,7 @@ func generate(ctx context.Context, repo *ostree.Repo, id ostree.DeltaID, now tim
 	}
 	skip := map[ostree.ObjectRef]bool{}
 	var oldFiles map[string]ostree.Checksum // path → object in From
+	var oldByName map[string][]ostree.Checksum
 	newPaths := map[ostree.Checksum]string{}
 	if !id.From.IsZero() {
 		if oldFiles, err = filePaths(repo, id.From); err != nil {
@@ -85,6 +98,7 @@ func generate(ctx context.Context, repo *ostree.Repo, id ostree.DeltaID, now tim
 				newPaths[c] = p
 			}
 		}
+		oldByName = byBaseName(oldFiles)
 		if err := repo.CheckComplete(id.From); err != nil {
 			return fmt.Errorf("from: %w", err)
 		}
@@ -121,7 +135,7 @@ func generate(ctx context.Context, repo *ostree.Repo, id ostree.DeltaID, now tim
 		if len(pb.objects) == 0 {
 			return nil
 		}
-		h, err := pb.finish(filepath.Join(stage, fmt.Sprint(len(sb.Parts))))
+		h, err := pb.finish(ctx, filepath.Join(stage, fmt.Sprint(len(sb.Parts))))
 		if err != nil {
 			return err
 		}
@@ -149,8 +163,8 @@ func generate(ctx context.Context, repo *ostree.Repo, id ostree.DeltaID, now tim
 			pb.addMetadata(o, b)
 			continue
 		}
-		if old, ok := oldFiles[newPaths[o.Checksum]]; ok && old != o.Checksum {
-			done, err := tryDiff(repo, &pb, o, old, flush)
+		if olds := diffSources(repo, oldFiles, oldByName, newPaths[o.Checksum], o.Checksum); len(olds) > 0 {
+			done, err := tryDiff(repo, &pb, o, olds, flush)
 			if err != nil {
 				return err
 			}
@@ -218,33 +232,48 @@ func generate(ctx context.Context, repo *ostree.Repo, id ostree.DeltaID, now tim
 	return storage.SyncDir(filepath.Dir(final))
 }
 
-// tryDiff adds regular file o as a diff over the client's file old when
-// both are small enough to be inline and enough of o is found in old.
-func tryDiff(repo *ostree.Repo, pb **partBuilder, o ostree.ObjectRef, old ostree.Checksum, flush func() error) (bool, error) {
+// tryDiff adds regular file o as a diff over the one of the client's
+// files olds that leaves the fewest new bytes, when o is small enough to
+// be inline and enough of it is found in that file.
+func tryDiff(repo *ostree.Repo, pb **partBuilder, o ostree.ObjectRef, olds []ostree.Checksum, flush func() error) (bool, error) {
 	h, data, err := readContent(repo, o.Checksum)
 	if err != nil || data == nil {
 		return false, err
 	}
-	_, od, err := readContent(repo, old)
-	if err != nil || od == nil {
-		return false, err
-	}
-	segs := diff(od, data)
-	if segs == nil {
-		return false, nil
-	}
-	lit := 32
-	for _, s := range segs {
-		if !s.Copy {
-			lit += s.N
+	var best []segment
+	var bestOld ostree.Checksum
+	bestLit := 0
+	for _, old := range olds {
+		_, od, err := readContent(repo, old)
+		if err != nil {
+			return false, err
+		}
+		if od == nil {
+			continue
+		}
+		segs := diff(od, data)
+		if segs == nil {
+			continue
+		}
+		lit := 0
+		for _, s := range segs {
+			if !s.Copy {
+				lit += s.N
+			}
+		}
+		if best == nil || lit < bestLit {
+			best, bestOld, bestLit = segs, old, lit
 		}
 	}
-	if len((*pb).data)+lit > MaxPartPayload {
+	if best == nil {
+		return false, nil
+	}
+	if len((*pb).data)+bestLit+32 > MaxPartPayload {
 		if err := flush(); err != nil { // replaces *pb
 			return false, err
 		}
 	}
-	(*pb).addDiff(o, h, old, data, segs)
+	(*pb).addDiff(o, h, bestOld, data, best)
 	return true, nil
 }
 
@@ -298,25 +327,17 @@ func (pb *partBuilder) addContent(o ostree.ObjectRef, h *ostree.FileHeader, cont
 
 // finish writes the part file (compression byte, xz stream of the
 // payload) durably to path and returns its header.
-func (pb *partBuilder) finish(path string) (PartHeader, error) {
+func (pb *partBuilder) finish(ctx context.Context, path string) (PartHeader, error) {
 	pb.p.Data, pb.p.Ops = pb.data, pb.ops
 	raw, err := pb.p.Marshal()
 	if err != nil {
 		return PartHeader{}, err
 	}
-	var out bytes.Buffer
-	out.WriteByte(CompXZ)
-	w, err := xzConfig.NewWriter(&out)
+	z, err := compressXZ(ctx, raw)
 	if err != nil {
 		return PartHeader{}, err
 	}
-	if _, err := w.Write(raw); err != nil {
-		return PartHeader{}, err
-	}
-	if err := w.Close(); err != nil {
-		return PartHeader{}, err
-	}
-	b := out.Bytes()
+	b := append([]byte{CompXZ}, z...)
 	if err := storage.WriteFile(path, b, 0o644, storage.TempDir(filepath.Dir(path))); err != nil {
 		return PartHeader{}, err
 	}

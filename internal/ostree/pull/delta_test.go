@@ -48,6 +48,8 @@ func newDeltaSite(t *testing.T) *deltaSite {
 		"usr/bin/hello":  string(noise(64 << 10)),
 		"usr/lib/a/one":  "one\n",
 		"usr/share/e":    "",
+		// A license text the next release's new package repeats.
+		"usr/share/doc/a/copyright": string(noise(32 << 10)),
 	} {
 		s.write(t, name, body)
 	}
@@ -158,9 +160,13 @@ func TestPullUsesStaticDeltas(t *testing.T) {
 	hello := noise(64 << 10)
 	hello = append(append(append([]byte{}, hello[:1000]...), "parche 10.0.2"...), hello[1000:]...)
 	s.write(t, "usr/bin/hello", string(hello))
+	// A new package's copyright file: sent as ranges of the other
+	// package's file of the same name plus its own first line.
+	copyright := append([]byte("Copyright 2026 MxOS\n"), noise(32<<10)...)
+	s.write(t, "usr/share/doc/b/copyright", string(copyright))
 	v2 := s.publish(t, "10.0.2")
 	if n := partBytes(t, s, ostree.DeltaID{From: v1.Commit, To: v2.Commit}); n > 8<<10 {
-		t.Errorf("the update's parts are %d bytes for a 13-byte change of a 64 KiB file", n)
+		t.Errorf("the update's parts are %d bytes for a 13-byte change of a 64 KiB file and a new 32 KiB file most of which the device has", n)
 	}
 	l = deltaLog{}
 	before := h.count("/objects/") - h.count(".commit")
@@ -181,6 +187,9 @@ func TestPullUsesStaticDeltas(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(out, "usr/bin/hello")); err != nil || !bytes.Equal(b, hello) {
 		t.Errorf("usr/bin/hello after the update differs from the published one (%v)", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(out, "usr/share/doc/b/copyright")); err != nil || !bytes.Equal(b, copyright) {
+		t.Errorf("usr/share/doc/b/copyright after the update differs from the published one (%v)", err)
 	}
 }
 

@@ -52,7 +52,10 @@
 //     Options.ExpectCommit (the one the server offered and the signed
 //     channel metadata lists), or a commit that is not newer than the
 //     booted one: a mirror that has not synced yet, or one that replays
-//     an old but unexpired summary. The first mirror with a usable view
+//     an old but unexpired summary. With Options.ByChecksum the expected
+//     commit is fetched by its checksum instead, whatever the summary
+//     names, like any object (see below), and must pass the same checks.
+//     The first mirror with a usable view
 //     is used, and is then asked first for every object.
 //   - Objects: each object is tried on every mirror in turn (starting
 //     with the one that answered last) until one serves it intact; a
@@ -215,8 +218,17 @@ type Options struct {
 	// Current is the booted commit, if known (see MinTimestamp).
 	Current ostree.Checksum
 	// ExpectCommit, when not empty, is the 64-hex commit the summary must
-	// name for the ref.
+	// name for the ref (but see ByChecksum).
 	ExpectCommit string
+	// ByChecksum lets a pull take ExpectCommit by its checksum when a
+	// mirror's signed summary names another commit for the ref: a release
+	// the ref has moved past, such as a rollout barrier a device must
+	// install before the head. Set it only when ExpectCommit comes from
+	// release-signed metadata (the device's signed channel targets). The
+	// commit is then checked exactly as a head would be (release
+	// signatures, ref binding, newer than the booted one, every object);
+	// its size is bounded by MaxCommitSize, since the summary gives none.
+	ByChecksum bool
 	// SummaryKeys verify summary.sig: the server's online keys (on a
 	// device, those its trusted TUF root names). Puller.Verifiers when nil.
 	SummaryKeys []sign.Verifier
@@ -448,7 +460,13 @@ func (s *session) viewFrom(ctx context.Context, dst *ostree.Repo, ref string, op
 	}
 	c := sref.Checksum
 	if !expect.IsZero() && c != expect {
-		return nil, fmt.Errorf("%w (stale mirror?): summary names %s, expected %s", ErrUnexpectedCommit, c, expect)
+		if !opts.ByChecksum {
+			return nil, fmt.Errorf("%w (stale mirror?): summary names %s, expected %s", ErrUnexpectedCommit, c, expect)
+		}
+		// A release behind the head (or ahead of a stale mirror): asked
+		// for by its checksum, on this mirror first and then the others.
+		sref = ostree.SummaryRef{Name: ref, Checksum: expect}
+		c = expect
 	}
 	if err, ok := failed[c]; ok {
 		return nil, err

@@ -264,6 +264,93 @@ func TestPullExpectCommit(t *testing.T) {
 	}
 }
 
+// TestPullByChecksum: a release the ref has moved past (a rollout
+// barrier) is pulled by its checksum with Options.ByChecksum, from a
+// mirror whose signed summary names the newer head, and passes the same
+// checks as a head: another ref's commit, one older than the booted one
+// and one the mirrors do not have are refused. Without ByChecksum the
+// same pull is refused as a stale summary.
+func TestPullByChecksum(t *testing.T) {
+	f := getFixture(t)
+	dir := t.TempDir()
+	repo, err := ostree.Create(filepath.Join(dir, "data", "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(dir, "tree")
+	if err := os.MkdirAll(filepath.Join(src, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pub := &release.Publisher{Repo: repo, Signers: f.signers}
+	commits := map[string]ostree.Checksum{}
+	for _, v := range []string{"10.0.1", "10.0.2"} {
+		if err := os.WriteFile(filepath.Join(src, "etc/os-release"), []byte("VERSION="+v+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r, err := pub.Publish(context.Background(), release.Request{Ref: stable, Version: v, Source: src})
+		if err != nil {
+			t.Fatal(err)
+		}
+		commits[v] = r.Commit
+	}
+	srv, err := server.New(server.Config{DataDir: filepath.Join(dir, "data")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ts := httptest.NewServer(srv.Handler())
+	defer ts.Close()
+	barrier := commits["10.0.1"]
+	head, err := repo.ReadCommit(commits["10.0.2"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing := barrier
+	missing[0] ^= 0xff
+	tests := []struct {
+		name string
+		opts Options
+		want error // nil: the pull ends at the barrier
+	}{
+		{"barrier by checksum", Options{ExpectCommit: barrier.String(), ByChecksum: true}, nil},
+		{"without ByChecksum", Options{ExpectCommit: barrier.String()}, ErrUnexpectedCommit},
+		{"older than the booted one", Options{ExpectCommit: barrier.String(), ByChecksum: true,
+			MinTimestamp: head.Timestamp, Current: commits["10.0.2"]}, ErrOlder},
+		{"not on the mirror", Options{ExpectCommit: missing.String(), ByChecksum: true}, ostree.ErrNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dst := newDst(t)
+			c, err := f.puller(ts.URL+"/repo").Pull(context.Background(), dst, stable, tt.opts)
+			if tt.want != nil {
+				if !errors.Is(err, tt.want) {
+					t.Fatalf("err = %v, want %v", err, tt.want)
+				}
+				if _, rerr := dst.ResolveRef(stable); !errors.Is(rerr, ostree.ErrNotFound) {
+					t.Errorf("the ref moved after a refused pull: %v", rerr)
+				}
+				return
+			}
+			if err != nil || c != barrier {
+				t.Fatalf("pull = %s, %v; want %s", c, err, barrier)
+			}
+			if got, err := dst.ResolveRef(stable); err != nil || got != barrier {
+				t.Fatalf("ref = %s, %v", got, err)
+			}
+			if err := dst.CheckComplete(barrier); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	// Another ref's commit that the mirror has is refused by its binding.
+	_, furl := f.serve(t, nil)
+	_, err = f.puller(furl).Pull(context.Background(), newDst(t), stable,
+		Options{ExpectCommit: f.testingC.String(), ByChecksum: true})
+	if !errors.Is(err, ErrRefBinding) {
+		t.Fatalf("another ref's commit: err = %v, want ErrRefBinding", err)
+	}
+}
+
 func TestPullFallsBackToSecondMirror(t *testing.T) {
 	f := getFixture(t)
 	dead := httptest.NewServer(http.NotFoundHandler())
