@@ -888,23 +888,30 @@ func runCheckPhase(ctx context.Context, s *httpServer, authz []string, bodies []
 		}()
 	}
 	wg.Wait()
+	return total, total.finish(ctx, s.name, "", dur, start, cli0, srv0, serverCPU)
+}
+
+// finish records a phase's elapsed time and CPU (from start, cli0 and
+// srv0) and fails it on an interruption, a failed request or no answer;
+// kind names the phase in errors ("" or "open loop: ").
+func (total *checkStats) finish(ctx context.Context, name, kind string, dur time.Duration, start time.Time, cli0, srv0 time.Duration, serverCPU func() (time.Duration, error)) error {
 	total.Elapsed = time.Since(start)
 	total.ClientCPU = selfCPU() - cli0
 	srv1, err := serverCPU()
 	if err != nil {
-		return total, err
+		return err
 	}
 	total.ServerCPU = srv1 - srv0
 	if err := ctx.Err(); err != nil {
-		return total, fmt.Errorf("interrupted: %w", err)
+		return fmt.Errorf("interrupted: %w", err)
 	}
 	if total.Errors > 0 {
-		return total, fmt.Errorf("%s: %d of %d check requests failed, first: %w", s.name, total.Errors, total.Requests+total.Errors, total.FirstErr)
+		return fmt.Errorf("%s: %s%d of %d check requests failed, first: %w", name, kind, total.Errors, total.Requests+total.Errors, total.FirstErr)
 	}
 	if total.Requests == 0 {
-		return total, fmt.Errorf("%s: no answer in %s", s.name, dur)
+		return fmt.Errorf("%s: no answer in %s", name, dur)
 	}
-	return total, nil
+	return nil
 }
 
 // latencyHist is a fixed-size log-linear histogram of durations in

@@ -486,21 +486,5 @@ func runCheckOpenPhase(ctx context.Context, s *httpServer, tr *http.Transport, a
 		}()
 	}
 	wg.Wait()
-	total.Elapsed = time.Since(start)
-	total.ClientCPU = selfCPU() - cli0
-	srv1, err := serverCPU()
-	if err != nil {
-		return total, err
-	}
-	total.ServerCPU = srv1 - srv0
-	if err := ctx.Err(); err != nil {
-		return total, fmt.Errorf("interrupted: %w", err)
-	}
-	if total.Errors > 0 {
-		return total, fmt.Errorf("%s: open loop: %d of %d check requests failed, first: %w", s.name, total.Errors, total.Requests+total.Errors, total.FirstErr)
-	}
-	if total.Requests == 0 {
-		return total, fmt.Errorf("%s: no answer in %s", s.name, dur)
-	}
-	return total, nil
+	return total, total.finish(ctx, s.name, "open loop: ", dur, start, cli0, srv0, serverCPU)
 }
