@@ -22,18 +22,7 @@ import (
 func TestStorageFlag(t *testing.T) {
 	srv := storagetest.StartS3(t)
 	bucket := srv.Bucket(t)
-	dir := t.TempDir()
-	write := func(name, data string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	ak := write("access-key", srv.AccessKey+"\n")
-	sk := write("secret-key", srv.SecretKey+"\n")
-	conf := write("storage.yaml", "storage:\n  kind: s3\n  endpoint: "+srv.Endpoint+"\n  bucket: "+bucket.Bucket+
-		"\n  access_key_file: "+ak+"\n  secret_key_file: "+sk+"\n")
+	conf, secretFile := srv.StorageFile(t, bucket.Bucket)
 
 	data := filepath.Join(t.TempDir(), "data")
 	cmd := newRootCmd()
@@ -93,7 +82,9 @@ func TestStorageFlag(t *testing.T) {
 	}
 
 	wrong := "not-the-secret-" + srv.SecretKey[:6]
-	write("secret-key", wrong+"\n")
+	if err := os.WriteFile(secretFile, []byte(wrong+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cmd = newRootCmd()
 	cmd.SetOut(io.Discard)
 	cmd.SetErr(io.Discard)

@@ -170,16 +170,7 @@ func TestReplicasPublishConcurrently(t *testing.T) {
 	requireOstreeGPG(t)
 	s3 := storagetest.StartS3(t)
 	bucket := s3.Bucket(t)
-	dir := t.TempDir()
-	write := func(name, data string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	conf := write("storage.yaml", "storage:\n  kind: s3\n  endpoint: "+s3.Endpoint+"\n  bucket: "+bucket.Bucket+
-		"\n  access_key_file: "+write("access-key", s3.AccessKey+"\n")+"\n  secret_key_file: "+write("secret-key", s3.SecretKey+"\n")+"\n")
+	conf, _ := s3.StorageFile(t, bucket.Bucket)
 	r := startReplicas(t, 2, func(int) []string { return []string{"--storage", conf} })
 	const a, b = 0, 1
 	r.publish(a, "10.0.1")

@@ -89,17 +89,7 @@ func FuzzParse(f *testing.F) {
 func TestOpenS3(t *testing.T) {
 	srv := storagetest.StartS3(t)
 	bucket := srv.Bucket(t)
-	dir := t.TempDir()
-	write := func(name, data string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	ak := write("access-key", srv.AccessKey+"\n")
-	sk := write("secret-key", srv.SecretKey+"\n")
-	cfgFile := write("storage.yaml", "storage:\n  kind: s3\n  endpoint: "+srv.Endpoint+"\n  bucket: "+bucket.Bucket+"\n  access_key_file: "+ak+"\n  secret_key_file: "+sk+"\n")
+	cfgFile, secretFile := srv.StorageFile(t, bucket.Bucket)
 	c, err := storageconfig.Load(cfgFile)
 	if err != nil {
 		t.Fatal(err)
@@ -113,7 +103,9 @@ func TestOpenS3(t *testing.T) {
 	}
 
 	wrong := "wrong-secret-" + srv.SecretKey[:8]
-	write("secret-key", wrong+"\n")
+	if err := os.WriteFile(secretFile, []byte(wrong+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	_, err = c.Open(context.Background())
 	if err == nil {
 		t.Fatal("a wrong secret key opened the bucket")
@@ -124,7 +116,7 @@ func TestOpenS3(t *testing.T) {
 	t.Logf("wrong secret: %v", err)
 
 	// A missing key file is named, and so is the setting.
-	c.AccessKeyFile = filepath.Join(dir, "missing")
+	c.AccessKeyFile = filepath.Join(t.TempDir(), "missing")
 	if _, err := c.Open(context.Background()); err == nil || !strings.Contains(err.Error(), "access_key_file") {
 		t.Fatalf("missing key file: %v", err)
 	}

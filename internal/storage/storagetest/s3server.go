@@ -159,3 +159,24 @@ func randHex(n int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// StorageFile writes a --storage file (storageconfig's format, as the
+// README shows it) naming bucket on s, with the credentials in files of
+// their own (mode 0600) beside it in a new temporary directory. It returns
+// the file and the secret key file, which a test may overwrite.
+func (s *S3Server) StorageFile(t testing.TB, bucket string) (conf, secretFile string) {
+	t.Helper()
+	dir := t.TempDir()
+	write := func(name, data string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	ak := write("access-key", s.AccessKey+"\n")
+	secretFile = write("secret-key", s.SecretKey+"\n")
+	conf = write("storage.yaml", "storage:\n  kind: s3\n  endpoint: "+s.Endpoint+"\n  bucket: "+bucket+
+		"\n  access_key_file: "+ak+"\n  secret_key_file: "+secretFile+"\n")
+	return conf, secretFile
+}
