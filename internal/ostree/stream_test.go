@@ -55,10 +55,12 @@ func TestWriteTreeFromDirStreams(t *testing.T) {
 	}
 	// Without streaming every one of the 132 directories is held to the
 	// end; with it, only those whose files (or hardlink sources) are still
-	// being stored. How many that is depends on scheduling (24 was passed
-	// by 26 on a loaded machine), so the bound is half: a walk that does
-	// not stream still fails it.
-	if limit := (dirs + dirs/10) / 2; held > limit {
+	// being stored. How many that is depends on scheduling: directories
+	// leave in walk order, so one file stalled in a write (a loaded
+	// machine's disk) holds every later directory; 24 was passed by 26,
+	// and half of them by more. The bound is three quarters: a walk that
+	// does not stream holds all of them and still fails it.
+	if limit := (dirs + dirs/10) * 3 / 4; held > limit {
 		t.Errorf("the walk held %d directories at once, want at most %d of %d", held, limit, dirs+dirs/10)
 	}
 
