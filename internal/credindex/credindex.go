@@ -45,17 +45,18 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mxos-linux/mxos-update/internal/changefeed"
 	"github.com/mxos-linux/mxos-update/internal/db"
 )
 
-// Lookback is how far before its previous run Sync reads the feed.
-const Lookback = time.Minute
-
-// Retention is how long the feed keeps a change; PruneEvery how often
-// Sync prunes it.
+// The token feed is read and pruned on the cache-change feed's timing
+// (internal/changefeed): Sync reads from Lookback before its previous
+// run, the feed keeps a change for Retention, Sync prunes every
+// PruneEvery.
 const (
-	Retention  = time.Hour
-	PruneEvery = 10 * time.Minute
+	Lookback   = changefeed.Lookback
+	Retention  = changefeed.Retention
+	PruneEvery = changefeed.PruneEvery
 )
 
 // rec is an indexed credential.
