@@ -40,8 +40,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# dpkg fsyncs every file it unpacks, which is most of a build's time on a
+# busy disk. A build that dies is thrown away (it is in .tmp until the end,
+# and the end syncs the file system), so it may skip them: debootstrap in
+# two stages, with dpkg's force-unsafe-io between them; removed again at
+# the end, so the tree a machine boots has dpkg's defaults.
 log "debootstrap $SUITE (minbase)"
-debootstrap --variant=minbase "$SUITE" "$tmp" "$MIRROR" >&2
+debootstrap --variant=minbase --foreign "$SUITE" "$tmp" "$MIRROR" >&2
+unsafe=$tmp/etc/dpkg/dpkg.cfg.d/zz-mxos-build-unsafe-io
+mkdir -p "$(dirname "$unsafe")"
+echo force-unsafe-io >"$unsafe"
+chroot "$tmp" /debootstrap/debootstrap --second-stage >&2
 
 mount -t proc proc "$tmp/proc"
 mount -t sysfs sys "$tmp/sys"
@@ -53,8 +62,10 @@ printf '#!/bin/sh\nexit 101\n' >"$tmp/usr/sbin/policy-rc.d"
 chmod +x "$tmp/usr/sbin/policy-rc.d"
 
 log "installing ${PACKAGES[*]}"
-chroot "$tmp" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-  --no-install-recommends "${PACKAGES[@]}" >&2
+# INITRD=No: the kernel's and dracut's own hooks would each build a
+# host-only initramfs that the next step replaces anyway.
+chroot "$tmp" env DEBIAN_FRONTEND=noninteractive INITRD=No apt-get install -y -q \
+  -o Acquire::Retries=3 --no-install-recommends "${PACKAGES[@]}" >&2
 
 # A generic (not host-only) initramfs that contains ostree's dracut module.
 kver=$(ls "$tmp/lib/modules" | sort -V | tail -1)
@@ -64,11 +75,12 @@ chroot "$tmp" dracut --force --no-hostonly --add ostree \
 contents=$(chroot "$tmp" lsinitrd "/boot/initrd.img-$kver")
 grep -q ostree-prepare-root <<<"$contents" || { log "initramfs lacks ostree-prepare-root"; exit 1; }
 
-rm -f "$tmp/usr/sbin/policy-rc.d"
+rm -f "$tmp/usr/sbin/policy-rc.d" "$unsafe"
 chroot "$tmp" apt-get clean
 cleanup
 trap - EXIT
 echo "$kver" >"$tmp/.kver"
+sync -f "$tmp" # what dpkg did not fsync, before the cache calls it complete
 touch "$tmp/.complete"
 rm -rf "$root"
 mv "$tmp" "$root"
