@@ -248,6 +248,28 @@ func TestReplicasShareSignedMetadata(t *testing.T) {
 		t.Fatalf("replica B's signed rollout of testing/x86_64: %+v (listed %v), want 10.0.3 halted", ro, ok)
 	}
 
+	// Two changes back to back through different replicas: B's signs
+	// after A's, whether or not B had followed A's yet.
+	r.ctl(a, r.release, "rollout", "resume", "--channel", "testing", "--arch", "x86_64")
+	r.ctl(b, r.release, "rollout", "halt", "--channel", "testing", "--arch", "x86_64", "--reason", "still broken")
+	r.sameMetadata(t, "resumed through A, halted again through B", b, shareLimit)
+	for i, u := range r.urls {
+		c, err := channelmeta.NewClient(channelmeta.ClientConfig{TrustedRoot: []byte(w.read("metadata-init/root.json")),
+			CacheDir: t.TempDir(), URL: u + "/metadata/"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st2, err := c.Load(context.Background())
+		if err != nil {
+			t.Fatalf("replica %d's metadata does not verify: %v", i, err)
+		}
+		if ro, _ := st2.Rollout("testing", "x86_64"); ro.State != rollout.StateHalted || ro.HaltReason != "still broken" ||
+			st2.RolloutsVersion <= st.RolloutsVersion+1 {
+			t.Fatalf("replica %d signs rollouts version %d: %+v; want B's halt after A's resume (above version %d)",
+				i, st2.RolloutsVersion, ro, st.RolloutsVersion+1)
+		}
+	}
+
 	// Through B now: its targets build on A's (mxosctl reads them from B).
 	r.publish(b, "10.0.4")
 	r.sameMetadata(t, "published 10.0.4 through B", b, shareLimit)
