@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mxos-linux/mxos-update/internal/channelmeta"
+	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/db"
 	"github.com/mxos-linux/mxos-update/internal/storage"
 	"github.com/mxos-linux/mxos-update/internal/storage/object"
@@ -60,8 +61,8 @@ import (
 //     the refresh only when the database's rollouts differ from the
 //     signed ones (publish.Repo.PublishRolloutsIfChanged).
 //
-// Versioned files older than a replica's KeepVersions are pruned from its
-// directory only; the bucket keeps them (a few KiB each).
+// Versioned files older than KeepVersions are pruned from each replica's
+// directory (by a pull too); the bucket keeps them (a few KiB each).
 
 // metaStorePrefix is where the metadata lives in the bucket.
 const metaStorePrefix = "metadata/"
@@ -228,6 +229,7 @@ func (m *metaShare) pull(ctx context.Context) (bool, error) {
 	if err := m.install(files); err != nil {
 		return false, fmt.Errorf("installing the shared channel metadata: %w", err)
 	}
+	m.prune(current)
 	m.log.Info("channel metadata brought from object storage", zap.Int64("timestamp_version", tsHead.Signed.Version),
 		zap.Int64("snapshot_version", snapV))
 	return true, nil
@@ -325,6 +327,37 @@ func (m *metaShare) install(files map[string][]byte) error {
 		}
 	}
 	return nil
+}
+
+// prune removes local versioned snapshot, targets and rollouts files as
+// far behind the current ones (current: role file → versioned name) as
+// publish.Repo prunes its own (KeepVersions); best effort, like
+// publish.Repo's: a file left behind is harmless.
+func (m *metaShare) prune(current map[string]string) {
+	keep := int64(publish.DefaultOptions().KeepVersions)
+	cur := map[string]int64{}
+	for role, name := range current {
+		if role == channelmeta.RootFile {
+			continue // every root stays: devices walk the chain
+		}
+		v, _ := strconv.ParseInt(name[:len(name)-len(role)-1], 10, 64)
+		cur[role] = v
+	}
+	ents, err := os.ReadDir(m.dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		sub := metadataName.FindStringSubmatch(e.Name())
+		if sub == nil || sub[1] == "" {
+			continue
+		}
+		v, _ := strconv.ParseInt(sub[1], 10, 64)
+		role := e.Name()[len(sub[1])+1:]
+		if c, ok := cur[role]; ok && v <= c-keep {
+			_ = os.Remove(filepath.Join(m.dir, e.Name()))
+		}
+	}
 }
 
 // listBucket returns the bucket's metadata files: name → ETag.

@@ -227,3 +227,44 @@ func TestMetaShareFollowRefusesBadCopies(t *testing.T) {
 		})
 	}
 }
+
+// TestMetaShareFollowerPrunes: a replica that only follows keeps as many
+// versioned files as one that signs (publish.Options.KeepVersions), and
+// every root.
+func TestMetaShareFollowerPrunes(t *testing.T) {
+	s := newSharedMeta(t)
+	ctx := context.Background()
+	now := time.Now()
+	keep := publish.DefaultOptions().KeepVersions
+	for range keep + 4 {
+		if err := s.shares[0].write(ctx, nil, func() error { return s.repos[0].PublishRollouts(nil, now) }); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.shares[1].follow(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names := func(dir string) map[string]bool {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]bool{}
+		for _, e := range ents {
+			out[e.Name()] = true
+		}
+		return out
+	}
+	follower := names(s.shares[1].dir)
+	if !follower["1.root.json"] || !follower[versioned(int64(keep+4), channelmeta.RolloutsFile)] {
+		t.Fatalf("the follower lacks the root or the current rollouts: %v", follower)
+	}
+	for n := 1; n <= 4; n++ {
+		if name := versioned(int64(n), channelmeta.RolloutsFile); follower[name] {
+			t.Errorf("the follower keeps %s, %d versions behind", name, keep+4-n)
+		}
+	}
+	if name := versioned(5, channelmeta.RolloutsFile); !follower[name] {
+		t.Errorf("the follower pruned %s, only %d versions behind", name, keep-1)
+	}
+}
