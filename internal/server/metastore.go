@@ -61,6 +61,11 @@ import (
 //     the refresh only when the database's rollouts differ from the
 //     signed ones (publish.Repo.PublishRolloutsIfChanged).
 //
+// A release built from a replica's copy that is not yet the newest (mxosctl
+// reads targets.json from the server it publishes to, and a replica takes
+// another's change about a second later) is refused as a rollback of the
+// targets, changing nothing; publishing again through it then succeeds.
+//
 // Versioned files older than KeepVersions are pruned from each replica's
 // directory (by a pull too); the bucket keeps them (a few KiB each).
 

@@ -268,3 +268,22 @@ func TestMetaShareFollowerPrunes(t *testing.T) {
 		t.Errorf("the follower pruned %s, only %d versions behind", name, keep-1)
 	}
 }
+
+// FuzzParseHead: the bucket's bytes never panic the pull's first read,
+// and what it accepts has a version of at least 1.
+func FuzzParseHead(f *testing.F) {
+	f.Add([]byte(`{"signed":{"_type":"timestamp","version":3,"expires":"2030-01-01T00:00:00Z","meta":{"snapshot.json":{"version":7}}},"signatures":[]}`))
+	f.Add([]byte(`{"signed":{"version":0}}`))
+	f.Add([]byte(`{"signed":{"version":-1,"meta":null}}`))
+	f.Add([]byte(`{"signed":{"version":1e30}}`))
+	f.Add([]byte(`{`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, err := parseHead("timestamp.json", b)
+		if err == nil && h.Signed.Version < 1 {
+			t.Fatalf("accepted version %d", h.Signed.Version)
+		}
+		if err != nil && !errors.Is(err, channelmeta.ErrMalformed) {
+			t.Fatalf("error of no kind: %v", err)
+		}
+	})
+}
