@@ -30,33 +30,48 @@ import (
 // by every other.
 const shareLimit = 2 * time.Second
 
+// sharedReplicas is a replicaSet whose servers share one bucket.
+type sharedReplicas struct {
+	*replicaSet
+	conf string // the --storage file
+	meta bool   // signed channel metadata on
+}
+
 // startSharedReplicas starts two replicas (A and B: r.urls[0] and [1])
 // on one database and one bucket, with signed channel metadata on when
 // meta is set, as the README sets them up: mxosctl metadata init once,
 // the directory copied into every replica's data directory before it
 // first starts. (startReplicas makes the keys, the database and the
 // tokens, with one replica of its own that then stays idle.)
-func startSharedReplicas(t *testing.T, meta bool) *replicaSet {
+func startSharedReplicas(t *testing.T, meta bool) *sharedReplicas {
 	t.Helper()
 	s3 := storagetest.StartS3(t)
 	bucket := s3.Bucket(t)
 	conf, _ := s3.StorageFile(t, bucket.Bucket)
-	r := startReplicas(t, 1, func(int) []string { return []string{"--storage", conf} })
-	w := r.w
+	r := &sharedReplicas{replicaSet: startReplicas(t, 1, func(int) []string { return []string{"--storage", conf} }), conf: conf, meta: meta}
 	if meta {
-		w.run(nil, mxosctl(), "metadata", "init", "--keys", "keys", "--online-pub", "online-keys", "--out", "metadata-init")
+		r.w.run(nil, mxosctl(), "metadata", "init", "--keys", "keys", "--online-pub", "online-keys", "--out", "metadata-init")
 	}
 	r.urls = nil
 	for _, name := range []string{"data-a", "data-b"} {
-		data := filepath.Join(w.dir, name)
-		if meta {
-			copyDir(t, filepath.Join(w.dir, "metadata-init"), filepath.Join(data, "metadata"))
-		}
-		u := startServerBinary(t, data, "--database", r.dsn, "--release-keys", filepath.Join(w.dir, "keys"),
-			"--online-keys", filepath.Join(w.dir, "online-keys"), "--channels", testserver.ChannelsDir(), "--storage", conf)
-		r.urls = append(r.urls, strings.TrimSuffix(u, "/repo"))
+		r.urls = append(r.urls, r.start(t, name))
 	}
 	return r
+}
+
+// start starts a replica on the data directory name (in the work
+// directory), with a copy of the metadata as mxosctl metadata init wrote
+// it, and returns its URL.
+func (r *sharedReplicas) start(t *testing.T, name string) string {
+	t.Helper()
+	w := r.w
+	data := filepath.Join(w.dir, name)
+	if r.meta {
+		copyDir(t, filepath.Join(w.dir, "metadata-init"), filepath.Join(data, "metadata"))
+	}
+	u := startServerBinary(t, data, "--database", r.dsn, "--release-keys", filepath.Join(w.dir, "keys"),
+		"--online-keys", filepath.Join(w.dir, "online-keys"), "--channels", testserver.ChannelsDir(), "--storage", r.conf)
+	return strings.TrimSuffix(u, "/repo")
 }
 
 // metaWatch polls timestamp.json through every replica and records what
@@ -190,7 +205,8 @@ func (r *replicaSet) sameMetadata(t *testing.T, what string, from int, limit tim
 // A release published through B then continues A's versions. Throughout,
 // no replica ever serves an older timestamp than it served before, no
 // timestamp version exists with two contents, and at the end every role
-// is byte for byte the same through A and B.
+// is byte for byte the same through A, B and a third replica started
+// then on the metadata as init wrote it.
 func TestReplicasShareSignedMetadata(t *testing.T) {
 	r := startSharedReplicas(t, true)
 	const a, b = 0, 1
@@ -276,9 +292,15 @@ func TestReplicasShareSignedMetadata(t *testing.T) {
 	install("10.0.4")
 
 	watch.check(t)
+	// A third replica, started now on the metadata as init wrote it,
+	// serves the cluster's from its first request.
+	urlC := r.start(t, "data-c")
 	for _, f := range []string{"root.json", "timestamp.json", "snapshot.json", "targets.json", "rollouts.json"} {
-		if !bytes.Equal(httpGet(t, r.urls[a]+"/metadata/"+f), httpGet(t, r.urls[b]+"/metadata/"+f)) {
-			t.Errorf("replicas A and B serve different %s", f)
+		want := httpGet(t, r.urls[a]+"/metadata/"+f)
+		for name, u := range map[string]string{"B": r.urls[b], "C (new)": urlC} {
+			if !bytes.Equal(httpGet(t, u+"/metadata/"+f), want) {
+				t.Errorf("replicas A and %s serve different %s", name, f)
+			}
 		}
 	}
 }
