@@ -19,11 +19,11 @@ func TestPublishRolloutsIfChanged(t *testing.T) {
 	halted := testRollout(t)
 	halted.State, halted.HaltReason = rollout.StateHalted, "wifi"
 	tests := []struct {
-		name    string
-		states  []channelmeta.RolloutState
-		at      time.Time
-		signed  bool
-		grow int64 // how much the rollouts version grows
+		name   string
+		states []channelmeta.RolloutState
+		at     time.Time
+		signed bool
+		grow   int64 // how much the rollouts version grows
 	}{
 		{"unchanged", same, t0.Add(time.Minute), false, 0},
 		{"changed", []channelmeta.RolloutState{halted}, t0.Add(2 * time.Minute), true, 1},
