@@ -20,6 +20,10 @@ const (
 	ChangeRollout = "rollout" // subject: "<channel>/<arch>"
 	ChangeRelease = "release" // subject: "<channel>/<arch>/<version>"
 	ChangeGroup   = "group"   // subject: the device id whose group changed
+	// ChangeMetadata: the signed channel metadata in object storage
+	// changed (subject "metadata"); noted by the writer after its copy
+	// is in the bucket (internal/server, metastore.go).
+	ChangeMetadata = "metadata"
 )
 
 // Change is a row of the cache change feed.
@@ -52,6 +56,13 @@ func (q *Queries) PruneChanges(ctx context.Context, before time.Time) error {
 		return fmt.Errorf("pruning cache changes: %w", err)
 	}
 	return nil
+}
+
+// NoteMetadataChange adds a ChangeMetadata row to the feed. Call it in
+// the transaction that holds the cluster lock the metadata was written
+// under, after the bucket has the new files.
+func (q *Queries) NoteMetadataChange(ctx context.Context) error {
+	return q.noteChange(ctx, ChangeMetadata, "metadata")
 }
 
 // noteChange adds a change to the feed, at the writer's clock. Call it in

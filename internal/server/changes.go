@@ -14,7 +14,9 @@ import (
 // the cache change feed (internal/changefeed) every ChangeInterval and
 // drops what it cached of each change: a device whose group changed is
 // re-read into the device index; any pin, rollout or release change
-// clears the update service's caches (the next check reads them again).
+// clears the update service's caches (the next check reads them again);
+// a metadata change, or a gap in the feed, has the shared channel
+// metadata pulled from the bucket (metastore.go).
 // With the update service's one-second cache, a pin, a halt or a group
 // set through any replica is obeyed by every replica within about a
 // second and never more than two.
@@ -61,11 +63,17 @@ func (s *Server) applyChanges(ctx context.Context, b changefeed.Batch) {
 	invalidate := b.Gap
 	var devices []string
 	for _, c := range b.Changes {
+		if c.Kind == db.ChangeMetadata {
+			s.followMetadata()
+		}
 		if c.Kind == db.ChangeGroup {
 			devices = append(devices, c.Subject)
 		} else {
 			invalidate = true
 		}
+	}
+	if b.Gap {
+		s.followMetadata()
 	}
 	if invalidate {
 		u.Invalidate()

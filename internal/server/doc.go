@@ -66,6 +66,18 @@
 // attacker can plant before one. The cap counts by the token's name,
 // which is unique among live tokens.
 //
+// Replicas (Config.RepoStore and a PostgreSQL Config.Store): nothing a
+// device reads lives only on one replica's disk. The OSTree repository is
+// mirrored into the bucket under the cluster lock, each writer first
+// syncing the refs and static deltas other replicas put there, verified
+// as a client verifies them (repostore.go, repodeltas.go). The signed
+// channel metadata is one copy in the bucket: every change is made under
+// the same lock on top of the bucket's newest copy and written back with
+// conditional writes, and every replica pulls it, verified from its own
+// root.json, when the cache change feed names a metadata change
+// (metastore.go), then serves /metadata/ and decides checks from it. A
+// single server (no bucket) keeps its metadata directory as before.
+//
 // Keep any
 // ResponseWriter wrapper implementing io.ReaderFrom, or large files lose
 // sendfile(2).

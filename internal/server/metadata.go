@@ -138,6 +138,20 @@ type metaState struct {
 	// so it is reloaded after each accept and by the background loop.
 	mu     sync.RWMutex
 	signed map[string]channelmeta.Release
+
+	// share keeps the directory in step with the bucket's copy
+	// (metastore.go); nil for a single server.
+	share *metaShare
+}
+
+// write runs change, which changes the metadata directory, as the
+// cluster's one writer when the metadata is shared (metaShare.write,
+// joining tx when it is not nil), else directly.
+func (m *metaState) write(ctx context.Context, tx *db.Tx, change func() error) error {
+	if m.share == nil {
+		return change()
+	}
+	return m.share.write(ctx, tx, change)
 }
 
 func releaseKey(channelName, arch, version string) string {
@@ -176,9 +190,10 @@ func (m *metaState) consistent(t *api.Target) bool {
 }
 
 // acceptTargets installs release-signed targets and refreshes the cache.
-// Refusals that are about the uploaded bytes become bad_request.
-func (m *metaState) acceptTargets(data []byte, now time.Time) error {
-	if err := m.repo.AcceptTargets(data, now); err != nil {
+// Refusals that are about the uploaded bytes become bad_request. tx holds
+// the cluster lock (metaState.write).
+func (m *metaState) acceptTargets(ctx context.Context, tx *db.Tx, data []byte, now time.Time) error {
+	if err := m.write(ctx, tx, func() error { return m.repo.AcceptTargets(data, now) }); err != nil {
 		for _, kind := range []error{channelmeta.ErrBadSignature, channelmeta.ErrRollback, channelmeta.ErrExpired,
 			channelmeta.ErrMalformed, publish.ErrInvalid, channelmeta.ErrTooLarge, channelmeta.ErrHashMismatch} {
 			if errors.Is(err, kind) {
@@ -254,10 +269,19 @@ func (m *metaState) checkThreshold(targets []byte, r channelmeta.Release, pl *re
 // the store has it. Rollouts of releases missing from the signed targets
 // (published before metadata was enabled) are left out with a warning:
 // channelmeta refuses them and devices could not install them anyway.
-func (a *apiState) publishRollouts(ctx context.Context) error {
+//
+// With onlyChanged (the periodic refresh), the rollouts are re-signed only
+// when they differ from the signed ones.
+func (a *apiState) publishRollouts(ctx context.Context, onlyChanged bool) error {
 	m := a.meta
 	m.pubMu.Lock()
 	defer m.pubMu.Unlock()
+	return m.write(ctx, nil, func() error { return a.signRollouts(ctx, onlyChanged) })
+}
+
+// signRollouts is publishRollouts under the lock.
+func (a *apiState) signRollouts(ctx context.Context, onlyChanged bool) error {
+	m := a.meta
 	var states []channelmeta.RolloutState
 	for _, ch := range a.channels.Channels() {
 		for _, arch := range ch.Arches() {
@@ -291,6 +315,12 @@ func (a *apiState) publishRollouts(ctx context.Context) error {
 			states = append(states, st)
 		}
 	}
+	if onlyChanged {
+		if _, err := m.repo.PublishRolloutsIfChanged(states, a.now()); err != nil {
+			return fmt.Errorf("publishing rollouts: %w", err)
+		}
+		return nil
+	}
 	if err := m.repo.PublishRollouts(states, a.now()); err != nil {
 		return fmt.Errorf("publishing rollouts: %w", err)
 	}
@@ -305,7 +335,7 @@ func (a *apiState) rolloutsChanged() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := a.publishRollouts(ctx); err != nil {
+	if err := a.publishRollouts(ctx, false); err != nil {
 		a.log.Error("signing the rollout state; retrying in the background", zap.Error(err))
 	}
 }
@@ -319,12 +349,17 @@ func (s *Server) refreshMetadata(ctx context.Context) {
 		return
 	}
 	if s.api != nil {
-		if err := s.api.publishRollouts(ctx); err != nil && ctx.Err() == nil {
+		if err := s.api.publishRollouts(ctx, m.share != nil); err != nil && ctx.Err() == nil {
 			s.log.Error("channel metadata", zap.Error(err))
 		}
 	}
 	now := m.now()
-	res, err := m.repo.Refresh(now)
+	var res publish.RefreshResult
+	err := m.write(ctx, nil, func() error {
+		var err error
+		res, err = m.repo.Refresh(now)
+		return err
+	})
 	if err != nil {
 		s.log.Error("refreshing channel metadata", zap.Error(err))
 		return
@@ -385,12 +420,14 @@ func (s *Server) handleMetadataPut(w http.ResponseWriter, r *http.Request) error
 	}
 	now := m.now()
 	action := "metadata.targets"
-	var err error
+	err := m.write(r.Context(), nil, func() error {
+		if len(u.Root) > 0 {
+			return m.repo.AcceptRoot(u.Root, u.Targets, now)
+		}
+		return m.repo.AcceptTargets(u.Targets, now)
+	})
 	if len(u.Root) > 0 {
 		action = "metadata.root"
-		err = m.repo.AcceptRoot(u.Root, u.Targets, now)
-	} else {
-		err = m.repo.AcceptTargets(u.Targets, now)
 	}
 	if err != nil {
 		return metadataRefusal(err)

@@ -393,7 +393,7 @@ func (a *publishAPI) handleReleaseCreate(w http.ResponseWriter, r *http.Request)
 		// a release the server does not offer, which is harmless (it is
 		// release-signed) and a retry re-lists it.
 		if a.meta != nil {
-			if err := a.meta.acceptTargets(req.Targets, now); err != nil {
+			if err := a.meta.acceptTargets(ctx, tx, req.Targets, now); err != nil {
 				return err
 			}
 		}

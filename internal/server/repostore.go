@@ -59,9 +59,9 @@ import (
 // before the lock is taken (mirrorObjects), so the lock is held only for
 // the small files a release changes. A ref the writer has newer than the
 // bucket (a release recorded and accepted here whose mirror failed) is
-// kept and mirrored. Static deltas another replica made stay in the
-// bucket but are not pulled, so a summary written here lists only the
-// deltas this server has. At start (MirrorRepo), a server whose data
+// kept and mirrored. Static deltas another replica made are brought in
+// too, verified (repodeltas.go), so a summary written here lists them as
+// well as its own. At start (MirrorRepo), a server whose data
 // directory has nothing newer than the bucket writes nothing to it.
 
 // repoStorePrefix is where the repository lives in the bucket.
@@ -200,6 +200,7 @@ type syncView struct {
 	expect        map[string]string // path → ETag read ("" absent): summary, summary.sig, refs
 	bucketSummary bool              // the bucket has a summary
 	pulled        []string          // refs brought from the bucket into DataDir/repo
+	deltas        []string          // static deltas brought from the bucket (repodeltas.go)
 	localAhead    bool              // DataDir/repo has a ref the bucket's summary lacks or names older
 }
 
@@ -292,6 +293,13 @@ func (h *storeRepo) sync(ctx context.Context, repo *ostree.Repo) (*syncView, err
 	}
 	if len(v.pulled) > 0 {
 		h.log.Info("brought newer refs from object storage", zap.Strings("refs", v.pulled))
+	}
+	// Deltas last: they are taken only to refs' current commits.
+	if v.deltas, err = h.importDeltas(ctx, repo, sum, b); err != nil {
+		return fail(fmt.Errorf("static deltas: %w", err))
+	}
+	if len(v.deltas) > 0 {
+		h.log.Info("brought static deltas from object storage", zap.Strings("deltas", v.deltas))
 	}
 	return v, nil
 }

@@ -159,8 +159,10 @@ type Server struct {
 	api       *apiState
 	metrics   *metrics
 	meta      *metaState // nil without Config.Metadata
-	metaDir   *os.Root
-	oci       *ociState // nil without Config.Registry
+	// metaFollow asks metaFollowLoop to pull the shared metadata.
+	metaFollow chan struct{}
+	metaDir    *os.Root
+	oci        *ociState // nil without Config.Registry
 }
 
 // New opens DataDir/repo (which must exist) and builds the routes.
@@ -213,6 +215,11 @@ func New(cfg Config) (*Server, error) {
 		if s.api != nil {
 			s.api.meta = s.meta
 			s.api.updates.OnRolloutChange = s.api.rolloutsChanged // auto-halts
+		}
+		if cfg.RepoStore != nil && cfg.Store != nil { // replicas share it: metastore.go
+			s.meta.share = &metaShare{store: cfg.RepoStore, db: cfg.Store, dir: cfg.Metadata.Dir, log: s.meta.log,
+				pulled: s.metadataPulled}
+			s.metaFollow = make(chan struct{}, 1)
 		}
 		s.metrics.reg.MustRegister(newMetadataCollector(cfg.Metadata)) // metadata.go
 	}
@@ -320,6 +327,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	if s.meta != nil {
 		go s.metadataLoop(ctx)
+	}
+	if s.metaFollow != nil {
+		go s.metaFollowLoop(ctx) // metastore.go
 	}
 	if s.oci != nil {
 		go s.registryGCLoop(ctx)

@@ -11,7 +11,9 @@
 // snapshot and timestamp (each is re-signed with a new version when it is
 // missing, changed, no longer verifies under root, or past half its
 // lifetime) and is meant to be called periodically. PublishTargets /
-// AcceptTargets and PublishRollouts change content; versions only grow.
+// AcceptTargets and PublishRollouts change content (PublishRolloutsIfChanged
+// only when the states differ from the signed ones, for replicas that
+// re-publish periodically); versions only grow.
 // Every function takes the clock as an argument.
 //
 // # Lifecycle

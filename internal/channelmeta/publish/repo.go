@@ -504,44 +504,78 @@ func verifyTargets(md *metadata.Metadata[metadata.TargetsType], root *metadata.M
 // only gates release-signed versions, and a rollout of anything else is a
 // mistake worth refusing early (devices would refuse it anyway).
 func (r *Repo) PublishRollouts(states []channelmeta.RolloutState, now time.Time) error {
+	_, err := r.publishRollouts(states, now, false)
+	return err
+}
+
+// PublishRolloutsIfChanged is PublishRollouts that signs a new rollouts
+// version only when states differ from the signed ones (otherwise it only
+// renews what is due, as Refresh). It reports whether it signed states.
+// Replicas sharing one repository call it periodically: the renewal then
+// happens once, not once per replica.
+func (r *Repo) PublishRolloutsIfChanged(states []channelmeta.RolloutState, now time.Time) (bool, error) {
+	return r.publishRollouts(states, now, true)
+}
+
+func (r *Repo) publishRollouts(states []channelmeta.RolloutState, now time.Time, onlyChanged bool) (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.online) == 0 {
-		return fmt.Errorf("publish rollouts: %w", ErrNoOnlineKey)
+		return false, fmt.Errorf("publish rollouts: %w", ErrNoOnlineKey)
 	}
 	st, err := r.load()
 	if err != nil {
-		return err
+		return false, err
 	}
 	releases, err := releasesOf(st.targets)
 	if err != nil {
-		return fmt.Errorf("publish rollouts: %w", err)
+		return false, fmt.Errorf("publish rollouts: %w", err)
 	}
 	targets := map[string]*metadata.TargetFiles{}
 	for _, s := range states {
 		tf, err := rolloutTarget(s)
 		if err != nil {
-			return fmt.Errorf("publish rollouts: %w", err)
+			return false, fmt.Errorf("publish rollouts: %w", err)
 		}
 		if _, dup := targets[tf.Path]; dup {
-			return fmt.Errorf("publish rollouts: %w: two rollouts for %s/%s", ErrInvalid, s.Channel, s.Arch)
+			return false, fmt.Errorf("publish rollouts: %w: two rollouts for %s/%s", ErrInvalid, s.Channel, s.Arch)
 		}
 		if !slices.ContainsFunc(releases, func(rel channelmeta.Release) bool {
 			return rel.Channel == s.Channel && rel.Arch == s.Arch && rel.Version == s.Version
 		}) {
-			return fmt.Errorf("publish rollouts: %s version %s: %w", tf.Path, s.Version, channelmeta.ErrNotSigned)
+			return false, fmt.Errorf("publish rollouts: %s version %s: %w", tf.Path, s.Version, channelmeta.ErrNotSigned)
 		}
 		targets[tf.Path] = tf
+	}
+	if onlyChanged && st.rollouts != nil && sameTargets(st.rollouts.Signed.Targets, targets) {
+		_, err = r.converge(st, now)
+		return false, err
 	}
 	version := int64(1)
 	if st.rollouts != nil {
 		version = st.rollouts.Signed.Version + 1
 	}
 	if err := r.signRollouts(st, targets, version, now); err != nil {
-		return err
+		return false, err
 	}
 	_, err = r.converge(st, now)
-	return err
+	return true, err
+}
+
+// sameTargets reports whether two target maps list the same paths with
+// the same lengths and hashes (a record's hash is over its canonical
+// JSON, so equal hashes are equal records).
+func sameTargets(a, b map[string]*metadata.TargetFiles) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for p, x := range a {
+		y, ok := b[p]
+		if !ok || x == nil || y == nil || x.Length != y.Length || !x.Hashes.Equal(y.Hashes) {
+			return false
+		}
+	}
+	return true
 }
 
 // RefreshResult says what Refresh re-signed and when the offline roles
