@@ -127,17 +127,17 @@ func newFleetCmd(o *options, argv []string) *cobra.Command {
 
 // fleetSetup is everything running for the fleet benchmark.
 type fleetSetup struct {
-	pg       *checkPostgres
-	servers  []*httpServer // servers[0] is the writer
-	lb       *httpServer
-	lbDir    string
-	release  string // a release token
-	relKeys  string
-	ctl      string // mxosctl
-	work     string // scratch directory
-	spec     checkSpec
-	setup    checkSetup
-	ids      []string
+	pg      *checkPostgres
+	servers []*httpServer // servers[0] is the writer
+	lb      *httpServer
+	lbDir   string
+	release string // a release token
+	relKeys string
+	ctl     string // mxosctl
+	work    string // scratch directory
+	spec    checkSpec
+	setup   checkSetup
+	ids     []string
 }
 
 func runFleet(ctx context.Context, b *bench) error {
