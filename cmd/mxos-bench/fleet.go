@@ -194,11 +194,12 @@ func runFleet(ctx context.Context, b *bench) error {
 	rate := float64(n) / b.o.checkEvery.Seconds()
 	phase := 2 * b.o.duration
 	cad := newFleetLoad(shared, f.lb.base, checkOpenConns)
+	cad.spread = phase / 4
 	stop := make(chan struct{})
 	loadDone := make(chan time.Duration, 1)
 	start := time.Now()
 	go func() { loadDone <- cad.runOpen(ctx, stop, rate, b.o.seed^0x666c) }()
-	ev, evErr := b.fleetEvents(ctx, f, shared, start, phase)
+	ev, evErr := b.fleetEvents(ctx, f, cad, start, phase)
 	close(stop)
 	cadElapsed := <-loadDone
 	waited := make(chan struct{})
@@ -309,15 +310,16 @@ func runFleet(ctx context.Context, b *bench) error {
 			float64((srv2-srv1).Microseconds())/float64(max(1, cad.checks)), float64(cadPG.cpu.Microseconds())/float64(max(1, cad.checks+int64(len(cad.accepted))))),
 		fmt.Sprintf("fleet: publish at %.1f s: mxosctl publish (testing) took %.2f s and mxosctl promote (stable) %.2f s through nginx, signed channel metadata on; "+
 			"%s then offered to device %s by the writer, and by each replica, asked directly, after (from promote's exit) %s. "+
-			"%d devices were offered it during the phase and sent %d reports (download-started, download-finished, deployed, health-ok, with the updater's sequence numbers); %d answered 204, %d \"already recorded\" (a retry of one that was stored).",
+			"%d checks of the load were offered it; %d devices (the one asked directly too) installed it and sent %d reports (download-started, download-finished, deployed, health-ok, with the updater's sequence numbers, each after a wait of up to %s), "+
+			"%d answered 204, %d \"already recorded\" (a retry of one that was stored).",
 			ev.publishAt.Sub(start).Seconds(), ev.publishTook.Seconds(), ev.promoteTook.Seconds(), fleetNew, ev.probeDevice, perReplica(ev.publishSeen),
-			cad.offers, len(cad.accepted)+len(cad.replayed), len(cad.accepted), len(cad.replayed)),
+			cad.offers, cad.started.Load(), len(cad.accepted)+len(cad.replayed), cad.spread, len(cad.accepted), len(cad.replayed)),
 		fmt.Sprintf("fleet: halt at %.1f s (POST /api/v1/rollouts/%s/halt through nginx, answered in %.0f ms); from its answer until each replica, asked directly every %s, stopped offering %s: %s.",
 			ev.haltAt.Sub(start).Seconds(), ev.rolloutID, ms(ev.haltTook), fleetPoll, fleetNew, perReplica(ev.haltSeen)),
 		fmt.Sprintf("fleet: kill -9 of replica %d at %.1f s; the phase went on to %.1f s. nginx: %d requests, %d retried on another replica (%d answered 5xx to the client). "+
 			"Client-visible errors: %d outside the %s after the kill, %d within it (%s).",
 			len(f.servers)-1, ev.killAt.Sub(start).Seconds(), cadElapsed.Seconds(), lbLog.requests, lbLog.retried, lbLog.status5xx, outside, fleetKillWindow, inKill, errNote),
-		fmt.Sprintf("fleet: afterwards %d of the %d reports the clients saw accepted are in the database (%d lost; %d report rows of the run's devices); %s was recorded %d times on testing and %d on stable (want 1 each); the store holds %d devices (want %d).",
+		fmt.Sprintf("fleet: afterwards %d of the %d reports the clients saw accepted are in the database (%d lost; %d report rows of the run's devices); releases of %s recorded: testing %d, stable %d (want 1 each); the store holds %d devices (want %d).",
 			len(cad.accepted)+len(cad.replayed)-lost, len(cad.accepted)+len(cad.replayed), lost, stored, fleetNew, recorded["testing"], recorded["stable"], devices, n),
 	)
 	switch {
@@ -394,7 +396,6 @@ func (b *bench) startFleet(ctx context.Context) (_ *fleetSetup, err error) {
 	if err != nil {
 		return nil, err
 	}
-	// World-traversable: PostgreSQL runs as its own user under it as root.
 	if err := os.Mkdir(work, 0o755); err != nil {
 		return nil, fmt.Errorf("fleet: %w", err)
 	}
@@ -403,7 +404,10 @@ func (b *bench) startFleet(ctx context.Context) (_ *fleetSetup, err error) {
 	onKeys := filepath.Join(data, "bench-keys", "online")
 
 	logf(b.stderr, "fleet: starting PostgreSQL and copying the store into it")
-	if f.pg, err = startCheckPostgres(ctx, filepath.Join(work, "postgres")); err != nil {
+	// A cluster in a temporary directory of its own (removed when it
+	// stops): as root it runs as user postgres, which may not traverse
+	// the work directory's parents.
+	if f.pg, err = startCheckPostgres(ctx, ""); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -677,7 +681,8 @@ type fleetEvents struct {
 // fleetEvents publishes and promotes a release, halts its rollout and
 // measures how long each replica takes to stop offering it, kills the
 // last replica, and returns once the phase has run long enough.
-func (b *bench) fleetEvents(ctx context.Context, f *fleetSetup, sh *fleetShared, start time.Time, phase time.Duration) (*fleetEvents, error) {
+func (b *bench) fleetEvents(ctx context.Context, f *fleetSetup, load *fleetLoad, start time.Time, phase time.Duration) (*fleetEvents, error) {
+	sh := load.fleetShared
 	ev := &fleetEvents{}
 	sleepUntil := func(t time.Time) error {
 		select {
@@ -710,6 +715,12 @@ func (b *bench) fleetEvents(ctx context.Context, f *fleetSetup, sh *fleetShared,
 		}
 		if offered(resp) {
 			probe, ev.rolloutID = i, resp.Target.RolloutID
+			// It installs, as any device offered the release.
+			c, err := sh.client(f.lb.base, i, load.hc)
+			if err != nil {
+				return nil, err
+			}
+			load.startInstall(ctx, c, i, *resp.Target)
 			break
 		}
 	}
@@ -871,6 +882,9 @@ type fleetLoad struct {
 	*fleetShared
 	base string
 	hc   *http.Client
+	// spread bounds the wait before each report of an install (uniform),
+	// so that installs span the phase as a fleet's take minutes.
+	spread time.Duration
 
 	mu       sync.Mutex
 	hist     *latencyHist
@@ -881,6 +895,7 @@ type fleetLoad struct {
 	errMsgs  []string // the first few
 	accepted []fleetReport
 	replayed []fleetReport
+	started  atomic.Int64 // installs
 	installs sync.WaitGroup
 }
 
@@ -932,7 +947,6 @@ func (l *fleetLoad) check(ctx context.Context, i int, due time.Time) {
 		l.fail(err)
 		return
 	}
-	install := offered(resp) && l.installing[i].CompareAndSwap(false, true)
 	l.mu.Lock()
 	l.checks++
 	l.hist.record(lat)
@@ -941,10 +955,19 @@ func (l *fleetLoad) check(ctx context.Context, i int, due time.Time) {
 		l.offers++
 	}
 	l.mu.Unlock()
-	if install {
-		l.installs.Add(1)
-		go l.install(ctx, c, i, *resp.Target)
+	if offered(resp) {
+		l.startInstall(ctx, c, i, *resp.Target)
 	}
+}
+
+// startInstall starts device i's install of t unless it has one already.
+func (l *fleetLoad) startInstall(ctx context.Context, c *apiclient.Client, i int, t api.Target) {
+	if !l.installing[i].CompareAndSwap(false, true) {
+		return
+	}
+	l.started.Add(1)
+	l.installs.Add(1)
+	go l.install(ctx, c, i, t)
 }
 
 // install reports what mxos-updater reports while installing t and after
@@ -953,6 +976,13 @@ func (l *fleetLoad) check(ctx context.Context, i int, due time.Time) {
 func (l *fleetLoad) install(ctx context.Context, c *apiclient.Client, i int, t api.Target) {
 	defer l.installs.Done()
 	for _, ev := range []api.Event{api.EventDownloadStarted, api.EventDownloadFinished, api.EventDeployed, api.EventHealthOK} {
+		if l.spread > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Duration(mrand.Int64N(int64(l.spread)))):
+			}
+		}
 		seq := l.seqs[i].Add(1)
 		err := c.Report(ctx, api.ReportRequest{DeviceID: l.ids[i], Seq: seq, RolloutID: t.RolloutID, Version: t.Version, Event: ev})
 		switch {
