@@ -736,6 +736,12 @@ func (b *bench) fleetEvents(ctx context.Context, f *fleetSetup, load *fleetLoad,
 	}
 	logf(b.stderr, "fleet: %s offered to %s by every replica %.0f ms after the promotion", fleetNew, ev.probeDevice, ms(ev.publishMax))
 
+	// The halt, through nginx, by the API the console and mxosctl use,
+	// once the release has been offered for a while (devices install it
+	// and report meanwhile).
+	if err := sleepUntil(start.Add(phase * 2 / 5)); err != nil {
+		return nil, err
+	}
 	// The halt, through nginx, by the API the console and mxosctl use.
 	admin, err := apiclient.New(f.lb.base, f.release)
 	if err != nil {
