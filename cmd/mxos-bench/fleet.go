@@ -742,7 +742,6 @@ func (b *bench) fleetEvents(ctx context.Context, f *fleetSetup, load *fleetLoad,
 	if err := sleepUntil(start.Add(phase * 2 / 5)); err != nil {
 		return nil, err
 	}
-	// The halt, through nginx, by the API the console and mxosctl use.
 	admin, err := apiclient.New(f.lb.base, f.release)
 	if err != nil {
 		return nil, err
