@@ -729,10 +729,9 @@ func (b *bench) fleetEvents(ctx context.Context, f *fleetSetup, load *fleetLoad,
 	}
 	ev.probeDevice = sh.ids[probe]
 	// Every replica offers it (the change feed) before the halt.
-	var err2 error
-	ev.publishSeen, ev.publishMax, err2 = sh.until(ctx, f.servers, probe, promoted, true, 30*time.Second)
-	if err2 != nil {
-		return nil, err2
+	ev.publishSeen, ev.publishMax, err = sh.until(ctx, f.servers, probe, promoted, true, 30*time.Second)
+	if err != nil {
+		return nil, err
 	}
 	logf(b.stderr, "fleet: %s offered to %s by every replica %.0f ms after the promotion", fleetNew, ev.probeDevice, ms(ev.publishMax))
 
