@@ -210,7 +210,7 @@ func runFleet(ctx context.Context, b *bench) error {
 		evErr = errors.Join(evErr, errors.New("fleet: reports still unanswered 2 minutes after the phase"))
 	}
 	if evErr != nil {
-		return evErr
+		return fmt.Errorf("%w%s", evErr, f.logTails())
 	}
 	pg2, err := pgSnapshot(ctx, conn, f.pg)
 	if err != nil {
@@ -650,6 +650,20 @@ func (b *bench) startFleetLB(ctx context.Context, f *fleetSetup) error {
 		return fmt.Errorf("%w; error.log: %s", err, strings.TrimSpace(string(log)))
 	}
 	return nil
+}
+
+// logTails is the end of every server's and nginx's log, for an error.
+func (f *fleetSetup) logTails() string {
+	var b strings.Builder
+	for i, s := range f.servers {
+		if t := s.d.stderr.String(); t != "" {
+			fmt.Fprintf(&b, "\nserver %d log:\n%s", i, t)
+		}
+	}
+	if log, err := os.ReadFile(filepath.Join(f.lbDir, "error.log")); err == nil && len(log) > 0 {
+		fmt.Fprintf(&b, "\nnginx error.log:\n%s", strings.TrimSpace(string(log)))
+	}
+	return b.String()
 }
 
 // serverCPU is the CPU time of every live server.
