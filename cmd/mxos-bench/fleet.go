@@ -44,9 +44,11 @@ import (
 //     proxy_next_upstream retries a request that met a dead replica on
 //     another one, and nginx's access log says which requests it retried.
 //   - The fleet: --devices registered devices (each with its own bound
-//     credential) on stable, all running 10.0.2, which like 10.0.1 is
-//     rolled out completely: nothing is offered until the benchmark
-//     publishes.
+//     credential) on stable, all running 10.0.2, which the benchmark
+//     publishes and promotes with mxosctl before the load and rolls out
+//     completely (the seeded store has devices but no releases, since
+//     mxosctl reads the channel's newest commit): nothing is offered
+//     until the benchmark publishes again.
 //   - Phase 1, capacity: a closed loop of --concurrency clients checking
 //     through the load balancer for --duration (the machine's capacity:
 //     the rate at which it is never idle).
