@@ -61,10 +61,26 @@ type checkSpec struct {
 	Devices  int
 	Seed     uint64
 	Channels string // hash of the channel definitions copied in
+	// Settled is the fleet benchmark's store: every device runs checkNew,
+	// and there are no releases or rollouts, so that the benchmark
+	// publishes real ones (mxosctl needs the channel's newest commit).
+	Settled bool
 }
 
 func (s checkSpec) key() string {
-	return fmt.Sprintf("check-d%d-seed%d-ch%s-v2", s.Devices, s.Seed, s.Channels)
+	k := fmt.Sprintf("check-d%d-seed%d-ch%s-v2", s.Devices, s.Seed, s.Channels)
+	if s.Settled {
+		k += "-fleet"
+	}
+	return k
+}
+
+// deviceRelease is the version and commit every device of the store runs.
+func (s checkSpec) deviceRelease(setup checkSetup) (version, commit string) {
+	if s.Settled {
+		return checkNew, setup.NewCommit
+	}
+	return checkOld, setup.OldCommit
 }
 
 // checkSetup is what seeding made, kept beside the store as setup.json.
@@ -74,6 +90,8 @@ type checkSetup struct {
 	OldCommit   string  `json:"old_commit"`
 	NewCommit   string  `json:"new_commit"`
 	RolloutID   string  `json:"rollout_id"`
+	// Settled: no releases were seeded (checkSpec.Settled).
+	Settled bool `json:"settled,omitempty"`
 }
 
 // Files in the check data directory besides the store and repo/.
@@ -558,8 +576,9 @@ func checkBodies(spec checkSpec, setup checkSetup) ([][]byte, error) {
 	ids := checkDeviceIDs(spec.Seed, spec.Devices)
 	bodies := make([][]byte, len(ids))
 	for i, id := range ids {
+		version, commit := spec.deviceRelease(setup)
 		b, err := json.Marshal(api.CheckRequest{DeviceID: id, Arch: checkArch, Channel: checkChannel,
-			BootedCommit: setup.OldCommit, Version: checkOld})
+			BootedCommit: commit, Version: version})
 		if err != nil {
 			return nil, fmt.Errorf("encoding check request: %w", err)
 		}
@@ -604,28 +623,13 @@ func seedCheckData(ctx context.Context, logw io.Writer, dir string, chFiles map[
 	}
 	defer store.Close()
 	now := time.Now().UTC()
-	setup := checkSetup{Devices: spec.Devices, OldCommit: checkCommit(checkOld), NewCommit: checkCommit(checkNew), RolloutID: "bench-" + checkNew}
-	for i, v := range []string{checkOld, checkNew} {
-		at := now.Add(time.Duration(i-2) * 24 * time.Hour)
-		err := store.AddRelease(ctx, db.Release{Channel: checkChannel, Arch: checkArch, Version: v, Ref: ref,
-			Commit: checkCommit(v), PublishedAt: at, PublishedBy: "mxos-bench"})
-		if err != nil {
-			return fmt.Errorf("seeding releases: %w", err)
+	setup := checkSetup{Devices: spec.Devices, OldCommit: checkCommit(checkOld), NewCommit: checkCommit(checkNew), RolloutID: "bench-" + checkNew, Settled: spec.Settled}
+	if !spec.Settled {
+		if err := seedCheckReleases(ctx, store, ref, setup, now); err != nil {
+			return err
 		}
 	}
-	// The older release rolled out completely; the newer one is halfway.
-	old := db.Rollout{ID: "bench-" + checkOld, Channel: checkChannel, Arch: checkArch, Version: checkOld, Ramp: "100%",
-		State: rollout.StateActive, CreatedAt: now.Add(-47 * time.Hour), CreatedBy: "mxos-bench"}
-	if err := store.CreateRollout(ctx, old); err != nil {
-		return fmt.Errorf("seeding rollouts: %w", err)
-	}
-	if err := store.SetRolloutState(ctx, old.ID, rollout.StateActive, rollout.StateComplete, "", now.Add(-30*time.Hour)); err != nil {
-		return fmt.Errorf("seeding rollouts: %w", err)
-	}
-	if err := store.CreateRollout(ctx, db.Rollout{ID: setup.RolloutID, Channel: checkChannel, Arch: checkArch, Version: checkNew,
-		Ramp: checkRamp, State: rollout.StateActive, CreatedAt: now.Add(-23 * time.Hour), CreatedBy: "mxos-bench"}); err != nil {
-		return fmt.Errorf("seeding rollouts: %w", err)
-	}
+	devVersion, devCommit := spec.deviceRelease(setup)
 	ids := checkDeviceIDs(spec.Seed, spec.Devices)
 	rng := rand.New(rand.NewPCG(spec.Seed, 0x6c617374))
 	logf(logw, "check: seeding %d devices, %d per transaction", len(ids), checkBatch)
@@ -637,7 +641,7 @@ func seedCheckData(ctx context.Context, logw io.Writer, dir string, chFiles map[
 				// Last seen within the past day, like a fleet checking in daily.
 				seen := now.Add(-time.Duration(rng.Int64N(int64(24 * time.Hour))))
 				if err := tx.UpsertDevice(ctx, db.Device{ID: id, Arch: checkArch, Channel: checkChannel,
-					BootedCommit: setup.OldCommit, Version: checkOld, LastSeen: seen}); err != nil {
+					BootedCommit: devCommit, Version: devVersion, LastSeen: seen}); err != nil {
 					return err
 				}
 				// Each device has its own credential, bound to its id, as
@@ -669,6 +673,33 @@ func seedCheckData(ctx context.Context, logw io.Writer, dir string, chFiles map[
 	}
 	if err := os.WriteFile(filepath.Join(dir, checkSetupFile), js, 0o644); err != nil {
 		return fmt.Errorf("writing %s: %w", checkSetupFile, err)
+	}
+	return nil
+}
+
+// seedCheckReleases adds the check store's releases (with made-up
+// commits) and rollouts: checkOld rolled out completely, checkNew halfway.
+func seedCheckReleases(ctx context.Context, store *db.Store, ref string, setup checkSetup, now time.Time) error {
+	for i, v := range []string{checkOld, checkNew} {
+		at := now.Add(time.Duration(i-2) * 24 * time.Hour)
+		err := store.AddRelease(ctx, db.Release{Channel: checkChannel, Arch: checkArch, Version: v, Ref: ref,
+			Commit: checkCommit(v), PublishedAt: at, PublishedBy: "mxos-bench"})
+		if err != nil {
+			return fmt.Errorf("seeding releases: %w", err)
+		}
+	}
+	// The older release rolled out completely; the newer one is halfway.
+	old := db.Rollout{ID: "bench-" + checkOld, Channel: checkChannel, Arch: checkArch, Version: checkOld, Ramp: "100%",
+		State: rollout.StateActive, CreatedAt: now.Add(-47 * time.Hour), CreatedBy: "mxos-bench"}
+	if err := store.CreateRollout(ctx, old); err != nil {
+		return fmt.Errorf("seeding rollouts: %w", err)
+	}
+	if err := store.SetRolloutState(ctx, old.ID, rollout.StateActive, rollout.StateComplete, "", now.Add(-30*time.Hour)); err != nil {
+		return fmt.Errorf("seeding rollouts: %w", err)
+	}
+	if err := store.CreateRollout(ctx, db.Rollout{ID: setup.RolloutID, Channel: checkChannel, Arch: checkArch, Version: checkNew,
+		Ramp: checkRamp, State: rollout.StateActive, CreatedAt: now.Add(-23 * time.Hour), CreatedBy: "mxos-bench"}); err != nil {
+		return fmt.Errorf("seeding rollouts: %w", err)
 	}
 	return nil
 }

@@ -28,6 +28,14 @@
 //   - registry: blob pulls (1 MB and 100 MB) from our OCI registry against
 //     distribution/distribution v3 (built once with the go tool) serving
 //     the same blobs.
+//   - fleet: --replicas (3) real mxos-server processes on one PostgreSQL
+//     cluster and one S3 bucket (versitygw) behind Debian's nginx routed
+//     as deploy/compose/nginx.conf, --devices registered devices checking
+//     through it at capacity (closed loop) and at their own cadence
+//     (Poisson, --check-every) with reports, a publish, a halt and a
+//     kill -9 of one replica in the middle: checks/s, p50/p99, errors,
+//     requests nginx retried, how long until every replica stops offering
+//     the halted release, nothing lost, PostgreSQL's load (fleet.go).
 //
 // The machines this runs on are small and noisy, so absolute times mean
 // little: every figure is measured on both sides in the same run, in

@@ -45,6 +45,7 @@ type options struct {
 	checkEvery   time.Duration
 	channels     string
 	distribution string
+	replicas     int
 }
 
 // quickDefaults are the smoke-test sizes of --quick, applied to every flag
@@ -87,6 +88,10 @@ table of figures and ratios (ours/peer) with the target of each row:
   deltas   our static deltas vs ostree static-delta generate and vs loose
            objects of the same update: bytes, and apply time against
            ostree pull --require-static-deltas
+  fleet    --replicas mxos-servers behind nginx on one PostgreSQL and one S3
+           bucket, --devices checking at their cadence and reporting, a
+           publish, a halt and a kill -9 in the middle: checks/s, p50/p99,
+           errors, halt visibility, nothing lost, PostgreSQL's load
 
 Sizes default to a full run (several minutes); --quick is a smoke-size run.`,
 		SilenceUsage:  true,
@@ -124,6 +129,7 @@ Sizes default to a full run (several minutes); --quick is a smoke-size run.`,
 	pf.Float64Var(&o.openRate, "open-rate", 0.25, "check: also send checks open-loop (Poisson arrivals, as independent devices do) at this fraction of the trivial handler's closed-loop rate, and report the latency (0: skip)")
 	pf.DurationVar(&o.checkEvery, "check-every", time.Hour, "check: also send checks open-loop at the rate of a fleet of --devices each checking this often (0: skip)")
 	pf.StringVar(&o.distribution, "distribution", "", "distribution/distribution v3 registry binary (default: built once from the module proxy into the user cache)")
+	pf.IntVar(&o.replicas, "replicas", 3, "fleet: mxos-server replicas behind nginx (the first is the writer; the last is killed)")
 	pf.StringVar(&o.channels, "channels", "", "channel definitions for check (default: channels/ of the module root)")
 
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
@@ -163,6 +169,7 @@ Sizes default to a full run (several minutes); --quick is a smoke-size run.`,
 		sub("registry", "our OCI registry vs distribution v3: blob pull MB/s", partRegistry),
 		newDevpullCmd(&o, argv), newDevpullServeChildCmd(), newDevpullChildCmd(),
 		newDeltasCmd(&o, argv),
+		newFleetCmd(&o, argv),
 		newPublishChildCmd(),
 		newCheckChildCmd(),
 		newTrivialChildCmd(),
@@ -198,6 +205,8 @@ func (o *options) validate() error {
 		return errors.New("--open-rate must be between 0 and 1")
 	case o.checkEvery < 0 || (o.checkEvery > 0 && o.checkEvery < time.Second):
 		return errors.New("--check-every must be 0 or at least 1s")
+	case o.replicas < 2 || o.replicas > 16:
+		return errors.New("--replicas must be between 2 and 16")
 	case len(o.objects) == 0:
 		return errors.New("--objects must name small, large or both")
 	}

@@ -36,7 +36,7 @@ type S3Server struct {
 // under CI (testtool.Missing).
 func StartS3(t testing.TB) *S3Server {
 	t.Helper()
-	bin := findVersityGW()
+	bin := FindVersityGW()
 	if bin == "" {
 		testtool.Missing(t, "versitygw not found in PATH or GOPATH/bin (go install github.com/versity/versitygw/cmd/versitygw@"+VersityGWVersion+")")
 		return nil
@@ -61,9 +61,7 @@ func (s *S3Server) start(t testing.TB, bin, addr string) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(bin, "--port", addr, "--quiet", "posix", s.Dir)
-	// Credentials in the environment, not on the command line (ps).
-	cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY_ID="+s.AccessKey, "ROOT_SECRET_ACCESS_KEY="+s.SecretKey)
+	cmd := s.Command(bin, addr)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
@@ -100,6 +98,15 @@ func (s *S3Server) start(t testing.TB, bin, addr string) error {
 	return nil
 }
 
+// Command is versitygw (bin) with the posix backend on s.Dir listening on
+// addr, with s's root credentials in its environment, not on the command
+// line (ps). StartS3 runs it; mxos-bench fleet starts it as its own child.
+func (s *S3Server) Command(bin, addr string) *exec.Cmd {
+	cmd := exec.Command(bin, "--port", addr, "--quiet", "posix", s.Dir)
+	cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY_ID="+s.AccessKey, "ROOT_SECRET_ACCESS_KEY="+s.SecretKey)
+	return cmd
+}
+
 // Bucket creates a new bucket with a random name and returns the config
 // that reaches it.
 func (s *S3Server) Bucket(t testing.TB) s3store.Config {
@@ -128,7 +135,8 @@ func NewS3Store(t testing.TB) *s3store.Store {
 	return st
 }
 
-func findVersityGW() string {
+// FindVersityGW is the versitygw binary in PATH or GOPATH/bin, or "".
+func FindVersityGW() string {
 	if p, err := exec.LookPath("versitygw"); err == nil {
 		return p
 	}
