@@ -101,7 +101,7 @@ esac`,
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "CI=true test -timeout 60m -tags " + BuildTags + " -json -count=1 ./..."
+	want := "CI=true test -timeout 75m -tags " + BuildTags + " -json -count=1 ./..."
 	if !strings.Contains(string(calls), want+"\n") {
 		t.Errorf("go was called as:\n%s\nwant a line %q", calls, want)
 	}
