@@ -67,19 +67,7 @@ func TestBackupRestore(t *testing.T) {
 		}
 		return m
 	}
-	// The audit events reach the public log within a second or two: the
-	// backup is taken once the log has settled (the runbook: no changes
-	// while it runs).
-	for prev, deadline := "", time.Now().Add(30*time.Second); ; time.Sleep(1500 * time.Millisecond) {
-		cp := string(httpGet(t, serverA+"/log/checkpoint"))
-		if cp == prev {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the transparency log did not settle")
-		}
-		prev = cp
-	}
+	waitLogSettled(t, serverA)
 	before := served(serverA)
 
 	// The backup, taken while the server runs (online keys included).
@@ -148,4 +136,22 @@ func exitCode(err error) int {
 		return ee.ExitCode()
 	}
 	return -1
+}
+
+// waitLogSettled waits until server's transparency log checkpoint stops
+// changing: the audit events reach the public log within a second or two,
+// and a backup is taken once the log has settled (the runbook: no changes
+// while it runs).
+func waitLogSettled(t *testing.T, server string) {
+	t.Helper()
+	for prev, deadline := "", time.Now().Add(30*time.Second); ; time.Sleep(1500 * time.Millisecond) {
+		cp := string(httpGet(t, server+"/log/checkpoint"))
+		if cp == prev {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the transparency log did not settle")
+		}
+		prev = cp
+	}
 }
