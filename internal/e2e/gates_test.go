@@ -25,7 +25,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -392,7 +391,7 @@ func freePort(t *testing.T) int {
 // and certificate paths changed, in front of mxos-server on loopback:
 // mxosctl publishes through it and stock ostree pulls through it.
 func TestShippedNginxProxy(t *testing.T) {
-	nginx := requireTool(t, "nginx")
+	requireTool(t, "nginx")
 	requireOstreeGPG(t)
 	s := startSite(t, false)
 	conf, err := os.ReadFile("../../deploy/nginx/mxos-update.conf")
@@ -413,51 +412,8 @@ func TestShippedNginxProxy(t *testing.T) {
 		}
 		site = strings.ReplaceAll(site, old, repl)
 	}
-	dir := t.TempDir()
-	main := fmt.Sprintf(`daemon off;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log;
-events {}
-http {
-  access_log off;
-  client_body_temp_path %[1]s/body;
-  proxy_temp_path %[1]s/proxy;
-  fastcgi_temp_path %[1]s/fastcgi;
-  uwsgi_temp_path %[1]s/uwsgi;
-  scgi_temp_path %[1]s/scgi;
-  include %[1]s/site.conf;
-}
-`, dir)
-	for name, body := range map[string]string{"site.conf": site, "nginx.conf": main} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, nginx, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"))
-	// SIGTERM: nginx's fast shutdown, which also ends its workers (they
-	// hold the output pipe).
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 10 * time.Second
-	var out lockedBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
+	startNginx(t, site, httpsPort)
 	front := fmt.Sprintf("https://127.0.0.1:%d", httpsPort)
-	for i := 0; ; i++ {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", httpsPort))
-		if err == nil {
-			c.Close()
-			break
-		}
-		if i == 100 {
-			b, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-			t.Fatalf("nginx did not start: %s\n%s", out.String(), b)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 
 	env := append(s.env, "MXOS_CA_FILE="+s.pki.ca)
 	src := smallTree(t)

@@ -168,17 +168,25 @@ func TestRegistryConformanceS3(t *testing.T) {
 
 func runRegistryConformance(t *testing.T, rs *registryServer) {
 	t.Helper()
+	runConformance(t, rs.host, rs.release)
+}
+
+// runConformance runs the suite, every area on, against the registry at
+// host (host:port) over plain HTTP with a release token; env is added
+// last (it wins: e.g. OCI_TLS=enabled and SSL_CERT_FILE).
+func runConformance(t *testing.T, host, releaseToken string, env ...string) {
+	t.Helper()
 	bin := conformanceBinary(t)
 	results := t.TempDir()
 	cmd := exec.Command(bin)
 	cmd.Dir = t.TempDir() // no stray oci-conformance.yaml
-	env := []string{
-		"OCI_REGISTRY=" + rs.host,
+	settings := []string{
+		"OCI_REGISTRY=" + host,
 		"OCI_TLS=disabled",
 		"OCI_REPO1=conformance/repo1",
 		"OCI_REPO2=conformance/repo2",
 		"OCI_USERNAME=mxos",
-		"OCI_PASSWORD=" + rs.release,
+		"OCI_PASSWORD=" + releaseToken,
 		"OCI_RESULTS_DIR=" + results,
 		"OCI_VERSION=1.1",
 		"OCI_LOG=warn",
@@ -216,7 +224,7 @@ func runRegistryConformance(t *testing.T, rs *registryServer) {
 		"OCI_DATA_EMPTY_BLOB=true",
 		"OCI_DATA_SHA512=true",
 	}
-	cmd.Env = append(cleanEnv(), env...)
+	cmd.Env = append(append(cleanEnv(), settings...), env...)
 	out, err := cmd.CombinedOutput()
 	failed, total, rerr := conformanceFailures(filepath.Join(results, "junit.xml"))
 	if rerr != nil {

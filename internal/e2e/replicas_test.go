@@ -33,10 +33,20 @@ type replicaSet struct {
 // extra flags for server i from extra(i) (nil: none).
 func startReplicas(t *testing.T, n int, extra func(i int) []string) *replicaSet {
 	t.Helper()
+	return startReplicasWith(t, n, extra, nil)
+}
+
+// startReplicasWith is startReplicas with setup (nil: none) run in the
+// work directory once the keys exist, before the first server starts.
+func startReplicasWith(t *testing.T, n int, extra func(i int) []string, setup func(workDir)) *replicaSet {
+	t.Helper()
 	r := &replicaSet{w: workDir{t, t.TempDir()}, dsn: pgtest.Database(t)}
 	w := r.w
 	w.run(nil, mxosctl(), "keys", "generate", "--dir", "keys")
 	w.run(nil, mxosctl(), "keys", "generate", "--dir", "online-keys")
+	if setup != nil {
+		setup(w)
+	}
 	token := func(role string, args ...string) string {
 		out := w.run(nil, mxosServer(), append([]string{"token", "create", "--data", "data-0", "--database", r.dsn, "--role", role}, args...)...)
 		return strings.TrimSpace(strings.SplitN(out, "\n", 2)[0])
