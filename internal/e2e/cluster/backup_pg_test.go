@@ -1,4 +1,4 @@
-package e2e
+package cluster
 
 import (
 	"bytes"
@@ -16,6 +16,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/storage/storagetest"
 	"github.com/mxos-linux/mxos-update/internal/testserver"
 	"github.com/mxos-linux/mxos-update/internal/testtool"
+	"github.com/mxos-linux/mxos-update/internal/testtool/e2ekit"
 	"github.com/mxos-linux/mxos-update/internal/testtool/pgtest"
 )
 
@@ -37,30 +38,30 @@ func TestBackupRestorePostgresS3(t *testing.T) {
 	testtool.Require(t, "rclone")
 	dir := t.TempDir()
 	root := filepath.Join(testtool.ModuleRoot(t), "deploy", "backup")
-	w := workDir{t, dir}
-	run, write := w.run, w.write
-	copyFile := func(from, to string) { t.Helper(); write(to, w.read(from)) }
+	w := e2ekit.WorkDir{T: t, Dir: dir}
+	run, write := w.Run, w.Write
+	copyFile := func(from, to string) { t.Helper(); write(to, w.Read(from)) }
 	s3 := storagetest.StartS3(t)
 	oldBucket, newBucket := s3.Bucket(t), s3.Bucket(t)
 	oldStorage, _ := s3.StorageFile(t, oldBucket.Bucket)
 	newStorage, _ := s3.StorageFile(t, newBucket.Bucket)
 	oldDB, newDB := pgtest.Database(t), pgtest.Database(t)
 
-	run(nil, mxosctl(), "keys", "generate", "--dir", "keys")
-	run(nil, mxosctl(), "keys", "generate", "--dir", "online-keys")
+	run(nil, e2ekit.Mxosctl(), "keys", "generate", "--dir", "keys")
+	run(nil, e2ekit.Mxosctl(), "keys", "generate", "--dir", "online-keys")
 	copyFile("keys/ed25519.pub", "device/keys/ed25519.pub")
 	copyFile("keys/openpgp.pub.asc", "device/keys/openpgp.pub.asc")
-	run(nil, mxosctl(), "metadata", "init", "--keys", "keys", "--online-pub", "online-keys", "--out", "mxos-data/metadata")
+	run(nil, e2ekit.Mxosctl(), "metadata", "init", "--keys", "keys", "--online-pub", "online-keys", "--out", "mxos-data/metadata")
 	copyFile("mxos-data/metadata/root.json", "device/keys/root.json")
 	serverArgs := func(db, storage, onlineKeys string) []string {
 		return []string{"--database", db, "--storage", storage, "--release-keys", filepath.Join(dir, "device/keys"),
 			"--online-keys", onlineKeys, "--channels", testserver.ChannelsDir()}
 	}
-	repoA, stopA := startServerProcess(t, filepath.Join(dir, "mxos-data"), serverArgs(oldDB, oldStorage, filepath.Join(dir, "online-keys"))...)
+	repoA, stopA := e2ekit.StartServerProcess(t, filepath.Join(dir, "mxos-data"), serverArgs(oldDB, oldStorage, filepath.Join(dir, "online-keys"))...)
 	serverA := strings.TrimSuffix(repoA, "/repo")
 	token := func(db, role, name string) string {
-		out := run(nil, mxosServer(), "token", "create", "--data", "mxos-data", "--database", db, "--role", role, "--name", name)
-		return strings.TrimSpace(strings.SplitN(out, "\n", 2)[0])
+		out := run(nil, e2ekit.MxosServer(), "token", "create", "--data", "mxos-data", "--database", db, "--role", role, "--name", name)
+		return e2ekit.FirstLine(out)
 	}
 	write("device/token", token(oldDB, "device", "aulas")+"\n")
 	deviceConfig := func(server string) {
@@ -71,18 +72,18 @@ func TestBackupRestorePostgresS3(t *testing.T) {
 	deviceConfig(serverA)
 	env := []string{"MXOS_SERVER=" + serverA, "MXOS_TOKEN=" + token(oldDB, "release", "equipo")}
 	write("rootfs/usr/bin/hola", "#!/bin/sh\necho hola\n")
-	run(env, mxosctl(), "publish", "--channel", "testing", "--version", "10.0.1", "--keys", "keys", "./rootfs")
-	if out := run(nil, mxosUpdater(t), "--config", "device/config.yaml", "upgrade"); !strings.Contains(out, "Version 10.0.1 is installed") {
+	run(env, e2ekit.Mxosctl(), "publish", "--channel", "testing", "--version", "10.0.1", "--keys", "keys", "./rootfs")
+	if out := run(nil, e2ekit.MxosUpdater(t), "--config", "device/config.yaml", "upgrade"); !strings.Contains(out, "Version 10.0.1 is installed") {
 		t.Fatalf("upgrade:\n%s", out)
 	}
 	served := func(server string) map[string][]byte {
 		m := map[string][]byte{}
 		for _, p := range []string{"/repo/summary", "/repo/summary.sig", "/repo/refs/heads/mxos/10/x86_64/testing"} {
-			m[p] = httpGet(t, server+p)
+			m[p] = e2ekit.HTTPGet(t, server+p)
 		}
 		return m
 	}
-	waitLogSettled(t, serverA)
+	e2ekit.WaitLogSettled(t, serverA)
 	before := served(serverA)
 
 	backup := filepath.Join(dir, "backup")
@@ -97,7 +98,7 @@ func TestBackupRestorePostgresS3(t *testing.T) {
 
 	damaged := filepath.Join(dir, "damaged")
 	run(nil, "cp", "-a", backup, damaged)
-	flipByte(t, filepath.Join(damaged, "bucket.tar"), 4096)
+	e2ekit.FlipByte(t, filepath.Join(damaged, "bucket.tar"), 4096)
 	newData := filepath.Join(dir, "new", "mxos-data")
 	for _, tc := range []struct{ what, backup, db, storage, want string }{
 		{"a damaged backup", damaged, newDB, newStorage, "checksums do not match"},
@@ -125,7 +126,7 @@ func TestBackupRestorePostgresS3(t *testing.T) {
 	if got, want := bucketObjects(t, newBucket), bucketObjects(t, oldBucket); strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("the restored bucket holds %d objects, the old one %d", len(got), len(want))
 	}
-	repoB := startServerBinary(t, newData, serverArgs(newDB, newStorage, filepath.Join(dir, "new", "online-keys"))...)
+	repoB := e2ekit.StartServer(t, newData, serverArgs(newDB, newStorage, filepath.Join(dir, "new", "online-keys"))...)
 	serverB := strings.TrimSuffix(repoB, "/repo")
 	after := served(serverB)
 	for p, b := range before {
@@ -134,14 +135,14 @@ func TestBackupRestorePostgresS3(t *testing.T) {
 		}
 	}
 	deviceConfig(serverB)
-	check := exec.Command(mxosUpdater(t), "--config", "device/config.yaml", "check")
+	check := exec.Command(e2ekit.MxosUpdater(t), "--config", "device/config.yaml", "check")
 	check.Dir = dir
 	out, err := check.CombinedOutput()
-	if code := exitCode(err); code != 77 {
+	if code := e2ekit.ExitCode(err); code != 77 {
 		t.Fatalf("the device's check against the restored server: exit %d (want 77, no update)\n%s", code, out)
 	}
 	admin := token(newDB, "admin", "admin")
-	if st := run([]string{"MXOS_SERVER=" + serverB, "MXOS_TOKEN=" + admin}, mxosctl(), "devices", "show", "lab3-pc07"); !strings.Contains(st, "10.0.1") {
+	if st := run([]string{"MXOS_SERVER=" + serverB, "MXOS_TOKEN=" + admin}, e2ekit.Mxosctl(), "devices", "show", "lab3-pc07"); !strings.Contains(st, "10.0.1") {
 		t.Fatalf("the restored server does not know the device on 10.0.1:\n%s", st)
 	}
 }
@@ -150,7 +151,7 @@ func TestBackupRestorePostgresS3(t *testing.T) {
 // restore.sh asks).
 func pgTables(t *testing.T, dsn string) string {
 	t.Helper()
-	return strings.TrimSpace(mustRunCmd(t, os.Environ(), "psql", "--no-psqlrc", "-tA", "-d", dsn, "-c",
+	return strings.TrimSpace(e2ekit.MustRunCmd(t, os.Environ(), "psql", "--no-psqlrc", "-tA", "-d", dsn, "-c",
 		"SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"))
 }
 
