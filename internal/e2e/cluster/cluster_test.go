@@ -96,8 +96,10 @@ func (c *cluster) bothReplicas(t *testing.T, what string, mark int64, prefix str
 // device quick start (release keys, signed root, metadata on, TLS with
 // the CA's file), installs a release through the load balancer, its
 // repository reads landing on both replicas, and so does a second release
-// published to the writer directly. The OCI distribution-spec conformance suite passes through
-// the load balancer with the registry's blobs in the bucket.
+// published to the writer directly. The OCI distribution-spec
+// conformance suite passes through the load balancer with the registry's
+// blobs in the bucket. The steps share the cluster and run in order (the
+// agent installs the release the first step published).
 func TestClusterE2E(t *testing.T) {
 	e2ekit.RequireOstreeGPG(t)
 	c := startCluster(t)
