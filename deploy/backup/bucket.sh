@@ -15,12 +15,21 @@ storage_value() {
 }
 
 bucket_remote() {
-  local file=$1 kind bucket prefix endpoint region ak sk
+  local file=$1 kind bucket prefix endpoint region ak sk f
   BUCKET=
   [ -f "$file" ] || { echo "storage file $file not found" >&2; return 1; }
   kind=$(storage_value "$file" kind)
   case "$kind" in
-    "" | dir) return 0 ;;
+    "")
+      # No kind line: the default (dir), unless the file names a bucket in
+      # a form read here differently (flow style, one line): refuse
+      # rather than leave the bucket out of the backup.
+      if grep -q 'bucket\|s3' "$file"; then
+        echo "storage file $file: cannot read it here; write one key: value per line, as the README shows" >&2
+        return 1
+      fi
+      return 0 ;;
+    dir) return 0 ;;
     s3) ;;
     *) echo "storage file $file: unknown kind $kind" >&2; return 1 ;;
   esac
@@ -45,6 +54,9 @@ bucket_remote() {
     export RCLONE_CA_CERT=$AWS_CA_BUNDLE
     unset AWS_CA_BUNDLE
   fi
+  for f in "$ak" "$sk"; do
+    [ -z "$f" ] || [ -r "$f" ] || { echo "storage file $file: cannot read the key file $f" >&2; return 1; }
+  done
   if [ -n "$ak" ]; then
     RCLONE_CONFIG_MXOS_ACCESS_KEY_ID=$(head -n 1 "$ak")
     RCLONE_CONFIG_MXOS_SECRET_ACCESS_KEY=$(head -n 1 "$sk")
