@@ -7,10 +7,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/mxos-linux/mxos-update/internal/testserver"
 	"github.com/mxos-linux/mxos-update/internal/testtool"
+	"github.com/mxos-linux/mxos-update/internal/testtool/e2ekit"
 )
 
 // TestBackupRestore follows deploy/backup/README.md: a server set up as
@@ -67,19 +67,7 @@ func TestBackupRestore(t *testing.T) {
 		}
 		return m
 	}
-	// The audit events reach the public log within a second or two: the
-	// backup is taken once the log has settled (the runbook: no changes
-	// while it runs).
-	for prev, deadline := "", time.Now().Add(30*time.Second); ; time.Sleep(1500 * time.Millisecond) {
-		cp := string(httpGet(t, serverA+"/log/checkpoint"))
-		if cp == prev {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the transparency log did not settle")
-		}
-		prev = cp
-	}
+	e2ekit.WaitLogSettled(t, serverA)
 	before := served(serverA)
 
 	// The backup, taken while the server runs (online keys included).
@@ -140,12 +128,4 @@ func TestBackupRestore(t *testing.T) {
 	}
 }
 
-func exitCode(err error) int {
-	if err == nil {
-		return 0
-	}
-	if ee, ok := err.(*exec.ExitError); ok {
-		return ee.ExitCode()
-	}
-	return -1
-}
+func exitCode(err error) int { return e2ekit.ExitCode(err) }

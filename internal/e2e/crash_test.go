@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -10,9 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +17,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/release"
 	"github.com/mxos-linux/mxos-update/internal/testtool"
+	"github.com/mxos-linux/mxos-update/internal/testtool/e2ekit"
 )
 
 // makeBulkTree writes that many small text files over 40 directories
@@ -87,19 +85,10 @@ func publishCmd(data, keys, version, src string, wrap ...string) *exec.Cmd {
 }
 
 // killGroup sends SIGKILL to the process group of cmd.
-func killGroup(cmd *exec.Cmd) {
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-}
+func killGroup(cmd *exec.Cmd) { e2ekit.KillGroup(cmd) }
 
 // killed reports whether Wait's error says the process died of SIGKILL.
-func killed(err error) bool {
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) {
-		return false
-	}
-	ws, ok := ee.Sys().(syscall.WaitStatus)
-	return ok && (ws.Signaled() && ws.Signal() == syscall.SIGKILL || ws.ExitStatus() == 128+int(syscall.SIGKILL))
-}
+func killed(err error) bool { return e2ekit.Killed(err) }
 
 // crashState is what checkRepoAfterCrash found.
 type crashState struct {
@@ -283,116 +272,21 @@ func TestKillPublishLeavesConsistentRepo(t *testing.T) {
 // with --tls-cert).
 func startServerBinary(t testing.TB, data string, extra ...string) string {
 	t.Helper()
-	u, _ := startServerProcess(t, data, extra...)
-	return u
+	return e2ekit.StartServer(t, data, extra...)
 }
 
-// startServerProcess is startServerBinary that also returns stop, which
-// stops the server (SIGTERM) and checks it exited cleanly: a restart on
-// the same data directory starts another. stop also runs at cleanup.
+// startServerProcess is startServerBinary that also returns stop
+// (e2ekit.StartServerProcess).
 func startServerProcess(t testing.TB, data string, extra ...string) (string, func()) {
 	t.Helper()
-	p := launchServer(t, nil, data, extra...)
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			_ = p.cmd.Process.Signal(syscall.SIGTERM)
-			err := p.wait(10 * time.Second)
-			if ps := p.cmd.ProcessState; ps == nil || !ps.Success() {
-				t.Errorf("mxos-server did not stop cleanly on SIGTERM: %v, %v\n%s", ps, err, p.stderr.String())
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return p.url, stop
+	return e2ekit.StartServerProcess(t, data, extra...)
 }
 
-// serverProc is a running mxos-server process (possibly under a wrapper
-// such as strace, in its own process group).
-type serverProc struct {
-	url    string // the repository URL it printed
-	cmd    *exec.Cmd
-	stderr *lockedBuffer
-	done   chan struct{}
-	err    error // Wait's, once done is closed
-}
-
-// wait waits up to d for the process to exit (then kills its group) and
-// returns Wait's error.
-func (p *serverProc) wait(d time.Duration) error {
-	select {
-	case <-p.done:
-	case <-time.After(d):
-		killGroup(p.cmd)
-		<-p.done
-	}
-	return p.err
-}
-
-// killedAtPoint waits up to d for a server started under stracePoint and
-// reports whether strace killed it (SIGKILL), as opposed to it exiting by
-// itself or being killed by wait after d: a point never reached, with the
-// server left running, is never taken for one reached.
-func (p *serverProc) killedAtPoint(d time.Duration) (bool, error) {
-	select {
-	case <-p.done:
-		return killed(p.err), p.err
-	case <-time.After(d):
-		err := p.wait(0)
-		return false, fmt.Errorf("still running %s after the request (then killed: %v)", d, err)
-	}
-}
-
-// launchServer starts `mxos-server --data data --listen 127.0.0.1:0`
-// with the extra flags, prefixed by the wrap command line if any, and
-// returns once it printed its URL. The process group is killed at
-// cleanup if it still runs.
-func launchServer(t testing.TB, wrap []string, data string, extra ...string) *serverProc {
+// launchServer starts mxos-server under the wrap command line
+// (e2ekit.LaunchServer).
+func launchServer(t testing.TB, wrap []string, data string, extra ...string) *e2ekit.ServerProc {
 	t.Helper()
-	args := append(append(wrap, mxosServer(), "--data", data, "--listen", "127.0.0.1:0", "--log-level", "warn"), extra...)
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &serverProc{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
-	cmd.Stderr = p.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	urls := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		re := regexp.MustCompile(`https?://127\.0\.0\.1:[0-9]+/repo`)
-		for sc.Scan() {
-			if u := re.FindString(sc.Text()); u != "" {
-				urls <- u
-				break
-			}
-		}
-		for sc.Scan() { // keep draining
-		}
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			killGroup(cmd)
-			<-p.done
-		}
-	})
-	select {
-	case p.url = <-urls:
-		return p
-	case <-p.done:
-		t.Fatalf("mxos-server exited before it printed its URL: %v\n%s", p.err, p.stderr.String())
-	case <-time.After(20 * time.Second):
-		t.Fatalf("mxos-server printed no URL:\n%s", p.stderr.String())
-	}
-	return nil
+	return e2ekit.LaunchServer(t, wrap, data, extra...)
 }
 
 // TestKillPublishAtCrashPoints stops `mxosctl publish` at every rename and

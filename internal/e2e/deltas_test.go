@@ -10,6 +10,7 @@ import (
 
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/release"
+	"github.com/mxos-linux/mxos-update/internal/testtool/e2ekit"
 )
 
 // publishDeltas runs the release pipeline with static deltas from the two
@@ -33,7 +34,8 @@ func (s *site) publishDeltas(t testing.TB, version, source string) *release.Resu
 // and the summary with GPG.
 func newDeltaClient(t testing.TB, url, pub string) *client {
 	t.Helper()
-	c := &client{t: t, repo: filepath.Join(t.TempDir(), "client"), env: toolEnv(t)}
+	repo := filepath.Join(t.TempDir(), "client")
+	c := &client{Client: &e2ekit.Client{T: t, Repo: repo, Env: toolEnv(t)}, repo: repo}
 	c.mustRun("init", "--mode=bare-user")
 	c.mustRun(append(append([]string{"remote", "add"}, gpgRemote(pub)...), "origin", url)...)
 	return c

@@ -6,7 +6,9 @@
 // peer: pull with GPG and dummy-engine verification, mirror, fsck, checkout,
 // `ostree commit` for checksum comparisons. Tests that need those programs
 // are skipped when they are missing, unless the CI environment variable is
-// set, in which case they fail.
+// set, in which case they fail. The helpers internal/e2e/cluster shares
+// with it (binaries, server processes, work directory, ostree clients, test
+// CA, nginx, the conformance suite, replicas) are in internal/testtool/e2ekit.
 //
 // Crash tests stop real processes at named points: strace kills them at a
 // rename or fsync on a final path (a point never reached fails the test),

@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -11,6 +9,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/sign"
 	"github.com/mxos-linux/mxos-update/internal/testtool"
+	"github.com/mxos-linux/mxos-update/internal/testtool/e2ekit"
 )
 
 // TestPublishedEd25519VerifiedByOpenSSL checks the ed25519 signatures the
@@ -75,14 +74,5 @@ func TestPublishedEd25519VerifiedByOpenSSL(t *testing.T) {
 
 func httpGet(t *testing.T, url string) []byte {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s %v", url, resp.Status, err)
-	}
-	return b
+	return e2ekit.HTTPGet(t, url)
 }

@@ -5,17 +5,9 @@ package e2e
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -25,67 +17,20 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/mxos-linux/mxos-update/internal/api"
 	apiclient "github.com/mxos-linux/mxos-update/internal/client"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/testserver"
+	"github.com/mxos-linux/mxos-update/internal/testtool/e2ekit"
 )
 
 // testPKI is a CA made for one test and a certificate it signed for
 // 127.0.0.1 and localhost, as PEM files.
-type testPKI struct {
-	ca, cert, key string
-	pair          tls.Certificate
-}
+type testPKI = e2ekit.PKI
 
-func newTestPKI(t testing.TB) testPKI {
-	t.Helper()
-	dir := t.TempDir()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "MxOS test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), DNSNames: []string{"localhost"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := testPKI{ca: filepath.Join(dir, "ca.pem"), cert: filepath.Join(dir, "cert.pem"), key: filepath.Join(dir, "key.pem")}
-	for file, blk := range map[string]*pem.Block{p.ca: {Type: "CERTIFICATE", Bytes: caDER},
-		p.cert: {Type: "CERTIFICATE", Bytes: der}, p.key: {Type: "EC PRIVATE KEY", Bytes: keyDER}} {
-		if err := os.WriteFile(file, pem.EncodeToMemory(blk), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if p.pair, err = tls.LoadX509KeyPair(p.cert, p.key); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
+func newTestPKI(t testing.TB) testPKI { return e2ekit.NewPKI(t) }
 
 // tlsSite is a real mxos-server over HTTPS with the shipped channels,
 // release and online keys, and a release token.
@@ -112,7 +57,7 @@ func startSite(t *testing.T, withTLS bool) *tlsSite {
 	s.token = strings.TrimSpace(strings.Split(strings.TrimSpace(string(out)), "\n")[0])
 	args := []string{"--channels", testserver.ChannelsDir(), "--release-keys", s.release.dir, "--online-keys", s.online.dir}
 	if withTLS {
-		args = append(args, "--tls-cert", s.pki.cert, "--tls-key", s.pki.key)
+		args = append(args, "--tls-cert", s.pki.Cert, "--tls-key", s.pki.Key)
 	}
 	repoURL := startServerBinary(t, s.data, args...)
 	if withTLS != strings.HasPrefix(repoURL, "https://") {
@@ -170,17 +115,17 @@ func TestTLSServerMxosctlStockPull(t *testing.T) {
 	if out, err := s.ctl(s.env, "channels"); err == nil || !strings.Contains(out, "certificate") {
 		t.Fatalf("mxosctl channels without --ca-file: %v\n%s", err, out)
 	}
-	if out, err := s.ctl(s.env, append([]string{"--ca-file", s.pki.ca}, pub...)...); err != nil {
+	if out, err := s.ctl(s.env, append([]string{"--ca-file", s.pki.CA}, pub...)...); err != nil {
 		t.Fatalf("mxosctl publish over TLS: %v\n%s", err, out)
 	}
-	if out, err := s.ctl(append(s.env, "MXOS_CA_FILE="+s.pki.ca), "channels"); err != nil || !strings.Contains(out, "10.0.1") {
+	if out, err := s.ctl(append(s.env, "MXOS_CA_FILE="+s.pki.CA), "channels"); err != nil || !strings.Contains(out, "10.0.1") {
 		t.Fatalf("mxosctl channels with MXOS_CA_FILE: %v\n%s", err, out)
 	}
 	want := s.refs(t)["mxos/10/x86_64/testing"]
 
 	// Stock ostree: the CA through tls-ca-path; without it, no pull.
 	env := toolEnv(t)
-	c := newClient(t, env, s.url+"/repo", append(gpgRemote(s.release.pgpPub), "--set=tls-ca-path="+s.pki.ca)...)
+	c := newClient(t, env, s.url+"/repo", append(gpgRemote(s.release.pgpPub), "--set=tls-ca-path="+s.pki.CA)...)
 	c.mustRun("remote", "gpg-import", "--keyring="+s.online.pgpPub, "origin")
 	c.mustRun("pull", "origin", "mxos/10/x86_64/testing")
 	if got := c.revParse("origin:mxos/10/x86_64/testing"); got != want.String() {
@@ -201,7 +146,7 @@ func TestPublishToStableRefused(t *testing.T) {
 	s := startTLSSite(t)
 	src := smallTree(t)
 	work := filepath.Join(t.TempDir(), "work")
-	env := append(s.env, "MXOS_CA_FILE="+s.pki.ca)
+	env := append(s.env, "MXOS_CA_FILE="+s.pki.CA)
 	publish := func(ch string) (string, error) {
 		return s.ctl(env, "publish", "-q", "--channel", ch, "--arch", "x86_64", "--version", "10.0.1", "--keys", s.release.dir, "--work", work, src)
 	}
@@ -215,7 +160,7 @@ func TestPublishToStableRefused(t *testing.T) {
 	}
 	// The server's own gate, without mxosctl's check in front: a
 	// hand-made release request for stable.
-	tlsCfg, err := apiclient.TLSConfig(s.pki.ca)
+	tlsCfg, err := apiclient.TLSConfig(s.pki.CA)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,7 +296,7 @@ func TestUpdaterOverTLS(t *testing.T) {
 		}
 		proxy.ServeHTTP(w, r)
 	}))
-	front.TLS = &tls.Config{Certificates: []tls.Certificate{pki.pair}}
+	front.TLS = &tls.Config{Certificates: []tls.Certificate{pki.Pair}}
 	front.StartTLS()
 	t.Cleanup(front.Close)
 	write := func(extra string) {
@@ -366,7 +311,7 @@ func TestUpdaterOverTLS(t *testing.T) {
 	if out, err := s.cmd(nil, "upgrade").CombinedOutput(); err == nil || !strings.Contains(string(out), "certificate") {
 		t.Fatalf("upgrade without ca_file: %v\n%s", err, out)
 	}
-	write("ca_file: " + pki.ca + "\n")
+	write("ca_file: " + pki.CA + "\n")
 	s.run("upgrade")
 	if got := s.checkDevice(); got != want {
 		t.Fatalf("after the upgrade over TLS: %s, want %s", got, want)
@@ -377,22 +322,14 @@ func TestUpdaterOverTLS(t *testing.T) {
 }
 
 // freePort is a loopback TCP port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+func freePort(t *testing.T) int { return e2ekit.FreePort(t) }
 
 // TestShippedNginxProxy (failure 7): the documented TLS-terminating proxy,
 // deploy/nginx/mxos-update.conf run by the real nginx with only addresses
 // and certificate paths changed, in front of mxos-server on loopback:
 // mxosctl publishes through it and stock ostree pulls through it.
 func TestShippedNginxProxy(t *testing.T) {
-	nginx := requireTool(t, "nginx")
+	requireTool(t, "nginx")
 	requireOstreeGPG(t)
 	s := startSite(t, false)
 	conf, err := os.ReadFile("../../deploy/nginx/mxos-update.conf")
@@ -404,8 +341,8 @@ func TestShippedNginxProxy(t *testing.T) {
 	for old, repl := range map[string]string{
 		"listen 80;":      fmt.Sprintf("listen 127.0.0.1:%d;", httpPort),
 		"listen 443 ssl;": fmt.Sprintf("listen 127.0.0.1:%d ssl;", httpsPort),
-		"/etc/letsencrypt/live/updates.example.mx/fullchain.pem": s.pki.cert,
-		"/etc/letsencrypt/live/updates.example.mx/privkey.pem":   s.pki.key,
+		"/etc/letsencrypt/live/updates.example.mx/fullchain.pem": s.pki.Cert,
+		"/etc/letsencrypt/live/updates.example.mx/privkey.pem":   s.pki.Key,
 		"http://127.0.0.1:8080":                                  s.url,
 	} {
 		if !strings.Contains(site, old) {
@@ -413,59 +350,16 @@ func TestShippedNginxProxy(t *testing.T) {
 		}
 		site = strings.ReplaceAll(site, old, repl)
 	}
-	dir := t.TempDir()
-	main := fmt.Sprintf(`daemon off;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log;
-events {}
-http {
-  access_log off;
-  client_body_temp_path %[1]s/body;
-  proxy_temp_path %[1]s/proxy;
-  fastcgi_temp_path %[1]s/fastcgi;
-  uwsgi_temp_path %[1]s/uwsgi;
-  scgi_temp_path %[1]s/scgi;
-  include %[1]s/site.conf;
-}
-`, dir)
-	for name, body := range map[string]string{"site.conf": site, "nginx.conf": main} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, nginx, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"))
-	// SIGTERM: nginx's fast shutdown, which also ends its workers (they
-	// hold the output pipe).
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 10 * time.Second
-	var out lockedBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
+	e2ekit.StartNginx(t, site, httpsPort)
 	front := fmt.Sprintf("https://127.0.0.1:%d", httpsPort)
-	for i := 0; ; i++ {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", httpsPort))
-		if err == nil {
-			c.Close()
-			break
-		}
-		if i == 100 {
-			b, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-			t.Fatalf("nginx did not start: %s\n%s", out.String(), b)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 
-	env := append(s.env, "MXOS_CA_FILE="+s.pki.ca)
+	env := append(s.env, "MXOS_CA_FILE="+s.pki.CA)
 	src := smallTree(t)
 	if out, err := runCmd(env, mxosctl(), "--server", front, "publish", "-q", "--channel", "testing", "--arch", "x86_64",
 		"--version", "10.0.1", "--keys", s.release.dir, "--work", filepath.Join(t.TempDir(), "work"), src); err != nil {
 		t.Fatalf("mxosctl publish through nginx: %v\n%s", err, out)
 	}
-	c := newClient(t, toolEnv(t), front+"/repo", append(gpgRemote(s.release.pgpPub), "--set=tls-ca-path="+s.pki.ca)...)
+	c := newClient(t, toolEnv(t), front+"/repo", append(gpgRemote(s.release.pgpPub), "--set=tls-ca-path="+s.pki.CA)...)
 	c.mustRun("remote", "gpg-import", "--keyring="+s.online.pgpPub, "origin")
 	c.mustRun("pull", "origin", "mxos/10/x86_64/testing")
 	if got, want := c.revParse("origin:mxos/10/x86_64/testing"), s.refs(t)["mxos/10/x86_64/testing"]; got != want.String() {

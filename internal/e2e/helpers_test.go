@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,16 +8,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/mxos-linux/mxos-update/internal/testserver"
 	"github.com/mxos-linux/mxos-update/internal/testtool"
+	"github.com/mxos-linux/mxos-update/internal/testtool/e2ekit"
 
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/release"
@@ -30,7 +27,7 @@ import (
 const testRef = "mxos/10/x86_64/testing"
 
 // toolTimeout bounds every external command.
-const toolTimeout = 2 * time.Minute
+const toolTimeout = e2ekit.ToolTimeout
 
 // requireTool returns the path of an external program; see testtool.Require.
 func requireTool(t testing.TB, name string) string {
@@ -41,99 +38,56 @@ func requireTool(t testing.TB, name string) string {
 // requireOstreeGPG is requireTool for both peers of the GPG tests.
 func requireOstreeGPG(t testing.TB) {
 	t.Helper()
-	requireTool(t, "ostree")
-	requireTool(t, "gpg")
+	e2ekit.RequireOstreeGPG(t)
 }
 
-// toolEnv is the environment of external commands: a fresh GNUPGHOME, a
-// UTF-8 locale for the non-ASCII file names, and no HTTP proxy (the server
-// is on loopback).
+// toolEnv is the environment of external commands (e2ekit.ToolEnv).
 func toolEnv(t testing.TB, extra ...string) []string {
 	t.Helper()
-	gnupg := filepath.Join(t.TempDir(), "gnupg")
-	if err := os.Mkdir(gnupg, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		switch strings.ToLower(k) {
-		case "http_proxy", "https_proxy", "all_proxy", "no_proxy", "gnupghome", "lc_all", "lang", "ostree_dummy_sign_enabled":
-			continue
-		}
-		env = append(env, kv)
-	}
-	env = append(env, "GNUPGHOME="+gnupg, "LC_ALL=C.UTF-8", "LANG=C.UTF-8", "NO_PROXY=*", "no_proxy=*")
-	return append(env, extra...)
+	return e2ekit.ToolEnv(t, extra...)
 }
 
 // runCmd runs a program with env and returns its combined output.
 func runCmd(env []string, name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), toolTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = env
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	cmd.Stderr = &out
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		err = fmt.Errorf("%w (timed out after %s)", err, toolTimeout)
-	}
-	return out.String(), err
+	return e2ekit.RunCmd(env, name, args...)
 }
 
 // mustRunCmd is runCmd that fails the test on error.
 func mustRunCmd(t testing.TB, env []string, name string, args ...string) string {
 	t.Helper()
-	out, err := runCmd(env, name, args...)
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return out
+	return e2ekit.MustRunCmd(t, env, name, args...)
 }
 
-// client is a repository of the stock ostree CLI with one remote, "origin".
+// client is a repository of the stock ostree CLI with one remote,
+// "origin" (e2ekit.Client).
 type client struct {
-	t    testing.TB
+	*e2ekit.Client
 	repo string
-	env  []string
 }
 
 // newClient creates an archive repository and adds the remote origin at
 // url with the given `ostree remote add` options.
 func newClient(t testing.TB, env []string, url string, remoteOpts ...string) *client {
 	t.Helper()
-	c := &client{t: t, repo: filepath.Join(t.TempDir(), "client"), env: env}
-	c.mustRun("init", "--mode=archive")
-	args := append([]string{"remote", "add"}, remoteOpts...)
-	c.mustRun(append(args, "origin", url)...)
-	return c
+	c := e2ekit.NewClient(t, env, url, remoteOpts...)
+	return &client{Client: c, repo: c.Repo}
 }
 
 // gpgRemote are the remote options of a client that verifies commits and
 // the summary with the OpenPGP public key file pub.
-func gpgRemote(pub string) []string {
-	return []string{"--set=gpg-verify=true", "--set=gpg-verify-summary=true", "--gpg-import=" + pub}
-}
+func gpgRemote(pub string) []string { return e2ekit.GPGRemote(pub) }
 
-func (c *client) run(args ...string) (string, error) {
-	return runCmd(c.env, "ostree", append([]string{"--repo=" + c.repo}, args...)...)
-}
+func (c *client) run(args ...string) (string, error) { return c.Run(args...) }
 
 func (c *client) mustRun(args ...string) string {
-	c.t.Helper()
-	out, err := c.run(args...)
-	if err != nil {
-		c.t.Fatalf("ostree --repo=%s %s: %v\n%s", c.repo, strings.Join(args, " "), err, out)
-	}
-	return out
+	c.T.Helper()
+	return c.MustRun(args...)
 }
 
 // revParse returns what ostree says a ref or remote:ref points at.
 func (c *client) revParse(ref string) string {
-	c.t.Helper()
-	return strings.TrimSpace(c.mustRun("rev-parse", ref))
+	c.T.Helper()
+	return c.RevParse(ref)
 }
 
 // reqCounter counts the repository requests the server answers.
@@ -276,26 +230,7 @@ func objectFile(repoDir string, c ostree.Checksum, typ ostree.ObjectType) string
 // in place, keeping the file's inode.
 func flipByte(t testing.TB, path string, off int64) {
 	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if off < 0 {
-		off += st.Size()
-	}
-	var b [1]byte
-	if _, err := f.ReadAt(b[:], off); err != nil {
-		t.Fatal(err)
-	}
-	b[0] ^= 0x01
-	if _, err := f.WriteAt(b[:], off); err != nil {
-		t.Fatal(err)
-	}
+	e2ekit.FlipByte(t, path, off)
 }
 
 // copyDir copies a tree of regular files, directories and symlinks.
@@ -340,19 +275,4 @@ func copyDir(t testing.TB, src, dst string) {
 }
 
 // lockedBuffer is a bytes.Buffer safe for concurrent writers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedBuffer = e2ekit.LockedBuffer

@@ -111,10 +111,10 @@ func TestKillRegistryPushAtCrashPoints(t *testing.T) {
 			target := filepath.Join(s.data, "oci", pt.path)
 			_, existed := os.Lstat(target)
 			p := launchServer(t, stracePoint(strace, pt.calls, target), s.data, s.flags()...)
-			out, perr := push(hostOf(p.url), layout)
-			if ok, err := p.killedAtPoint(10 * time.Second); !ok {
+			out, perr := push(hostOf(p.URL), layout)
+			if ok, err := p.KilledAtPoint(10 * time.Second); !ok {
 				t.Fatalf("crash point never reached: the server made no %s on %s (server: %v; push: %v)\n%s\n%s",
-					pt.calls, pt.path, err, perr, out, p.stderr.String())
+					pt.calls, pt.path, err, perr, out, p.Stderr.String())
 			}
 			reached = append(reached, pt.name)
 			t.Logf("reached: killed at the %s on %s", strings.SplitN(pt.calls, ",", 2)[0], pt.path)
@@ -264,10 +264,10 @@ func TestKillRegistryGCAtCrashPoints(t *testing.T) {
 			age(s.data)
 			target := filepath.Join(s.data, "oci", pt.path)
 			p := launchServer(t, stracePoint(strace, pt.calls, target), s.data, s.flags()...)
-			code, gerr := gc(hostOf(p.url))
-			if ok, err := p.killedAtPoint(10 * time.Second); !ok {
+			code, gerr := gc(hostOf(p.URL))
+			if ok, err := p.KilledAtPoint(10 * time.Second); !ok {
 				t.Fatalf("crash point never reached: GC made no %s on %s (server: %v; GC: HTTP %d %v)\n%s",
-					pt.calls, pt.path, err, code, gerr, p.stderr.String())
+					pt.calls, pt.path, err, code, gerr, p.Stderr.String())
 			}
 			reached = append(reached, pt.name)
 			t.Logf("reached: killed at the %s on %s", strings.SplitN(pt.calls, ",", 2)[0], pt.path)

@@ -15,13 +15,13 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/storage/storagetest"
 	"github.com/mxos-linux/mxos-update/internal/testserver"
-	"github.com/mxos-linux/mxos-update/internal/testtool/pgtest"
+	"github.com/mxos-linux/mxos-update/internal/testtool/e2ekit"
 )
 
-// replicaSet is N mxos-server processes (the binary under test) on one
-// PostgreSQL database, each with its own data directory, as the README
-// sets replicas up; keys and tokens made with the documented commands.
+// replicaSet is N mxos-server processes on one PostgreSQL database
+// (e2ekit.Replicas).
 type replicaSet struct {
+	*e2ekit.Replicas
 	w       workDir
 	dsn     string
 	urls    []string // server URLs (without /repo)
@@ -33,34 +33,14 @@ type replicaSet struct {
 // extra flags for server i from extra(i) (nil: none).
 func startReplicas(t *testing.T, n int, extra func(i int) []string) *replicaSet {
 	t.Helper()
-	r := &replicaSet{w: workDir{t, t.TempDir()}, dsn: pgtest.Database(t)}
-	w := r.w
-	w.run(nil, mxosctl(), "keys", "generate", "--dir", "keys")
-	w.run(nil, mxosctl(), "keys", "generate", "--dir", "online-keys")
-	token := func(role string, args ...string) string {
-		out := w.run(nil, mxosServer(), append([]string{"token", "create", "--data", "data-0", "--database", r.dsn, "--role", role}, args...)...)
-		return strings.TrimSpace(strings.SplitN(out, "\n", 2)[0])
-	}
-	for i := range n {
-		args := []string{"--database", r.dsn, "--release-keys", filepath.Join(w.dir, "keys"),
-			"--online-keys", filepath.Join(w.dir, "online-keys"), "--channels", testserver.ChannelsDir()}
-		if extra != nil {
-			args = append(args, extra(i)...)
-		}
-		repoURL := startServerBinary(t, filepath.Join(w.dir, "data-"+string(rune('0'+i))), args...)
-		r.urls = append(r.urls, strings.TrimSuffix(repoURL, "/repo"))
-		if i == 0 { // the schema exists once the first server runs
-			r.release = token("release", "--name", "equipo")
-			r.admin = token("admin", "--name", "admin")
-		}
-	}
-	return r
+	k := e2ekit.StartReplicas(t, n, extra, nil)
+	return &replicaSet{Replicas: k, w: workDir{t, k.W.Dir}, dsn: k.DSN, urls: k.URLs, release: k.Release, admin: k.Admin}
 }
 
 // ctl runs mxosctl against server i with token.
 func (r *replicaSet) ctl(i int, token string, args ...string) string {
 	r.w.t.Helper()
-	return r.w.run([]string{"MXOS_SERVER=" + r.urls[i], "MXOS_TOKEN=" + token}, mxosctl(), args...)
+	return r.Ctl(i, token, args...)
 }
 
 // publish publishes version to testing through server i (a tree whose

@@ -151,10 +151,10 @@ func TestKillServerAtPublishPoints(t *testing.T) {
 			s := tmpl.clone(t)
 			target := filepath.Join(s.repoDir(), pt.path)
 			p := launchServer(t, stracePoint(strace, pt.calls, target), s.data, s.flags()...)
-			out, perr := s.publish(t, p.url, version, work)
-			if ok, err := p.killedAtPoint(10 * time.Second); !ok {
+			out, perr := s.publish(t, p.URL, version, work)
+			if ok, err := p.KilledAtPoint(10 * time.Second); !ok {
 				t.Fatalf("crash point never reached: the server made no %s on %s (server: %v; publish: %v)\n%s\n%s",
-					pt.calls, pt.path, err, perr, out, p.stderr.String())
+					pt.calls, pt.path, err, perr, out, p.Stderr.String())
 			}
 			if perr == nil {
 				t.Errorf("the publish succeeded although the server was killed")

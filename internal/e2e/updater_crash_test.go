@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,7 +25,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/sign"
 	"github.com/mxos-linux/mxos-update/internal/sysroot"
 	"github.com/mxos-linux/mxos-update/internal/testserver"
-	"github.com/mxos-linux/mxos-update/internal/testtool"
+	"github.com/mxos-linux/mxos-update/internal/testtool/e2ekit"
 )
 
 // The device side's crash safety: `mxos-updater upgrade` is killed with
@@ -38,28 +37,10 @@ import (
 
 const updaterTestRef = "mxos/10/x86_64/testing"
 
-var (
-	updaterOnce sync.Once
-	updaterBin  string
-	updaterErr  error
-)
-
 // mxosUpdater builds the mxos-updater binary once for the test binary.
 func mxosUpdater(t testing.TB) string {
 	t.Helper()
-	updaterOnce.Do(func() {
-		p := filepath.Join(binDir, "mxos-updater")
-		out, err := exec.Command("go", "build", "-tags", testtool.BuildTags, "-o", p, "github.com/mxos-linux/mxos-update/cmd/mxos-updater").CombinedOutput()
-		if err != nil {
-			updaterErr = fmt.Errorf("go build mxos-updater: %v\n%s", err, out)
-			return
-		}
-		updaterBin = p
-	})
-	if updaterErr != nil {
-		t.Fatal(updaterErr)
-	}
-	return updaterBin
+	return e2ekit.MxosUpdater(t)
 }
 
 // updaterSite is a running server with signed channel metadata and a

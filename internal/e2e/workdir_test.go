@@ -1,56 +1,38 @@
 package e2e
 
 import (
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/mxos-linux/mxos-update/internal/testtool/e2ekit"
 )
 
 // workDir runs the commands a README gives in one directory, as a user
-// would, and reads and writes the files they use.
+// would, and reads and writes the files they use (e2ekit.WorkDir).
 type workDir struct {
 	t   *testing.T
 	dir string
 }
 
+func (w workDir) kit() e2ekit.WorkDir { return e2ekit.WorkDir{T: w.t, Dir: w.dir} }
+
 // try runs name with args in the directory, env added to the test's.
 func (w workDir) try(env []string, name string, args ...string) (string, error) {
 	w.t.Helper()
-	cmd := exec.Command(name, args...)
-	cmd.Dir = w.dir
-	cmd.Env = append(os.Environ(), env...)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return w.kit().Try(env, name, args...)
 }
 
 // run is try that fails the test on an error.
 func (w workDir) run(env []string, name string, args ...string) string {
 	w.t.Helper()
-	out, err := w.try(env, name, args...)
-	if err != nil {
-		w.t.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out)
-	}
-	return out
+	return w.kit().Run(env, name, args...)
 }
 
 func (w workDir) write(rel, body string) {
 	w.t.Helper()
-	p := filepath.Join(w.dir, rel)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		w.t.Fatal(err)
-	}
-	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-		w.t.Fatal(err)
-	}
+	w.kit().Write(rel, body)
 }
 
 func (w workDir) read(rel string) string {
 	w.t.Helper()
-	b, err := os.ReadFile(filepath.Join(w.dir, rel))
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	return string(b)
+	return w.kit().Read(rel)
 }
