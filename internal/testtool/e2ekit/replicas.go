@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/mxos-linux/mxos-update/internal/testserver"
+	"github.com/mxos-linux/mxos-update/internal/testtool"
 	"github.com/mxos-linux/mxos-update/internal/testtool/pgtest"
 )
 
@@ -35,7 +35,7 @@ func StartReplicas(t *testing.T, n int, extra func(i int) []string, setup func(W
 	}
 	for i := range n {
 		args := []string{"--database", r.DSN, "--release-keys", filepath.Join(w.Dir, "keys"),
-			"--online-keys", filepath.Join(w.Dir, "online-keys"), "--channels", testserver.ChannelsDir()}
+			"--online-keys", filepath.Join(w.Dir, "online-keys"), "--channels", filepath.Join(testtool.ModuleRoot(t), "channels")}
 		if extra != nil {
 			args = append(args, extra(i)...)
 		}
