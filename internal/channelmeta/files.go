@@ -1,10 +1,14 @@
 package channelmeta
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"slices"
+	"strconv"
+	"strings"
 )
 
 // File names. With consistent snapshots (always on) devices fetch
@@ -52,4 +56,39 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// fileNameRE is every file a metadata directory holds for devices: a
+// role's current copy or a versioned one.
+var fileNameRE = regexp.MustCompile(`^(?:([1-9][0-9]{0,18})\.)?(root|timestamp|snapshot|targets|rollouts)\.json$`)
+
+// SortForWrite orders the names of a metadata directory's files the way a
+// copy of it (a mirror, a replica) writes them, so that a reader never
+// meets a file naming one not written yet: versioned roots, rollouts,
+// targets and snapshots, each by version; then the current copies;
+// timestamp.json last; any other name after it.
+func SortForWrite(names []string) {
+	rank := func(name string) (int, int64) {
+		m := fileNameRE.FindStringSubmatch(name)
+		if m == nil {
+			return 9, 0
+		}
+		v, _ := strconv.ParseInt(m[1], 10, 64)
+		r := map[string]int{"root": 0, "rollouts": 1, "targets": 2, "snapshot": 3, "timestamp": 5}[m[2]]
+		if m[1] == "" && m[2] != "timestamp" {
+			r = 4
+		}
+		return r, v
+	}
+	slices.SortFunc(names, func(a, b string) int {
+		ra, va := rank(a)
+		rb, vb := rank(b)
+		if c := cmp.Compare(ra, rb); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(va, vb); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
 }

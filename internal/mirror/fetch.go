@@ -14,7 +14,6 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/ostree"
 	"github.com/mxos-linux/mxos-update/internal/ostree/delta"
 	"github.com/mxos-linux/mxos-update/internal/ostree/pull"
-	"github.com/mxos-linux/mxos-update/internal/storage"
 )
 
 // get fetches rel (relative to the upstream's base URL) and copies at most
@@ -73,95 +72,19 @@ func (s *syncer) getBytes(ctx context.Context, rel string, limit int64) ([]byte,
 }
 
 // fetchDelta stores the static delta id, whose superblock the signed
-// summary gives as want: superblock and parts are checked, staged under
-// repo/tmp/delta-* (which ostree's recovery clears after a crash) and
-// renamed into deltas/ as one directory. A delta already stored with
-// that superblock is kept.
+// summary gives as want, checked and staged by delta.Install. A delta
+// already stored with that superblock is kept.
 func (s *syncer) fetchDelta(ctx context.Context, id ostree.DeltaID, want ostree.Checksum) error {
 	final := filepath.Join(s.repo.Path(), filepath.FromSlash(id.Dir()))
 	if b, err := os.ReadFile(filepath.Join(final, "superblock")); err == nil && ostree.Checksum(sha256.Sum256(b)) == want {
 		return nil
 	}
-	raw, err := s.getBytes(ctx, RepoDir+"/"+id.SuperblockPath(), delta.MaxSuperblockSize)
-	if err != nil {
-		return fmt.Errorf("superblock: %w", err)
+	get := func(ctx context.Context, rel string, limit int64, w io.Writer) error {
+		return s.get(ctx, RepoDir+"/"+rel, limit, w)
 	}
-	if ostree.Checksum(sha256.Sum256(raw)) != want {
-		return fmt.Errorf("%w: the superblock does not match the signed summary", ErrDelta)
-	}
-	sb, err := delta.ParseSuperblock(raw)
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrDelta, err)
-	}
-	if sb.ID() != id || ostree.Checksum(sha256.Sum256(sb.Commit)) != id.To {
-		return fmt.Errorf("%w: the superblock is for %s", ErrDelta, sb.ID().Name())
-	}
-	stage, err := os.MkdirTemp(filepath.Join(s.repo.Path(), "tmp"), "delta-mirror-")
+	raw, sb, err := delta.FetchSuperblock(ctx, id, want, get)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(stage)
-	if err := os.Chmod(stage, 0o755); err != nil {
-		return err
-	}
-	for i, h := range sb.Parts {
-		if h.Size > delta.MaxPartSize {
-			return fmt.Errorf("%w: part %d is %d bytes (limit %d)", ErrDelta, i, h.Size, delta.MaxPartSize)
-		}
-		if err := s.fetchPart(ctx, id, i, h, filepath.Join(stage, fmt.Sprint(i))); err != nil {
-			return fmt.Errorf("part %d: %w", i, err)
-		}
-	}
-	if err := storage.WriteFile(filepath.Join(stage, "superblock"), raw, 0o644); err != nil {
-		return err
-	}
-	if err := storage.SyncDir(stage); err != nil {
-		return err
-	}
-	if _, err := os.Stat(final); err == nil {
-		// Re-signed upstream: same pair, a new superblock.
-		if err := s.repo.RemoveDelta(id); err != nil {
-			return err
-		}
-	}
-	if err := storage.MkdirAll(filepath.Dir(final), 0o755); err != nil {
-		return err
-	}
-	if err := os.Rename(stage, final); err != nil {
-		return err
-	}
-	return storage.SyncDir(filepath.Dir(final))
-}
-
-// fetchPart downloads part i to path: exactly h.Size bytes with h's
-// SHA-256, fsynced.
-func (s *syncer) fetchPart(ctx context.Context, id ostree.DeltaID, i int, h delta.PartHeader, path string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	hash := sha256.New()
-	cw := &countWriter{w: io.MultiWriter(f, hash)}
-	if err := s.get(ctx, RepoDir+"/"+id.PartPath(i), int64(h.Size), cw); err != nil {
-		return err
-	}
-	if cw.n != int64(h.Size) || ostree.Checksum(hash.Sum(nil)) != h.Checksum {
-		return fmt.Errorf("%w: %d bytes that do not match the superblock's size %d and SHA-256", ErrDelta, cw.n, h.Size)
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	return f.Close()
-}
-
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
+	return delta.Install(ctx, s.repo, id, raw, sb, get)
 }

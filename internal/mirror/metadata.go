@@ -10,7 +10,6 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -118,32 +117,13 @@ func (s *syncer) publishMetadata(m *metaCopy) error {
 		}
 		files[role+".json"] = b
 	}
-	order := func(name string) (int, int64) {
-		m := metaName.FindStringSubmatch(name)
-		v, _ := strconv.ParseInt(m[1], 10, 64)
-		rank := map[string]int{"root": 0, "rollouts": 1, "targets": 2, "snapshot": 3, "timestamp": 5}[m[2]]
-		if m[1] == "" && m[2] != "timestamp" {
-			rank = 4
-		}
-		return rank, v
-	}
 	names := make([]string, 0, len(files))
 	for n := range files {
 		if metaName.MatchString(n) {
 			names = append(names, n)
 		}
 	}
-	sort.Slice(names, func(i, j int) bool {
-		ri, vi := order(names[i])
-		rj, vj := order(names[j])
-		if ri != rj {
-			return ri < rj
-		}
-		if vi != vj {
-			return vi < vj
-		}
-		return names[i] < names[j]
-	})
+	channelmeta.SortForWrite(names)
 	for _, n := range names {
 		p := filepath.Join(dir, n)
 		if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, files[n]) {

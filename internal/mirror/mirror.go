@@ -20,6 +20,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/channelmeta"
 	"github.com/mxos-linux/mxos-update/internal/commitsig"
 	"github.com/mxos-linux/mxos-update/internal/ostree"
+	"github.com/mxos-linux/mxos-update/internal/ostree/delta"
 	"github.com/mxos-linux/mxos-update/internal/ostree/pull"
 	"github.com/mxos-linux/mxos-update/internal/sign"
 	"github.com/mxos-linux/mxos-update/internal/storage"
@@ -46,7 +47,7 @@ var (
 	ErrOlder = errors.New("upstream commit is older than the mirrored one")
 	// ErrDelta: a static delta did not match what the signed summary and
 	// its superblock say.
-	ErrDelta = errors.New("static delta refused")
+	ErrDelta = delta.ErrRefused
 )
 
 // Config says what to mirror and with which trust.

@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -280,48 +279,14 @@ func (m *metaShare) verify(ctx context.Context, root []byte, files map[string][]
 	return nil
 }
 
-// metaRank orders files for writing: versioned roots, rollouts, targets,
-// snapshots; then current copies; timestamp.json last.
-func metaRank(name string) (int, int64) {
-	m := metadataName.FindStringSubmatch(name)
-	if m == nil {
-		return 9, 0
-	}
-	v, _ := strconv.ParseInt(m[1], 10, 64)
-	role := name[len(m[1]):]
-	if m[1] != "" {
-		role = role[1:]
-	}
-	rank := map[string]int{channelmeta.RootFile: 0, channelmeta.RolloutsFile: 1, channelmeta.TargetsFile: 2,
-		channelmeta.SnapshotFile: 3, channelmeta.TimestampFile: 5}[role]
-	if m[1] == "" && role != channelmeta.TimestampFile {
-		rank = 4
-	}
-	return rank, v
-}
-
-func sortMeta(names []string) {
-	sort.Slice(names, func(i, j int) bool {
-		ri, vi := metaRank(names[i])
-		rj, vj := metaRank(names[j])
-		if ri != rj {
-			return ri < rj
-		}
-		if vi != vj {
-			return vi < vj
-		}
-		return names[i] < names[j]
-	})
-}
-
-// install writes files into the local directory in metaRank order,
+// install writes files into the local directory in channelmeta.SortForWrite order,
 // each durably (temp file, fsync, rename), skipping identical ones.
 func (m *metaShare) install(files map[string][]byte) error {
 	names := make([]string, 0, len(files))
 	for n := range files {
 		names = append(names, n)
 	}
-	sortMeta(names)
+	channelmeta.SortForWrite(names)
 	for _, n := range names {
 		p := filepath.Join(m.dir, n)
 		if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, files[n]) {
@@ -394,7 +359,7 @@ func (m *metaShare) push(ctx context.Context, seen map[string]string) error {
 			names = append(names, e.Name())
 		}
 	}
-	sortMeta(names)
+	channelmeta.SortForWrite(names)
 	written := 0
 	for _, n := range names {
 		fixed := metadataName.FindStringSubmatch(n)[1] != ""

@@ -1,14 +1,12 @@
 package server
 
 import (
+	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
-	"strconv"
 
 	"go.uber.org/zap"
 
@@ -110,49 +108,41 @@ func (h *storeRepo) importDeltas(ctx context.Context, repo *ostree.Repo, sum *os
 	return names, nil
 }
 
-func (h *storeRepo) getLimited(ctx context.Context, key string, limit int64) ([]byte, error) {
-	r, err := h.store.Get(ctx, key)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	b, err := io.ReadAll(io.LimitReader(r, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s: %w: more than %d bytes", key, ostree.ErrTooLarge, limit)
-	}
-	return b, nil
-}
-
-// importDelta stores delta id, whose superblock hashes to want, staged
-// under repo/tmp and renamed into deltas/ whole.
-func (h *storeRepo) importDelta(ctx context.Context, repo *ostree.Repo, id ostree.DeltaID, want ostree.Checksum) error {
-	raw, err := h.getLimited(ctx, repoStorePrefix+id.SuperblockPath(), delta.MaxSuperblockSize)
-	if err != nil {
-		return fmt.Errorf("superblock: %w", err)
-	}
-	if ostree.Checksum(sha256.Sum256(raw)) != want {
-		return errors.New("the superblock does not match the signed summary")
-	}
-	sb, err := delta.ParseSuperblock(raw)
+// getStore is a delta.GetFunc over the bucket's copy of the repository.
+func (h *storeRepo) getStore(ctx context.Context, rel string, limit int64, w io.Writer) error {
+	r, err := h.store.Get(ctx, repoStorePrefix+rel)
 	if err != nil {
 		return err
 	}
-	if sb.ID() != id || ostree.Checksum(sha256.Sum256(sb.Commit)) != id.To {
-		return fmt.Errorf("the superblock is for %s", sb.ID().Name())
+	defer r.Close()
+	n, err := io.Copy(w, io.LimitReader(r, limit+1))
+	if err != nil {
+		return err
+	}
+	if n > limit {
+		return fmt.Errorf("%s: %w: more than %d bytes", rel, ostree.ErrTooLarge, limit)
+	}
+	return nil
+}
+
+// importDelta stores delta id, whose superblock hashes to want, checked
+// and staged by delta.Install; a From commit this server lacks comes
+// first (see above).
+func (h *storeRepo) importDelta(ctx context.Context, repo *ostree.Repo, id ostree.DeltaID, want ostree.Checksum) error {
+	raw, sb, err := delta.FetchSuperblock(ctx, id, want, h.getStore)
+	if err != nil {
+		return err
 	}
 	if !id.From.IsZero() && !repo.HasObject(id.From, ostree.ObjCommit) {
-		b, err := h.getLimited(ctx, repoStorePrefix+ostree.ObjectPath(id.From, ostree.ObjCommit), ostree.MaxMetadataSize)
-		if err != nil {
+		var b bytes.Buffer
+		if err := h.getStore(ctx, ostree.ObjectPath(id.From, ostree.ObjCommit), ostree.MaxMetadataSize, &b); err != nil {
 			return fmt.Errorf("commit %s: %w", id.From, err)
 		}
 		txn, err := repo.Begin()
 		if err != nil {
 			return err
 		}
-		if _, err := txn.WriteMetadata(ostree.ObjCommit, b, id.From); err != nil { // checks the name
+		if _, err := txn.WriteMetadata(ostree.ObjCommit, b.Bytes(), id.From); err != nil { // checks the name
 			txn.Close()
 			return fmt.Errorf("commit %s: %w", id.From, err)
 		}
@@ -172,66 +162,5 @@ func (h *storeRepo) importDelta(ctx context.Context, repo *ostree.Repo, id ostre
 			return err
 		}
 	}
-	stage, err := os.MkdirTemp(filepath.Join(repo.Path(), "tmp"), "delta-sync-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(stage)
-	if err := os.Chmod(stage, 0o755); err != nil {
-		return err
-	}
-	for i, ph := range sb.Parts {
-		if ph.Size > delta.MaxPartSize {
-			return fmt.Errorf("part %d is %d bytes (limit %d)", i, ph.Size, delta.MaxPartSize)
-		}
-		if err := h.importPart(ctx, id, i, ph, filepath.Join(stage, strconv.Itoa(i))); err != nil {
-			return fmt.Errorf("part %d: %w", i, err)
-		}
-	}
-	if err := storage.WriteFile(filepath.Join(stage, "superblock"), raw, 0o644); err != nil {
-		return err
-	}
-	if err := storage.SyncDir(stage); err != nil {
-		return err
-	}
-	final := filepath.Join(repo.Path(), filepath.FromSlash(id.Dir()))
-	if _, err := os.Stat(final); err == nil {
-		if err := repo.RemoveDelta(id); err != nil { // same pair, another superblock
-			return err
-		}
-	}
-	if err := storage.MkdirAll(filepath.Dir(final), 0o755); err != nil {
-		return err
-	}
-	if err := os.Rename(stage, final); err != nil {
-		return err
-	}
-	return storage.SyncDir(filepath.Dir(final))
-}
-
-// importPart copies part i to path: exactly ph.Size bytes with ph's
-// SHA-256, fsynced.
-func (h *storeRepo) importPart(ctx context.Context, id ostree.DeltaID, i int, ph delta.PartHeader, path string) error {
-	r, err := h.store.Get(ctx, repoStorePrefix+id.PartPath(i))
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	hash := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, hash), io.LimitReader(r, int64(ph.Size)+1))
-	if err != nil {
-		return err
-	}
-	if n != int64(ph.Size) || ostree.Checksum(hash.Sum(nil)) != ph.Checksum {
-		return fmt.Errorf("%d bytes that do not match the superblock's size %d and SHA-256", n, ph.Size)
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	return f.Close()
+	return delta.Install(ctx, repo, id, raw, sb, h.getStore)
 }

@@ -166,7 +166,7 @@ func TestSyncBringsDeltasChecked(t *testing.T) {
 			}
 			if ents, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(ents) > 0 {
 				for _, e := range ents {
-					if e.IsDir() && len(e.Name()) > 10 && e.Name()[:10] == "delta-sync" {
+					if e.IsDir() && len(e.Name()) > 10 && e.Name()[:10] == "delta-copy" {
 						t.Errorf("a staging directory was left behind: %s", e.Name())
 					}
 				}
