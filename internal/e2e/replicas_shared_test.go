@@ -37,7 +37,7 @@ type sharedReplicas struct {
 	meta bool   // signed channel metadata on
 }
 
-// startSharedReplicas starts two replicas (A and B: r.urls[0] and [1])
+// startSharedReplicas starts two replicas (A and B: r.URLs[0] and [1])
 // on one database and one bucket, with signed channel metadata on when
 // meta is set, as the README sets them up: mxosctl metadata init once,
 // the directory copied into every replica's data directory before it
@@ -52,9 +52,9 @@ func startSharedReplicas(t *testing.T, meta bool) *sharedReplicas {
 	if meta {
 		r.w.run(nil, mxosctl(), "metadata", "init", "--keys", "keys", "--online-pub", "online-keys", "--out", "metadata-init")
 	}
-	r.urls = nil
+	r.URLs = nil
 	for _, name := range []string{"data-a", "data-b"} {
-		r.urls = append(r.urls, r.start(t, name))
+		r.URLs = append(r.URLs, r.start(t, name))
 	}
 	return r
 }
@@ -171,13 +171,13 @@ func (w *metaWatch) check(t *testing.T) {
 func (r *replicaSet) sameMetadata(t *testing.T, what string, from int, limit time.Duration) {
 	t.Helper()
 	start := time.Now()
-	_, want, err := fetchTimestamp(r.urls[from])
+	_, want, err := fetchTimestamp(r.URLs[from])
 	if err != nil || want == nil {
 		t.Fatalf("%s: timestamp.json through replica %d: %v", what, from, err)
 	}
 	for {
 		same := true
-		for i, u := range r.urls {
+		for i, u := range r.URLs {
 			if i == from {
 				continue
 			}
@@ -211,7 +211,7 @@ func TestReplicasShareSignedMetadata(t *testing.T) {
 	r := startSharedReplicas(t, true)
 	const a, b = 0, 1
 	w := r.w
-	watch := watchMetadata(r.urls)
+	watch := watchMetadata(r.URLs)
 
 	w.write("device/keys/ed25519.pub", w.read("keys/ed25519.pub"))
 	w.write("device/keys/openpgp.pub.asc", w.read("keys/openpgp.pub.asc"))
@@ -219,7 +219,7 @@ func TestReplicasShareSignedMetadata(t *testing.T) {
 	devToken := strings.TrimSpace(strings.SplitN(w.run(nil, mxosServer(), "token", "create", "--data", "data-0", "--database", r.dsn,
 		"--role", "device", "--name", "aulas"), "\n", 2)[0])
 	w.write("device/token", devToken+"\n")
-	w.write("device/config.yaml", strings.Join([]string{"server: " + r.urls[b], "token_file: device/token", "device_id: lab3-pc07",
+	w.write("device/config.yaml", strings.Join([]string{"server: " + r.URLs[b], "token_file: device/token", "device_id: lab3-pc07",
 		"channel: testing", "arch: x86_64", "trusted_keys: device/keys", "trusted_root: device/keys/root.json",
 		"sysroot: device/sysroot"}, "\n")+"\n")
 	updater := func(args ...string) (string, error) {
@@ -252,7 +252,7 @@ func TestReplicasShareSignedMetadata(t *testing.T) {
 	}
 	// B's metadata, verified as a device verifies it, says halted.
 	c, err := channelmeta.NewClient(channelmeta.ClientConfig{TrustedRoot: []byte(w.read("metadata-init/root.json")),
-		CacheDir: t.TempDir(), URL: r.urls[b] + "/metadata/"})
+		CacheDir: t.TempDir(), URL: r.URLs[b] + "/metadata/"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +269,7 @@ func TestReplicasShareSignedMetadata(t *testing.T) {
 	r.ctl(a, r.release, "rollout", "resume", "--channel", "testing", "--arch", "x86_64")
 	r.ctl(b, r.release, "rollout", "halt", "--channel", "testing", "--arch", "x86_64", "--reason", "still broken")
 	r.sameMetadata(t, "resumed through A, halted again through B", b, shareLimit)
-	for i, u := range r.urls {
+	for i, u := range r.URLs {
 		c, err := channelmeta.NewClient(channelmeta.ClientConfig{TrustedRoot: []byte(w.read("metadata-init/root.json")),
 			CacheDir: t.TempDir(), URL: u + "/metadata/"})
 		if err != nil {
@@ -296,8 +296,8 @@ func TestReplicasShareSignedMetadata(t *testing.T) {
 	// serves the cluster's from its first request.
 	urlC := r.start(t, "data-c")
 	for _, f := range []string{"root.json", "timestamp.json", "snapshot.json", "targets.json", "rollouts.json"} {
-		want := httpGet(t, r.urls[a]+"/metadata/"+f)
-		for name, u := range map[string]string{"B": r.urls[b], "C (new)": urlC} {
+		want := httpGet(t, r.URLs[a]+"/metadata/"+f)
+		for name, u := range map[string]string{"B": r.URLs[b], "C (new)": urlC} {
 			if !bytes.Equal(httpGet(t, u+"/metadata/"+f), want) {
 				t.Errorf("replicas A and %s serve different %s", name, f)
 			}
@@ -319,7 +319,7 @@ func TestReplicasShareStaticDeltas(t *testing.T) {
 	r.ctl(a, r.release, "rollout", "complete", "--channel", "testing", "--arch", "x86_64")
 	r.publish(a, "10.0.2")
 	const ref = "mxos/10/x86_64/testing"
-	sum, err := ostree.ParseSummary(httpGet(t, r.urls[a]+"/repo/summary"))
+	sum, err := ostree.ParseSummary(httpGet(t, r.URLs[a]+"/repo/summary"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,7 +344,7 @@ func TestReplicasShareStaticDeltas(t *testing.T) {
 	if out, err := r.tryPublish(b, "aarch64", "10.0.1"); err != nil {
 		t.Fatalf("publish aarch64 through B: %v\n%s", err, out)
 	}
-	sum, err = ostree.ParseSummary(httpGet(t, r.urls[b]+"/repo/summary"))
+	sum, err = ostree.ParseSummary(httpGet(t, r.URLs[b]+"/repo/summary"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -359,7 +359,7 @@ func TestReplicasShareStaticDeltas(t *testing.T) {
 		t.Fatalf("the summary B wrote lists %v; want A's delta %s (superblock %s)", after, upd.Name(), deltas[upd])
 	}
 
-	cl := newDeltaClient(t, r.urls[b]+"/repo", filepath.Join(r.w.dir, "keys", "openpgp.pub.asc"))
+	cl := newDeltaClient(t, r.URLs[b]+"/repo", filepath.Join(r.w.dir, "keys", "openpgp.pub.asc"))
 	cl.mustRun("remote", "gpg-import", "--keyring="+filepath.Join(r.w.dir, "online-keys", "openpgp.pub.asc"), "origin")
 	cl.mustRun("pull", "--disable-static-deltas", "origin", ref+"@"+upd.From.String())
 	out := cl.mustRun("pull", "--require-static-deltas", "origin", ref)

@@ -24,9 +24,8 @@ type replicaSet struct {
 	*e2ekit.Replicas
 	w       workDir
 	dsn     string
-	urls    []string // server URLs (without /repo)
-	release string   // a release token
-	admin   string   // an admin token
+	release string // a release token
+	admin   string // an admin token
 }
 
 // startReplicas starts n servers on a fresh PostgreSQL database, with
@@ -34,7 +33,7 @@ type replicaSet struct {
 func startReplicas(t *testing.T, n int, extra func(i int) []string) *replicaSet {
 	t.Helper()
 	k := e2ekit.StartReplicas(t, n, extra, nil)
-	return &replicaSet{Replicas: k, w: workDir{t, k.W.Dir}, dsn: k.DSN, urls: k.URLs, release: k.Release, admin: k.Admin}
+	return &replicaSet{Replicas: k, w: workDir{t, k.W.Dir}, dsn: k.DSN, release: k.Release, admin: k.Admin}
 }
 
 // ctl runs mxosctl against server i with token.
@@ -59,7 +58,7 @@ func (r *replicaSet) publish(i int, version string) string {
 func (r *replicaSet) tryPublish(i int, arch, version string) (string, error) {
 	src := "rootfs-" + arch + "-" + version
 	r.w.write(src+"/usr/bin/hola", "#!/bin/sh\necho hola "+arch+" "+version+"\n")
-	return r.w.try([]string{"MXOS_SERVER=" + r.urls[i], "MXOS_TOKEN=" + r.release}, mxosctl(), "publish", "--channel", "testing",
+	return r.w.try([]string{"MXOS_SERVER=" + r.URLs[i], "MXOS_TOKEN=" + r.release}, mxosctl(), "publish", "--channel", "testing",
 		"--arch", arch, "--version", version, "--keys", "keys", "--work", "work-"+src, "./"+src)
 }
 
@@ -78,7 +77,7 @@ func TestReplicasFollowChanges(t *testing.T) {
 	const dev = "0123456789abcdef0123456789abcdef"
 	devToken := strings.TrimSpace(strings.SplitN(r.w.run(nil, mxosServer(), "token", "create", "--data", "data-0", "--database", r.dsn,
 		"--role", "device", "--device", dev, "--name", "pc07"), "\n", 2)[0])
-	device, err := apiclient.New(r.urls[b], devToken)
+	device, err := apiclient.New(r.URLs[b], devToken)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +180,7 @@ func TestReplicasPublishConcurrently(t *testing.T) {
 
 	// The final heads, as the database recorded them.
 	ctx := context.Background()
-	admin, err := apiclient.New(r.urls[a], r.admin)
+	admin, err := apiclient.New(r.URLs[a], r.admin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +198,7 @@ func TestReplicasPublishConcurrently(t *testing.T) {
 		}
 		heads["mxos/10/"+arch+"/testing"] = newest.Commit
 	}
-	summary := func(i int) []byte { return httpGet(t, r.urls[i]+"/repo/summary") }
+	summary := func(i int) []byte { return httpGet(t, r.URLs[i]+"/repo/summary") }
 	if !bytes.Equal(summary(a), summary(b)) {
 		t.Fatal("the replicas serve different summaries from one bucket")
 	}
@@ -219,8 +218,8 @@ func TestReplicasPublishConcurrently(t *testing.T) {
 	checkSummary("after the concurrent publishes")
 
 	env := toolEnv(t)
-	for i := range r.urls {
-		cl := newClient(t, env, r.urls[i]+"/repo", gpgRemote(filepath.Join(r.w.dir, "keys", "openpgp.pub.asc"))...)
+	for i := range r.URLs {
+		cl := newClient(t, env, r.URLs[i]+"/repo", gpgRemote(filepath.Join(r.w.dir, "keys", "openpgp.pub.asc"))...)
 		cl.mustRun("remote", "gpg-import", "--keyring="+filepath.Join(r.w.dir, "online-keys", "openpgp.pub.asc"), "origin")
 		for ref, want := range heads {
 			cl.mustRun("pull", "origin", ref)
