@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"syscall"
 )
@@ -10,6 +11,11 @@ import (
 // for setCork; it is http.Server.ConnContext. Taking the RawConn once per
 // connection saves an allocation per corked response.
 func connContext(ctx context.Context, c net.Conn) context.Context {
+	if _, isTLS := c.(*tls.Conn); !isTLS {
+		if nc, ok := c.(interface{ NetConn() net.Conn }); ok {
+			c = nc.NetConn() // a connection fastget handed over
+		}
+	}
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		return ctx

@@ -20,6 +20,7 @@ import (
 	"github.com/mxos-linux/mxos-update/internal/channelmeta/publish"
 	"github.com/mxos-linux/mxos-update/internal/credindex"
 	"github.com/mxos-linux/mxos-update/internal/db"
+	"github.com/mxos-linux/mxos-update/internal/fastget"
 	"github.com/mxos-linux/mxos-update/internal/oci/registry"
 	"github.com/mxos-linux/mxos-update/internal/sign"
 	"github.com/mxos-linux/mxos-update/internal/storage/object"
@@ -149,7 +150,9 @@ func (c *Config) setDefaults() {
 // Server is mxos-server's HTTP server. Create it with New; it is safe for
 // concurrent use.
 type Server struct {
-	cfg  Config
+	cfg Config
+	// fast is the repository's request loop while Serve runs.
+	fast atomic.Pointer[fastget.Server]
 	log  *zap.Logger
 	repo *repoHandler
 	// repoStore serves /repo/ from Config.RepoStore; nil without one.
@@ -316,8 +319,19 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 	}
 	hs := s.httpServer()
+	// Repository GETs on plain TCP take the short loop (fastget's doc
+	// says why); everything else is net/http's.
+	fg := fastget.New(fastget.Config{
+		Handler:           hs.Handler,
+		Prefix:            repoPrefix,
+		ReadHeaderTimeout: hs.ReadHeaderTimeout,
+		IdleTimeout:       hs.IdleTimeout,
+		MaxHeaderBytes:    hs.MaxHeaderBytes,
+		ErrorLog:          hs.ErrorLog,
+	})
+	s.fast.Store(fg)
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	go func() { errc <- hs.Serve(fg.Listen(ln)) }()
 	if s.api != nil {
 		s.api.changes.Start() // before the device index loads: changes from now on apply
 		go s.flushLoop(ctx)
@@ -346,11 +360,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 	defer cancel()
+	fgDone := make(chan error, 1)
+	go func() { fgDone <- fg.Shutdown(sctx) }()
 	err := hs.Shutdown(sctx)
 	<-errc // returns http.ErrServerClosed as soon as Shutdown starts
+	err = errors.Join(err, <-fgDone)
 	if err != nil {
 		// Timed out: cut the remaining connections.
 		_ = hs.Close()
+		_ = fg.Close()
 		return fmt.Errorf("shutting down HTTP server: %w", err)
 	}
 	return nil

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"net"
@@ -164,5 +165,68 @@ func TestRequestLogging(t *testing.T) {
 				t.Errorf("log field %s leaks a secret: %q", k, s)
 			}
 		}
+	}
+}
+
+// TestRepoLoopBesideNetHTTP: on one keep-alive connection, repository
+// GETs are served by the fastget loop, and the first other request moves
+// the connection to net/http, which serves the rest, repository GETs
+// included. Routes and metrics are the same either way.
+func TestRepoLoopBesideNetHTTP(t *testing.T) {
+	dir := newDataDir(t)
+	writeFile(t, filepath.Join(dir, "repo", "config"), []byte("[core]\nrepo_version=1\nmode=archive-z2\n"))
+	s := newTestServer(t, dir)
+	base := startServer(t, s)
+	fg := s.fast.Load()
+	for deadline := time.Now().Add(5 * time.Second); fg == nil && time.Now().Before(deadline); fg = s.fast.Load() {
+		time.Sleep(time.Millisecond) // Serve runs in its own goroutine
+	}
+	if fg == nil {
+		t.Fatal("Serve did not start the repository loop")
+	}
+	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	steps := []struct {
+		req      string
+		status   int
+		body     string
+		loopAdds uint64
+	}{
+		{"GET /repo/config HTTP/1.1\r\nHost: t\r\n\r\n", 200, "[core]", 1},
+		{"HEAD /repo/config HTTP/1.1\r\nHost: t\r\n\r\n", 200, "", 1},
+		{"GET /repo/../secret HTTP/1.1\r\nHost: t\r\n\r\n", 400, "bad request", 1},
+		{"GET /repo/objects/00/nothing.filez HTTP/1.1\r\nHost: t\r\n\r\n", 404, "not found", 1},
+		{"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n", 200, "", 0},
+		{"GET /repo/config HTTP/1.1\r\nHost: t\r\n\r\n", 200, "[core]", 0},
+	}
+	for _, st := range steps {
+		before := fg.Served()
+		if _, err := io.WriteString(c, st.req); err != nil {
+			t.Fatal(err)
+		}
+		method, _, _ := strings.Cut(st.req, " ")
+		resp, err := http.ReadResponse(br, &http.Request{Method: method})
+		if err != nil {
+			t.Fatalf("%q: %v", st.req, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != st.status || !strings.HasPrefix(string(body), st.body) || resp.Close {
+			t.Errorf("%q: %d %q close=%v, want %d %q", st.req, resp.StatusCode, body, resp.Close, st.status, st.body)
+		}
+		if got := fg.Served() - before; got != st.loopAdds {
+			t.Errorf("%q: the loop served %d requests, want %d", st.req, got, st.loopAdds)
+		}
+	}
+	_, metrics := do(t, "GET", base+"/metrics")
+	if !strings.Contains(string(metrics), `route="GET /repo/"`) {
+		t.Error("repository requests missing from the route metrics")
 	}
 }
