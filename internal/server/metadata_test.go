@@ -439,6 +439,27 @@ func TestMetadataPut(t *testing.T) {
 	}
 }
 
+// metaKeys makes a release key (root and release roles, threshold 1) and
+// an online key, and returns the metadata keys, their metadata signers and
+// the online key itself (its commit and summary signers).
+func metaKeys(t *testing.T) (keys publish.Keys, release, online []signature.Signer, onlineKey pubKeys) {
+	t.Helper()
+	rel, on := genKeys(t), genKeys(t)
+	relS, err := publish.LoadEd25519Signers(rel.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	onS, err := publish.LoadEd25519Signers(on.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	relPubs, _ := publish.PublicKeys(relS...)
+	onPubs, _ := publish.PublicKeys(onS...)
+	keys = publish.Keys{Root: publish.RoleKeys{Keys: relPubs, Threshold: 1},
+		Release: publish.RoleKeys{Keys: relPubs, Threshold: 1}, Online: publish.RoleKeys{Keys: onPubs, Threshold: 1}}
+	return keys, relS, onS, on
+}
+
 // The server warns 30 days before the offline roles expire: here the
 // targets (made to live 20 days) but not the root (1 year).
 func TestMetadataExpiryWarning(t *testing.T) {
@@ -446,19 +467,7 @@ func TestMetadataExpiryWarning(t *testing.T) {
 	if _, err := ostree.Create(filepath.Join(data, "repo")); err != nil {
 		t.Fatal(err)
 	}
-	rel, online := genKeys(t), genKeys(t)
-	relS, err := publish.LoadEd25519Signers(rel.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	onS, err := publish.LoadEd25519Signers(online.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	relPubs, _ := publish.PublicKeys(relS...)
-	onPubs, _ := publish.PublicKeys(onS...)
-	keys := publish.Keys{Root: publish.RoleKeys{Keys: relPubs, Threshold: 1},
-		Release: publish.RoleKeys{Keys: relPubs, Threshold: 1}, Online: publish.RoleKeys{Keys: onPubs, Threshold: 1}}
+	keys, relS, onS, online := metaKeys(t)
 	dir := filepath.Join(data, "metadata")
 	opts := publish.Options{TargetsExpiry: 20 * 24 * time.Hour}
 	if err := publish.Init(dir, keys, relS, relS, opts, time.Now()); err != nil {

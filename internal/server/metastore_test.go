@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -29,19 +28,7 @@ func newSharedMeta(t *testing.T) *sharedMeta {
 	t.Helper()
 	data := t.TempDir()
 	dbStore, _ := openAPI(t, data)
-	rel, online := genKeys(t), genKeys(t)
-	relS, err := publish.LoadEd25519Signers(rel.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	onS, err := publish.LoadEd25519Signers(online.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	relPubs, _ := publish.PublicKeys(relS...)
-	onPubs, _ := publish.PublicKeys(onS...)
-	keys := publish.Keys{Root: publish.RoleKeys{Keys: relPubs, Threshold: 1},
-		Release: publish.RoleKeys{Keys: relPubs, Threshold: 1}, Online: publish.RoleKeys{Keys: onPubs, Threshold: 1}}
+	keys, relS, onS, _ := metaKeys(t)
 	initDir := filepath.Join(data, "metadata-init")
 	if err := publish.Init(initDir, keys, relS, relS, publish.Options{}, time.Now()); err != nil {
 		t.Fatal(err)
@@ -98,23 +85,12 @@ func (s *sharedMeta) refresh(t *testing.T, i int, now time.Time) publish.Refresh
 
 func (s *sharedMeta) bucketFile(t *testing.T, name string) []byte {
 	t.Helper()
-	r, err := s.store.Get(context.Background(), metaStorePrefix+name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	b, err := io.ReadAll(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return getObject(t, s.store, metaStorePrefix+name)
 }
 
 func (s *sharedMeta) putBucket(t *testing.T, name string, b []byte) {
 	t.Helper()
-	if _, err := s.store.Put(context.Background(), metaStorePrefix+name, bytes.NewReader(b), int64(len(b)), object.Condition{}); err != nil {
-		t.Fatal(err)
-	}
+	putObject(t, s.store, metaStorePrefix+name, b)
 }
 
 func localFile(t *testing.T, sh *metaShare, name string) []byte {
