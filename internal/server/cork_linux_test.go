@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"syscall"
 	"testing"
@@ -52,5 +53,47 @@ func TestSetCork(t *testing.T) {
 	}
 	if ctx := connContext(context.Background(), &net.UnixConn{}); ctx.Value(connKey{}) != nil {
 		t.Error("connContext stored a RawConn for a non-TCP connection")
+	}
+}
+
+// wrappedConn stands for a connection fastget handed to net/http: it
+// exposes the TCP connection underneath through NetConn.
+type wrappedConn struct{ net.Conn }
+
+func (w wrappedConn) NetConn() net.Conn { return w.Conn }
+
+// TestConnContextUnwraps: a connection fastget handed over is corked like
+// the TCP connection it wraps; a TLS connection never is (its records must
+// not be held back under the TLS layer's feet, and it has its own writes).
+func TestConnContextUnwraps(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	conn, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, tc := range []struct {
+		name string
+		c    net.Conn
+		want bool
+	}{
+		{"tcp", conn, true},
+		{"handed over", wrappedConn{conn}, true},
+		{"tls", tls.Server(conn, &tls.Config{}), false},
+		{"unix", &net.UnixConn{}, false},
+	} {
+		_, got := connContext(context.Background(), tc.c).Value(connKey{}).(syscall.RawConn)
+		if got != tc.want {
+			t.Errorf("%s: RawConn stored = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }
