@@ -291,7 +291,7 @@ func limit(v, def int64) int64 {
 // the cache (an OS update with new keys/) wins too.
 func (c *Client) trustedRoot() []byte {
 	best := c.cfg.TrustedRoot
-	data, err := readLimited(filepath.Join(c.cfg.CacheDir, RootFile), DefaultRootMax)
+	data, err := ReadFileLimited(filepath.Join(c.cfg.CacheDir, RootFile), DefaultRootMax)
 	if err != nil || CheckFile(metadata.ROOT, data) != nil {
 		return best
 	}

@@ -33,7 +33,11 @@ const (
 	MaxFileSize = 8 << 20
 )
 
-func readLimited(path string, max int64) ([]byte, error) {
+// ReadFileLimited reads the file at path, refusing one larger than max
+// bytes with ErrTooLarge, so a hostile or broken metadata file cannot make
+// its reader hold it all in memory. The server's metadata store and the
+// publisher read their files through it too.
+func ReadFileLimited(path string, max int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err

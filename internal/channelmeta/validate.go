@@ -434,7 +434,7 @@ func (f *checkedFetcher) DownloadFile(url string, maxLength int64, timeout time.
 func (c *Client) checkCache() {
 	for _, name := range []string{RootFile, TimestampFile, SnapshotFile, TargetsFile, RolloutsFile} {
 		p := filepath.Join(c.cfg.CacheDir, name)
-		data, err := readLimited(p, MaxFileSize)
+		data, err := ReadFileLimited(p, MaxFileSize)
 		if err != nil {
 			if !errors.Is(err, fs.ErrNotExist) {
 				_ = os.Remove(p)

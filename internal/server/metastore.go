@@ -107,7 +107,7 @@ func parseHead(name string, b []byte) (*tufHead, error) {
 
 // localVersion is the version of the local file name (0 when absent).
 func (m *metaShare) localVersion(name string) (int64, []byte, error) {
-	b, err := readFileLimit(filepath.Join(m.dir, name), channelmeta.MaxFileSize)
+	b, err := channelmeta.ReadFileLimited(filepath.Join(m.dir, name), channelmeta.MaxFileSize)
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil, nil
 	}
@@ -119,22 +119,6 @@ func (m *metaShare) localVersion(name string) (int64, []byte, error) {
 		return 0, nil, err
 	}
 	return h.Signed.Version, b, nil
-}
-
-func readFileLimit(path string, max int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > max {
-		return nil, fmt.Errorf("%s: %w", path, channelmeta.ErrTooLarge)
-	}
-	return b, nil
 }
 
 // get reads one metadata file from the bucket.
@@ -367,7 +351,7 @@ func (m *metaShare) push(ctx context.Context, seen map[string]string) error {
 		if fixed && inBucket {
 			continue // versioned files never change
 		}
-		b, err := readFileLimit(filepath.Join(m.dir, n), channelmeta.MaxFileSize)
+		b, err := channelmeta.ReadFileLimited(filepath.Join(m.dir, n), channelmeta.MaxFileSize)
 		if err != nil {
 			return fmt.Errorf("sharing the channel metadata: %w", err)
 		}

@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"maps"
 	"os"
@@ -908,7 +907,7 @@ func (r *Repo) prune(st *repoState) {
 
 // read reads dir/name, refusing files over max bytes.
 func (r *Repo) read(name string, max int64) ([]byte, error) {
-	data, err := readLimited(filepath.Join(r.Dir, name), max)
+	data, err := channelmeta.ReadFileLimited(filepath.Join(r.Dir, name), max)
 	if err != nil {
 		return nil, fmt.Errorf("channel metadata: %w", err)
 	}
@@ -917,7 +916,7 @@ func (r *Repo) read(name string, max int64) ([]byte, error) {
 
 // readOptional is read, returning nil, nil if the file does not exist.
 func (r *Repo) readOptional(name string, max int64) ([]byte, error) {
-	data, err := readLimited(filepath.Join(r.Dir, name), max)
+	data, err := channelmeta.ReadFileLimited(filepath.Join(r.Dir, name), max)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -931,21 +930,4 @@ func (r *Repo) readOptional(name string, max int64) ([]byte, error) {
 // mirror's rsync) see either the old or the new complete file.
 func writeAtomic(dir, name string, data []byte) error {
 	return storage.WriteFile(filepath.Join(dir, name), data, 0o644)
-}
-
-// readLimited reads path, refusing files over max bytes.
-func readLimited(path string, max int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	if int64(len(data)) > max {
-		return nil, fmt.Errorf("%s: %w: more than %d bytes", path, channelmeta.ErrTooLarge, max)
-	}
-	return data, nil
 }
