@@ -39,6 +39,7 @@ cleanup() {
   for m in dev/pts dev sys proc; do umount "$tmp/$m" 2>/dev/null || true; done
 }
 trap cleanup EXIT
+trap 'exit 143' TERM # a SIGTERM (the VM test's budget) also unmounts
 
 # dpkg fsyncs every file it unpacks, which is most of a build's time on a
 # busy disk. A build that dies is thrown away (it is in .tmp until the end,

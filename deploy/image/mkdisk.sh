@@ -44,6 +44,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 143' TERM # a SIGTERM (the VM test's budget) also frees the loop devices
 
 rm -f "$OUT.tmp"
 truncate -s "$SIZE" "$OUT.tmp"

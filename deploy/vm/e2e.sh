@@ -53,6 +53,9 @@ cleanup() {
   if [ "$keep" = 1 ]; then log "logs kept in $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
+# A SIGTERM (the Go test's budget) ends the script through its EXIT trap:
+# QEMU and the server stop, the logs are kept.
+trap 'keep=1; log "stopped by SIGTERM"; exit 143' TERM
 
 # ---- binaries -------------------------------------------------------------
 export GOFLAGS=-tags=containers_image_openpgp,containers_image_storage_stub,containers_image_docker_daemon_stub
