@@ -11,21 +11,7 @@ import (
 // TestSetCork checks that connContext hands writeBody the connection and
 // that setCork really sets and clears TCP_CORK on it.
 func TestSetCork(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	conn, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := acceptedConn(t)
 
 	rc, ok := connContext(context.Background(), conn).Value(connKey{}).(syscall.RawConn)
 	if !ok {
@@ -66,21 +52,7 @@ func (w wrappedConn) NetConn() net.Conn { return w.Conn }
 // the TCP connection it wraps; a TLS connection never is (its records must
 // not be held back under the TLS layer's feet, and it has its own writes).
 func TestConnContextUnwraps(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	conn, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := acceptedConn(t)
 	for _, tc := range []struct {
 		name string
 		c    net.Conn
@@ -96,4 +68,26 @@ func TestConnContextUnwraps(t *testing.T) {
 			t.Errorf("%s: RawConn stored = %v, want %v", tc.name, got, tc.want)
 		}
 	}
+}
+
+// acceptedConn is the server side of a loopback TCP connection, closed
+// with the test.
+func acceptedConn(t *testing.T) net.Conn {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	conn, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
