@@ -55,6 +55,8 @@ type Follower struct {
 	last      time.Time           // start of the last successful read (our clock)
 	seen      map[int64]time.Time // changes returned, by sequence, with their time
 	lastPrune time.Time
+	closed    bool           // Close was called: no more prunes
+	pruning   sync.WaitGroup // the prune Next started, if running
 }
 
 // Batch is what one Next found.
@@ -81,6 +83,17 @@ func (f *Follower) Start() {
 	defer f.mu.Unlock()
 	f.last = f.now()
 	f.seen = map[int64]time.Time{}
+}
+
+// Close stops Next from starting prunes and waits for one under way, so
+// the Store can be closed after it (a prune left running would write to a
+// closing database, or to a test's directory while it is removed). Next
+// still reads after Close.
+func (f *Follower) Close() {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
+	f.pruning.Wait()
 }
 
 // Next returns the changes not returned before, read since Lookback
@@ -113,9 +126,11 @@ func (f *Follower) Next(ctx context.Context) (Batch, error) {
 		}
 	}
 	f.last = start
-	if start.Sub(f.lastPrune) >= PruneEvery {
+	if !f.closed && start.Sub(f.lastPrune) >= PruneEvery {
 		f.lastPrune = start
+		f.pruning.Add(1)
 		go func() {
+			defer f.pruning.Done()
 			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 			defer cancel()
 			_ = f.Store.PruneChanges(pctx, start.Add(-Retention))
