@@ -101,6 +101,8 @@ type Index struct {
 	syncMu    sync.Mutex // one Sync at a time
 	lastSync  time.Time  // start of the last successful Sync (our clock)
 	lastPrune time.Time
+	closed    bool           // Close was called: no more prunes (under syncMu)
+	pruning   sync.WaitGroup // the prune Sync started, if running
 }
 
 // drop is when a token was dropped: in which generation, at what time.
@@ -349,15 +351,30 @@ func (x *Index) Sync(ctx context.Context) error {
 	x.dropLocked(hashes, start)
 	x.ready = true
 	x.lastSync = start
-	if start.Sub(x.lastPrune) >= PruneEvery {
+	if !x.closed && start.Sub(x.lastPrune) >= PruneEvery {
 		x.lastPrune = start
+		x.pruning.Add(1)
 		go func() {
+			defer x.pruning.Done()
 			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 			defer cancel()
 			_ = x.Store.PruneTokenChanges(pctx, start.Add(-Retention))
 		}()
 	}
 	return nil
+}
+
+// Close stops Sync from starting prunes and waits for one under way, so
+// the Store can be closed after it (as changefeed.Follower.Close). Get and
+// Sync still work after it.
+func (x *Index) Close() {
+	if x == nil {
+		return
+	}
+	x.syncMu.Lock()
+	x.closed = true
+	x.syncMu.Unlock()
+	x.pruning.Wait()
 }
 
 // Drop drops the tokens with these hashes at once: the caller changed

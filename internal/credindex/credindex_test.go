@@ -47,6 +47,7 @@ func TestIndex(t *testing.T) {
 	mint(t, s, "b", "not-a-machine-id", exp)
 	mint(t, s, "c", strings.Repeat("1", 32), time.Time{})
 	x := &Index{Store: s}
+	t.Cleanup(x.Close) // before the store closes: Sync starts a prune
 	if _, ok := x.Get(hashOf("a")); ok {
 		t.Fatal("Get answered before Load")
 	}
@@ -115,6 +116,7 @@ func TestIndex(t *testing.T) {
 	if _, ok := x.Get(hashOf("f")); !ok {
 		t.Fatal("a fresh read was not indexed")
 	}
+	x.Close() // the prune the first Sync started ends before the store closes
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -154,4 +156,41 @@ func TestCompaction(t *testing.T) {
 	if _, ok := x.Get(hashOf("live")); !ok {
 		t.Fatal("the reload lost a live credential")
 	}
+}
+
+// TestCloseWaitsForPrune: Close returns only after the prune Sync started
+// has ended. The prune is held on SQLite's write lock by an open
+// transaction; Close must still be waiting when the transaction ends.
+func TestCloseWaitsForPrune(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	x := &Index{Store: s}
+	if err := x.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	locked, release := make(chan struct{}), make(chan struct{})
+	txDone := make(chan error, 1)
+	go func() {
+		txDone <- s.Tx(ctx, func(*db.Tx) error {
+			close(locked)
+			<-release
+			return nil
+		})
+	}()
+	<-locked
+	if err := x.Sync(ctx); err != nil { // reads; starts a prune, which waits for the lock
+		t.Fatal(err)
+	}
+	closed := make(chan struct{})
+	go func() { x.Close(); close(closed) }()
+	select {
+	case <-closed:
+		t.Fatal("Close returned while the prune Sync started was still waiting for the database")
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	if err := <-txDone; err != nil {
+		t.Fatal(err)
+	}
+	<-closed
 }

@@ -283,7 +283,8 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // serving it. Call it after Serve has returned.
 func (s *Server) Close() error {
 	if s.api != nil {
-		s.api.changes.Close() // a prune under way, before the caller closes the store
+		s.api.changes.Close() // prunes under way, before the caller closes the store
+		s.api.creds.Close()
 		if err := s.api.updates.Flush(context.Background()); err != nil {
 			s.log.Warn("recording last-seen times", zap.Error(err))
 		}
