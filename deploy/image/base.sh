@@ -32,8 +32,21 @@ if [ -f "$root/.complete" ]; then
 fi
 
 mkdir -p "$CACHE"
+# One build at a time (two VM runs, or .ci/run's background build and the
+# VM test): a second caller waits here, then finds the first one's result.
+exec 9>"$CACHE/.base.lock"
+flock 9
+if [ -f "$root/.complete" ]; then
+  log "cached $root (built while we waited)"
+  echo "$root"
+  exit 0
+fi
 tmp=$CACHE/.base-$key.tmp
-rm -rf "$tmp"
+# A build killed outright (SIGKILL, power loss) leaves its mounts behind:
+# take them down, and never let rm cross into another file system (the
+# host's /dev is bind-mounted there while a build runs).
+for m in dev/pts dev sys proc; do umount "$tmp/$m" 2>/dev/null || true; done
+rm -rf --one-file-system "$tmp"
 mkdir -p "$tmp"
 cleanup() {
   for m in dev/pts dev sys proc; do umount "$tmp/$m" 2>/dev/null || true; done

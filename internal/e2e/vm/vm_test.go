@@ -64,7 +64,7 @@ func TestVMEndToEnd(t *testing.T) {
 	}
 	testtool.RequireRoot(t, "the VM image is made on loop devices")
 	for _, tool := range []string{"qemu-system-x86_64", "qemu-img", "debootstrap", "ostree", "losetup",
-		"sfdisk", "mkfs.ext4", "debugfs", "nc", "sqlite3", "curl", "python3", "go"} {
+		"sfdisk", "mkfs.ext4", "debugfs", "nc", "sqlite3", "curl", "python3", "go", "flock"} {
 		testtool.Require(t, tool)
 	}
 	root, err := filepath.Abs("../../..")
