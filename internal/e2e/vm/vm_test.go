@@ -20,7 +20,9 @@
 // the serial logs, not with the test binary's timeout.
 //
 // The Debian base (debootstrap) is cached by package versions in
-// ~/.cache/mxos-update/vm; .ci/run builds it while the Go tools compile.
+// ~/.cache/mxos-update/vm; .ci/run builds it in the background while the
+// Go tools and the tests compile, and base.sh's lock makes this test's
+// own call wait for that build.
 // It needs root and the tools .ci/run installs; under CI a missing one
 // fails the test.
 package vm
