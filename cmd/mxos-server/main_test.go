@@ -126,3 +126,20 @@ func TestPublicHostPort(t *testing.T) {
 		}
 	}
 }
+
+func TestParseRepoLoops(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want int
+		ok   bool
+	}{
+		{"auto", 0, true}, {"", 0, true}, {"off", -1, true}, {"0", -1, true},
+		{"1", 1, true}, {"4", 4, true},
+		{"-1", 0, false}, {"many", 0, false}, {"99999", 0, false},
+	} {
+		got, err := parseRepoLoops(tt.in)
+		if (err == nil) != tt.ok || err == nil && got != tt.want {
+			t.Errorf("parseRepoLoops(%q) = %d, %v; want %d, ok %v", tt.in, got, err, tt.want, tt.ok)
+		}
+	}
+}

@@ -34,6 +34,7 @@ type globalOptions struct {
 	channels  string
 	logLevel  string
 	logFormat string
+	repoLoops string
 	cpuProf   string
 	storage   string // --storage: the storage file (storage.go)
 }
@@ -67,6 +68,7 @@ func newRootCmd() *cobra.Command {
 	_ = pf.MarkHidden("cpuprofile")
 	pf.StringVar(&g.logFormat, "log-format", "console", "log format: console or json")
 	cmd.Flags().StringVar(&g.storage, "storage", envOr("MXOS_STORAGE", ""), "storage file: kind dir (default, everything in --data) or s3 (registry blobs and the served repository in a bucket) (env MXOS_STORAGE)")
+	cmd.Flags().StringVar(&g.repoLoops, "repo-loops", envOr("MXOS_REPO_LOOPS", "auto"), "event loops serving repository GETs: auto (half the CPUs, none on one CPU or with --storage s3), off, or a number (env MXOS_REPO_LOOPS)")
 	cmd.Flags().StringVar(&listen, "listen", envOr("MXOS_LISTEN", server.DefaultListen), "address to listen on (env MXOS_LISTEN)")
 	cmd.Flags().StringVar(&keys.release, "release-keys", envOr("MXOS_RELEASE_KEYS", ""), "directory of the release public keys published commits must be signed with (env MXOS_RELEASE_KEYS; default ./keys when it holds keys)")
 	cmd.Flags().StringVar(&keys.online, "online-keys", envOr("MXOS_ONLINE_KEYS", ""), "directory of the online secret keys that sign the summary (env MXOS_ONLINE_KEYS; make them with mxosctl keys generate --dir)")
@@ -182,6 +184,9 @@ func runServer(ctx context.Context, out io.Writer, g globalOptions, listen strin
 		return err
 	}
 	cfg := server.Config{DataDir: g.dataDir, Listen: listen, Logger: log, Registry: registry}
+	if cfg.RepoLoops, err = parseRepoLoops(g.repoLoops); err != nil {
+		return err
+	}
 	if err := openStorage(ctx, g.storage, &cfg, log); err != nil { // storage.go
 		return err
 	}
@@ -307,6 +312,22 @@ func newLogger(level, format string) (*zap.Logger, error) {
 	}
 	sink := zapcore.Lock(os.Stderr)
 	return zap.New(zapcore.NewCore(enc, sink, lvl), zap.ErrorOutput(sink)), nil
+}
+
+// parseRepoLoops reads --repo-loops: "auto" is 0, "off" is -1
+// (server.Config.RepoLoops).
+func parseRepoLoops(v string) (int, error) {
+	switch v {
+	case "auto", "":
+		return 0, nil
+	case "off", "0":
+		return -1, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || n > 1024 {
+		return 0, fmt.Errorf("--repo-loops %q: want auto, off or a number of loops", v)
+	}
+	return n, nil
 }
 
 func envOr(key, fallback string) string {

@@ -34,7 +34,10 @@ const readBufSize = 4096
 
 var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufSize) }}
 
-// conn is one client connection on the loop.
+// conn is one client connection. It is served either by its own
+// goroutine (c set) or, on Linux with Config.Loops, by an event loop (c
+// nil, fd set) until a write would block or a request is not the loop's
+// kind; then it leaves the loop for a goroutine of its own (loop_linux.go).
 type conn struct {
 	s      *Server
 	c      net.Conn
@@ -48,39 +51,49 @@ type conn struct {
 	w      response
 	// deadline: a read deadline is set on c.
 	deadline bool
+
+	// On a loop (see loop_linux.go).
+	fd       int
+	l        *loop
+	in       *[readBufSize]byte // bytes read and not yet served; nil when none
+	inN      int
+	consumed int   // bytes of in taken by the request being served
+	expires  int64 // unix nanoseconds the connection may wait to; 0: no bound
+	left     bool  // left its loop while a handler ran on it
 }
 
 func (s *Server) newConn(c net.Conn, h *handoff) *conn {
-	cn := &conn{s: s, c: c, h: h, remote: c.RemoteAddr().String()}
+	cn := &conn{s: s, c: c, h: h, remote: c.RemoteAddr().String(), fd: -1}
 	if !s.track(cn, true) {
 		return nil
 	}
-	cn.lr.R = c
-	cn.br = readerPool.Get().(*bufio.Reader)
-	cn.br.Reset(&cn.lr)
-	cn.ctx, cn.cancel = context.WithCancel(context.Background())
+	cn.setReader(c)
 	cn.w.c = cn
 	return cn
 }
 
+// setReader makes r the source of the connection's requests, read by its
+// own goroutine from now on.
+func (cn *conn) setReader(r io.Reader) {
+	cn.lr.R = r
+	cn.br = readerPool.Get().(*bufio.Reader)
+	cn.br.Reset(&cn.lr)
+	cn.ctx, cn.cancel = context.WithCancel(context.Background())
+}
+
 // serve runs requests until the connection ends or is handed off.
-func (cn *conn) serve() {
+func (cn *conn) serve() { cn.run(true) }
+
+// run is serve from the first request (first) or a later one.
+func (cn *conn) run(first bool) {
 	handed := false
 	defer func() {
 		if v := recover(); v != nil && v != http.ErrAbortHandler {
-			buf := make([]byte, 64<<10)
-			buf = buf[:runtime.Stack(buf, false)]
-			cn.s.logf("fastget: panic serving %s: %v\n%s", cn.remote, v, buf)
+			cn.s.logPanic(cn.remote, v)
 		}
-		cn.cancel()
-		cn.s.track(cn, false)
-		if !handed {
-			cn.c.Close()
-			cn.br.Reset(nil)
-			readerPool.Put(cn.br)
-		}
+		cn.finish(handed)
 	}()
-	for first := true; ; first = false {
+	for ; ; first = false {
 		req, prefix, ok := cn.readRequest(first)
 		if !ok {
 			return
@@ -97,6 +110,24 @@ func (cn *conn) serve() {
 			return
 		}
 	}
+}
+
+// finish ends the goroutine mode of a connection; handed says net/http
+// has it now.
+func (cn *conn) finish(handed bool) {
+	cn.cancel()
+	cn.s.track(cn, false)
+	if !handed {
+		cn.c.Close()
+		cn.br.Reset(nil)
+		readerPool.Put(cn.br)
+	}
+}
+
+func (s *Server) logPanic(remote string, v any) {
+	buf := make([]byte, 64<<10)
+	buf = buf[:runtime.Stack(buf, false)]
+	s.logf("fastget: panic serving %s: %v\n%s", remote, v, buf)
 }
 
 // handOff gives the connection, with prefix and whatever is buffered
@@ -154,34 +185,53 @@ func (cn *conn) readRequest(first bool) (req *http.Request, prefix []byte, ok bo
 		}
 	}
 
-	line, err := cn.br.ReadSlice('\n')
+	req, prefix, status, why := cn.parseRequest(cn.br)
+	switch {
+	case status != 0:
+		cn.w.fail(status, why)
+		return nil, nil, false
+	case req == nil && prefix == nil:
+		return nil, nil, false // closed or timed out mid-request
+	case req == nil:
+		return nil, prefix, true
+	}
+	cn.lr.N = math.MaxInt64
+	return req.WithContext(cn.ctx), nil, true
+}
+
+// parseRequest reads one request's line and headers from br. It returns
+// the request; or the line read (prefix) when net/http should take the
+// connection from there; or the status to refuse it with (and why); or
+// nothing at all when the connection ended or timed out mid-request.
+func (cn *conn) parseRequest(br *bufio.Reader) (req *http.Request, prefix []byte, status int, why string) {
+	cfg := &cn.s.cfg
+	line, err := br.ReadSlice('\n')
 	if err != nil {
 		if errors.Is(err, bufio.ErrBufferFull) {
-			return nil, line, true // a long line: net/http's to judge
+			return nil, line, 0, "" // a long line: net/http's to judge
 		}
-		return nil, nil, false // closed or timed out mid-line
+		return nil, nil, 0, "" // closed or timed out mid-line
 	}
 	method, target, proto, minor, ok := parseRequestLine(line)
 	if !ok || !strings.HasPrefix(target, cfg.Prefix) {
-		return nil, line, true
+		return nil, line, 0, ""
 	}
 	u, err := url.ParseRequestURI(target)
 	if err != nil {
-		return nil, line, true
+		return nil, line, 0, ""
 	}
-	hdr, err := textproto.NewReader(cn.br).ReadMIMEHeader()
+	hdr, err := textproto.NewReader(br).ReadMIMEHeader()
 	if err != nil {
 		if cn.lr.N <= 0 {
-			cn.w.fail(http.StatusRequestHeaderFieldsTooLarge, "")
+			return nil, nil, http.StatusRequestHeaderFieldsTooLarge, ""
 		} else if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !isTimeout(err) {
-			cn.w.fail(http.StatusBadRequest, "")
+			return nil, nil, http.StatusBadRequest, ""
 		}
-		return nil, nil, false
+		return nil, nil, 0, ""
 	}
 	h := http.Header(hdr)
 	if why := checkHeader(h, minor); why != "" {
-		cn.w.fail(http.StatusBadRequest, why)
-		return nil, nil, false
+		return nil, nil, http.StatusBadRequest, why
 	}
 	host := ""
 	if v := h["Host"]; len(v) > 0 {
@@ -201,8 +251,7 @@ func (cn *conn) readRequest(first bool) (req *http.Request, prefix []byte, ok bo
 		RequestURI: target,
 	}
 	req.Close = wantsClose(h, minor)
-	cn.lr.N = math.MaxInt64
-	return req.WithContext(cn.ctx), nil, true
+	return req, nil, 0, ""
 }
 
 // setDeadline bounds the connection's reads to d from now; d ≤ 0 lifts a
@@ -293,4 +342,54 @@ func wantsClose(h http.Header, minor int) bool {
 		return true
 	}
 	return minor == 0 && !httpguts.HeaderValuesContainsToken(h["Connection"], "keep-alive")
+}
+
+// write writes p to the client: on a loop as far as the socket takes it
+// without blocking, the rest from the connection's own goroutine.
+func (cn *conn) write(p []byte) (int, error) {
+	done := 0
+	if cn.c == nil {
+		n, err := cn.writeRaw(p)
+		if err != nil || n == len(p) {
+			return n, err
+		}
+		if err := cn.leave(); err != nil {
+			return n, err
+		}
+		done = n
+	}
+	n, err := cn.c.Write(p[done:])
+	return done + n, err
+}
+
+// writeBuffers writes bufs in one writev(2) where the socket takes them,
+// consuming bufs.
+func (cn *conn) writeBuffers(bufs *net.Buffers) error {
+	if cn.c == nil {
+		if err := cn.writevRaw(bufs); err != nil || len(*bufs) == 0 {
+			return err
+		}
+		if err := cn.leave(); err != nil {
+			return err
+		}
+	}
+	_, err := bufs.WriteTo(cn.c)
+	return err
+}
+
+// sendFrom copies src to the client, with sendfile(2) when src is a file.
+func (cn *conn) sendFrom(src io.Reader) (int64, error) {
+	var done int64
+	if cn.c == nil {
+		n, more, err := cn.sendRaw(src)
+		if err != nil || !more {
+			return n, err
+		}
+		if err := cn.leave(); err != nil {
+			return n, err
+		}
+		done = n
+	}
+	n, err := io.Copy(cn.c, src)
+	return done + n, err
 }

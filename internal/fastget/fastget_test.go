@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -81,8 +82,16 @@ func testHandler(t *testing.T) http.Handler {
 	})
 }
 
+// modes runs f without event loops (a goroutine per connection) and with
+// them.
+func modes(t *testing.T, f func(t *testing.T, loops int)) {
+	for _, loops := range []int{0, 1, 2} {
+		t.Run(fmt.Sprintf("loops=%d", loops), func(t *testing.T) { f(t, loops) })
+	}
+}
+
 // pair starts the handler behind net/http alone and behind the loop.
-func pair(t *testing.T, h http.Handler) (plain, loop string, fg *Server) {
+func pair(t *testing.T, h http.Handler, loops int) (plain, loop string, fg *Server) {
 	t.Helper()
 	quiet := log.New(io.Discard, "", 0)
 	ln1, err := net.Listen("tcp", "127.0.0.1:0")
@@ -98,7 +107,7 @@ func pair(t *testing.T, h http.Handler) (plain, loop string, fg *Server) {
 		t.Fatal(err)
 	}
 	fg = New(Config{Handler: h, Prefix: "/repo/", ErrorLog: quiet, MaxHeaderBytes: 8192,
-		ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 5 * time.Second})
+		ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 5 * time.Second, Loops: loops})
 	hs2 := &http.Server{Handler: h, ErrorLog: quiet, MaxHeaderBytes: 8192}
 	go hs2.Serve(fg.Listen(ln2))
 	t.Cleanup(func() { hs2.Close(); fg.Close() })
@@ -152,8 +161,10 @@ func summary(r *http.Response) string {
 	return b.String()
 }
 
-func TestSameAnswersAsNetHTTP(t *testing.T) {
-	plain, loop, fg := pair(t, testHandler(t))
+func TestSameAnswersAsNetHTTP(t *testing.T) { modes(t, testSameAnswers) }
+
+func testSameAnswers(t *testing.T, loops int) {
+	plain, loop, fg := pair(t, testHandler(t), loops)
 	get := func(path string, extra ...string) string {
 		return "GET " + path + " HTTP/1.1\r\nHost: example.org\r\n" + strings.Join(extra, "") + "\r\n"
 	}
@@ -223,8 +234,10 @@ func TestSameAnswersAsNetHTTP(t *testing.T) {
 
 // TestRefusesBodies: a GET with a body under the prefix is refused (the
 // package doc's one difference from net/http), and nothing is served.
-func TestRefusesBodies(t *testing.T) {
-	_, loop, fg := pair(t, testHandler(t))
+func TestRefusesBodies(t *testing.T) { modes(t, testRefusesBodies) }
+
+func testRefusesBodies(t *testing.T, loops int) {
+	_, loop, fg := pair(t, testHandler(t), loops)
 	for _, raw := range []string{
 		"GET /repo/small HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc",
 		"GET /repo/small HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
@@ -242,14 +255,34 @@ func TestRefusesBodies(t *testing.T) {
 
 // TestPanicClosesConnection: a handler panic is logged, the connection
 // closes, and the loop keeps serving others.
-func TestPanicClosesConnection(t *testing.T) {
-	var logged bytes.Buffer
+func TestPanicClosesConnection(t *testing.T) { modes(t, testPanicCloses) }
+
+// lockedBuffer is a log's output read by the test while the server writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func testPanicCloses(t *testing.T, loops int) {
+	var logged lockedBuffer
 	h := testHandler(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	fg := New(Config{Handler: h, Prefix: "/repo/", ErrorLog: log.New(&logged, "", 0)})
+	fg := New(Config{Handler: h, Prefix: "/repo/", ErrorLog: log.New(&logged, "", 0), Loops: loops})
 	hs := &http.Server{Handler: h}
 	go hs.Serve(fg.Listen(ln))
 	defer func() { hs.Close(); fg.Close() }()
@@ -267,7 +300,16 @@ func TestPanicClosesConnection(t *testing.T) {
 
 // TestShutdown: an idle connection is closed at once, a busy one after
 // its response, and Shutdown returns when none is left.
+// With loops, the idle and the busy connection are placed on different
+// loops (one each, in turn): a loop running a handler serves nothing else
+// until it returns (Config.Loops).
 func TestShutdown(t *testing.T) {
+	for _, loops := range []int{0, 2} {
+		t.Run(fmt.Sprintf("loops=%d", loops), func(t *testing.T) { testShutdown(t, loops) })
+	}
+}
+
+func testShutdown(t *testing.T, loops int) {
 	release := make(chan struct{})
 	var started atomic.Bool
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -281,7 +323,7 @@ func TestShutdown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fg := New(Config{Handler: h, Prefix: "/repo/"})
+	fg := New(Config{Handler: h, Prefix: "/repo/", Loops: loops})
 	hs := &http.Server{Handler: h}
 	go hs.Serve(fg.Listen(ln))
 	defer hs.Close()
@@ -343,13 +385,15 @@ func exchangeOn(t *testing.T, c net.Conn, raw string) string {
 }
 
 // TestIdleTimeout: a connection that sends nothing more is closed.
-func TestIdleTimeout(t *testing.T) {
+func TestIdleTimeout(t *testing.T) { modes(t, testIdleTimeout) }
+
+func testIdleTimeout(t *testing.T, loops int) {
 	h := testHandler(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	fg := New(Config{Handler: h, Prefix: "/repo/", IdleTimeout: 100 * time.Millisecond, ReadHeaderTimeout: 100 * time.Millisecond})
+	fg := New(Config{Handler: h, Prefix: "/repo/", IdleTimeout: 100 * time.Millisecond, ReadHeaderTimeout: 100 * time.Millisecond, Loops: loops})
 	hs := &http.Server{Handler: h}
 	go hs.Serve(fg.Listen(ln))
 	defer func() { hs.Close(); fg.Close() }()

@@ -147,7 +147,7 @@ func (w *response) ReadFrom(src io.Reader) (int64, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
-	n, err := io.Copy(w.c.c, src)
+	n, err := w.c.sendFrom(src)
 	w.written += n
 	if err != nil {
 		w.err = err
@@ -294,9 +294,9 @@ func (w *response) flush(p []byte) {
 		switch len(w.bufs) {
 		case 0:
 		case 1:
-			_, w.err = w.c.c.Write(w.bufs[0])
+			_, w.err = w.c.write(w.bufs[0])
 		default:
-			_, w.err = w.bufs.WriteTo(w.c.c) // consumes w.bufs, not iov
+			w.err = w.c.writeBuffers(&w.bufs) // consumes w.bufs, not iov
 		}
 	}
 	w.hb, w.out = w.hb[:0], w.out[:0]

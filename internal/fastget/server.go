@@ -29,6 +29,14 @@ type Config struct {
 	MaxHeaderBytes int
 	// ErrorLog receives handler panics; log's default logger when nil.
 	ErrorLog *log.Logger
+	// Loops is how many event loops serve plain-TCP connections (Linux
+	// only; loop_linux.go says how). Zero gives every connection a
+	// goroutine of its own. A loop runs the handler inline, so with loops
+	// the handler must not block on anything but local files: one that
+	// waits on the network or a lock stalls every connection of its loop.
+	// While busy, each loop keeps one of the runtime's Ps, so leave at
+	// least one for the rest of the program.
+	Loops int
 }
 
 // Server runs the loop on the connections of one listener.
@@ -40,7 +48,16 @@ type Server struct {
 	shutdown atomic.Bool
 	done     chan struct{} // closed by Shutdown or Close
 	served   atomic.Uint64
+
+	loops     []*loop
+	loopConns atomic.Int64  // connections on loops
+	left      atomic.Uint64 // connections that left a loop for a goroutine
 }
+
+// Left returns how many connections have moved from an event loop to a
+// goroutine of their own (a response that would block, a request not the
+// loop's kind).
+func (s *Server) Left() uint64 { return s.left.Load() }
 
 // Served returns how many requests the loop has run the handler for.
 func (s *Server) Served() uint64 { return s.served.Load() }
@@ -58,6 +75,9 @@ func New(cfg Config) *Server {
 // closes ln.
 func (s *Server) Listen(ln net.Listener) net.Listener {
 	h := &handoff{ln: ln, conns: make(chan net.Conn), done: s.done, closed: make(chan struct{})}
+	if s.cfg.Loops > 0 {
+		s.startLoops(h)
+	}
 	go s.accept(ln, h)
 	return h
 }
@@ -66,7 +86,7 @@ func (s *Server) Listen(ln net.Listener) net.Listener {
 // connections get the loop; anything else (TLS) goes to net/http at once.
 func (s *Server) accept(ln net.Listener, h *handoff) {
 	var backoff time.Duration
-	for {
+	for next := 0; ; next++ {
 		c, err := ln.Accept()
 		if err != nil {
 			var ne net.Error
@@ -80,10 +100,14 @@ func (s *Server) accept(ln net.Listener, h *handoff) {
 			return
 		}
 		backoff = 0
-		if _, ok := c.(*net.TCPConn); !ok || s.shutdown.Load() {
+		tc, ok := c.(*net.TCPConn)
+		if !ok || s.shutdown.Load() {
 			if !h.give(c) {
 				c.Close()
 			}
+			continue
+		}
+		if len(s.loops) > 0 && s.loops[next%len(s.loops)].add(tc) {
 			continue
 		}
 		cn := s.newConn(c, h)
@@ -141,9 +165,14 @@ func (s *Server) Close() error {
 	return nil
 }
 
+// begin starts the shutdown; the loops close their connections when they
+// next look (at once if idle, after the current request if busy).
 func (s *Server) begin() {
 	if s.shutdown.CompareAndSwap(false, true) {
 		close(s.done)
+		for _, l := range s.loops {
+			l.wake()
+		}
 	}
 }
 
@@ -157,7 +186,7 @@ func (s *Server) closeIdle() int {
 			c.c.Close()
 		}
 	}
-	return len(s.conns)
+	return len(s.conns) + int(s.loopConns.Load())
 }
 
 func (s *Server) track(c *conn, add bool) bool {

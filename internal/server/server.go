@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"sync/atomic"
 	"time"
@@ -61,6 +62,12 @@ type Config struct {
 	// 16 KiB each) kept in memory for serving; 0 means
 	// DefaultObjectMemory and a negative value keeps none.
 	ObjectMemory int64
+	// RepoLoops is how many event loops serve repository GETs on plain
+	// TCP (internal/fastget, Linux): 0 chooses (half of GOMAXPROCS; none
+	// with one P, where a loop would keep the only one, or when the
+	// repository is in a bucket, whose reads would stall a loop), and a
+	// negative value means none (a goroutine per connection).
+	RepoLoops int
 
 	// Store and Channels enable the update and admin API under /api/v1;
 	// without them the server only serves the repository.
@@ -306,6 +313,17 @@ func (s *Server) httpServer() *http.Server {
 	}
 }
 
+// repoLoops is Config.RepoLoops resolved.
+func (s *Server) repoLoops() int {
+	switch n := s.cfg.RepoLoops; {
+	case n > 0:
+		return n
+	case n < 0 || s.repoStore != nil:
+		return 0
+	}
+	return runtime.GOMAXPROCS(0) / 2
+}
+
 // Serve accepts connections on ln until ctx is cancelled, then shuts down
 // gracefully: it stops accepting, lets in-flight requests finish for up to
 // ShutdownTimeout, and returns. It returns nil after a clean shutdown.
@@ -330,6 +348,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       hs.IdleTimeout,
 		MaxHeaderBytes:    hs.MaxHeaderBytes,
 		ErrorLog:          hs.ErrorLog,
+		Loops:             s.repoLoops(),
 	})
 	s.fast.Store(fg)
 	errc := make(chan error, 1)
