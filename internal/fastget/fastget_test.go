@@ -300,16 +300,8 @@ func testPanicCloses(t *testing.T, loops int) {
 
 // TestShutdown: an idle connection is closed at once, a busy one after
 // its response, and Shutdown returns when none is left.
-// With loops, the idle and the busy connection are placed on different
-// loops (one each, in turn): a loop running a handler serves nothing else
-// until it returns (Config.Loops).
+// (On loops, whose handlers must not block: TestShutdownLoops.)
 func TestShutdown(t *testing.T) {
-	for _, loops := range []int{0, 2} {
-		t.Run(fmt.Sprintf("loops=%d", loops), func(t *testing.T) { testShutdown(t, loops) })
-	}
-}
-
-func testShutdown(t *testing.T, loops int) {
 	release := make(chan struct{})
 	var started atomic.Bool
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -323,7 +315,7 @@ func testShutdown(t *testing.T, loops int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fg := New(Config{Handler: h, Prefix: "/repo/", Loops: loops})
+	fg := New(Config{Handler: h, Prefix: "/repo/"})
 	hs := &http.Server{Handler: h}
 	go hs.Serve(fg.Listen(ln))
 	defer hs.Close()
@@ -348,10 +340,7 @@ func testShutdown(t *testing.T, loops int) {
 	done := make(chan error, 1)
 	go func() { done <- fg.Shutdown(context.Background()) }()
 
-	idle.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if n, err := idle.Read(make([]byte, 1)); n != 0 || err == nil {
-		t.Errorf("idle connection still open: %d, %v", n, err)
-	}
+	expectClosed(t, idle)
 	select {
 	case err := <-done:
 		t.Fatalf("Shutdown returned during a request: %v", err)
@@ -369,6 +358,15 @@ func testShutdown(t *testing.T, loops int) {
 	}
 	if err := <-done; err != nil {
 		t.Errorf("Shutdown: %v", err)
+	}
+}
+
+// expectClosed fails unless the server closes c within 5 s.
+func expectClosed(t *testing.T, c net.Conn) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil || isTimeout(err) {
+		t.Errorf("idle connection still open: %d, %v", n, err)
 	}
 }
 

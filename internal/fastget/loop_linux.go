@@ -10,7 +10,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -63,6 +65,11 @@ type loop struct {
 	conns  map[int32]*conn
 	closed bool
 
+	// lfd is the loop's own descriptor of the listening socket when the
+	// loops accept (see listen), else -1.
+	lfd         int
+	acceptAgain int64 // unix nanoseconds: accepting paused until then
+
 	// Used only by the goroutine running the loop. When it leaves with a
 	// connection, it stops touching them before its successor starts.
 	events  [maxEvents]unix.EpollEvent
@@ -76,8 +83,11 @@ type loop struct {
 var inPool = sync.Pool{New: func() any { return new([readBufSize]byte) }}
 
 // startLoops starts cfg.Loops loops; without them (an error, logged) every
-// connection gets its own goroutine.
-func (s *Server) startLoops(h *handoff) {
+// connection gets its own goroutine. It reports whether the loops accept
+// ln's connections themselves (then ln is closed: the loops hold their
+// own descriptors of the socket, outside the runtime's poller, which would
+// otherwise wake a thread for every connection).
+func (s *Server) startLoops(h *handoff, ln net.Listener) (accepting bool) {
 	for range s.cfg.Loops {
 		l, err := newLoop(s, h)
 		if err != nil {
@@ -86,12 +96,72 @@ func (s *Server) startLoops(h *handoff) {
 				l.closeAll()
 			}
 			s.loops = nil
-			return
+			return false
 		}
 		s.loops = append(s.loops, l)
 	}
+	accepting = s.listen(ln)
 	for _, l := range s.loops {
 		go l.run()
+	}
+	return accepting
+}
+
+// listen gives every loop its own descriptor of ln's socket to accept
+// from, if ln is a plain TCP listener; false leaves ln to the accept
+// goroutine.
+func (s *Server) listen(ln net.Listener) bool {
+	tl, ok := ln.(*net.TCPListener)
+	if !ok {
+		return false
+	}
+	rc, err := tl.SyscallConn()
+	if err != nil {
+		return false
+	}
+	fds := make([]int, 0, len(s.loops))
+	var derr error
+	err = rc.Control(func(fd uintptr) {
+		for range s.loops {
+			nfd, err := unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+			if err != nil {
+				derr = err
+				return
+			}
+			fds = append(fds, nfd)
+		}
+	})
+	events := uint32(unix.EPOLLIN)
+	if len(s.loops) > 1 {
+		events |= unix.EPOLLEXCLUSIVE // one loop woken per connection
+	}
+	for i, l := range s.loops {
+		if err != nil || derr != nil {
+			break
+		}
+		ev := unix.EpollEvent{Events: events, Fd: int32(fds[i])}
+		derr = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fds[i], &ev)
+	}
+	if err != nil || derr != nil {
+		for _, fd := range fds {
+			unix.Close(fd) // also leaves any epoll set
+		}
+		s.logf("fastget: the accept goroutine accepts: %v", errors.Join(err, derr))
+		return false
+	}
+	for i, l := range s.loops {
+		l.lfd = fds[i]
+	}
+	tl.Close() // the loops' descriptors keep the socket listening
+	return true
+}
+
+// stopAccepting makes the loops close their listening descriptors (the
+// handoff listener was closed).
+func (s *Server) stopAccepting() {
+	s.acceptStop.Store(true)
+	for _, l := range s.loops {
+		l.wake()
 	}
 }
 
@@ -111,7 +181,7 @@ func newLoop(s *Server, h *handoff) (*loop, error) {
 		unix.Close(wakefd)
 		return nil, fmt.Errorf("epoll_ctl: %w", err)
 	}
-	return &loop{s: s, h: h, epfd: epfd, wakefd: wakefd, conns: make(map[int32]*conn),
+	return &loop{s: s, h: h, epfd: epfd, wakefd: wakefd, lfd: -1, conns: make(map[int32]*conn),
 		br: bufio.NewReaderSize(nil, readBufSize)}, nil
 }
 
@@ -126,7 +196,17 @@ func (l *loop) add(c *net.TCPConn) bool {
 	if err := rc.Control(func(s uintptr) { fd, _ = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil || fd < 0 {
 		return false
 	}
-	cn := &conn{s: l.s, h: l.h, remote: c.RemoteAddr().String(), fd: fd, l: l}
+	if !l.register(fd, c.RemoteAddr().String()) {
+		return false
+	}
+	c.Close() // the duplicate keeps the socket open, outside the runtime's poller
+	return true
+}
+
+// register places the connection on fd on the loop; false (fd closed) if
+// the loop is closed or epoll refuses it.
+func (l *loop) register(fd int, remote string) bool {
+	cn := &conn{s: l.s, h: l.h, remote: remote, fd: fd, l: l}
 	cn.w.c = cn
 	cn.expires = deadline(l.s.cfg.ReadHeaderTimeout)
 	l.mu.Lock()
@@ -138,8 +218,60 @@ func (l *loop) add(c *net.TCPConn) bool {
 	}
 	l.conns[int32(fd)] = cn
 	l.s.loopConns.Add(1)
-	c.Close() // the duplicate keeps the socket open, outside the runtime's poller
 	return true
+}
+
+// accept takes the connections waiting on the listening socket, up to a
+// batch, so that serving is not starved by a flood of connections.
+func (l *loop) accept() {
+	for range 64 {
+		fd, sa, err := unix.Accept4(l.lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		switch err {
+		case nil:
+		case unix.EINTR, unix.ECONNABORTED:
+			continue
+		case unix.EAGAIN:
+			return
+		default:
+			// Out of descriptors or memory, as net/http's accept loop
+			// sees them: pause accepting rather than spin on the
+			// still-readable socket.
+			l.s.logf("fastget: accept: %v; retrying in %v", err, acceptPause)
+			unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, l.lfd, nil)
+			l.acceptAgain = time.Now().Add(acceptPause).UnixNano()
+			return
+		}
+		// As net does for accepted TCP connections: small responses are
+		// not held back waiting for acknowledgements.
+		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		l.register(fd, sockaddrString(sa))
+	}
+}
+
+// acceptPause is how long a loop stops accepting after accept(2) failed
+// for want of resources.
+const acceptPause = 100 * time.Millisecond
+
+// sockaddrString formats a peer address as net.TCPAddr.String does.
+func sockaddrString(sa unix.Sockaddr) string {
+	var ap netip.AddrPort
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		ap = netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+	case *unix.SockaddrInet6:
+		a := netip.AddrFrom16(sa.Addr).Unmap()
+		if sa.ZoneId != 0 {
+			if ifi, err := net.InterfaceByIndex(int(sa.ZoneId)); err == nil {
+				a = a.WithZone(ifi.Name)
+			} else {
+				a = a.WithZone(strconv.Itoa(int(sa.ZoneId)))
+			}
+		}
+		ap = netip.AddrPortFrom(a, uint16(sa.Port))
+	default:
+		return ""
+	}
+	return ap.String()
 }
 
 // wake makes the loop look at the server's state (Shutdown, Close).
@@ -176,9 +308,18 @@ func (l *loop) wait() bool {
 			l.closeAll()
 			return false
 		}
+		if l.lfd >= 0 && l.s.acceptStop.Load() {
+			unix.Close(l.lfd)
+			l.lfd = -1
+		}
 		if now := time.Now().UnixNano(); now-l.swept >= sweepEvery*int64(time.Millisecond) {
 			l.sweep(now)
 			l.swept = now
+			if l.acceptAgain != 0 && now >= l.acceptAgain && l.lfd >= 0 {
+				l.acceptAgain = 0
+				ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(l.lfd)}
+				unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, l.lfd, &ev)
+			}
 		}
 		var n int
 		var errno syscall.Errno
@@ -217,9 +358,13 @@ func epollWaitRaw(epfd int, events []unix.EpollEvent, msec int) (int, syscall.Er
 // event handles one event; false when this goroutine is no longer the
 // loop's.
 func (l *loop) event(ev unix.EpollEvent) bool {
-	if ev.Fd == int32(l.wakefd) {
+	switch ev.Fd {
+	case int32(l.wakefd):
 		var b [8]byte
 		unix.Read(l.wakefd, b[:])
+		return true
+	case int32(l.lfd):
+		l.accept()
 		return true
 	}
 	l.mu.Lock()
@@ -455,6 +600,10 @@ func (l *loop) closeAll() {
 	l.mu.Lock()
 	unix.Close(l.epfd)
 	unix.Close(l.wakefd)
+	if l.lfd >= 0 {
+		unix.Close(l.lfd)
+		l.lfd = -1
+	}
 	l.mu.Unlock()
 }
 

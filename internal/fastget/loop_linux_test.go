@@ -5,6 +5,7 @@ package fastget
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"log"
@@ -121,6 +122,71 @@ func TestLoopLeavesForSlowReader(t *testing.T) {
 				t.Errorf("the pipelined request after it: %q", b)
 			}
 		})
+	}
+}
+
+// TestShutdownLoops: Shutdown closes the idle connections of the loops at
+// once, lets a response in progress (off its loop, the client reading
+// slowly) finish, and returns when none is left.
+func TestShutdownLoops(t *testing.T) {
+	h, data := hugeHandler(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fg := New(Config{Handler: h, Prefix: "/repo/", Loops: 2, ErrorLog: log.New(io.Discard, "", 0)})
+	hs := &http.Server{Handler: h}
+	go hs.Serve(fg.Listen(ln))
+	defer hs.Close()
+	addr := ln.Addr().String()
+
+	idle := make([]net.Conn, 4) // on either loop
+	for i := range idle {
+		if idle[i], err = net.Dial("tcp", addr); err != nil {
+			t.Fatal(err)
+		}
+		defer idle[i].Close()
+		if got := exchangeOn(t, idle[i], "GET /repo/ok HTTP/1.1\r\nHost: h\r\n\r\n"); got != "ok" {
+			t.Fatalf("answer %q", got)
+		}
+	}
+	busy, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	io.WriteString(busy, "GET /repo/file HTTP/1.1\r\nHost: h\r\n\r\n")
+	for deadline := time.Now().Add(20 * time.Second); fg.Left() == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the busy connection did not leave its loop")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	done := make(chan error, 1)
+	go func() { done <- fg.Shutdown(context.Background()) }()
+	for _, c := range idle {
+		expectClosed(t, c)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Shutdown returned during a response: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	busy.SetReadDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(busy)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if !bytes.Equal(body, data) {
+		t.Fatalf("busy response: %d bytes, want %d", len(body), len(data))
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	if n, err := br.Read(make([]byte, 1)); n != 0 || err == nil || isTimeout(err) {
+		t.Errorf("the busy connection stayed open: %d, %v", n, err)
 	}
 }
 

@@ -11,12 +11,13 @@ import (
 // own goroutine and these are never reached.
 type loop struct{}
 
-func (s *Server) startLoops(*handoff)         {}
-func (l *loop) add(*net.TCPConn) bool         { return false }
-func (l *loop) wake()                         {}
-func (cn *conn) leave() error                 { return net.ErrClosed }
-func (cn *conn) writeRaw([]byte) (int, error) { return 0, net.ErrClosed }
-func (cn *conn) writevRaw(*net.Buffers) error { return net.ErrClosed }
+func (s *Server) startLoops(*handoff, net.Listener) bool { return false }
+func (s *Server) stopAccepting()                         {}
+func (l *loop) add(*net.TCPConn) bool                    { return false }
+func (l *loop) wake()                                    {}
+func (cn *conn) leave() error                            { return net.ErrClosed }
+func (cn *conn) writeRaw([]byte) (int, error)            { return 0, net.ErrClosed }
+func (cn *conn) writevRaw(*net.Buffers) error            { return net.ErrClosed }
 func (cn *conn) sendRaw(io.Reader) (int64, bool, error) {
 	return 0, false, net.ErrClosed
 }

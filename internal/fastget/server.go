@@ -49,9 +49,10 @@ type Server struct {
 	done     chan struct{} // closed by Shutdown or Close
 	served   atomic.Uint64
 
-	loops     []*loop
-	loopConns atomic.Int64  // connections on loops
-	left      atomic.Uint64 // connections that left a loop for a goroutine
+	loops      []*loop
+	loopConns  atomic.Int64  // connections on loops
+	left       atomic.Uint64 // connections that left a loop for a goroutine
+	acceptStop atomic.Bool   // the loops stop accepting (the listener closed)
 }
 
 // Left returns how many connections have moved from an event loop to a
@@ -75,8 +76,9 @@ func New(cfg Config) *Server {
 // closes ln.
 func (s *Server) Listen(ln net.Listener) net.Listener {
 	h := &handoff{ln: ln, conns: make(chan net.Conn), done: s.done, closed: make(chan struct{})}
-	if s.cfg.Loops > 0 {
-		s.startLoops(h)
+	if s.cfg.Loops > 0 && s.startLoops(h, ln) {
+		h.onClose = s.stopAccepting
+		return h
 	}
 	go s.accept(ln, h)
 	return h
@@ -209,6 +211,8 @@ type handoff struct {
 	ln    net.Listener
 	conns chan net.Conn
 	done  <-chan struct{}
+	// onClose stops the loops' accepting, when they accept.
+	onClose func()
 
 	once   sync.Once
 	closed chan struct{}
@@ -251,6 +255,10 @@ func (h *handoff) fail(err error) {
 
 func (h *handoff) Close() error {
 	err := h.ln.Close()
+	if h.onClose != nil {
+		h.onClose()
+		err = nil // ln was closed at the start: the loops accept
+	}
 	h.once.Do(func() { close(h.closed) })
 	return err
 }
