@@ -20,6 +20,21 @@
 // handlers and middleware are net/http's) and cannot give a connection
 // back to net/http half-way.
 //
+// With Config.Loops (Linux), connections are not given a goroutine each:
+// a few event loops accept them, wait for their requests with epoll, and
+// run the handler inline, writing each response straight to the socket.
+// The loops wait without handing their P back to the runtime while busy
+// (bounded to 2 ms a wait, so a collection still stops them promptly);
+// measured, that hand-off was most of what the goroutine-per-connection
+// loop spent over nginx's CPU per pull (README, "Performance"). A
+// connection whose response would block (a slow reader, a body larger
+// than the socket takes), or whose request is not the loop's kind, moves
+// to a goroutine of its own and goes on there exactly as without loops
+// (loop_linux.go). The price: a loop's handler must not wait on the
+// network or on locks held long, or it stalls the loop's other
+// connections; the server uses loops only for a repository on local disk,
+// as nginx does.
+//
 // What it parses itself is only the request line; headers are read by
 // net/textproto, as net/http reads them, and checked with httpguts as
 // net/http checks them. What it refuses, net/http would refuse too: a

@@ -27,6 +27,13 @@
 //     corked (that doubled their CPU cost).
 //   - The repository directory itself must stay in place while serving;
 //     everything inside it may change.
+//   - GET and HEAD under /repo/ on plain TCP are served by internal/fastget,
+//     with Config.RepoLoops event loops that run this package's handler
+//     chain inline (mxos-server --repo-loops; half the CPUs by default).
+//     That is safe only because, with the repository on local disk, the
+//     chain does nothing for these requests but read files and update
+//     counters; with the repository in a bucket (repostore.go) there are
+//     no loops. Every other request, and TLS, is net/http's.
 //
 // Caching follows the repository layout:
 //
