@@ -344,3 +344,58 @@ func FuzzLoop(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkLoopGET: one keep-alive client, one loop, a small declared
+// body; allocs/op are the server's (the client allocates nothing per
+// request).
+func BenchmarkLoopGET(b *testing.B) {
+	for _, loops := range []int{0, 1} {
+		b.Run(fmt.Sprintf("loops=%d", loops), func(b *testing.B) {
+			body := bytes.Repeat([]byte("x"), 2048)
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/octet-stream")
+				w.Header().Set("Content-Length", "2048")
+				w.Write(body)
+			})
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			fg := New(Config{Handler: h, Prefix: "/repo/", Loops: loops, ErrorLog: log.New(io.Discard, "", 0)})
+			hs := &http.Server{Handler: h}
+			go hs.Serve(fg.Listen(ln))
+			defer func() { hs.Close(); fg.Close() }()
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			req := []byte("GET /repo/objects/ab/cdef.filez HTTP/1.1\r\nHost: h\r\nUser-Agent: bench\r\n\r\n")
+			buf := make([]byte, 64<<10)
+			exchange := func() int {
+				if _, err := c.Write(req); err != nil {
+					b.Fatal(err)
+				}
+				n := 0
+				for {
+					m, err := c.Read(buf[n:])
+					if err != nil {
+						b.Fatal(err)
+					}
+					n += m
+					if i := bytes.Index(buf[:n], []byte("\r\n\r\n")); i >= 0 && n >= i+4+len(body) {
+						return n
+					}
+				}
+			}
+			size := exchange()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				if n := exchange(); n != size {
+					b.Fatalf("response of %d bytes, the first was %d", n, size)
+				}
+			}
+		})
+	}
+}
