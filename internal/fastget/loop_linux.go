@@ -61,7 +61,7 @@ type loop struct {
 	epfd   int
 	wakefd int // an eventfd: Shutdown and Close wake the loop with it
 
-	mu     sync.Mutex // guards conns and closed against the accept goroutine
+	mu     sync.Mutex // guards conns and closed against wake and Shutdown
 	conns  map[int32]*conn
 	closed bool
 
@@ -83,11 +83,11 @@ type loop struct {
 var inPool = sync.Pool{New: func() any { return new([readBufSize]byte) }}
 
 // startLoops starts cfg.Loops loops; without them (an error, logged) every
-// connection gets its own goroutine. It reports whether the loops accept
-// ln's connections themselves (then ln is closed: the loops hold their
-// own descriptors of the socket, outside the runtime's poller, which would
-// otherwise wake a thread for every connection).
-func (s *Server) startLoops(h *handoff, ln net.Listener) (accepting bool) {
+// connection gets its own goroutine. The loops accept ln's connections
+// themselves (then ln is closed: the loops hold their own descriptors of
+// the socket, outside the runtime's poller, which would otherwise wake a
+// thread for every connection); it reports whether they run.
+func (s *Server) startLoops(h *handoff, ln net.Listener) bool {
 	for range s.cfg.Loops {
 		l, err := newLoop(s, h)
 		if err != nil {
@@ -100,16 +100,23 @@ func (s *Server) startLoops(h *handoff, ln net.Listener) (accepting bool) {
 		}
 		s.loops = append(s.loops, l)
 	}
-	accepting = s.listen(ln)
+	if !s.listen(ln) {
+		// Not a plain TCP listener (or no descriptor of it): no loops,
+		// rather than a second way for connections to reach them.
+		for _, l := range s.loops {
+			l.closeAll()
+		}
+		s.loops = nil
+		return false
+	}
 	for _, l := range s.loops {
 		go l.run()
 	}
-	return accepting
+	return true
 }
 
 // listen gives every loop its own descriptor of ln's socket to accept
-// from, if ln is a plain TCP listener; false leaves ln to the accept
-// goroutine.
+// from, if ln is a plain TCP listener; false if it cannot.
 func (s *Server) listen(ln net.Listener) bool {
 	tl, ok := ln.(*net.TCPListener)
 	if !ok {
@@ -146,7 +153,7 @@ func (s *Server) listen(ln net.Listener) bool {
 		for _, fd := range fds {
 			unix.Close(fd) // also leaves any epoll set
 		}
-		s.logf("fastget: the accept goroutine accepts: %v", errors.Join(err, derr))
+		s.logf("fastget: no event loops, a goroutine per connection: %v", errors.Join(err, derr))
 		return false
 	}
 	for i, l := range s.loops {
@@ -183,24 +190,6 @@ func newLoop(s *Server, h *handoff) (*loop, error) {
 	}
 	return &loop{s: s, h: h, epfd: epfd, wakefd: wakefd, lfd: -1, conns: make(map[int32]*conn),
 		br: bufio.NewReaderSize(nil, readBufSize)}, nil
-}
-
-// add places c on the loop; false if it cannot take it (the caller
-// serves c some other way).
-func (l *loop) add(c *net.TCPConn) bool {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return false
-	}
-	fd := -1
-	if err := rc.Control(func(s uintptr) { fd, _ = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil || fd < 0 {
-		return false
-	}
-	if !l.register(fd, c.RemoteAddr().String()) {
-		return false
-	}
-	c.Close() // the duplicate keeps the socket open, outside the runtime's poller
-	return true
 }
 
 // register places the connection on fd on the loop; false (fd closed) if

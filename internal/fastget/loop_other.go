@@ -13,7 +13,6 @@ type loop struct{}
 
 func (s *Server) startLoops(*handoff, net.Listener) bool { return false }
 func (s *Server) stopAccepting()                         {}
-func (l *loop) add(*net.TCPConn) bool                    { return false }
 func (l *loop) wake()                                    {}
 func (cn *conn) leave() error                            { return net.ErrClosed }
 func (cn *conn) writeRaw([]byte) (int, error)            { return 0, net.ErrClosed }

@@ -88,7 +88,7 @@ func (s *Server) Listen(ln net.Listener) net.Listener {
 // connections get the loop; anything else (TLS) goes to net/http at once.
 func (s *Server) accept(ln net.Listener, h *handoff) {
 	var backoff time.Duration
-	for next := 0; ; next++ {
+	for {
 		c, err := ln.Accept()
 		if err != nil {
 			var ne net.Error
@@ -102,14 +102,10 @@ func (s *Server) accept(ln net.Listener, h *handoff) {
 			return
 		}
 		backoff = 0
-		tc, ok := c.(*net.TCPConn)
-		if !ok || s.shutdown.Load() {
+		if _, ok := c.(*net.TCPConn); !ok || s.shutdown.Load() {
 			if !h.give(c) {
 				c.Close()
 			}
-			continue
-		}
-		if len(s.loops) > 0 && s.loops[next%len(s.loops)].add(tc) {
 			continue
 		}
 		cn := s.newConn(c, h)
